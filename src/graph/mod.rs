@@ -1,0 +1,262 @@
+//! The graph runtime: a small DAG of named layers.
+//!
+//! - `mod.rs` (this file): [`Op`], [`Node`], the [`GraphBuilder`] the model zoo uses to describe
+//!   an architecture (and the tensors it expects, by their PyTorch state-dict names).
+//! - `shapes.rs`: shape inference and validation, run before any op executes.
+//! - `exec.rs`: forward pass (keeping what the backward needs) and backward pass from seeds at
+//!   any nodes to the input and to any named layer.
+//!
+//! Layer names are PyTorch module paths. A node's `name` is the module whose output it is; a
+//! container path (`layer4`, `features`, `blocks.5`) resolves to the last node inside it, which
+//! is the container's output — what a PyTorch forward hook on that module would see. A module
+//! called several times (torchvision's Bottleneck reuses `relu`) gives the earlier calls the
+//! names `relu:0`, `relu:1`, … and the last call the plain name, as "last hook call wins".
+
+pub mod exec;
+pub mod shapes;
+
+use crate::backend::{Act, LrnGeom, Pool2dGeom};
+
+pub type NodeId = usize;
+/// Index into the parameter list (specs while building, tensors once loaded).
+pub type ParamId = usize;
+
+/// Convolution padding: explicit (top, bottom, left, right) or TensorFlow "SAME", resolved
+/// against the actual input size at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pad {
+    Explicit([usize; 4]),
+    Same,
+}
+
+impl Pad {
+    /// Symmetric PyTorch padding (ph, pw).
+    pub fn sym(ph: usize, pw: usize) -> Pad {
+        Pad::Explicit([ph, ph, pw, pw])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Input,
+    Conv {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        stride: [usize; 2],
+        pad: Pad,
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// Inference batch norm; folded into the preceding convolution at load time where possible,
+    /// otherwise turned into an [`Op::Affine`].
+    BatchNorm { weight: ParamId, bias: ParamId, mean: ParamId, var: ParamId, eps: f32 },
+    /// y = x * scale[c] + shift[c]
+    Affine { scale: ParamId, shift: ParamId },
+    Linear { weight: ParamId, bias: Option<ParamId> },
+    Act(Act),
+    MaxPool(Pool2dGeom),
+    AvgPool(Pool2dGeom),
+    AdaptiveAvgPool([usize; 2]),
+    /// elementwise sum of two inputs (residual)
+    Add,
+    /// channel concatenation of all inputs
+    Concat,
+    /// inputs: (x [n,c,h,w], s [n,c,1,1]) -> x * s
+    ChannelScale,
+    /// [n, ...] -> [n, prod(...)]
+    Flatten,
+    Lrn(LrnGeom),
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    /// other module paths whose output this node also is (a folded batch norm's name)
+    pub aliases: Vec<String>,
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+}
+
+/// A tensor the architecture expects in the weights file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// Heads the visualisations need to know about.
+#[derive(Clone, Debug, Default)]
+pub struct Heads {
+    /// default Grad-CAM layer: the last feature layer before the classifier's pooling
+    pub gradcam_layer: String,
+    /// default DeepDream layer
+    pub dream_layer: String,
+    /// CAM (Zhou et al. 2016): (feature layer, linear classifier node name), present only when
+    /// the classifier is a linear layer right after global average pooling
+    pub cam: Option<(String, String)>,
+}
+
+/// An architecture: nodes in topological order, the parameters they expect, and which tensors of
+/// a state dict are known but unused (auxiliary heads, `num_batches_tracked`).
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub arch: String,
+    pub nodes: Vec<Node>,
+    pub params: Vec<ParamSpec>,
+    pub ignored_prefixes: Vec<String>,
+    pub output: NodeId,
+    pub heads: Heads,
+    /// the input size the architecture was trained at (h, w)
+    pub input_size: [usize; 2],
+}
+
+/// Builds a [`Graph`] node by node. Each method takes the module path (PyTorch naming) and the
+/// input node(s) and returns the new node.
+pub struct GraphBuilder {
+    g: Graph,
+}
+
+impl GraphBuilder {
+    pub fn new(arch: &str) -> Self {
+        let input = Node { name: "input".into(), aliases: vec![], op: Op::Input, inputs: vec![] };
+        GraphBuilder {
+            g: Graph {
+                arch: arch.into(),
+                nodes: vec![input],
+                params: vec![],
+                ignored_prefixes: vec![],
+                output: 0,
+                heads: Heads::default(),
+                input_size: [224, 224],
+            },
+        }
+    }
+
+    pub fn input(&self) -> NodeId {
+        0
+    }
+
+    fn param(&mut self, name: String, shape: Vec<usize>) -> ParamId {
+        self.g.params.push(ParamSpec { name, shape });
+        self.g.params.len() - 1
+    }
+
+    fn node(&mut self, name: &str, op: Op, inputs: Vec<NodeId>) -> NodeId {
+        self.g.nodes.push(Node { name: name.into(), aliases: vec![], op, inputs });
+        self.g.nodes.len() - 1
+    }
+
+    /// `name.weight` [cout, cin/groups, k0, k1] and, if `bias`, `name.bias` [cout].
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        cin: usize,
+        cout: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: Pad,
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    ) -> NodeId {
+        let weight = self.param(format!("{name}.weight"), vec![cout, cin / groups, kernel[0], kernel[1]]);
+        let bias = bias.then(|| self.param(format!("{name}.bias"), vec![cout]));
+        self.node(name, Op::Conv { weight, bias, stride, pad, dilation, groups }, vec![x])
+    }
+
+    /// Square kernel, stride and symmetric padding, no dilation, no groups, as most zoo convs.
+    pub fn conv_k(&mut self, name: &str, x: NodeId, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> NodeId {
+        self.conv(name, x, cin, cout, [k, k], [stride, stride], Pad::sym(pad, pad), [1, 1], 1, bias)
+    }
+
+    /// `name.{weight,bias,running_mean,running_var}` [c] (and `name.num_batches_tracked`, ignored).
+    pub fn batch_norm(&mut self, name: &str, x: NodeId, c: usize, eps: f32) -> NodeId {
+        let weight = self.param(format!("{name}.weight"), vec![c]);
+        let bias = self.param(format!("{name}.bias"), vec![c]);
+        let mean = self.param(format!("{name}.running_mean"), vec![c]);
+        let var = self.param(format!("{name}.running_var"), vec![c]);
+        self.node(name, Op::BatchNorm { weight, bias, mean, var, eps }, vec![x])
+    }
+
+    /// `name.weight` [out, in] and, if `bias`, `name.bias` [out].
+    pub fn linear(&mut self, name: &str, x: NodeId, cin: usize, cout: usize, bias: bool) -> NodeId {
+        let weight = self.param(format!("{name}.weight"), vec![cout, cin]);
+        let bias = bias.then(|| self.param(format!("{name}.bias"), vec![cout]));
+        self.node(name, Op::Linear { weight, bias }, vec![x])
+    }
+
+    pub fn act(&mut self, name: &str, x: NodeId, a: Act) -> NodeId {
+        self.node(name, Op::Act(a), vec![x])
+    }
+
+    pub fn max_pool(&mut self, name: &str, x: NodeId, g: Pool2dGeom) -> NodeId {
+        self.node(name, Op::MaxPool(g), vec![x])
+    }
+
+    pub fn avg_pool(&mut self, name: &str, x: NodeId, g: Pool2dGeom) -> NodeId {
+        self.node(name, Op::AvgPool(g), vec![x])
+    }
+
+    pub fn adaptive_avg_pool(&mut self, name: &str, x: NodeId, out: [usize; 2]) -> NodeId {
+        self.node(name, Op::AdaptiveAvgPool(out), vec![x])
+    }
+
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> NodeId {
+        self.node(name, Op::Add, vec![a, b])
+    }
+
+    pub fn concat(&mut self, name: &str, xs: &[NodeId]) -> NodeId {
+        self.node(name, Op::Concat, xs.to_vec())
+    }
+
+    pub fn channel_scale(&mut self, name: &str, x: NodeId, s: NodeId) -> NodeId {
+        self.node(name, Op::ChannelScale, vec![x, s])
+    }
+
+    pub fn flatten(&mut self, name: &str, x: NodeId) -> NodeId {
+        self.node(name, Op::Flatten, vec![x])
+    }
+
+    pub fn lrn(&mut self, name: &str, x: NodeId, g: LrnGeom) -> NodeId {
+        self.node(name, Op::Lrn(g), vec![x])
+    }
+
+    /// Tensors under this prefix may be in the file and are not used (e.g. "aux1.").
+    pub fn ignore_prefix(&mut self, prefix: &str) {
+        self.g.ignored_prefixes.push(prefix.into());
+    }
+
+    pub fn set_input_size(&mut self, h: usize, w: usize) {
+        self.g.input_size = [h, w];
+    }
+
+    /// Rename earlier calls of a reused module: the nodes named `name` other than the last
+    /// become `name:0`, `name:1`, …
+    fn rename_repeats(&mut self) {
+        use std::collections::HashMap;
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for n in &self.g.nodes {
+            *count.entry(n.name.clone()).or_default() += 1;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for n in &mut self.g.nodes {
+            let total = count[&n.name];
+            if total > 1 {
+                let k = seen.entry(n.name.clone()).or_default();
+                if *k + 1 < total {
+                    n.name = format!("{}:{}", n.name, k);
+                }
+                *k += 1;
+            }
+        }
+    }
+
+    pub fn finish(mut self, output: NodeId, heads: Heads) -> Graph {
+        self.rename_repeats();
+        self.g.output = output;
+        self.g.heads = heads;
+        self.g
+    }
+}

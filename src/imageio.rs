@@ -1,0 +1,1 @@
+//! Images in and out. (stub: being written)

@@ -1,0 +1,23 @@
+//! deepviz: see what a convolutional network has learned.
+//!
+//! Map of the crate:
+//! - [`error`]: the one error enum.
+//! - [`tensor`]: the host tensor (NCHW f32) used at the API boundary and by the CPU engine.
+//! - [`backend`]: one method per op ([`backend::Backend`]); `backend::cpu` is the reference engine.
+//! - [`graph`]: named-layer DAG, shape inference, forward / backward execution.
+//! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.
+//! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
+//! - [`imageio`]: image loading and preprocessing, `.npy` input/output, colormaps and PNGs.
+//! - [`viz`]: the visualisations (saliency, CAM, Grad-CAM, DeepDream, classify).
+
+pub mod backend;
+pub mod error;
+pub mod graph;
+pub mod imageio;
+pub mod model;
+pub mod tensor;
+pub mod viz;
+pub mod zoo;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;
