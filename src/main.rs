@@ -1,1 +1,509 @@
-fn main() {}
+//! The `deepviz` command-line program: one shape for every method,
+//! `deepviz METHOD --image FILE... [--model FILE] [--arch NAME] [--class N] [--layer NAME]
+//! [--out DIR] [--raw] [--json] [--device auto|cpu]`. Errors are printed as one line and exit
+//! with status 1 (usage errors: 2); nothing is written unless everything succeeded.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use deepviz::backend::cpu::Cpu;
+use deepviz::backend::Backend;
+use deepviz::imageio::{self, Colormap, Preprocess};
+use deepviz::model::Model;
+use deepviz::viz::{classify, Cam, DeepDream, GradCam, Objective, Saliency};
+use deepviz::{Error, Result, Tensor};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "deepviz", version, about = "See what a convolutional network has learned: saliency, CAM, Grad-CAM, DeepDream.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Top-k classes with probabilities
+    Classify {
+        #[command(flatten)]
+        common: Common,
+        /// how many classes to show
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Saliency map (Simonyan et al. 2014): max over colour channels of |d score / d image|
+    Saliency(Common),
+    /// Class activation map (Zhou et al. 2016); needs a linear classifier after global average pooling
+    Cam(Common),
+    /// Grad-CAM (Selvaraju et al. 2017) at --layer (default: the last feature layer)
+    Gradcam(Common),
+    /// DeepDream: amplify what --layer sees (maximise ½‖A‖²) over octaves, with jitter
+    Dream {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        dream: DreamArgs,
+    },
+    /// List the model's layers (PyTorch module paths) with their output shapes
+    Layers {
+        /// model file (.safetensors); default: the embedded EfficientNet-Lite0
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// architecture, for files without `arch` metadata
+        #[arg(long)]
+        arch: Option<String>,
+        /// print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// input images (PNG, JPEG, ...), folders of them, or float32 NCHW .npy tensors already preprocessed
+    #[arg(long, num_args = 1.., required = true)]
+    image: Vec<PathBuf>,
+    /// model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// architecture, for files without `arch` metadata (e.g. resnet50)
+    #[arg(long)]
+    arch: Option<String>,
+    /// target class index for every image; default: each image's top class
+    #[arg(long = "class")]
+    class: Option<usize>,
+    /// layer (PyTorch module path, e.g. layer4, features.29, blocks.5)
+    #[arg(long)]
+    layer: Option<String>,
+    /// output folder
+    #[arg(long, default_value = "deepviz-out")]
+    out: PathBuf,
+    /// also write the raw map as float32 .npy at its native resolution
+    #[arg(long)]
+    raw: bool,
+    /// print a machine-readable summary (JSON) on stdout
+    #[arg(long)]
+    json: bool,
+    /// compute device
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// images per batch
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+#[derive(Args)]
+struct DreamArgs {
+    #[arg(long, default_value_t = 4)]
+    octaves: usize,
+    #[arg(long, default_value_t = 1.4)]
+    octave_scale: f32,
+    /// gradient-ascent steps per octave
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// step size (normalised input units, on g / mean|g|)
+    #[arg(long, default_value_t = 0.02)]
+    lr: f32,
+    /// maximum random shift in pixels per step
+    #[arg(long, default_value_t = 32)]
+    jitter: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// One input item: where it came from, a name for its outputs, its picture, its tensor.
+struct Item {
+    source: PathBuf,
+    stem: String,
+    picture: RgbImage,
+    x: Tensor,
+}
+
+const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "npy"];
+
+fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(Error::InvalidArgument(format!("{}: no images in this folder", p.display())));
+            }
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn load_items(paths: &[PathBuf], pre: &Preprocess) -> Result<Vec<Item>> {
+    let mut items = vec![];
+    for path in expand_inputs(paths)? {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            let t = imageio::read_npy(&path)?;
+            let t = match t.rank() {
+                3 => {
+                    let s = t.shape.clone();
+                    t.reshape(&[1, s[0], s[1], s[2]])?
+                }
+                4 => t,
+                _ => return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
+            };
+            let (n, c, h, w) = t.nchw();
+            if c != 3 || h == 0 || w == 0 || n == 0 {
+                return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
+            }
+            for i in 0..n {
+                let x = Tensor::new(vec![1, c, h, w], t.item(i).to_vec())?;
+                let picture = imageio::to_rgb(&x.data, h, w, pre);
+                let stem = if n > 1 { format!("{stem}_{i}") } else { stem.clone() };
+                items.push(Item { source: path.clone(), stem, picture, x });
+            }
+        } else {
+            let img = imageio::load_rgb(&path)?;
+            let picture = imageio::resize_crop(&img, pre.size);
+            let x = imageio::to_tensor(std::slice::from_ref(&picture), pre);
+            items.push(Item { source: path, stem, picture, x });
+        }
+    }
+    // distinct output names
+    let mut seen = HashSet::new();
+    for it in &mut items {
+        let base = it.stem.clone();
+        let mut k = 2;
+        while !seen.insert(it.stem.clone()) {
+            it.stem = format!("{base}-{k}");
+            k += 1;
+        }
+    }
+    Ok(items)
+}
+
+fn batches(items: &[Item], size: usize) -> Result<Vec<(std::ops::Range<usize>, Tensor)>> {
+    let size = size.max(1);
+    let mut out = vec![];
+    let mut start = 0;
+    while start < items.len() {
+        let end = (start + size).min(items.len());
+        let shape = &items[start].x.shape;
+        let mut data = Vec::new();
+        for it in &items[start..end] {
+            if &it.x.shape != shape {
+                return Err(Error::InvalidArgument(format!(
+                    "inputs of different sizes cannot share a batch ({} is {:?}, {} is {:?}); use --batch-size 1",
+                    items[start].source.display(),
+                    shape,
+                    it.source.display(),
+                    it.x.shape
+                )));
+            }
+            data.extend_from_slice(&it.x.data);
+        }
+        out.push((start..end, Tensor::new(vec![end - start, shape[1], shape[2], shape[3]], data)?));
+        start = end;
+    }
+    Ok(out)
+}
+
+fn backend(d: DeviceArg) -> Result<Box<dyn Backend>> {
+    match d {
+        DeviceArg::Auto | DeviceArg::Cpu => Ok(Box::new(Cpu)),
+        DeviceArg::Cuda => Err(Error::Unsupported(
+            "this build of deepviz has no CUDA engine yet; use --device cpu (or auto)".into(),
+        )),
+    }
+}
+
+fn load_model(model: &Option<PathBuf>, arch: &Option<String>) -> Result<Model> {
+    match model {
+        Some(p) => Model::load(p, arch.as_deref()),
+        None if arch.is_some() => Err(Error::InvalidArgument("--arch needs --model FILE".into())),
+        None => Model::default_model(),
+    }
+}
+
+/// Files to write, all computed before the first is written.
+struct Outputs {
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Outputs {
+    fn png(&mut self, path: PathBuf, img: &RgbImage) -> Result<()> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, image::ImageFormat::Png)
+            .map_err(|e| Error::Image { path: path.clone(), msg: e.to_string() })?;
+        self.files.push((path, buf.into_inner()));
+        Ok(())
+    }
+    fn npy(&mut self, path: PathBuf, t: &Tensor) -> Result<()> {
+        let tmp = std::env::temp_dir().join(format!("deepviz-{}-{}.npy", std::process::id(), self.files.len()));
+        imageio::write_npy(&tmp, t)?;
+        let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_file(&tmp);
+        self.files.push((path, bytes));
+        Ok(())
+    }
+    /// Refuse to overwrite an input, then write everything atomically.
+    fn write(self, inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<PathBuf>> {
+        let canon: HashSet<PathBuf> = inputs.iter().filter_map(|p| p.canonicalize().ok()).collect();
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        for (p, _) in &self.files {
+            if let Ok(c) = p.canonicalize() {
+                if canon.contains(&c) {
+                    return Err(Error::InvalidArgument(format!(
+                        "refusing to overwrite the input {} with an output; choose another --out",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        let mut written = vec![];
+        for (p, bytes) in self.files {
+            imageio::atomic_write(&p, &bytes)?;
+            written.push(p);
+        }
+        Ok(written)
+    }
+}
+
+fn progress(len: usize, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise}").unwrap().progress_chars("=> "));
+    pb.set_message(msg.to_string());
+    pb
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum MapKind {
+    Saliency,
+    Cam,
+    GradCam,
+}
+
+fn run_map(c: &Common, kind: MapKind) -> Result<()> {
+    let be = backend(c.device)?;
+    let model = load_model(&c.model, &c.arch)?;
+    let pre = model.preprocess;
+    let items = load_items(&c.image, &pre)?;
+    let (method, cmap) = match kind {
+        MapKind::Saliency => ("saliency", Colormap::Inferno),
+        MapKind::Cam => ("cam", Colormap::Turbo),
+        MapKind::GradCam => ("gradcam", Colormap::Turbo),
+    };
+    let cam = if kind == MapKind::Cam {
+        if c.layer.is_some() {
+            return Err(Error::InvalidArgument("cam uses the layer before the classifier; --layer is for gradcam".into()));
+        }
+        Some(Cam::new(&model)?)
+    } else {
+        None
+    };
+    let gradcam = if kind == MapKind::GradCam { Some(GradCam::new(&model, c.layer.as_deref())?) } else { None };
+    if kind == MapKind::Saliency && c.layer.is_some() {
+        return Err(Error::InvalidArgument("saliency is taken w.r.t. the input image; --layer does not apply".into()));
+    }
+    let layer_name = match (&cam, &gradcam) {
+        (Some(m), _) => Some(model.name(m.feature).to_string()),
+        (_, Some(g)) => Some(model.name(g.layer).to_string()),
+        _ => None,
+    };
+    let mut out = Outputs { files: vec![] };
+    let mut summary = vec![];
+    let bs = batches(&items, c.batch_size)?;
+    let pb = progress(items.len(), method);
+    for (range, x) in bs {
+        let targets = c.class.map(|k| vec![k; range.len()]);
+        let (maps, cls) = match kind {
+            MapKind::Saliency => Saliency.attribute(&model, be.as_ref(), &x, targets.as_deref())?,
+            MapKind::Cam => cam.as_ref().unwrap().attribute(&model, be.as_ref(), &x, targets.as_deref())?,
+            MapKind::GradCam => gradcam.as_ref().unwrap().attribute(&model, be.as_ref(), &x, targets.as_deref())?,
+        };
+        let (h, w) = (maps.shape[1], maps.shape[2]);
+        for (j, it) in items[range.clone()].iter().enumerate() {
+            let m = &maps.data[j * h * w..(j + 1) * h * w];
+            let (ph, pw) = (it.picture.height() as usize, it.picture.width() as usize);
+            let up = imageio::normalize_map(&imageio::upsample_bilinear(m, h, w, ph, pw));
+            let heat = c.out.join(format!("{}_{method}.png", it.stem));
+            let over = c.out.join(format!("{}_{method}_overlay.png", it.stem));
+            out.png(heat.clone(), &imageio::colorize(&up, ph, pw, cmap))?;
+            out.png(over.clone(), &imageio::overlay(&it.picture, &up, cmap, 0.5))?;
+            let mut files = vec![heat, over];
+            if c.raw {
+                let p = c.out.join(format!("{}_{method}.npy", it.stem));
+                out.npy(p.clone(), &Tensor::new(vec![h, w], m.to_vec())?)?;
+                files.push(p);
+            }
+            summary.push(json!({
+                "image": it.source.display().to_string(),
+                "class": cls[j],
+                "class_name": model.class_name(cls[j]),
+                "layer": layer_name,
+                "map_shape": [h, w],
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            }));
+        }
+        pb.inc(range.len() as u64);
+    }
+    pb.finish_and_clear();
+    let written = out.write(&c.image, &c.out)?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    } else {
+        for s in &summary {
+            println!("{}: class {} ({})", s["image"].as_str().unwrap(), s["class"], s["class_name"].as_str().unwrap());
+        }
+        for p in written {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_classify(c: &Common, top: usize) -> Result<()> {
+    if c.class.is_some() || c.layer.is_some() || c.raw {
+        return Err(Error::InvalidArgument("classify takes no --class, --layer or --raw".into()));
+    }
+    let be = backend(c.device)?;
+    let model = load_model(&c.model, &c.arch)?;
+    let items = load_items(&c.image, &model.preprocess)?;
+    let mut summary = vec![];
+    for (range, x) in batches(&items, c.batch_size)? {
+        let preds = classify(&model, be.as_ref(), &x, top.max(1))?;
+        for (it, p) in items[range].iter().zip(preds) {
+            if !c.json {
+                println!("{}:", it.source.display());
+                for q in &p {
+                    println!("  {:>4}  {:<30} logit {:>8.3}  p {:.4}", q.class, q.name, q.logit, q.prob);
+                }
+            }
+            let top: Vec<_> = p
+                .iter()
+                .map(|q| json!({"class": q.class, "name": q.name, "logit": q.logit, "prob": q.prob}))
+                .collect();
+            summary.push(json!({"image": it.source.display().to_string(), "top": top}));
+        }
+    }
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    }
+    Ok(())
+}
+
+fn run_dream(c: &Common, d: &DreamArgs) -> Result<()> {
+    if c.class.is_some() {
+        return Err(Error::InvalidArgument("dream amplifies a layer; --class does not apply".into()));
+    }
+    let be = backend(c.device)?;
+    let model = load_model(&c.model, &c.arch)?;
+    let pre = model.preprocess;
+    let items = load_items(&c.image, &pre)?;
+    let layer = model.resolve(c.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
+    if layer == 0 {
+        return Err(Error::InvalidArgument("dream needs a layer inside the network, not its input".into()));
+    }
+    let dream = DeepDream {
+        objective: Objective::layer(layer),
+        octaves: d.octaves,
+        octave_scale: d.octave_scale,
+        steps: d.steps,
+        lr: d.lr,
+        jitter: d.jitter,
+        seed: d.seed,
+    };
+    let mut out = Outputs { files: vec![] };
+    let mut summary = vec![];
+    for (range, x) in batches(&items, c.batch_size)? {
+        let (_, _, h, w) = x.nchw();
+        let pb = progress(dream.total_steps(h, w), &format!("dream {}", model.name(layer)));
+        let y = dream.run(&model, be.as_ref(), &x, &pre, &mut || pb.inc(1))?;
+        pb.finish_and_clear();
+        for (j, it) in items[range].iter().enumerate() {
+            let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
+            let p = c.out.join(format!("{}_dream.png", it.stem));
+            out.png(p.clone(), &imageio::to_rgb(&img.data, h, w, &pre))?;
+            let mut files = vec![p];
+            if c.raw {
+                let p = c.out.join(format!("{}_dream.npy", it.stem));
+                out.npy(p.clone(), &img)?;
+                files.push(p);
+            }
+            summary.push(json!({
+                "image": it.source.display().to_string(),
+                "layer": model.name(layer),
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    let written = out.write(&c.image, &c.out)?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    } else {
+        for p in written {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_layers(model: &Option<PathBuf>, arch: &Option<String>, as_json: bool) -> Result<()> {
+    let m = load_model(model, arch)?;
+    let [h, w] = m.preprocess.size;
+    let shapes = m.infer_shapes(&[1, 3, h, w])?;
+    let mut rows = vec![];
+    for path in m.layer_paths() {
+        let id = m.resolve(path)?;
+        let op = format!("{:?}", m.graph.nodes[id].op);
+        let op = op.split([' ', '(', '{']).next().unwrap_or("").to_string();
+        rows.push((path.to_string(), op, shapes[id].clone()));
+    }
+    if as_json {
+        let v: Vec<_> = rows.iter().map(|(p, op, s)| json!({"layer": p, "op": op, "shape": s})).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"arch": m.graph.arch, "origin": m.origin, "layers": v})).unwrap());
+    } else {
+        println!("{} ({}), input [1, 3, {h}, {w}]", m.graph.arch, m.origin);
+        for (p, op, s) in rows {
+            println!("  {p:<40} {op:<16} {s:?}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Classify { common, top } => run_classify(common, *top),
+        Cmd::Saliency(c) => run_map(c, MapKind::Saliency),
+        Cmd::Cam(c) => run_map(c, MapKind::Cam),
+        Cmd::Gradcam(c) => run_map(c, MapKind::GradCam),
+        Cmd::Dream { common, dream } => run_dream(common, dream),
+        Cmd::Layers { model, arch, json } => run_layers(model, arch, *json),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

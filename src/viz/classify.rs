@@ -1,0 +1,38 @@
+//! Top-k classification.
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::Model;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub class: usize,
+    pub name: String,
+    pub logit: f32,
+    pub prob: f32,
+}
+
+/// The top `k` classes of each item with their logits and softmax probabilities.
+pub fn classify(model: &Model, be: &dyn Backend, x: &Tensor, k: usize) -> Result<Vec<Vec<Prediction>>> {
+    let acts = model.forward(be, x.clone(), model.output())?;
+    let logits = acts.get(model.output()).expect("forward ran to the output");
+    Ok((0..logits.shape[0])
+        .map(|i| {
+            let l = logits.item(i);
+            let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = l.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let mut idx: Vec<usize> = (0..l.len()).collect();
+            idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+            idx.iter()
+                .take(k)
+                .map(|&c| Prediction {
+                    class: c,
+                    name: model.class_name(c),
+                    logit: l[c],
+                    prob: (((l[c] - max) as f64).exp() / z) as f32,
+                })
+                .collect()
+        })
+        .collect())
+}
