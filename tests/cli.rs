@@ -1,0 +1,185 @@
+//! The command-line program end to end: every subcommand on the default model and a sample
+//! photo writes what it promises; bad input gives one line of error, a non-zero exit, and no
+//! output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deepviz"))
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deepviz-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run deepviz")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "deepviz {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// One line on stderr starting with "error:", exit status 1, no panic.
+fn fails(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "deepviz {args:?}: expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line of error, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn png_size(p: &Path) -> (u32, u32) {
+    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (img.width(), img.height())
+}
+
+fn npy_shape(p: &Path) -> Vec<usize> {
+    deepviz::imageio::read_npy(p).unwrap().shape
+}
+
+#[test]
+fn classify_samples_top5_json() {
+    let out = ok(&["classify", "--json", "--image", sample("chelsea.png").to_str().unwrap(), sample("coffee.png").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = |i: usize| -> Vec<u64> { v[i]["top"].as_array().unwrap().iter().map(|t| t["class"].as_u64().unwrap()).collect() };
+    assert_eq!(v[0]["top"].as_array().unwrap().len(), 5);
+    // chelsea: a cat (tabby 281, tiger cat 282, Egyptian cat 285) in the top 3
+    assert!(top(0)[..3].iter().any(|c| [281, 282, 285].contains(c)), "{out}");
+    // coffee: espresso (967) first
+    assert_eq!(top(1)[0], 967, "{out}");
+    let p: f64 = v[1]["top"][0]["prob"].as_f64().unwrap();
+    assert!(p > 0.5 && p <= 1.0);
+    assert_eq!(v[1]["top"][0]["name"], "espresso");
+}
+
+#[test]
+fn saliency_cam_gradcam_write_pngs_and_raw() {
+    let d = tmp("maps");
+    let img = sample("chelsea.png");
+    for (method, raw_shape) in [("saliency", vec![224, 224]), ("cam", vec![7, 7]), ("gradcam", vec![7, 7])] {
+        let out = ok(&[method, "--image", img.to_str().unwrap(), "--out", d.to_str().unwrap(), "--raw", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["files"].as_array().unwrap().len(), 3, "{out}");
+        assert_eq!(png_size(&d.join(format!("chelsea_{method}.png"))), (224, 224));
+        assert_eq!(png_size(&d.join(format!("chelsea_{method}_overlay.png"))), (224, 224));
+        assert_eq!(npy_shape(&d.join(format!("chelsea_{method}.npy"))), raw_shape);
+    }
+}
+
+#[test]
+fn gradcam_at_a_named_layer_and_class() {
+    let d = tmp("layer");
+    let out = ok(&[
+        "gradcam", "--image", sample("coffee.png").to_str().unwrap(), "--layer", "_blocks.10", "--class", "968",
+        "--raw", "--json", "--out", d.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["class"], 968);
+    assert_eq!(v[0]["class_name"], "cup");
+    assert_eq!(npy_shape(&d.join("coffee_gradcam.npy")), vec![14, 14]);
+}
+
+#[test]
+fn dream_writes_picture() {
+    let d = tmp("dream");
+    ok(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--out", d.to_str().unwrap(), "--steps", "2", "--octaves", "2", "--raw"]);
+    assert_eq!(png_size(&d.join("chelsea_dream.png")), (224, 224));
+    assert_eq!(npy_shape(&d.join("chelsea_dream.npy")), vec![1, 3, 224, 224]);
+}
+
+#[test]
+fn npy_input_batch_goes_through() {
+    let d = tmp("npy");
+    let x = deepviz::Tensor::full(&[2, 3, 224, 224], 0.1);
+    let p = d.join("batch.npy");
+    deepviz::imageio::write_npy(&p, &x).unwrap();
+    ok(&["saliency", "--image", p.to_str().unwrap(), "--out", d.to_str().unwrap()]);
+    assert!(d.join("batch_0_saliency.png").exists() && d.join("batch_1_saliency.png").exists());
+}
+
+#[test]
+fn layers_lists_module_paths_with_shapes() {
+    let out = ok(&["layers", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let find = |n: &str| layers.iter().find(|l| l["layer"] == n).unwrap_or_else(|| panic!("{n} missing")).clone();
+    assert_eq!(find("_blocks.10")["shape"], serde_json::json!([1, 112, 14, 14]));
+    assert_eq!(find("_swish")["shape"], serde_json::json!([1, 1280, 7, 7]));
+    assert_eq!(find("_fc")["shape"], serde_json::json!([1, 1000]));
+}
+
+#[test]
+fn bad_model_file_is_one_clear_error() {
+    let d = tmp("badmodel");
+    let m = d.join("junk.safetensors");
+    std::fs::write(&m, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}").unwrap();
+    fails(&["classify", "--image", sample("chelsea.png").to_str().unwrap(), "--model", m.to_str().unwrap()], "not a valid safetensors file");
+    // a header that lies about offsets
+    let hdr = br#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,64]}}"#;
+    let mut bytes = (hdr.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(hdr);
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&m, &bytes).unwrap();
+    fails(&["classify", "--image", sample("chelsea.png").to_str().unwrap(), "--model", m.to_str().unwrap()], "not a valid safetensors file");
+    fails(&["classify", "--image", sample("chelsea.png").to_str().unwrap(), "--model", d.join("missing.safetensors").to_str().unwrap()], "missing.safetensors");
+}
+
+#[test]
+fn bad_image_is_one_clear_error_and_writes_nothing() {
+    let d = tmp("badimg");
+    let bad = d.join("broken.png");
+    let png = std::fs::read(sample("coffee.png")).unwrap();
+    std::fs::write(&bad, &png[..png.len() / 3]).unwrap();
+    let out = d.join("out");
+    fails(&["saliency", "--image", sample("chelsea.png").to_str().unwrap(), bad.to_str().unwrap(), "--out", out.to_str().unwrap()], "broken.png");
+    assert!(!out.exists(), "no partial output");
+    let txt = d.join("notes.png");
+    std::fs::write(&txt, "hello").unwrap();
+    fails(&["classify", "--image", txt.to_str().unwrap()], "notes.png");
+}
+
+#[test]
+fn unknown_layer_suggests_close_matches() {
+    let d = tmp("layer404");
+    fails(&["gradcam", "--image", sample("chelsea.png").to_str().unwrap(), "--layer", "_blocks.99", "--out", d.to_str().unwrap()], "unknown layer `_blocks.99`");
+    assert!(std::fs::read_dir(&d).unwrap().next().is_none());
+}
+
+#[test]
+fn wrong_shaped_npy_and_bad_class_are_errors() {
+    let d = tmp("shape");
+    let p = d.join("x.npy");
+    deepviz::imageio::write_npy(&p, &deepviz::Tensor::zeros(&[1, 4, 32, 32])).unwrap();
+    fails(&["classify", "--image", p.to_str().unwrap()], "[n, 3, h, w]");
+    fails(&["saliency", "--image", sample("chelsea.png").to_str().unwrap(), "--class", "1000", "--out", d.to_str().unwrap()], "out of range");
+}
+
+#[test]
+fn refuses_to_overwrite_an_input() {
+    let d = tmp("overwrite");
+    let img = d.join("chelsea_saliency.png");
+    std::fs::copy(sample("chelsea.png"), &img).unwrap();
+    let before = std::fs::read(&img).unwrap();
+    // input chelsea_saliency.png -> output chelsea_saliency_saliency.png; make the clash real with
+    // an input named like the output of another input
+    std::fs::copy(sample("chelsea.png"), d.join("chelsea.png")).unwrap();
+    fails(
+        &["saliency", "--image", d.join("chelsea.png").to_str().unwrap(), img.to_str().unwrap(), "--out", d.to_str().unwrap()],
+        "refusing to overwrite",
+    );
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+}
