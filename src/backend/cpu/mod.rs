@@ -6,9 +6,11 @@
 //! - `pool.rs`: max (argmax kept), average, adaptive-average pooling, forward and backward
 //! - `linear.rs`: fully connected forward and backward
 //! - `elementwise.rs`: activations, channel scale, affine, LRN
+//! - `gemm.rs`: the one matrix product everything above uses (public so `benches/gemm.rs` can time it)
 
 mod conv;
 mod elementwise;
+pub mod gemm;
 mod linear;
 mod pool;
 

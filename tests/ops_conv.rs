@@ -1,0 +1,155 @@
+//! conv2d forward, backward-data and backward-filter against a direct f64 convolution written
+//! here, and the backward passes against central differences of L = Σ r ⊙ conv(x, w, b).
+//! Shapes are chosen to break careless indexing: batch 3, 7×13 images, 33 channels, stride 2
+//! with odd and asymmetric padding, dilation 2, groups 3, depthwise (with and without a channel
+//! multiplier), 1×1 strided, and one image large enough to be im2col'd in several bands.
+
+mod common;
+use common::*;
+use deepviz::backend::cpu::Cpu;
+use deepviz::backend::{Backend, Conv2dGeom};
+use deepviz::Tensor;
+
+/// Direct convolution in f64: y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] x[n, g*CG+c, iy, ix].
+fn conv_ref(x: &[f64], xs: &[usize], w: &[f64], ws: &[usize], b: Option<&[f64]>, g: &Conv2dGeom) -> Vec<f64> {
+    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let og = o / g.groups;
+    assert_eq!(c, cg * g.groups);
+    let (oh, ow) = g.out_hw(h, wd, kh, kw).unwrap();
+    let mut y = vec![0.0; n * o * oh * ow];
+    for ni in 0..n {
+        for oc in 0..o {
+            let gi = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = b.map_or(0.0, |b| b[oc]);
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[2] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((ni * c + gi * cg + ci) * h + iy as usize) * wd + ix as usize];
+                                s += w[((oc * cg + ci) * kh + ky) * kw + kx] * xv;
+                            }
+                        }
+                    }
+                    y[((ni * o + oc) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+struct Case {
+    name: &'static str,
+    x: [usize; 4],
+    /// out channels, kernel h, kernel w
+    o: usize,
+    k: [usize; 2],
+    g: Conv2dGeom,
+    /// finite-difference samples per gradient
+    fd: usize,
+}
+
+fn geom(stride: [usize; 2], pad: [usize; 4], dilation: [usize; 2], groups: usize) -> Conv2dGeom {
+    Conv2dGeom { stride, pad, dilation, groups }
+}
+
+fn check(c: &Case) {
+    let cpu = Cpu;
+    let [n, ch, h, w] = c.x;
+    let ws = [c.o, ch / c.g.groups, c.k[0], c.k[1]];
+    let x = seeded_tensor(1, &c.x);
+    let wt = seeded_tensor(2, &ws);
+    let b = seeded_tensor(3, &[c.o]);
+    let (oh, ow) = c.g.out_hw(h, w, c.k[0], c.k[1]).unwrap();
+    let ys = [n, c.o, oh, ow];
+
+    // forward
+    let (xd, wd, bd) = (f64s(&x.data), f64s(&wt.data), f64s(&b.data));
+    let want = conv_ref(&xd, &c.x, &wd, &ws, Some(&bd), &c.g);
+    let y = cpu.conv2d(&x, &wt, Some(&b), &c.g);
+    assert_eq!(y.shape, ys, "{}: output shape", c.name);
+    assert_close(&format!("conv.{}.forward", c.name), &y.data, &f32s(&want), 1e-4, 1e-4);
+    let y0 = cpu.conv2d(&x, &wt, None, &c.g);
+    let want0 = conv_ref(&xd, &c.x, &wd, &ws, None, &c.g);
+    assert_close(&format!("conv.{}.forward_nobias", c.name), &y0.data, &f32s(&want0), 1e-4, 1e-4);
+
+    // backward: the gradient of L = Σ r ⊙ y is the backward of gy = r
+    let r = seeded_tensor(4, &ys);
+    let gx = cpu.conv2d_backward_data(&r, &wt, &c.x, &c.g);
+    assert_eq!(gx.shape, c.x);
+    let (gw, gb) = cpu.conv2d_backward_filter(&x, &r, &ws, &c.g);
+    assert_eq!((gw.shape.as_slice(), gb.shape.as_slice()), (&ws[..], &[c.o][..]));
+    let tol = (1e-3, 1e-3);
+    fd_check(&format!("conv.{}.gx", c.name), &x.data, &gx.data,
+        |xv| dot(&r.data, &conv_ref(xv, &c.x, &wd, &ws, Some(&bd), &c.g)), 1e-3, c.fd, tol.0, tol.1);
+    fd_check(&format!("conv.{}.gw", c.name), &wt.data, &gw.data,
+        |wv| dot(&r.data, &conv_ref(&xd, &c.x, wv, &ws, Some(&bd), &c.g)), 1e-3, c.fd, tol.0, tol.1);
+    fd_check(&format!("conv.{}.gb", c.name), &b.data, &gb.data,
+        |bv| dot(&r.data, &conv_ref(&xd, &c.x, &wd, &ws, Some(bv), &c.g)), 1e-3, 8, tol.0, tol.1);
+}
+
+#[test]
+fn conv_33_channels_same_padding() {
+    check(&Case { name: "plain", x: [3, 33, 7, 13], o: 8, k: [3, 3], g: geom([1, 1], [1, 1, 1, 1], [1, 1], 1), fd: 40 });
+}
+
+#[test]
+fn conv_stride2_asymmetric_padding_to_33_channels() {
+    // kernel 3x2, pad top 0 bottom 1 left 2 right 1
+    check(&Case { name: "stride2_asym", x: [3, 5, 7, 13], o: 33, k: [3, 2], g: geom([2, 2], [0, 1, 2, 1], [1, 1], 1), fd: 40 });
+}
+
+#[test]
+fn conv_dilation2_mixed_stride() {
+    check(&Case { name: "dilated", x: [2, 4, 9, 13], o: 6, k: [3, 3], g: geom([1, 2], [2, 1, 1, 3], [2, 2], 1), fd: 40 });
+}
+
+#[test]
+fn conv_groups3() {
+    check(&Case { name: "groups3", x: [3, 9, 7, 13], o: 12, k: [3, 3], g: geom([2, 2], [1, 1, 1, 1], [1, 1], 3), fd: 40 });
+}
+
+#[test]
+fn conv_depthwise_33_channels_tf_same() {
+    // TF "SAME" at stride 2 on 7x13: the odd padding pixel goes bottom / right
+    let (pt, pb) = deepviz::backend::same_padding(7, 3, 2, 1);
+    let (pl, pr) = deepviz::backend::same_padding(13, 3, 2, 1);
+    let g = geom([2, 2], [pt, pb, pl, pr], [1, 1], 33);
+    check(&Case { name: "depthwise", x: [3, 33, 7, 13], o: 33, k: [3, 3], g, fd: 40 });
+}
+
+#[test]
+fn conv_depthwise_multiplier2_dilated_5x5() {
+    check(&Case { name: "depthwise_x2", x: [3, 5, 7, 13], o: 10, k: [5, 5], g: geom([1, 2], [4, 3, 4, 4], [2, 2], 5), fd: 40 });
+}
+
+#[test]
+fn conv_1x1_stride2_shortcut() {
+    check(&Case { name: "1x1_s2", x: [3, 6, 7, 13], o: 5, k: [1, 1], g: geom([2, 2], [0, 0, 0, 0], [1, 1], 1), fd: 24 });
+}
+
+#[test]
+fn conv_large_image_is_banded() {
+    // K*P = 64*9*(50*50) > 2^20 floats, so im2col runs in several bands of output rows
+    check(&Case { name: "banded", x: [1, 64, 50, 50], o: 4, k: [3, 3], g: geom([1, 1], [1, 1, 1, 1], [1, 1], 1), fd: 6 });
+}
+
+#[test]
+fn conv_is_deterministic() {
+    // backward-filter sums the batch in a fixed order: the same inputs give the same bits
+    let cpu = Cpu;
+    let g = geom([1, 1], [1, 1, 1, 1], [1, 1], 1);
+    let x = seeded_tensor(7, &[5, 16, 9, 11]);
+    let gy = seeded_tensor(8, &[5, 8, 9, 11]);
+    let a = cpu.conv2d_backward_filter(&x, &gy, &[8, 16, 3, 3], &g);
+    let b = cpu.conv2d_backward_filter(&x, &gy, &[8, 16, 3, 3], &g);
+    assert_eq!(a, b);
+    let _: &Tensor = &a.0;
+}
