@@ -1,0 +1,146 @@
+//! Single-precision GEMM at convolution-like shapes: the `gemm` crate against `matrixmultiply`.
+//! The engine calls one of them through `src/backend/cpu/gemm.rs`; this benchmark decides which.
+//!
+//! Run: `cargo bench --bench gemm`. `matrixmultiply` is built without its own thread pool
+//! (the engine threads it with rayon, see `src/backend/cpu/gemm.rs`), so it runs on one thread
+//! here and "engine sgemm" is the same crate split across rayon's threads.
+//!
+//! Results on the 2-core AMD EPYC (AVX-512) dev machine, shared, GFLOP/s (criterion medians):
+//!
+//! | M x N x K          | gemm 1 thread | gemm rayon 2 | matrixmultiply 1 thread |
+//! |--------------------|---------------|--------------|-------------------------|
+//! | 64 x 3136 x 576    | 118           | 143          | 205                     |
+//! | 256 x 196 x 2304   | 123           | 142          | 193                     |
+//! | 1000 x 8 x 1280    | 68            | 79           | 37                      |
+//!
+//! matrixmultiply wins the conv shapes, which are nearly all of a forward pass, by ~1.6x;
+//! gemm wins only the skinny classifier product. The engine uses matrixmultiply.
+//!
+//! C[m,n] = A[m,k] · B[k,n], all row-major (the im2col layout: A = weights, B = columns).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// (m, n, k, where it comes from)
+const SHAPES: [(usize, usize, usize, &str); 3] = [
+    (64, 3136, 576, "resnet layer1 3x3 conv, 56x56"),
+    (256, 196, 2304, "resnet layer3 3x3 conv, 14x14"),
+    (1000, 8, 1280, "classifier, batch 8"),
+];
+
+fn seeded(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn with_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: gemm::gemm(m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs,
+    // rhs_rs, alpha, beta, conj..., par); all three are dense row-major and the lengths are checked.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            c.as_mut_ptr(), 1, n as isize, false,
+            a.as_ptr(), 1, k as isize,
+            b.as_ptr(), 1, n as isize,
+            0.0, 1.0, false, false, false, par,
+        )
+    }
+}
+
+/// The engine's own entry point: matrixmultiply, split across rayon's threads.
+fn with_engine(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    use deepviz::backend::cpu::gemm::{sgemm, Mat};
+    sgemm(Mat::rows(a, m, k), Mat::rows(b, k, n), c, n, false);
+}
+
+fn with_matrixmultiply(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc); dense row-major,
+    // lengths checked above.
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0,
+            a.as_ptr(), k as isize, 1,
+            b.as_ptr(), n as isize, 1,
+            0.0, c.as_mut_ptr(), n as isize, 1,
+        )
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    for &(m, n, k, what) in &SHAPES {
+        let a = seeded(1, m * k);
+        let b = seeded(2, k * n);
+        // Check before timing: both crates agree with each other and with an f64 dot product.
+        let mut c1 = vec![0.0f32; m * n];
+        let mut c2 = vec![0.0f32; m * n];
+        with_gemm(m, n, k, &a, &b, &mut c1, gemm::Parallelism::Rayon(threads));
+        with_matrixmultiply(m, n, k, &a, &b, &mut c2);
+        for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+            let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            assert!((c1[i * n + j] as f64 - want).abs() < 1e-3, "gemm wrong at ({i},{j})");
+        }
+        let mut c3 = vec![0.0f32; m * n];
+        with_engine(m, n, k, &a, &b, &mut c3);
+        let worst = c1.iter().zip(&c3).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "gemm and the engine's sgemm differ by {worst}");
+        let worst = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "gemm and matrixmultiply differ by {worst}");
+
+        let flops = 2 * m * n * k;
+        let mut g = c.benchmark_group(format!("sgemm m{m} n{n} k{k} ({what})"));
+        g.throughput(Throughput::Elements(flops as u64)); // "elements/s" here means FLOP/s
+        g.warm_up_time(Duration::from_millis(300));
+        g.measurement_time(Duration::from_secs(2));
+        g.sample_size(20);
+        let mut out = vec![0.0f32; m * n];
+        g.bench_function(BenchmarkId::new("gemm", "1 thread"), |bn| {
+            bn.iter(|| with_gemm(m, n, k, black_box(&a), black_box(&b), &mut out, gemm::Parallelism::None))
+        });
+        g.bench_function(BenchmarkId::new("gemm", format!("rayon {threads}")), |bn| {
+            bn.iter(|| with_gemm(m, n, k, black_box(&a), black_box(&b), &mut out, gemm::Parallelism::Rayon(threads)))
+        });
+        g.bench_function(BenchmarkId::new("matrixmultiply", "1 thread"), |bn| {
+            bn.iter(|| with_matrixmultiply(m, n, k, black_box(&a), black_box(&b), &mut out))
+        });
+        g.bench_function(BenchmarkId::new("engine sgemm", format!("matrixmultiply, rayon {threads}")), |bn| {
+            bn.iter(|| with_engine(m, n, k, black_box(&a), black_box(&b), &mut out))
+        });
+        g.finish();
+        // Criterion prints elements/s; print GFLOP/s plainly as well from a short timed loop.
+        for (name, f) in [
+            ("gemm 1 thread", 0),
+            ("gemm rayon", 1),
+            ("matrixmultiply", 2),
+            ("engine sgemm", 3),
+        ] {
+            let reps = 20;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                match f {
+                    0 => with_gemm(m, n, k, &a, &b, &mut out, gemm::Parallelism::None),
+                    1 => with_gemm(m, n, k, &a, &b, &mut out, gemm::Parallelism::Rayon(threads)),
+                    2 => with_matrixmultiply(m, n, k, &a, &b, &mut out),
+                    _ => with_engine(m, n, k, &a, &b, &mut out),
+                }
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            println!("  {name:>16}: {:7.1} GFLOP/s  ({m}x{n}x{k})", flops as f64 / s / 1e9);
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
