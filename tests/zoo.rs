@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use deepviz::graph::{Graph, Op};
+use deepviz::graph::{shapes, Graph, Op};
 use deepviz::zoo::{build, ARCHS};
 
 /// (arch, use the efficientnet_lite_pytorch naming, expected parameter total)
@@ -43,10 +43,12 @@ fn every_graph() -> Vec<Graph> {
     TOTALS.iter().map(|&(arch, pkg, _)| graph(arch, pkg)).collect()
 }
 
-/// A module path exists if a node's name or alias is it or lies under it (`path.` / `path:`).
-fn resolves(g: &Graph, path: &str) -> bool {
-    let under = |n: &str| n == path || n.starts_with(&format!("{path}.")) || n.starts_with(&format!("{path}:"));
-    g.nodes.iter().any(|n| under(&n.name) || n.aliases.iter().any(|a| under(a)))
+/// The node a module path names, by the loader's rule (`Model::resolve`): an exact node name or
+/// alias, else the last node inside the module (`path.…` or `path:…`).
+fn resolve(g: &Graph, path: &str) -> Option<usize> {
+    let exact = g.nodes.iter().rposition(|n| n.name == path || n.aliases.iter().any(|a| a == path));
+    let inside = |n: &str| n.strip_prefix(path).is_some_and(|r| r.starts_with('.') || r.starts_with(':'));
+    exact.or_else(|| g.nodes.iter().rposition(|n| inside(&n.name) || n.aliases.iter().any(|a| inside(a))))
 }
 
 fn params_of(op: &Op) -> Vec<usize> {
@@ -105,6 +107,28 @@ fn names_are_unique_and_nodes_topological() {
     }
 }
 
+/// Shapes flow end to end: at the training size, and at an odd size and batch (231×197, batch 3)
+/// that exercises ceil-mode pooling and TF "SAME" padding on uneven inputs.
+#[test]
+fn shapes_infer_to_logits() {
+    for g in every_graph() {
+        let params: Vec<Vec<usize>> = g.params.iter().map(|p| p.shape.clone()).collect();
+        for input in [[1, 3, 224, 224], [3, 3, 231, 197]] {
+            let out = shapes::infer(&g, &params, &input, g.output).unwrap_or_else(|e| panic!("{} {input:?}: {e}", g.arch));
+            assert_eq!(out[g.output], [input[0], 1000], "{} {input:?}", g.arch);
+        }
+        // the Grad-CAM layer at 224: 7×7 except where the classifier pools earlier features
+        let out = shapes::infer(&g, &params, &[1, 3, 224, 224], g.output).unwrap();
+        let cam = out[resolve(&g, &g.heads.gradcam_layer).unwrap()][2..].to_vec();
+        let want = match g.arch.as_str() {
+            a if a.starts_with("vgg") => [14, 14],
+            "alexnet" | "squeezenet1_0" | "squeezenet1_1" => [13, 13],
+            _ => [7, 7],
+        };
+        assert_eq!(cam, want, "{}: Grad-CAM layer {}", g.arch, g.heads.gradcam_layer);
+    }
+}
+
 #[test]
 fn every_parameter_is_used_by_exactly_one_node() {
     for g in every_graph() {
@@ -112,8 +136,10 @@ fn every_parameter_is_used_by_exactly_one_node() {
         for n in &g.nodes {
             for p in params_of(&n.op) {
                 uses[p] += 1;
+                // a reused module's earlier calls are `module:k`; their parameters are `module.*`
+                let module = n.name.split(':').next().unwrap_or_default();
                 let owner = &g.params[p].name;
-                assert!(owner.starts_with(&format!("{}.", n.name)), "{}: node {} uses {owner}", g.arch, n.name);
+                assert!(owner.starts_with(&format!("{module}.")), "{}: node {} uses {owner}", g.arch, n.name);
             }
         }
         for (p, &u) in g.params.iter().zip(&uses) {
@@ -122,15 +148,28 @@ fn every_parameter_is_used_by_exactly_one_node() {
     }
 }
 
+/// Grad-CAM and CAM read the features after the last non-linearity (or the concatenation of
+/// activated branches); a head that resolved to a conv or batch norm output would be a naming bug
+/// (as timm's `bn2` would be if its batch norm kept the plain name).
 #[test]
-fn heads_resolve() {
+fn heads_resolve_to_activated_features() {
     for g in every_graph() {
         let h = &g.heads;
-        for layer in [&h.gradcam_layer, &h.dream_layer] {
-            assert!(!layer.is_empty() && resolves(&g, layer), "{}: head layer {layer:?} not found", g.arch);
-        }
+        let activated = |layer: &str| {
+            let id = resolve(&g, layer).unwrap_or_else(|| panic!("{}: head layer {layer:?} not found", g.arch));
+            assert!(
+                matches!(g.nodes[id].op, Op::Act(_) | Op::Concat | Op::Add | Op::MaxPool(_)),
+                "{}: {layer} resolves to {} ({:?})",
+                g.arch,
+                g.nodes[id].name,
+                g.nodes[id].op
+            );
+        };
+        activated(&h.gradcam_layer);
+        // DeepDream may use any layer (MobileNetV2's blocks end in a linear bottleneck)
+        assert!(resolve(&g, &h.dream_layer).is_some(), "{}: dream layer {} not found", g.arch, h.dream_layer);
         if let Some((feat, fc)) = &h.cam {
-            assert!(resolves(&g, feat), "{}: CAM feature layer {feat} not found", g.arch);
+            activated(feat);
             let fc_node = g.nodes.iter().find(|n| &n.name == fc);
             assert!(matches!(fc_node.map(|n| &n.op), Some(Op::Linear { .. })), "{}: CAM classifier {fc} is not a linear node", g.arch);
         }
@@ -169,7 +208,7 @@ fn efficientnet_lite0_matches_the_weights_file() {
         .map(|(name, view)| (name, view.shape().to_vec()))
         .collect();
     let g = build("efficientnet_lite0", &|name| file.contains_key(name)).expect("build");
-    assert!(resolves(&g, "_blocks.0"), "the file's naming should select the package graph");
+    assert!(resolve(&g, "_blocks.0").is_some(), "the file's naming should select the package graph");
     let graph: HashMap<&str, &Vec<usize>> = g.params.iter().map(|p| (p.name.as_str(), &p.shape)).collect();
     for (name, shape) in &file {
         assert_eq!(graph.get(name.as_str()).copied(), Some(shape), "{name}: file shape {shape:?}");

@@ -3,9 +3,11 @@
 //!
 //! - timm (`timm/models/efficientnet.py`, `_efficientnet_blocks.py`): `conv_stem`, `bn1`,
 //!   `blocks.S.B`, `conv_head`, `bn2`, `global_pool`, `classifier`. timm's `BatchNormAct2d` is
-//!   one module that normalises then activates; it becomes a bn node `…bn1` and an act node
-//!   `…bn1.act`, so the path `bn1` (a container) resolves to the activated output, as a hook on
-//!   the module would see it. `efficientnet_lite0` pads k//2 with BN eps 1e-5;
+//!   one module that normalises then activates (its `act` submodule is called inside its
+//!   forward). It becomes two nodes under the module's own path, like a module called twice: the
+//!   batch norm `…bn1:0` (which owns `…bn1.weight` etc.) and the ReLU6 `…bn1`, so `bn1` resolves to
+//!   the activated output, as a hook on the module would see it, and the pre-activation stays
+//!   reachable as `bn1:0`. `efficientnet_lite0` pads k//2 with BN eps 1e-5;
 //!   `tf_efficientnet_lite0` (ported TF weights) pads TF "SAME" with eps 1e-3.
 //! - the `efficientnet_lite_pytorch` package (`model.py`): `_conv_stem`, `_bn0`, `_blocks.N`
 //!   (`MBConvBlock`), `_conv_head`, `_bn1`, `_avg_pooling`, `_fc`; TF "SAME" padding everywhere,
@@ -38,11 +40,12 @@ impl Style {
     }
 }
 
-/// timm's `BatchNormAct2d`: bn node `name`, then (if `act`) ReLU6 node `name.act`.
+/// timm's `BatchNormAct2d`: a bn node, then (if `act`) a ReLU6 node, both called `name` (so the
+/// builder renames the bn node `name:0`).
 fn bn_act(b: &mut GraphBuilder, name: &str, x: NodeId, c: usize, eps: f32, act: bool) -> NodeId {
     let x = b.batch_norm(name, x, c, eps);
     if act {
-        b.act(&format!("{name}.act"), x, Act::Relu6)
+        b.act(name, x, Act::Relu6)
     } else {
         x
     }

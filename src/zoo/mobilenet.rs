@@ -13,6 +13,7 @@ use crate::graph::{Graph, GraphBuilder, Heads, NodeId, Pad};
 const EPS: f32 = 1e-5;
 
 /// `Conv2dNormActivation(cin, cout, k, stride, groups)` with ReLU6 under `name` (`.0`, `.1`, `.2`).
+#[allow(clippy::too_many_arguments)]
 fn conv_bn_relu6(b: &mut GraphBuilder, name: &str, x: NodeId, cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> NodeId {
     let p = (k - 1) / 2;
     let x = b.conv(&format!("{name}.0"), x, cin, cout, [k, k], [stride, stride], Pad::sym(p, p), [1, 1], groups, false);
