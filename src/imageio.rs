@@ -1,1 +1,0 @@
-//! Images in and out. (stub: being written)

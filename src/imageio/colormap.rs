@@ -1,0 +1,190 @@
+//! Heat maps: from a raw attribution map to a picture. Normalise to [0, 1]
+//! ([`normalize_map`]), resample to the image size ([`upsample_bilinear`]), colour
+//! ([`colorize`]) and blend over the input ([`overlay`]).
+//!
+//! The maps are row-major `h × w` slices of f32. The functions take sizes that callers have
+//! already checked; a slice shorter than its stated size reads as zeros past its end rather
+//! than panicking.
+
+use image::{Rgb, RgbImage};
+
+/// How values in [0, 1] become colours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Colormap {
+    /// Google's Turbo (Mikhailov, 2019): an improved rainbow, dark blue → green → dark red.
+    Turbo,
+    /// matplotlib's Inferno (van der Walt & Smith, 2015): perceptually uniform, black → yellow.
+    Inferno,
+    /// Black → white.
+    Gray,
+}
+
+/// Scale to [0, 1] by min and max. NaN is ignored when finding the range and maps to 0; a map
+/// whose finite values are all equal (or that has none) becomes all zeros. Infinities clamp to
+/// the ends.
+pub fn normalize_map(map: &[f32]) -> Vec<f32> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in map.iter().filter(|v| v.is_finite()) {
+        lo = lo.min(v as f64);
+        hi = hi.max(v as f64);
+    }
+    // f64, so that the range of two extreme f32 values cannot overflow.
+    let range = hi - lo;
+    if range <= 0.0 {
+        return vec![0.0; map.len()];
+    }
+    map.iter()
+        .map(|&v| {
+            if v.is_nan() {
+                0.0
+            } else {
+                ((v as f64 - lo) / range).clamp(0.0, 1.0) as f32
+            }
+        })
+        .collect()
+}
+
+/// Resize an `h × w` map to `out_h × out_w` exactly as PyTorch's
+/// `F.interpolate(mode="bilinear", align_corners=False)` (no antialiasing): the source
+/// coordinate of output index `d` is `(d + 0.5) * in / out - 0.5`, clamped at 0, and the
+/// neighbour past the last row or column is the last one. Arithmetic in f32, as PyTorch's CPU
+/// kernel for f32.
+pub fn upsample_bilinear(map: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; out_h * out_w];
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return out;
+    }
+    let padded;
+    let map = if map.len() >= h * w {
+        map
+    } else {
+        padded = [map, &vec![0.0; h * w - map.len()]].concat();
+        &padded
+    };
+    let ys = taps(h, out_h);
+    let xs = taps(w, out_w);
+    for (oy, &(y0, y1, wy0, wy1)) in ys.iter().enumerate() {
+        let (r0, r1) = (&map[y0 * w..(y0 + 1) * w], &map[y1 * w..(y1 + 1) * w]);
+        let row = &mut out[oy * out_w..(oy + 1) * out_w];
+        for (o, &(x0, x1, wx0, wx1)) in row.iter_mut().zip(&xs) {
+            *o = wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]);
+        }
+    }
+    out
+}
+
+/// For each output index along one axis: (i0, i1, weight of i0, weight of i1), as PyTorch's
+/// `area_pixel_compute_source_index` and `upsample_bilinear2d` compute them.
+fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
+    let scale = n_in as f32 / n_out as f32;
+    (0..n_out)
+        .map(|d| {
+            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src as usize).min(n_in - 1);
+            let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+            let l1 = src - i0 as f32;
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// Colour an `h × w` map of values in [0, 1] (values outside are clamped, NaN reads as 0).
+pub fn colorize(map01: &[f32], h: usize, w: usize, cmap: Colormap) -> RgbImage {
+    let mut img = RgbImage::new(w as u32, h as u32);
+    for (px, &v) in img.pixels_mut().zip(map01) {
+        *px = color(cmap, v);
+    }
+    img
+}
+
+/// Alpha-blend the coloured map over `base`: `(1 - alpha) * base + alpha * colour`, with
+/// `alpha` clamped to [0, 1] (NaN reads as 0). The map must be at `base`'s size (row-major,
+/// `height × width`); upsample it first with [`upsample_bilinear`].
+pub fn overlay(
+    base: &RgbImage,
+    map01_at_base_size: &[f32],
+    cmap: Colormap,
+    alpha: f32,
+) -> RgbImage {
+    let a = if alpha.is_nan() {
+        0.0
+    } else {
+        alpha.clamp(0.0, 1.0)
+    };
+    let mut out = base.clone();
+    for (px, &v) in out.pixels_mut().zip(map01_at_base_size) {
+        let c = color(cmap, v);
+        for k in 0..3 {
+            px.0[k] = ((1.0 - a) * px.0[k] as f32 + a * c.0[k] as f32).round() as u8;
+        }
+    }
+    out
+}
+
+fn color(cmap: Colormap, v: f32) -> Rgb<u8> {
+    let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+    let rgb = match cmap {
+        Colormap::Turbo => turbo(v),
+        Colormap::Inferno => inferno(v),
+        Colormap::Gray => [v; 3],
+    };
+    Rgb(rgb.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
+}
+
+/// Turbo by Google's published polynomial approximation (Anton Mikhailov, "Turbo, an improved
+/// rainbow colormap for visualization", 2019): a degree-5 polynomial per channel.
+fn turbo(x: f32) -> [f32; 3] {
+    #[rustfmt::skip]
+    const COEF: [[f64; 6]; 3] = [
+        [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
+        [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
+        [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
+    ];
+    let x = x as f64;
+    COEF.map(|c| c.iter().rev().fold(0.0, |acc, &k| acc * x + k) as f32)
+}
+
+/// Inferno, sampled at 33 evenly spaced points from matplotlib's 256-entry definition and
+/// interpolated linearly between them (within 2/255 of the full table everywhere).
+fn inferno(x: f32) -> [f32; 3] {
+    const KNOTS: [[f32; 3]; 33] = [
+        [0.0015, 0.0005, 0.0139],
+        [0.0139, 0.0112, 0.0716],
+        [0.0420, 0.0280, 0.1406],
+        [0.0815, 0.0432, 0.2144],
+        [0.1285, 0.0473, 0.2896],
+        [0.1823, 0.0405, 0.3539],
+        [0.2370, 0.0366, 0.3956],
+        [0.2894, 0.0453, 0.4182],
+        [0.3399, 0.0618, 0.4292],
+        [0.3897, 0.0803, 0.4331],
+        [0.4393, 0.0986, 0.4317],
+        [0.4889, 0.1164, 0.4259],
+        [0.5386, 0.1339, 0.4157],
+        [0.5882, 0.1516, 0.4011],
+        [0.6375, 0.1704, 0.3822],
+        [0.6858, 0.1910, 0.3591],
+        [0.7328, 0.2143, 0.3321],
+        [0.7776, 0.2414, 0.3016],
+        [0.8195, 0.2728, 0.2685],
+        [0.8578, 0.3090, 0.2333],
+        [0.8918, 0.3500, 0.1965],
+        [0.9210, 0.3954, 0.1584],
+        [0.9451, 0.4448, 0.1188],
+        [0.9640, 0.4974, 0.0776],
+        [0.9774, 0.5526, 0.0380],
+        [0.9855, 0.6100, 0.0245],
+        [0.9879, 0.6692, 0.0596],
+        [0.9847, 0.7296, 0.1222],
+        [0.9759, 0.7909, 0.1973],
+        [0.9623, 0.8522, 0.2867],
+        [0.9486, 0.9109, 0.3962],
+        [0.9518, 0.9608, 0.5247],
+        [0.9884, 0.9984, 0.6449],
+    ];
+    let t = x * (KNOTS.len() - 1) as f32;
+    let i = (t as usize).min(KNOTS.len() - 2);
+    let f = t - i as f32;
+    let (a, b) = (KNOTS[i], KNOTS[i + 1]);
+    [0, 1, 2].map(|k| a[k] + f * (b[k] - a[k]))
+}
