@@ -1,5 +1,43 @@
-//! Fully connected layers on the CPU. (stub: being written)
+//! Fully connected layers on the CPU: one GEMM each way. x `[n, in]`, w `[out, in]`
+//! (PyTorch's layout), b `[out]`.
+
+use super::gemm::{sgemm, Mat};
 use crate::tensor::Tensor;
 
-pub fn forward(_x: &Tensor, _w: &Tensor, _b: Option<&Tensor>) -> Tensor { todo!() }
-pub fn backward(_x: &Tensor, _w: &Tensor, _gy: &Tensor) -> (Tensor, Tensor, Tensor) { todo!() }
+/// y = x·wᵀ + b
+pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let (n, fin, fout) = dims(x, w);
+    let mut y = Tensor::zeros(&[n, fout]);
+    sgemm(Mat::rows(&x.data, n, fin), Mat::rows(&w.data, fout, fin).t(), &mut y.data, fout, false);
+    if let Some(b) = b {
+        debug_assert_eq!(b.numel(), fout);
+        for row in y.data.chunks_mut(fout) {
+            row.iter_mut().zip(&b.data).for_each(|(v, bv)| *v += bv);
+        }
+    }
+    y
+}
+
+/// (gx = gy·w, gw = gyᵀ·x, gb = column sums of gy)
+pub fn backward(x: &Tensor, w: &Tensor, gy: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (n, fin, fout) = dims(x, w);
+    debug_assert_eq!(gy.shape, [n, fout]);
+    let mut gx = Tensor::zeros(&x.shape);
+    let mut gw = Tensor::zeros(&[fout, fin]);
+    let mut gb = Tensor::zeros(&[fout]);
+    let gym = Mat::rows(&gy.data, n, fout);
+    sgemm(gym, Mat::rows(&w.data, fout, fin), &mut gx.data, fin, false);
+    sgemm(gym.t(), Mat::rows(&x.data, n, fin), &mut gw.data, fin, false);
+    for row in gy.data.chunks(fout.max(1)) {
+        gb.data.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+    }
+    (gx, gw, gb)
+}
+
+/// (n, in, out); x may carry trailing unit dimensions (`[n, in, 1, 1]` after a global pool).
+fn dims(x: &Tensor, w: &Tensor) -> (usize, usize, usize) {
+    let (fout, fin) = (w.shape[0], w.shape[1]);
+    let n = x.shape[0];
+    debug_assert!(w.rank() == 2 && x.numel() == n * fin, "linear: x {:?}, w {:?}", x.shape, w.shape);
+    (n, fin, fout)
+}
