@@ -1,0 +1,206 @@
+//! Golden tests: deepviz's CPU engine against an independent float64 JAX implementation of each
+//! architecture (scripts/golden/, which made the fixtures in tests/fixtures/golden/). Random-
+//! weight models are regenerated here from the fixture's list of state-dict tensors with the
+//! same counter-based generator (scripts/golden/README.md), written to a real .safetensors file
+//! in memory and loaded through the normal loader. The default model uses its real weights and
+//! the two sample photos.
+//!
+//! Checked per model: logits (1e-3 of the largest |logit|, elementwise), and saliency, Grad-CAM,
+//! CAM and the DeepDream input gradient to 1e-3 relative RMS.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::{assert_close, rel_rms};
+use deepviz::backend::cpu::Cpu;
+use deepviz::model::Model;
+use deepviz::viz::{Cam, GradCam, Saliency};
+use deepviz::Tensor;
+use safetensors::{Dtype, SafeTensors};
+
+const SEED: u64 = 0x5EED;
+
+fn fnv1a64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// uniforms in [0, 1), each exactly k·2^-24 (scripts/golden/nets.py `uniforms`)
+fn uniforms(name: &str, n: usize) -> impl Iterator<Item = f64> {
+    let key = fnv1a64(name) ^ SEED;
+    (0..n as u64).map(move |i| {
+        let mut z = key.wrapping_add((i + 1).wrapping_mul(0x9E3779B97F4A7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^= z >> 31;
+        (z >> 40) as f64 * (1.0 / (1u64 << 24) as f64)
+    })
+}
+
+/// The value of a state-dict tensor under the golden init rules, as little-endian bytes.
+fn init_bytes(name: &str, shape: &[usize]) -> (Dtype, Vec<u8>) {
+    let n: usize = shape.iter().product();
+    if name.ends_with("num_batches_tracked") {
+        return (Dtype::I64, vec![0u8; 8 * n.max(1)]);
+    }
+    let f: Box<dyn Fn(f64) -> f64> = if name.ends_with(".weight") && shape.len() >= 2 {
+        let a = (6.0 / shape[1..].iter().product::<usize>() as f64).sqrt();
+        Box::new(move |u| (2.0 * u - 1.0) * a)
+    } else if name.ends_with(".weight") || name.ends_with(".running_var") {
+        Box::new(|u| 0.5 + u)
+    } else {
+        Box::new(|u| (2.0 * u - 1.0) * 0.1)
+    };
+    (Dtype::F32, uniforms(name, n).flat_map(|u| (f(u) as f32).to_le_bytes()).collect())
+}
+
+/// A .safetensors file in memory.
+fn safetensors_bytes(tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)], meta: &[(&str, &str)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let m: serde_json::Map<String, serde_json::Value> = meta.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    header.insert("__metadata__".into(), m.into());
+    let mut off = 0;
+    for (name, shape, dtype, data) in tensors {
+        let dt = match dtype {
+            Dtype::I64 => "I64",
+            _ => "F32",
+        };
+        header.insert(name.clone(), serde_json::json!({"dtype": dt, "shape": shape, "data_offsets": [off, off + data.len()]}));
+        off += data.len();
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+struct Fixture {
+    meta: HashMap<String, String>,
+    t: HashMap<String, Tensor>,
+    cls: Vec<usize>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(format!("{name}.safetensors"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let mut t = HashMap::new();
+    let mut cls = vec![];
+    for (k, v) in st.tensors() {
+        if k == "cls" {
+            cls = v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize).collect();
+            continue;
+        }
+        assert_eq!(v.dtype(), Dtype::F32, "{k}");
+        let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        t.insert(k.clone(), Tensor::new(v.shape().to_vec(), data).unwrap());
+    }
+    Fixture { meta, t, cls }
+}
+
+fn model_for(fx: &Fixture, name: &str) -> Model {
+    if let Some(w) = fx.meta.get("weights") {
+        return Model::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(w), None).unwrap();
+    }
+    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&fx.meta["params"]).unwrap();
+    let tensors: Vec<_> = params
+        .iter()
+        .map(|(n, s, _)| {
+            let (dt, data) = init_bytes(n, s);
+            (n.clone(), s.clone(), dt, data)
+        })
+        .collect();
+    let bytes = safetensors_bytes(&tensors, &[("arch", &fx.meta["arch"])]);
+    Model::from_bytes(&bytes, name, None).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn check_map(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let e = rel_rms(&got.data, &want.data);
+    eprintln!("{what}: relative RMS error {e:.2e}");
+    if e > 1e-3 && std::env::var("GOLDEN_DEBUG").is_ok() {
+        let per = got.numel() / got.shape[0];
+        for b in 0..got.shape[0] {
+            eprintln!("  item {b}: {:.2e}", rel_rms(&got.data[b * per..(b + 1) * per], &want.data[b * per..(b + 1) * per]));
+        }
+        let mut idx: Vec<usize> = (0..got.numel()).collect();
+        idx.sort_by(|&a, &b| (got.data[b] - want.data[b]).abs().total_cmp(&(got.data[a] - want.data[a]).abs()));
+        let (h, w) = (got.shape[got.rank() - 2], got.shape[got.rank() - 1]);
+        for &i in idx.iter().take(8) {
+            eprintln!("  at n{} y{} x{}: got {} want {}", i / (h * w), (i / w) % h, i % w, got.data[i], want.data[i]);
+        }
+    }
+    assert!(e <= 1e-3, "{what}: relative RMS error {e:.3e} > 1e-3");
+}
+
+fn golden(name: &str) {
+    let fx = fixture(name);
+    let model = model_for(&fx, name);
+    let be = Cpu;
+    let x = &fx.t["x"];
+
+    // logits
+    let acts = model.forward(&be, x.clone(), model.output()).unwrap();
+    let logits = acts.get(model.output()).unwrap();
+    let want = &fx.t["logits"];
+    let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_close(&format!("{name}.logits"), &logits.data, &want.data, 1e-3 * scale, 1e-3);
+
+    let cls = Some(fx.cls.as_slice());
+    let (sal, _) = Saliency.attribute(&model, &be, x, cls).unwrap();
+    check_map(&format!("{name}.saliency"), &sal, &fx.t["saliency"]);
+
+    let gc = GradCam::new(&model, Some(&fx.meta["gradcam_layer"])).unwrap();
+    let (g, _) = gc.attribute(&model, &be, x, cls).unwrap();
+    check_map(&format!("{name}.gradcam"), &g, &fx.t["gradcam"]);
+
+    match fx.t.get("cam") {
+        Some(want) => {
+            let cam = Cam::new(&model).unwrap();
+            assert_eq!(model.name(cam.feature), model.name(model.resolve(&fx.meta["cam_layer"]).unwrap()));
+            let (c, _) = cam.attribute(&model, &be, x, cls).unwrap();
+            check_map(&format!("{name}.cam"), &c, want);
+        }
+        None => assert!(Cam::new(&model).is_err(), "{name}: CAM must be refused for this head"),
+    }
+
+    // DeepDream's gradient: d(½‖A‖²)/dx at the dream layer
+    let layer = model.resolve(&fx.meta["dream_layer"]).unwrap();
+    let acts = model.forward(&be, x.clone(), layer).unwrap();
+    let seed = acts.get(layer).unwrap().clone();
+    let gx = model.backward(&be, &acts, vec![(layer, seed)], &[0]).unwrap().remove(0);
+    check_map(&format!("{name}.dream_grad"), &gx, &fx.t["dream_grad"]);
+}
+
+macro_rules! golden_tests {
+    ($($name:ident),*) => { $( #[test] fn $name() { golden(stringify!($name)); } )* };
+}
+
+golden_tests!(
+    resnet18,
+    resnet50,
+    vgg11,
+    vgg11_bn,
+    alexnet,
+    googlenet,
+    mobilenet_v2,
+    squeezenet1_0,
+    squeezenet1_1,
+    efficientnet_lite0,
+    efficientnet_lite0_pkg,
+    efficientnet_lite0_default
+);
