@@ -257,11 +257,7 @@ impl Outputs {
         Ok(())
     }
     fn npy(&mut self, path: PathBuf, t: &Tensor) -> Result<()> {
-        let tmp = std::env::temp_dir().join(format!("deepviz-{}-{}.npy", std::process::id(), self.files.len()));
-        imageio::write_npy(&tmp, t)?;
-        let bytes = std::fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let _ = std::fs::remove_file(&tmp);
-        self.files.push((path, bytes));
+        self.files.push((path, imageio::npy::npy_bytes(t)));
         Ok(())
     }
     /// Refuse to overwrite an input, then write everything atomically.

@@ -39,12 +39,18 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
             format!("{} values", t.data.len()),
         ));
     }
+    atomic_write(path, &npy_bytes(t))
+}
+
+/// The bytes of a `.npy` file holding `t` (`<f4`, C order), for callers that write later.
+/// `t`'s shape must match its data (as [`Tensor::new`] guarantees).
+pub fn npy_bytes(t: &Tensor) -> Vec<u8> {
     let mut out = header(&t.shape);
     out.reserve(t.data.len() * 4);
     for v in &t.data {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    atomic_write(path, &out)
+    out
 }
 
 /// Magic, version, header length and the padded header dict, as `numpy.save` writes them.
