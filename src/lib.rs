@@ -4,6 +4,7 @@
 //! - [`error`]: the one error enum.
 //! - [`tensor`]: the host tensor (NCHW f32) used at the API boundary and by the CPU engine.
 //! - [`backend`]: one method per op ([`backend::Backend`]); `backend::cpu` is the reference engine.
+//! - [`device`]: devices that run our CUDA kernels (the real GPU, its CPU emulation).
 //! - [`graph`]: named-layer DAG, shape inference, forward / backward execution.
 //! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.
 //! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
@@ -11,6 +12,7 @@
 //! - [`viz`]: the visualisations (saliency, CAM, Grad-CAM, DeepDream, classify).
 
 pub mod backend;
+pub mod device;
 pub mod error;
 pub mod graph;
 pub mod imageio;

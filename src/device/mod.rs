@@ -1,0 +1,69 @@
+//! Devices that run our CUDA kernels: allocate, copy, launch by kernel name.
+//!
+//! - `mod.rs` (this file): the [`Device`] trait and kernel arguments. Launch code (grid sizes,
+//!   argument order, workspace sizes) is written once against this trait, so the emulated device
+//!   exercises exactly the code that drives the real GPU.
+//! - `emu.rs`: the CPU emulation of the CUDA execution model (the same `kernels/*.cu`, compiled
+//!   by the host C++ compiler against `emu/cuda_emu.h`). Always available.
+//! - `cuda.rs` (feature `cuda`): the real GPU through cudarc (driver API, loaded dynamically),
+//!   running the fatbinaries `build.rs` made with nvcc.
+//!
+//! Kernel names are `{op}_{variant}_{dtype}` ([`kernel_name`]); the convention for arguments is
+//! CUDA's `kernelParams`: one pointer per parameter, pointing at the value.
+
+use crate::error::Result;
+
+pub mod emu;
+
+/// A device allocation: an address on the device (or in the emulator's guarded heap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DevicePtr(pub u64);
+
+/// One kernel argument, passed by value as the kernel's parameter list declares it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arg {
+    Ptr(DevicePtr),
+    I64(i64),
+    I32(i32),
+    U32(u32),
+    F32(f32),
+}
+
+/// Launch geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    /// dynamic shared memory in bytes
+    pub shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// A 1-d launch covering `n` elements with `threads` per block.
+    pub fn linear(n: usize, threads: u32) -> Self {
+        let blocks = n.div_ceil(threads as usize).max(1) as u32;
+        LaunchConfig { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
+    }
+}
+
+/// `{op}_{variant}_{dtype}`, the one way kernel symbols are named.
+pub fn kernel_name(op: &str, variant: &str, dtype: &str) -> String {
+    format!("{op}_{variant}_{dtype}")
+}
+
+pub trait Device: Send + Sync {
+    fn name(&self) -> &str;
+    /// Allocate `bytes` (uninitialised). Running out of memory is an error naming the size asked
+    /// for and what is free.
+    fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
+    fn free(&self, ptr: DevicePtr);
+    fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
+    fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()>;
+    fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()>;
+    /// Launch `kernel` (a name made by [`kernel_name`]); errors name the kernel.
+    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()>;
+    /// Wait for all launched work; reports asynchronous faults.
+    fn synchronize(&self) -> Result<()>;
+    /// Whether this device has a kernel of that name.
+    fn has_kernel(&self, kernel: &str) -> bool;
+}
