@@ -153,3 +153,41 @@ fn conv_is_deterministic() {
     assert_eq!(a, b);
     let _: &Tensor = &a.0;
 }
+
+/// Not a correctness test: `cargo test --release --test ops_conv -- --ignored --nocapture`
+/// prints the engine's conv rates at ResNet-50-like shapes (after checking one output value).
+#[test]
+#[ignore]
+fn conv_throughput() {
+    let cpu = Cpu;
+    let cases = [
+        ("resnet layer1 3x3, batch 1", [1, 64, 56, 56], [64, 64, 3, 3], geom([1, 1], [1, 1, 1, 1], [1, 1], 1)),
+        ("resnet layer3 3x3, batch 4", [4, 256, 14, 14], [256, 256, 3, 3], geom([1, 1], [1, 1, 1, 1], [1, 1], 1)),
+        ("mobilenet depthwise 3x3", [1, 144, 56, 56], [144, 1, 3, 3], geom([1, 1], [1, 1, 1, 1], [1, 1], 144)),
+    ];
+    for (what, xs, ws, g) in cases {
+        let x = seeded_tensor(1, &xs);
+        let w = seeded_tensor(2, &ws);
+        let y = cpu.conv2d(&x, &w, None, &g);
+        let want = conv_ref(&f64s(&x.data[..xs[1] * xs[2] * xs[3]]), &[1, xs[1], xs[2], xs[3]], &f64s(&w.data), &ws, None, &g);
+        assert_close(what, &y.data[..want.len()], &f32s(&want), 1e-3, 1e-3);
+        let gy = seeded_tensor(3, &y.shape);
+        let macs = (y.numel() * ws[1] * ws[2] * ws[3]) as f64;
+        let run = |pass: usize| match pass {
+            0 => drop(cpu.conv2d(&x, &w, None, &g)),
+            1 => drop(cpu.conv2d_backward_data(&gy, &w, &xs, &g)),
+            _ => drop(cpu.conv2d_backward_filter(&x, &gy, &ws, &g)),
+        };
+        for (pass, name) in ["forward", "backward-data", "backward-filter"].into_iter().enumerate() {
+            let f = || run(pass);
+            f();
+            let reps = 10;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            println!("{what:>28} {name:>15}: {:8.2} ms  {:6.1} GFLOP/s", s * 1e3, 2.0 * macs / s / 1e9);
+        }
+    }
+}

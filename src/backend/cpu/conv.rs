@@ -66,15 +66,44 @@ impl Dims {
         let r = (oy * self.g.stride[0] + ky * self.g.dilation[0]) as isize - self.g.pad[0] as isize;
         (r >= 0 && (r as usize) < self.h).then_some(r as usize)
     }
-    /// For kernel column `kx`: the offset `iw - ow*stride`, and the range of output columns
-    /// whose input column lies inside the image.
-    fn col_span(&self, kx: usize) -> (isize, usize, usize) {
+    /// For kernel column `kx`: the range `lo..hi` of output columns whose input column lies
+    /// inside the image, and the input column read by output column `lo` (consecutive output
+    /// columns read every `stride[1]`-th input column from there). `lo == hi` when none does.
+    fn col_span(&self, kx: usize) -> (usize, usize, usize) {
         let s = self.g.stride[1] as isize;
         let off = (kx * self.g.dilation[1]) as isize - self.g.pad[2] as isize;
         let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
         let hi = (self.w as isize - off + s - 1).div_euclid(s).max(0);
         let lo = (lo as usize).min(self.ow);
-        (off, lo, (hi as usize).clamp(lo, self.ow))
+        let hi = (hi as usize).clamp(lo, self.ow);
+        (lo, hi, if lo < hi { (lo as isize * s + off) as usize } else { 0 })
+    }
+}
+
+/// `y[j] += a * x[j * sx]` for every j of y.
+fn axpy(y: &mut [f32], a: f32, x: &[f32], sx: usize) {
+    if sx == 1 {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+    } else {
+        y.iter_mut().zip(x.iter().step_by(sx)).for_each(|(y, x)| *y += a * x);
+    }
+}
+
+/// `x[j * sx] += a * y[j]` for every j of y (the adjoint of [`axpy`]).
+fn scatter_axpy(x: &mut [f32], sx: usize, a: f32, y: &[f32]) {
+    if sx == 1 {
+        x.iter_mut().zip(y).for_each(|(x, y)| *x += a * y);
+    } else {
+        x.iter_mut().step_by(sx).zip(y).for_each(|(x, y)| *x += a * y);
+    }
+}
+
+/// `Σ_j y[j] * x[j * sx]`
+fn dot_strided(y: &[f32], x: &[f32], sx: usize) -> f32 {
+    if sx == 1 {
+        y.iter().zip(x).map(|(y, x)| y * x).sum()
+    } else {
+        y.iter().zip(x.iter().step_by(sx)).map(|(y, x)| y * x).sum()
     }
 }
 
@@ -85,23 +114,18 @@ fn im2col(d: &Dims, x: &[f32], y0: usize, rows: usize, col: &mut [f32]) {
     col.par_chunks_mut(pc).with_min_len(MIN_TASK / pc + 1).enumerate().for_each(|(r, dst)| {
         let (ci, ky, kx) = (r / (d.kh * d.kw), r / d.kw % d.kh, r % d.kw);
         let plane = &x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
-        let (off, lo, hi) = d.col_span(kx);
+        let (lo, hi, first) = d.col_span(kx);
         for (oy, out) in (y0..y0 + rows).zip(dst.chunks_mut(d.ow)) {
             let Some(iy) = d.in_row(oy, ky) else {
                 out.fill(0.0);
                 continue;
             };
-            let src = &plane[iy * d.w..(iy + 1) * d.w];
+            let src = &plane[iy * d.w + first..(iy + 1) * d.w];
             out[..lo].fill(0.0);
-            if lo < hi {
-                let first = ((lo * sw) as isize + off) as usize;
-                if sw == 1 {
-                    out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                } else {
-                    for (j, v) in out[lo..hi].iter_mut().enumerate() {
-                        *v = src[first + j * sw];
-                    }
-                }
+            if sw == 1 {
+                out[lo..hi].copy_from_slice(&src[..hi - lo]);
+            } else {
+                out[lo..hi].iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
             }
             out[hi..].fill(0.0);
         }
@@ -116,13 +140,13 @@ fn col2im(d: &Dims, col: &[f32], y0: usize, rows: usize, x: &mut [f32]) {
         for kr in 0..kk {
             let (ky, kx) = (kr / d.kw, kr % d.kw);
             let src = &col[(ci * kk + kr) * pc..(ci * kk + kr + 1) * pc];
-            let (off, lo, hi) = d.col_span(kx);
+            let (lo, hi, first) = d.col_span(kx);
+            if lo == hi {
+                continue;
+            }
             for (oy, s) in (y0..y0 + rows).zip(src.chunks(d.ow)) {
                 let Some(iy) = d.in_row(oy, ky) else { continue };
-                let dst = &mut plane[iy * d.w..(iy + 1) * d.w];
-                for ox in lo..hi {
-                    dst[((ox * sw) as isize + off) as usize] += s[ox];
-                }
+                scatter_axpy(&mut plane[iy * d.w + first..(iy + 1) * d.w], sw, 1.0, &s[lo..hi]);
             }
         }
     });
@@ -235,14 +259,16 @@ pub fn backward_filter(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeo
 
 // ---- one input channel per group (depthwise, possibly with a channel multiplier) ----------
 
-/// Calls `f(ox_lo, ox_hi, off, iy, ky, kx)` for every kernel tap that reads input row `iy`
-/// from output row `oy`, with the output-column range that stays inside the image.
-fn for_taps(d: &Dims, oy: usize, mut f: impl FnMut(usize, usize, isize, usize, usize, usize)) {
+/// Calls `f(lo, hi, i0, ky, kx)` for every kernel tap of output row `oy` that reads inside
+/// the image: output columns `lo..hi` read input row-major indices `i0, i0 + stride, ...`.
+fn for_taps(d: &Dims, oy: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
     for ky in 0..d.kh {
         let Some(iy) = d.in_row(oy, ky) else { continue };
         for kx in 0..d.kw {
-            let (off, lo, hi) = d.col_span(kx);
-            f(lo, hi, off, iy, ky, kx);
+            let (lo, hi, first) = d.col_span(kx);
+            if lo < hi {
+                f(lo, hi, iy * d.w + first, ky, kx);
+            }
         }
     }
 }
@@ -255,12 +281,7 @@ fn depthwise_forward(d: &Dims, x: &Tensor, w: &Tensor, y: &mut Tensor) {
         let xp = &x.data[(ni * d.c + ci) * hw..][..hw];
         let wk = &w.data[oc * kk..(oc + 1) * kk];
         for (oy, yr) in yp.chunks_mut(d.ow).enumerate() {
-            for_taps(d, oy, |lo, hi, off, iy, ky, kx| {
-                let (wv, xr) = (wk[ky * d.kw + kx], &xp[iy * d.w..(iy + 1) * d.w]);
-                for ox in lo..hi {
-                    yr[ox] += wv * xr[((ox * sw) as isize + off) as usize];
-                }
-            });
+            for_taps(d, oy, |lo, hi, i0, ky, kx| axpy(&mut yr[lo..hi], wk[ky * d.kw + kx], &xp[i0..], sw));
         }
     });
 }
@@ -273,13 +294,7 @@ fn depthwise_backward_data(d: &Dims, gy: &Tensor, w: &Tensor, gx: &mut Tensor) {
             let gyp = &gy.data[(ni * d.o + oc) * p..][..p];
             let wk = &w.data[oc * kk..(oc + 1) * kk];
             for (oy, gr) in gyp.chunks(d.ow).enumerate() {
-                for_taps(d, oy, |lo, hi, off, iy, ky, kx| {
-                    let wv = wk[ky * d.kw + kx];
-                    let xr = &mut gxp[iy * d.w..(iy + 1) * d.w];
-                    for ox in lo..hi {
-                        xr[((ox * sw) as isize + off) as usize] += wv * gr[ox];
-                    }
-                });
+                for_taps(d, oy, |lo, hi, i0, ky, kx| scatter_axpy(&mut gxp[i0..], sw, wk[ky * d.kw + kx], &gr[lo..hi]));
             }
         }
     });
@@ -293,11 +308,7 @@ fn depthwise_backward_filter(d: &Dims, x: &Tensor, gy: &Tensor, gw: &mut Tensor)
             let xp = &x.data[(ni * d.c + ci) * hw..][..hw];
             let gyp = &gy.data[(ni * d.o + oc) * p..][..p];
             for (oy, gr) in gyp.chunks(d.ow).enumerate() {
-                for_taps(d, oy, |lo, hi, off, iy, ky, kx| {
-                    let xr = &xp[iy * d.w..(iy + 1) * d.w];
-                    let s: f32 = (lo..hi).map(|ox| gr[ox] * xr[((ox * sw) as isize + off) as usize]).sum();
-                    gk[ky * d.kw + kx] += s;
-                });
+                for_taps(d, oy, |lo, hi, i0, ky, kx| gk[ky * d.kw + kx] += dot_strided(&gr[lo..hi], &xp[i0..], sw));
             }
         }
     });

@@ -123,7 +123,7 @@ pub fn affine_backward(gy: &Tensor, scale: &[f32]) -> Tensor {
 
 /// The channel window of LRN around channel `c`: `[c - size/2, c + (size-1)/2]` clipped.
 fn lrn_window(c: usize, size: usize, channels: usize) -> (usize, usize) {
-    (c.saturating_sub(size / 2), (c + (size - 1) / 2 + 1).min(channels))
+    (c.saturating_sub(size / 2), (c + size.saturating_sub(1) / 2 + 1).min(channels))
 }
 
 /// `d[c, p] = k + alpha/size * sum_{j in window(c)} x[j, p]^2` for one image `[C, HW]`.
@@ -172,7 +172,7 @@ pub fn lrn_backward(x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Tensor {
         // t = gy * x * d^(-beta-1)
         let t: Vec<f32> = gyn.iter().zip(xn).zip(&d).map(|((gv, xv), dv)| gv * xv * dv.powf(-g.beta - 1.0)).collect();
         for (j, gj) in gxn.chunks_mut(hw).enumerate() {
-            let lo = j.saturating_sub((g.size - 1) / 2);
+            let lo = j.saturating_sub(g.size.saturating_sub(1) / 2);
             let hi = (j + g.size / 2 + 1).min(c);
             for ci in lo..hi {
                 gj.iter_mut().zip(&t[ci * hw..(ci + 1) * hw]).for_each(|(s, tv)| *s += tv);
