@@ -5,16 +5,18 @@
 //! (the engine threads it with rayon, see `src/backend/cpu/gemm.rs`), so it runs on one thread
 //! here and "engine sgemm" is the same crate split across rayon's threads.
 //!
-//! Results on the 2-core AMD EPYC (AVX-512) dev machine, shared, GFLOP/s (criterion medians):
+//! Results on the 2-core AMD EPYC (AVX-512) dev machine, run while it was otherwise idle
+//! (it is shared; under load the numbers halve), GFLOP/s from criterion's median times:
 //!
-//! | M x N x K          | gemm 1 thread | gemm rayon 2 | matrixmultiply 1 thread |
-//! |--------------------|---------------|--------------|-------------------------|
-//! | 64 x 3136 x 576    | 118           | 143          | 205                     |
-//! | 256 x 196 x 2304   | 123           | 142          | 193                     |
-//! | 1000 x 8 x 1280    | 68            | 79           | 37                      |
+//! | M x N x K          | gemm 1 thread | gemm rayon 2 | matrixmultiply 1 thread | engine (mm, rayon 2) |
+//! |--------------------|---------------|--------------|-------------------------|----------------------|
+//! | 64 x 3136 x 576    | 119           | 247          | 201                     | 393                  |
+//! | 256 x 196 x 2304   | 124           | 151          | 193                     | 231                  |
+//! | 1000 x 8 x 1280    | 56            | 65           | 32                      | 33                   |
 //!
-//! matrixmultiply wins the conv shapes, which are nearly all of a forward pass, by ~1.6x;
-//! gemm wins only the skinny classifier product. The engine uses matrixmultiply.
+//! matrixmultiply is ~1.6x faster per thread at the conv shapes, which are nearly all of a
+//! forward pass, and the engine's rayon split of it beats gemm's own threading there; gemm
+//! wins only the skinny classifier product (a negligible share). The engine uses matrixmultiply.
 //!
 //! C[m,n] = A[m,k] · B[k,n], all row-major (the im2col layout: A = weights, B = columns).
 

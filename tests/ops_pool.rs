@@ -82,7 +82,7 @@ fn avg_ref(x: &[f64], s: &[usize], g: &Pool2dGeom) -> Vec<f64> {
 
 fn adaptive_ref(x: &[f64], s: &[usize], out: [usize; 2]) -> Vec<f64> {
     let (h, w) = (s[2], s[3]);
-    let win = |o: usize, n: usize, i: usize| (o * i / n, ((o + 1) * i + n - 1) / n);
+    let win = |o: usize, n: usize, i: usize| (o * i / n, ((o + 1) * i).div_ceil(n));
     let mut y = vec![];
     for p in 0..s[0] * s[1] {
         for oy in 0..out[0] {

@@ -14,8 +14,8 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 fn act_value(x: f32, a: Act) -> f32 {
-    // written as `if x <= 0 { 0 } else { x }` rather than max(): a NaN stays NaN
     match a {
+        // not x.max(0.0), which turns NaN into 0
         Act::Relu => {
             if x <= 0.0 {
                 0.0
@@ -23,15 +23,7 @@ fn act_value(x: f32, a: Act) -> f32 {
                 x
             }
         }
-        Act::Relu6 => {
-            if x <= 0.0 {
-                0.0
-            } else if x >= 6.0 {
-                6.0
-            } else {
-                x
-            }
-        }
+        Act::Relu6 => x.clamp(0.0, 6.0), // f32::clamp keeps NaN
         Act::Silu => x * sigmoid(x),
         Act::Sigmoid => sigmoid(x),
         Act::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
@@ -41,6 +33,7 @@ fn act_value(x: f32, a: Act) -> f32 {
 /// d act / dx at x, PyTorch's choice at the kinks: ReLU 0 at x = 0 (`threshold_backward`),
 /// ReLU6 0 at x <= 0 and x >= 6 (`hardtanh_backward`), hard-swish 0 for x < -3, 1 for x > 3,
 /// x/3 + 1/2 on [-3, 3] (`hardswish_backward`).
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // PyTorch's comparisons, NaN behaviour included
 fn act_grad(x: f32, a: Act) -> f32 {
     match a {
         // negated comparisons, as PyTorch writes them: a NaN input passes the gradient on

@@ -87,6 +87,7 @@ pub fn sgemm(a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
         } else {
             (0, lo * b.cs, lo, m, len)
         };
+        #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let cp = cp;
         // SAFETY: matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c,
         // rsc, csc). The views were bounds-checked above and the block [lo, lo+len) stays
