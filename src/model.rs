@@ -142,6 +142,11 @@ impl Model {
         }
 
         let mut model = Model { graph, params, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.into() };
+        match meta.get("transform_input").map(String::as_str) {
+            None | Some("false") | Some("0") => {}
+            Some("true") | Some("1") => model.insert_input_transform(),
+            Some(v) => return Err(Error::model(origin, format!("metadata `transform_input` = {v:?} is not true/false"))),
+        }
         model.fold_batch_norms();
         model.index_names();
         // the whole graph must be consistent at the model's input size
@@ -151,6 +156,34 @@ impl Model {
             model.classes = IMAGENET_CLASSES.lines().map(str::to_string).collect();
         }
         Ok(model)
+    }
+
+    /// torchvision's GoogLeNet / Inception-v3 `transform_input`: pretrained weights expect
+    /// inputs normalised with mean = std = 0.5, so the model re-normalises ImageNet-normalised
+    /// input: x_c' = x_c · std_c / 0.5 + (mean_c − 0.5) / 0.5. Inserted as a fixed affine node.
+    fn insert_input_transform(&mut self) {
+        let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+        let scale: Vec<f32> = std.iter().map(|s| s / 0.5).collect();
+        let shift: Vec<f32> = mean.iter().map(|m| (m - 0.5) / 0.5).collect();
+        let g = &mut self.graph;
+        for (suffix, data) in [("scale", scale), ("shift", shift)] {
+            g.params.push(ParamSpec { name: format!("transform_input.{suffix}"), shape: vec![3] });
+            self.params.push(Tensor { shape: vec![3], data });
+        }
+        let n = self.params.len();
+        for node in &mut g.nodes {
+            for i in &mut node.inputs {
+                *i += 1; // everything moves up one; consumers of the input now read the transform
+            }
+        }
+        let node = crate::graph::Node {
+            name: "transform_input".into(),
+            aliases: vec![],
+            op: Op::Affine { scale: n - 2, shift: n - 1 },
+            inputs: vec![0],
+        };
+        g.nodes.insert(1, node);
+        g.output += 1;
     }
 
     /// Fold each batch norm that directly follows a convolution (and is that convolution's only
