@@ -9,6 +9,8 @@
 //! - [`fd_check`]: an analytic gradient against central differences of an f64 loss.
 #![allow(dead_code)]
 
+pub mod st;
+
 use deepviz::Tensor;
 use std::path::PathBuf;
 
