@@ -2,6 +2,8 @@
 //! photo writes what it promises; bad input gives one line of error, a non-zero exit, and no
 //! output file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -166,6 +168,30 @@ fn wrong_shaped_npy_and_bad_class_are_errors() {
     deepviz::imageio::write_npy(&p, &deepviz::Tensor::zeros(&[1, 4, 32, 32])).unwrap();
     fails(&["classify", "--image", p.to_str().unwrap()], "[n, 3, h, w]");
     fails(&["saliency", "--image", sample("chelsea.png").to_str().unwrap(), "--class", "1000", "--out", d.to_str().unwrap()], "out of range");
+}
+
+#[test]
+fn cam_on_a_vgg_is_refused_with_a_reason() {
+    // a real vgg11 state dict (names and shapes from the golden fixture), bf16 zeros: 265 MB
+    let fx = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/vgg11.safetensors")).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&fx).unwrap();
+    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&header.metadata().as_ref().unwrap()["params"]).unwrap();
+    let entries: Vec<_> = params
+        .iter()
+        .map(|(n, s, _)| (n.clone(), s.clone(), safetensors::Dtype::BF16, vec![0u8; 2 * s.iter().product::<usize>()]))
+        .collect();
+    let d = tmp("vggcam");
+    let m = d.join("vgg11.safetensors");
+    std::fs::write(&m, common::st::safetensors_bytes(&entries, &[("arch", "vgg11")])).unwrap();
+    let out = d.join("out");
+    fails(
+        &["cam", "--model", m.to_str().unwrap(), "--image", sample("chelsea.png").to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "CAM needs a classifier that is one linear layer after global average pooling; `vgg11`",
+    );
+    assert!(!out.exists());
+    // Grad-CAM works on it
+    ok(&["gradcam", "--model", m.to_str().unwrap(), "--image", sample("chelsea.png").to_str().unwrap(), "--out", out.to_str().unwrap(), "--class", "3"]);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
