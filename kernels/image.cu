@@ -1,0 +1,63 @@
+// Image ops on NHWC f32 batches [n, h, w, c] (DeepDream / feature visualisation, heat maps).
+//
+// Names ({op}_{variant}_f32, see common.cuh):
+//   resize_bilinear_fwd   PyTorch's interpolate(mode="bilinear", align_corners=False), no antialias
+//   normalize_fwd         y = (x - mean[c]) / std[c]
+//   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
+//   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
+//   clamp_fwd             y = min(max(x, lo), hi)
+#include "common.cuh"
+
+// PyTorch's area_pixel_compute_source_index for align_corners=False, clamped at 0, and the
+// neighbour index and weight along one dimension.
+__device__ __forceinline__ void dv_bilinear_src(idx_t o, idx_t in, idx_t out, idx_t* i0, idx_t* i1, float* l1) {
+    float scale = (float)in / (float)out;
+    float src = fmaxf(scale * ((float)o + 0.5f) - 0.5f, 0.0f);
+    idx_t i = (idx_t)src;
+    *i0 = i < in - 1 ? i : in - 1;
+    *i1 = *i0 + (*i0 < in - 1 ? 1 : 0);
+    *l1 = fminf(src - (float)*i0, 1.0f);
+}
+
+extern "C" __global__ void resize_bilinear_fwd_f32(const float* x, float* y, long long n, long long c,
+                                                   long long h, long long w, long long oh, long long ow) {
+    idx_t total = n * oh * ow * c;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t ch = i % c, ox = (i / c) % ow, oy = (i / (c * ow)) % oh, img = i / (c * ow * oh);
+        idx_t y0, y1, x0, x1;
+        float ly, lx;
+        dv_bilinear_src(oy, h, oh, &y0, &y1, &ly);
+        dv_bilinear_src(ox, w, ow, &x0, &x1, &lx);
+        const float* p = x + img * h * w * c + ch;
+        float top = (1.0f - lx) * p[(y0 * w + x0) * c] + lx * p[(y0 * w + x1) * c];
+        float bot = (1.0f - lx) * p[(y1 * w + x0) * c] + lx * p[(y1 * w + x1) * c];
+        y[i] = (1.0f - ly) * top + ly * bot;
+    }
+}
+
+extern "C" __global__ void normalize_fwd_f32(const float* x, const float* mean, const float* std_,
+                                             float* y, long long n, long long c) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = (x[i] - mean[i % c]) / std_[i % c];
+}
+
+extern "C" __global__ void normalize_bwd_f32(const float* x, const float* mean, const float* std_,
+                                             float* y, long long n, long long c) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = x[i] * std_[i % c] + mean[i % c];
+}
+
+extern "C" __global__ void roll_fwd_f32(const float* x, float* y, long long n, long long c, long long h,
+                                        long long w, long long dy, long long dx) {
+    idx_t total = n * h * w * c;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t ch = i % c, ix = (i / c) % w, iy = (i / (c * w)) % h, img = i / (c * w * h);
+        idx_t sy = ((iy - dy) % h + h) % h, sx = ((ix - dx) % w + w) % w;
+        y[i] = x[((img * h + sy) * w + sx) * c + ch];
+    }
+}
+
+extern "C" __global__ void clamp_fwd_f32(const float* x, float* y, long long n, float lo, float hi) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = fminf(fmaxf(x[i], lo), hi);
+}
+
+DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
+                    clamp_fwd_f32)
