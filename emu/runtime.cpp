@@ -3,8 +3,8 @@
 // How a launch runs (dv_emu_launch_ex):
 //   - Blocks are handed out in order to a few OS threads (the calling thread plus up to
 //     DV_EMU_THREADS-1 helpers, default min(cores, 4)); each OS thread runs one block at a time.
-//   - The threads of a block are fibers (ucontext, 64 KiB stacks with a guard page, reused
-//     between blocks) run cooperatively on that OS thread. A round resumes every runnable fiber
+//   - The threads of a block are fibers (64 KiB stacks with a guard page, reused between blocks;
+//     a 20-instruction context switch on x86-64, ucontext elsewhere) run cooperatively on that OS thread. A round resumes every runnable fiber
 //     once, in the launch's schedule order (forward, reverse, or shuffled anew every round from a
 //     seed); a fiber runs until it finishes or reaches a __syncthreads() or warp operation.
 //   - __syncthreads() releases when every live thread of the block waits at it (exited threads
@@ -119,11 +119,90 @@ const Kernel* find_kernel(const char* name) {
     return it == r.end() ? nullptr : &it->second;
 }
 
+// ---- context switch -----------------------------------------------------------------------------
+// ctx_init prepares a fresh fiber to start in dv_emu_fiber_main; ctx_switch(from, to) saves the
+// running context in `from` and resumes `to`. ucontext's swapcontext makes two sigprocmask
+// system calls per switch, which made barrier-heavy kernels ~10x slower; on x86-64 we save only
+// the callee-saved registers and the FP control words.
+}  // namespace
+extern "C" void dv_emu_fiber_main();
+namespace {
+#if defined(__x86_64__)
+struct Ctx {
+    void* sp;
+};
+}  // namespace
+extern "C" void dv_emu_switch(void** save_sp, void* to_sp);
+extern "C" void dv_emu_fiber_start();
+asm(R"(
+    .text
+    .globl dv_emu_switch
+    .hidden dv_emu_switch
+    .type dv_emu_switch, @function
+dv_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size dv_emu_switch, .-dv_emu_switch
+
+    .globl dv_emu_fiber_start
+    .hidden dv_emu_fiber_start
+    .type dv_emu_fiber_start, @function
+dv_emu_fiber_start:
+    call dv_emu_fiber_main@PLT
+    ud2
+    .size dv_emu_fiber_start, .-dv_emu_fiber_start
+)");
+namespace {
+// The stack as dv_emu_switch leaves it: FP control words, r15..rbp, return address.
+void ctx_init(Ctx& c, char* stack, size_t size) {
+    void** sp = (void**)(((uintptr_t)stack + size) & ~(uintptr_t)15);
+    *--sp = (void*)dv_emu_fiber_start;  // after `ret`, rsp is 16-byte aligned for its call
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;
+    --sp;
+    uint32_t* fp = (uint32_t*)sp;
+    fp[0] = 0x1F80;  // default MXCSR
+    fp[1] = 0x037F;  // default x87 control word
+    c.sp = sp;
+}
+inline void ctx_switch(Ctx& from, Ctx& to) { dv_emu_switch(&from.sp, to.sp); }
+#else
+struct Ctx {
+    ucontext_t uc;
+};
+void ctx_init(Ctx& c, char* stack, size_t size) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;  // dv_emu_fiber_main never returns
+    makecontext(&c.uc, dv_emu_fiber_main, 0);
+}
+inline void ctx_switch(Ctx& from, Ctx& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
 // ---- fibers and workers ------------------------------------------------------------------------
 enum State { RUNNABLE, AT_SYNC, AT_WARP, DONE };
 
 struct Fiber {
-    ucontext_t ctx;
+    Ctx ctx;
     char* map = nullptr;  // [guard page][stack]
     uint3 tid;
     unsigned lin;  // linear thread index in the block: warp lin / 32, lane lin % 32
@@ -153,7 +232,7 @@ struct Launch {
 
 struct Worker {
     std::vector<std::unique_ptr<Fiber>> fibers;
-    ucontext_t sched;
+    Ctx sched;
     Fiber* cur = nullptr;
     Launch* L = nullptr;
     uint3 bidx;
@@ -200,7 +279,6 @@ bool ensure_fibers(Worker& w, unsigned n, std::string& err) {
         }
         f->map = (char*)m;
         mprotect(f->map, pg, PROT_NONE);  // stack overflow faults
-        getcontext(&f->ctx);
         w.fibers.push_back(std::move(f));
     }
     return true;
@@ -224,25 +302,31 @@ bool ensure_smem(Worker& w, unsigned bytes, std::string& err) {
     return true;
 }
 
-void fiber_entry() {
+}  // namespace
+
+extern "C" __attribute__((visibility("hidden"))) void dv_emu_fiber_main() {
     Worker* w = tw;
+    Fiber* f = w->cur;
     w->L->k->inv(w->L->k->fn, w->L->args);
-    w->cur->st = DONE;
-    // returning resumes uc_link, the scheduler
+    f->st = DONE;
+    ctx_switch(f->ctx, w->sched);
+    __builtin_unreachable();  // a finished fiber is never resumed
 }
+
+namespace {
 
 void resume(Worker& w, Fiber& f) {
     w.cur = &f;
     threadIdx = f.tid;
     tl_in_kernel = 1;
-    swapcontext(&w.sched, &f.ctx);
+    ctx_switch(w.sched, f.ctx);
     tl_in_kernel = 0;
 }
 
 // Back to the scheduler from inside a fiber (it has set its state).
 void yield_to_scheduler() {
     Worker* w = tw;
-    swapcontext(&w->cur->ctx, &w->sched);
+    ctx_switch(w->cur->ctx, w->sched);
 }
 
 std::string dim_str(uint3 v) { return fmt("(%u,%u,%u)", v.x, v.y, v.z); }
@@ -368,10 +452,7 @@ bool schedule(Worker& w, std::string& err) {
     unsigned bx = L.block.x, by = L.block.y, n = bx * by * L.block.z;
     for (unsigned i = 0; i < n; ++i) {
         Fiber& f = *w.fibers[i];
-        f.ctx.uc_stack.ss_sp = f.map + page_size();
-        f.ctx.uc_stack.ss_size = FIBER_STACK;
-        f.ctx.uc_link = &w.sched;
-        makecontext(&f.ctx, fiber_entry, 0);
+        ctx_init(f.ctx, f.map + page_size(), FIBER_STACK);
         f.tid = uint3{i % bx, i / bx % by, i / (bx * by)};
         f.lin = i;
         f.st = RUNNABLE;
