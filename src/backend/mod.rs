@@ -1,6 +1,7 @@
 //! The ops of the engine, one method per op, shared by every backend.
 //!
 //! - `mod.rs` (this file): op parameters (geometry structs) and the [`Backend`] trait.
+//! - `cuda/`: launch code for the CUDA kernels (`kernels/*.cu`), run on any [`crate::device::Device`].
 //! - `cpu/`: the CPU reference engine (NCHW, im2col + GEMM + rayon). Every GPU kernel is tested
 //!   against it, so it favours being obviously right over being clever.
 //!
@@ -9,6 +10,7 @@
 //! gradient of the output (`gy`) and return gradients of the inputs.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::tensor::Tensor;
 

@@ -1,0 +1,40 @@
+//! Launches for `kernels/linear.cu`: x `[n, in]`, w `[out, in]`, b `[out]`. The bias gradient
+//! is [`super::reduce::channel_sum`] over gy (`batch` 1, `rows` n, `c` out).
+
+use super::{launch, len, opt_ptr, ptr};
+use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
+use crate::error::Result;
+
+pub const KERNELS: &[(&str, &str)] = &[("linear", "fwd"), ("linear", "bwd_data"), ("linear", "bwd_weight")];
+
+/// Output tile edge of the GEMM (`LIN_TILE` in linear.cu): one thread per output.
+const LIN_TILE: u32 = 16;
+
+/// Grid for an `[m, n]` output.
+fn cfg(m: usize, n: usize) -> LaunchConfig {
+    let t = LIN_TILE as usize;
+    LaunchConfig { grid: [n.div_ceil(t).max(1) as u32, m.div_ceil(t).max(1) as u32, 1], block: [LIN_TILE, LIN_TILE, 1], shared_bytes: 0 }
+}
+
+/// y `[n, out]` = x·wᵀ + b
+pub fn forward(dev: &dyn Device, x: DevicePtr, w: DevicePtr, b: Option<DevicePtr>, y: DevicePtr, n: usize, fin: usize, fout: usize) -> Result<()> {
+    // SAFETY: `linear_fwd_f32(const float* x, const float* w, const float* b, float* y,
+    // long long n, long long in, long long out, int has_bias)`; the grid tiles all of [n, out]
+    // and each in-range thread stores its element.
+    let args = [ptr(x), ptr(w), opt_ptr(b), ptr(y), len(n), len(fin), len(fout), Arg::I32(b.is_some() as i32)];
+    launch(dev, "linear", "fwd", cfg(n, fout), &args)
+}
+
+/// gx `[n, in]` = gy·w
+pub fn backward_data(dev: &dyn Device, gy: DevicePtr, w: DevicePtr, gx: DevicePtr, n: usize, fin: usize, fout: usize) -> Result<()> {
+    // SAFETY: `linear_bwd_data_f32(const float* gy, const float* w, float* gx, long long n,
+    // long long in, long long out)`; the grid tiles all of [n, in].
+    launch(dev, "linear", "bwd_data", cfg(n, fin), &[ptr(gy), ptr(w), ptr(gx), len(n), len(fin), len(fout)])
+}
+
+/// gw `[out, in]` = gyᵀ·x
+pub fn backward_weight(dev: &dyn Device, x: DevicePtr, gy: DevicePtr, gw: DevicePtr, n: usize, fin: usize, fout: usize) -> Result<()> {
+    // SAFETY: `linear_bwd_weight_f32(const float* x, const float* gy, float* gw, long long n,
+    // long long in, long long out)`; the grid tiles all of [out, in].
+    launch(dev, "linear", "bwd_weight", cfg(fout, fin), &[ptr(x), ptr(gy), ptr(gw), len(n), len(fin), len(fout)])
+}
