@@ -7,6 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deepviz::backend::cpu::Cpu;
+use deepviz::engine::Engine;
 use deepviz::imageio::{load_rgb, resize_crop, to_tensor};
 use deepviz::model::Model;
 use deepviz::viz::{DeepDream, GradCam, Objective, Saliency};
@@ -28,29 +29,29 @@ fn batch(model: &Model, n: usize) -> Tensor {
 
 fn bench(c: &mut Criterion) {
     let model = Model::default_model().unwrap();
-    let be = Cpu;
+    let eng = Engine::new(&model, Cpu).unwrap();
     let gradcam = GradCam::new(&model, None).unwrap();
     let layer = model.resolve(&model.graph.heads.dream_layer).unwrap();
     let dream = DeepDream::new(Objective::layer(layer));
-    let mut g = c.benchmark_group("viz_cpu_efficientnet_lite0");
+    let mut g = c.benchmark_group(format!("viz_{}_efficientnet_lite0", deepviz::backend::Backend::name(&eng.be)));
     g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
     for n in [1usize, 8] {
         let x = batch(&model, n);
         // check before timing: the cat and the cup are found, maps are finite and not all zero
-        let (s, cls) = Saliency.attribute(&model, &be, &x, None).unwrap();
+        let (s, cls) = Saliency.attribute(&eng, &x, None).unwrap();
         assert_eq!(&cls[..2.min(n)], &[285, 967][..2.min(n)]);
         assert!(s.data.iter().all(|v| v.is_finite()) && s.data.iter().any(|&v| v > 0.0));
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("saliency", n), &x, |b, x| {
-            b.iter(|| black_box(Saliency.attribute(&model, &be, x, None).unwrap()))
+            b.iter(|| black_box(Saliency.attribute(&eng, x, None).unwrap()))
         });
         g.bench_with_input(BenchmarkId::new("gradcam", n), &x, |b, x| {
-            b.iter(|| black_box(gradcam.attribute(&model, &be, x, None).unwrap()))
+            b.iter(|| black_box(gradcam.attribute(&eng, x, None).unwrap()))
         });
         g.bench_with_input(BenchmarkId::new("dream_step", n), &x, |b, x| {
-            let mut img = x.clone();
+            let mut img = eng.upload(x).unwrap();
             let mut rng = 1u64;
-            b.iter(|| black_box(dream.step(&model, &be, &mut img, &model.preprocess, &mut rng).unwrap()))
+            b.iter(|| black_box(dream.step(&eng, &mut img, &model.preprocess, &mut rng).unwrap()))
         });
     }
     g.finish();

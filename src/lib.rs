@@ -5,6 +5,7 @@
 //! - [`tensor`]: the host tensor (NCHW f32) used at the API boundary and by the CPU engine.
 //! - [`backend`]: one method per op ([`backend::Backend`]); `backend::cpu` is the reference engine.
 //! - [`device`]: devices that run our CUDA kernels (the real GPU, its CPU emulation).
+//! - [`engine`]: a model made ready on one backend (weights prepared), forward / backward.
 //! - [`graph`]: named-layer DAG, shape inference, forward / backward execution.
 //! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.
 //! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
@@ -13,6 +14,7 @@
 
 pub mod backend;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod imageio;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::Backend;
+use deepviz::engine::Engine;
 use deepviz::imageio::{self, Colormap, Preprocess};
 use deepviz::model::Model;
 use deepviz::viz::{classify, Cam, DeepDream, GradCam, Objective, Saliency};
@@ -226,13 +227,20 @@ fn batches(items: &[Item], size: usize) -> Result<Vec<(std::ops::Range<usize>, T
     Ok(out)
 }
 
-fn backend(d: DeviceArg) -> Result<Box<dyn Backend>> {
-    match d {
-        DeviceArg::Auto | DeviceArg::Cpu => Ok(Box::new(Cpu)),
-        DeviceArg::Cuda => Err(Error::Unsupported(
-            "this build of deepviz has no CUDA engine yet; use --device cpu (or auto)".into(),
-        )),
-    }
+/// Evaluate `$body` with `$be` bound to the backend `--device` picks (each backend is its own
+/// type, so the body is instantiated once per backend).
+macro_rules! on_device {
+    ($dev:expr, $be:ident => $body:expr) => {
+        match $dev {
+            DeviceArg::Auto | DeviceArg::Cpu => {
+                let $be = Cpu;
+                $body
+            }
+            DeviceArg::Cuda => Err(Error::Unsupported(
+                "this build of deepviz has no CUDA engine yet; use --device cpu (or auto)".into(),
+            )),
+        }
+    };
 }
 
 fn load_model(model: &Option<PathBuf>, arch: &Option<String>) -> Result<Model> {
@@ -297,9 +305,9 @@ enum MapKind {
     GradCam,
 }
 
-fn run_map(c: &Common, kind: MapKind) -> Result<()> {
-    let be = backend(c.device)?;
+fn run_map<B: Backend>(be: B, c: &Common, kind: MapKind) -> Result<()> {
     let model = load_model(&c.model, &c.arch)?;
+    let eng = Engine::new(&model, be)?;
     let pre = model.preprocess;
     let items = load_items(&c.image, &pre)?;
     let (method, cmap) = match kind {
@@ -331,9 +339,9 @@ fn run_map(c: &Common, kind: MapKind) -> Result<()> {
     for (range, x) in bs {
         let targets = c.class.map(|k| vec![k; range.len()]);
         let (maps, cls) = match kind {
-            MapKind::Saliency => Saliency.attribute(&model, be.as_ref(), &x, targets.as_deref())?,
-            MapKind::Cam => cam.as_ref().unwrap().attribute(&model, be.as_ref(), &x, targets.as_deref())?,
-            MapKind::GradCam => gradcam.as_ref().unwrap().attribute(&model, be.as_ref(), &x, targets.as_deref())?,
+            MapKind::Saliency => Saliency.attribute(&eng, &x, targets.as_deref())?,
+            MapKind::Cam => cam.as_ref().unwrap().attribute(&eng, &x, targets.as_deref())?,
+            MapKind::GradCam => gradcam.as_ref().unwrap().attribute(&eng, &x, targets.as_deref())?,
         };
         let (h, w) = (maps.shape[1], maps.shape[2]);
         for (j, it) in items[range.clone()].iter().enumerate() {
@@ -376,16 +384,16 @@ fn run_map(c: &Common, kind: MapKind) -> Result<()> {
     Ok(())
 }
 
-fn run_classify(c: &Common, top: usize) -> Result<()> {
+fn run_classify<B: Backend>(be: B, c: &Common, top: usize) -> Result<()> {
     if c.class.is_some() || c.layer.is_some() || c.raw {
         return Err(Error::InvalidArgument("classify takes no --class, --layer or --raw".into()));
     }
-    let be = backend(c.device)?;
     let model = load_model(&c.model, &c.arch)?;
+    let eng = Engine::new(&model, be)?;
     let items = load_items(&c.image, &model.preprocess)?;
     let mut summary = vec![];
     for (range, x) in batches(&items, c.batch_size)? {
-        let preds = classify(&model, be.as_ref(), &x, top.max(1))?;
+        let preds = classify(&eng, &x, top.max(1))?;
         for (it, p) in items[range].iter().zip(preds) {
             if !c.json {
                 println!("{}:", it.source.display());
@@ -406,12 +414,12 @@ fn run_classify(c: &Common, top: usize) -> Result<()> {
     Ok(())
 }
 
-fn run_dream(c: &Common, d: &DreamArgs) -> Result<()> {
+fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
     if c.class.is_some() {
         return Err(Error::InvalidArgument("dream amplifies a layer; --class does not apply".into()));
     }
-    let be = backend(c.device)?;
     let model = load_model(&c.model, &c.arch)?;
+    let eng = Engine::new(&model, be)?;
     let pre = model.preprocess;
     let items = load_items(&c.image, &pre)?;
     let layer = model.resolve(c.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
@@ -432,7 +440,7 @@ fn run_dream(c: &Common, d: &DreamArgs) -> Result<()> {
     for (range, x) in batches(&items, c.batch_size)? {
         let (_, _, h, w) = x.nchw();
         let pb = progress(dream.total_steps(h, w), &format!("dream {}", model.name(layer)));
-        let y = dream.run(&model, be.as_ref(), &x, &pre, &mut || pb.inc(1))?;
+        let y = dream.run(&eng, &x, &pre, &mut || pb.inc(1))?;
         pb.finish_and_clear();
         for (j, it) in items[range].iter().enumerate() {
             let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
@@ -488,11 +496,11 @@ fn run_layers(model: &Option<PathBuf>, arch: &Option<String>, as_json: bool) -> 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
-        Cmd::Classify { common, top } => run_classify(common, *top),
-        Cmd::Saliency(c) => run_map(c, MapKind::Saliency),
-        Cmd::Cam(c) => run_map(c, MapKind::Cam),
-        Cmd::Gradcam(c) => run_map(c, MapKind::GradCam),
-        Cmd::Dream { common, dream } => run_dream(common, dream),
+        Cmd::Classify { common, top } => on_device!(common.device, be => run_classify(be, common, *top)),
+        Cmd::Saliency(c) => on_device!(c.device, be => run_map(be, c, MapKind::Saliency)),
+        Cmd::Cam(c) => on_device!(c.device, be => run_map(be, c, MapKind::Cam)),
+        Cmd::Gradcam(c) => on_device!(c.device, be => run_map(be, c, MapKind::GradCam)),
+        Cmd::Dream { common, dream } => on_device!(common.device, be => run_dream(be, common, dream)),
         Cmd::Layers { model, arch, json } => run_layers(model, arch, *json),
     };
     match r {

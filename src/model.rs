@@ -7,12 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::graph::exec::{self, Activations};
 use crate::graph::{shapes, Graph, NodeId, Op, ParamSpec};
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
@@ -25,8 +24,8 @@ static IMAGENET_CLASSES: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"),
 /// A loaded, validated, batch-norm-folded model.
 pub struct Model {
     pub graph: Graph,
-    /// parameter values, indexed by the graph's `ParamId`s
-    pub params: Vec<Tensor>,
+    /// parameter values (host, PyTorch layouts), indexed by the graph's `ParamId`s
+    pub params: Vec<Arc<Tensor>>,
     names: HashMap<String, NodeId>,
     pub preprocess: Preprocess,
     /// class names when the classifier has 1000 outputs (ImageNet); empty otherwise
@@ -141,13 +140,16 @@ impl Model {
             }
         }
 
-        let mut model = Model { graph, params, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.into() };
+        let mut graph = graph;
+        let mut params = params;
         match meta.get("transform_input").map(String::as_str) {
             None | Some("false") | Some("0") => {}
-            Some("true") | Some("1") => model.insert_input_transform(),
+            Some("true") | Some("1") => insert_input_transform(&mut graph, &mut params),
             Some(v) => return Err(Error::model(origin, format!("metadata `transform_input` = {v:?} is not true/false"))),
         }
-        model.fold_batch_norms();
+        fold_batch_norms(&mut graph, &mut params);
+        let params = params.into_iter().map(Arc::new).collect();
+        let mut model = Model { graph, params, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.into() };
         model.index_names();
         // the whole graph must be consistent at the model's input size
         let out = model.infer_shapes(&[1, 3, model.preprocess.size[0], model.preprocess.size[1]])?;
@@ -156,102 +158,6 @@ impl Model {
             model.classes = IMAGENET_CLASSES.lines().map(str::to_string).collect();
         }
         Ok(model)
-    }
-
-    /// torchvision's GoogLeNet / Inception-v3 `transform_input`: pretrained weights expect
-    /// inputs normalised with mean = std = 0.5, so the model re-normalises ImageNet-normalised
-    /// input: x_c' = x_c · std_c / 0.5 + (mean_c − 0.5) / 0.5. Inserted as a fixed affine node.
-    fn insert_input_transform(&mut self) {
-        let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
-        let scale: Vec<f32> = std.iter().map(|s| s / 0.5).collect();
-        let shift: Vec<f32> = mean.iter().map(|m| (m - 0.5) / 0.5).collect();
-        let g = &mut self.graph;
-        for (suffix, data) in [("scale", scale), ("shift", shift)] {
-            g.params.push(ParamSpec { name: format!("transform_input.{suffix}"), shape: vec![3] });
-            self.params.push(Tensor { shape: vec![3], data });
-        }
-        let n = self.params.len();
-        for node in &mut g.nodes {
-            for i in &mut node.inputs {
-                *i += 1; // everything moves up one; consumers of the input now read the transform
-            }
-        }
-        let node = crate::graph::Node {
-            name: "transform_input".into(),
-            aliases: vec![],
-            op: Op::Affine { scale: n - 2, shift: n - 1 },
-            inputs: vec![0],
-        };
-        g.nodes.insert(1, node);
-        g.output += 1;
-    }
-
-    /// Fold each batch norm that directly follows a convolution (and is that convolution's only
-    /// consumer) into it; turn the others into per-channel affine ops.
-    fn fold_batch_norms(&mut self) {
-        let g = &mut self.graph;
-        let mut consumers = vec![0usize; g.nodes.len()];
-        for n in &g.nodes {
-            for &i in &n.inputs {
-                consumers[i] += 1;
-            }
-        }
-        let mut redirect: Vec<NodeId> = (0..g.nodes.len()).collect();
-        let mut removed = vec![false; g.nodes.len()];
-        for id in 0..g.nodes.len() {
-            let Op::BatchNorm { weight, bias, mean, var, eps } = g.nodes[id].op.clone() else { continue };
-            let (w, b, m, v) = (&self.params[weight].data, &self.params[bias].data, &self.params[mean].data, &self.params[var].data);
-            let scale: Vec<f32> = w.iter().zip(v).map(|(w, v)| w / (v + eps).sqrt()).collect();
-            let shift: Vec<f32> = b.iter().zip(m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-            let src = g.nodes[id].inputs[0];
-            let foldable = matches!(g.nodes[src].op, Op::Conv { .. }) && consumers[src] == 1;
-            if foldable {
-                let bn_name = g.nodes[id].name.clone();
-                let Op::Conv { weight: cw, bias: cb, .. } = &mut g.nodes[src].op else { unreachable!() };
-                let wt = &mut self.params[*cw];
-                let per = wt.numel() / wt.shape[0];
-                for (o, chunk) in wt.data.chunks_mut(per).enumerate() {
-                    chunk.iter_mut().for_each(|x| *x *= scale[o]);
-                }
-                let new_bias: Vec<f32> = match cb {
-                    Some(p) => self.params[*p].data.iter().zip(&scale).zip(&shift).map(|((b, s), t)| b * s + t).collect(),
-                    None => shift,
-                };
-                let c = new_bias.len();
-                match cb {
-                    Some(p) => self.params[*p].data = new_bias,
-                    None => {
-                        g.params.push(ParamSpec { name: format!("{bn_name}.bias (folded)"), shape: vec![c] });
-                        self.params.push(Tensor { shape: vec![c], data: new_bias });
-                        *cb = Some(self.params.len() - 1);
-                    }
-                }
-                g.nodes[src].aliases.push(bn_name);
-                redirect[id] = src;
-                removed[id] = true;
-            } else {
-                let c = scale.len();
-                for (suffix, data) in [("scale", scale), ("shift", shift)] {
-                    g.params.push(ParamSpec { name: format!("{}.{suffix} (folded)", g.nodes[id].name), shape: vec![c] });
-                    self.params.push(Tensor { shape: vec![c], data });
-                }
-                let n = self.params.len();
-                g.nodes[id].op = Op::Affine { scale: n - 2, shift: n - 1 };
-            }
-        }
-        // drop the folded nodes and renumber
-        let mut new_id = vec![0usize; g.nodes.len()];
-        let mut nodes = Vec::with_capacity(g.nodes.len());
-        for (id, mut node) in std::mem::take(&mut g.nodes).into_iter().enumerate() {
-            if removed[id] {
-                continue;
-            }
-            node.inputs = node.inputs.iter().map(|&i| new_id[redirect[i]]).collect();
-            new_id[id] = nodes.len();
-            nodes.push(node);
-        }
-        g.output = new_id[redirect[g.output]];
-        g.nodes = nodes;
     }
 
     fn index_names(&mut self) {
@@ -323,17 +229,103 @@ impl Model {
         shapes::infer(&self.graph, &ps, input, self.graph.nodes.len() - 1)
     }
 
-    pub fn forward(&self, be: &dyn Backend, x: Tensor, upto: NodeId) -> Result<Activations> {
-        exec::forward(&self.graph, &self.params, be, x, upto)
-    }
-
-    pub fn backward(&self, be: &dyn Backend, acts: &Activations, seeds: Vec<(NodeId, Tensor)>, want: &[NodeId]) -> Result<Vec<Tensor>> {
-        exec::backward(&self.graph, &self.params, be, acts, seeds, want)
-    }
-
     pub fn class_name(&self, i: usize) -> String {
         self.classes.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
     }
+}
+
+/// torchvision's GoogLeNet / Inception-v3 `transform_input`: pretrained weights expect
+/// inputs normalised with mean = std = 0.5, so the model re-normalises ImageNet-normalised
+/// input: x_c' = x_c · std_c / 0.5 + (mean_c − 0.5) / 0.5. Inserted as a fixed affine node.
+fn insert_input_transform(g: &mut Graph, params: &mut Vec<Tensor>) {
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let scale: Vec<f32> = std.iter().map(|s| s / 0.5).collect();
+    let shift: Vec<f32> = mean.iter().map(|m| (m - 0.5) / 0.5).collect();
+    for (suffix, data) in [("scale", scale), ("shift", shift)] {
+        g.params.push(ParamSpec { name: format!("transform_input.{suffix}"), shape: vec![3] });
+        params.push(Tensor { shape: vec![3], data });
+    }
+    let n = params.len();
+    for node in &mut g.nodes {
+        for i in &mut node.inputs {
+            *i += 1; // everything moves up one; consumers of the input now read the transform
+        }
+    }
+    let node = crate::graph::Node {
+        name: "transform_input".into(),
+        aliases: vec![],
+        op: Op::Affine { scale: n - 2, shift: n - 1 },
+        inputs: vec![0],
+    };
+    g.nodes.insert(1, node);
+    g.output += 1;
+}
+
+/// Fold each batch norm that directly follows a convolution (and is that convolution's only
+/// consumer) into it; turn the others into per-channel affine ops.
+fn fold_batch_norms(g: &mut Graph, params: &mut Vec<Tensor>) {
+    let mut consumers = vec![0usize; g.nodes.len()];
+    for n in &g.nodes {
+        for &i in &n.inputs {
+            consumers[i] += 1;
+        }
+    }
+    let mut redirect: Vec<NodeId> = (0..g.nodes.len()).collect();
+    let mut removed = vec![false; g.nodes.len()];
+    for id in 0..g.nodes.len() {
+        let Op::BatchNorm { weight, bias, mean, var, eps } = g.nodes[id].op.clone() else { continue };
+        let (w, b, m, v) = (&params[weight].data, &params[bias].data, &params[mean].data, &params[var].data);
+        let scale: Vec<f32> = w.iter().zip(v).map(|(w, v)| w / (v + eps).sqrt()).collect();
+        let shift: Vec<f32> = b.iter().zip(m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        let src = g.nodes[id].inputs[0];
+        let foldable = matches!(g.nodes[src].op, Op::Conv { .. }) && consumers[src] == 1;
+        if foldable {
+            let bn_name = g.nodes[id].name.clone();
+            let Op::Conv { weight: cw, bias: cb, .. } = &mut g.nodes[src].op else { unreachable!() };
+            let wt = &mut params[*cw];
+            let per = wt.numel() / wt.shape[0];
+            for (o, chunk) in wt.data.chunks_mut(per).enumerate() {
+                chunk.iter_mut().for_each(|x| *x *= scale[o]);
+            }
+            let new_bias: Vec<f32> = match cb {
+                Some(p) => params[*p].data.iter().zip(&scale).zip(&shift).map(|((b, s), t)| b * s + t).collect(),
+                None => shift,
+            };
+            let c = new_bias.len();
+            match cb {
+                Some(p) => params[*p].data = new_bias,
+                None => {
+                    g.params.push(ParamSpec { name: format!("{bn_name}.bias (folded)"), shape: vec![c] });
+                    params.push(Tensor { shape: vec![c], data: new_bias });
+                    *cb = Some(params.len() - 1);
+                }
+            }
+            g.nodes[src].aliases.push(bn_name);
+            redirect[id] = src;
+            removed[id] = true;
+        } else {
+            let c = scale.len();
+            for (suffix, data) in [("scale", scale), ("shift", shift)] {
+                g.params.push(ParamSpec { name: format!("{}.{suffix} (folded)", g.nodes[id].name), shape: vec![c] });
+                params.push(Tensor { shape: vec![c], data });
+            }
+            let n = params.len();
+            g.nodes[id].op = Op::Affine { scale: n - 2, shift: n - 1 };
+        }
+    }
+    // drop the folded nodes and renumber
+    let mut new_id = vec![0usize; g.nodes.len()];
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    for (id, mut node) in std::mem::take(&mut g.nodes).into_iter().enumerate() {
+        if removed[id] {
+            continue;
+        }
+        node.inputs = node.inputs.iter().map(|&i| new_id[redirect[i]]).collect();
+        new_id[id] = nodes.len();
+        nodes.push(node);
+    }
+    g.output = new_id[redirect[g.output]];
+    g.nodes = nodes;
 }
 
 /// Levenshtein distance, for "did you mean" hints.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use common::st::{init_bytes, safetensors_bytes};
 use common::{assert_close, rel_rms};
 use deepviz::backend::cpu::Cpu;
+use deepviz::engine::Engine;
 use deepviz::model::Model;
 use deepviz::viz::{Cam, GradCam, Saliency};
 use deepviz::Tensor;
@@ -85,29 +86,29 @@ fn check_map(what: &str, got: &Tensor, want: &Tensor) {
 fn golden(name: &str) {
     let fx = fixture(name);
     let model = model_for(&fx, name);
-    let be = Cpu;
+    let eng = Engine::new(&model, Cpu).unwrap();
     let x = &fx.t["x"];
 
     // logits
-    let acts = model.forward(&be, x.clone(), model.output()).unwrap();
+    let acts = eng.forward(x.clone(), model.output()).unwrap();
     let logits = acts.get(model.output()).unwrap();
     let want = &fx.t["logits"];
     let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert_close(&format!("{name}.logits"), &logits.data, &want.data, 1e-3 * scale, 1e-3);
 
     let cls = Some(fx.cls.as_slice());
-    let (sal, _) = Saliency.attribute(&model, &be, x, cls).unwrap();
+    let (sal, _) = Saliency.attribute(&eng, x, cls).unwrap();
     check_map(&format!("{name}.saliency"), &sal, &fx.t["saliency"]);
 
     let gc = GradCam::new(&model, Some(&fx.meta["gradcam_layer"])).unwrap();
-    let (g, _) = gc.attribute(&model, &be, x, cls).unwrap();
+    let (g, _) = gc.attribute(&eng, x, cls).unwrap();
     check_map(&format!("{name}.gradcam"), &g, &fx.t["gradcam"]);
 
     match fx.t.get("cam") {
         Some(want) => {
             let cam = Cam::new(&model).unwrap();
             assert_eq!(model.name(cam.feature), model.name(model.resolve(&fx.meta["cam_layer"]).unwrap()));
-            let (c, _) = cam.attribute(&model, &be, x, cls).unwrap();
+            let (c, _) = cam.attribute(&eng, x, cls).unwrap();
             check_map(&format!("{name}.cam"), &c, want);
         }
         None => assert!(Cam::new(&model).is_err(), "{name}: CAM must be refused for this head"),
@@ -115,9 +116,9 @@ fn golden(name: &str) {
 
     // DeepDream's gradient: d(½‖A‖²)/dx at the dream layer
     let layer = model.resolve(&fx.meta["dream_layer"]).unwrap();
-    let acts = model.forward(&be, x.clone(), layer).unwrap();
+    let acts = eng.forward(x.clone(), layer).unwrap();
     let seed = acts.get(layer).unwrap().clone();
-    let gx = model.backward(&be, &acts, vec![(layer, seed)], &[0]).unwrap().remove(0);
+    let gx = eng.backward(&acts, vec![(layer, seed)], &[0]).unwrap().remove(0);
     check_map(&format!("{name}.dream_grad"), &gx, &fx.t["dream_grad"]);
 }
 

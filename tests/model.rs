@@ -7,6 +7,7 @@ use std::path::Path;
 
 use common::st::{init_bytes, safetensors_bytes};
 use deepviz::backend::cpu::Cpu;
+use deepviz::engine::Engine;
 use deepviz::model::Model;
 use deepviz::Tensor;
 use safetensors::{Dtype, SafeTensors};
@@ -36,7 +37,8 @@ fn err(entries: &[Entry], meta: &[(&str, &str)]) -> String {
 const LITE: &[(&str, &str)] = &[("arch", "efficientnet_lite0")];
 
 fn logits(m: &Model, x: &Tensor) -> Vec<f32> {
-    let acts = m.forward(&Cpu, x.clone(), m.output()).unwrap();
+    let eng = Engine::new(m, Cpu).unwrap();
+    let acts = eng.forward(x.clone(), m.output()).unwrap();
     acts.get(m.output()).unwrap().data.clone()
 }
 

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::{Backend, Conv2dGeom};
+use deepviz::backend::Conv2dGeom;
 use deepviz::Tensor;
 
 /// Direct convolution in f64: y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] x[n, g*CG+c, iy, ix].

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::{Act, Backend, LrnGeom};
+use deepviz::backend::{Act, LrnGeom};
 use deepviz::Tensor;
 
 const SHAPE: [usize; 4] = [3, 33, 7, 13];

@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::Backend;
 
 /// y[i, o] = b[o] + Σ_k x[i, k] w[o, k]
 fn linear_ref(x: &[f64], w: &[f64], b: &[f64], n: usize, fin: usize, fout: usize) -> Vec<f64> {

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::{Backend, Pool2dGeom};
+use deepviz::backend::Pool2dGeom;
 use deepviz::Tensor;
 
 fn geom(kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2], ceil_mode: bool, count_include_pad: bool) -> Pool2dGeom {

@@ -100,46 +100,99 @@ pub struct LrnGeom {
     pub k: f32,
 }
 
-/// One method per op. The graph executor calls only these, so a new backend (the CUDA engine,
-/// its CPU emulation) plugs in here.
-pub trait Backend: Send + Sync {
+/// What a parameter is for, so a backend can lay it out for its kernels at load time
+/// (the CUDA engine repacks convolution weights; the CPU engine keeps PyTorch's layouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// conv weight [out, in/groups, kh, kw]
+    ConvWeight,
+    /// linear weight [out, in]
+    LinearWeight,
+    /// per-channel vector: a bias, a batch-norm scale or shift
+    Vector,
+}
+
+/// One method per op, shared by every backend. The graph executor and the visualisations call
+/// only these, so the whole job runs where the backend's tensors live: activations (`T`) and
+/// weights (`W`) stay on the backend; only the input goes in (`upload`) and only results come
+/// back (`download`). Shapes are the logical NCHW shapes; how a backend lays a tensor out inside
+/// (the CUDA engine uses NHWC) is its own business.
+///
+/// Every op returns a `Result`: a device can run out of memory or fault. Inputs are validated by
+/// the graph's shape inference before any op runs.
+pub trait Backend: Sync {
+    /// an activation (or gradient) living on this backend
+    type T: Clone + Send + Sync;
+    /// a parameter prepared for this backend
+    type W: Send + Sync;
+    /// max-pool argmax indices, kept from forward to backward
+    type Idx: Send + Sync;
+
     fn name(&self) -> &'static str;
+    /// logical NCHW shape
+    fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
+    fn upload(&self, t: &Tensor) -> crate::Result<Self::T>;
+    fn download(&self, t: &Self::T) -> crate::Result<Tensor>;
+    fn weight(&self, t: &std::sync::Arc<Tensor>, role: Role) -> crate::Result<Self::W>;
+    fn zeros(&self, shape: &[usize]) -> crate::Result<Self::T>;
 
-    /// y = conv(x, w) + b
-    fn conv2d(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor;
-    /// gradient w.r.t. x (shape of x given as `x_shape`)
-    fn conv2d_backward_data(&self, gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom) -> Tensor;
-    /// gradient w.r.t. w (and the bias gradient: sum of gy over n, h, w)
-    fn conv2d_backward_filter(&self, x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeom) -> (Tensor, Tensor);
-
-    /// y = x W^T + b, x `[n, in]`, w `[out, in]`
-    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor;
-    /// (gx, gw, gb)
-    fn linear_backward(&self, x: &Tensor, w: &Tensor, gy: &Tensor) -> (Tensor, Tensor, Tensor);
-
-    /// returns y and, per output element, the flat index (within its n,c plane, h*W+w) of the
-    /// input element that won; ties go to the first in row-major window order, as in PyTorch
-    fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>);
-    fn max_pool2d_backward(&self, gy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Tensor;
-    fn avg_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Tensor;
-    fn avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize], g: &Pool2dGeom) -> Tensor;
-    /// PyTorch's adaptive windows: start = floor(i*H/out), end = ceil((i+1)*H/out)
-    fn adaptive_avg_pool2d(&self, x: &Tensor, out: [usize; 2]) -> Tensor;
-    fn adaptive_avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize]) -> Tensor;
-
-    fn act(&self, x: &Tensor, a: Act) -> Tensor;
+    // layers, forward and backward (gradients w.r.t. activations only)
+    fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, g: &Conv2dGeom) -> crate::Result<Self::T>;
+    fn conv2d_backward_data(&self, gy: &Self::T, w: &Self::W, x_shape: &[usize], g: &Conv2dGeom) -> crate::Result<Self::T>;
+    fn linear(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>) -> crate::Result<Self::T>;
+    fn linear_backward_data(&self, gy: &Self::T, w: &Self::W) -> crate::Result<Self::T>;
+    fn max_pool2d(&self, x: &Self::T, g: &Pool2dGeom) -> crate::Result<(Self::T, Self::Idx)>;
+    fn max_pool2d_backward(&self, gy: &Self::T, argmax: &Self::Idx, x_shape: &[usize]) -> crate::Result<Self::T>;
+    fn avg_pool2d(&self, x: &Self::T, g: &Pool2dGeom) -> crate::Result<Self::T>;
+    fn avg_pool2d_backward(&self, gy: &Self::T, x_shape: &[usize], g: &Pool2dGeom) -> crate::Result<Self::T>;
+    fn adaptive_avg_pool2d(&self, x: &Self::T, out: [usize; 2]) -> crate::Result<Self::T>;
+    fn adaptive_avg_pool2d_backward(&self, gy: &Self::T, x_shape: &[usize]) -> crate::Result<Self::T>;
+    fn act(&self, x: &Self::T, a: Act) -> crate::Result<Self::T>;
     /// gradient given the forward *input* x
-    fn act_backward(&self, x: &Tensor, gy: &Tensor, a: Act) -> Tensor;
-
-    /// y[n,c,h,w] = x[n,c,h,w] * s[n,c] (squeeze-excitation); s has shape [n, c, 1, 1]
-    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Tensor;
+    fn act_backward(&self, x: &Self::T, gy: &Self::T, a: Act) -> crate::Result<Self::T>;
+    /// y[n,c,h,w] = x[n,c,h,w] · s[n,c,1,1]
+    fn channel_scale(&self, x: &Self::T, s: &Self::T) -> crate::Result<Self::T>;
     /// (gx, gs)
-    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> (Tensor, Tensor);
+    fn channel_scale_backward(&self, x: &Self::T, s: &Self::T, gy: &Self::T) -> crate::Result<(Self::T, Self::T)>;
+    /// y = x · scale[c] + shift[c]
+    fn affine(&self, x: &Self::T, scale: &Self::W, shift: &Self::W) -> crate::Result<Self::T>;
+    fn affine_backward(&self, gy: &Self::T, scale: &Self::W) -> crate::Result<Self::T>;
+    fn lrn(&self, x: &Self::T, g: &LrnGeom) -> crate::Result<Self::T>;
+    fn lrn_backward(&self, x: &Self::T, gy: &Self::T, g: &LrnGeom) -> crate::Result<Self::T>;
 
-    /// y[n,c,h,w] = x[n,c,h,w] * scale[c] + shift[c] (a batch norm that could not be folded)
-    fn affine(&self, x: &Tensor, scale: &[f32], shift: &[f32]) -> Tensor;
-    fn affine_backward(&self, gy: &Tensor, scale: &[f32]) -> Tensor;
+    // tensor plumbing
+    fn add(&self, a: &Self::T, b: &Self::T) -> crate::Result<Self::T>;
+    fn add_assign(&self, a: &mut Self::T, b: &Self::T) -> crate::Result<()>;
+    /// channel concatenation of NCHW tensors with equal n, h, w
+    fn concat(&self, xs: &[&Self::T]) -> crate::Result<Self::T>;
+    /// the inverse of `concat`
+    fn split(&self, x: &Self::T, channels: &[usize]) -> crate::Result<Vec<Self::T>>;
+    /// same data, another logical shape (flatten and its gradient)
+    fn reshape(&self, x: Self::T, shape: &[usize]) -> crate::Result<Self::T>;
 
-    fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Tensor;
-    fn lrn_backward(&self, x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Tensor;
+    // what the visualisations need
+    /// [n, k] zeros with a one at (i, targets[i]): the seed d score / d logits
+    fn one_hot(&self, shape: &[usize], targets: &[usize]) -> crate::Result<Self::T>;
+    /// [n,c,h,w] -> [n,1,h,w]: max over c of |x| (saliency)
+    fn max_abs_channels(&self, x: &Self::T) -> crate::Result<Self::T>;
+    /// [n,c,h,w] -> [n,c,1,1]: spatial mean (Grad-CAM's α)
+    fn spatial_mean(&self, x: &Self::T) -> crate::Result<Self::T>;
+    /// [n,c,h,w], w [n,c,1,1] -> [n,1,h,w]: Σ_c w[n,c]·x[n,c], then ReLU if `relu` (CAM, Grad-CAM)
+    fn weighted_channel_sum(&self, x: &Self::T, w: &Self::T, relu: bool) -> crate::Result<Self::T>;
+    /// per batch item: ½‖x_i‖² (DeepDream's objective)
+    fn half_sq_norm(&self, x: &Self::T) -> crate::Result<Vec<f32>>;
+    /// per batch item: mean |x_i|
+    fn mean_abs(&self, x: &Self::T) -> crate::Result<Vec<f32>>;
+    /// x_i += alpha[i] · g_i for every batch item i
+    fn axpy_items(&self, x: &mut Self::T, g: &Self::T, alpha: &[f32]) -> crate::Result<()>;
+    /// x · k
+    fn scale(&self, x: &Self::T, k: f32) -> crate::Result<Self::T>;
+    /// a − b
+    fn sub(&self, a: &Self::T, b: &Self::T) -> crate::Result<Self::T>;
+    /// circular shift of every plane by (dy, dx)
+    fn roll(&self, x: &Self::T, dy: isize, dx: isize) -> crate::Result<Self::T>;
+    /// bilinear resize of every plane, PyTorch `interpolate(align_corners=False)`
+    fn resize_bilinear(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
+    /// clamp channel c of every item to [lo[c], hi[c]]
+    fn clamp_channels(&self, x: &mut Self::T, lo: &[f32], hi: &[f32]) -> crate::Result<()>;
 }

@@ -8,32 +8,20 @@
 //!   d score_c / d A_k, map = ReLU(Σ_k α_k A_k) — with the paper's ReLU. Default layer: the last
 //!   feature layer before the classifier's pooling (the zoo names it per architecture).
 
-use super::{class_seed, forward_with_targets};
+use super::{download_map, forward_with_targets};
 use crate::backend::Backend;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::graph::{NodeId, Op};
 use crate::model::Model;
 use crate::tensor::Tensor;
 
-/// Σ_k weights[i][k] · A[i, k] for each item i: [n, k, h, w] -> [n, h, w].
-fn weighted_sum(a: &Tensor, weights: &[Vec<f32>], relu: bool) -> Tensor {
-    let (n, k, h, w) = a.nchw();
-    let hw = h * w;
-    let mut out = Tensor::zeros(&[n, h, w]);
-    for b in 0..n {
-        let src = a.item(b);
-        let dst = &mut out.data[b * hw..(b + 1) * hw];
-        for ch in 0..k {
-            let wk = weights[b][ch];
-            for (d, s) in dst.iter_mut().zip(&src[ch * hw..(ch + 1) * hw]) {
-                *d += wk * s;
-            }
-        }
-        if relu {
-            dst.iter_mut().for_each(|v| *v = v.max(0.0));
-        }
+fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: NodeId) -> Result<()> {
+    let s = eng.be.shape(a);
+    if s.len() != 4 {
+        return Err(Error::shape(format!("{what} layer `{}`", eng.model.name(layer)), "a 4-d [n, c, h, w] feature map", s));
     }
-    out
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -53,25 +41,16 @@ impl GradCam {
     }
 
     /// Maps `[n, h, w]` at the layer's resolution, and the target classes.
-    pub fn attribute(&self, model: &Model, be: &dyn Backend, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(model, be, x, targets)?;
+    pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
+        let (acts, targets) = forward_with_targets(eng, x, targets)?;
         let a = acts.get(self.layer).expect("forward ran past the layer");
-        if a.rank() != 4 {
-            return Err(Error::shape(
-                format!("Grad-CAM layer `{}`", model.name(self.layer)),
-                "a 4-d [n, c, h, w] feature map",
-                &a.shape,
-            ));
-        }
-        let out = model.output();
-        let seed = class_seed(&acts.shapes[out], &targets);
-        let ga = model.backward(be, &acts, vec![(out, seed)], &[self.layer])?.remove(0);
-        let (n, k, h, w) = ga.nchw();
-        let hw = (h * w) as f32;
-        let alphas: Vec<Vec<f32>> = (0..n)
-            .map(|b| ga.item(b).chunks(h * w).map(|c| c.iter().sum::<f32>() / hw).take(k).collect())
-            .collect();
-        Ok((weighted_sum(a, &alphas, true), targets))
+        feature_map(eng, a, "Grad-CAM", self.layer)?;
+        let out = eng.model.output();
+        let seed = eng.be.one_hot(&acts.shapes[out], &targets)?;
+        let ga = eng.backward(&acts, vec![(out, seed)], &[self.layer])?.remove(0);
+        let alpha = eng.be.spatial_mean(&ga)?;
+        let map = eng.be.weighted_channel_sum(a, &alpha, true)?;
+        Ok((download_map(eng, &map)?, targets))
     }
 }
 
@@ -98,15 +77,19 @@ impl Cam {
         Ok(Cam { feature, weight })
     }
 
-    pub fn attribute(&self, model: &Model, be: &dyn Backend, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(model, be, x, targets)?;
+    pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
+        let (acts, targets) = forward_with_targets(eng, x, targets)?;
         let a = acts.get(self.feature).expect("forward ran past the layer");
-        let w = &model.params[self.weight];
-        if a.rank() != 4 || a.shape[1] != w.shape[1] {
-            return Err(Error::shape("CAM feature layer", format!("[n, {}, h, w]", w.shape[1]), &a.shape));
-        }
+        feature_map(eng, a, "CAM", self.feature)?;
+        let w = &eng.model.params[self.weight];
         let k = w.shape[1];
-        let weights: Vec<Vec<f32>> = targets.iter().map(|&c| w.data[c * k..(c + 1) * k].to_vec()).collect();
-        Ok((weighted_sum(a, &weights, false), targets))
+        if eng.be.shape(a)[1] != k {
+            return Err(Error::shape("CAM feature layer", format!("[n, {k}, h, w]"), eng.be.shape(a)));
+        }
+        // the classifier rows of the targets, [n, k, 1, 1]: small, built on the host
+        let rows: Vec<f32> = targets.iter().flat_map(|&c| w.data[c * k..(c + 1) * k].iter().copied()).collect();
+        let rows = eng.upload(&Tensor::new(vec![targets.len(), k, 1, 1], rows)?)?;
+        let map = eng.be.weighted_channel_sum(a, &rows, false)?;
+        Ok((download_map(eng, &map)?, targets))
     }
 }

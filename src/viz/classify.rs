@@ -1,8 +1,8 @@
 //! Top-k classification.
 
 use crate::backend::Backend;
+use crate::engine::Engine;
 use crate::error::Result;
-use crate::model::Model;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -14,9 +14,10 @@ pub struct Prediction {
 }
 
 /// The top `k` classes of each item with their logits and softmax probabilities.
-pub fn classify(model: &Model, be: &dyn Backend, x: &Tensor, k: usize) -> Result<Vec<Vec<Prediction>>> {
-    let acts = model.forward(be, x.clone(), model.output())?;
-    let logits = acts.get(model.output()).expect("forward ran to the output");
+pub fn classify<B: Backend>(eng: &Engine<B>, x: &Tensor, k: usize) -> Result<Vec<Vec<Prediction>>> {
+    let out = eng.model.output();
+    let acts = eng.forward(eng.upload(x)?, out)?;
+    let logits = eng.download(acts.get(out).expect("forward ran to the output"))?;
     Ok((0..logits.shape[0])
         .map(|i| {
             let l = logits.item(i);
@@ -28,7 +29,7 @@ pub fn classify(model: &Model, be: &dyn Backend, x: &Tensor, k: usize) -> Result
                 .take(k)
                 .map(|&c| Prediction {
                     class: c,
-                    name: model.class_name(c),
+                    name: eng.model.class_name(c),
                     logit: l[c],
                     prob: (((l[c] - max) as f64).exp() / z) as f32,
                 })

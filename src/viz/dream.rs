@@ -10,10 +10,11 @@
 use std::ops::{Add, Mul};
 
 use crate::backend::Backend;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::graph::exec::Activations;
 use crate::graph::NodeId;
-use crate::imageio::{upsample_bilinear, Preprocess};
-use crate::model::Model;
+use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
 /// Σ weight · ½‖A_layer‖² (summed over the batch item).
@@ -30,19 +31,17 @@ impl Objective {
         self.terms.iter().map(|t| t.0).max().unwrap_or(0)
     }
     /// Value per batch item and the gradient seeds (d objective / d A = weight · A).
-    fn seeds(&self, acts: &crate::graph::exec::Activations) -> (Vec<f32>, Vec<(NodeId, Tensor)>) {
+    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<(Vec<f32>, Vec<(NodeId, B::T)>)> {
         let mut value = vec![0.0f32; acts.shapes[0][0]];
         let mut seeds = vec![];
         for &(id, wt) in &self.terms {
             let a = acts.get(id).expect("forward reached the layer");
-            for (i, v) in value.iter_mut().enumerate() {
-                *v += wt * 0.5 * a.item(i).iter().map(|x| x * x).sum::<f32>();
+            for (v, h) in value.iter_mut().zip(be.half_sq_norm(a)?) {
+                *v += wt * h;
             }
-            let mut s = a.clone();
-            s.data.iter_mut().for_each(|x| *x *= wt);
-            seeds.push((id, s));
+            seeds.push((id, if wt == 1.0 { a.clone() } else { be.scale(a, wt)? }));
         }
-        (value, seeds)
+        Ok((value, seeds))
     }
 }
 
@@ -83,75 +82,68 @@ impl DeepDream {
         DeepDream { objective, octaves: 4, octave_scale: 1.4, steps: 10, lr: 0.02, jitter: 32, seed: 0 }
     }
 
-    /// One gradient-ascent step on `img` (normalised NCHW). Returns the objective per item
-    /// before the step.
-    pub fn step(&self, model: &Model, be: &dyn Backend, img: &mut Tensor, pre: &Preprocess, rng: &mut u64) -> Result<Vec<f32>> {
-        let (_, _, h, w) = img.nchw();
+    /// One gradient-ascent step on `img` (normalised NCHW, on the backend). Returns the
+    /// objective per item before the step.
+    pub fn step<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64) -> Result<Vec<f32>> {
+        let be = &eng.be;
+        let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
         let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
-        let shifted = roll(img, dy as isize, dx as isize);
-        let acts = model.forward(be, shifted, self.objective.deepest())?;
-        let (value, seeds) = self.objective.seeds(&acts);
-        let g = model.backward(be, &acts, seeds, &[0])?.remove(0);
-        let g = roll(&g, -(dy as isize), -(dx as isize));
-        let n = img.shape[0];
-        let per = img.numel() / n;
-        for b in 0..n {
-            let gb = &g.data[b * per..(b + 1) * per];
-            let scale = self.lr / (gb.iter().map(|v| v.abs()).sum::<f32>() / per as f32 + 1e-8);
-            let xb = img.item_mut(b);
-            for (x, gv) in xb.iter_mut().zip(gb) {
-                *x += scale * gv;
-            }
-        }
-        clip(img, pre);
+        let shifted = be.roll(img, dy, dx)?;
+        let acts = eng.forward(shifted, self.objective.deepest())?;
+        let (value, seeds) = self.objective.seeds(be, &acts)?;
+        let g = eng.backward(&acts, seeds, &[0])?.remove(0);
+        let g = be.roll(&g, -dy, -dx)?;
+        let alpha: Vec<f32> = be.mean_abs(&g)?.iter().map(|m| self.lr / (m + 1e-8)).collect();
+        be.axpy_items(img, &g, &alpha)?;
+        let (lo, hi) = pixel_range(pre, be.shape(img)[1]);
+        be.clamp_channels(img, &lo, &hi)?;
         Ok(value)
     }
 
     /// Dream on a preprocessed batch; returns the dreamed batch (same shape, normalised).
     /// `progress` is called after every step.
-    pub fn run(&self, model: &Model, be: &dyn Backend, x: &Tensor, pre: &Preprocess, progress: &mut dyn FnMut()) -> Result<Tensor> {
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, pre: &Preprocess, progress: &mut dyn FnMut()) -> Result<Tensor> {
         if self.octaves == 0 || self.steps == 0 || self.octave_scale < 1.0 {
             return Err(Error::InvalidArgument("DeepDream needs octaves >= 1, steps >= 1 and an octave scale >= 1".into()));
         }
+        let be = &eng.be;
         let (_, _, h, w) = x.nchw();
         let mut rng = self.seed ^ 0x9E37_79B9_7F4A_7C15;
-        // octave sizes, largest (the input) first; skip octaves too small for the network
-        let sizes: Vec<(usize, usize)> = (0..self.octaves)
+        let x = eng.upload(x)?;
+        // octave bases, largest (the input) first
+        let bases: Vec<B::T> =
+            self.octave_sizes(h, w).into_iter().map(|(a, b)| be.resize_bilinear(&x, a, b)).collect::<Result<_>>()?;
+        let mut detail = be.zeros(be.shape(&bases[bases.len() - 1]))?;
+        let mut img = x.clone();
+        for base in bases.iter().rev() {
+            let (bh, bw) = (be.shape(base)[2], be.shape(base)[3]);
+            img = be.add(base, &be.resize_bilinear(&detail, bh, bw)?)?;
+            for _ in 0..self.steps {
+                self.step(eng, &mut img, pre, &mut rng)?;
+                progress();
+            }
+            detail = be.sub(&img, base)?;
+        }
+        eng.download(&img)
+    }
+
+    /// The sizes of the octaves, largest (the input) first; octaves smaller than 32 pixels on a
+    /// side are skipped, since the network sees nothing there.
+    fn octave_sizes(&self, h: usize, w: usize) -> Vec<(usize, usize)> {
+        (0..self.octaves)
             .map(|i| {
                 let s = self.octave_scale.powi(i as i32);
                 (((h as f32) / s).round() as usize, ((w as f32) / s).round() as usize)
             })
-            .filter(|&(a, b)| a.min(b) >= 32 || (a, b) == (h, w))
-            .collect();
-        let bases: Vec<Tensor> = sizes.iter().map(|&(a, b)| resize(x, a, b)).collect();
-        let mut detail = Tensor::zeros(&bases[bases.len() - 1].shape);
-        let mut img = x.clone();
-        for base in bases.iter().rev() {
-            let (_, _, bh, bw) = base.nchw();
-            let d = resize(&detail, bh, bw);
-            img = base.clone();
-            img.add_assign(&d);
-            for _ in 0..self.steps {
-                self.step(model, be, &mut img, pre, &mut rng)?;
-                progress();
-            }
-            detail = img.clone();
-            for (v, b) in detail.data.iter_mut().zip(&base.data) {
-                *v -= b;
-            }
-        }
-        Ok(img)
+            .enumerate()
+            .filter(|&(i, (a, b))| i == 0 || a.min(b) >= 32)
+            .map(|(_, s)| s)
+            .collect()
     }
 
     /// Total number of steps `run` makes (for progress bars).
     pub fn total_steps(&self, h: usize, w: usize) -> usize {
-        let oct = (0..self.octaves)
-            .filter(|&i| {
-                let s = self.octave_scale.powi(i as i32);
-                i == 0 || ((h as f32 / s).round() as usize).min((w as f32 / s).round() as usize) >= 32
-            })
-            .count();
-        oct * self.steps
+        self.octave_sizes(h, w).len() * self.steps
     }
 }
 
@@ -168,45 +160,7 @@ fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
     (next(rng) % (2 * j as u64 + 1)) as isize - j as isize
 }
 
-/// Circular shift of every plane by (dy, dx).
-fn roll(x: &Tensor, dy: isize, dx: isize) -> Tensor {
-    let (n, c, h, w) = x.nchw();
-    let mut out = Tensor::zeros(&x.shape);
-    for p in 0..n * c {
-        let src = &x.data[p * h * w..(p + 1) * h * w];
-        let dst = &mut out.data[p * h * w..(p + 1) * h * w];
-        for i in 0..h {
-            let si = (i as isize - dy).rem_euclid(h as isize) as usize;
-            for j in 0..w {
-                let sj = (j as isize - dx).rem_euclid(w as isize) as usize;
-                dst[i * w + j] = src[si * w + sj];
-            }
-        }
-    }
-    out
-}
-
-fn resize(x: &Tensor, oh: usize, ow: usize) -> Tensor {
-    let (n, c, h, w) = x.nchw();
-    if (h, w) == (oh, ow) {
-        return x.clone();
-    }
-    let mut data = Vec::with_capacity(n * c * oh * ow);
-    for p in 0..n * c {
-        data.extend(upsample_bilinear(&x.data[p * h * w..(p + 1) * h * w], h, w, oh, ow));
-    }
-    Tensor { shape: vec![n, c, oh, ow], data }
-}
-
-/// Keep every pixel inside the range that a [0, 1] image maps to.
-fn clip(x: &mut Tensor, pre: &Preprocess) {
-    let (n, c, h, w) = x.nchw();
-    for b in 0..n {
-        for ch in 0..c {
-            let (m, s) = (pre.mean[ch.min(2)], pre.std[ch.min(2)]);
-            let (lo, hi) = ((0.0 - m) / s, (1.0 - m) / s);
-            let off = (b * c + ch) * h * w;
-            x.data[off..off + h * w].iter_mut().for_each(|v| *v = v.clamp(lo, hi));
-        }
-    }
+/// The normalised values that pixels 0 and 1 map to, per channel.
+fn pixel_range(pre: &Preprocess, c: usize) -> (Vec<f32>, Vec<f32>) {
+    (0..c).map(|ch| ((0.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)], (1.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)])).unzip()
 }

@@ -5,10 +5,11 @@
 //! - `cam.rs`: [`Cam`] — Zhou et al. 2016; [`GradCam`] — Selvaraju et al. 2017.
 //! - `dream.rs`: [`DeepDream`] — Mordvintsev et al. 2015, with [`Objective`] values.
 //!
-//! Every method takes the backend explicitly and a preprocessed NCHW batch; maps come back at
-//! their native resolution (saliency: input H×W; CAM / Grad-CAM: the layer's h×w), raw — not
-//! normalised, not upsampled. Turning them into pictures is the caller's business
-//! (`imageio::normalize_map`, `upsample_bilinear`, `colorize`).
+//! Every method runs on an [`Engine`] (a model on a backend) and takes a preprocessed NCHW batch.
+//! The whole job runs on the engine's backend: the input goes up once, the forward, backward and
+//! the map's reduction happen there, and only the map (and the logits, to pick targets) come
+//! back. Maps are returned at their native resolution (saliency: input H×W; CAM / Grad-CAM: the
+//! layer's h×w) as `[n, h, w]`, raw — not normalised, not upsampled.
 
 mod cam;
 mod classify;
@@ -21,22 +22,22 @@ pub use dream::{DeepDream, Objective};
 pub use saliency::Saliency;
 
 use crate::backend::Backend;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::graph::exec::Activations;
-use crate::model::Model;
 use crate::tensor::Tensor;
 
 /// Forward the batch through the whole network and pick each item's target class: the given
 /// one, or the top class when `targets` is `None`.
-pub(crate) fn forward_with_targets(
-    model: &Model,
-    be: &dyn Backend,
+pub(crate) fn forward_with_targets<B: Backend>(
+    eng: &Engine<B>,
     x: &Tensor,
     targets: Option<&[usize]>,
-) -> Result<(Activations, Vec<usize>)> {
-    let acts = model.forward(be, x.clone(), model.output())?;
-    let logits = acts.get(model.output()).expect("forward ran to the output");
-    let (n, ncls) = (logits.shape[0], logits.numel() / logits.shape[0]);
+) -> Result<(Activations<B>, Vec<usize>)> {
+    let out = eng.model.output();
+    let acts = eng.forward(eng.upload(x)?, out)?;
+    let shape = &acts.shapes[out];
+    let (n, ncls) = (shape[0], shape[1..].iter().product::<usize>());
     let targets = match targets {
         Some(t) => {
             if t.len() != n {
@@ -47,19 +48,19 @@ pub(crate) fn forward_with_targets(
             }
             t.to_vec()
         }
-        None => (0..n).map(|i| argmax(logits.item(i))).collect(),
+        None => {
+            let logits = eng.download(acts.get(out).expect("forward ran to the output"))?;
+            (0..n).map(|i| argmax(logits.item(i))).collect()
+        }
     };
     Ok((acts, targets))
 }
 
-/// The gradient seed d(score)/d(logits) for "the pre-softmax score of each item's target".
-pub(crate) fn class_seed(shape: &[usize], targets: &[usize]) -> Tensor {
-    let mut seed = Tensor::zeros(shape);
-    let per = seed.numel() / shape[0];
-    for (i, &c) in targets.iter().enumerate() {
-        seed.data[i * per + c] = 1.0;
-    }
-    seed
+/// A map `[n, 1, h, w]` on the backend, brought back as `[n, h, w]`.
+pub(crate) fn download_map<B: Backend>(eng: &Engine<B>, m: &B::T) -> Result<Tensor> {
+    let t = eng.download(m)?;
+    let (n, _, h, w) = t.nchw();
+    t.reshape(&[n, h, w])
 }
 
 pub(crate) fn argmax(v: &[f32]) -> usize {

@@ -34,6 +34,15 @@ pub fn backward(x: &Tensor, w: &Tensor, gy: &Tensor) -> (Tensor, Tensor, Tensor)
     (gx, gw, gb)
 }
 
+/// gx = gy·w only (the graph's backward needs no weight gradient), gx `[n, in]`
+pub fn backward_data(gy: &Tensor, w: &Tensor) -> Tensor {
+    let (fout, fin) = (w.shape[0], w.shape[1]);
+    let n = gy.shape[0];
+    let mut gx = Tensor::zeros(&[n, fin]);
+    sgemm(Mat::rows(&gy.data, n, fout), Mat::rows(&w.data, fout, fin), &mut gx.data, fin, false);
+    gx
+}
+
 /// (n, in, out); x may carry trailing unit dimensions (`[n, in, 1, 1]` after a global pool).
 fn dims(x: &Tensor, w: &Tensor) -> (usize, usize, usize) {
     let (fout, fin) = (w.shape[0], w.shape[1]);

@@ -6,6 +6,7 @@
 //! - `pool.rs`: max (argmax kept), average, adaptive-average pooling, forward and backward
 //! - `linear.rs`: fully connected forward and backward
 //! - `elementwise.rs`: activations, channel scale, affine, LRN
+//! - `viz.rs`: the reductions and image ops of the visualisations, tensor plumbing
 //! - `gemm.rs`: the one matrix product everything above uses (public so `benches/gemm.rs` can time it)
 
 mod conv;
@@ -13,73 +14,224 @@ mod elementwise;
 pub mod gemm;
 mod linear;
 mod pool;
+mod viz;
 
-use super::{Act, Backend, Conv2dGeom, LrnGeom, Pool2dGeom};
+use std::sync::Arc;
+
+use super::{Act, Backend, Conv2dGeom, LrnGeom, Pool2dGeom, Role};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// The CPU engine. Stateless; threads come from rayon's global pool.
+///
+/// Its inherent methods are the reference ops on host tensors (what the op tests and the GPU
+/// kernel tests compare against); `impl Backend for Cpu` runs graphs with them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
+impl Cpu {
+    /// y = conv(x, w) + b
+    pub fn conv2d(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
+        conv::forward(x, w, b, g)
+    }
+    /// gradient w.r.t. x (shape of x given as `x_shape`)
+    pub fn conv2d_backward_data(&self, gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
+        conv::backward_data(gy, w, x_shape, g)
+    }
+    /// gradient w.r.t. w and the bias gradient (sum of gy over n, h, w)
+    pub fn conv2d_backward_filter(&self, x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeom) -> (Tensor, Tensor) {
+        conv::backward_filter(x, gy, w_shape, g)
+    }
+    /// y = x W^T + b, x `[n, in]`, w `[out, in]`
+    pub fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+        linear::forward(x, w, b)
+    }
+    /// (gx, gw, gb)
+    pub fn linear_backward(&self, x: &Tensor, w: &Tensor, gy: &Tensor) -> (Tensor, Tensor, Tensor) {
+        linear::backward(x, w, gy)
+    }
+    /// y and, per output element, the flat index (h*W+w within its n,c plane) of the winning
+    /// input element; ties go to the first in row-major window order, as in PyTorch
+    pub fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>) {
+        pool::max_forward(x, g)
+    }
+    pub fn max_pool2d_backward(&self, gy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Tensor {
+        pool::max_backward(gy, argmax, x_shape)
+    }
+    pub fn avg_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Tensor {
+        pool::avg_forward(x, g)
+    }
+    pub fn avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize], g: &Pool2dGeom) -> Tensor {
+        pool::avg_backward(gy, x_shape, g)
+    }
+    /// PyTorch's adaptive windows: start = floor(i*H/out), end = ceil((i+1)*H/out)
+    pub fn adaptive_avg_pool2d(&self, x: &Tensor, out: [usize; 2]) -> Tensor {
+        pool::adaptive_avg_forward(x, out)
+    }
+    pub fn adaptive_avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize]) -> Tensor {
+        pool::adaptive_avg_backward(gy, x_shape)
+    }
+    pub fn act(&self, x: &Tensor, a: Act) -> Tensor {
+        elementwise::act(x, a)
+    }
+    /// gradient given the forward *input* x
+    pub fn act_backward(&self, x: &Tensor, gy: &Tensor, a: Act) -> Tensor {
+        elementwise::act_backward(x, gy, a)
+    }
+    /// y[n,c,h,w] = x[n,c,h,w] * s[n,c] (squeeze-excitation); s has shape [n, c, 1, 1]
+    pub fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Tensor {
+        elementwise::channel_scale(x, s)
+    }
+    /// (gx, gs)
+    pub fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> (Tensor, Tensor) {
+        elementwise::channel_scale_backward(x, s, gy)
+    }
+    /// y[n,c,h,w] = x[n,c,h,w] * scale[c] + shift[c]
+    pub fn affine(&self, x: &Tensor, scale: &[f32], shift: &[f32]) -> Tensor {
+        elementwise::affine(x, scale, shift)
+    }
+    pub fn affine_backward(&self, gy: &Tensor, scale: &[f32]) -> Tensor {
+        elementwise::affine_backward(gy, scale)
+    }
+    pub fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Tensor {
+        elementwise::lrn(x, g)
+    }
+    pub fn lrn_backward(&self, x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Tensor {
+        elementwise::lrn_backward(x, gy, g)
+    }
+}
+
 impl Backend for Cpu {
+    type T = Tensor;
+    type W = Arc<Tensor>;
+    type Idx = Vec<u32>;
+
     fn name(&self) -> &'static str {
         "cpu"
     }
-    fn conv2d(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
-        conv::forward(x, w, b, g)
+    fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
+        &t.shape
     }
-    fn conv2d_backward_data(&self, gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
-        conv::backward_data(gy, w, x_shape, g)
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
     }
-    fn conv2d_backward_filter(&self, x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeom) -> (Tensor, Tensor) {
-        conv::backward_filter(x, gy, w_shape, g)
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
     }
-    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
-        linear::forward(x, w, b)
+    fn weight(&self, t: &Arc<Tensor>, _role: Role) -> Result<Arc<Tensor>> {
+        Ok(t.clone())
     }
-    fn linear_backward(&self, x: &Tensor, w: &Tensor, gy: &Tensor) -> (Tensor, Tensor, Tensor) {
-        linear::backward(x, w, gy)
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::zeros(shape))
     }
-    fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>) {
-        pool::max_forward(x, g)
+    fn conv2d(&self, x: &Tensor, w: &Arc<Tensor>, b: Option<&Arc<Tensor>>, g: &Conv2dGeom) -> Result<Tensor> {
+        Ok(conv::forward(x, w, b.map(|b| &**b), g))
     }
-    fn max_pool2d_backward(&self, gy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Tensor {
-        pool::max_backward(gy, argmax, x_shape)
+    fn conv2d_backward_data(&self, gy: &Tensor, w: &Arc<Tensor>, x_shape: &[usize], g: &Conv2dGeom) -> Result<Tensor> {
+        Ok(conv::backward_data(gy, w, x_shape, g))
     }
-    fn avg_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Tensor {
-        pool::avg_forward(x, g)
+    fn linear(&self, x: &Tensor, w: &Arc<Tensor>, b: Option<&Arc<Tensor>>) -> Result<Tensor> {
+        Ok(linear::forward(x, w, b.map(|b| &**b)))
     }
-    fn avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize], g: &Pool2dGeom) -> Tensor {
-        pool::avg_backward(gy, x_shape, g)
+    fn linear_backward_data(&self, gy: &Tensor, w: &Arc<Tensor>) -> Result<Tensor> {
+        Ok(linear::backward_data(gy, w))
     }
-    fn adaptive_avg_pool2d(&self, x: &Tensor, out: [usize; 2]) -> Tensor {
-        pool::adaptive_avg_forward(x, out)
+    fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Result<(Tensor, Vec<u32>)> {
+        Ok(pool::max_forward(x, g))
     }
-    fn adaptive_avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize]) -> Tensor {
-        pool::adaptive_avg_backward(gy, x_shape)
+    fn max_pool2d_backward(&self, gy: &Tensor, argmax: &Vec<u32>, x_shape: &[usize]) -> Result<Tensor> {
+        Ok(pool::max_backward(gy, argmax, x_shape))
     }
-    fn act(&self, x: &Tensor, a: Act) -> Tensor {
-        elementwise::act(x, a)
+    fn avg_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Result<Tensor> {
+        Ok(pool::avg_forward(x, g))
     }
-    fn act_backward(&self, x: &Tensor, gy: &Tensor, a: Act) -> Tensor {
-        elementwise::act_backward(x, gy, a)
+    fn avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize], g: &Pool2dGeom) -> Result<Tensor> {
+        Ok(pool::avg_backward(gy, x_shape, g))
     }
-    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Tensor {
-        elementwise::channel_scale(x, s)
+    fn adaptive_avg_pool2d(&self, x: &Tensor, out: [usize; 2]) -> Result<Tensor> {
+        Ok(pool::adaptive_avg_forward(x, out))
     }
-    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> (Tensor, Tensor) {
-        elementwise::channel_scale_backward(x, s, gy)
+    fn adaptive_avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+        Ok(pool::adaptive_avg_backward(gy, x_shape))
     }
-    fn affine(&self, x: &Tensor, scale: &[f32], shift: &[f32]) -> Tensor {
-        elementwise::affine(x, scale, shift)
+    fn act(&self, x: &Tensor, a: Act) -> Result<Tensor> {
+        Ok(elementwise::act(x, a))
     }
-    fn affine_backward(&self, gy: &Tensor, scale: &[f32]) -> Tensor {
-        elementwise::affine_backward(gy, scale)
+    fn act_backward(&self, x: &Tensor, gy: &Tensor, a: Act) -> Result<Tensor> {
+        Ok(elementwise::act_backward(x, gy, a))
     }
-    fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Tensor {
-        elementwise::lrn(x, g)
+    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        Ok(elementwise::channel_scale(x, s))
     }
-    fn lrn_backward(&self, x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Tensor {
-        elementwise::lrn_backward(x, gy, g)
+    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(elementwise::channel_scale_backward(x, s, gy))
+    }
+    fn affine(&self, x: &Tensor, scale: &Arc<Tensor>, shift: &Arc<Tensor>) -> Result<Tensor> {
+        Ok(elementwise::affine(x, &scale.data, &shift.data))
+    }
+    fn affine_backward(&self, gy: &Tensor, scale: &Arc<Tensor>) -> Result<Tensor> {
+        Ok(elementwise::affine_backward(gy, &scale.data))
+    }
+    fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Result<Tensor> {
+        Ok(elementwise::lrn(x, g))
+    }
+    fn lrn_backward(&self, x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Result<Tensor> {
+        Ok(elementwise::lrn_backward(x, gy, g))
+    }
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let mut y = a.clone();
+        y.add_assign(b);
+        Ok(y)
+    }
+    fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
+        a.add_assign(b);
+        Ok(())
+    }
+    fn concat(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        Ok(viz::concat(xs))
+    }
+    fn split(&self, x: &Tensor, channels: &[usize]) -> Result<Vec<Tensor>> {
+        Ok(viz::split(x, channels))
+    }
+    fn reshape(&self, x: Tensor, shape: &[usize]) -> Result<Tensor> {
+        x.reshape(shape)
+    }
+    fn one_hot(&self, shape: &[usize], targets: &[usize]) -> Result<Tensor> {
+        Ok(viz::one_hot(shape, targets))
+    }
+    fn max_abs_channels(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(viz::max_abs_channels(x))
+    }
+    fn spatial_mean(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(viz::spatial_mean(x))
+    }
+    fn weighted_channel_sum(&self, x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
+        Ok(viz::weighted_channel_sum(x, w, relu))
+    }
+    fn half_sq_norm(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(viz::per_item(x, |v| 0.5 * v.iter().map(|a| a * a).sum::<f32>()))
+    }
+    fn mean_abs(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(viz::per_item(x, |v| v.iter().map(|a| a.abs()).sum::<f32>() / v.len() as f32))
+    }
+    fn axpy_items(&self, x: &mut Tensor, g: &Tensor, alpha: &[f32]) -> Result<()> {
+        viz::axpy_items(x, g, alpha);
+        Ok(())
+    }
+    fn scale(&self, x: &Tensor, k: f32) -> Result<Tensor> {
+        Ok(Tensor { shape: x.shape.clone(), data: x.data.iter().map(|v| v * k).collect() })
+    }
+    fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok(Tensor { shape: a.shape.clone(), data: a.data.iter().zip(&b.data).map(|(x, y)| x - y).collect() })
+    }
+    fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
+        Ok(viz::roll(x, dy, dx))
+    }
+    fn resize_bilinear(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        Ok(viz::resize_bilinear(x, h, w))
+    }
+    fn clamp_channels(&self, x: &mut Tensor, lo: &[f32], hi: &[f32]) -> Result<()> {
+        viz::clamp_channels(x, lo, hi);
+        Ok(())
     }
 }
