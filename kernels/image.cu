@@ -5,7 +5,7 @@
 //   normalize_fwd         y = (x - mean[c]) / std[c]
 //   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
 //   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
-//   clamp_fwd             y = min(max(x, lo), hi)
+//   clamp_fwd             y = min(max(x, lo[c]), hi[c])   (per channel: pixel range after normalising)
 #include "common.cuh"
 
 // PyTorch's area_pixel_compute_source_index for align_corners=False, clamped at 0, and the
@@ -55,8 +55,9 @@ extern "C" __global__ void roll_fwd_f32(const float* x, float* y, long long n, l
     }
 }
 
-extern "C" __global__ void clamp_fwd_f32(const float* x, float* y, long long n, float lo, float hi) {
-    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = fminf(fmaxf(x[i], lo), hi);
+extern "C" __global__ void clamp_fwd_f32(const float* x, const float* lo, const float* hi, float* y,
+                                         long long n, long long c) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = fminf(fmaxf(x[i], lo[i % c]), hi[i % c]);
 }
 
 DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,

@@ -36,9 +36,9 @@ pub fn roll(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h:
     launch(dev, "roll", "fwd", grid_stride(n * h * w * c), &args)
 }
 
-/// y = min(max(x, lo), hi)
-pub fn clamp(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, lo: f32, hi: f32) -> Result<()> {
-    // SAFETY: `clamp_fwd_f32(const float* x, float* y, long long n, float lo, float hi)`;
-    // writes y[i] for every i < n.
-    launch(dev, "clamp", "fwd", grid_stride(n), &[ptr(x), ptr(y), len(n), Arg::F32(lo), Arg::F32(hi)])
+/// y = min(max(x, lo[c]), hi[c]) over `n` elements with `c` channels innermost (y may be x).
+pub fn clamp(dev: &dyn Device, x: DevicePtr, lo: DevicePtr, hi: DevicePtr, y: DevicePtr, n: usize, c: usize) -> Result<()> {
+    // SAFETY: `clamp_fwd_f32(const float* x, const float* lo, const float* hi, float* y,
+    // long long n, long long c)`; writes y[i] for every i < n.
+    launch(dev, "clamp", "fwd", grid_stride(n), &[ptr(x), ptr(lo), ptr(hi), ptr(y), len(n), len(c)])
 }

@@ -1,0 +1,586 @@
+//! The CUDA kernels (`kernels/*.cu`) through their launch code (`deepviz::backend::cuda`), on
+//! every available device (the CPU emulation always; the real GPU when there is one), against
+//! f64 references written here in NCHW, PyTorch's semantics, mirroring `backend::cpu`. The
+//! references are kept local so this file does not depend on the `Backend` trait's shape.
+//! Shapes break careless indexing: batch 3, 7x13 planes, 33 channels, stride 2, odd padding,
+//! pools whose kernel differs from their stride, ceil_mode.
+
+mod common;
+
+use common::{assert_close, seeded};
+use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
+use deepviz::backend::{Act, Conv2dGeom, Pool2dGeom};
+use deepviz::device::{emu::EmuDevice, Device, DevicePtr};
+
+/// The devices to run on. The real GPU joins when its `Device` impl lands.
+fn devices() -> Vec<Box<dyn Device>> {
+    vec![Box::new(EmuDevice::new())]
+}
+
+fn put(dev: &dyn Device, v: &[f32]) -> DevicePtr {
+    let p = dev.alloc(v.len().max(1) * 4).unwrap();
+    dev.upload(p, bytemuck::cast_slice(v)).unwrap();
+    p
+}
+fn put_u32(dev: &dyn Device, v: &[u32]) -> DevicePtr {
+    let p = dev.alloc(v.len().max(1) * 4).unwrap();
+    dev.upload(p, bytemuck::cast_slice(v)).unwrap();
+    p
+}
+fn out(dev: &dyn Device, n: usize) -> DevicePtr {
+    dev.alloc(n.max(1) * 4).unwrap()
+}
+fn get(dev: &dyn Device, p: DevicePtr, n: usize) -> Vec<f32> {
+    dev.synchronize().unwrap();
+    let mut v = vec![0f32; n];
+    dev.download(p, bytemuck::cast_slice_mut(&mut v)).unwrap();
+    v
+}
+fn get_u32(dev: &dyn Device, p: DevicePtr, n: usize) -> Vec<u32> {
+    dev.synchronize().unwrap();
+    let mut v = vec![0u32; n];
+    dev.download(p, bytemuck::cast_slice_mut(&mut v)).unwrap();
+    v
+}
+
+/// NCHW -> NHWC on the host.
+fn to_nhwc(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                y[(i * hw + p) * c + ch] = x[(i * c + ch) * hw + p];
+            }
+        }
+    }
+    y
+}
+fn to_nchw(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                y[(i * c + ch) * hw + p] = x[(i * hw + p) * c + ch];
+            }
+        }
+    }
+    y
+}
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+const ACTS: [Act; 5] = [Act::Relu, Act::Relu6, Act::Silu, Act::Sigmoid, Act::HardSwish];
+
+fn act_ref(x: f64, a: Act) -> f64 {
+    let s = 1.0 / (1.0 + (-x).exp());
+    match a {
+        Act::Relu => x.max(0.0),
+        Act::Relu6 => x.clamp(0.0, 6.0),
+        Act::Silu => x * s,
+        Act::Sigmoid => s,
+        Act::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
+}
+fn act_grad_ref(x: f64, a: Act) -> f64 {
+    let s = 1.0 / (1.0 + (-x).exp());
+    match a {
+        Act::Relu => (x > 0.0) as u8 as f64,
+        Act::Relu6 => (x > 0.0 && x < 6.0) as u8 as f64,
+        Act::Silu => s * (1.0 + x * (1.0 - s)),
+        Act::Sigmoid => s * (1.0 - s),
+        Act::HardSwish => {
+            if x < -3.0 {
+                0.0
+            } else if x <= 3.0 {
+                x / 3.0 + 0.5
+            } else {
+                1.0
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_the_launch_code_uses_exists() {
+    for dev in devices() {
+        let missing: Vec<String> = cuda::kernel_names().into_iter().filter(|k| !dev.has_kernel(k)).collect();
+        assert!(missing.is_empty(), "{}: missing kernels {missing:?}", dev.name());
+    }
+}
+
+#[test]
+fn activations_forward_and_backward() {
+    let n = 3 * 33 * 7 * 13;
+    // [-8, 8): both kinks of relu6 and hardswish, with exact 0, 3 and 6 included
+    let mut x: Vec<f32> = seeded(1, n).iter().map(|v| v * 8.0).collect();
+    x[..5].copy_from_slice(&[0.0, 6.0, -3.0, 3.0, -0.0]);
+    let gy = seeded(2, n);
+    for dev in devices() {
+        let d = dev.as_ref();
+        let (xp, gyp, y) = (put(d, &x), put(d, &gy), out(d, n));
+        for a in ACTS {
+            cuda::elementwise::act(d, a, xp, y, n).unwrap();
+            let want: Vec<f64> = x.iter().map(|&v| act_ref(v as f64, a)).collect();
+            assert_close(&format!("{}.act_{a:?}", d.name()), &get(d, y, n), &f32s(&want), 1e-6, 1e-5);
+            cuda::elementwise::act_backward(d, a, xp, gyp, y, n).unwrap();
+            let want: Vec<f64> = x.iter().zip(&gy).map(|(&v, &g)| g as f64 * act_grad_ref(v as f64, a)).collect();
+            assert_close(&format!("{}.act_bwd_{a:?}", d.name()), &get(d, y, n), &f32s(&want), 1e-6, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn add_affine_channel_scale() {
+    let (b, hw, c) = (3, 7 * 13, 33);
+    let n = b * hw * c;
+    let (x, x2, gy) = (seeded(3, n), seeded(4, n), seeded(5, n));
+    let (scale, shift, s) = (seeded(6, c), seeded(7, c), seeded(8, b * c));
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let (xp, x2p, gyp, y) = (put(d, &x), put(d, &x2), put(d, &gy), out(d, n));
+        let (scp, shp, sp) = (put(d, &scale), put(d, &shift), put(d, &s));
+        cuda::elementwise::add(d, xp, x2p, y, n).unwrap();
+        let want: Vec<f32> = x.iter().zip(&x2).map(|(a, b)| a + b).collect();
+        assert_close(&format!("{name}.add"), &get(d, y, n), &want, 0.0, 0.0);
+
+        cuda::elementwise::affine(d, xp, scp, shp, y, n, c).unwrap();
+        let want: Vec<f64> = (0..n).map(|i| x[i] as f64 * scale[i % c] as f64 + shift[i % c] as f64).collect();
+        assert_close(&format!("{name}.affine"), &get(d, y, n), &f32s(&want), 1e-6, 1e-6);
+        cuda::elementwise::affine_backward(d, gyp, scp, y, n, c).unwrap();
+        let want: Vec<f32> = (0..n).map(|i| gy[i] * scale[i % c]).collect();
+        assert_close(&format!("{name}.affine_bwd"), &get(d, y, n), &want, 0.0, 0.0);
+
+        cuda::elementwise::channel_scale(d, xp, sp, y, b, hw, c).unwrap();
+        let want: Vec<f32> = (0..n).map(|i| x[i] * s[i / (hw * c) * c + i % c]).collect();
+        assert_close(&format!("{name}.channel_scale"), &get(d, y, n), &want, 0.0, 0.0);
+        let gs = out(d, b * c);
+        cuda::elementwise::channel_scale_backward_scale(d, xp, gyp, gs, b, hw, c).unwrap();
+        let mut want = vec![0f64; b * c];
+        for i in 0..n {
+            want[i / (hw * c) * c + i % c] += gy[i] as f64 * x[i] as f64;
+        }
+        assert_close(&format!("{name}.channel_scale_bwd_scale"), &get(d, gs, b * c), &f32s(&want), 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn layout_conversions() {
+    let (b, c, hw) = (3, 33, 7 * 13);
+    let x = seeded(9, b * c * hw);
+    for dev in devices() {
+        let d = dev.as_ref();
+        let (xp, y, z) = (put(d, &x), out(d, x.len()), out(d, x.len()));
+        cuda::elementwise::nchw_to_nhwc(d, xp, y, b, c, hw).unwrap();
+        assert_close(&format!("{}.nchw_to_nhwc", d.name()), &get(d, y, x.len()), &to_nhwc(&x, b, c, hw), 0.0, 0.0);
+        cuda::elementwise::nhwc_to_nchw(d, y, z, b, c, hw).unwrap();
+        assert_close(&format!("{}.nhwc_to_nchw", d.name()), &get(d, z, x.len()), &x, 0.0, 0.0);
+    }
+}
+
+// ---- pooling --------------------------------------------------------------------------------
+
+/// `backend::cpu::pool`'s window: clipped `[lo, hi)` and the divisor length on the padded input.
+fn window(o: usize, k: usize, s: usize, p: usize, input: usize) -> (usize, usize, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end_padded = (start + k as isize).min((input + p) as isize);
+    let lo = start.max(0) as usize;
+    let hi = (end_padded.max(0) as usize).min(input);
+    (lo, hi.max(lo), (end_padded - start) as usize)
+}
+
+fn pool_geoms() -> Vec<Pool2dGeom> {
+    let g = |k: [usize; 2], s: [usize; 2], p: [usize; 2], ceil_mode, count_include_pad| Pool2dGeom { kernel: k, stride: s, pad: p, ceil_mode, count_include_pad };
+    vec![
+        g([3, 3], [2, 2], [1, 1], true, true),
+        g([3, 2], [2, 3], [1, 0], true, false),
+        g([2, 2], [2, 2], [0, 0], false, true),
+        g([3, 3], [1, 2], [0, 1], false, false),
+    ]
+}
+
+#[test]
+fn max_pool_forward_backward_with_ties() {
+    let (n, c, h, w) = (3, 33, 7, 13);
+    // few distinct values: many ties, which must go to the first in row-major window order
+    let x: Vec<f32> = seeded(10, n * c * h * w).iter().map(|v| (v * 2.0).round()).collect();
+    for g in pool_geoms() {
+        let (oh, ow) = g.out_hw(h, w).unwrap();
+        let (mut want, mut want_arg) = (vec![0f32; n * c * oh * ow], vec![0u32; n * c * oh * ow]);
+        for pl in 0..n * c {
+            for oy in 0..oh {
+                let (y0, y1, _) = window(oy, g.kernel[0], g.stride[0], g.pad[0], h);
+                for ox in 0..ow {
+                    let (x0, x1, _) = window(ox, g.kernel[1], g.stride[1], g.pad[1], w);
+                    let mut best = (f32::NEG_INFINITY, y0 * w + x0);
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let v = x[pl * h * w + iy * w + ix];
+                            if v > best.0 {
+                                best = (v, iy * w + ix);
+                            }
+                        }
+                    }
+                    want[pl * oh * ow + oy * ow + ox] = best.0;
+                    want_arg[pl * oh * ow + oy * ow + ox] = best.1 as u32;
+                }
+            }
+        }
+        let gy = seeded(11, want.len());
+        let mut want_gx = vec![0f64; x.len()];
+        for (i, (&a, &gv)) in want_arg.iter().zip(&gy).enumerate() {
+            want_gx[i / (oh * ow) * h * w + a as usize] += gv as f64;
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.max_pool{:?}", d.name(), g);
+            let dims = Nhwc { n, h, w, c };
+            let (xp, y, arg, gx) = (put(d, &to_nhwc(&x, n, c, h * w)), out(d, want.len()), out(d, want.len()), out(d, x.len()));
+            cuda::pool::max_pool2d(d, xp, dims, &g, y, arg).unwrap();
+            assert_close(&what, &to_nchw(&get(d, y, want.len()), n, c, oh * ow), &want, 0.0, 0.0);
+            let got_arg = to_nchw(&get_u32(d, arg, want.len()).iter().map(|&a| a as f32).collect::<Vec<_>>(), n, c, oh * ow);
+            assert_close(&format!("{what}.argmax"), &got_arg, &want_arg.iter().map(|&a| a as f32).collect::<Vec<_>>(), 0.0, 0.0);
+            let gyp = put(d, &to_nhwc(&gy, n, c, oh * ow));
+            let argp = put_u32(d, &get_u32(d, arg, want.len()));
+            cuda::pool::max_pool2d_backward(d, gyp, argp, dims, &g, gx).unwrap();
+            assert_close(&format!("{what}.bwd"), &to_nchw(&get(d, gx, x.len()), n, c, h * w), &f32s(&want_gx), 1e-6, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn avg_pool_forward_backward() {
+    let (n, c, h, w) = (3, 33, 7, 13);
+    let x = seeded(12, n * c * h * w);
+    for g in pool_geoms() {
+        let (oh, ow) = g.out_hw(h, w).unwrap();
+        let gy = seeded(13, n * c * oh * ow);
+        let (mut want, mut want_gx) = (vec![0f64; gy.len()], vec![0f64; x.len()]);
+        for pl in 0..n * c {
+            for oy in 0..oh {
+                let (y0, y1, ph) = window(oy, g.kernel[0], g.stride[0], g.pad[0], h);
+                for ox in 0..ow {
+                    let (x0, x1, pw) = window(ox, g.kernel[1], g.stride[1], g.pad[1], w);
+                    let div = if g.count_include_pad { ph * pw } else { (y1 - y0) * (x1 - x0) };
+                    if y0 >= y1 || x0 >= x1 {
+                        continue;
+                    }
+                    let o = pl * oh * ow + oy * ow + ox;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            want[o] += x[pl * h * w + iy * w + ix] as f64 / div as f64;
+                            want_gx[pl * h * w + iy * w + ix] += gy[o] as f64 / div as f64;
+                        }
+                    }
+                }
+            }
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.avg_pool{:?}", d.name(), g);
+            let dims = Nhwc { n, h, w, c };
+            let (xp, y, gyp, gx) = (put(d, &to_nhwc(&x, n, c, h * w)), out(d, gy.len()), put(d, &to_nhwc(&gy, n, c, oh * ow)), out(d, x.len()));
+            cuda::pool::avg_pool2d(d, xp, dims, &g, y).unwrap();
+            assert_close(&what, &to_nchw(&get(d, y, gy.len()), n, c, oh * ow), &f32s(&want), 1e-6, 1e-5);
+            cuda::pool::avg_pool2d_backward(d, gyp, dims, &g, gx).unwrap();
+            assert_close(&format!("{what}.bwd"), &to_nchw(&get(d, gx, x.len()), n, c, h * w), &f32s(&want_gx), 1e-6, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn adaptive_avg_pool_forward_backward() {
+    let (n, c, h, w) = (3, 33, 7, 13);
+    let x = seeded(14, n * c * h * w);
+    for outhw in [[1, 1], [3, 5], [9, 14], [7, 13]] {
+        let [oh, ow] = outhw;
+        let gy = seeded(15, n * c * oh * ow);
+        let (mut want, mut want_gx) = (vec![0f64; gy.len()], vec![0f64; x.len()]);
+        let win = |o: usize, out: usize, input: usize| (o * input / out, ((o + 1) * input).div_ceil(out));
+        for pl in 0..n * c {
+            for oy in 0..oh {
+                let (y0, y1) = win(oy, oh, h);
+                for ox in 0..ow {
+                    let (x0, x1) = win(ox, ow, w);
+                    let div = ((y1 - y0) * (x1 - x0)) as f64;
+                    let o = pl * oh * ow + oy * ow + ox;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            want[o] += x[pl * h * w + iy * w + ix] as f64 / div;
+                            want_gx[pl * h * w + iy * w + ix] += gy[o] as f64 / div;
+                        }
+                    }
+                }
+            }
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.adaptive_avg_pool{outhw:?}", d.name());
+            let dims = Nhwc { n, h, w, c };
+            let (xp, y, gyp, gx) = (put(d, &to_nhwc(&x, n, c, h * w)), out(d, gy.len()), put(d, &to_nhwc(&gy, n, c, oh * ow)), out(d, x.len()));
+            cuda::pool::adaptive_avg_pool2d(d, xp, dims, outhw, y).unwrap();
+            assert_close(&what, &to_nchw(&get(d, y, gy.len()), n, c, oh * ow), &f32s(&want), 1e-6, 1e-5);
+            cuda::pool::adaptive_avg_pool2d_backward(d, gyp, dims, outhw, gx).unwrap();
+            assert_close(&format!("{what}.bwd"), &to_nchw(&get(d, gx, x.len()), n, c, h * w), &f32s(&want_gx), 1e-6, 1e-5);
+        }
+    }
+}
+
+// ---- reductions, linear ---------------------------------------------------------------------
+
+#[test]
+fn reductions_and_softmax() {
+    let (b, hw, c) = (3, 7 * 13, 33);
+    let x = seeded(16, b * hw * c);
+    let (rows, cols) = (3, 1001);
+    let logits: Vec<f32> = seeded(17, rows * cols).iter().map(|v| v * 20.0).collect();
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let (xp, y) = (put(d, &x), out(d, b * hw * c));
+        cuda::reduce::spatial_mean(d, xp, y, b, hw, c).unwrap();
+        let mut want = vec![0f64; b * c];
+        for i in 0..x.len() {
+            want[i / (hw * c) * c + i % c] += x[i] as f64 / hw as f64;
+        }
+        assert_close(&format!("{name}.spatial_mean"), &get(d, y, b * c), &f32s(&want), 1e-6, 1e-5);
+        cuda::reduce::channel_sum(d, xp, y, 1, b * hw, c, 1.0).unwrap();
+        let mut want = vec![0f64; c];
+        x.iter().enumerate().for_each(|(i, &v)| want[i % c] += v as f64);
+        assert_close(&format!("{name}.channel_sum"), &get(d, y, c), &f32s(&want), 1e-5, 1e-5);
+        cuda::reduce::channel_absmax(d, xp, y, b * hw, c).unwrap();
+        let want: Vec<f32> = x.chunks(c).map(|p| p.iter().fold(0f32, |m, v| m.max(v.abs()))).collect();
+        assert_close(&format!("{name}.channel_absmax"), &get(d, y, b * hw), &want, 0.0, 0.0);
+
+        let (lp, sp) = (put(d, &logits), out(d, rows * cols));
+        cuda::reduce::softmax(d, lp, sp, rows, cols).unwrap();
+        let mut want = Vec::new();
+        for r in logits.chunks(cols) {
+            let m = r.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let s: f64 = r.iter().map(|&v| (v as f64 - m).exp()).sum();
+            want.extend(r.iter().map(|&v| ((v as f64 - m).exp() / s) as f32));
+        }
+        assert_close(&format!("{name}.softmax"), &get(d, sp, rows * cols), &want, 1e-7, 1e-5);
+    }
+}
+
+#[test]
+fn linear_forward_and_backward() {
+    let (n, fin, fout) = (3, 37, 33);
+    let (x, w, b, gy) = (seeded(18, n * fin), seeded(19, fout * fin), seeded(20, fout), seeded(21, n * fout));
+    let mut want_y = vec![0f64; n * fout];
+    let mut want_gx = vec![0f64; n * fin];
+    let mut want_gw = vec![0f64; fout * fin];
+    for i in 0..n {
+        for o in 0..fout {
+            want_y[i * fout + o] = b[o] as f64;
+            for k in 0..fin {
+                want_y[i * fout + o] += x[i * fin + k] as f64 * w[o * fin + k] as f64;
+                want_gx[i * fin + k] += gy[i * fout + o] as f64 * w[o * fin + k] as f64;
+                want_gw[o * fin + k] += gy[i * fout + o] as f64 * x[i * fin + k] as f64;
+            }
+        }
+    }
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let (xp, wp, bp, gyp) = (put(d, &x), put(d, &w), put(d, &b), put(d, &gy));
+        let (y, gx, gw) = (out(d, n * fout), out(d, n * fin), out(d, fout * fin));
+        cuda::linear::forward(d, xp, wp, Some(bp), y, n, fin, fout).unwrap();
+        assert_close(&format!("{name}.linear"), &get(d, y, n * fout), &f32s(&want_y), 1e-5, 1e-5);
+        cuda::linear::backward_data(d, gyp, wp, gx, n, fin, fout).unwrap();
+        assert_close(&format!("{name}.linear_bwd_data"), &get(d, gx, n * fin), &f32s(&want_gx), 1e-5, 1e-5);
+        cuda::linear::backward_weight(d, xp, gyp, gw, n, fin, fout).unwrap();
+        assert_close(&format!("{name}.linear_bwd_weight"), &get(d, gw, fout * fin), &f32s(&want_gw), 1e-5, 1e-5);
+    }
+}
+
+// ---- convolution ----------------------------------------------------------------------------
+
+/// f64 direct convolution, NCHW / OIHW: (y before bias and act, gx, gw) for seeds gy.
+#[allow(clippy::type_complexity)]
+fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (oh, ow) = s.out_hw(g).unwrap();
+    let (cg, og) = (s.c / g.groups, s.cout / g.groups);
+    let mut y = vec![0f64; s.n * s.cout * oh * ow];
+    let mut gx = vec![0f64; x.len()];
+    let mut gw = vec![0f64; w.len()];
+    for i in 0..s.n {
+        for oc in 0..s.cout {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = ((i * s.cout + oc) * oh + oy) * ow + ox;
+                    for ci in 0..cg {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[2] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xi = ((i * s.c + grp * cg + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                let wi = ((oc * cg + ci) * s.kh + ky) * s.kw + kx;
+                                y[o] += x[xi] as f64 * w[wi] as f64;
+                                gx[xi] += gy[o] as f64 * w[wi] as f64;
+                                gw[wi] += gy[o] as f64 * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, gx, gw)
+}
+
+#[test]
+fn conv_forward_backward_all_paths() {
+    let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
+    // (what, shape, geometry, activation)
+    let cases = [
+        ("implicit_gemm_s2_asym_pad", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 70, kh: 3, kw: 3 }, geom([2, 2], [1, 2, 0, 1], [1, 1], 1), Some(Act::Relu)),
+        ("implicit_gemm_dilated", ConvShape { n: 2, h: 7, w: 13, c: 5, cout: 17, kh: 3, kw: 2 }, geom([1, 1], [2, 2, 1, 1], [2, 2], 1), Some(Act::HardSwish)),
+        ("implicit_gemm_1x1", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 9, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], [1, 1], 1), None),
+        ("grouped", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 12, kh: 3, kw: 3 }, geom([2, 1], [1, 1, 1, 1], [1, 1], 3), Some(Act::Silu)),
+        ("depthwise_x2", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 66, kh: 3, kw: 3 }, geom([2, 2], [0, 1, 1, 0], [1, 1], 33), Some(Act::Relu6)),
+        ("depthwise_5x5", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 33, kh: 5, kw: 5 }, geom([1, 1], [2, 2, 2, 2], [1, 1], 33), None),
+    ];
+    for (what, s, g, act) in cases {
+        let (oh, ow) = s.out_hw(&g).unwrap();
+        let cg = s.c / g.groups;
+        let x = seeded(30, s.n * s.c * s.h * s.w);
+        let w = seeded(31, s.cout * cg * s.kh * s.kw);
+        let b = seeded(32, s.cout);
+        let gy = seeded(33, s.n * s.cout * oh * ow);
+        let (y0, gx, gw) = conv_ref(&x, &w, &gy, &s, &g);
+        let want_y: Vec<f64> = y0
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = v + b[i / (oh * ow) % s.cout] as f64;
+                act.map_or(v, |a| act_ref(v, a))
+            })
+            .collect();
+        let mut want_gb = vec![0f64; s.cout];
+        gy.iter().enumerate().for_each(|(i, &v)| want_gb[i / (oh * ow) % s.cout] += v as f64);
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.conv_{what}", d.name());
+            let wl = w.len();
+            let (xp, wo, wpk, bp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &w), out(d, wl), put(d, &b));
+            cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
+            let y = out(d, want_y.len());
+            cuda::conv::forward(d, xp, wpk, Some(bp), y, &s, &g, act).unwrap();
+            let got = to_nchw(&get(d, y, want_y.len()), s.n, s.cout, oh * ow);
+            assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
+
+            let (gyp, gxp, gwk, gwo, gb) = (put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)), out(d, x.len()), out(d, wl), out(d, wl), out(d, s.cout));
+            cuda::conv::backward_data(d, gyp, wpk, gxp, &s, &g).unwrap();
+            let got = to_nchw(&get(d, gxp, x.len()), s.n, s.c, s.h * s.w);
+            assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
+            cuda::conv::backward_filter(d, xp, gyp, gwk, &s, &g).unwrap();
+            cuda::conv::unpack_weight(d, gwk, gwo, s.cout, cg, s.kh, s.kw).unwrap();
+            assert_close(&format!("{what}.bwd_filter"), &get(d, gwo, wl), &f32s(&gw), 1e-4, 1e-4);
+            cuda::reduce::channel_sum(d, gyp, gb, 1, s.n * oh * ow, s.cout, 1.0).unwrap();
+            assert_close(&format!("{what}.bwd_bias"), &get(d, gb, s.cout), &f32s(&want_gb), 1e-5, 1e-5);
+        }
+    }
+}
+
+// ---- image ops ------------------------------------------------------------------------------
+
+/// PyTorch's bilinear source index (align_corners=False): (i0, i1, lambda1).
+fn bilinear_src(o: usize, input: usize, output: usize) -> (usize, usize, f64) {
+    let scale = input as f64 / output as f64;
+    let src = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
+    let i0 = (src as usize).min(input - 1);
+    let i1 = i0 + (i0 < input - 1) as usize;
+    (i0, i1, src - i0 as f64)
+}
+
+#[test]
+fn image_ops() {
+    let (n, c, h, w) = (3, 3, 7, 13);
+    let x = seeded(40, n * c * h * w);
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let xh = to_nhwc(&x, n, c, h * w);
+        let xp = put(d, &xh);
+        for (oh, ow) in [(10, 6), (16, 29), (7, 13)] {
+            let mut want = vec![0f64; n * c * oh * ow];
+            for pl in 0..n * c {
+                for oy in 0..oh {
+                    let (y0, y1, ly) = bilinear_src(oy, h, oh);
+                    for ox in 0..ow {
+                        let (x0, x1, lx) = bilinear_src(ox, w, ow);
+                        let at = |iy: usize, ix: usize| x[pl * h * w + iy * w + ix] as f64;
+                        want[pl * oh * ow + oy * ow + ox] =
+                            (1.0 - ly) * ((1.0 - lx) * at(y0, x0) + lx * at(y0, x1)) + ly * ((1.0 - lx) * at(y1, x0) + lx * at(y1, x1));
+                    }
+                }
+            }
+            let y = out(d, want.len());
+            cuda::image::resize_bilinear(d, xp, y, n, c, h, w, oh, ow).unwrap();
+            let got = to_nchw(&get(d, y, want.len()), n, c, oh * ow);
+            assert_close(&format!("{name}.resize_bilinear_{oh}x{ow}"), &got, &f32s(&want), 1e-6, 1e-5);
+        }
+
+        let (mp, sp, y, z) = (put(d, &mean), put(d, &std), out(d, x.len()), out(d, x.len()));
+        cuda::image::normalize(d, xp, mp, sp, y, x.len(), c).unwrap();
+        let want: Vec<f64> = xh.iter().enumerate().map(|(i, &v)| (v as f64 - mean[i % c] as f64) / std[i % c] as f64).collect();
+        assert_close(&format!("{name}.normalize"), &get(d, y, x.len()), &f32s(&want), 1e-6, 1e-6);
+        cuda::image::denormalize(d, y, mp, sp, z, x.len(), c).unwrap();
+        assert_close(&format!("{name}.denormalize"), &get(d, z, x.len()), &xh, 1e-6, 1e-6);
+
+        for (dy, dx) in [(2i64, -5i64), (-8, 14), (0, 0)] {
+            cuda::image::roll(d, xp, y, n, c, h, w, dy, dx).unwrap();
+            let mut want = vec![0f32; x.len()];
+            for pl in 0..n * c {
+                for iy in 0..h {
+                    for ix in 0..w {
+                        let (ty, tx) = ((iy as i64 + dy).rem_euclid(h as i64) as usize, (ix as i64 + dx).rem_euclid(w as i64) as usize);
+                        want[pl * h * w + ty * w + tx] = x[pl * h * w + iy * w + ix];
+                    }
+                }
+            }
+            assert_close(&format!("{name}.roll_{dy}_{dx}"), &to_nchw(&get(d, y, x.len()), n, c, h * w), &want, 0.0, 0.0);
+        }
+
+        let (lo, hi) = ([-0.5f32, -0.25, 0.0], [0.5f32, 0.75, 0.1]);
+        let (lp, hp) = (put(d, &lo), put(d, &hi));
+        cuda::image::clamp(d, xp, lp, hp, y, x.len(), c).unwrap();
+        let want: Vec<f32> = xh.iter().enumerate().map(|(i, &v)| v.max(lo[i % c]).min(hi[i % c])).collect();
+        assert_close(&format!("{name}.clamp"), &get(d, y, x.len()), &want, 0.0, 0.0);
+    }
+}
+
+/// ptxas's report (build/nvcc.rs): no kernel may use a stack frame or spill.
+#[cfg(feature = "cuda")]
+#[test]
+fn no_kernel_spills_or_uses_local_memory() {
+    // kernels allowed a stack frame (none so far)
+    const ALLOWED: &[&str] = &[];
+    let path = std::path::Path::new(env!("OUT_DIR")).join("ptxas-report.txt");
+    let report = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut current = String::new();
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for line in report.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            current = rest.split('\'').next().unwrap_or("").to_string() + rest.split("for '").nth(1).map_or("", |a| a.trim_end_matches('\''));
+            seen += 1;
+        }
+        if line.contains("bytes stack frame") {
+            let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
+            if nums.iter().any(|&v| v != 0) && !ALLOWED.iter().any(|a| current.starts_with(a)) {
+                bad.push(format!("{current}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(seen > 0, "{}: no kernels in the report", path.display());
+    assert!(bad.is_empty(), "kernels with a stack frame or spills:\n{}", bad.join("\n"));
+}
