@@ -33,7 +33,7 @@ fn emu() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let header = root.join("emu/cuda_emu.h");
-    for p in ["emu/cuda_emu.h", "emu/runtime.cpp", "kernels", "tests/emu_kernels"] {
+    for p in ["emu", "kernels", "tests/emu_kernels"] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
 
@@ -51,7 +51,9 @@ fn emu() {
         .flag("-fno-strict-aliasing")
         // __FILE__ in error messages relative to the crate: kernels/reduce.cu:42
         .flag(format!("-fmacro-prefix-map={}/=", root.display()))
-        .file(root.join("emu/runtime.cpp"));
+        .file(root.join("emu/runtime.cpp"))
+        .file(root.join("emu/heap.cpp"))
+        .file(root.join("emu/scheduler.cpp"));
 
     let (mut decls, mut calls) = (String::new(), String::new());
     for dir in ["kernels", "tests/emu_kernels"] {
