@@ -1,7 +1,7 @@
 //! Build steps of the crate:
-//! - the CPU emulation of our CUDA kernels (always): `emu/runtime.cpp` plus every `kernels/*.cu`
-//!   and `tests/emu_kernels/*.cu`, compiled as C++17 against `emu/cuda_emu.h` into the static
-//!   library `deepviz_emu` that `src/device/emu.rs` calls;
+//! - the CPU emulation of our CUDA kernels (always): the runtime `emu/*.cpp` plus every
+//!   `kernels/*.cu` and `tests/emu_kernels/*.cu`, compiled as C++17 against `emu/cuda_emu.h` into
+//!   the static library `deepviz_emu` that `src/device/emu.rs` calls;
 //! - the real-GPU fatbinaries (`cuda` feature): `build/nvcc.rs`.
 
 #[path = "build/nvcc.rs"]
@@ -14,14 +14,14 @@ fn main() {
     nvcc::build();
 }
 
-/// Every `.cu` file of `dir`, sorted (none if the folder does not exist yet).
-fn cu_files(dir: &Path) -> Vec<PathBuf> {
+/// Every `.{ext}` file of `dir`, sorted (none if the folder does not exist yet).
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
     v.sort();
     v
@@ -51,13 +51,11 @@ fn emu() {
         .flag("-fno-strict-aliasing")
         // __FILE__ in error messages relative to the crate: kernels/reduce.cu:42
         .flag(format!("-fmacro-prefix-map={}/=", root.display()))
-        .file(root.join("emu/runtime.cpp"))
-        .file(root.join("emu/heap.cpp"))
-        .file(root.join("emu/scheduler.cpp"));
+        .files(files(&root.join("emu"), "cpp"));
 
     let (mut decls, mut calls) = (String::new(), String::new());
     for dir in ["kernels", "tests/emu_kernels"] {
-        for src in cu_files(&root.join(dir)) {
+        for src in files(&root.join(dir), "cu") {
             println!("cargo:rerun-if-changed={}", src.display());
             let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
             let unit = format!("{}_{}", dir.replace('/', "_"), stem.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));

@@ -73,11 +73,10 @@ inline thread_local dim3 gridDim;
 namespace dv_emu {
 
 // Implemented in runtime.cpp. `file`/`line` name the call site in error messages.
-enum WarpKind : int { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL };
+enum WarpKind : int { W_SYNC = 0, W_SHFL_IDX, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_ACTIVE };
 enum SyncKind : int { S_PLAIN = 0, S_COUNT, S_AND, S_OR };
 int syncthreads(int kind, int pred, const char* file, int line);
 uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char* file, int line);
-unsigned active_mask();
 void* dynamic_smem();
 
 // A kernel's parameter list as one character per parameter, checked against the launch's
@@ -168,7 +167,9 @@ inline T from_bits(uint64_t b) {
 #define __ballot_sync(m, p) ((unsigned)::dv_emu::warp_op(::dv_emu::W_BALLOT, m, (p) != 0, 0, 32, __FILE__, __LINE__))
 #define __any_sync(m, p) ((int)::dv_emu::warp_op(::dv_emu::W_ANY, m, (p) != 0, 0, 32, __FILE__, __LINE__))
 #define __all_sync(m, p) ((int)::dv_emu::warp_op(::dv_emu::W_ALL, m, (p) != 0, 0, 32, __FILE__, __LINE__))
-#define __activemask() ::dv_emu::active_mask()
+// The lanes of the warp that reach this __activemask() together: it waits until no lane of the
+// warp can run, then reports those waiting at an __activemask().
+#define __activemask() ((unsigned)::dv_emu::warp_op(::dv_emu::W_ACTIVE, ~0u, 0, 0, 32, __FILE__, __LINE__))
 
 namespace dv_emu {
 inline void syncwarp_at(const char* file, int line, unsigned mask = 0xffffffffu) {

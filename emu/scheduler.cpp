@@ -237,7 +237,7 @@ std::string where(const Worker& w, const Fiber& f) {
 }
 const char* warp_name(int kind) {
     static const char* names[] = {"__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
-                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync"};
+                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync", "__activemask"};
     return names[kind];
 }
 const char* sync_name(int kind) {
@@ -266,6 +266,17 @@ bool release_warps(Worker& w, unsigned n, bool& released) {
     auto& F = w.fibers;
     for (unsigned base = 0; base < n; base += 32) {
         unsigned lanes = std::min(32u, n - base);
+        // __activemask(): called only when nothing can run, so the lanes waiting there are all
+        // the lanes that reached it together.
+        unsigned active = 0;
+        for (unsigned l = 0; l < lanes; ++l)
+            if (F[base + l]->st == AT_WARP && F[base + l]->kind == dv_emu::W_ACTIVE) active |= 1u << l;
+        if (active) {
+            for (unsigned l = 0; l < lanes; ++l)
+                if (active >> l & 1u) F[base + l]->res = active, F[base + l]->st = RUNNABLE;
+            released = true;
+            continue;
+        }
         for (unsigned l = 0; l < lanes; ++l) {
             Fiber& f = *F[base + l];
             if (f.st != AT_WARP) continue;
@@ -470,14 +481,6 @@ uint64_t dv_emu::warp_op(int kind, unsigned mask, uint64_t value, int arg, int w
     return f->res;
 }
 
-unsigned dv_emu::active_mask() {
-    Worker* w = tw;
-    unsigned n = w->L->block.x * w->L->block.y * w->L->block.z;
-    unsigned base = w->cur->lin / 32 * 32, m = 0;
-    for (unsigned j = 0; j < 32 && base + j < n; ++j)
-        if (w->fibers[base + j]->st != DONE) m |= 1u << j;
-    return m;
-}
 
 // ---- entry points for runtime.cpp -------------------------------------------------------------
 namespace dv_emu_rt {

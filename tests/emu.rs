@@ -145,6 +145,22 @@ fn two_dimensional_grid_and_block() {
     }
 }
 
+#[test]
+fn syncthreads_count_and_a_partial_warp_with_exited_lanes() {
+    let n = 2 * 48 - 5; // blocks of 48: the second warp of each block is partial, the last block short
+    let x: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -1.0 } else { i as f32 }).collect();
+    for s in Schedule::ALL {
+        let dev = EmuDevice::with_schedule(s);
+        let (px, py, pz) = (upload_f32(&dev, &x), dev.alloc(2 * 4).unwrap(), dev.alloc(n * 4).unwrap());
+        dev.launch("emutest_count_pairs_f32", LaunchConfig::linear(n, 48), &[Arg::Ptr(px), Arg::Ptr(py), Arg::Ptr(pz), Arg::I64(n as i64)])
+            .unwrap();
+        let want_y: Vec<f32> = x.chunks(48).map(|c| c.iter().filter(|&&v| v > 0.0).count() as f32).collect();
+        assert_eq!(download_f32(&dev, py, 2), want_y, "{s:?}");
+        let want_z: Vec<f32> = (0..n).map(|i| if (i ^ 1) < n { x[i] + x[i ^ 1] } else { x[i] }).collect();
+        assert_eq!(download_f32(&dev, pz, n), want_z, "{s:?}");
+    }
+}
+
 fn launch_err(dev: &EmuDevice, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> String {
     dev.launch(kernel, cfg, args).expect_err("the launch should fail").to_string()
 }
@@ -161,6 +177,15 @@ fn writing_past_the_end_is_an_error_naming_the_kernel() {
     // the device stays usable
     let x = ramp(300);
     assert_eq!(run_block_sum(&dev, "emutest_block_sum_f32", &x), block_sums(&x, 256));
+}
+
+#[test]
+fn reading_past_the_end_is_an_error() {
+    let dev = EmuDevice::with_schedule(Schedule::Shuffled(1));
+    let (x, y) = (dev.alloc(33 * 4).unwrap(), dev.alloc(33 * 4).unwrap());
+    let msg = launch_err(&dev, "emutest_read_past_end_f32", LaunchConfig::linear(33, 64), &[Arg::Ptr(x), Arg::Ptr(y), Arg::I64(33)]);
+    assert!(msg.contains("out-of-bounds read") && msg.contains("offset 132 of a 132-byte allocation, past its end"), "{msg}");
+    assert!(msg.contains("thread (32,0,0) of block (0,0,0)"), "{msg}");
 }
 
 #[test]

@@ -73,7 +73,24 @@ extern "C" __global__ void emutest_transpose_f32(const float* x, float* y, int r
     if (tr < cols && tc < rows) y[(long long)tr * rows + tc] = smem_tile[threadIdx.x][threadIdx.y];
 }
 
+// __syncthreads_count and a partial last warp whose missing lanes exited before a shuffle:
+// y[block] = number of x > 0 in the block; z[i] = x[i] + x[i ^ 1] (the lane's pair), or x[i]
+// when the partner lane exited.
+extern "C" __global__ void emutest_count_pairs_f32(const float* x, float* y, float* z, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int c = __syncthreads_count(i < n && x[i] > 0.0f);
+    if (threadIdx.x == 0) y[blockIdx.x] = (float)c;
+    if (i >= n) return;
+    unsigned live = __activemask();
+    float v = x[i], other = __shfl_xor_sync(live, v, 1);
+    z[i] = (live >> ((threadIdx.x % 32) ^ 1) & 1u) ? v + other : v;
+}
+
 // Planted bugs.
+extern "C" __global__ void emutest_read_past_end_f32(const float* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i + 1];  // reads one past the end
+}
 extern "C" __global__ void emutest_write_past_end_f32(float* y, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i <= n) y[i] = 1.0f;  // off by one
@@ -98,5 +115,6 @@ extern "C" __global__ void emutest_shfl_deadlock_f32(float* y, long long n) {
 }
 
 DV_REGISTER_KERNELS(emutest_block_sum_f32, emutest_block_sum_nobarrier_f32, emutest_warp_ops_f32, emutest_atomics,
-                    emutest_dyn_reverse_f32, emutest_transpose_f32, emutest_write_past_end_f32,
+                    emutest_dyn_reverse_f32, emutest_transpose_f32, emutest_count_pairs_f32,
+                    emutest_read_past_end_f32, emutest_write_past_end_f32,
                     emutest_write_before_start_f32, emutest_divergent_barrier_f32, emutest_shfl_deadlock_f32)
