@@ -571,7 +571,9 @@ fn no_kernel_spills_or_uses_local_memory() {
     let mut seen = 0;
     for line in report.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-            current = rest.split('\'').next().unwrap_or("").to_string() + rest.split("for '").nth(1).map_or("", |a| a.trim_end_matches('\''));
+            let kernel = rest.split('\'').next().unwrap_or("");
+            let arch = rest.split("for '").nth(1).map_or("", |a| a.trim_end_matches('\''));
+            current = format!("{kernel} ({arch})");
             seen += 1;
         }
         if line.contains("bytes stack frame") {
