@@ -49,6 +49,9 @@ fn emu() {
         .flag(header.to_str().expect("a UTF-8 path"))
         .include(root.join("kernels"))
         .flag("-fno-strict-aliasing")
+        // a kernel frame larger than its fiber's stack probes every page, so it hits the guard
+        // page (reported as a stack overflow) instead of silently writing into the next stack
+        .flag("-fstack-clash-protection")
         // __FILE__ in error messages relative to the crate: kernels/reduce.cu:42
         .flag(format!("-fmacro-prefix-map={}/=", root.display()))
         .files(files(&root.join("emu"), "cpp"));
