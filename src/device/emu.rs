@@ -11,7 +11,15 @@
 //! - arguments are checked against the kernel's parameter list (count and kind), and pointer
 //!   arguments must point into live allocations.
 //!
-//! Launches are synchronous: a fault is reported by the `launch` that caused it.
+//! Launches are synchronous: a fault is reported by the `launch` that caused it. Blocks run on
+//! up to `DV_EMU_THREADS` OS threads (default: the number of cores, at most 4).
+//!
+//! What it does not see: races between threads that no schedule order exposes (it runs each
+//! thread until it blocks, never preempts); reads just before an allocation's start (writes there
+//! are caught by the canary); out-of-bounds accesses to static `__shared__` arrays, whose
+//! contents are also not poisoned (they carry over between blocks); a thread spinning on a value
+//! another thread of its block will write hangs. Threads that exited count as arrived at
+//! `__syncthreads()`, as on the hardware.
 
 use std::ffi::{c_char, c_int, c_ulong, c_ulonglong, c_void, CString};
 
