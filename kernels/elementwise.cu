@@ -8,6 +8,12 @@
 //   channel_scale_bwd_scale                   gs[n,c] = sum over h,w of gy * x
 //   affine_fwd / affine_bwd                   y = x*scale[c] + shift[c] / gx = gy*scale[c]
 //   layout_nchw_to_nhwc / layout_nhwc_to_nchw the boundary conversions
+//   scale_fwd / sub_fwd                       y = k*x / y = a - b     (y may alias x / a)
+//   axpy_items_fwd                            x[b, j] += alpha[b] * g[b, j]  (in place)
+//   channel_copy_fwd                          copy c channels between strided NHWC rows
+//                                             (concat into, or split out of, a wider tensor)
+//   one_hot_fwd                               y[i, t[i]] = 1, every other y = 0
+//   fill_fwd                                  y = value
 #include "common.cuh"
 
 #define DV_ACT_KERNELS(name, code)                                                              \
@@ -97,8 +103,50 @@ extern "C" __global__ void layout_nhwc_to_nchw_f32(const float* x, float* y, lon
     }
 }
 
+// y may alias x: each thread reads x[i] before it writes y[i].
+extern "C" __global__ void scale_fwd_f32(const float* x, float* y, long long n, float k) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = k * x[i];
+}
+
+// y may alias a (or b): each thread reads a[i], b[i] before it writes y[i].
+extern "C" __global__ void sub_fwd_f32(const float* a, const float* b, float* y, long long n) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = a[i] - b[i];
+}
+
+// x, g: [batch, per_item], alpha: [batch]; x is updated in place.
+extern "C" __global__ void axpy_items_fwd_f32(float* x, const float* g, const float* alpha,
+                                              long long batch, long long per_item) {
+    idx_t n = batch * per_item;
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) x[i] += alpha[i / per_item] * g[i];
+}
+
+// dst[p*dst_stride + dst_off + k] = src[p*src_stride + src_off + k] for p < pixels, k < c;
+// `i` runs over the c copied channels of each pixel, so reads and writes are coalesced.
+extern "C" __global__ void channel_copy_fwd_f32(const float* src, float* dst, long long pixels,
+                                                long long c, long long src_stride,
+                                                long long src_off, long long dst_stride,
+                                                long long dst_off) {
+    idx_t n = pixels * c;
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) {
+        idx_t p = i / c, k = i % c;
+        dst[p * dst_stride + dst_off + k] = src[p * src_stride + src_off + k];
+    }
+}
+
+// y: [n, k]; a target outside [0, k) leaves its row all zeros.
+extern "C" __global__ void one_hot_fwd_f32(const int* targets, float* y, long long n, long long k) {
+    idx_t total = n * k;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride())
+        y[i] = (idx_t)targets[i / k] == i % k ? 1.0f : 0.0f;
+}
+
+extern "C" __global__ void fill_fwd_f32(float* y, long long n, float value) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = value;
+}
+
 DV_REGISTER_KERNELS(relu_fwd_f32, relu_bwd_f32, relu6_fwd_f32, relu6_bwd_f32, silu_fwd_f32,
                     silu_bwd_f32, sigmoid_fwd_f32, sigmoid_bwd_f32, hardswish_fwd_f32,
                     hardswish_bwd_f32, add_fwd_f32, channel_scale_fwd_f32,
                     channel_scale_bwd_scale_f32, affine_fwd_f32, affine_bwd_f32,
-                    layout_nchw_to_nhwc_f32, layout_nhwc_to_nchw_f32)
+                    layout_nchw_to_nhwc_f32, layout_nhwc_to_nchw_f32, scale_fwd_f32, sub_fwd_f32,
+                    axpy_items_fwd_f32, channel_copy_fwd_f32, one_hot_fwd_f32, fill_fwd_f32)

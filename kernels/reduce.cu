@@ -5,6 +5,10 @@
 //                       conv / linear bias gradients: b = 1, scale 1)
 //   channel_absmax_fwd  y[p] = max_c |x[p, c]|               (saliency maps)
 //   softmax_fwd         row-wise softmax of [rows, cols]     (class probabilities)
+//   weighted_channel_sum_fwd  y[b, p] = (relu) sum_c w[b, c] x[b, p, c]   (CAM / Grad-CAM maps)
+//   item_reduce_half_sum_sq   y[b] = 1/2 sum_j x[b, j]^2   (feature-visualisation objectives,
+//   item_reduce_mean_abs      y[b] = mean_j |x[b, j]|       regularisers); deterministic: one
+//                             block per item, a fixed-shape tree, no atomics
 #include "common.cuh"
 
 // channel_sum: block = CSUM_CHANNELS consecutive channels of one b (coalesced NHWC reads) x
@@ -69,4 +73,61 @@ extern "C" __global__ void softmax_fwd_f32(const float* x, float* y, long long r
     for (idx_t j = threadIdx.x; j < cols; j += SOFTMAX_THREADS) yr[j] = expf(xr[j] - m) * inv;
 }
 
-DV_REGISTER_KERNELS(channel_sum_fwd_f32, channel_absmax_fwd_f32, softmax_fwd_f32)
+// weighted_channel_sum: one warp per pixel row (lanes stride over c, then a shuffle sum), so a
+// warp reads one contiguous NHWC row; warps stride over the batch * hw rows.
+#define WCS_WARPS 8  // 256 threads per block
+extern "C" __global__ void weighted_channel_sum_fwd_f32(const float* x, const float* w, float* y,
+                                                        long long batch, long long hw,
+                                                        long long c, int relu) {
+    idx_t rows = batch * hw;
+    idx_t warp = ((idx_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    idx_t warps = dv_stride() / 32;
+    int lane = threadIdx.x % 32;
+    for (idx_t r = warp; r < rows; r += warps) {  // uniform per warp: every lane shuffles
+        const float* xr = x + r * c;
+        const float* wb = w + (r / hw) * c;
+        float acc = 0.0f;
+        for (idx_t ch = lane; ch < c; ch += 32) acc += wb[ch] * xr[ch];
+        acc = dv_warp_sum(acc);
+        if (lane == 0) y[r] = relu ? dv_act(acc, DV_ACT_RELU) : acc;
+    }
+}
+
+// item_reduce: block b reduces item b. Each thread sums a fixed strided subset in order, then a
+// shared-memory tree halves IR_THREADS partials: the same additions in the same order on every
+// run and under every schedule.
+#define IR_THREADS 256  // 8 warps; a power of two for the tree
+enum { IR_HALF_SUM_SQ = 0, IR_MEAN_ABS = 1 };
+__device__ __forceinline__ void item_reduce(const float* x, float* y, idx_t batch,
+                                            idx_t per_item, int mode) {
+    __shared__ float smem_part[IR_THREADS];
+    for (idx_t b = blockIdx.x; b < batch; b += gridDim.x) {  // uniform per block
+        const float* xb = x + b * per_item;
+        float acc = 0.0f;
+        for (idx_t j = threadIdx.x; j < per_item; j += IR_THREADS)
+            acc += mode == IR_HALF_SUM_SQ ? xb[j] * xb[j] : fabsf(xb[j]);
+        smem_part[threadIdx.x] = acc;
+        __syncthreads();
+        for (int s = IR_THREADS / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) smem_part[threadIdx.x] += smem_part[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            float sum = smem_part[0];
+            y[b] = mode == IR_HALF_SUM_SQ ? 0.5f * sum : (per_item > 0 ? sum / (float)per_item : 0.0f);
+        }
+        __syncthreads();  // thread 0 has read smem_part[0] before the next item overwrites it
+    }
+}
+extern "C" __global__ void item_reduce_half_sum_sq_f32(const float* x, float* y, long long batch,
+                                                       long long per_item) {
+    item_reduce(x, y, batch, per_item, IR_HALF_SUM_SQ);
+}
+extern "C" __global__ void item_reduce_mean_abs_f32(const float* x, float* y, long long batch,
+                                                    long long per_item) {
+    item_reduce(x, y, batch, per_item, IR_MEAN_ABS);
+}
+
+DV_REGISTER_KERNELS(channel_sum_fwd_f32, channel_absmax_fwd_f32, softmax_fwd_f32,
+                    weighted_channel_sum_fwd_f32, item_reduce_half_sum_sq_f32,
+                    item_reduce_mean_abs_f32)

@@ -9,7 +9,8 @@ mod common;
 
 use common::{assert_close, seeded};
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
-use deepviz::backend::{Act, Conv2dGeom, Pool2dGeom};
+use deepviz::backend::cuda::reduce::ItemReduce;
+use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom};
 use deepviz::device::{emu::EmuDevice, Device, DevicePtr};
 
 /// The devices to run on. The real GPU joins when its `Device` impl lands.
@@ -555,6 +556,203 @@ fn image_ops() {
         cuda::image::clamp(d, xp, lp, hp, y, x.len(), c).unwrap();
         let want: Vec<f32> = xh.iter().enumerate().map(|(i, &v)| v.max(lo[i % c]).min(hi[i % c])).collect();
         assert_close(&format!("{name}.clamp"), &get(d, y, x.len()), &want, 0.0, 0.0);
+    }
+}
+
+// ---- vector ops, concat / split, CAM sums, per-item reductions, LRN ----------------------
+
+#[test]
+fn scale_sub_axpy_fill_one_hot_in_place() {
+    let (b, per) = (3, 33 * 7 * 13);
+    let n = b * per;
+    let (x, x2, alpha) = (seeded(50, n), seeded(51, n), seeded(52, b));
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let (xp, x2p, ap, y) = (put(d, &x), put(d, &x2), put(d, &alpha), out(d, n));
+        let k = -0.37f32;
+        let want: Vec<f32> = x.iter().map(|v| k * v).collect();
+        cuda::elementwise::scale(d, xp, y, n, k).unwrap();
+        assert_close(&format!("{name}.scale"), &get(d, y, n), &want, 0.0, 0.0);
+        let inplace = put(d, &x);
+        cuda::elementwise::scale(d, inplace, inplace, n, k).unwrap();
+        assert_close(&format!("{name}.scale_in_place"), &get(d, inplace, n), &want, 0.0, 0.0);
+
+        let want: Vec<f32> = x.iter().zip(&x2).map(|(a, b)| a - b).collect();
+        cuda::elementwise::sub(d, xp, x2p, y, n).unwrap();
+        assert_close(&format!("{name}.sub"), &get(d, y, n), &want, 0.0, 0.0);
+        let inplace = put(d, &x);
+        cuda::elementwise::sub(d, inplace, x2p, inplace, n).unwrap();
+        assert_close(&format!("{name}.sub_in_place"), &get(d, inplace, n), &want, 0.0, 0.0);
+
+        let inplace = put(d, &x);
+        cuda::elementwise::axpy_items(d, inplace, x2p, ap, b, per).unwrap();
+        let want: Vec<f64> = (0..n).map(|i| x[i] as f64 + alpha[i / per] as f64 * x2[i] as f64).collect();
+        assert_close(&format!("{name}.axpy_items"), &get(d, inplace, n), &f32s(&want), 1e-6, 1e-6);
+
+        cuda::elementwise::fill(d, y, n, 0.0).unwrap();
+        assert_close(&format!("{name}.fill_zero"), &get(d, y, n), &vec![0.0; n], 0.0, 0.0);
+        cuda::elementwise::fill(d, y, 37, 2.5).unwrap();
+        let mut want = vec![0.0; n];
+        want[..37].fill(2.5);
+        assert_close(&format!("{name}.fill_prefix"), &get(d, y, n), &want, 0.0, 0.0);
+
+        // out-of-range targets give a row of zeros; every element is written (y is dirty)
+        let (rows, classes) = (5, 1001);
+        let targets: Vec<i32> = vec![0, 1000, 417, -1, 1001];
+        let tp = d.alloc(targets.len() * 4).unwrap();
+        d.upload(tp, bytemuck::cast_slice(&targets)).unwrap();
+        let oh = put(d, &vec![7.0; rows * classes]);
+        cuda::elementwise::one_hot(d, oh, rows, classes, tp).unwrap();
+        let mut want = vec![0f32; rows * classes];
+        for (i, &t) in targets.iter().enumerate() {
+            if (0..classes as i32).contains(&t) {
+                want[i * classes + t as usize] = 1.0;
+            }
+        }
+        assert_close(&format!("{name}.one_hot"), &get(d, oh, rows * classes), &want, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn channel_copy_concat_and_split() {
+    let pixels = 3 * 7 * 13;
+    let parts = [33usize, 5, 11];
+    let total: usize = parts.iter().sum();
+    let xs: Vec<Vec<f32>> = parts.iter().enumerate().map(|(i, &c)| seeded(60 + i as u64, pixels * c)).collect();
+    let mut want = vec![0f32; pixels * total];
+    let mut off = 0;
+    for (x, &c) in xs.iter().zip(&parts) {
+        for p in 0..pixels {
+            want[p * total + off..p * total + off + c].copy_from_slice(&x[p * c..(p + 1) * c]);
+        }
+        off += c;
+    }
+    for dev in devices() {
+        let d = dev.as_ref();
+        let name = d.name().to_string();
+        let y = out(d, pixels * total);
+        let mut off = 0;
+        for (x, &c) in xs.iter().zip(&parts) {
+            cuda::elementwise::channel_copy(d, put(d, x), y, pixels, c, c, 0, total, off).unwrap();
+            off += c;
+        }
+        assert_close(&format!("{name}.channel_copy_concat"), &get(d, y, pixels * total), &want, 0.0, 0.0);
+        let mut off = 0;
+        for (x, &c) in xs.iter().zip(&parts) {
+            let part = out(d, pixels * c);
+            cuda::elementwise::channel_copy(d, y, part, pixels, c, total, off, c, 0).unwrap();
+            assert_close(&format!("{name}.channel_copy_split_at_{off}"), &get(d, part, pixels * c), x, 0.0, 0.0);
+            off += c;
+        }
+    }
+}
+
+#[test]
+fn weighted_channel_sum_with_and_without_relu() {
+    for (b, hw, c) in [(3, 7 * 13, 33), (2, 5, 70), (1, 3, 1)] {
+        let (x, w) = (seeded(70, b * hw * c), seeded(71, b * c));
+        let mut want = vec![0f64; b * hw];
+        for i in 0..b {
+            for p in 0..hw {
+                for ch in 0..c {
+                    want[i * hw + p] += w[i * c + ch] as f64 * x[(i * hw + p) * c + ch] as f64;
+                }
+            }
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.weighted_channel_sum[{b},{hw},{c}]", d.name());
+            let (xp, wp, y) = (put(d, &x), put(d, &w), out(d, b * hw));
+            cuda::reduce::weighted_channel_sum(d, xp, wp, y, b, hw, c, false).unwrap();
+            assert_close(&what, &get(d, y, b * hw), &f32s(&want), 1e-6, 1e-5);
+            cuda::reduce::weighted_channel_sum(d, xp, wp, y, b, hw, c, true).unwrap();
+            let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+            assert_close(&format!("{what}.relu"), &get(d, y, b * hw), &f32s(&relu), 1e-6, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn item_reduce_is_exact_enough_and_deterministic() {
+    for (b, per) in [(3, 33 * 7 * 13), (5, 7), (2, 0), (1, 100_003)] {
+        let x = seeded(80, b * per);
+        for mode in [ItemReduce::HalfSumSq, ItemReduce::MeanAbs] {
+            let want: Vec<f64> = (0..b)
+                .map(|i| {
+                    let item = &x[i * per..(i + 1) * per];
+                    match mode {
+                        ItemReduce::HalfSumSq => 0.5 * item.iter().map(|&v| v as f64 * v as f64).sum::<f64>(),
+                        ItemReduce::MeanAbs if per == 0 => 0.0,
+                        ItemReduce::MeanAbs => item.iter().map(|&v| (v as f64).abs()).sum::<f64>() / per as f64,
+                    }
+                })
+                .collect();
+            for dev in devices() {
+                let d = dev.as_ref();
+                let what = format!("{}.item_reduce_{mode:?}[{b},{per}]", d.name());
+                let (xp, y1, y2) = (put(d, &x), put(d, &vec![f32::NAN; b]), put(d, &vec![f32::NAN; b]));
+                cuda::reduce::item_reduce(d, xp, y1, b, per, mode).unwrap();
+                cuda::reduce::item_reduce(d, xp, y2, b, per, mode).unwrap();
+                let (r1, r2) = (get(d, y1, b), get(d, y2, b));
+                assert_close(&what, &r1, &f32s(&want), 1e-6, 1e-5);
+                let (bits1, bits2): (Vec<u32>, Vec<u32>) = (r1.iter().map(|v| v.to_bits()).collect(), r2.iter().map(|v| v.to_bits()).collect());
+                assert_eq!(bits1, bits2, "{what}: two runs differ");
+            }
+        }
+    }
+}
+
+/// PyTorch's LocalResponseNorm in f64 on NHWC rows `[pixels, c]`: (y, gx) for output gradient
+/// gy, the gradient summed straight from the chain rule (not from the CPU engine's reversed window).
+fn lrn_ref(x: &[f32], gy: &[f32], c: usize, g: &LrnGeom) -> (Vec<f64>, Vec<f64>) {
+    let (size, alpha, beta, k) = (g.size as isize, g.alpha as f64, g.beta as f64, g.k as f64);
+    // channel ch's window: [ch - size/2, ch + (size-1)/2], clipped
+    let window = |ch: usize| ((ch as isize - size / 2).max(0) as usize, ((ch as isize + (size - 1) / 2 + 1).min(c as isize)) as usize);
+    let (mut y, mut gx) = (vec![0f64; x.len()], vec![0f64; x.len()]);
+    for (p, xr) in x.chunks(c).enumerate() {
+        let d: Vec<f64> = (0..c)
+            .map(|ch| {
+                let (lo, hi) = window(ch);
+                k + alpha / g.size as f64 * (lo..hi).map(|j| xr[j] as f64 * xr[j] as f64).sum::<f64>()
+            })
+            .collect();
+        for ch in 0..c {
+            let (xc, gc) = (xr[ch] as f64, gy[p * c + ch] as f64);
+            y[p * c + ch] = xc * d[ch].powf(-beta);
+            gx[p * c + ch] += gc * d[ch].powf(-beta);
+            // dy[ch]/dx[j] for j in window(ch): -beta x[ch] d^(-beta-1) * 2 alpha/size x[j]
+            let (lo, hi) = window(ch);
+            for j in lo..hi {
+                gx[p * c + j] -= gc * beta * xc * d[ch].powf(-beta - 1.0) * 2.0 * alpha / g.size as f64 * xr[j] as f64;
+            }
+        }
+    }
+    (y, gx)
+}
+
+#[test]
+fn lrn_forward_backward() {
+    let (pixels, c) = (3 * 7 * 13, 33);
+    let x: Vec<f32> = seeded(90, pixels * c).iter().map(|v| v * 3.0).collect();
+    let gy = seeded(91, pixels * c);
+    let geoms = [
+        LrnGeom { size: 5, alpha: 1e-4, beta: 0.75, k: 2.0 }, // AlexNet
+        LrnGeom { size: 4, alpha: 0.5, beta: 0.75, k: 1.0 },  // even: window longer below than above
+        LrnGeom { size: 1, alpha: 0.3, beta: 0.5, k: 1.5 },
+        LrnGeom { size: 40, alpha: 2.0, beta: 1.25, k: 0.5 }, // wider than the 33 channels
+    ];
+    for g in geoms {
+        let (want_y, want_gx) = lrn_ref(&x, &gy, c, &g);
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.lrn{g:?}", d.name());
+            let (xp, gyp, y, gx) = (put(d, &x), put(d, &gy), out(d, x.len()), out(d, x.len()));
+            cuda::lrn::forward(d, xp, y, pixels, c, &g).unwrap();
+            assert_close(&what, &get(d, y, x.len()), &f32s(&want_y), 1e-6, 1e-5);
+            cuda::lrn::backward(d, xp, gyp, gx, pixels, c, &g).unwrap();
+            assert_close(&format!("{what}.bwd"), &get(d, gx, x.len()), &f32s(&want_gx), 1e-6, 1e-4);
+        }
     }
 }
 

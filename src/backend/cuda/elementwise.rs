@@ -1,7 +1,10 @@
 //! Launches for `kernels/elementwise.cu`. Shapes: `n` is the element count of the flat tensor;
-//! per-channel ops take NHWC `[batch, hw, c]`.
+//! per-channel ops take NHWC `[batch, hw, c]`. Besides the activations and per-channel ops, the
+//! small vector ops of the visualisation loops: scale, sub, per-item axpy, channel copy (concat
+//! and split), one-hot targets, fill.
 
 use super::{grid_stride, launch, len, ptr};
+use crate::device::Arg;
 use crate::backend::Act;
 use crate::device::{Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
@@ -25,6 +28,12 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("affine", "bwd"),
     ("layout", "nchw_to_nhwc"),
     ("layout", "nhwc_to_nchw"),
+    ("scale", "fwd"),
+    ("sub", "fwd"),
+    ("axpy_items", "fwd"),
+    ("channel_copy", "fwd"),
+    ("one_hot", "fwd"),
+    ("fill", "fwd"),
 ];
 
 /// Channels per block and rows of threads of the per-channel reductions (`CS_CHANNELS`,
@@ -108,4 +117,62 @@ pub fn nhwc_to_nchw(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: u
     // SAFETY: `layout_nhwc_to_nchw_f32(const float* x, float* y, long long n, long long c,
     // long long hw)`; the loop runs over all n*c*hw destination elements.
     launch(dev, "layout", "nhwc_to_nchw", grid_stride(n * c * hw), &[ptr(x), ptr(y), len(n), len(c), len(hw)])
+}
+
+/// y = k * x, `n` elements (y may be x).
+pub fn scale(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, k: f32) -> Result<()> {
+    // SAFETY: `scale_fwd_f32(const float* x, float* y, long long n, float k)`; writes y[i] for
+    // every i < n, each after reading x[i] in the same thread (so y may alias x).
+    launch(dev, "scale", "fwd", grid_stride(n), &[ptr(x), ptr(y), len(n), Arg::F32(k)])
+}
+
+/// y = a - b, `n` elements (y may be a or b).
+pub fn sub(dev: &dyn Device, a: DevicePtr, b: DevicePtr, y: DevicePtr, n: usize) -> Result<()> {
+    // SAFETY: `sub_fwd_f32(const float* a, const float* b, float* y, long long n)`; writes y[i]
+    // for every i < n, each after reading a[i] and b[i] in the same thread.
+    launch(dev, "sub", "fwd", grid_stride(n), &[ptr(a), ptr(b), ptr(y), len(n)])
+}
+
+/// In place, x[i, j] += alpha[i] * g[i, j] for x, g `[batch, per_item]` and device `alpha`
+/// `[batch]` (a per-item step size, e.g. normalised gradient ascent).
+pub fn axpy_items(dev: &dyn Device, x: DevicePtr, g: DevicePtr, alpha: DevicePtr, batch: usize, per_item: usize) -> Result<()> {
+    // SAFETY: `axpy_items_fwd_f32(float* x, const float* g, const float* alpha, long long batch,
+    // long long per_item)`; updates x[i] for every i < batch*per_item, reading only x[i] of x.
+    launch(dev, "axpy_items", "fwd", grid_stride(batch * per_item), &[ptr(x), ptr(g), ptr(alpha), len(batch), len(per_item)])
+}
+
+/// For p < pixels, k < c: dst[p*dst_stride + dst_off + k] = src[p*src_stride + src_off + k]:
+/// NHWC channel concatenation (write a part into its channel range of the output) and its
+/// inverse, split (read a part's range out of the gradient). src and dst must not overlap.
+#[allow(clippy::too_many_arguments)]
+pub fn channel_copy(
+    dev: &dyn Device,
+    src: DevicePtr,
+    dst: DevicePtr,
+    pixels: usize,
+    c: usize,
+    src_stride: usize,
+    src_off: usize,
+    dst_stride: usize,
+    dst_off: usize,
+) -> Result<()> {
+    let args = [ptr(src), ptr(dst), len(pixels), len(c), len(src_stride), len(src_off), len(dst_stride), len(dst_off)];
+    // SAFETY: `channel_copy_fwd_f32(const float* src, float* dst, long long pixels, long long c,
+    // long long src_stride, long long src_off, long long dst_stride, long long dst_off)`; writes
+    // the c channels at dst_off of each of the pixels rows and nothing else of dst.
+    launch(dev, "channel_copy", "fwd", grid_stride(pixels * c), &args)
+}
+
+/// y `[n, k]` = 0 except y[i, targets[i]] = 1, for device i32 `targets` `[n]` (a target outside
+/// `[0, k)` gives a row of zeros).
+pub fn one_hot(dev: &dyn Device, y: DevicePtr, n: usize, k: usize, targets: DevicePtr) -> Result<()> {
+    // SAFETY: `one_hot_fwd_f32(const int* targets, float* y, long long n, long long k)`; writes
+    // y[i] for every i < n*k.
+    launch(dev, "one_hot", "fwd", grid_stride(n * k), &[ptr(targets), ptr(y), len(n), len(k)])
+}
+
+/// y = value, `n` elements.
+pub fn fill(dev: &dyn Device, y: DevicePtr, n: usize, value: f32) -> Result<()> {
+    // SAFETY: `fill_fwd_f32(float* y, long long n, float value)`; writes y[i] for every i < n.
+    launch(dev, "fill", "fwd", grid_stride(n), &[ptr(y), len(n), Arg::F32(value)])
 }

@@ -3,12 +3,15 @@
 //! [`Device`], so the emulated device runs exactly what the real GPU runs.
 //!
 //! - `mod.rs` (this file): launch helpers, activation codes, the list of every kernel used.
-//! - `elementwise.rs`: activations, add, channel scale, affine, NCHW <-> NHWC.
+//! - `elementwise.rs`: activations, add, sub, scale, axpy, channel scale, affine, channel copy
+//!   (concat / split), one-hot, fill, NCHW <-> NHWC.
 //! - `pool.rs`: max / average / adaptive-average pooling, forward and backward.
-//! - `reduce.rs`: per-channel sums and means, channel max-|x|, softmax.
+//! - `reduce.rs`: per-channel sums and means, channel max-|x|, softmax, weighted channel sums,
+//!   per-item ½Σx² and mean |x|.
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `conv.rs`: implicit-GEMM and depthwise convolution, weight repacking.
 //! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp.
+//! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with
 //! [`elementwise::nchw_to_nhwc`]; conv weights are KKIO `[kh, kw, cin/groups, cout]`
@@ -18,6 +21,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod image;
 pub mod linear;
+pub mod lrn;
 pub mod pool;
 pub mod reduce;
 
@@ -71,7 +75,7 @@ pub fn act_code(a: Option<Act>) -> i32 {
 
 /// Every kernel name this launch code can use; a device must have all of them.
 pub fn kernel_names() -> Vec<String> {
-    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS]
+    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS]
         .iter()
         .flat_map(|k| k.iter().map(|(op, variant)| kernel_name(op, variant, DTYPE)))
         .collect()

@@ -1,16 +1,47 @@
-//! Launches for `kernels/reduce.cu`.
+//! Launches for `kernels/reduce.cu`: per-channel sums, channel max-|x|, softmax, weighted
+//! channel sums (CAM maps), per-item reductions (objectives and penalties).
 
-use super::{grid_stride, launch, len, ptr};
+use super::{grid_stride, launch, len, ptr, MAX_BLOCKS};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 
-pub const KERNELS: &[(&str, &str)] = &[("channel_sum", "fwd"), ("channel_absmax", "fwd"), ("softmax", "fwd")];
+pub const KERNELS: &[(&str, &str)] = &[
+    ("channel_sum", "fwd"),
+    ("channel_absmax", "fwd"),
+    ("softmax", "fwd"),
+    ("weighted_channel_sum", "fwd"),
+    ("item_reduce", "half_sum_sq"),
+    ("item_reduce", "mean_abs"),
+];
 
 /// Channels per block and rows of threads of `channel_sum_fwd_f32` (`CSUM_*` in reduce.cu).
 const CSUM_CHANNELS: u32 = 32;
 const CSUM_ROWS: u32 = 8;
 /// Threads per row of `softmax_fwd_f32` (`SOFTMAX_THREADS`).
 const SOFTMAX_THREADS: u32 = 256;
+/// Warps per block of `weighted_channel_sum_fwd_f32` (`WCS_WARPS`), one pixel row per warp.
+const WCS_WARPS: u32 = 8;
+/// Threads per item of `item_reduce_*_f32` (`IR_THREADS`): fixed, so the tree is too.
+const IR_THREADS: u32 = 256;
+
+/// What [`item_reduce`] computes over each item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemReduce {
+    /// ½ Σ x² (an L2 objective or penalty).
+    HalfSumSq,
+    /// mean |x| (an L1 penalty).
+    MeanAbs,
+}
+
+impl ItemReduce {
+    /// The kernel variant (`item_reduce_{variant}_f32`).
+    fn variant(self) -> &'static str {
+        match self {
+            ItemReduce::HalfSumSq => "half_sum_sq",
+            ItemReduce::MeanAbs => "mean_abs",
+        }
+    }
+}
 
 /// y[b, c] = scale * Σ_r x[b, r, c] for x `[batch, rows, c]`.
 pub fn channel_sum(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, rows: usize, c: usize, scale: f32) -> Result<()> {
@@ -40,4 +71,26 @@ pub fn softmax(dev: &dyn Device, x: DevicePtr, y: DevicePtr, rows: usize, cols: 
     // SAFETY: `softmax_fwd_f32(const float* x, float* y, long long rows, long long cols)`; block
     // r writes all cols elements of row r.
     launch(dev, "softmax", "fwd", cfg, &[ptr(x), ptr(y), len(rows), len(cols)])
+}
+
+/// y[b, p] = Σ_c w[b, c] · x[b, p, c] for NHWC x `[batch, hw, c]` and w `[batch, c]`, then
+/// max(0, ·) when `relu` (CAM and Grad-CAM maps).
+#[allow(clippy::too_many_arguments)]
+pub fn weighted_channel_sum(dev: &dyn Device, x: DevicePtr, w: DevicePtr, y: DevicePtr, batch: usize, hw: usize, c: usize, relu: bool) -> Result<()> {
+    let blocks = (batch * hw).div_ceil(WCS_WARPS as usize).clamp(1, MAX_BLOCKS) as u32;
+    let cfg = LaunchConfig { grid: [blocks, 1, 1], block: [WCS_WARPS * 32, 1, 1], shared_bytes: 0 };
+    // SAFETY: `weighted_channel_sum_fwd_f32(const float* x, const float* w, float* y,
+    // long long batch, long long hw, long long c, int relu)`; the warps stride over all batch*hw
+    // rows and lane 0 writes y[r] for each.
+    launch(dev, "weighted_channel_sum", "fwd", cfg, &[ptr(x), ptr(w), ptr(y), len(batch), len(hw), len(c), Arg::I32(relu as i32)])
+}
+
+/// y[b] = ½ Σ_j x[b, j]² or mean_j |x[b, j]| over x `[batch, per_item]`. Deterministic: the
+/// same bits on every run (a fixed reduction tree per item, no atomics).
+pub fn item_reduce(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, per_item: usize, mode: ItemReduce) -> Result<()> {
+    let cfg = LaunchConfig { grid: [batch.clamp(1, MAX_BLOCKS) as u32, 1, 1], block: [IR_THREADS, 1, 1], shared_bytes: 0 };
+    // SAFETY: `item_reduce_{half_sum_sq,mean_abs}_f32(const float* x, float* y, long long batch,
+    // long long per_item)`; the blocks stride over the items and thread 0 writes y[b] for each
+    // (0 for an empty item).
+    launch(dev, "item_reduce", mode.variant(), cfg, &[ptr(x), ptr(y), len(batch), len(per_item)])
 }
