@@ -31,6 +31,14 @@ pub enum Error {
 
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A GPU (driver, module, launch or asynchronous fault) error; the message names the kernel
+    /// or call.
+    #[error("{0}")]
+    Device(String),
+
+    #[error("{device}: out of memory: asked for {asked} bytes, {free} of {total} bytes free")]
+    OutOfMemory { device: String, asked: usize, free: usize, total: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,8 @@
 use crate::error::Result;
 
 pub mod emu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 /// A device allocation: an address on the device (or in the emulator's guarded heap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
