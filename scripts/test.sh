@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
+bash scripts/install_nvcc.sh   # the pinned nvcc from PyPI, for the CUDA kernels (seconds)
 echo "== cargo test (all targets) =="
 cargo test --locked --all-targets 2>&1
 echo "== doc tests =="

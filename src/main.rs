@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use deepviz::backend::cpu::Cpu;
+use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Backend;
 use deepviz::engine::Engine;
 use deepviz::imageio::{self, Colormap, Preprocess};
@@ -118,9 +119,35 @@ struct DreamArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DeviceArg {
+    /// the GPU when one is present (CUDA engine), else the CPU engine
     Auto,
+    /// the CPU engine
     Cpu,
+    /// the CUDA engine on the first GPU
     Cuda,
+    /// the CUDA engine on the CPU emulation of the CUDA execution model (slow; for checking)
+    Emu,
+}
+
+/// The CUDA engine on the real GPU, or why not.
+fn cuda_backend() -> Result<Gpu> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0)?)))
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(Error::Unsupported("this deepviz was built without the CUDA engine (feature `cuda`); use --device cpu".into()))
+}
+
+/// `--device auto`: the GPU when one is present, else the CPU with a one-line notice.
+fn auto_backend() -> Option<Gpu> {
+    match cuda_backend() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("note: running on the CPU engine ({e})");
+            None
+        }
+    }
 }
 
 /// One input item: where it came from, a name for its outputs, its picture, its tensor.
@@ -232,13 +259,25 @@ fn batches(items: &[Item], size: usize) -> Result<Vec<(std::ops::Range<usize>, T
 macro_rules! on_device {
     ($dev:expr, $be:ident => $body:expr) => {
         match $dev {
-            DeviceArg::Auto | DeviceArg::Cpu => {
+            DeviceArg::Cpu => {
                 let $be = Cpu;
                 $body
             }
-            DeviceArg::Cuda => Err(Error::Unsupported(
-                "this build of deepviz has no CUDA engine yet; use --device cpu (or auto)".into(),
-            )),
+            DeviceArg::Emu => {
+                let $be = Gpu::emulated();
+                $body
+            }
+            DeviceArg::Cuda => match cuda_backend() {
+                Ok($be) => $body,
+                Err(e) => Err(e),
+            },
+            DeviceArg::Auto => match auto_backend() {
+                Some($be) => $body,
+                None => {
+                    let $be = Cpu;
+                    $body
+                }
+            },
         }
     };
 }

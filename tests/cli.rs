@@ -38,7 +38,8 @@ fn fails(args: &[&str], needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "deepviz {args:?}: expected exit 1, stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    // `--device auto` without a GPU says so on a `note:` line; the error is the one other line
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note: ")).collect();
     assert_eq!(lines.len(), 1, "expected one line of error, got: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
@@ -192,6 +193,21 @@ fn cam_on_a_vgg_is_refused_with_a_reason() {
     // Grad-CAM works on it
     ok(&["gradcam", "--model", m.to_str().unwrap(), "--image", sample("chelsea.png").to_str().unwrap(), "--out", out.to_str().unwrap(), "--class", "3"]);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn gradcam_on_the_emulated_gpu_engine_matches_the_cpu() {
+    let d = tmp("emu");
+    let img = sample("coffee.png");
+    for dev in ["cpu", "emu"] {
+        let out = d.join(dev);
+        ok(&["gradcam", "--image", img.to_str().unwrap(), "--device", dev, "--raw", "--out", out.to_str().unwrap()]);
+    }
+    let a = deepviz::imageio::read_npy(&d.join("cpu/coffee_gradcam.npy")).unwrap();
+    let b = deepviz::imageio::read_npy(&d.join("emu/coffee_gradcam.npy")).unwrap();
+    assert_eq!(a.shape, b.shape);
+    let e = common::rel_rms(&b.data, &a.data);
+    assert!(e < 1e-4, "emu vs cpu Grad-CAM: relative RMS {e:.2e}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! and shared memory and passes its arguments in the order of its C signature. Written against
 //! [`Device`], so the emulated device runs exactly what the real GPU runs.
 //!
+//! - `gpu.rs`: [`Gpu`], the `Backend` of the CUDA engine over any `Device` (tensors stay there).
 //! - `mod.rs` (this file): launch helpers, activation codes, the list of every kernel used.
 //! - `elementwise.rs`: activations, add, sub, scale, axpy, channel scale, affine, channel copy
 //!   (concat / split), one-hot, fill, NCHW <-> NHWC.
@@ -19,11 +20,14 @@
 
 pub mod conv;
 pub mod elementwise;
+mod gpu;
 pub mod image;
 pub mod linear;
 pub mod lrn;
 pub mod pool;
 pub mod reduce;
+
+pub use gpu::{DTensor, Gpu, PoolIdx};
 
 use crate::backend::Act;
 use crate::device::{kernel_name, Arg, Device, DevicePtr, LaunchConfig};

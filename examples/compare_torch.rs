@@ -1,0 +1,187 @@
+//! The GPU check's comparison against PyTorch: reads what `torch_baseline.py --export` wrote
+//! (`DIR/<model>/{model,input,expected}.safetensors`: random-weight torchvision / timm models,
+//! an input batch, PyTorch's fp32 outputs with TF32 off), runs deepviz's saliency, Grad-CAM and
+//! CAM on them, reports the relative RMS error of each (Grad-CAM / CAM upsampled bilinearly to
+//! the input, as the baseline does), then times the same jobs as the baseline (saliency,
+//! gradcam, cam, dream_step) at the given batch sizes.
+//!
+//!     cargo run --release --features cuda --example compare_torch -- DIR [--device cuda|emu|cpu]
+//!         [--batches 1,8] [--iters 20] [--json FILE]
+//!
+//! Exit status 1 if any comparison is above 1e-3 relative RMS.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use deepviz::backend::cpu::Cpu;
+use deepviz::backend::cuda::Gpu;
+use deepviz::backend::Backend;
+use deepviz::engine::Engine;
+use deepviz::imageio::upsample_bilinear;
+use deepviz::model::Model;
+use deepviz::viz::{Cam, DeepDream, GradCam, Objective, Saliency};
+use deepviz::Tensor;
+use safetensors::{Dtype, SafeTensors};
+
+fn load(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data: Vec<f32> = match v.dtype() {
+                Dtype::F32 => v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                Dtype::I64 => v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                d => panic!("{k}: unexpected dtype {d:?}"),
+            };
+            (k, (v.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
+    let (mut d, mut r) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        d += ((g - w) as f64).powi(2);
+        r += (*w as f64).powi(2);
+    }
+    (d / r.max(1e-300)).sqrt()
+}
+
+/// [n, h, w] maps upsampled to [n, H, W].
+fn upsample(m: &Tensor, oh: usize, ow: usize) -> Vec<f32> {
+    let (n, h, w) = (m.shape[0], m.shape[1], m.shape[2]);
+    (0..n).flat_map(|i| upsample_bilinear(&m.data[i * h * w..(i + 1) * h * w], h, w, oh, ow)).collect()
+}
+
+struct Args {
+    dir: PathBuf,
+    device: String,
+    batches: Vec<usize>,
+    iters: usize,
+    json: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args { dir: PathBuf::new(), device: "cuda".into(), batches: vec![1, 8], iters: 20, json: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        match s.as_str() {
+            "--device" => a.device = it.next().expect("--device NAME"),
+            "--batches" => a.batches = it.next().expect("--batches 1,8").split(',').map(|b| b.parse().unwrap()).collect(),
+            "--iters" => a.iters = it.next().expect("--iters N").parse().unwrap(),
+            "--json" => a.json = Some(it.next().expect("--json FILE").into()),
+            _ => a.dir = s.into(),
+        }
+    }
+    a
+}
+
+fn median_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+    for _ in 0..3.min(iters) {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[0], t[t.len() - 1])
+}
+
+fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
+    let mut ok = true;
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&a.dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", a.dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.safetensors").exists())
+        .collect();
+    models.sort();
+    for dir in models {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let model = match Model::load(&dir.join("model.safetensors"), None) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name}: cannot load: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let eng = Engine::new(&model, be.clone()).unwrap();
+        let inp = load(&dir.join("input.safetensors"));
+        let exp = load(&dir.join("expected.safetensors"));
+        let (xs, xd) = inp["x"].clone();
+        let x = Tensor::new(xs.clone(), xd).unwrap();
+        let cls: Vec<usize> = inp["cls"].1.iter().map(|&c| c as usize).collect();
+        let (h, w) = (xs[2], xs[3]);
+        let mut report = |job: &str, e: f64| {
+            let pass = e <= 1e-3;
+            ok &= pass;
+            println!("{name:<20} {job:<9} rel RMS {e:.2e} {}", if pass { "ok" } else { "FAIL" });
+            out.push(format!(r#"{{"kind":"compare","model":"{name}","job":"{job}","device":"{}","rel_rms":{e}}}"#, eng.be.name()));
+        };
+        let acts = eng.forward(eng.upload(&x).unwrap(), model.output()).unwrap();
+        let logits = eng.download(acts.get(model.output()).unwrap()).unwrap();
+        report("logits", rel_rms(&logits.data, &exp["logits"].1));
+        let (s, _) = Saliency.attribute(&eng, &x, Some(&cls)).unwrap();
+        report("saliency", rel_rms(&s.data, &exp["saliency"].1));
+        let gc = GradCam::new(&model, None).unwrap();
+        let (g, _) = gc.attribute(&eng, &x, Some(&cls)).unwrap();
+        report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1));
+        let cam = Cam::new(&model).ok();
+        if let (Some(cam), Some(want)) = (&cam, exp.get("cam")) {
+            let (c, _) = cam.attribute(&eng, &x, Some(&cls)).unwrap();
+            report("cam", rel_rms(&upsample(&c, h, w), &want.1));
+        }
+
+        // throughput, the baseline's jobs
+        let dream = DeepDream { lr: 0.01, jitter: 0, ..DeepDream::new(Objective::layer(model.resolve(&model.graph.heads.dream_layer).unwrap())) };
+        for &b in &a.batches {
+            let xb = Tensor::new(vec![b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()).unwrap();
+            let mut img = eng.upload(&xb).unwrap();
+            let mut rng = 0u64;
+            let pre = model.preprocess;
+            let jobs: Vec<&str> = ["saliency", "gradcam", "cam", "dream_step"].into_iter().filter(|j| *j != "cam" || cam.is_some()).collect();
+            for job in jobs {
+                let f = || match job {
+                    "saliency" => drop(Saliency.attribute(&eng, &xb, None).unwrap()),
+                    "gradcam" => drop(gc.attribute(&eng, &xb, None).unwrap()),
+                    "cam" => drop(cam.as_ref().unwrap().attribute(&eng, &xb, None).unwrap()),
+                    _ => drop(dream.step(&eng, &mut img, &pre, &mut rng).unwrap()),
+                };
+                let (med, min, max) = median_ms(a.iters, f);
+                println!("{name:<20} {job:<10} batch {b:>3}: {med:8.2} ms median ({min:.2}..{max:.2}), {:8.1} images/s", b as f64 * 1e3 / med);
+                out.push(format!(
+                    r#"{{"kind":"bench","model":"{name}","job":"{job}","device":"{}","batch":{b},"median_ms":{med},"min_ms":{min},"max_ms":{max},"images_per_s":{}}}"#,
+                    eng.be.name(),
+                    b as f64 * 1e3 / med
+                ));
+            }
+        }
+    }
+    ok
+}
+
+fn main() {
+    let a = args();
+    let mut out = vec![];
+    let ok = match a.device.as_str() {
+        "cpu" => run(Cpu, &a, &mut out),
+        "emu" => run(Gpu::emulated(), &a, &mut out),
+        #[cfg(feature = "cuda")]
+        "cuda" => run(Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device"))), &a, &mut out),
+        d => panic!("unknown or unavailable device {d}"),
+    };
+    if let Some(p) = &a.json {
+        let mut f = std::fs::File::create(p).unwrap();
+        for l in &out {
+            writeln!(f, "{l}").unwrap();
+        }
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
