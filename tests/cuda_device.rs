@@ -139,3 +139,37 @@ fn usable_from_other_threads() {
         }
     });
 }
+
+/// A kernel that faults poisons the whole CUDA context, so the fault is provoked in a child
+/// process: this test binary again, running only [`fault_child`].
+#[test]
+fn an_asynchronous_fault_names_the_kernel() {
+    if !CudaDevice::available() {
+        return skipped("an_asynchronous_fault_names_the_kernel");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "fault_child", "--nocapture", "--test-threads=1"])
+        .env("DV_CUDA_FAULT_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // the harness prints "test fault_child ... " on the same line
+    let line = text.lines().find_map(|l| l.split_once("fault: ").map(|(_, r)| r)).unwrap_or_else(|| panic!("the child reported no fault:\n{text}"));
+    assert!(line.contains("relu_fwd_f32") && line.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{line}");
+}
+
+/// Helper of [`an_asynchronous_fault_names_the_kernel`]; does nothing when run normally.
+#[test]
+fn fault_child() {
+    if std::env::var_os("DV_CUDA_FAULT_CHILD").is_none() {
+        return;
+    }
+    let dev = CudaDevice::new(0).unwrap();
+    let bad = deepviz::device::DevicePtr(8); // never mapped
+    // SAFETY of the test: deliberately not — relu_fwd_f32 reads and writes address 8 onwards.
+    let err = match dev.launch("relu_fwd_f32", LaunchConfig::linear(1 << 20, 256), &[Arg::Ptr(bad), Arg::Ptr(bad), Arg::I64(1 << 20)]) {
+        Err(e) => e, // CUDA_LAUNCH_BLOCKING=1: the launch itself reports it
+        Ok(()) => dev.synchronize().expect_err("reading address 8 did not fault"),
+    };
+    println!("fault: {err}");
+}
