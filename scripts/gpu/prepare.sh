@@ -12,8 +12,8 @@ need_cargo
 bash scripts/install_nvcc.sh >/dev/null
 dst=.gpu-check
 rm -rf "$dst" && mkdir -p "$dst/tests" "$dst/bin"
-cargo build --locked --release --features cuda --bin deepviz --example compare_torch
-cp target/release/deepviz target/release/examples/compare_torch "$dst/bin/"
+cargo build --locked --release --features cuda --example compare_torch
+cp target/release/examples/compare_torch "$dst/bin/"
 # test executables: every integration test that touches a device
 cargo test --locked --release --features cuda --no-run --message-format=json 2>/dev/null \
   | python3 -c '
@@ -26,6 +26,9 @@ for line in sys.stdin:
             print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do cp "$exe" "$dst/tests/$name"; done
 cp target/release/ptxas-report.txt "$dst/" 2>/dev/null || true
+# the device tool carries at most 64 MiB with the working tree: strip and compress the executables
+strip "$dst"/bin/* "$dst"/tests/*
+gzip -9 "$dst"/bin/* "$dst"/tests/*
 shared=../shared/gpu/torch_baseline.py
 [ -f "$shared" ] && cp "$shared" "$dst/" || echo "note: $shared not found; the PyTorch comparison will be skipped" >&2
 cp scripts/gpu/run.sh "$dst/run.sh"

@@ -14,6 +14,9 @@ step() { echo "== $* ==" | tee -a "$log"; }
 summary=()
 record() { summary+=("$(printf '%-28s %s' "$1" "$2")"); }
 
+# the executables travel compressed
+for f in "$here"/bin/*.gz "$here"/tests/*.gz; do [ -f "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
+
 # the test executables look for fixtures under the path they were built at
 if [ ! -e /work/main ]; then mkdir -p /work && ln -s "$root" /work/main; fi
 
