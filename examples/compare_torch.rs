@@ -130,6 +130,14 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         report("logits", rel_rms(&logits.data, &exp["logits"].1));
         let (s, _) = Saliency.attribute(&eng, &x, Some(&cls)).unwrap();
         report("saliency", rel_rms(&s.data, &exp["saliency"].1));
+        // how well-conditioned saliency is at this input: deepviz against itself at x·(1 + 1e-6).
+        // A gradient through ReLU gates jumps where a pre-activation sits on its kink, so two
+        // float32 engines can only agree as closely as this.
+        let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + 1e-6)).collect()).unwrap();
+        let (sp, _) = Saliency.attribute(&eng, &xp, Some(&cls)).unwrap();
+        let sens = rel_rms(&sp.data, &s.data);
+        println!("{name:<20} saliency  self-sensitivity to a 1e-6 input change: {sens:.2e}");
+        out.push(format!(r#"{{"kind":"sensitivity","model":"{name}","job":"saliency","device":"{}","rel_rms":{sens}}}"#, eng.be.name()));
         let gc = GradCam::new(&model, None).unwrap();
         let (g, _) = gc.attribute(&eng, &x, Some(&cls)).unwrap();
         report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1));

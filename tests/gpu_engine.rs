@@ -52,20 +52,25 @@ fn cpu_maps(eng: &Engine<Cpu>, x: &Tensor, cls: &[usize]) -> Vec<Tensor> {
 
 /// Gradients through ReLU gates and max-pool choices are discontinuous: where a pre-activation
 /// sits within float32 rounding of a kink, two correct float32 engines that sum in different
-/// orders disagree by far more than 1e-4. So the input is drawn until it is well-conditioned:
-/// the CPU engine's maps at x and at x·(1 + 1e-6) agree to 1e-5 relative RMS. Between such
-/// points, the 1e-4 comparison tests the kernels, not the luck of the rounding.
+/// orders disagree by far more than 1e-4 (seen on an H200: 5e-3 on saliency). So the input is
+/// drawn until it is well-conditioned: the CPU engine's maps at x and at x·(1 ± 1e-5) agree to
+/// 1e-4 relative RMS (a smooth change moves them ~1e-5; a flipped gate, 1e-3 or more). Between
+/// such points, the 1e-4 comparison tests the kernels, not the luck of the rounding.
 fn conditioned_input(eng: &Engine<Cpu>, h: usize, w: usize) -> (Tensor, Vec<usize>) {
-    for seed in 0..24u64 {
+    for seed in 0..48u64 {
         let x = Tensor::new(vec![2, 3, h, w], common::seeded(100 + seed, 2 * 3 * h * w)).unwrap();
         let (_, cls) = Saliency.attribute(eng, &x, None).unwrap();
-        let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + 1e-6)).collect()).unwrap();
-        let (a, b) = (cpu_maps(eng, &x, &cls), cpu_maps(eng, &xp, &cls));
-        if a.iter().zip(&b).all(|(a, b)| common::rel_rms(&b.data, &a.data) < 1e-5) {
+        let a = cpu_maps(eng, &x, &cls);
+        let stable = [1e-5f32, -1e-5].iter().all(|d| {
+            let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + d)).collect()).unwrap();
+            let b = cpu_maps(eng, &xp, &cls);
+            a.iter().zip(&b).all(|(a, b)| common::rel_rms(&b.data, &a.data) < 1e-4)
+        });
+        if stable {
             return (x, cls);
         }
     }
-    panic!("{}: no well-conditioned input among 24 draws", eng.model.origin);
+    panic!("{}: no well-conditioned input among 48 draws", eng.model.origin);
 }
 
 /// The GPU backends to check: the emulated device always, the real one when present.
@@ -144,7 +149,9 @@ fn googlenet_on_the_gpu_engine() {
 
 #[test]
 fn mobilenet_v2_on_the_gpu_engine() {
-    check("mobilenet_v2", &random_model("mobilenet_v2"), 64, 48);
+    // random-weight ReLU6 networks are kinky almost everywhere: a small input keeps the count of
+    // gates low enough for well-conditioned inputs to exist
+    check("mobilenet_v2", &random_model("mobilenet_v2"), 32, 40);
 }
 
 #[test]

@@ -183,7 +183,38 @@ impl CudaDevice {
                 }
             }
         }
+        device.index_functions();
         Ok(device)
+    }
+
+    /// Fill the kernel cache from the modules' own function lists (cuModuleEnumerateFunctions,
+    /// CUDA 12.4+), so a launch never probes a module that lacks the kernel: such probes are
+    /// CUDA_ERROR_NOT_FOUND API errors that compute-sanitizer reports. Older drivers fall back
+    /// to probing in `function`.
+    fn index_functions(&self) {
+        let mut cache = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        for &(_, m) in &self.modules {
+            let listed = catch_unwind(AssertUnwindSafe(|| -> Option<Vec<(String, sys::CUfunction)>> {
+                let mut n: std::ffi::c_uint = 0;
+                // SAFETY: `m` is a loaded module; writes one count.
+                unsafe { sys::cuModuleGetFunctionCount(&mut n, m) }.result().ok()?;
+                let mut fs: Vec<sys::CUfunction> = vec![std::ptr::null_mut(); n as usize];
+                // SAFETY: room for `n` handles.
+                unsafe { sys::cuModuleEnumerateFunctions(fs.as_mut_ptr(), n, m) }.result().ok()?;
+                fs.into_iter()
+                    .map(|f| {
+                        let mut name: *const std::ffi::c_char = std::ptr::null();
+                        // SAFETY: `f` belongs to `m`; the driver owns the returned string.
+                        unsafe { sys::cuFuncGetName(&mut name, f) }.result().ok()?;
+                        // SAFETY: a NUL-terminated string from the driver.
+                        Some((unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned(), f))
+                    })
+                    .collect()
+            }));
+            if let Ok(Some(list)) = listed {
+                cache.extend(list);
+            }
+        }
     }
 
     pub fn ordinal(&self) -> usize {
