@@ -137,7 +137,7 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         let (sp, _) = Saliency.attribute(&eng, &xp, Some(&cls)).unwrap();
         let sens = rel_rms(&sp.data, &s.data);
         println!("{name:<20} saliency  self-sensitivity to a 1e-6 input change: {sens:.2e}");
-        out.push(format!(r#"{{"kind":"sensitivity","model":"{name}","job":"saliency","device":"{}","rel_rms":{sens}}}"#, eng.be.name()));
+        let sens_json = format!(r#"{{"kind":"sensitivity","model":"{name}","job":"saliency","device":"{}","rel_rms":{sens}}}"#, eng.be.name());
         let gc = GradCam::new(&model, None).unwrap();
         let (g, _) = gc.attribute(&eng, &x, Some(&cls)).unwrap();
         report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1));
@@ -146,6 +146,7 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
             let (c, _) = cam.attribute(&eng, &x, Some(&cls)).unwrap();
             report("cam", rel_rms(&upsample(&c, h, w), &want.1));
         }
+        out.push(sens_json);
 
         // throughput, the baseline's jobs
         let dream = DeepDream { lr: 0.01, jitter: 0, ..DeepDream::new(Objective::layer(model.resolve(&model.graph.heads.dream_layer).unwrap())) };
