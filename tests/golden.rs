@@ -64,11 +64,13 @@ fn model_for(fx: &Fixture, name: &str) -> Model {
     Model::from_bytes(&bytes, name, None).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn check_map(what: &str, got: &Tensor, want: &Tensor) {
+/// `bound` is 1e-3, or 3× the map's own sensitivity at this input where that is larger (see
+/// `golden`).
+fn check_map(what: &str, got: &Tensor, want: &Tensor, bound: f64) {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     let e = rel_rms(&got.data, &want.data);
-    eprintln!("{what}: relative RMS error {e:.2e}");
-    if e > 1e-3 && std::env::var("GOLDEN_DEBUG").is_ok() {
+    eprintln!("{what}: relative RMS error {e:.2e} (bound {bound:.1e})");
+    if e > bound && std::env::var("GOLDEN_DEBUG").is_ok() {
         let per = got.numel() / got.shape[0];
         for b in 0..got.shape[0] {
             eprintln!("  item {b}: {:.2e}", rel_rms(&got.data[b * per..(b + 1) * per], &want.data[b * per..(b + 1) * per]));
@@ -80,7 +82,7 @@ fn check_map(what: &str, got: &Tensor, want: &Tensor) {
             eprintln!("  at n{} y{} x{}: got {} want {}", i / (h * w), (i / w) % h, i % w, got.data[i], want.data[i]);
         }
     }
-    assert!(e <= 1e-3, "{what}: relative RMS error {e:.3e} > 1e-3");
+    assert!(e <= bound, "{what}: relative RMS error {e:.3e} > {bound:.1e}");
 }
 
 fn golden(name: &str) {
@@ -97,29 +99,45 @@ fn golden(name: &str) {
     assert_close(&format!("{name}.logits"), &logits.data, &want.data, 1e-3 * scale, 1e-3);
 
     let cls = Some(fx.cls.as_slice());
-    let (sal, _) = Saliency.attribute(&eng, x, cls).unwrap();
-    check_map(&format!("{name}.saliency"), &sal, &fx.t["saliency"]);
-
     let gc = GradCam::new(&model, Some(&fx.meta["gradcam_layer"])).unwrap();
-    let (g, _) = gc.attribute(&eng, x, cls).unwrap();
-    check_map(&format!("{name}.gradcam"), &g, &fx.t["gradcam"]);
-
-    match fx.t.get("cam") {
-        Some(want) => {
-            let cam = Cam::new(&model).unwrap();
-            assert_eq!(model.name(cam.feature), model.name(model.resolve(&fx.meta["cam_layer"]).unwrap()));
-            let (c, _) = cam.attribute(&eng, x, cls).unwrap();
-            check_map(&format!("{name}.cam"), &c, want);
-        }
-        None => assert!(Cam::new(&model).is_err(), "{name}: CAM must be refused for this head"),
+    let cam = fx.t.get("cam").map(|_| Cam::new(&model).unwrap());
+    if let Some(cam) = &cam {
+        assert_eq!(model.name(cam.feature), model.name(model.resolve(&fx.meta["cam_layer"]).unwrap()));
+    } else {
+        assert!(Cam::new(&model).is_err(), "{name}: CAM must be refused for this head");
     }
-
-    // DeepDream's gradient: d(½‖A‖²)/dx at the dream layer
     let layer = model.resolve(&fx.meta["dream_layer"]).unwrap();
-    let acts = eng.forward(x.clone(), layer).unwrap();
-    let seed = acts.get(layer).unwrap().clone();
-    let gx = eng.backward(&acts, vec![(layer, seed)], &[0]).unwrap().remove(0);
-    check_map(&format!("{name}.dream_grad"), &gx, &fx.t["dream_grad"]);
+    // every map, in the fixture's names: saliency, Grad-CAM, CAM, and DeepDream's gradient
+    // d(½‖A‖²)/dx at the dream layer
+    let maps = |x: &Tensor| -> Vec<(&'static str, Tensor)> {
+        let mut v = vec![
+            ("saliency", Saliency.attribute(&eng, x, cls).unwrap().0),
+            ("gradcam", gc.attribute(&eng, x, cls).unwrap().0),
+        ];
+        if let Some(cam) = &cam {
+            v.push(("cam", cam.attribute(&eng, x, cls).unwrap().0));
+        }
+        let acts = eng.forward(x.clone(), layer).unwrap();
+        let seed = acts.get(layer).unwrap().clone();
+        v.push(("dream_grad", eng.backward(&acts, vec![(layer, seed)], &[0]).unwrap().remove(0)));
+        v
+    };
+    // Input gradients of ReLU networks jump where a gate sits on its kink, and random-weight
+    // ReLU6 networks (mobilenet_v2) have such gates near almost every input: there a float32
+    // engine can only agree with a float64 reference as well as the map agrees with itself
+    // under a change of the input by one part in a million. The bound is 1e-3, or three times
+    // that self-sensitivity where it is larger (it is 0 for the well-conditioned fixtures).
+    let base = maps(x);
+    let mut sens = vec![0f64; base.len()];
+    for d in [1e-6f32, -1e-6] {
+        let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + d)).collect()).unwrap();
+        for (k, (_, m)) in maps(&xp).iter().enumerate() {
+            sens[k] = sens[k].max(rel_rms(&m.data, &base[k].1.data));
+        }
+    }
+    for ((map, got), s) in base.iter().zip(sens) {
+        check_map(&format!("{name}.{map}"), got, &fx.t[*map], (3.0 * s).max(1e-3));
+    }
 }
 
 macro_rules! golden_tests {
