@@ -389,18 +389,8 @@ impl Device for CudaDevice {
             }
             .map_err(|e| fail("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", e))?;
         }
-        // kernelParams: one pointer per parameter, pointing at its value. Each value sits in an
-        // 8-byte slot (little-endian, so a 4-byte parameter reads the slot's first bytes).
-        let mut slots: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) => p.0,
-                Arg::I64(v) => v as u64,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::U32(v) => v as u64,
-                Arg::F32(v) => v.to_bits() as u64,
-            })
-            .collect();
+        // kernelParams: one pointer per parameter, pointing at its slot
+        let mut slots: Vec<u64> = super::param_slots(args);
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         *self.last_kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel.to_string());
         let [gx, gy, gz] = cfg.grid;

@@ -175,18 +175,8 @@ impl Device for EmuDevice {
 
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         let name = c_name(kernel)?;
-        // One 8-byte slot per argument, holding the value as the kernel's parameter type reads
-        // it (little-endian: a 4-byte value sits in the slot's first bytes).
-        let mut slots: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::Ptr(p) => p.0,
-                Arg::I64(v) => v as u64,
-                Arg::I32(v) => v as u32 as u64,
-                Arg::U32(v) => v as u64,
-                Arg::F32(v) => v.to_bits() as u64,
-            })
-            .collect();
+        // kernelParams: one pointer per parameter, pointing at its slot
+        let mut slots: Vec<u64> = super::param_slots(args);
         let kinds: String = args
             .iter()
             .map(|a| match a {

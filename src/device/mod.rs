@@ -31,6 +31,21 @@ pub enum Arg {
     F32(f32),
 }
 
+/// CUDA's `kernelParams` convention, shared by both devices: one 8-byte slot per argument
+/// holding its value as the kernel's parameter type reads it (little-endian, so a 4-byte value
+/// sits in the slot's first bytes). The caller passes pointers to these slots.
+pub(crate) fn param_slots(args: &[Arg]) -> Vec<u64> {
+    args.iter()
+        .map(|a| match *a {
+            Arg::Ptr(p) => p.0,
+            Arg::I64(v) => v as u64,
+            Arg::I32(v) => v as u32 as u64,
+            Arg::U32(v) => v as u64,
+            Arg::F32(v) => v.to_bits() as u64,
+        })
+        .collect()
+}
+
 /// Launch geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
