@@ -378,23 +378,28 @@ fn run_map<B: Backend>(be: B, c: &Common, kind: MapKind) -> Result<()> {
     for (range, x) in bs {
         let targets = c.class.map(|k| vec![k; range.len()]);
         let (maps, cls) = match kind {
-            MapKind::Saliency => Saliency.attribute(&eng, &x, targets.as_deref())?,
-            MapKind::Cam => cam.as_ref().unwrap().attribute(&eng, &x, targets.as_deref())?,
-            MapKind::GradCam => gradcam.as_ref().unwrap().attribute(&eng, &x, targets.as_deref())?,
+            MapKind::Saliency => Saliency.attribute_on_device(&eng, &x, targets.as_deref())?,
+            MapKind::Cam => cam.as_ref().unwrap().attribute_on_device(&eng, &x, targets.as_deref())?,
+            MapKind::GradCam => gradcam.as_ref().unwrap().attribute_on_device(&eng, &x, targets.as_deref())?,
         };
-        let (h, w) = (maps.shape[1], maps.shape[2]);
+        let (h, w) = (eng.be.shape(&maps)[2], eng.be.shape(&maps)[3]);
+        // the pictures of a batch share its input size; the maps are rendered where they live
+        // and only the finished pictures come back
+        let pictures: Vec<RgbImage> = items[range.clone()].iter().map(|it| it.picture.clone()).collect();
+        let out_hw = [pictures[0].height() as usize, pictures[0].width() as usize];
+        let heats = eng.be.render(&maps, None, out_hw, cmap, 0.0)?;
+        let overs = eng.be.render(&maps, Some(&pictures), out_hw, cmap, 0.5)?;
+        // the raw maps come back only when asked for
+        let raw = if c.raw { Some(eng.download(&maps)?) } else { None };
         for (j, it) in items[range.clone()].iter().enumerate() {
-            let m = &maps.data[j * h * w..(j + 1) * h * w];
-            let (ph, pw) = (it.picture.height() as usize, it.picture.width() as usize);
-            let up = imageio::normalize_map(&imageio::upsample_bilinear(m, h, w, ph, pw));
             let heat = c.out.join(format!("{}_{method}.png", it.stem));
             let over = c.out.join(format!("{}_{method}_overlay.png", it.stem));
-            out.png(heat.clone(), &imageio::colorize(&up, ph, pw, cmap))?;
-            out.png(over.clone(), &imageio::overlay(&it.picture, &up, cmap, 0.5))?;
+            out.png(heat.clone(), &heats[j])?;
+            out.png(over.clone(), &overs[j])?;
             let mut files = vec![heat, over];
-            if c.raw {
+            if let Some(raw) = &raw {
                 let p = c.out.join(format!("{}_{method}.npy", it.stem));
-                out.npy(p.clone(), &Tensor::new(vec![h, w], m.to_vec())?)?;
+                out.npy(p.clone(), &Tensor::new(vec![h, w], raw.item(j).to_vec())?)?;
                 files.push(p);
             }
             summary.push(json!({

@@ -80,6 +80,36 @@ impl Pool2dGeom {
     }
 }
 
+/// Checks the arguments of [`Backend::render`]: a `[n, 1, h, w]` map with h, w > 0, a non-empty
+/// `out_hw`, and (when given) n pictures of `out_hw`. Returns (n, h, w).
+pub fn check_render_args(maps_shape: &[usize], pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2]) -> crate::Result<(usize, usize, usize)> {
+    let [n, c, h, w] = match *maps_shape {
+        [n, c, h, w] => [n, c, h, w],
+        _ => return Err(crate::Error::shape("render", "maps [n, 1, h, w]", maps_shape)),
+    };
+    if c != 1 || h == 0 || w == 0 {
+        return Err(crate::Error::shape("render", "maps [n, 1, h, w] with h, w > 0", maps_shape));
+    }
+    if out_hw[0] == 0 || out_hw[1] == 0 || out_hw.iter().any(|&d| d > u32::MAX as usize) {
+        return Err(crate::Error::InvalidArgument(format!("render: cannot make pictures of {}x{} pixels", out_hw[0], out_hw[1])));
+    }
+    if let Some(p) = pictures {
+        if p.len() != n {
+            return Err(crate::Error::InvalidArgument(format!("render: {} pictures for {n} maps", p.len())));
+        }
+        if let Some(bad) = p.iter().find(|p| (p.height() as usize, p.width() as usize) != (out_hw[0], out_hw[1])) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "render: a picture is {}x{}, the output {}x{}",
+                bad.height(),
+                bad.width(),
+                out_hw[0],
+                out_hw[1]
+            )));
+        }
+    }
+    Ok((n, h, w))
+}
+
 /// Elementwise activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
@@ -195,4 +225,19 @@ pub trait Backend: Sync {
     fn resize_bilinear(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
     /// clamp channel c of every item to [lo[c], hi[c]]
     fn clamp_channels(&self, x: &mut Self::T, lo: &[f32], hi: &[f32]) -> crate::Result<()>;
+
+    // pictures out
+    /// Heat-map pictures of maps `[n, 1, h, w]`, one per item: bilinear upsample to `out_hw`
+    /// (align_corners=False, [`crate::imageio::upsample_bilinear`]), min/max normalise per item
+    /// ([`crate::imageio::normalize_map`]), colour with `cmap`, and, when `pictures` is given
+    /// (n pictures of `out_hw`), blend over picture i with `alpha` ([`crate::imageio::overlay`]).
+    /// Only the finished RGB pictures come back from the backend.
+    fn render(
+        &self,
+        maps: &Self::T,
+        pictures: Option<&[image::RgbImage]>,
+        out_hw: [usize; 2],
+        cmap: crate::imageio::Colormap,
+        alpha: f32,
+    ) -> crate::Result<Vec<image::RgbImage>>;
 }

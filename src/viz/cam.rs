@@ -42,6 +42,12 @@ impl GradCam {
 
     /// Maps `[n, h, w]` at the layer's resolution, and the target classes.
     pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
+        let (map, targets) = self.attribute_on_device(eng, x, targets)?;
+        Ok((download_map(eng, &map)?, targets))
+    }
+
+    /// As [`GradCam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
+    pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
         let (acts, targets) = forward_with_targets(eng, x, targets)?;
         let a = acts.get(self.layer).expect("forward ran past the layer");
         feature_map(eng, a, "Grad-CAM", self.layer)?;
@@ -50,7 +56,7 @@ impl GradCam {
         let ga = eng.backward(&acts, vec![(out, seed)], &[self.layer])?.remove(0);
         let alpha = eng.be.spatial_mean(&ga)?;
         let map = eng.be.weighted_channel_sum(a, &alpha, true)?;
-        Ok((download_map(eng, &map)?, targets))
+        Ok((map, targets))
     }
 }
 
@@ -77,7 +83,14 @@ impl Cam {
         Ok(Cam { feature, weight })
     }
 
+    /// Maps `[n, h, w]` at the feature layer's resolution, and the target classes.
     pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
+        let (map, targets) = self.attribute_on_device(eng, x, targets)?;
+        Ok((download_map(eng, &map)?, targets))
+    }
+
+    /// As [`Cam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
+    pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
         let (acts, targets) = forward_with_targets(eng, x, targets)?;
         let a = acts.get(self.feature).expect("forward ran past the layer");
         feature_map(eng, a, "CAM", self.feature)?;
@@ -90,6 +103,6 @@ impl Cam {
         let rows: Vec<f32> = targets.iter().flat_map(|&c| w.data[c * k..(c + 1) * k].iter().copied()).collect();
         let rows = eng.upload(&Tensor::new(vec![targets.len(), k, 1, 1], rows)?)?;
         let map = eng.be.weighted_channel_sum(a, &rows, false)?;
-        Ok((download_map(eng, &map)?, targets))
+        Ok((map, targets))
     }
 }

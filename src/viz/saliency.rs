@@ -17,10 +17,17 @@ impl Saliency {
     /// Returns the maps `[n, h, w]` and the target class of each item (`targets`, or the top
     /// class when `None`).
     pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
+        let (map, targets) = self.attribute_on_device(eng, x, targets)?;
+        Ok((download_map(eng, &map)?, targets))
+    }
+
+    /// As [`Saliency::attribute`], but the maps stay on the backend as `[n, 1, h, w]` (to render
+    /// them there with [`Backend::render`]).
+    pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
         let (acts, targets) = forward_with_targets(eng, x, targets)?;
         let out = eng.model.output();
         let seed = eng.be.one_hot(&acts.shapes[out], &targets)?;
         let gx = eng.backward(&acts, vec![(out, seed)], &[0])?.remove(0);
-        Ok((download_map(eng, &eng.be.max_abs_channels(&gx)?)?, targets))
+        Ok((eng.be.max_abs_channels(&gx)?, targets))
     }
 }

@@ -1,7 +1,9 @@
 //! The CPU engine's tensor plumbing and the reductions / image ops of the visualisations
 //! (NCHW host tensors).
 
-use crate::imageio::upsample_bilinear;
+use image::RgbImage;
+
+use crate::imageio::{colorize, normalize_map, overlay, upsample_bilinear, Colormap};
 use crate::tensor::Tensor;
 
 pub fn concat(xs: &[&Tensor]) -> Tensor {
@@ -131,4 +133,20 @@ pub fn clamp_channels(x: &mut Tensor, lo: &[f32], hi: &[f32]) {
             x.data[off..off + h * w].iter_mut().for_each(|v| *v = v.clamp(lo[ch], hi[ch]));
         }
     }
+}
+
+/// Heat-map pictures of maps `[n, 1, h, w]` (arguments checked by the caller), exactly as the
+/// host pipeline makes them: upsample, normalise, then colour or blend over the picture.
+pub fn render(maps: &Tensor, pictures: Option<&[RgbImage]>, out_hw: [usize; 2], cmap: Colormap, alpha: f32) -> Vec<RgbImage> {
+    let (n, _, h, w) = maps.nchw();
+    let [oh, ow] = out_hw;
+    (0..n)
+        .map(|i| {
+            let up = normalize_map(&upsample_bilinear(maps.item(i), h, w, oh, ow));
+            match pictures {
+                Some(p) => overlay(&p[i], &up, cmap, alpha),
+                None => colorize(&up, oh, ow, cmap),
+            }
+        })
+        .collect()
 }

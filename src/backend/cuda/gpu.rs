@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{conv, elementwise, image, linear, lrn, pool, reduce};
+use super::{conv, elementwise, image, linear, lrn, pool, reduce, render};
 use crate::backend::{Act, Backend, Conv2dGeom, LrnGeom, Pool2dGeom, Role};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
@@ -87,6 +87,11 @@ impl Gpu {
 
     fn alloc(&self, elems: usize) -> Result<Arc<Buffer>> {
         let ptr = self.dev.alloc(elems.max(1) * 4)?;
+        Ok(Arc::new(Buffer { dev: self.dev.clone(), ptr }))
+    }
+
+    fn alloc_bytes(&self, bytes: usize) -> Result<Arc<Buffer>> {
+        let ptr = self.dev.alloc(bytes.max(1))?;
         Ok(Arc::new(Buffer { dev: self.dev.clone(), ptr }))
     }
 
@@ -404,6 +409,42 @@ impl Backend for Gpu {
         let c = nchw(&x.shape).1;
         let (l, h) = (self.upload_raw(lo, &[c])?, self.upload_raw(hi, &[c])?);
         image::clamp(self.device(), x.ptr(), l.ptr(), h.ptr(), x.ptr(), x.numel(), c)
+    }
+
+    fn render(&self, maps: &DTensor, pictures: Option<&[::image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32) -> Result<Vec<::image::RgbImage>> {
+        let (n, h, w) = crate::backend::check_render_args(&maps.shape, pictures, out_hw)?;
+        let [oh, ow] = out_hw;
+        let hw = oh * ow;
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        // [n, 1, h, w] is NHWC with c = 1; resized even at the same size, as the host pipeline
+        // does (a NaN reaches its neighbours through the zero weights either way)
+        let up = self.new_tensor(&[n, 1, oh, ow])?;
+        image::resize_bilinear(self.device(), maps.ptr(), up.ptr(), n, 1, h, w, oh, ow)?;
+        let range = self.new_tensor(&[n, 2])?;
+        render::map_minmax(self.device(), up.ptr(), range.ptr(), n, hw)?;
+        let base = match pictures {
+            Some(p) => {
+                let bytes: Vec<u8> = p.iter().flat_map(|img| img.as_raw().iter().copied()).collect();
+                let b = self.alloc_bytes(bytes.len())?;
+                self.dev.upload(b.ptr, &bytes)?;
+                Some(b)
+            }
+            None => None,
+        };
+        let a = if alpha.is_nan() { 0.0 } else { alpha.clamp(0.0, 1.0) };
+        let out = self.alloc_bytes(n * hw * 3)?;
+        render::heatmap(self.device(), up.ptr(), range.ptr(), base.as_ref().map(|b| b.ptr), out.ptr, n, hw, cmap, a)?;
+        let mut bytes = vec![0u8; n * hw * 3];
+        self.dev.download(out.ptr, &mut bytes)?;
+        bytes
+            .chunks_exact(hw * 3)
+            .map(|c| {
+                ::image::RgbImage::from_raw(ow as u32, oh as u32, c.to_vec())
+                    .ok_or_else(|| Error::InvalidArgument(format!("render: {}x{} pictures do not fit in memory", oh, ow)))
+            })
+            .collect()
     }
 }
 

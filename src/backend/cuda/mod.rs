@@ -13,6 +13,7 @@
 //! - `conv.rs`: implicit-GEMM and depthwise convolution, weight repacking.
 //! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
+//! - `render.rs`: heat maps to u8 RGB pictures (per-item range, colormap, blend).
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with
 //! [`elementwise::nchw_to_nhwc`]; conv weights are KKIO `[kh, kw, cin/groups, cout]`
@@ -26,6 +27,7 @@ pub mod linear;
 pub mod lrn;
 pub mod pool;
 pub mod reduce;
+pub mod render;
 
 pub use gpu::{DTensor, Gpu, PoolIdx};
 
@@ -79,7 +81,7 @@ pub fn act_code(a: Option<Act>) -> i32 {
 
 /// Every kernel name this launch code can use; a device must have all of them.
 pub fn kernel_names() -> Vec<String> {
-    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS]
+    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, render::KERNELS]
         .iter()
         .flat_map(|k| k.iter().map(|(op, variant)| kernel_name(op, variant, DTYPE)))
         .collect()
