@@ -30,7 +30,7 @@ fi
 echo "commit $(cat "$here/commit.txt" 2>/dev/null)" | tee -a "$log"
 
 step "op, device and engine tests"
-for t in emu gpu_ops cuda_device gpu_engine; do
+for t in emu gpu_ops cuda_device gpu_engine render tensorcore; do
   [ -x "$here/tests/$t" ] || continue
   if timeout 150 "$here/tests/$t" --test-threads=2 --skip no_kernel_spills >>"$log" 2>&1; then record "tests $t" ok; else record "tests $t" "FAILED (see log)"; fi
 done
