@@ -10,6 +10,7 @@
 //! - `reduce.rs`: per-channel sums and means, channel max-|x|, softmax, weighted channel sums,
 //!   per-item ½Σx² and mean |x|.
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
+//! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
 //! - `conv.rs`: implicit-GEMM and depthwise convolution, weight repacking.
 //! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
@@ -21,6 +22,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod gemm_tc;
 mod gpu;
 pub mod image;
 pub mod linear;
@@ -81,7 +83,7 @@ pub fn act_code(a: Option<Act>) -> i32 {
 
 /// Every kernel name this launch code can use; a device must have all of them.
 pub fn kernel_names() -> Vec<String> {
-    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, render::KERNELS]
+    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, render::KERNELS, gemm_tc::KERNELS]
         .iter()
         .flat_map(|k| k.iter().map(|(op, variant)| kernel_name(op, variant, DTYPE)))
         .collect()

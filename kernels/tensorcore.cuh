@@ -1,0 +1,226 @@
+// Tensor-core (mma), ldmatrix and async-copy instructions behind small __device__ wrappers: real
+// inline PTX under nvcc (sm_80+), and under DV_EMU a body that follows the PTX ISA's fragment
+// layouts, so kernels using them run in the CPU emulation (emu/cuda_emu.h) too.
+//
+// What lives here:
+//   dv_cvt_rna_tf32        f32 -> tf32 bits (cvt.rna.tf32.f32)
+//   dv_mma_m16n8k16_bf16_f32   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+//   dv_mma_m16n8k8_tf32_f32    mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+//   dv_ldmatrix_x4         ldmatrix.sync.aligned.m8n8.x4.shared.b16
+//   dv_cp_async_16 / dv_cp_async_commit / dv_cp_async_wait_all   cp.async.cg.shared.global, 16 B
+//
+// Fragment layouts (PTX ISA, "Warp-level matrix fragments for mma.m16n8k16 / mma.m16n8k8 with
+// floating point type" and "Warp-level matrix load instruction: ldmatrix"); g = lane >> 2
+// (groupID), t = lane % 4 (threadID_in_group); a .b32 register holding two 16-bit elements keeps
+// the lower-index element in its low half:
+//   m16n8k16 bf16  A 16x16 row: a[0] = A[g][2t..2t+1]   a[1] = A[g+8][2t..2t+1]
+//                               a[2] = A[g][2t+8..2t+9] a[3] = A[g+8][2t+8..2t+9]
+//                  B 16x8 col:  b[0] = B[2t..2t+1][g]   b[1] = B[2t+8..2t+9][g]
+//   m16n8k8 tf32   A 16x8 row:  a[0] = A[g][t]  a[1] = A[g+8][t]  a[2] = A[g][t+4]  a[3] = A[g+8][t+4]
+//                  B 8x8 col:   b[0] = B[t][g]  b[1] = B[t+4][g]
+//   C/D 16x8 f32 (both shapes): c[0] = C[g][2t]  c[1] = C[g][2t+1]  c[2] = C[g+8][2t]  c[3] = C[g+8][2t+1]
+//   ldmatrix .x4: lanes 8j..8j+7 give the row addresses (16 bytes each) of matrix j; lane i
+//                 receives r[j] = 32-bit word (i % 4) of row (i / 4) of matrix j.
+//
+// Emulation: a warp-wide instruction gathers the whole warp's operands. Every lane deposits its
+// registers in a per-warp exchange slot (block-local, like __shared__), a __syncwarp() waits for
+// the 32 lanes (the emulator's warp-operation rendezvous), each lane computes its own outputs from
+// the assembled tiles, and a second __syncwarp() keeps a fast lane from overwriting its slot
+// before the slow ones have read it. A lane that has exited contributes all-ones bits (NaN), as a
+// shuffle from a non-participating lane does in the emulator.
+#pragma once
+
+#include "common.cuh"
+
+#ifdef DV_EMU
+namespace dv_tc_emu {
+
+struct Slot {  // one lane's operands for one warp-wide instruction
+    unsigned w[10];
+    const void* p;
+};
+// One slot per lane of each of a block's (at most 32) warps; one copy per block, like __shared__.
+inline thread_local Slot xchg[32][32];
+
+inline unsigned lane_linear() {
+    return threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
+}
+
+// Deposit `n` words (and a pointer), wait for the warp; returns the warp's slots and the mask of
+// lanes that took part (the others' slots are filled with all-ones bits).
+inline Slot* gather(const unsigned* w, int n, const void* p, unsigned& lane, const char* file, int line) {
+    unsigned tid = lane_linear();
+    lane = tid % 32;
+    Slot* s = xchg[tid / 32];
+    for (int i = 0; i < n; ++i) s[lane].w[i] = w[i];
+    s[lane].p = p;
+    unsigned part = (unsigned)dv_emu::warp_op(dv_emu::W_BALLOT, 0xffffffffu, 1, 0, 32, file, line);
+    for (unsigned l = 0; l < 32; ++l)
+        if (!(part >> l & 1u)) {
+            for (int i = 0; i < n; ++i) s[l].w[i] = ~0u;
+            s[l].p = nullptr;
+        }
+    return s;
+}
+inline void release(const char* file, int line) { dv_emu::warp_op(dv_emu::W_SYNC, 0xffffffffu, 0, 0, 32, file, line); }
+
+inline float f32(unsigned u) { return dv_emu::from_bits<float>(u); }
+inline float bf16_lo(unsigned u) { return f32(u << 16); }
+inline float bf16_hi(unsigned u) { return f32(u & 0xffff0000u); }
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits (the low 13
+// bits become zero); NaN and infinity pass through.
+inline unsigned rna_tf32(unsigned u) {
+    if ((u & 0x7f800000u) == 0x7f800000u) return u;
+    return (u + 0x1000u) & 0xffffe000u;
+}
+
+}  // namespace dv_tc_emu
+#endif
+
+// f32 -> tf32 bits, as the tf32 mma reads them (the low 13 bits zero).
+__device__ __forceinline__ unsigned dv_cvt_rna_tf32(float x) {
+#ifndef DV_EMU
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#else
+    return dv_tc_emu::rna_tf32(__float_as_uint(x));
+#endif
+}
+
+// D (16x8 f32) = A (16x16 bf16, row) * B (16x8 bf16, col) + C, one warp; layouts above.
+#ifdef DV_EMU
+namespace dv_tc_emu {
+inline void mma_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char* file, int line) {
+    unsigned w[10], lane;
+    for (int i = 0; i < 4; ++i) w[i] = a[i], w[6 + i] = __float_as_uint(c[i]);
+    w[4] = b[0], w[5] = b[1];
+    Slot* s = gather(w, 10, nullptr, lane, file, line);
+    float A[16][16], B[16][8];
+    for (unsigned l = 0; l < 32; ++l) {
+        unsigned g = l >> 2, t = l % 4;
+        const unsigned* r = s[l].w;
+        for (int h = 0; h < 2; ++h) {  // h: which half of the k range (cols 2t.. or 2t+8..)
+            A[g][2 * t + 8 * h] = bf16_lo(r[2 * h]), A[g][2 * t + 8 * h + 1] = bf16_hi(r[2 * h]);
+            A[g + 8][2 * t + 8 * h] = bf16_lo(r[2 * h + 1]), A[g + 8][2 * t + 8 * h + 1] = bf16_hi(r[2 * h + 1]);
+            B[2 * t + 8 * h][g] = bf16_lo(r[4 + h]), B[2 * t + 8 * h + 1][g] = bf16_hi(r[4 + h]);
+        }
+    }
+    unsigned g = lane >> 2, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        unsigned row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        double acc = 0.0;  // products of bf16 are exact in f32; one rounding at the end
+        for (int k = 0; k < 16; ++k) acc += (double)A[row][k] * B[k][col];
+        d[i] = (float)(acc + (double)f32(s[lane].w[6 + i]));
+    }
+    release(file, line);
+}
+}  // namespace dv_tc_emu
+// (The call site, for the emulator's error messages, comes from GCC's __builtin_FILE/LINE.)
+__device__ __forceinline__ void dv_mma_m16n8k16_bf16_f32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4],
+                                                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::mma_bf16(d, a, b, c, file, line);
+}
+#else
+__device__ __forceinline__ void dv_mma_m16n8k16_bf16_f32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+#endif
+
+// D (16x8 f32) = A (16x8 tf32, row) * B (8x8 tf32, col) + C, one warp; layouts above. The
+// emulation rounds the inputs as cvt.rna.tf32.f32 does (a no-op on dv_cvt_rna_tf32 output).
+#ifdef DV_EMU
+namespace dv_tc_emu {
+inline void mma_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char* file, int line) {
+    unsigned w[10], lane;
+    for (int i = 0; i < 4; ++i) w[i] = a[i], w[6 + i] = __float_as_uint(c[i]);
+    w[4] = b[0], w[5] = b[1];
+    Slot* s = gather(w, 10, nullptr, lane, file, line);
+    float A[16][8], B[8][8];
+    for (unsigned l = 0; l < 32; ++l) {
+        unsigned g = l >> 2, t = l % 4;
+        const unsigned* r = s[l].w;
+        A[g][t] = f32(rna_tf32(r[0])), A[g + 8][t] = f32(rna_tf32(r[1]));
+        A[g][t + 4] = f32(rna_tf32(r[2])), A[g + 8][t + 4] = f32(rna_tf32(r[3]));
+        B[t][g] = f32(rna_tf32(r[4])), B[t + 4][g] = f32(rna_tf32(r[5]));
+    }
+    unsigned g = lane >> 2, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        unsigned row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        double acc = 0.0;  // tf32 products are exact in f64
+        for (int k = 0; k < 8; ++k) acc += (double)A[row][k] * B[k][col];
+        d[i] = (float)(acc + (double)f32(s[lane].w[6 + i]));
+    }
+    release(file, line);
+}
+}  // namespace dv_tc_emu
+__device__ __forceinline__ void dv_mma_m16n8k8_tf32_f32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4],
+                                                        const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::mma_tf32(d, a, b, c, file, line);
+}
+#else
+__device__ __forceinline__ void dv_mma_m16n8k8_tf32_f32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+#endif
+
+// Four 8x8 b16 matrices from shared memory, one warp: lane i gives the address of row i % 8 of
+// matrix i / 8 (16 bytes, 16-byte aligned); r[j] gets word (i % 4) of row (i / 4) of matrix j.
+#ifdef DV_EMU
+namespace dv_tc_emu {
+inline void ldmatrix_x4(unsigned r[4], const void* smem_row_ptr, const char* file, int line) {
+    unsigned lane;
+    Slot* s = gather(nullptr, 0, smem_row_ptr, lane, file, line);
+    for (int j = 0; j < 4; ++j) {
+        const void* row = s[8 * j + lane / 4].p;
+        if (row) memcpy(&r[j], static_cast<const unsigned char*>(row) + 4 * (lane % 4), 4);
+        else r[j] = ~0u;
+    }
+    release(file, line);
+}
+}  // namespace dv_tc_emu
+__device__ __forceinline__ void dv_ldmatrix_x4(unsigned r[4], const void* smem_row_ptr, const char* file = __builtin_FILE(),
+                                               int line = __builtin_LINE()) {
+    dv_tc_emu::ldmatrix_x4(r, smem_row_ptr, file, line);
+}
+#else
+__device__ __forceinline__ void dv_ldmatrix_x4(unsigned r[4], const void* smem_row_ptr) {
+    unsigned addr = (unsigned)__cvta_generic_to_shared(smem_row_ptr);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+#endif
+
+// 16 bytes global -> shared without staging in registers (both 16-byte aligned). The data is
+// only guaranteed in shared memory after dv_cp_async_commit(), dv_cp_async_wait_all() and a
+// barrier; the emulation copies at once, which no correct kernel can tell apart.
+__device__ __forceinline__ void dv_cp_async_16(void* smem, const void* gmem) {
+#ifndef DV_EMU
+    unsigned addr = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(addr), "l"(gmem) : "memory");
+#else
+    memcpy(smem, gmem, 16);
+#endif
+}
+__device__ __forceinline__ void dv_cp_async_commit() {
+#ifndef DV_EMU
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits for every cp.async of this thread (committed or not); other threads' copies need a
+// barrier after it.
+__device__ __forceinline__ void dv_cp_async_wait_all() {
+#ifndef DV_EMU
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
