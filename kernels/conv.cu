@@ -9,13 +9,16 @@
 // Versions (the engine picks in src/backend/cuda/conv.rs):
 //   conv2d_fwd          implicit GEMM, M = n*oh*ow pixels, N = cout/groups, K = kh*kw*cg, tiled in
 //                       shared memory (TILE_M x TILE_N per block, TILE_K per step, 4x4 per thread),
-//                       grid.z = group; fused epilogue: + bias[cout], then an activation (DvAct).
+//                       grid.z = group; fused epilogue: + bias[cout] + residual (NHWC, the
+//                       output's shape), then an activation (DvAct), stored into channels
+//                       [y_off, y_off + cout) of rows y_stride apart (a concat costs nothing).
 //   conv2d_bwd_data     the same GEMM over M = n*h*w input pixels, N = cg, K = kh*kw*og, gathering
 //                       gy at (ih + pad - k*dil) / stride where that divides exactly.
 //   conv2d_bwd_filter   the same GEMM over M = kh*kw*cg, N = og, K = n*oh*ow; writes KKIO.
 //   dwconv2d_fwd / dwconv2d_bwd_data / dwconv2d_bwd_filter
 //                       direct loops for one input channel per group (depthwise, channel
-//                       multiplier og = cout / cin), same KKIO weights ([kh, kw, 1, cout]).
+//                       multiplier og = cout / cin), same KKIO weights ([kh, kw, 1, cout]);
+//                       dwconv2d_fwd has conv2d_fwd's fused epilogue.
 //   conv2d_repack_weight / conv2d_unpack_weight   OIHW <-> KKIO.
 // The bias gradient is reduce.cu's channel_sum over gy.
 #include "common.cuh"
@@ -79,10 +82,24 @@ __device__ __forceinline__ void dv_gemm_tile(idx_t m_total, idx_t n_total, idx_t
 #define DV_CONV_INIT \
     DvConv d = {n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups, c / groups, cout / groups}
 
-// x [n, h, w, c], wp KKIO, bias [cout] or null, y [n, oh, ow, cout]. Grid (ceil(M/TILE_M),
-// ceil(og/TILE_N), groups), THREADS threads; bounds are checked by dv_gemm_tile's loaders and store.
-extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const float* bias, float* y,
-                                          DV_CONV_PARAMS, int act) {
+// The fused forward epilogue: output pixel m (of n*oh*ow), channel oc. The residual, when
+// present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
+// floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read
+// before y is written by the same thread, so it may be y itself when y_stride == cout, y_off == 0.
+__device__ __forceinline__ void dv_conv_store(float* y, const float* bias, const float* residual, idx_t m,
+                                              idx_t oc, idx_t cout, idx_t y_stride, idx_t y_off,
+                                              float v, int act) {
+    v += bias ? bias[oc] : 0.0f;
+    v += residual ? residual[m * cout + oc] : 0.0f;
+    y[m * y_stride + y_off + oc] = dv_act(v, act);
+}
+
+// x [n, h, w, c], wp KKIO, bias [cout] or null, residual [n, oh, ow, cout] or null, y rows of
+// y_stride >= y_off + cout floats. Grid (ceil(M/TILE_M), ceil(og/TILE_N), groups), THREADS
+// threads; bounds are checked by dv_gemm_tile's loaders and store.
+extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const float* bias,
+                                          const float* residual, float* y, DV_CONV_PARAMS,
+                                          long long y_stride, long long y_off, int act) {
     DV_CONV_INIT;
     idx_t g = blockIdx.z;
     auto load_a = [&](idx_t m, idx_t k) -> float {
@@ -94,8 +111,7 @@ extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const
     };
     auto load_b = [&](idx_t k, idx_t o) -> float { return wp[k * d.cout + g * d.og + o]; };
     auto store = [&](idx_t m, idx_t o, float v) {
-        idx_t oc = g * d.og + o;
-        y[m * d.cout + oc] = dv_act(v + (bias ? bias[oc] : 0.0f), act);
+        dv_conv_store(y, bias, residual, m, g * d.og + o, d.cout, y_stride, y_off, v, act);
     };
     dv_gemm_tile(d.n * d.oh * d.ow, d.og, d.kh * d.kw * d.cg, load_a, load_b, store);
 }
@@ -139,9 +155,10 @@ extern "C" __global__ void conv2d_bwd_filter_f32(const float* x, const float* gy
 
 // ---- depthwise: one input channel per group (c == groups), oc = ci * og + multiplier --------
 
-// One thread per output element, grid-stride.
-extern "C" __global__ void dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias, float* y,
-                                            DV_CONV_PARAMS, int act) {
+// One thread per output element, grid-stride; arguments and epilogue as conv2d_fwd_f32.
+extern "C" __global__ void dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
+                                            const float* residual, float* y, DV_CONV_PARAMS,
+                                            long long y_stride, long long y_off, int act) {
     DV_CONV_INIT;
     idx_t total = d.n * d.oh * d.ow * d.cout;
     for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
@@ -157,7 +174,7 @@ extern "C" __global__ void dwconv2d_fwd_f32(const float* x, const float* wp, con
                 acc += x[((img * d.h + iy) * d.w + ix) * d.c + ci] * wp[(ky * d.kw + kx) * d.cout + oc];
             }
         }
-        y[i] = dv_act(acc + (bias ? bias[oc] : 0.0f), act);
+        dv_conv_store(y, bias, residual, i / d.cout, oc, d.cout, y_stride, y_off, acc, act);
     }
 }
 

@@ -501,6 +501,61 @@ fn conv_forward_backward_all_paths() {
     }
 }
 
+#[test]
+fn conv_fused_residual_activation_and_concat_slices() {
+    let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
+    // (what, shape, geometry, activation); cout odd so the slices start at odd channels
+    let cases = [
+        ("implicit_gemm", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 19, kh: 3, kw: 3 }, geom([2, 2], [1, 2, 0, 1], [1, 1], 1), Act::Relu),
+        ("grouped", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 33, kh: 3, kw: 2 }, geom([1, 2], [1, 0, 1, 1], [1, 1], 3), Act::HardSwish),
+        ("depthwise_x2", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 66, kh: 3, kw: 3 }, geom([2, 2], [0, 1, 1, 0], [1, 1], 33), Act::Silu),
+    ];
+    for (what, s, g, act) in cases {
+        let (oh, ow) = s.out_hw(&g).unwrap();
+        let (cg, pix) = (s.c / g.groups, s.n * oh * ow);
+        let x = seeded(60, s.n * s.c * s.h * s.w);
+        let (w1, w2) = (seeded(61, s.cout * cg * s.kh * s.kw), seeded(62, s.cout * cg * s.kh * s.kw));
+        let b = seeded(63, s.cout);
+        let res: Vec<f32> = seeded(64, pix * s.cout).iter().map(|v| 2.0 * v).collect(); // NCHW
+        let (y0, _, _) = conv_ref(&x, &w1, &vec![0.0; pix * s.cout], &s, &g);
+        // residual added before the activation
+        let want: Vec<f64> = y0.iter().enumerate().map(|(i, &v)| act_ref(v + b[i / (oh * ow) % s.cout] as f64 + res[i] as f64, act)).collect();
+        // the concat tensor: [A | B | one spare channel that must stay untouched]
+        let stride = 2 * s.cout + 1;
+        const SENTINEL: f32 = 7.25;
+        for dev in devices() {
+            let d = dev.as_ref();
+            let what = format!("{}.conv_fused_{what}", d.name());
+            let wl = w1.len();
+            let (xp, bp, rp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &b), put(d, &to_nhwc(&res, s.n, s.cout, oh * ow)));
+            let (wk1, wk2, wo) = (out(d, wl), out(d, wl), put(d, &w1));
+            cuda::conv::repack_weight(d, wo, wk1, s.cout, cg, s.kh, s.kw).unwrap();
+            let wo2 = put(d, &w2);
+            cuda::conv::repack_weight(d, wo2, wk2, s.cout, cg, s.kh, s.kw).unwrap();
+
+            let y = out(d, pix * s.cout);
+            cuda::conv::forward_fused(d, xp, wk1, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
+            let got = to_nchw(&get(d, y, pix * s.cout), s.n, s.cout, oh * ow);
+            assert_close(&format!("{what}.residual"), &got, &f32s(&want), 1e-5, 1e-4);
+
+            // separately: A = conv(w1) + bias, B = act(conv(w2) + residual)
+            let (ya, yb) = (out(d, pix * s.cout), out(d, pix * s.cout));
+            cuda::conv::forward(d, xp, wk1, Some(bp), ya, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, xp, wk2, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
+            let (ya, yb) = (get(d, ya, pix * s.cout), get(d, yb, pix * s.cout));
+            // into adjacent slices of one tensor
+            let cat = put(d, &vec![SENTINEL; pix * stride]);
+            cuda::conv::forward_fused(d, xp, wk1, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, xp, wk2, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
+            let want_cat: Vec<f32> = (0..pix).flat_map(|p| ya[p * s.cout..(p + 1) * s.cout].iter().chain(&yb[p * s.cout..(p + 1) * s.cout]).copied().chain([SENTINEL])).collect();
+            assert_close(&format!("{what}.concat"), &get(d, cat, pix * stride), &want_cat, 0.0, 0.0);
+
+            let err = cuda::conv::forward_fused(d, xp, wk1, None, None, cat, stride, s.cout + 2, &s, &g, None);
+            assert!(err.is_err(), "{what}: a slice past the row must be refused");
+        }
+    }
+}
+
 // ---- image ops ------------------------------------------------------------------------------
 
 /// PyTorch's bilinear source index (align_corners=False): (i0, i1, lambda1).

@@ -3,6 +3,8 @@
 //! [`unpack_weight`]). One input channel per group (depthwise, any channel multiplier) takes the
 //! direct `dwconv2d_*` kernels; everything else the implicit-GEMM `conv2d_*` kernels. The bias
 //! gradient is [`super::reduce::channel_sum`] over gy (`batch` 1, `rows` n*oh*ow, `c` cout).
+//! The forward pass fuses bias, residual add, activation and a channel-slice store
+//! ([`forward_fused`]).
 
 use super::{act_code, grid_stride, launch, len, opt_ptr, ptr};
 use crate::backend::{Act, Conv2dGeom};
@@ -77,17 +79,51 @@ fn gemm_cfg(m: usize, n: usize, groups: usize) -> LaunchConfig {
 /// y `[n, oh, ow, cout]` = act(conv(x, w) + bias).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(dev: &dyn Device, x: DevicePtr, wp: DevicePtr, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
+    forward_fused(dev, x, wp, bias, None, y, s.cout, 0, s, g, act)
+}
+
+/// The forward conv with its whole epilogue fused: act(conv(x, w) + bias + residual), written
+/// into channels `[y_off, y_off + cout)` of y, whose NHWC rows hold `y_stride` channels (so two
+/// convs writing adjacent slices of one tensor make a concat that costs nothing).
+///
+/// `residual`, when given, is NHWC `[n, oh, ow, cout]` (contiguous, the conv's own output shape)
+/// and is added before the activation, as in a ResNet block's `relu(conv(x) + identity)`. It may
+/// be y itself only when the slice is the whole tensor (`y_stride == cout`, `y_off == 0`). The
+/// channels of y outside the slice are left as they were.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_fused(
+    dev: &dyn Device,
+    x: DevicePtr,
+    wp: DevicePtr,
+    bias: Option<DevicePtr>,
+    residual: Option<DevicePtr>,
+    y: DevicePtr,
+    y_stride: usize,
+    y_off: usize,
+    s: &ConvShape,
+    g: &Conv2dGeom,
+    act: Option<Act>,
+) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
-    let mut args = vec![ptr(x), ptr(wp), opt_ptr(bias), ptr(y)];
+    if y_off + s.cout > y_stride {
+        return Err(Error::InvalidArgument(format!(
+            "conv2d: output slice [{y_off}, {}) does not fit rows of {y_stride} channels",
+            y_off + s.cout
+        )));
+    }
+    let mut args = vec![ptr(x), ptr(wp), opt_ptr(bias), opt_ptr(residual), ptr(y)];
     args.extend(conv_args(s, g, oh, ow));
-    args.push(Arg::I32(act_code(act)));
+    args.extend([len(y_stride), len(y_off), Arg::I32(act_code(act))]);
     if s.depthwise(g) {
-        // SAFETY: `dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias, float* y,
-        // DV_CONV_PARAMS, int act)`; the grid-stride loop writes every y element.
+        // SAFETY: `dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
+        // const float* residual, float* y, DV_CONV_PARAMS, long long y_stride, long long y_off,
+        // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
+        // the n*oh*ow rows of y (checked above to fit its y_stride).
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
     } else {
         // SAFETY: `conv2d_fwd_f32(same signature)`; the grid covers M = n*oh*ow by
-        // og = cout/groups per group (grid.z), and every in-range (m, o) is stored once.
+        // og = cout/groups per group (grid.z), and every in-range (m, o) is stored once, at
+        // y[m * y_stride + y_off + g * og + o].
         launch(dev, "conv2d", "fwd", gemm_cfg(s.n * oh * ow, s.cout / g.groups, g.groups), &args)
     }
 }
