@@ -6,6 +6,9 @@
 //   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
 //   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
 //   clamp_fwd             y = min(max(x, lo[c]), hi[c])   (per channel: pixel range after normalising)
+//   blur_gaussian         one pass of a separable Gaussian blur along w or h, radius r =
+//                         ceil(3 sigma), weights exp(-t^2 / 2 sigma^2) normalised to sum 1,
+//                         reflect padding (torchvision's gaussian_blur); run twice (w, then h)
 #include "common.cuh"
 
 // PyTorch's area_pixel_compute_source_index for align_corners=False, clamped at 0, and the
@@ -60,5 +63,42 @@ extern "C" __global__ void clamp_fwd_f32(const float* x, const float* lo, const 
     for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = fminf(fmaxf(x[i], lo[i % c]), hi[i % c]);
 }
 
+// Reflect padding without repeating the edge (PyTorch's "reflect": -1 -> 1, len -> len - 2).
+// torch requires radius < len; beyond that the reflection repeats with period 2 (len - 1), so
+// every index lands inside [0, len).
+__device__ __forceinline__ idx_t dv_reflect(idx_t i, idx_t len) {
+    if (len == 1) return 0;
+    idx_t period = 2 * (len - 1);
+    i = ((i % period) + period) % period;
+    return i < len ? i : period - i;
+}
+
+// y = x blurred along one axis: w when vertical == 0, h otherwise. The block first writes the
+// 2r+1 unnormalised weights to shared memory (dynamic: r depends on sigma) and every thread
+// sums them in the same order, then a grid-stride loop over the output elements.
+extern "C" __global__ void blur_gaussian_f32(const float* x, float* y, long long n, long long c, long long h,
+                                             long long w, float sigma, long long radius, int vertical) {
+    DV_DYNAMIC_SHARED(float, smem_w);
+    idx_t taps = 2 * radius + 1;
+    for (idx_t t = threadIdx.x; t < taps; t += blockDim.x) {
+        float u = (float)(t - radius) / sigma;
+        smem_w[t] = expf(-0.5f * u * u);
+    }
+    __syncthreads();
+    float sum = 0.0f;
+    for (idx_t t = 0; t < taps; ++t) sum += smem_w[t];
+    float inv = 1.0f / sum;
+
+    idx_t total = n * h * w * c;
+    idx_t len = vertical ? h : w, step = vertical ? w * c : c;  // the blurred axis and its stride
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t pos = vertical ? (i / (c * w)) % h : (i / c) % w;
+        const float* line = x + i - pos * step;  // element 0 of this line
+        float acc = 0.0f;
+        for (idx_t t = 0; t < taps; ++t) acc += smem_w[t] * line[dv_reflect(pos + t - radius, len) * step];
+        y[i] = acc * inv;
+    }
+}
+
 DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
-                    clamp_fwd_f32)
+                    clamp_fwd_f32, blur_gaussian_f32)

@@ -625,6 +625,57 @@ fn image_ops() {
     }
 }
 
+/// torchvision's reflect padding (no repeated edge), repeated periodically past one reflection.
+fn reflect(i: isize, len: usize) -> usize {
+    if len == 1 {
+        return 0;
+    }
+    let period = 2 * (len as isize - 1);
+    let i = i.rem_euclid(period);
+    (if i < len as isize { i } else { period - i }) as usize
+}
+
+#[test]
+fn gaussian_blur_matches_separable_reference() {
+    let (n, c, h, w) = (3, 5, 7, 13);
+    let x = seeded(50, n * c * h * w); // NCHW
+    // radius 3, 6 (= h - 1, the largest torch accepts), 8 (past one reflection of h)
+    for sigma in [0.8f32, 1.7, 2.5] {
+        let r = (3.0 * sigma).ceil() as isize;
+        let k: Vec<f64> = (-r..=r).map(|t| (-0.5 * (t as f64 / sigma as f64).powi(2)).exp()).collect();
+        let ksum: f64 = k.iter().sum();
+        let k: Vec<f64> = k.iter().map(|v| v / ksum).collect();
+        let mut tmp = vec![0f64; x.len()];
+        let mut want = vec![0f64; x.len()];
+        for pl in 0..n * c {
+            for iy in 0..h {
+                for ix in 0..w {
+                    tmp[(pl * h + iy) * w + ix] = (-r..=r).map(|t| k[(t + r) as usize] * x[(pl * h + iy) * w + reflect(ix as isize + t, w)] as f64).sum();
+                }
+            }
+            for iy in 0..h {
+                for ix in 0..w {
+                    want[(pl * h + iy) * w + ix] = (-r..=r).map(|t| k[(t + r) as usize] * tmp[(pl * h + reflect(iy as isize + t, h)) * w + ix]).sum();
+                }
+            }
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let (xp, tp, y) = (put(d, &to_nhwc(&x, n, c, h * w)), out(d, x.len()), out(d, x.len()));
+            cuda::image::gaussian_blur(d, xp, tp, y, n, c, h, w, sigma).unwrap();
+            let got = to_nchw(&get(d, y, x.len()), n, c, h * w);
+            assert_close(&format!("{}.gaussian_blur_sigma{sigma}", d.name()), &got, &f32s(&want), 1e-6, 1e-5);
+        }
+    }
+    for dev in devices() {
+        let d = dev.as_ref();
+        let (xp, tp, y) = (out(d, 4), out(d, 4), out(d, 4));
+        for sigma in [0.0, -1.0, f32::NAN] {
+            assert!(cuda::image::gaussian_blur(d, xp, tp, y, 1, 1, 2, 2, sigma).is_err(), "sigma {sigma} must be refused");
+        }
+    }
+}
+
 // ---- vector ops, concat / split, CAM sums, per-item reductions, LRN ----------------------
 
 #[test]

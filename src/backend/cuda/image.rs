@@ -1,10 +1,22 @@
-//! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`.
+//! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
+//! (de)normalisation, roll, clamp, Gaussian blur.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-pub const KERNELS: &[(&str, &str)] = &[("resize_bilinear", "fwd"), ("normalize", "fwd"), ("normalize", "bwd"), ("roll", "fwd"), ("clamp", "fwd")];
+pub const KERNELS: &[(&str, &str)] = &[
+    ("resize_bilinear", "fwd"),
+    ("normalize", "fwd"),
+    ("normalize", "bwd"),
+    ("roll", "fwd"),
+    ("clamp", "fwd"),
+    ("blur", "gaussian"),
+];
+
+/// Largest blur radius: its 2r+1 weights sit in shared memory (8 KiB here, well inside the 48 KiB
+/// every GPU gives a block without opting in); sigma up to 341 px is far beyond any image use.
+const MAX_BLUR_RADIUS: usize = 1023;
 
 /// y `[n, oh, ow, c]`: PyTorch's bilinear interpolation, align_corners=False, no antialias.
 #[allow(clippy::too_many_arguments)]
@@ -41,4 +53,33 @@ pub fn clamp(dev: &dyn Device, x: DevicePtr, lo: DevicePtr, hi: DevicePtr, y: De
     // SAFETY: `clamp_fwd_f32(const float* x, const float* lo, const float* hi, float* y,
     // long long n, long long c)`; writes y[i] for every i < n.
     launch(dev, "clamp", "fwd", grid_stride(n), &[ptr(x), ptr(lo), ptr(hi), ptr(y), len(n), len(c)])
+}
+
+/// y = x blurred by a Gaussian of standard deviation `sigma` (pixels) over h and w of each
+/// plane, as `torchvision.transforms.functional.gaussian_blur(x, 2r+1, sigma)` with radius
+/// r = ceil(3 sigma): weights exp(-t²/2σ²) for t in [-r, r] normalised to sum 1, reflect padding
+/// (no repeated edge). Where torch rejects r >= h or w, the reflection repeats periodically.
+/// Two passes, along w into `tmp` then along h into y; tmp and y hold n*h*w*c floats, and
+/// neither may alias x or each other.
+#[allow(clippy::too_many_arguments)]
+pub fn gaussian_blur(dev: &dyn Device, x: DevicePtr, tmp: DevicePtr, y: DevicePtr, n: usize, c: usize, h: usize, w: usize, sigma: f32) -> Result<()> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::InvalidArgument(format!("gaussian_blur: sigma must be positive and finite, got {sigma}")));
+    }
+    let radius = (3.0 * sigma).ceil() as usize;
+    if radius > MAX_BLUR_RADIUS {
+        return Err(Error::InvalidArgument(format!("gaussian_blur: radius ceil(3 * {sigma}) = {radius} exceeds {MAX_BLUR_RADIUS}")));
+    }
+    let total = n * h * w * c;
+    let mut cfg = grid_stride(total);
+    cfg.shared_bytes = ((2 * radius + 1) * 4) as u32;
+    for (src, dst, vertical) in [(x, tmp, 0), (tmp, y, 1)] {
+        // SAFETY: `blur_gaussian_f32(const float* x, float* y, long long n, long long c,
+        // long long h, long long w, float sigma, long long radius, int vertical)` with
+        // (2r+1) * 4 bytes of dynamic shared memory for the weights; the grid-stride loop writes
+        // every one of the n*h*w*c dst elements, and every read index is reflected into range.
+        let args = [ptr(src), ptr(dst), len(n), len(c), len(h), len(w), Arg::F32(sigma), len(radius), Arg::I32(vertical)];
+        launch(dev, "blur", "gaussian", cfg, &args)?;
+    }
+    Ok(())
 }
