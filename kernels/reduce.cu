@@ -9,6 +9,8 @@
 //   item_reduce_half_sum_sq   y[b] = 1/2 sum_j x[b, j]^2   (feature-visualisation objectives,
 //   item_reduce_mean_abs      y[b] = mean_j |x[b, j]|       regularisers); deterministic: one
 //                             block per item, a fixed-shape tree, no atomics
+//   topk_fwd            per row of [rows, cols], the k largest values and their indices,
+//                       descending, ties to the lower index (predictions, top-5 labels)
 #include "common.cuh"
 
 // channel_sum: block = CSUM_CHANNELS consecutive channels of one b (coalesced NHWC reads) x
@@ -128,6 +130,59 @@ extern "C" __global__ void item_reduce_mean_abs_f32(const float* x, float* y, lo
     item_reduce(x, y, batch, per_item, IR_MEAN_ABS);
 }
 
+// topk: one block per row, k rounds; round t finds the best element ranked after the one round
+// t-1 chose (ranking below), so no element is marked and a row is read k times (k <= TOPK_MAX_K,
+// cheap next to the net that made the logits). Each round: every thread scans a fixed strided
+// subset, a warp shuffle combines lanes, lane 0 of each warp posts to shared memory, and every
+// thread combines the warps in the same order, so all threads agree on the pick.
+#define TOPK_THREADS 256  // 8 warps: a 1000-class row is 4 reads per thread per round
+#define TOPK_MAX_K 64     // k rounds over the row: beyond ~64 a sort would win
+
+// True when (va, ia) ranks before (vb, ib): NaN above every number (as torch.topk), then the
+// larger value, then the lower index (ib < 0: no element, ranked last).
+__device__ __forceinline__ bool dv_topk_before(float va, idx_t ia, float vb, idx_t ib) {
+    if (ib < 0) return ia >= 0;
+    if (ia < 0) return false;
+    bool na = isnan(va), nb = isnan(vb);
+    if (na != nb) return na;
+    if (!na && va != vb) return va > vb;
+    return ia < ib;
+}
+
+extern "C" __global__ void topk_fwd_f32(const float* x, float* values, int* indices, long long rows,
+                                        long long cols, long long k) {
+    __shared__ float smem_v[TOPK_THREADS / 32];
+    __shared__ long long smem_i[TOPK_THREADS / 32];
+    idx_t r = blockIdx.x;
+    if (r >= rows) return;  // uniform per block
+    const float* xr = x + r * cols;
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float prev_v = 0.0f;
+    idx_t prev_i = -1;  // none yet: every element is eligible
+    for (idx_t t = 0; t < k; ++t) {
+        float best_v = 0.0f;
+        idx_t best_i = -1;
+        for (idx_t j = threadIdx.x; j < cols; j += TOPK_THREADS) {
+            float v = xr[j];
+            bool eligible = prev_i < 0 || dv_topk_before(prev_v, prev_i, v, j);
+            if (eligible && dv_topk_before(v, j, best_v, best_i)) best_v = v, best_i = j;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
+            idx_t oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+            if (dv_topk_before(ov, oi, best_v, best_i)) best_v = ov, best_i = oi;
+        }
+        if (lane == 0) smem_v[warp] = best_v, smem_i[warp] = best_i;
+        __syncthreads();
+        best_v = smem_v[0], best_i = smem_i[0];
+        for (int i = 1; i < TOPK_THREADS / 32; ++i)
+            if (dv_topk_before(smem_v[i], smem_i[i], best_v, best_i)) best_v = smem_v[i], best_i = smem_i[i];
+        __syncthreads();  // everyone has read smem_* before the next round overwrites them
+        if (threadIdx.x == 0) values[r * k + t] = best_v, indices[r * k + t] = (int)best_i;
+        prev_v = best_v, prev_i = best_i;
+    }
+}
+
 DV_REGISTER_KERNELS(channel_sum_fwd_f32, channel_absmax_fwd_f32, softmax_fwd_f32,
                     weighted_channel_sum_fwd_f32, item_reduce_half_sum_sq_f32,
-                    item_reduce_mean_abs_f32)
+                    item_reduce_mean_abs_f32, topk_fwd_f32)

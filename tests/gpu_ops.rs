@@ -377,6 +377,45 @@ fn reductions_and_softmax() {
     }
 }
 
+/// Host top-k: NaN first, then larger values, ties to the lower index.
+fn topk_ref(row: &[f32], k: usize) -> Vec<(f32, i32)> {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (va, vb) = (row[a], row[b]);
+        vb.is_nan().cmp(&va.is_nan()).then(vb.partial_cmp(&va).unwrap_or(std::cmp::Ordering::Equal)).then(a.cmp(&b))
+    });
+    idx[..k].iter().map(|&i| (row[i], i as i32)).collect()
+}
+
+#[test]
+fn topk_descending_ties_to_lower_index() {
+    let rows = 3;
+    // (cols, k, values): coarse levels give many ties, including across the top k
+    let mut tied: Vec<f32> = seeded(70, rows * 1000).iter().map(|v| (v * 3.0).round()).collect();
+    tied[1000 + 417] = f32::NAN; // row 1: a NaN ranks first, as in torch.topk
+    let distinct: Vec<f32> = seeded(71, rows * 71).iter().map(|v| v * 20.0).collect();
+    let cases = [(1000, 5, tied.clone()), (1000, 64, tied), (71, 64, distinct.clone()), (71, 1, distinct)];
+    for dev in devices() {
+        let d = dev.as_ref();
+        for (cols, k, x) in &cases {
+            let (cols, k) = (*cols, *k);
+            let (xp, vp, ip) = (put(d, x), out(d, rows * k), out(d, rows * k));
+            cuda::reduce::topk(d, xp, vp, ip, rows, cols, k).unwrap();
+            let (got_v, got_i) = (get(d, vp, rows * k), get_u32(d, ip, rows * k));
+            let want: Vec<(f32, i32)> = x.chunks(cols).flat_map(|r| topk_ref(r, k)).collect();
+            let got: Vec<(f32, i32)> = got_v.iter().zip(&got_i).map(|(&v, &i)| (v, i as i32)).collect();
+            let same = |a: &(f32, i32), b: &(f32, i32)| a.1 == b.1 && (a.0 == b.0 || (a.0.is_nan() && b.0.is_nan()));
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(same(g, w), "{}.topk cols {cols} k {k}: row {} rank {}: got {g:?}, expected {w:?}", d.name(), j / k, j % k);
+            }
+        }
+        let (xp, vp, ip) = (put(d, &[1.0; 12]), out(d, 80), out(d, 80));
+        for (cols, k) in [(4, 5), (4, 0), (100, 65)] {
+            assert!(cuda::reduce::topk(d, xp, vp, ip, 3, cols, k).is_err(), "topk cols {cols} k {k} must be refused");
+        }
+    }
+}
+
 #[test]
 fn linear_forward_and_backward() {
     let (n, fin, fout) = (3, 37, 33);

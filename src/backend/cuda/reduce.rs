@@ -1,9 +1,9 @@
 //! Launches for `kernels/reduce.cu`: per-channel sums, channel max-|x|, softmax, weighted
-//! channel sums (CAM maps), per-item reductions (objectives and penalties).
+//! channel sums (CAM maps), per-item reductions (objectives and penalties), row-wise top-k.
 
 use super::{grid_stride, launch, len, ptr, MAX_BLOCKS};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub const KERNELS: &[(&str, &str)] = &[
     ("channel_sum", "fwd"),
@@ -12,6 +12,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("weighted_channel_sum", "fwd"),
     ("item_reduce", "half_sum_sq"),
     ("item_reduce", "mean_abs"),
+    ("topk", "fwd"),
 ];
 
 /// Channels per block and rows of threads of `channel_sum_fwd_f32` (`CSUM_*` in reduce.cu).
@@ -23,6 +24,10 @@ const SOFTMAX_THREADS: u32 = 256;
 const WCS_WARPS: u32 = 8;
 /// Threads per item of `item_reduce_*_f32` (`IR_THREADS`): fixed, so the tree is too.
 const IR_THREADS: u32 = 256;
+/// Threads per row of `topk_fwd_f32` (`TOPK_THREADS`).
+const TOPK_THREADS: u32 = 256;
+/// Largest k of [`topk`] (`TOPK_MAX_K`): the kernel reads the row once per output.
+pub const TOPK_MAX_K: usize = 64;
 
 /// What [`item_reduce`] computes over each item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,4 +98,24 @@ pub fn item_reduce(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, p
     // long long per_item)`; the blocks stride over the items and thread 0 writes y[b] for each
     // (0 for an empty item).
     launch(dev, "item_reduce", mode.variant(), cfg, &[ptr(x), ptr(y), len(batch), len(per_item)])
+}
+
+/// The `k` largest values of each row of x `[rows, cols]` into values `[rows, k]` (f32) and
+/// their column indices into indices `[rows, k]` (device i32), in descending order. Ties go to
+/// the lower index, which is what torch.topk returns on the CPU in practice (PyTorch does not
+/// promise an order among equal values); a NaN ranks above every number, as in torch.topk.
+/// Errors unless 1 <= k <= min(cols, [`TOPK_MAX_K`]) and cols fits an i32.
+#[allow(clippy::too_many_arguments)]
+pub fn topk(dev: &dyn Device, x: DevicePtr, values: DevicePtr, indices: DevicePtr, rows: usize, cols: usize, k: usize) -> Result<()> {
+    if k == 0 || k > TOPK_MAX_K || k > cols {
+        return Err(Error::InvalidArgument(format!("topk: k = {k} must be in 1..={} and at most cols = {cols}", TOPK_MAX_K)));
+    }
+    if cols > i32::MAX as usize {
+        return Err(Error::InvalidArgument(format!("topk: {cols} columns do not fit i32 indices")));
+    }
+    let cfg = LaunchConfig { grid: [rows.max(1) as u32, 1, 1], block: [TOPK_THREADS, 1, 1], shared_bytes: 0 };
+    // SAFETY: `topk_fwd_f32(const float* x, float* values, int* indices, long long rows,
+    // long long cols, long long k)`; block r writes values and indices [r, t] for every t < k,
+    // and k <= cols means each round finds an element.
+    launch(dev, "topk", "fwd", cfg, &[ptr(x), ptr(values), ptr(indices), len(rows), len(cols), len(k)])
 }
