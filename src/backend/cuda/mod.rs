@@ -8,11 +8,12 @@
 //!   (concat / split), one-hot, fill, NCHW <-> NHWC.
 //! - `pool.rs`: max / average / adaptive-average pooling, forward and backward.
 //! - `reduce.rs`: per-channel sums and means, channel max-|x|, softmax, weighted channel sums,
-//!   per-item ½Σx² and mean |x|.
+//!   per-item ½Σx² and mean |x|, top-k.
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
-//! - `conv.rs`: implicit-GEMM and depthwise convolution, weight repacking.
-//! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp.
+//! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
+//!   activation, writing into a channel slice), weight repacking.
+//! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp, Gaussian blur.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //! - `render.rs`: heat maps to u8 RGB pictures (per-item range, colormap, blend).
 //!
