@@ -141,7 +141,6 @@ impl Model {
         }
 
         let mut graph = graph;
-        let mut params = params;
         match meta.get("transform_input").map(String::as_str) {
             None | Some("false") | Some("0") => {}
             Some("true") | Some("1") => insert_input_transform(&mut graph, &mut params),
@@ -182,9 +181,9 @@ impl Model {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| inside(&n.name) || n.aliases.iter().any(|a| inside(a)))
-            .map(|(i, _)| i)
-            .last();
+            .rev()
+            .find(|(_, n)| inside(&n.name) || n.aliases.iter().any(|a| inside(a)))
+            .map(|(i, _)| i);
         found.ok_or_else(|| Error::UnknownLayer { name: layer.into(), hint: self.close_matches(layer) })
     }
 

@@ -116,7 +116,7 @@ impl EmuDevice {
             )));
         }
         let offset = ptr.0 - base as u64;
-        if offset + bytes as u64 > size as u64 {
+        if offset + bytes as u64 > size {
             return Err(Error::InvalidArgument(format!(
                 "emulated device: {what} of {bytes} bytes at offset {offset} of a {size}-byte allocation"
             )));

@@ -167,6 +167,7 @@ impl GraphBuilder {
     }
 
     /// Square kernel, stride and symmetric padding, no dilation, no groups, as most zoo convs.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv_k(&mut self, name: &str, x: NodeId, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool) -> NodeId {
         self.conv(name, x, cin, cout, [k, k], [stride, stride], Pad::sym(pad, pad), [1, 1], 1, bias)
     }

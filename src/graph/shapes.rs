@@ -33,7 +33,7 @@ fn err(g: &Graph, id: NodeId, expected: impl std::fmt::Debug, found: impl std::f
 /// Output shape of every node for an input of `input` (NCHW), given the shapes of the
 /// parameters. Nodes after `upto` are not visited (their entry is empty).
 pub fn infer(g: &Graph, param_shapes: &[Vec<usize>], input: &[usize], upto: NodeId) -> Result<Vec<Vec<usize>>> {
-    if input.len() != 4 || input.iter().any(|&d| d == 0) {
+    if input.len() != 4 || input.contains(&0) {
         return Err(Error::shape("input", "a non-empty [n, c, h, w] batch", input));
     }
     let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];

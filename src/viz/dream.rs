@@ -17,6 +17,9 @@ use crate::graph::NodeId;
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
+/// Gradient seeds: d objective / d A at each objective layer.
+type Seeds<B> = Vec<(NodeId, <B as Backend>::T)>;
+
 /// Σ weight · ½‖A_layer‖² (summed over the batch item).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
@@ -31,7 +34,7 @@ impl Objective {
         self.terms.iter().map(|t| t.0).max().unwrap_or(0)
     }
     /// Value per batch item and the gradient seeds (d objective / d A = weight · A).
-    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<(Vec<f32>, Vec<(NodeId, B::T)>)> {
+    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<(Vec<f32>, Seeds<B>)> {
         let mut value = vec![0.0f32; acts.shapes[0][0]];
         let mut seeds = vec![];
         for &(id, wt) in &self.terms {

@@ -17,6 +17,7 @@ fn cfg(m: usize, n: usize) -> LaunchConfig {
 }
 
 /// y `[n, out]` = x·wᵀ + b
+#[allow(clippy::too_many_arguments)]
 pub fn forward(dev: &dyn Device, x: DevicePtr, w: DevicePtr, b: Option<DevicePtr>, y: DevicePtr, n: usize, fin: usize, fout: usize) -> Result<()> {
     // SAFETY: `linear_fwd_f32(const float* x, const float* w, const float* b, float* y,
     // long long n, long long in, long long out, int has_bias)`; the grid tiles all of [n, out]
