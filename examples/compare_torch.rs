@@ -8,7 +8,9 @@
 //!     cargo run --release --features cuda --example compare_torch -- DIR [--device cuda|emu|cpu]
 //!         [--batches 1,8] [--iters 20] [--json FILE]
 //!
-//! Exit status 1 if any comparison is above 1e-3 relative RMS.
+//! Exit status 1 if any comparison is above its bound: 1e-3 relative RMS, or for saliency three
+//! times deepviz's own sensitivity to a 1e-6 change of the input where that is larger (the
+//! golden tests' rule; both verdicts are printed).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -119,17 +121,22 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         let x = Tensor::new(xs.clone(), xd).unwrap();
         let cls: Vec<usize> = inp["cls"].1.iter().map(|&c| c as usize).collect();
         let (h, w) = (xs[2], xs[3]);
-        let mut report = |job: &str, e: f64| {
-            let pass = e <= 1e-3;
+        // bound: 1e-3, or (saliency) three times deepviz's own sensitivity where larger, the rule
+        // of the golden tests (tests/golden.rs)
+        let mut report = |job: &str, e: f64, bound: f64| {
+            let pass = e <= bound;
             ok &= pass;
-            println!("{name:<20} {job:<9} rel RMS {e:.2e} {}", if pass { "ok" } else { "FAIL" });
-            out.push(format!(r#"{{"kind":"compare","model":"{name}","job":"{job}","device":"{}","rel_rms":{e}}}"#, eng.be.name()));
+            let why = if bound > 1e-3 { format!(" (bound {bound:.1e}: 3x self-sensitivity)") } else { String::new() };
+            println!("{name:<20} {job:<9} rel RMS {e:.2e} {}{why}", if pass { "ok" } else { "FAIL" });
+            out.push(format!(
+                r#"{{"kind":"compare","model":"{name}","job":"{job}","device":"{}","rel_rms":{e},"bound":{bound}}}"#,
+                eng.be.name()
+            ));
         };
         let acts = eng.forward(eng.upload(&x).unwrap(), model.output()).unwrap();
         let logits = eng.download(acts.get(model.output()).unwrap()).unwrap();
-        report("logits", rel_rms(&logits.data, &exp["logits"].1));
+        report("logits", rel_rms(&logits.data, &exp["logits"].1), 1e-3);
         let (s, _) = Saliency.attribute(&eng, &x, Some(&cls)).unwrap();
-        report("saliency", rel_rms(&s.data, &exp["saliency"].1));
         // how well-conditioned saliency is at this input: deepviz against itself at x·(1 + 1e-6).
         // A gradient through ReLU gates jumps where a pre-activation sits on its kink, so two
         // float32 engines can only agree as closely as this.
@@ -137,14 +144,17 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         let (sp, _) = Saliency.attribute(&eng, &xp, Some(&cls)).unwrap();
         let sens = rel_rms(&sp.data, &s.data);
         println!("{name:<20} saliency  self-sensitivity to a 1e-6 input change: {sens:.2e}");
+        let e = rel_rms(&s.data, &exp["saliency"].1);
+        println!("{name:<20} saliency  rel RMS {e:.2e} {} at the strict 1e-3", if e <= 1e-3 { "ok" } else { "above" });
+        report("saliency", e, (3.0 * sens).max(1e-3));
         let sens_json = format!(r#"{{"kind":"sensitivity","model":"{name}","job":"saliency","device":"{}","rel_rms":{sens}}}"#, eng.be.name());
         let gc = GradCam::new(&model, None).unwrap();
         let (g, _) = gc.attribute(&eng, &x, Some(&cls)).unwrap();
-        report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1));
+        report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1), 1e-3);
         let cam = Cam::new(&model).ok();
         if let (Some(cam), Some(want)) = (&cam, exp.get("cam")) {
             let (c, _) = cam.attribute(&eng, &x, Some(&cls)).unwrap();
-            report("cam", rel_rms(&upsample(&c, h, w), &want.1));
+            report("cam", rel_rms(&upsample(&c, h, w), &want.1), 1e-3);
         }
         out.push(sens_json);
 
