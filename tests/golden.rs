@@ -13,7 +13,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::st::{init_bytes, safetensors_bytes};
 use common::{assert_close, rel_rms};
 use deepviz::backend::cpu::Cpu;
 use deepviz::engine::Engine;
@@ -52,16 +51,7 @@ fn model_for(fx: &Fixture, name: &str) -> Model {
     if let Some(w) = fx.meta.get("weights") {
         return Model::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(w), None).unwrap();
     }
-    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&fx.meta["params"]).unwrap();
-    let tensors: Vec<_> = params
-        .iter()
-        .map(|(n, s, _)| {
-            let (dt, data) = init_bytes(n, s);
-            (n.clone(), s.clone(), dt, data)
-        })
-        .collect();
-    let bytes = safetensors_bytes(&tensors, &[("arch", &fx.meta["arch"])]);
-    Model::from_bytes(&bytes, name, None).unwrap_or_else(|e| panic!("{name}: {e}"))
+    common::st::fixture_model(name)
 }
 
 /// `bound` is 1e-3, or 3× the map's own sensitivity at this input where that is larger (see

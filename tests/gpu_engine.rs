@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::st::{init_bytes, safetensors_bytes};
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Backend;
@@ -17,24 +14,6 @@ use deepviz::engine::Engine;
 use deepviz::model::Model;
 use deepviz::viz::{Cam, DeepDream, GradCam, Objective, Saliency};
 use deepviz::Tensor;
-use safetensors::SafeTensors;
-
-/// A random-weight model from a golden fixture's tensor list (weights regenerated here).
-fn random_model(name: &str) -> Model {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(format!("{name}.safetensors"));
-    let bytes = std::fs::read(&path).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = header.metadata().as_ref().unwrap();
-    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&meta["params"]).unwrap();
-    let entries: Vec<_> = params
-        .iter()
-        .map(|(n, s, _)| {
-            let (d, b) = init_bytes(n, s);
-            (n.clone(), s.clone(), d, b)
-        })
-        .collect();
-    Model::from_bytes(&safetensors_bytes(&entries, &[("arch", &meta["arch"])]), name, None).unwrap()
-}
 
 /// Every map the check compares, on the CPU engine: saliency, Grad-CAM and the DeepDream
 /// gradient, for fixed target classes.
@@ -140,22 +119,22 @@ fn default_model_on_the_gpu_engine() {
 
 #[test]
 fn resnet18_on_the_gpu_engine() {
-    check("resnet18", &random_model("resnet18"), 64, 48);
+    check("resnet18", &common::st::fixture_model("resnet18"), 64, 48);
 }
 
 #[test]
 fn googlenet_on_the_gpu_engine() {
-    check("googlenet", &random_model("googlenet"), 64, 72);
+    check("googlenet", &common::st::fixture_model("googlenet"), 64, 72);
 }
 
 #[test]
 fn mobilenet_v2_on_the_gpu_engine() {
     // random-weight ReLU6 networks are kinky almost everywhere: a small input keeps the count of
     // gates low enough for well-conditioned inputs to exist
-    check("mobilenet_v2", &random_model("mobilenet_v2"), 32, 40);
+    check("mobilenet_v2", &common::st::fixture_model("mobilenet_v2"), 32, 40);
 }
 
 #[test]
 fn squeezenet1_1_on_the_gpu_engine() {
-    check("squeezenet1_1", &random_model("squeezenet1_1"), 64, 56);
+    check("squeezenet1_1", &common::st::fixture_model("squeezenet1_1"), 64, 56);
 }

@@ -11,23 +11,9 @@ use common::{assert_close, seeded};
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
 use deepviz::backend::cuda::reduce::ItemReduce;
 use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom};
-use deepviz::device::emu::{EmuDevice, Schedule};
 use deepviz::device::{Device, DevicePtr};
 
-/// The devices to run on. The real GPU joins when its `Device` impl lands.
-/// The emulated device under every schedule (forward, reverse, shuffled: a missing barrier
-/// shows under at least one), and the real GPU when there is one.
-fn devices() -> Vec<Box<dyn Device>> {
-    let mut v: Vec<Box<dyn Device>> = Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect();
-    #[cfg(feature = "cuda")]
-    match deepviz::device::cuda::CudaDevice::available() {
-        true => v.push(Box::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"))),
-        false => eprintln!("skipped on the real GPU: no CUDA device"),
-    }
-    #[cfg(not(feature = "cuda"))]
-    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
-    v
-}
+use common::devices;
 
 fn put(dev: &dyn Device, v: &[f32]) -> DevicePtr {
     let p = dev.alloc(v.len().max(1) * 4).unwrap();

@@ -5,14 +5,12 @@ mod common;
 
 use std::path::Path;
 
-use common::st::{init_bytes, safetensors_bytes};
+use common::st::{safetensors_bytes, Entry};
 use deepviz::backend::cpu::Cpu;
 use deepviz::engine::Engine;
 use deepviz::model::Model;
 use deepviz::Tensor;
 use safetensors::{Dtype, SafeTensors};
-
-type Entry = (String, Vec<usize>, Dtype, Vec<u8>);
 
 fn default_entries() -> Vec<Entry> {
     let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet_lite0.safetensors")).unwrap();
@@ -137,17 +135,7 @@ fn f16_and_bf16_weights_load() {
 
 #[test]
 fn googlenet_transform_input_is_applied() {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/googlenet.safetensors")).unwrap();
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let params: Vec<(String, Vec<usize>, String)> =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()["params"]).unwrap();
-    let entries: Vec<Entry> = params
-        .iter()
-        .map(|(n, s, _)| {
-            let (d, b) = init_bytes(n, s);
-            (n.clone(), s.clone(), d, b)
-        })
-        .collect();
+    let (entries, _) = common::st::fixture_state_dict("googlenet");
     let plain = load(&entries, &[("arch", "googlenet")]).unwrap();
     let tin = load(&entries, &[("arch", "googlenet"), ("transform_input", "true")]).unwrap();
     let (h, w) = (64, 80);

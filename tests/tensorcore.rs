@@ -8,21 +8,9 @@ mod common;
 
 use common::{assert_close, seeded};
 use deepviz::backend::cuda::gemm_tc;
-use deepviz::device::emu::{EmuDevice, Schedule};
 use deepviz::device::{Arg, Device, DevicePtr, LaunchConfig};
 
-/// The emulated device under every schedule, and the real GPU when there is one.
-fn devices() -> Vec<Box<dyn Device>> {
-    let mut v: Vec<Box<dyn Device>> = Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect();
-    #[cfg(feature = "cuda")]
-    match deepviz::device::cuda::CudaDevice::available() {
-        true => v.push(Box::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"))),
-        false => eprintln!("skipped on the real GPU: no CUDA device"),
-    }
-    #[cfg(not(feature = "cuda"))]
-    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
-    v
-}
+use common::devices;
 
 fn put<T: bytemuck::Pod>(dev: &dyn Device, v: &[T]) -> DevicePtr {
     let bytes: &[u8] = bytemuck::cast_slice(v);

@@ -165,3 +165,20 @@ pub fn fd_check(
     }
     assert_close(&format!("{what}.fd"), analytic, &want, atol, rtol);
 }
+
+/// The devices a kernel test runs on: the emulated GPU under every schedule (a missing barrier
+/// shows under at least one), and the real GPU when there is one (else it says it skipped).
+pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
+    use deepviz::device::emu::{EmuDevice, Schedule};
+    use deepviz::device::Device;
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Device>> = Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect();
+    #[cfg(feature = "cuda")]
+    match deepviz::device::cuda::CudaDevice::available() {
+        true => v.push(Box::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"))),
+        false => eprintln!("skipped on the real GPU: no CUDA device"),
+    }
+    #[cfg(not(feature = "cuda"))]
+    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
+    v
+}

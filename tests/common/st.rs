@@ -66,3 +66,31 @@ pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)], meta:
     out
 }
 
+
+/// One tensor of a `.safetensors` file being built: name, shape, dtype, little-endian bytes.
+pub type Entry = (String, Vec<usize>, Dtype, Vec<u8>);
+
+/// The state dict of a golden fixture's random-weight model (tensor list in its `params`
+/// metadata, values from `init_bytes`) and its `arch`.
+pub fn fixture_state_dict(name: &str) -> (Vec<Entry>, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(format!("{name}.safetensors"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&meta["params"]).unwrap();
+    let entries = params
+        .iter()
+        .map(|(n, s, _)| {
+            let (d, b) = init_bytes(n, s);
+            (n.clone(), s.clone(), d, b)
+        })
+        .collect();
+    (entries, meta["arch"].clone())
+}
+
+/// That model, loaded through the normal loader from an in-memory `.safetensors` file.
+pub fn fixture_model(name: &str) -> deepviz::model::Model {
+    let (entries, arch) = fixture_state_dict(name);
+    deepviz::model::Model::from_bytes(&safetensors_bytes(&entries, &[("arch", &arch)]), name, None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
