@@ -7,6 +7,9 @@
 // Names ({op}_{variant}_f32, see common.cuh):
 //   map_minmax_fwd   range[b] = (min, max) over the finite values of item b (+inf, -inf when it
 //                    has none); deterministic: one block per item, a fixed shared-memory tree
+//   map_clip_fwd     range[b].hi = the q-quantile of item b's finite values by a CLIP_BINS-bin
+//                    histogram over range[b] (src/imageio/colormap.rs `clip_threshold`), when it
+//                    falls strictly inside the range; counts by int atomics (exact, any order)
 //   heatmap_fwd      y[b, p, 0..3] = colour of the normalised x[b, p], blended over base[b, p]
 //                    when base is not null
 #include "common.cuh"
@@ -56,6 +59,80 @@ extern "C" __global__ void map_minmax_fwd_f32(const float* x, float* range, long
             range[2 * b + 1] = smem_hi[0];
         }
         __syncthreads();  // thread 0 has read the partials before the next item overwrites them
+    }
+}
+
+// map_clip: block b takes item b (after map_minmax filled range). A CLIP_BINS-bin histogram of
+// the finite values over [lo, hi] in shared memory (int atomics: exact counts in any order),
+// then CLIP_THREADS partial sums of CLIP_BINS / CLIP_THREADS bins each, and thread 0 walks the
+// partials, then the bins of the chunk, to the first bin whose cumulative count reaches
+// ceil(q * count). Its upper edge (f64, rounded to f32) becomes the item's hi when it lies
+// strictly between lo and hi. The same arithmetic as colormap.rs `clip_threshold`, in the same
+// order (no contraction: explicit _rn helpers).
+#define CLIP_BINS 4096
+#define CLIP_THREADS 256  // CLIP_BINS / CLIP_THREADS bins per partial
+extern "C" __global__ void map_clip_fwd_f32(const float* x, float* range, long long batch,
+                                            long long per_item, float q) {
+    __shared__ unsigned int smem_hist[CLIP_BINS];
+    __shared__ unsigned long long smem_part[CLIP_THREADS];
+    for (idx_t b = blockIdx.x; b < batch; b += gridDim.x) {  // uniform per block
+        const float* xb = x + b * per_item;
+        const double lo = (double)range[2 * b], hi = (double)range[2 * b + 1];
+        const double span = hi - lo;  // -inf when the item has no finite value
+        if (!(span > 0.0)) continue;  // uniform per block: nothing to clip
+        for (int i = threadIdx.x; i < CLIP_BINS; i += CLIP_THREADS) smem_hist[i] = 0u;
+        __syncthreads();
+        for (idx_t j = threadIdx.x; j < per_item; j += CLIP_THREADS) {
+            float v = xb[j];
+            if (isfinite(v)) {
+                double t = dv_dmul_rn(((double)v - lo) / span, (double)CLIP_BINS);
+                int bin = (int)t;  // t in [0, CLIP_BINS]: truncation, as Rust's `as usize`
+                bin = bin < CLIP_BINS - 1 ? bin : CLIP_BINS - 1;
+                atomicAdd(&smem_hist[bin], 1u);
+            }
+        }
+        __syncthreads();
+        {
+            const int per = CLIP_BINS / CLIP_THREADS;
+            unsigned long long s = 0;
+            for (int i = 0; i < per; ++i) s += smem_hist[threadIdx.x * per + i];
+            smem_part[threadIdx.x] = s;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const int per = CLIP_BINS / CLIP_THREADS;
+            unsigned long long count = 0;
+            // serial walks: not unrolled (unrolled, they hold every partial in a register)
+#pragma unroll 1
+            for (int i = 0; i < CLIP_THREADS; ++i) count += smem_part[i];
+            double kd = ceil(dv_dmul_rn((double)q, (double)count));
+            kd = fmin(fmax(kd, 1.0), (double)count);
+            unsigned long long k = (unsigned long long)kd;
+            unsigned long long acc = 0;
+            int c = CLIP_THREADS - 1;
+#pragma unroll 1
+            for (int i = 0; i < CLIP_THREADS; ++i) {
+                if (acc + smem_part[i] >= k) {
+                    c = i;
+                    break;
+                }
+                acc += smem_part[i];
+            }
+            int bin = c * per + per - 1;
+#pragma unroll 1
+            for (int i = c * per; i < (c + 1) * per; ++i) {
+                acc += smem_hist[i];
+                if (acc >= k) {
+                    bin = i;
+                    break;
+                }
+            }
+            if (bin < CLIP_BINS - 1) {  // the last bin's edge is hi: nothing to clip
+                float edge = (float)dv_dadd_rn(lo, dv_dmul_rn(span, (double)(bin + 1) / (double)CLIP_BINS));
+                if ((double)edge > lo && (double)edge < hi) range[2 * b + 1] = edge;
+            }
+        }
+        __syncthreads();  // thread 0 has read the histogram before the next item clears it
     }
 }
 
@@ -139,4 +216,4 @@ extern "C" __global__ void heatmap_fwd_f32(const float* x, const float* range,
     }
 }
 
-DV_REGISTER_KERNELS(map_minmax_fwd_f32, heatmap_fwd_f32)
+DV_REGISTER_KERNELS(map_minmax_fwd_f32, map_clip_fwd_f32, heatmap_fwd_f32)

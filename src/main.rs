@@ -38,11 +38,26 @@ enum Cmd {
         top: usize,
     },
     /// Saliency map (Simonyan et al. 2014): max over colour channels of |d score / d image|
-    Saliency(Common),
+    Saliency {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        map: MapArgs,
+    },
     /// Class activation map (Zhou et al. 2016); needs a linear classifier after global average pooling
-    Cam(Common),
+    Cam {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        map: MapArgs,
+    },
     /// Grad-CAM (Selvaraju et al. 2017) at --layer (default: the last feature layer)
-    Gradcam(Common),
+    Gradcam {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        map: MapArgs,
+    },
     /// DeepDream: amplify what --layer sees (maximise ½‖A‖²) over octaves, with jitter
     Dream {
         #[command(flatten)]
@@ -96,6 +111,24 @@ struct Common {
     /// images per batch
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+}
+
+#[derive(Args)]
+struct MapArgs {
+    /// clip the heat map at this percentile of each map's values before normalising, so a few
+    /// extreme pixels do not darken the rest (0 < P <= 100; 100: no clipping) [default: 99.5 for
+    /// saliency, 100 for cam and gradcam]; the --raw .npy stays unclipped
+    #[arg(long, value_name = "P", value_parser = parse_percentile)]
+    clip_percentile: Option<f32>,
+}
+
+fn parse_percentile(s: &str) -> std::result::Result<f32, String> {
+    let p: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if p > 0.0 && p <= 100.0 {
+        Ok(p)
+    } else {
+        Err(format!("a percentile in (0, 100], not {s}"))
+    }
 }
 
 #[derive(Args)]
@@ -344,7 +377,7 @@ enum MapKind {
     GradCam,
 }
 
-fn run_map<B: Backend>(be: B, c: &Common, kind: MapKind) -> Result<()> {
+fn run_map<B: Backend>(be: B, c: &Common, m: &MapArgs, kind: MapKind) -> Result<()> {
     let model = load_model(&c.model, &c.arch)?;
     let eng = Engine::new(&model, be)?;
     let pre = model.preprocess;
@@ -354,6 +387,9 @@ fn run_map<B: Backend>(be: B, c: &Common, kind: MapKind) -> Result<()> {
         MapKind::Cam => ("cam", Colormap::Turbo),
         MapKind::GradCam => ("gradcam", Colormap::Turbo),
     };
+    // saliency is speckled with a few extreme gradients: clip at 99.5 % unless told otherwise
+    let percentile = m.clip_percentile.unwrap_or(if kind == MapKind::Saliency { 99.5 } else { 100.0 });
+    let clip = (percentile < 100.0).then_some(percentile / 100.0);
     let cam = if kind == MapKind::Cam {
         if c.layer.is_some() {
             return Err(Error::InvalidArgument("cam uses the layer before the classifier; --layer is for gradcam".into()));
@@ -387,8 +423,8 @@ fn run_map<B: Backend>(be: B, c: &Common, kind: MapKind) -> Result<()> {
         // and only the finished pictures come back
         let pictures: Vec<RgbImage> = items[range.clone()].iter().map(|it| it.picture.clone()).collect();
         let out_hw = [pictures[0].height() as usize, pictures[0].width() as usize];
-        let heats = eng.be.render(&maps, None, out_hw, cmap, 0.0)?;
-        let overs = eng.be.render(&maps, Some(&pictures), out_hw, cmap, 0.5)?;
+        let heats = eng.be.render(&maps, None, out_hw, cmap, 0.0, clip)?;
+        let overs = eng.be.render(&maps, Some(&pictures), out_hw, cmap, 0.5, clip)?;
         // the raw maps come back only when asked for
         let raw = if c.raw { Some(eng.download(&maps)?) } else { None };
         for (j, it) in items[range.clone()].iter().enumerate() {
@@ -541,9 +577,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Cmd::Classify { common, top } => on_device!(common.device, be => run_classify(be, common, *top)),
-        Cmd::Saliency(c) => on_device!(c.device, be => run_map(be, c, MapKind::Saliency)),
-        Cmd::Cam(c) => on_device!(c.device, be => run_map(be, c, MapKind::Cam)),
-        Cmd::Gradcam(c) => on_device!(c.device, be => run_map(be, c, MapKind::GradCam)),
+        Cmd::Saliency { common: c, map } => on_device!(c.device, be => run_map(be, c, map, MapKind::Saliency)),
+        Cmd::Cam { common: c, map } => on_device!(c.device, be => run_map(be, c, map, MapKind::Cam)),
+        Cmd::Gradcam { common: c, map } => on_device!(c.device, be => run_map(be, c, map, MapKind::GradCam)),
         Cmd::Dream { common, dream } => on_device!(common.device, be => run_dream(be, common, dream)),
         Cmd::Layers { model, arch, json } => run_layers(model, arch, *json),
     };

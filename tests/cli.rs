@@ -83,6 +83,29 @@ fn saliency_cam_gradcam_write_pngs_and_raw() {
     }
 }
 
+/// Mean channel level of a PNG.
+fn png_mean(p: &Path) -> f64 {
+    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).to_rgb8();
+    img.as_raw().iter().map(|&v| v as f64).sum::<f64>() / img.as_raw().len() as f64
+}
+
+#[test]
+fn saliency_clips_at_99_5_percent_by_default() {
+    let d = tmp("clip");
+    let img = sample("chelsea.png");
+    let (def, none) = (d.join("default"), d.join("none"));
+    ok(&["saliency", "--image", img.to_str().unwrap(), "--out", def.to_str().unwrap(), "--device", "cpu"]);
+    ok(&["saliency", "--image", img.to_str().unwrap(), "--out", none.to_str().unwrap(), "--device", "cpu", "--clip-percentile", "100"]);
+    let (a, b) = (png_mean(&def.join("chelsea_saliency.png")), png_mean(&none.join("chelsea_saliency.png")));
+    assert!(a > b + 1.0, "saliency mean level {a:.2} with the default clip, {b:.2} without");
+    // out of (0, 100]: a usage error
+    for bad in ["0", "100.5", "x"] {
+        let o = run(&["saliency", "--image", img.to_str().unwrap(), "--out", d.to_str().unwrap(), "--clip-percentile", bad]);
+        assert_eq!(o.status.code(), Some(2), "--clip-percentile {bad}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn gradcam_at_a_named_layer_and_class() {
     let d = tmp("layer");

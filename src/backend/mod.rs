@@ -81,8 +81,9 @@ impl Pool2dGeom {
 }
 
 /// Checks the arguments of [`Backend::render`]: a `[n, 1, h, w]` map with h, w > 0, a non-empty
-/// `out_hw`, and (when given) n pictures of `out_hw`. Returns (n, h, w).
-pub fn check_render_args(maps_shape: &[usize], pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2]) -> crate::Result<(usize, usize, usize)> {
+/// `out_hw`, (when given) n pictures of `out_hw`, and (when given) a clip quantile in (0, 1].
+/// Returns (n, h, w).
+pub fn check_render_args(maps_shape: &[usize], pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2], clip: Option<f32>) -> crate::Result<(usize, usize, usize)> {
     let [n, c, h, w] = match *maps_shape {
         [n, c, h, w] => [n, c, h, w],
         _ => return Err(crate::Error::shape("render", "maps [n, 1, h, w]", maps_shape)),
@@ -92,6 +93,11 @@ pub fn check_render_args(maps_shape: &[usize], pictures: Option<&[image::RgbImag
     }
     if out_hw[0] == 0 || out_hw[1] == 0 || out_hw.iter().any(|&d| d > u32::MAX as usize) {
         return Err(crate::Error::InvalidArgument(format!("render: cannot make pictures of {}x{} pixels", out_hw[0], out_hw[1])));
+    }
+    if let Some(q) = clip {
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(crate::Error::InvalidArgument(format!("render: the clip quantile must be in (0, 1], not {q}")));
+        }
     }
     if let Some(p) = pictures {
         if p.len() != n {
@@ -231,7 +237,10 @@ pub trait Backend: Sync {
     /// (align_corners=False, [`crate::imageio::upsample_bilinear`]), min/max normalise per item
     /// ([`crate::imageio::normalize_map`]), colour with `cmap`, and, when `pictures` is given
     /// (n pictures of `out_hw`), blend over picture i with `alpha` ([`crate::imageio::overlay`]).
-    /// Only the finished RGB pictures come back from the backend.
+    /// `clip: Some(q)` (q in (0, 1]) first clamps each item's upsampled values above its
+    /// q-quantile to it ([`crate::imageio::clip_threshold`]: a 4096-bin histogram over the
+    /// finite range, the same rule on every backend), so a few extreme values cannot darken the
+    /// rest; `None` does not clip. Only the finished RGB pictures come back from the backend.
     fn render(
         &self,
         maps: &Self::T,
@@ -239,5 +248,6 @@ pub trait Backend: Sync {
         out_hw: [usize; 2],
         cmap: crate::imageio::Colormap,
         alpha: f32,
+        clip: Option<f32>,
     ) -> crate::Result<Vec<image::RgbImage>>;
 }

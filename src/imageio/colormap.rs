@@ -23,10 +23,68 @@ pub enum Colormap {
 /// whose finite values are all equal (or that has none) becomes all zeros. Infinities clamp to
 /// the ends.
 pub fn normalize_map(map: &[f32]) -> Vec<f32> {
+    normalize_map_clipped(map, None)
+}
+
+/// Bins of the histogram that [`clip_threshold`] picks its quantile from (`CLIP_BINS` in
+/// kernels/render.cu).
+pub const CLIP_BINS: usize = 4096;
+
+/// (min, max) of the finite values in f64 (+inf, -inf when there are none).
+fn finite_range(map: &[f32]) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for &v in map.iter().filter(|v| v.is_finite()) {
         lo = lo.min(v as f64);
         hi = hi.max(v as f64);
+    }
+    (lo, hi)
+}
+
+/// The q-quantile (q in (0, 1]) of the finite values of `map`, as a histogram defines it (the
+/// rule `map_clip_fwd_f32` in kernels/render.cu follows, so both give the same threshold): with
+/// lo, hi the finite min and max, [`CLIP_BINS`] equal bins over [lo, hi] (value v falls in bin
+/// `min(floor((v - lo) / (hi - lo) * CLIP_BINS), CLIP_BINS - 1)`, in f64), the threshold is the
+/// upper edge `lo + (hi - lo) * ((j + 1) / CLIP_BINS)` (f64, rounded to f32) of the first bin j at
+/// which the cumulative count reaches `ceil(q * count)` (clamped to [1, count]). `None` when
+/// nothing would be clipped: an empty range, or an edge that does not fall strictly between lo
+/// and hi.
+pub fn clip_threshold(map: &[f32], q: f32) -> Option<f32> {
+    let (lo, hi) = finite_range(map);
+    let span = hi - lo;
+    if !(span > 0.0) {
+        return None;
+    }
+    let mut hist = vec![0u64; CLIP_BINS];
+    let mut count = 0u64;
+    for &v in map.iter().filter(|v| v.is_finite()) {
+        let t = (v as f64 - lo) / span * CLIP_BINS as f64;
+        hist[(t as usize).min(CLIP_BINS - 1)] += 1;
+        count += 1;
+    }
+    let k = ((q as f64) * count as f64).ceil().clamp(1.0, count as f64) as u64;
+    let mut acc = 0u64;
+    let mut j = CLIP_BINS - 1;
+    for (i, &c) in hist.iter().enumerate() {
+        acc += c;
+        if acc >= k {
+            j = i;
+            break;
+        }
+    }
+    if j == CLIP_BINS - 1 {
+        return None; // the last bin's edge is hi (q = 1 always ends here)
+    }
+    let edge = (lo + span * ((j + 1) as f64 / CLIP_BINS as f64)) as f32;
+    (edge as f64 > lo && (edge as f64) < hi).then_some(edge)
+}
+
+/// [`normalize_map`], with the values above the `clip`-quantile of the map ([`clip_threshold`],
+/// q in (0, 1]) first clamped to it: the max of the range becomes the threshold. `None`: no
+/// clipping.
+pub fn normalize_map_clipped(map: &[f32], clip: Option<f32>) -> Vec<f32> {
+    let (lo, mut hi) = finite_range(map);
+    if let Some(t) = clip.and_then(|q| clip_threshold(map, q)) {
+        hi = t as f64;
     }
     // f64, so that the range of two extreme f32 values cannot overflow.
     let range = hi - lo;

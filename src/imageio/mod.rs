@@ -13,7 +13,7 @@
 pub mod colormap;
 pub mod npy;
 
-pub use colormap::{colorize, normalize_map, overlay, upsample_bilinear, Colormap};
+pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, upsample_bilinear, Colormap, CLIP_BINS};
 pub use npy::{read_npy, write_npy};
 
 use std::fs;

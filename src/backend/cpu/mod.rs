@@ -234,8 +234,8 @@ impl Backend for Cpu {
         viz::clamp_channels(x, lo, hi);
         Ok(())
     }
-    fn render(&self, maps: &Tensor, pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32) -> Result<Vec<image::RgbImage>> {
-        super::check_render_args(&maps.shape, pictures, out_hw)?;
-        Ok(viz::render(maps, pictures, out_hw, cmap, alpha))
+    fn render(&self, maps: &Tensor, pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32, clip: Option<f32>) -> Result<Vec<image::RgbImage>> {
+        super::check_render_args(&maps.shape, pictures, out_hw, clip)?;
+        Ok(viz::render(maps, pictures, out_hw, cmap, alpha, clip))
     }
 }

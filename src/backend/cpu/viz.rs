@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use crate::imageio::{colorize, normalize_map, overlay, upsample_bilinear, Colormap};
+use crate::imageio::{colorize, normalize_map_clipped, overlay, upsample_bilinear, Colormap};
 use crate::tensor::Tensor;
 
 pub fn concat(xs: &[&Tensor]) -> Tensor {
@@ -136,13 +136,14 @@ pub fn clamp_channels(x: &mut Tensor, lo: &[f32], hi: &[f32]) {
 }
 
 /// Heat-map pictures of maps `[n, 1, h, w]` (arguments checked by the caller), exactly as the
-/// host pipeline makes them: upsample, normalise, then colour or blend over the picture.
-pub fn render(maps: &Tensor, pictures: Option<&[RgbImage]>, out_hw: [usize; 2], cmap: Colormap, alpha: f32) -> Vec<RgbImage> {
+/// host pipeline makes them: upsample, normalise (clipped at the `clip`-quantile when given),
+/// then colour or blend over the picture.
+pub fn render(maps: &Tensor, pictures: Option<&[RgbImage]>, out_hw: [usize; 2], cmap: Colormap, alpha: f32, clip: Option<f32>) -> Vec<RgbImage> {
     let (n, _, h, w) = maps.nchw();
     let [oh, ow] = out_hw;
     (0..n)
         .map(|i| {
-            let up = normalize_map(&upsample_bilinear(maps.item(i), h, w, oh, ow));
+            let up = normalize_map_clipped(&upsample_bilinear(maps.item(i), h, w, oh, ow), clip);
             match pictures {
                 Some(p) => overlay(&p[i], &up, cmap, alpha),
                 None => colorize(&up, oh, ow, cmap),

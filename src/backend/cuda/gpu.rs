@@ -411,8 +411,8 @@ impl Backend for Gpu {
         image::clamp(self.device(), x.ptr(), l.ptr(), h.ptr(), x.ptr(), x.numel(), c)
     }
 
-    fn render(&self, maps: &DTensor, pictures: Option<&[::image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32) -> Result<Vec<::image::RgbImage>> {
-        let (n, h, w) = crate::backend::check_render_args(&maps.shape, pictures, out_hw)?;
+    fn render(&self, maps: &DTensor, pictures: Option<&[::image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32, clip: Option<f32>) -> Result<Vec<::image::RgbImage>> {
+        let (n, h, w) = crate::backend::check_render_args(&maps.shape, pictures, out_hw, clip)?;
         let [oh, ow] = out_hw;
         let hw = oh * ow;
         if n == 0 {
@@ -424,6 +424,10 @@ impl Backend for Gpu {
         image::resize_bilinear(self.device(), maps.ptr(), up.ptr(), n, 1, h, w, oh, ow)?;
         let range = self.new_tensor(&[n, 2])?;
         render::map_minmax(self.device(), up.ptr(), range.ptr(), n, hw)?;
+        if let Some(q) = clip.filter(|&q| q < 1.0) {
+            // q = 1 reaches the full count only in the last bin, whose edge is hi: nothing to do
+            render::map_clip(self.device(), up.ptr(), range.ptr(), n, hw, q)?;
+        }
         let base = match pictures {
             Some(p) => {
                 let bytes: Vec<u8> = p.iter().flat_map(|img| img.as_raw().iter().copied()).collect();

@@ -6,7 +6,7 @@ use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 use crate::imageio::Colormap;
 
-pub const KERNELS: &[(&str, &str)] = &[("map_minmax", "fwd"), ("heatmap", "fwd")];
+pub const KERNELS: &[(&str, &str)] = &[("map_minmax", "fwd"), ("map_clip", "fwd"), ("heatmap", "fwd")];
 
 /// Threads per item of `map_minmax_fwd_f32` (`MM_THREADS` in render.cu): fixed, so the tree is too.
 const MM_THREADS: u32 = 256;
@@ -28,6 +28,22 @@ pub fn map_minmax(dev: &dyn Device, x: DevicePtr, range: DevicePtr, batch: usize
     // per_item)`; the blocks stride over the items and thread 0 writes range[2b], range[2b+1]
     // for each; reads stay inside x[b * per_item .. (b + 1) * per_item].
     launch(dev, "map_minmax", "fwd", cfg, &[ptr(x), ptr(range), len(batch), len(per_item)])
+}
+
+/// Threads per item of `map_clip_fwd_f32` (`CLIP_THREADS` in render.cu).
+const CLIP_THREADS: u32 = 256;
+
+/// Lowers each item's hi in `range` (from [`map_minmax`]) to the q-quantile (q in (0, 1]) of the
+/// item's finite values of x `[batch, per_item]`, by the histogram rule of
+/// [`crate::imageio::clip_threshold`]; an item whose quantile is not strictly inside its range
+/// keeps it. Deterministic: integer counts, one block per item.
+pub fn map_clip(dev: &dyn Device, x: DevicePtr, range: DevicePtr, batch: usize, per_item: usize, q: f32) -> Result<()> {
+    let cfg = LaunchConfig { grid: [batch.clamp(1, MAX_BLOCKS) as u32, 1, 1], block: [CLIP_THREADS, 1, 1], shared_bytes: 0 };
+    // SAFETY: `map_clip_fwd_f32(const float* x, float* range, long long batch, long long
+    // per_item, float q)`; the blocks stride over the items, read range[2b], range[2b+1] and
+    // x[b * per_item .. (b + 1) * per_item], and thread 0 writes range[2b+1] only; the histogram
+    // lives in static shared memory.
+    launch(dev, "map_clip", "fwd", cfg, &[ptr(x), ptr(range), len(batch), len(per_item), Arg::F32(q)])
 }
 
 /// y `[batch, hw, 3]` u8: each value of x `[batch, hw]` normalised by its item's `range`
