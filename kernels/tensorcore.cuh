@@ -92,11 +92,32 @@ __device__ __forceinline__ unsigned dv_cvt_rna_tf32(float x) {
 // D (16x8 f32) = A (16x16 bf16, row) * B (16x8 bf16, col) + C, one warp; layouts above.
 #ifdef DV_EMU
 namespace dv_tc_emu {
-inline void mma_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char* file, int line) {
-    unsigned w[10], lane;
+// Every lane deposits its A (4 words), B (2) and C (4) fragment registers; after this the whole
+// warp's fragments are in the returned slots (shared by both mma shapes).
+inline Slot* gather_abc(const unsigned a[4], const unsigned b[2], const float c[4], unsigned& lane, const char* file, int line) {
+    unsigned w[10];
     for (int i = 0; i < 4; ++i) w[i] = a[i], w[6 + i] = __float_as_uint(c[i]);
     w[4] = b[0], w[5] = b[1];
-    Slot* s = gather(w, 10, nullptr, lane, file, line);
+    return gather(w, 10, nullptr, lane, file, line);
+}
+
+// This lane's D = A·B + C under the C/D fragment layout both shapes share (c0 = C[g][2t],
+// c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1]); products summed in f64, one rounding.
+template <int K>
+inline void mma_finish(float d[4], const float (*A)[K], const float (*B)[8], Slot* s, unsigned lane, const char* file, int line) {
+    unsigned g = lane >> 2, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        unsigned row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        double acc = 0.0;
+        for (int k = 0; k < K; ++k) acc += (double)A[row][k] * B[k][col];
+        d[i] = (float)(acc + (double)f32(s[lane].w[6 + i]));
+    }
+    release(file, line);
+}
+
+inline void mma_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char* file, int line) {
+    unsigned lane;
+    Slot* s = gather_abc(a, b, c, lane, file, line);
     float A[16][16], B[16][8];
     for (unsigned l = 0; l < 32; ++l) {
         unsigned g = l >> 2, t = l % 4;
@@ -107,14 +128,7 @@ inline void mma_bf16(float d[4], const unsigned a[4], const unsigned b[2], const
             B[2 * t + 8 * h][g] = bf16_lo(r[4 + h]), B[2 * t + 8 * h + 1][g] = bf16_hi(r[4 + h]);
         }
     }
-    unsigned g = lane >> 2, t = lane % 4;
-    for (int i = 0; i < 4; ++i) {
-        unsigned row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-        double acc = 0.0;  // products of bf16 are exact in f32; one rounding at the end
-        for (int k = 0; k < 16; ++k) acc += (double)A[row][k] * B[k][col];
-        d[i] = (float)(acc + (double)f32(s[lane].w[6 + i]));
-    }
-    release(file, line);
+    mma_finish<16>(d, A, B, s, lane, file, line);
 }
 }  // namespace dv_tc_emu
 // (The call site, for the emulator's error messages, comes from GCC's __builtin_FILE/LINE.)
@@ -137,10 +151,8 @@ __device__ __forceinline__ void dv_mma_m16n8k16_bf16_f32(float d[4], const unsig
 #ifdef DV_EMU
 namespace dv_tc_emu {
 inline void mma_tf32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char* file, int line) {
-    unsigned w[10], lane;
-    for (int i = 0; i < 4; ++i) w[i] = a[i], w[6 + i] = __float_as_uint(c[i]);
-    w[4] = b[0], w[5] = b[1];
-    Slot* s = gather(w, 10, nullptr, lane, file, line);
+    unsigned lane;
+    Slot* s = gather_abc(a, b, c, lane, file, line);
     float A[16][8], B[8][8];
     for (unsigned l = 0; l < 32; ++l) {
         unsigned g = l >> 2, t = l % 4;
@@ -149,14 +161,7 @@ inline void mma_tf32(float d[4], const unsigned a[4], const unsigned b[2], const
         A[g][t + 4] = f32(rna_tf32(r[2])), A[g + 8][t + 4] = f32(rna_tf32(r[3]));
         B[t][g] = f32(rna_tf32(r[4])), B[t + 4][g] = f32(rna_tf32(r[5]));
     }
-    unsigned g = lane >> 2, t = lane % 4;
-    for (int i = 0; i < 4; ++i) {
-        unsigned row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-        double acc = 0.0;  // tf32 products are exact in f64
-        for (int k = 0; k < 8; ++k) acc += (double)A[row][k] * B[k][col];
-        d[i] = (float)(acc + (double)f32(s[lane].w[6 + i]));
-    }
-    release(file, line);
+    mma_finish<8>(d, A, B, s, lane, file, line);
 }
 }  // namespace dv_tc_emu
 __device__ __forceinline__ void dv_mma_m16n8k8_tf32_f32(float d[4], const unsigned a[4], const unsigned b[2], const float c[4],

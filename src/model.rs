@@ -84,7 +84,7 @@ impl Model {
             }
         };
         let names: HashSet<&str> = st.names().into_iter().collect();
-        let graph = zoo::build(&arch, &|n: &str| names.contains(n))?;
+        let mut graph = zoo::build(&arch, &|n: &str| names.contains(n))?;
 
         // every expected tensor, with the right shape and a float dtype
         let mut params = Vec::with_capacity(graph.params.len());
@@ -140,7 +140,6 @@ impl Model {
             }
         }
 
-        let mut graph = graph;
         match meta.get("transform_input").map(String::as_str) {
             None | Some("false") | Some("0") => {}
             Some("true") | Some("1") => insert_input_transform(&mut graph, &mut params),

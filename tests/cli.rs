@@ -197,12 +197,13 @@ fn wrong_shaped_npy_and_bad_class_are_errors() {
 #[test]
 fn cam_on_a_vgg_is_refused_with_a_reason() {
     // a real vgg11 state dict (names and shapes from the golden fixture), bf16 zeros: 265 MB
-    let fx = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/vgg11.safetensors")).unwrap();
-    let (_, header) = safetensors::SafeTensors::read_metadata(&fx).unwrap();
-    let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&header.metadata().as_ref().unwrap()["params"]).unwrap();
-    let entries: Vec<_> = params
-        .iter()
-        .map(|(n, s, _)| (n.clone(), s.clone(), safetensors::Dtype::BF16, vec![0u8; 2 * s.iter().product::<usize>()]))
+    let (params, _) = common::st::fixture_params("vgg11");
+    let entries: Vec<common::st::Entry> = params
+        .into_iter()
+        .map(|(n, s)| {
+            let bytes = vec![0u8; 2 * s.iter().product::<usize>()];
+            (n, s, safetensors::Dtype::BF16, bytes)
+        })
         .collect();
     let d = tmp("vggcam");
     let m = d.join("vgg11.safetensors");

@@ -33,18 +33,26 @@ impl Objective {
     fn deepest(&self) -> NodeId {
         self.terms.iter().map(|t| t.0).max().unwrap_or(0)
     }
-    /// Value per batch item and the gradient seeds (d objective / d A = weight · A).
-    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<(Vec<f32>, Seeds<B>)> {
+    /// The objective per batch item.
+    fn value<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<Vec<f32>> {
         let mut value = vec![0.0f32; acts.shapes[0][0]];
-        let mut seeds = vec![];
         for &(id, wt) in &self.terms {
             let a = acts.get(id).expect("forward reached the layer");
             for (v, h) in value.iter_mut().zip(be.half_sq_norm(a)?) {
                 *v += wt * h;
             }
-            seeds.push((id, if wt == 1.0 { a.clone() } else { be.scale(a, wt)? }));
         }
-        Ok((value, seeds))
+        Ok(value)
+    }
+    /// The gradient seeds: d objective / d A = weight · A.
+    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<Seeds<B>> {
+        self.terms
+            .iter()
+            .map(|&(id, wt)| {
+                let a = acts.get(id).expect("forward reached the layer");
+                Ok((id, if wt == 1.0 { a.clone() } else { be.scale(a, wt)? }))
+            })
+            .collect()
     }
 }
 
@@ -88,12 +96,19 @@ impl DeepDream {
     /// One gradient-ascent step on `img` (normalised NCHW, on the backend). Returns the
     /// objective per item before the step.
     pub fn step<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64) -> Result<Vec<f32>> {
+        Ok(self.ascend(eng, img, pre, rng, true)?.unwrap_or_default())
+    }
+
+    /// The step itself; the objective's value (a reduction and a host round trip per term) only
+    /// when asked for — `run` does not need it.
+    fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
         let be = &eng.be;
         let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
         let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
         let shifted = be.roll(img, dy, dx)?;
         let acts = eng.forward(shifted, self.objective.deepest())?;
-        let (value, seeds) = self.objective.seeds(be, &acts)?;
+        let value = if value { Some(self.objective.value(be, &acts)?) } else { None };
+        let seeds = self.objective.seeds(be, &acts)?;
         let g = eng.backward(&acts, seeds, &[0])?.remove(0);
         let g = be.roll(&g, -dy, -dx)?;
         let alpha: Vec<f32> = be.mean_abs(&g)?.iter().map(|m| self.lr / (m + 1e-8)).collect();
@@ -122,7 +137,7 @@ impl DeepDream {
             let (bh, bw) = (be.shape(base)[2], be.shape(base)[3]);
             img = be.add(base, &be.resize_bilinear(&detail, bh, bw)?)?;
             for _ in 0..self.steps {
-                self.step(eng, &mut img, pre, &mut rng)?;
+                self.ascend(eng, &mut img, pre, &mut rng, false)?;
                 progress();
             }
             detail = be.sub(&img, base)?;

@@ -70,22 +70,27 @@ pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Dtype, Vec<u8>)], meta:
 /// One tensor of a `.safetensors` file being built: name, shape, dtype, little-endian bytes.
 pub type Entry = (String, Vec<usize>, Dtype, Vec<u8>);
 
-/// The state dict of a golden fixture's random-weight model (tensor list in its `params`
-/// metadata, values from `init_bytes`) and its `arch`.
-pub fn fixture_state_dict(name: &str) -> (Vec<Entry>, String) {
+/// A golden fixture's state-dict tensor list (its `params` metadata: name, shape) and `arch`.
+pub fn fixture_params(name: &str) -> (Vec<(String, Vec<usize>)>, String) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(format!("{name}.safetensors"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().as_ref().unwrap();
     let params: Vec<(String, Vec<usize>, String)> = serde_json::from_str(&meta["params"]).unwrap();
+    (params.into_iter().map(|(n, s, _)| (n, s)).collect(), meta["arch"].clone())
+}
+
+/// The state dict of that random-weight model (values from `init_bytes`) and its `arch`.
+pub fn fixture_state_dict(name: &str) -> (Vec<Entry>, String) {
+    let (params, arch) = fixture_params(name);
     let entries = params
-        .iter()
-        .map(|(n, s, _)| {
-            let (d, b) = init_bytes(n, s);
-            (n.clone(), s.clone(), d, b)
+        .into_iter()
+        .map(|(n, s)| {
+            let (d, b) = init_bytes(&n, &s);
+            (n, s, d, b)
         })
         .collect();
-    (entries, meta["arch"].clone())
+    (entries, arch)
 }
 
 /// That model, loaded through the normal loader from an in-memory `.safetensors` file.
