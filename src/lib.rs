@@ -10,6 +10,7 @@
 //! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.
 //! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
 //! - [`imageio`]: image loading and preprocessing, `.npy` input/output, colormaps and PNGs.
+//! - [`output`]: the output set of a run: staged, committed all at once, never over an input.
 //! - [`viz`]: the visualisations (saliency, CAM, Grad-CAM, DeepDream, classify).
 
 pub mod backend;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod graph;
 pub mod imageio;
 pub mod model;
+pub mod output;
 pub mod tensor;
 pub mod viz;
 pub mod zoo;

@@ -4,7 +4,7 @@
 //! with status 1 (usage errors: 2); nothing is written unless everything succeeded.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,6 +14,7 @@ use deepviz::backend::Backend;
 use deepviz::engine::Engine;
 use deepviz::imageio::{self, Colormap, Preprocess};
 use deepviz::model::Model;
+use deepviz::output::OutputSet;
 use deepviz::viz::{classify, Cam, DeepDream, GradCam, Objective, Saliency};
 use deepviz::{Error, Result, Tensor};
 use image::RgbImage;
@@ -323,44 +324,23 @@ fn load_model(model: &Option<PathBuf>, arch: &Option<String>) -> Result<Model> {
     }
 }
 
-/// Files to write, all computed before the first is written.
-struct Outputs {
-    files: Vec<(PathBuf, Vec<u8>)>,
+/// The run's output set: nothing it reads (the inputs found in folders included, and the model
+/// file) may be replaced by an output.
+fn output_set(c: &Common) -> Result<OutputSet> {
+    let mut out = OutputSet::new(&c.out);
+    for p in expand_inputs(&c.image)? {
+        out.protect(&p);
+    }
+    if let Some(m) = &c.model {
+        out.protect(m);
+    }
+    Ok(out)
 }
 
-impl Outputs {
-    fn png(&mut self, path: PathBuf, img: &RgbImage) -> Result<()> {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut buf, image::ImageFormat::Png)
-            .map_err(|e| Error::Image { path: path.clone(), msg: e.to_string() })?;
-        self.files.push((path, buf.into_inner()));
-        Ok(())
-    }
-    fn npy(&mut self, path: PathBuf, t: &Tensor) -> Result<()> {
-        self.files.push((path, imageio::npy::npy_bytes(t)));
-        Ok(())
-    }
-    /// Refuse to overwrite an input, then write everything atomically.
-    fn write(self, inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<PathBuf>> {
-        let canon: HashSet<PathBuf> = inputs.iter().filter_map(|p| p.canonicalize().ok()).collect();
-        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-        for (p, _) in &self.files {
-            if let Ok(c) = p.canonicalize() {
-                if canon.contains(&c) {
-                    return Err(Error::InvalidArgument(format!(
-                        "refusing to overwrite the input {} with an output; choose another --out",
-                        p.display()
-                    )));
-                }
-            }
-        }
-        let mut written = vec![];
-        for (p, bytes) in self.files {
-            imageio::atomic_write(&p, &bytes)?;
-            written.push(p);
-        }
-        Ok(written)
-    }
+fn png_bytes(img: &RgbImage, name: &str) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::Image { path: name.into(), msg: e.to_string() })?;
+    Ok(buf.into_inner())
 }
 
 fn progress(len: usize, msg: &str) -> ProgressBar {
@@ -407,7 +387,7 @@ fn run_map<B: Backend>(be: B, c: &Common, m: &MapArgs, kind: MapKind) -> Result<
         (_, Some(g)) => Some(model.name(g.layer).to_string()),
         _ => None,
     };
-    let mut out = Outputs { files: vec![] };
+    let mut out = output_set(c)?;
     let mut summary = vec![];
     let bs = batches(&items, c.batch_size)?;
     let pb = progress(items.len(), method);
@@ -428,15 +408,12 @@ fn run_map<B: Backend>(be: B, c: &Common, m: &MapArgs, kind: MapKind) -> Result<
         // the raw maps come back only when asked for
         let raw = if c.raw { Some(eng.download(&maps)?) } else { None };
         for (j, it) in items[range.clone()].iter().enumerate() {
-            let heat = c.out.join(format!("{}_{method}.png", it.stem));
-            let over = c.out.join(format!("{}_{method}_overlay.png", it.stem));
-            out.png(heat.clone(), &heats[j])?;
-            out.png(over.clone(), &overs[j])?;
-            let mut files = vec![heat, over];
+            let heat = format!("{}_{method}.png", it.stem);
+            let over = format!("{}_{method}_overlay.png", it.stem);
+            let mut files = vec![out.add(&heat, &png_bytes(&heats[j], &heat)?)?, out.add(&over, &png_bytes(&overs[j], &over)?)?];
             if let Some(raw) = &raw {
-                let p = c.out.join(format!("{}_{method}.npy", it.stem));
-                out.npy(p.clone(), &Tensor::new(vec![h, w], raw.item(j).to_vec())?)?;
-                files.push(p);
+                let t = Tensor::new(vec![h, w], raw.item(j).to_vec())?;
+                files.push(out.add(&format!("{}_{method}.npy", it.stem), &imageio::npy::npy_bytes(&t))?);
             }
             summary.push(json!({
                 "image": it.source.display().to_string(),
@@ -450,7 +427,7 @@ fn run_map<B: Backend>(be: B, c: &Common, m: &MapArgs, kind: MapKind) -> Result<
         pb.inc(range.len() as u64);
     }
     pb.finish_and_clear();
-    let written = out.write(&c.image, &c.out)?;
+    let written = out.commit()?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap());
     } else {
@@ -515,7 +492,7 @@ fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
         jitter: d.jitter,
         seed: d.seed,
     };
-    let mut out = Outputs { files: vec![] };
+    let mut out = output_set(c)?;
     let mut summary = vec![];
     for (range, x) in batches(&items, c.batch_size)? {
         let (_, _, h, w) = x.nchw();
@@ -524,13 +501,10 @@ fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
         pb.finish_and_clear();
         for (j, it) in items[range].iter().enumerate() {
             let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
-            let p = c.out.join(format!("{}_dream.png", it.stem));
-            out.png(p.clone(), &imageio::to_rgb(&img.data, h, w, &pre))?;
-            let mut files = vec![p];
+            let name = format!("{}_dream.png", it.stem);
+            let mut files = vec![out.add(&name, &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre), &name)?)?];
             if c.raw {
-                let p = c.out.join(format!("{}_dream.npy", it.stem));
-                out.npy(p.clone(), &img)?;
-                files.push(p);
+                files.push(out.add(&format!("{}_dream.npy", it.stem), &imageio::npy::npy_bytes(&img))?);
             }
             summary.push(json!({
                 "image": it.source.display().to_string(),
@@ -539,7 +513,7 @@ fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
             }));
         }
     }
-    let written = out.write(&c.image, &c.out)?;
+    let written = out.commit()?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap());
     } else {
@@ -575,6 +549,13 @@ fn run_layers(model: &Option<PathBuf>, arch: &Option<String>, as_json: bool) -> 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C / SIGTERM / SIGHUP: undo the output set (a commit in progress finishes or rolls
+    // back first), then exit as a shell expects of an interrupted program
+    let _ = ctrlc::set_handler(|| {
+        deepviz::output::abort_all();
+        eprintln!("error: interrupted; no output was written");
+        std::process::exit(130);
+    });
     let r = match &cli.cmd {
         Cmd::Classify { common, top } => on_device!(common.device, be => run_classify(be, common, *top)),
         Cmd::Saliency { common: c, map } => on_device!(c.device, be => run_map(be, c, map, MapKind::Saliency)),

@@ -249,3 +249,97 @@ fn refuses_to_overwrite_an_input() {
     );
     assert_eq!(std::fs::read(&img).unwrap(), before);
 }
+
+/// Every entry of a folder with its bytes ("<dir>" for folders), sorted: a before/after snapshot.
+fn snapshot(d: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = if p.is_dir() { b"<dir>".to_vec() } else { std::fs::read(&p).unwrap() };
+            (p.file_name().unwrap().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_image_found_in_a_folder_is_never_overwritten() {
+    // x.png and y_saliency.png in one folder, which is also --out: the output of y would be
+    // y_saliency.png, an input found inside the folder argument
+    let d = tmp("folder-overwrite");
+    std::fs::copy(sample("chelsea.png"), d.join("y.png")).unwrap();
+    std::fs::copy(sample("coffee.png"), d.join("y_saliency.png")).unwrap();
+    let before = snapshot(&d);
+    fails(&["saliency", "--device", "cpu", "--image", d.to_str().unwrap(), "--out", d.to_str().unwrap()], "refusing to overwrite the input");
+    assert_eq!(snapshot(&d), before, "the folder changed");
+    // a hard link to an input under an output's name counts as the input
+    let e = tmp("hardlink-overwrite");
+    std::fs::copy(sample("chelsea.png"), e.join("cat.png")).unwrap();
+    std::fs::hard_link(e.join("cat.png"), e.join("cat_saliency.png")).unwrap();
+    let before = snapshot(&e);
+    fails(&["saliency", "--device", "cpu", "--image", e.join("cat.png").to_str().unwrap(), "--out", e.to_str().unwrap()], "refusing to overwrite the input");
+    assert_eq!(snapshot(&e), before);
+}
+
+#[test]
+fn an_output_set_is_written_whole_or_not_at_all() {
+    // the second image's overlay name is taken by a folder: the run fails and leaves nothing,
+    // not the outputs of the first image
+    let d = tmp("all-or-nothing");
+    let out = d.join("out");
+    std::fs::create_dir_all(out.join("b_gradcam_overlay.png")).unwrap();
+    std::fs::write(out.join("a_gradcam.png"), b"an earlier run's file").unwrap();
+    std::fs::copy(sample("chelsea.png"), d.join("a.png")).unwrap();
+    std::fs::copy(sample("coffee.png"), d.join("b.png")).unwrap();
+    let before = snapshot(&out);
+    fails(
+        &["gradcam", "--device", "cpu", "--image", d.join("a.png").to_str().unwrap(), d.join("b.png").to_str().unwrap(), "--out", out.to_str().unwrap()],
+        "a folder has that name",
+    );
+    assert_eq!(snapshot(&out), before, "the output folder changed");
+    // and a run that succeeds replaces the earlier file
+    std::fs::remove_dir(out.join("b_gradcam_overlay.png")).unwrap();
+    ok(&["gradcam", "--device", "cpu", "--image", d.join("a.png").to_str().unwrap(), d.join("b.png").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(png_size(&out.join("a_gradcam.png")), (224, 224));
+    assert_eq!(snapshot(&out).len(), 4);
+}
+
+#[test]
+fn an_interrupt_while_writing_leaves_nothing() {
+    // results are written as each batch finishes; Ctrl-C after the first batch's files exist
+    // must leave no output (and no temporary file) behind
+    let d = tmp("sigint");
+    let inputs = d.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for i in 0..40 {
+        std::fs::copy(sample("chelsea.png"), inputs.join(format!("img{i:02}.png"))).unwrap();
+    }
+    let out = d.join("out");
+    let mut child = bin()
+        .args(["saliency", "--device", "cpu", "--batch-size", "1", "--image", inputs.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // wait until some output of the run is on disk (in its staging folder)
+    let staged = || -> usize {
+        let Ok(rd) = std::fs::read_dir(&out) else { return 0 };
+        rd.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| std::fs::read_dir(e.path()).map(|r| r.count()).unwrap_or(0)).sum()
+    };
+    let t0 = std::time::Instant::now();
+    while staged() < 2 {
+        assert!(t0.elapsed().as_secs() < 120, "no output staged after 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "stderr: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!out.exists(), "left behind: {:?}", snapshot(&out));
+    let _ = std::fs::remove_dir_all(&d);
+}
