@@ -28,8 +28,8 @@ fn batch(model: &Model, n: usize) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
-    let model = Model::default_model().unwrap();
-    let eng = Engine::new(&model, Cpu).unwrap();
+    let model = std::sync::Arc::new(Model::default_model().unwrap());
+    let eng = Engine::new(model.clone(), Cpu).unwrap();
     let gradcam = GradCam::new(&model, None).unwrap();
     let layer = model.resolve(&model.graph.heads.dream_layer).unwrap();
     let dream = DeepDream::new(Objective::layer(layer));

@@ -114,7 +114,8 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
                 continue;
             }
         };
-        let eng = Engine::new(&model, be.clone()).unwrap();
+        let model = std::sync::Arc::new(model);
+        let eng = Engine::new(model.clone(), be.clone()).unwrap();
         let inp = load(&dir.join("input.safetensors"));
         let exp = load(&dir.join("expected.safetensors"));
         let (xs, xd) = inp["x"].clone();
@@ -133,7 +134,7 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
                 eng.be.name()
             ));
         };
-        let acts = eng.forward(eng.upload(&x).unwrap(), model.output()).unwrap();
+        let acts = eng.forward(eng.upload(&x).unwrap(), model.output(), &[]).unwrap();
         let logits = eng.download(acts.get(model.output()).unwrap()).unwrap();
         report("logits", rel_rms(&logits.data, &exp["logits"].1), 1e-3);
         let (s, _) = Saliency.attribute(&eng, &x, Some(&cls)).unwrap();

@@ -358,8 +358,8 @@ enum MapKind {
 }
 
 fn run_map<B: Backend>(be: B, c: &Common, m: &MapArgs, kind: MapKind) -> Result<()> {
-    let model = load_model(&c.model, &c.arch)?;
-    let eng = Engine::new(&model, be)?;
+    let model = std::sync::Arc::new(load_model(&c.model, &c.arch)?);
+    let eng = Engine::new(model.clone(), be)?;
     let pre = model.preprocess;
     let items = load_items(&c.image, &pre)?;
     let (method, cmap) = match kind {
@@ -445,8 +445,8 @@ fn run_classify<B: Backend>(be: B, c: &Common, top: usize) -> Result<()> {
     if c.class.is_some() || c.layer.is_some() || c.raw {
         return Err(Error::InvalidArgument("classify takes no --class, --layer or --raw".into()));
     }
-    let model = load_model(&c.model, &c.arch)?;
-    let eng = Engine::new(&model, be)?;
+    let model = std::sync::Arc::new(load_model(&c.model, &c.arch)?);
+    let eng = Engine::new(model.clone(), be)?;
     let items = load_items(&c.image, &model.preprocess)?;
     let mut summary = vec![];
     for (range, x) in batches(&items, c.batch_size)? {
@@ -475,12 +475,12 @@ fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
     if c.class.is_some() {
         return Err(Error::InvalidArgument("dream amplifies a layer; --class does not apply".into()));
     }
-    let model = load_model(&c.model, &c.arch)?;
-    let eng = Engine::new(&model, be)?;
+    let model = std::sync::Arc::new(load_model(&c.model, &c.arch)?);
+    let eng = Engine::new(model.clone(), be)?;
     let pre = model.preprocess;
     let items = load_items(&c.image, &pre)?;
     let layer = model.resolve(c.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
-    if layer == 0 {
+    if layer == model.input() {
         return Err(Error::InvalidArgument("dream needs a layer inside the network, not its input".into()));
     }
     let dream = DeepDream {
@@ -527,21 +527,15 @@ fn run_dream<B: Backend>(be: B, c: &Common, d: &DreamArgs) -> Result<()> {
 fn run_layers(model: &Option<PathBuf>, arch: &Option<String>, as_json: bool) -> Result<()> {
     let m = load_model(model, arch)?;
     let [h, w] = m.preprocess.size;
-    let shapes = m.infer_shapes(&[1, 3, h, w])?;
-    let mut rows = vec![];
-    for path in m.layer_paths() {
-        let id = m.resolve(path)?;
-        let op = format!("{:?}", m.graph.nodes[id].op);
-        let op = op.split([' ', '(', '{']).next().unwrap_or("").to_string();
-        rows.push((path.to_string(), op, shapes[id].clone()));
-    }
+    let rows = m.layer_table()?;
     if as_json {
-        let v: Vec<_> = rows.iter().map(|(p, op, s)| json!({"layer": p, "op": op, "shape": s})).collect();
+        let v: Vec<_> = rows.iter().map(|r| json!({"layer": r.path, "node": r.node, "op": r.op, "shape": r.shape})).collect();
         println!("{}", serde_json::to_string_pretty(&json!({"arch": m.graph.arch, "origin": m.origin, "layers": v})).unwrap());
     } else {
-        println!("{} ({}), input [1, 3, {h}, {w}]", m.graph.arch, m.origin);
-        for (p, op, s) in rows {
-            println!("  {p:<40} {op:<16} {s:?}");
+        println!("{} ({}), input [1, 3, {h}, {w}]; a container yields its last layer's output (→)", m.graph.arch, m.origin);
+        for r in rows {
+            let yields = if r.node == r.path { r.op.to_string() } else { format!("→ {} ({})", r.node, r.op) };
+            println!("  {:<40} {yields:<40} {:?}", r.path, r.shape);
         }
     }
     Ok(())

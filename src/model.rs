@@ -2,11 +2,16 @@
 //! names and, in `__metadata__`, the architecture (`"arch": "resnet50"`) and optionally the
 //! preprocessing (`input_size`, `mean`, `std`). Everything is validated before use: a header that
 //! lies, a missing or unexpected tensor, a wrong shape or dtype each give an error naming the
-//! tensor. Batch norms are folded into the preceding convolution at load time (the folded conv
-//! node answers to both module paths). Tensors may be f32, f16, bf16 or f64.
+//! tensor. Tensors may be f32, f16, bf16 or f64.
+//!
+//! The graph stays what PyTorch runs: a batch norm is its own node, so `layer3.1.conv2` is the
+//! convolution's output and `layer3.1.bn2` the normalised one, as forward hooks on those modules
+//! see them. Folding a batch norm into the convolution before it is the engine's business
+//! ([`crate::engine`]), done where nobody looks at the convolution's own output.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
@@ -21,11 +26,43 @@ use crate::zoo;
 static DEFAULT_WEIGHTS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/efficientnet_lite0.safetensors"));
 static IMAGENET_CLASSES: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/imagenet_classes.txt"));
 
-/// A loaded, validated, batch-norm-folded model.
+/// A layer of one model: a node of its graph, checked against the model it came from, so a
+/// layer of another model is an error rather than the wrong node ([`Model::resolve`] makes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Layer {
+    node: NodeId,
+    model: u64,
+}
+
+impl Layer {
+    /// The node in the model's graph.
+    pub fn node(self) -> NodeId {
+        self.node
+    }
+}
+
+/// A row of [`Model::layer_table`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    /// the module path a user names
+    pub path: String,
+    /// the node it resolves to: the path itself, or for a container its last node
+    pub node: String,
+    /// that node's op ([`crate::graph::Op::kind`])
+    pub op: &'static str,
+    /// its output shape for one image at the model's input size
+    pub shape: Vec<usize>,
+}
+
+static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A loaded, validated model.
 pub struct Model {
     pub graph: Graph,
     /// parameter values (host, PyTorch layouts), indexed by the graph's `ParamId`s
     pub params: Vec<Arc<Tensor>>,
+    /// tells this model's [`Layer`]s from other models'
+    uid: u64,
     names: HashMap<String, NodeId>,
     pub preprocess: Preprocess,
     /// class names when the classifier has 1000 outputs (ImageNet); empty otherwise
@@ -145,9 +182,9 @@ impl Model {
             Some("true") | Some("1") => insert_input_transform(&mut graph, &mut params),
             Some(v) => return Err(Error::model(origin, format!("metadata `transform_input` = {v:?} is not true/false"))),
         }
-        fold_batch_norms(&mut graph, &mut params);
         let params = params.into_iter().map(Arc::new).collect();
-        let mut model = Model { graph, params, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.into() };
+        let uid = MODEL_IDS.fetch_add(1, Ordering::Relaxed);
+        let mut model = Model { graph, params, uid, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.into() };
         model.index_names();
         // the whole graph must be consistent at the model's input size
         let out = model.infer_shapes(&[1, 3, model.preprocess.size[0], model.preprocess.size[1]])?;
@@ -162,28 +199,44 @@ impl Model {
         self.names.clear();
         for (id, n) in self.graph.nodes.iter().enumerate() {
             self.names.insert(n.name.clone(), id);
-            for a in &n.aliases {
-                self.names.insert(a.clone(), id);
-            }
         }
     }
 
-    /// Resolve a PyTorch module path to the node whose output it is: an exact node name or
-    /// alias, else the last node inside that module (a container's output).
-    pub fn resolve(&self, layer: &str) -> Result<NodeId> {
+    /// Resolve a PyTorch module path to the node whose output it is: an exact node name, else
+    /// the last node inside that module (a container's output) — what a forward hook on that
+    /// module sees. `input` is the (preprocessed) input.
+    pub fn resolve(&self, layer: &str) -> Result<Layer> {
         if let Some(&id) = self.names.get(layer) {
-            return Ok(id);
+            return Ok(self.layer(id));
         }
         let inside = |n: &str| n.strip_prefix(layer).is_some_and(|r| r.starts_with('.') || r.starts_with(':'));
-        let found = self
-            .graph
-            .nodes
-            .iter()
-            .enumerate()
-            .rev()
-            .find(|(_, n)| inside(&n.name) || n.aliases.iter().any(|a| inside(a)))
-            .map(|(i, _)| i);
-        found.ok_or_else(|| Error::UnknownLayer { name: layer.into(), hint: self.close_matches(layer) })
+        let found = self.graph.nodes.iter().rposition(|n| inside(&n.name));
+        found.map(|id| self.layer(id)).ok_or_else(|| Error::UnknownLayer { name: layer.into(), hint: self.close_matches(layer) })
+    }
+
+    fn layer(&self, node: NodeId) -> Layer {
+        Layer { node, model: self.uid }
+    }
+
+    /// The node of `layer`, or an error if it belongs to another model.
+    pub fn check(&self, layer: Layer) -> Result<NodeId> {
+        if layer.model != self.uid || layer.node >= self.graph.nodes.len() {
+            return Err(Error::InvalidArgument(format!(
+                "layer #{} belongs to another model than {} (resolve layer names on the model you run)",
+                layer.node, self.origin
+            )));
+        }
+        Ok(layer.node)
+    }
+
+    /// The network's input, as a layer (gradients w.r.t. the image are taken here).
+    pub fn input(&self) -> Layer {
+        self.layer(0)
+    }
+
+    /// The network's output (the logits), as a layer.
+    pub fn output(&self) -> Layer {
+        self.layer(self.graph.output)
     }
 
     fn close_matches(&self, layer: &str) -> String {
@@ -193,32 +246,43 @@ impl Model {
         format!("; close matches: {} (`deepviz layers` lists them all)", near.join(", "))
     }
 
-    /// Every module path a user can name: node names, aliases and their containers, in order.
+    /// Every module path a user can name: node names and their containers, in order.
     pub fn layer_paths(&self) -> Vec<&str> {
         let mut seen = HashSet::new();
         let mut out = vec![];
         for n in &self.graph.nodes {
-            for name in std::iter::once(&n.name).chain(&n.aliases) {
-                let base = name.split(':').next().unwrap_or(name);
-                for (i, ch) in base.char_indices() {
-                    if ch == '.' && seen.insert(&base[..i]) {
-                        out.push(&base[..i]);
-                    }
+            let name = &n.name;
+            let base = name.split(':').next().unwrap_or(name);
+            for (i, ch) in base.char_indices() {
+                if ch == '.' && seen.insert(&base[..i]) {
+                    out.push(&base[..i]);
                 }
-                if seen.insert(name.as_str()) {
-                    out.push(name.as_str());
-                }
+            }
+            if seen.insert(name.as_str()) {
+                out.push(name.as_str());
             }
         }
         out
     }
 
-    pub fn name(&self, id: NodeId) -> &str {
-        &self.graph.nodes[id].name
+    /// Every module path with what it yields at the model's input size: the node it resolves
+    /// to (itself, or a container's last node), that node's op and output shape (batch 1).
+    pub fn layer_table(&self) -> Result<Vec<LayerRow>> {
+        let [h, w] = self.preprocess.size;
+        let shapes = self.infer_shapes(&[1, 3, h, w])?;
+        self.layer_paths()
+            .into_iter()
+            .map(|path| {
+                let id = self.resolve(path)?.node;
+                let n = &self.graph.nodes[id];
+                Ok(LayerRow { path: path.to_string(), node: n.name.clone(), op: n.op.kind(), shape: shapes[id].clone() })
+            })
+            .collect()
     }
 
-    pub fn output(&self) -> NodeId {
-        self.graph.output
+    /// The node name of a layer (the module path, `relu:0` for an earlier call of a reused module).
+    pub fn name(&self, layer: Layer) -> &str {
+        self.graph.nodes.get(layer.node).map_or("?", |n| n.name.as_str())
     }
 
     /// Output shapes of every node for an input shape (validates the input).
@@ -251,79 +315,11 @@ fn insert_input_transform(g: &mut Graph, params: &mut Vec<Tensor>) {
     }
     let node = crate::graph::Node {
         name: "transform_input".into(),
-        aliases: vec![],
         op: Op::Affine { scale: n - 2, shift: n - 1 },
         inputs: vec![0],
     };
     g.nodes.insert(1, node);
     g.output += 1;
-}
-
-/// Fold each batch norm that directly follows a convolution (and is that convolution's only
-/// consumer) into it; turn the others into per-channel affine ops.
-fn fold_batch_norms(g: &mut Graph, params: &mut Vec<Tensor>) {
-    let mut consumers = vec![0usize; g.nodes.len()];
-    for n in &g.nodes {
-        for &i in &n.inputs {
-            consumers[i] += 1;
-        }
-    }
-    let mut redirect: Vec<NodeId> = (0..g.nodes.len()).collect();
-    let mut removed = vec![false; g.nodes.len()];
-    for id in 0..g.nodes.len() {
-        let Op::BatchNorm { weight, bias, mean, var, eps } = g.nodes[id].op.clone() else { continue };
-        let (w, b, m, v) = (&params[weight].data, &params[bias].data, &params[mean].data, &params[var].data);
-        let scale: Vec<f32> = w.iter().zip(v).map(|(w, v)| w / (v + eps).sqrt()).collect();
-        let shift: Vec<f32> = b.iter().zip(m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
-        let src = g.nodes[id].inputs[0];
-        let foldable = matches!(g.nodes[src].op, Op::Conv { .. }) && consumers[src] == 1;
-        if foldable {
-            let bn_name = g.nodes[id].name.clone();
-            let Op::Conv { weight: cw, bias: cb, .. } = &mut g.nodes[src].op else { unreachable!() };
-            let wt = &mut params[*cw];
-            let per = wt.numel() / wt.shape[0];
-            for (o, chunk) in wt.data.chunks_mut(per).enumerate() {
-                chunk.iter_mut().for_each(|x| *x *= scale[o]);
-            }
-            let new_bias: Vec<f32> = match cb {
-                Some(p) => params[*p].data.iter().zip(&scale).zip(&shift).map(|((b, s), t)| b * s + t).collect(),
-                None => shift,
-            };
-            let c = new_bias.len();
-            match cb {
-                Some(p) => params[*p].data = new_bias,
-                None => {
-                    g.params.push(ParamSpec { name: format!("{bn_name}.bias (folded)"), shape: vec![c] });
-                    params.push(Tensor { shape: vec![c], data: new_bias });
-                    *cb = Some(params.len() - 1);
-                }
-            }
-            g.nodes[src].aliases.push(bn_name);
-            redirect[id] = src;
-            removed[id] = true;
-        } else {
-            let c = scale.len();
-            for (suffix, data) in [("scale", scale), ("shift", shift)] {
-                g.params.push(ParamSpec { name: format!("{}.{suffix} (folded)", g.nodes[id].name), shape: vec![c] });
-                params.push(Tensor { shape: vec![c], data });
-            }
-            let n = params.len();
-            g.nodes[id].op = Op::Affine { scale: n - 2, shift: n - 1 };
-        }
-    }
-    // drop the folded nodes and renumber
-    let mut new_id = vec![0usize; g.nodes.len()];
-    let mut nodes = Vec::with_capacity(g.nodes.len());
-    for (id, mut node) in std::mem::take(&mut g.nodes).into_iter().enumerate() {
-        if removed[id] {
-            continue;
-        }
-        node.inputs = node.inputs.iter().map(|&i| new_id[redirect[i]]).collect();
-        new_id[id] = nodes.len();
-        nodes.push(node);
-    }
-    g.output = new_id[redirect[g.output]];
-    g.nodes = nodes;
 }
 
 /// Levenshtein distance, for "did you mean" hints.

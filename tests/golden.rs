@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close, rel_rms};
 use deepviz::backend::cpu::Cpu;
-use deepviz::engine::Engine;
+use deepviz::engine::{Engine, Rule};
 use deepviz::model::Model;
 use deepviz::viz::{Cam, GradCam, Saliency};
 use deepviz::Tensor;
@@ -77,12 +77,12 @@ fn check_map(what: &str, got: &Tensor, want: &Tensor, bound: f64) {
 
 fn golden(name: &str) {
     let fx = fixture(name);
-    let model = model_for(&fx, name);
-    let eng = Engine::new(&model, Cpu).unwrap();
+    let model = std::sync::Arc::new(model_for(&fx, name));
+    let eng = Engine::new(model.clone(), Cpu).unwrap();
     let x = &fx.t["x"];
 
     // logits
-    let acts = eng.forward(x.clone(), model.output()).unwrap();
+    let acts = eng.forward(x.clone(), model.output(), &[]).unwrap();
     let logits = acts.get(model.output()).unwrap();
     let want = &fx.t["logits"];
     let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -107,9 +107,9 @@ fn golden(name: &str) {
         if let Some(cam) = &cam {
             v.push(("cam", cam.attribute(&eng, x, cls).unwrap().0));
         }
-        let acts = eng.forward(x.clone(), layer).unwrap();
+        let acts = eng.forward(x.clone(), layer, &[]).unwrap();
         let seed = acts.get(layer).unwrap().clone();
-        v.push(("dream_grad", eng.backward(&acts, vec![(layer, seed)], &[0]).unwrap().remove(0)));
+        v.push(("dream_grad", eng.backward(&acts, vec![(layer, seed)], &[model.input()], Rule::Gradient).unwrap().remove(0)));
         v
     };
     // Input gradients of ReLU networks jump where a gate sits on its kink, and random-weight

@@ -10,7 +10,9 @@ mod common;
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Backend;
-use deepviz::engine::Engine;
+use std::sync::Arc;
+
+use deepviz::engine::{Engine, Rule};
 use deepviz::model::Model;
 use deepviz::viz::{Cam, DeepDream, GradCam, Objective, Saliency};
 use deepviz::Tensor;
@@ -18,14 +20,14 @@ use deepviz::Tensor;
 /// Every map the check compares, on the CPU engine: saliency, Grad-CAM and the DeepDream
 /// gradient, for fixed target classes.
 fn cpu_maps(eng: &Engine<Cpu>, x: &Tensor, cls: &[usize]) -> Vec<Tensor> {
-    let m = eng.model;
+    let m = eng.model();
     let layer = m.resolve(&m.graph.heads.dream_layer).unwrap();
-    let acts = eng.forward(x.clone(), layer).unwrap();
+    let acts = eng.forward(x.clone(), layer, &[]).unwrap();
     let seed = acts.get(layer).unwrap().clone();
     vec![
         Saliency.attribute(eng, x, Some(cls)).unwrap().0,
         GradCam::new(m, None).unwrap().attribute(eng, x, Some(cls)).unwrap().0,
-        eng.backward(&acts, vec![(layer, seed)], &[0]).unwrap().remove(0),
+        eng.backward(&acts, vec![(layer, seed)], &[m.input()], Rule::Gradient).unwrap().remove(0),
     ]
 }
 
@@ -49,7 +51,7 @@ fn conditioned_input(eng: &Engine<Cpu>, h: usize, w: usize) -> (Tensor, Vec<usiz
             return (x, cls);
         }
     }
-    panic!("{}: no well-conditioned input among 48 draws", eng.model.origin);
+    panic!("{}: no well-conditioned input among 48 draws", eng.model().origin);
 }
 
 /// The GPU backends to check: the emulated device always, the real one when present.
@@ -73,17 +75,18 @@ fn close(what: &str, got: &Tensor, want: &Tensor) {
     assert!(e <= 1e-4, "{what}: relative RMS {e:.3e} > 1e-4");
 }
 
-fn check(name: &str, model: &Model, h: usize, w: usize) {
-    let cpu = Engine::new(model, Cpu).unwrap();
+fn check(name: &str, model: Model, h: usize, w: usize) {
+    let model = Arc::new(model);
+    let cpu = Engine::new(model.clone(), Cpu).unwrap();
     let (x, cls) = conditioned_input(&cpu, h, w);
     for gpu in gpus() {
         let dev = gpu.name();
-        let eng = Engine::new(model, gpu).unwrap();
+        let eng = Engine::new(model.clone(), gpu).unwrap();
         let tag = |m: &str| format!("{name}.{m}.{dev}");
 
         let out = model.output();
-        let want = cpu.forward(x.clone(), out).unwrap();
-        let got = eng.forward(eng.upload(&x).unwrap(), out).unwrap();
+        let want = cpu.forward(x.clone(), out, &[]).unwrap();
+        let got = eng.forward(eng.upload(&x).unwrap(), out, &[]).unwrap();
         close(&tag("logits"), &eng.download(got.get(out).unwrap()).unwrap(), want.get(out).unwrap());
 
         let (s_cpu, _) = Saliency.attribute(&cpu, &x, Some(&cls)).unwrap();
@@ -91,10 +94,10 @@ fn check(name: &str, model: &Model, h: usize, w: usize) {
         assert_eq!(cls, cls_gpu, "{name}: top classes differ");
         close(&tag("saliency"), &s_gpu, &s_cpu);
 
-        let gc = GradCam::new(model, None).unwrap();
+        let gc = GradCam::new(&model, None).unwrap();
         close(&tag("gradcam"), &gc.attribute(&eng, &x, Some(&cls)).unwrap().0, &gc.attribute(&cpu, &x, Some(&cls)).unwrap().0);
 
-        if let Ok(cam) = Cam::new(model) {
+        if let Ok(cam) = Cam::new(&model) {
             close(&tag("cam"), &cam.attribute(&eng, &x, Some(&cls)).unwrap().0, &cam.attribute(&cpu, &x, Some(&cls)).unwrap().0);
         }
 
@@ -114,27 +117,27 @@ fn check(name: &str, model: &Model, h: usize, w: usize) {
 
 #[test]
 fn default_model_on_the_gpu_engine() {
-    check("efficientnet_lite0_default", &Model::default_model().unwrap(), 64, 80);
+    check("efficientnet_lite0_default", Model::default_model().unwrap(), 64, 80);
 }
 
 #[test]
 fn resnet18_on_the_gpu_engine() {
-    check("resnet18", &common::st::fixture_model("resnet18"), 64, 48);
+    check("resnet18", common::st::fixture_model("resnet18"), 64, 48);
 }
 
 #[test]
 fn googlenet_on_the_gpu_engine() {
-    check("googlenet", &common::st::fixture_model("googlenet"), 64, 72);
+    check("googlenet", common::st::fixture_model("googlenet"), 64, 72);
 }
 
 #[test]
 fn mobilenet_v2_on_the_gpu_engine() {
     // random-weight ReLU6 networks are kinky almost everywhere: a small input keeps the count of
     // gates low enough for well-conditioned inputs to exist
-    check("mobilenet_v2", &common::st::fixture_model("mobilenet_v2"), 32, 40);
+    check("mobilenet_v2", common::st::fixture_model("mobilenet_v2"), 32, 40);
 }
 
 #[test]
 fn squeezenet1_1_on_the_gpu_engine() {
-    check("squeezenet1_1", &common::st::fixture_model("squeezenet1_1"), 64, 56);
+    check("squeezenet1_1", common::st::fixture_model("squeezenet1_1"), 64, 56);
 }

@@ -34,19 +34,22 @@ fn err(entries: &[Entry], meta: &[(&str, &str)]) -> String {
 
 const LITE: &[(&str, &str)] = &[("arch", "efficientnet_lite0")];
 
-fn logits(m: &Model, x: &Tensor) -> Vec<f32> {
+fn logits(m: Model, x: &Tensor) -> Vec<f32> {
     let eng = Engine::new(m, Cpu).unwrap();
-    let acts = eng.forward(x.clone(), m.output()).unwrap();
-    acts.get(m.output()).unwrap().data.clone()
+    let out = eng.model().output();
+    let acts = eng.forward(x.clone(), out, &[]).unwrap();
+    acts.get(out).unwrap().data.clone()
 }
 
 #[test]
 fn layer_names_resolve_like_forward_hooks() {
     let m = Model::default_model().unwrap();
-    // a container resolves to its last node; a folded batch norm to its conv
+    // a container resolves to its last node; a batch norm and its conv are two layers
     let b10 = m.resolve("_blocks.10").unwrap();
     assert!(m.name(b10).starts_with("_blocks.10."), "{}", m.name(b10));
-    assert_eq!(m.name(m.resolve("_bn1").unwrap()), "_conv_head");
+    assert_eq!(m.name(m.resolve("_bn1").unwrap()), "_bn1");
+    assert_eq!(m.name(m.resolve("_conv_head").unwrap()), "_conv_head");
+    assert_ne!(m.resolve("_bn1").unwrap(), m.resolve("_conv_head").unwrap());
     assert_eq!(m.name(m.resolve("_swish").unwrap()), "_swish");
     let e = m.resolve("_block.10").unwrap_err().to_string();
     assert!(e.contains("unknown layer `_block.10`") && e.contains("`_blocks.10`"), "{e}");
@@ -105,7 +108,7 @@ fn f16_and_bf16_weights_load() {
     let base = default_entries();
     let m32 = load(&base, LITE).unwrap();
     let x = Tensor::new(vec![1, 3, 224, 224], common::seeded(7, 3 * 224 * 224)).unwrap();
-    let want = logits(&m32, &x);
+    let want = logits(m32, &x);
     for dt in [Dtype::F16, Dtype::BF16] {
         let v: Vec<Entry> = base
             .iter()
@@ -126,7 +129,7 @@ fn f16_and_bf16_weights_load() {
                 (n.clone(), s.clone(), dt, data)
             })
             .collect();
-        let got = logits(&load(&v, LITE).unwrap(), &x);
+        let got = logits(load(&v, LITE).unwrap(), &x);
         let e = common::rel_rms(&got, &want);
         // the rounding of the weights themselves, not of the engine: f16 keeps 11 bits, bf16 8
         assert!(e < if dt == Dtype::F16 { 3e-2 } else { 2e-1 }, "{dt:?}: logits differ by {e:.2e} relative RMS");
@@ -147,7 +150,7 @@ fn googlenet_transform_input_is_applied() {
             *v = *v * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5;
         }
     }
-    common::assert_close("transform_input", &logits(&tin, &x), &logits(&plain, &xt), 1e-4, 1e-4);
+    common::assert_close("transform_input", &logits(tin, &x), &logits(plain, &xt), 1e-4, 1e-4);
     let e = err(&entries, &[("arch", "googlenet"), ("transform_input", "maybe")]);
     assert!(e.contains("transform_input"), "{e}");
 }

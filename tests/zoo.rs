@@ -43,12 +43,12 @@ fn every_graph() -> Vec<Graph> {
     TOTALS.iter().map(|&(arch, pkg, _)| graph(arch, pkg)).collect()
 }
 
-/// The node a module path names, by the loader's rule (`Model::resolve`): an exact node name or
-/// alias, else the last node inside the module (`path.…` or `path:…`).
+/// The node a module path names, by the loader's rule (`Model::resolve`): an exact node name,
+/// else the last node inside the module (`path.…` or `path:…`).
 fn resolve(g: &Graph, path: &str) -> Option<usize> {
-    let exact = g.nodes.iter().rposition(|n| n.name == path || n.aliases.iter().any(|a| a == path));
+    let exact = g.nodes.iter().rposition(|n| n.name == path);
     let inside = |n: &str| n.strip_prefix(path).is_some_and(|r| r.starts_with('.') || r.starts_with(':'));
-    exact.or_else(|| g.nodes.iter().rposition(|n| inside(&n.name) || n.aliases.iter().any(|a| inside(a))))
+    exact.or_else(|| g.nodes.iter().rposition(|n| inside(&n.name)))
 }
 
 fn params_of(op: &Op) -> Vec<usize> {

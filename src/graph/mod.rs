@@ -3,16 +3,15 @@
 //! - `mod.rs` (this file): [`Op`], [`Node`], the [`GraphBuilder`] the model zoo uses to describe
 //!   an architecture (and the tensors it expects, by their PyTorch state-dict names).
 //! - `shapes.rs`: shape inference and validation, run before any op executes.
-//! - `exec.rs`: forward pass (keeping what the backward needs) and backward pass from seeds at
-//!   any nodes to the input and to any named layer.
 //!
 //! Layer names are PyTorch module paths. A node's `name` is the module whose output it is; a
 //! container path (`layer4`, `features`, `blocks.5`) resolves to the last node inside it, which
 //! is the container's output — what a PyTorch forward hook on that module would see. A module
 //! called several times (torchvision's Bottleneck reuses `relu`) gives the earlier calls the
 //! names `relu:0`, `relu:1`, … and the last call the plain name, as "last hook call wins".
+//! Every module is its own node — a batch norm too — so a name means what a hook on that
+//! module sees; the engine decides what to fuse when it runs the graph ([`crate::engine`]).
 
-pub mod exec;
 pub mod shapes;
 
 use crate::backend::{Act, LrnGeom, Pool2dGeom};
@@ -47,8 +46,9 @@ pub enum Op {
         dilation: [usize; 2],
         groups: usize,
     },
-    /// Inference batch norm; folded into the preceding convolution at load time where possible,
-    /// otherwise turned into an [`Op::Affine`].
+    /// Inference batch norm (running statistics). The engine folds it into the convolution
+    /// before it where nobody looks at that convolution's own output, else runs it as an affine
+    /// map.
     BatchNorm { weight: ParamId, bias: ParamId, mean: ParamId, var: ParamId, eps: f32 },
     /// y = x * scale[c] + shift[c]
     Affine { scale: ParamId, shift: ParamId },
@@ -68,11 +68,36 @@ pub enum Op {
     Lrn(LrnGeom),
 }
 
+impl Op {
+    /// What the op is, in PyTorch's words (the module class, or the function for ops done by
+    /// functions): `Conv2d`, `BatchNorm2d`, `ReLU`, `add`, `cat`, …
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv { .. } => "Conv2d",
+            Op::BatchNorm { .. } => "BatchNorm2d",
+            Op::Affine { .. } => "affine",
+            Op::Linear { .. } => "Linear",
+            Op::Act(Act::Relu) => "ReLU",
+            Op::Act(Act::Relu6) => "ReLU6",
+            Op::Act(Act::Silu) => "SiLU",
+            Op::Act(Act::Sigmoid) => "Sigmoid",
+            Op::Act(Act::HardSwish) => "Hardswish",
+            Op::MaxPool(_) => "MaxPool2d",
+            Op::AvgPool(_) => "AvgPool2d",
+            Op::AdaptiveAvgPool(_) => "AdaptiveAvgPool2d",
+            Op::Add => "add",
+            Op::Concat => "cat",
+            Op::ChannelScale => "mul",
+            Op::Flatten => "flatten",
+            Op::Lrn(_) => "LocalResponseNorm",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Node {
     pub name: String,
-    /// other module paths whose output this node also is (a folded batch norm's name)
-    pub aliases: Vec<String>,
     pub op: Op,
     pub inputs: Vec<NodeId>,
 }
@@ -118,7 +143,7 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(arch: &str) -> Self {
-        let input = Node { name: "input".into(), aliases: vec![], op: Op::Input, inputs: vec![] };
+        let input = Node { name: "input".into(), op: Op::Input, inputs: vec![] };
         GraphBuilder {
             g: Graph {
                 arch: arch.into(),
@@ -142,7 +167,7 @@ impl GraphBuilder {
     }
 
     fn node(&mut self, name: &str, op: Op, inputs: Vec<NodeId>) -> NodeId {
-        self.g.nodes.push(Node { name: name.into(), aliases: vec![], op, inputs });
+        self.g.nodes.push(Node { name: name.into(), op, inputs });
         self.g.nodes.len() - 1
     }
 

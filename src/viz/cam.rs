@@ -10,23 +10,23 @@
 
 use super::{download_map, forward_with_targets};
 use crate::backend::Backend;
-use crate::engine::Engine;
+use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
-use crate::graph::{NodeId, Op};
-use crate::model::Model;
+use crate::graph::{Op, ParamId};
+use crate::model::{Layer, Model};
 use crate::tensor::Tensor;
 
-fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: NodeId) -> Result<()> {
+fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) -> Result<()> {
     let s = eng.be.shape(a);
     if s.len() != 4 {
-        return Err(Error::shape(format!("{what} layer `{}`", eng.model.name(layer)), "a 4-d [n, c, h, w] feature map", s));
+        return Err(Error::shape(format!("{what} layer `{}`", eng.model().name(layer)), "a 4-d [n, c, h, w] feature map", s));
     }
     Ok(())
 }
 
 #[derive(Clone, Debug)]
 pub struct GradCam {
-    pub layer: NodeId,
+    pub layer: Layer,
 }
 
 impl GradCam {
@@ -34,7 +34,7 @@ impl GradCam {
     pub fn new(model: &Model, layer: Option<&str>) -> Result<Self> {
         let name = layer.unwrap_or(&model.graph.heads.gradcam_layer);
         let layer = model.resolve(name)?;
-        if layer == 0 {
+        if layer == model.input() {
             return Err(Error::InvalidArgument("Grad-CAM needs a layer inside the network, not its input".into()));
         }
         Ok(GradCam { layer })
@@ -48,12 +48,12 @@ impl GradCam {
 
     /// As [`GradCam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
     pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(eng, x, targets)?;
-        let a = acts.get(self.layer).expect("forward ran past the layer");
+        let (acts, targets) = forward_with_targets(eng, x, targets, &[self.layer])?;
+        let a = acts.get(self.layer).expect("kept by the forward pass");
         feature_map(eng, a, "Grad-CAM", self.layer)?;
-        let out = eng.model.output();
-        let seed = eng.be.one_hot(&acts.shapes[out], &targets)?;
-        let ga = eng.backward(&acts, vec![(out, seed)], &[self.layer])?.remove(0);
+        let out = eng.model().output();
+        let seed = eng.be.one_hot(acts.shape(out), &targets)?;
+        let ga = eng.backward(&acts, vec![(out, seed)], &[self.layer], Rule::Gradient)?.remove(0);
         let alpha = eng.be.spatial_mean(&ga)?;
         let map = eng.be.weighted_channel_sum(a, &alpha, true)?;
         Ok((map, targets))
@@ -62,9 +62,9 @@ impl GradCam {
 
 #[derive(Clone, Debug)]
 pub struct Cam {
-    pub feature: NodeId,
+    pub feature: Layer,
     /// the classifier's weight parameter [classes, k]
-    pub weight: usize,
+    pub weight: ParamId,
 }
 
 impl Cam {
@@ -77,7 +77,7 @@ impl Cam {
         };
         let feature = model.resolve(&feature)?;
         let lin = model.resolve(&linear)?;
-        let Op::Linear { weight, .. } = model.graph.nodes[lin].op else {
+        let Op::Linear { weight, .. } = model.graph.nodes[lin.node()].op else {
             return Err(Error::Unsupported(format!("CAM: `{linear}` is not a linear layer")));
         };
         Ok(Cam { feature, weight })
@@ -91,10 +91,10 @@ impl Cam {
 
     /// As [`Cam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
     pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(eng, x, targets)?;
-        let a = acts.get(self.feature).expect("forward ran past the layer");
+        let (acts, targets) = forward_with_targets(eng, x, targets, &[self.feature])?;
+        let a = acts.get(self.feature).expect("kept by the forward pass");
         feature_map(eng, a, "CAM", self.feature)?;
-        let w = &eng.model.params[self.weight];
+        let w = &eng.model().params[self.weight];
         let k = w.shape[1];
         if eng.be.shape(a)[1] != k {
             return Err(Error::shape("CAM feature layer", format!("[n, {k}, h, w]"), eng.be.shape(a)));

@@ -15,8 +15,8 @@ pub struct Prediction {
 
 /// The top `k` classes of each item with their logits and softmax probabilities.
 pub fn classify<B: Backend>(eng: &Engine<B>, x: &Tensor, k: usize) -> Result<Vec<Vec<Prediction>>> {
-    let out = eng.model.output();
-    let acts = eng.forward(eng.upload(x)?, out)?;
+    let out = eng.model().output();
+    let acts = eng.forward(eng.upload(x)?, out, &[])?;
     let logits = eng.download(acts.get(out).expect("forward ran to the output"))?;
     Ok((0..logits.shape[0])
         .map(|i| {
@@ -29,7 +29,7 @@ pub fn classify<B: Backend>(eng: &Engine<B>, x: &Tensor, k: usize) -> Result<Vec
                 .take(k)
                 .map(|&c| Prediction {
                     class: c,
-                    name: eng.model.class_name(c),
+                    name: eng.model().class_name(c),
                     logit: l[c],
                     prob: (((l[c] - max) as f64).exp() / z) as f32,
                 })

@@ -12,26 +12,30 @@ use std::ops::{Add, Mul};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::graph::exec::Activations;
-use crate::graph::NodeId;
+use crate::engine::{Activations, Rule};
+use crate::model::Layer;
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
 /// Gradient seeds: d objective / d A at each objective layer.
-type Seeds<B> = Vec<(NodeId, <B as Backend>::T)>;
+type Seeds<B> = Vec<(Layer, <B as Backend>::T)>;
 
 /// Σ weight · ½‖A_layer‖² (summed over the batch item).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
-    pub terms: Vec<(NodeId, f32)>,
+    pub terms: Vec<(Layer, f32)>,
 }
 
 impl Objective {
-    pub fn layer(layer: NodeId) -> Self {
+    pub fn layer(layer: Layer) -> Self {
         Objective { terms: vec![(layer, 1.0)] }
     }
-    fn deepest(&self) -> NodeId {
-        self.terms.iter().map(|t| t.0).max().unwrap_or(0)
+    /// The deepest layer of the objective (where the forward pass can stop).
+    fn deepest(&self) -> Option<Layer> {
+        self.terms.iter().map(|t| t.0).max_by_key(|l| l.node())
+    }
+    fn layers(&self) -> Vec<Layer> {
+        self.terms.iter().map(|t| t.0).collect()
     }
     /// The objective per batch item.
     fn value<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<Vec<f32>> {
@@ -106,10 +110,11 @@ impl DeepDream {
         let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
         let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
         let shifted = be.roll(img, dy, dx)?;
-        let acts = eng.forward(shifted, self.objective.deepest())?;
+        let deepest = self.objective.deepest().ok_or_else(|| Error::InvalidArgument("DeepDream needs an objective with at least one layer".into()))?;
+        let acts = eng.forward(shifted, deepest, &self.objective.layers())?;
         let value = if value { Some(self.objective.value(be, &acts)?) } else { None };
         let seeds = self.objective.seeds(be, &acts)?;
-        let g = eng.backward(&acts, seeds, &[0])?.remove(0);
+        let g = eng.backward(&acts, seeds, &[eng.model().input()], Rule::Gradient)?.remove(0);
         let g = be.roll(&g, -dy, -dx)?;
         let alpha: Vec<f32> = be.mean_abs(&g)?.iter().map(|m| self.lr / (m + 1e-8)).collect();
         be.axpy_items(img, &g, &alpha)?;

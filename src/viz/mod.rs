@@ -24,19 +24,21 @@ pub use saliency::Saliency;
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::graph::exec::Activations;
+use crate::engine::Activations;
+use crate::model::Layer;
 use crate::tensor::Tensor;
 
-/// Forward the batch through the whole network and pick each item's target class: the given
-/// one, or the top class when `targets` is `None`.
+/// Forward the batch through the whole network, keeping `keep`, and pick each item's target
+/// class: the given one, or the top class when `targets` is `None`.
 pub(crate) fn forward_with_targets<B: Backend>(
     eng: &Engine<B>,
     x: &Tensor,
     targets: Option<&[usize]>,
+    keep: &[Layer],
 ) -> Result<(Activations<B>, Vec<usize>)> {
-    let out = eng.model.output();
-    let acts = eng.forward(eng.upload(x)?, out)?;
-    let shape = &acts.shapes[out];
+    let out = eng.model().output();
+    let acts = eng.forward(eng.upload(x)?, out, keep)?;
+    let shape = acts.shape(out);
     let (n, ncls) = (shape[0], shape[1..].iter().product::<usize>());
     let targets = match targets {
         Some(t) => {

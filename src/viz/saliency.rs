@@ -6,7 +6,7 @@
 
 use super::{download_map, forward_with_targets};
 use crate::backend::Backend;
-use crate::engine::Engine;
+use crate::engine::{Engine, Rule};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -24,10 +24,10 @@ impl Saliency {
     /// As [`Saliency::attribute`], but the maps stay on the backend as `[n, 1, h, w]` (to render
     /// them there with [`Backend::render`]).
     pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(eng, x, targets)?;
-        let out = eng.model.output();
-        let seed = eng.be.one_hot(&acts.shapes[out], &targets)?;
-        let gx = eng.backward(&acts, vec![(out, seed)], &[0])?.remove(0);
+        let (acts, targets) = forward_with_targets(eng, x, targets, &[])?;
+        let out = eng.model().output();
+        let seed = eng.be.one_hot(acts.shape(out), &targets)?;
+        let gx = eng.backward(&acts, vec![(out, seed)], &[eng.model().input()], Rule::Gradient)?.remove(0);
         Ok((eng.be.max_abs_channels(&gx)?, targets))
     }
 }

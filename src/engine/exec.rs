@@ -1,0 +1,262 @@
+//! Forward and backward execution of a model's graph on any [`Backend`].
+//!
+//! The forward pass runs the nodes in topological order. A convolution whose batch norm folds
+//! into it ([`super::Folded`]) runs once, with the folded weights, giving the batch norm's output
+//! — unless the caller keeps that convolution, which then runs with its own weights and the
+//! batch norm after it. Values nobody needs are dropped as soon as their last consumer ran: what
+//! stays is the input, `upto`, the kept layers and what the backward pass of a later op reads
+//! (an activation's input, a max pool's argmax, both factors of a channel scale, an LRN's input).
+//!
+//! The backward pass starts from gradient seeds at any kept nodes (the gradient of a scalar
+//! objective w.r.t. those nodes' outputs) and returns the gradient at any kept nodes — the input
+//! image, or a named layer. Only activation gradients are propagated; weights are constants. How
+//! a gradient passes an activation function is the [`Rule`].
+
+use super::{Engine, Prep};
+use crate::backend::{Act, Backend};
+use crate::error::{Error, Result};
+use crate::graph::shapes::{conv_geom, infer};
+use crate::graph::{NodeId, Op};
+use crate::model::Layer;
+
+/// How gradients pass the network's rectifiers (ReLU, ReLU6) in the backward pass; every other
+/// op passes the true gradient under every rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rule {
+    /// The true gradient.
+    #[default]
+    Gradient,
+    /// Guided backpropagation (Springenberg et al. 2015, "Striving for Simplicity"): a rectifier
+    /// passes a gradient only where both its input and the gradient are positive. As captum's
+    /// `GuidedBackprop`, which overrides `nn.ReLU`; here ReLU6 is treated the same way (the
+    /// gradient of its upper clip is kept).
+    GuidedBackprop,
+    /// The deconvnet (Zeiler & Fergus 2014): a rectifier passes the positive part of the
+    /// gradient, whatever its forward input was (captum's `Deconvolution`).
+    Deconvnet,
+}
+
+/// Everything a forward pass kept, up to and including node `upto`.
+pub struct Activations<B: Backend> {
+    values: Vec<Option<B::T>>,
+    argmax: Vec<Option<B::Idx>>,
+    /// output shapes of every node up to `upto`
+    pub shapes: Vec<Vec<usize>>,
+    upto: NodeId,
+    /// convolutions that ran folded with the batch norm after them
+    folded: Vec<bool>,
+    /// nodes the caller asked to keep (and the input and `upto`)
+    kept: Vec<bool>,
+}
+
+impl<B: Backend> Activations<B> {
+    /// The output of `layer`, if the forward pass kept it.
+    pub fn get(&self, layer: Layer) -> Option<&B::T> {
+        self.values.get(layer.node()).and_then(|v| v.as_ref()).filter(|_| self.kept[layer.node()])
+    }
+
+    /// The output shape of `layer` (empty past the end of the pass).
+    pub fn shape(&self, layer: Layer) -> &[usize] {
+        self.shapes.get(layer.node()).map_or(&[], |s| s.as_slice())
+    }
+}
+
+/// The node whose backward pass reads each node's output (so it stays after the forward pass).
+fn read_by_backward(op: &Op) -> bool {
+    matches!(op, Op::Act(_) | Op::ChannelScale | Op::Lrn(_))
+}
+
+pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: &[NodeId]) -> Result<Activations<B>> {
+    let g = &eng.model().graph;
+    let be = &eng.be;
+    let pshapes: Vec<Vec<usize>> = eng.model().params.iter().map(|p| p.shape.clone()).collect();
+    let shapes = infer(g, &pshapes, be.shape(&x), upto)?;
+    let n = g.nodes.len();
+    let mut kept = vec![false; n];
+    for &k in keep.iter().chain([&0, &upto]) {
+        if k > upto {
+            return Err(Error::InvalidArgument(format!("layer `{}` comes after `{}`, where the forward pass stops", g.nodes[k].name, g.nodes[upto].name)));
+        }
+        kept[k] = true;
+    }
+    // fold where the convolution is not kept and its batch norm is reached
+    let mut folded = vec![false; n];
+    for (id, p) in eng.prep.iter().enumerate().take(upto + 1) {
+        if let Prep::Conv { fold: Some(f), .. } = p {
+            folded[id] = !kept[id] && f.bn <= upto;
+        }
+    }
+    // what each value is still needed for: its last forward consumer, and the backward pass
+    let mut last_use = vec![0usize; n];
+    let mut stays = kept.clone();
+    for id in 1..=upto {
+        let node = &g.nodes[id];
+        for &i in &node.inputs {
+            last_use[i] = id;
+            stays[i] |= read_by_backward(&node.op);
+        }
+    }
+    let mut values: Vec<Option<B::T>> = vec![None; n];
+    let mut argmax: Vec<Option<B::Idx>> = (0..n).map(|_| None).collect();
+    values[0] = Some(x);
+    for id in 1..=upto {
+        let node = &g.nodes[id];
+        if folded[id] {
+            continue; // runs with its batch norm
+        }
+        let inp = |k: usize| values[node.inputs[k]].as_ref().expect("inputs are alive until their last consumer");
+        let y = match (&node.op, eng.prep(id)) {
+            (Op::Input, _) => inp(0).clone(),
+            (Op::Conv { weight, stride, pad, dilation, groups, .. }, _) => {
+                let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[node.inputs[0]], &pshapes[*weight]);
+                let (w, b) = eng.conv_weights(id)?;
+                be.conv2d(inp(0), w, b, &geom)?
+            }
+            (Op::BatchNorm { .. }, _) if folded[node.inputs[0]] => {
+                let c = node.inputs[0];
+                let (cn, Prep::Conv { fold: Some(f), .. }) = (&g.nodes[c], eng.prep(c)) else { unreachable!("folded convs have folded weights") };
+                let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("folded nodes are convs") };
+                let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[cn.inputs[0]], &pshapes[*weight]);
+                be.conv2d(values[cn.inputs[0]].as_ref().expect("alive"), &f.w, Some(&f.b), &geom)?
+            }
+            (Op::BatchNorm { .. } | Op::Affine { .. }, Prep::Affine { scale, shift }) => be.affine(inp(0), scale, shift)?,
+            (Op::Linear { .. }, Prep::Linear { w, b }) => be.linear(inp(0), w, b.as_ref())?,
+            (Op::Act(a), _) => be.act(inp(0), *a)?,
+            (Op::MaxPool(p), _) => {
+                let (y, am) = be.max_pool2d(inp(0), p)?;
+                argmax[id] = Some(am);
+                y
+            }
+            (Op::AvgPool(p), _) => be.avg_pool2d(inp(0), p)?,
+            (Op::AdaptiveAvgPool(o), _) => be.adaptive_avg_pool2d(inp(0), *o)?,
+            (Op::Add, _) => be.add(inp(0), inp(1))?,
+            (Op::Concat, _) => {
+                let xs: Vec<&B::T> = node.inputs.iter().map(|&i| values[i].as_ref().expect("alive")).collect();
+                be.concat(&xs)?
+            }
+            (Op::ChannelScale, _) => be.channel_scale(inp(0), inp(1))?,
+            (Op::Flatten, _) => be.reshape(inp(0).clone(), &shapes[id])?,
+            (Op::Lrn(l), _) => be.lrn(inp(0), l)?,
+            (op, _) => unreachable!("the engine prepares every node it runs ({op:?})"),
+        };
+        debug_assert_eq!(be.shape(&y), shapes[id].as_slice(), "layer {}", node.name);
+        values[id] = Some(y);
+        // drop the inputs this node was the last to read (a folded conv's input: via its bn)
+        let ins: &[NodeId] = match &node.op {
+            Op::BatchNorm { .. } if folded[node.inputs[0]] => &g.nodes[node.inputs[0]].inputs,
+            _ => &node.inputs,
+        };
+        for &i in ins {
+            if !stays[i] && last_use[i] <= id {
+                values[i] = None;
+            }
+        }
+    }
+    Ok(Activations { values, argmax, shapes, upto, folded, kept })
+}
+
+/// The gradient through activation `a` (forward input `x`) under `rule`.
+fn act_backward<B: Backend>(be: &B, x: &B::T, gy: &B::T, a: Act, rule: Rule) -> Result<B::T> {
+    match (rule, a) {
+        (Rule::Gradient, _) | (_, Act::Silu | Act::Sigmoid | Act::HardSwish) => be.act_backward(x, gy, a),
+        (Rule::GuidedBackprop, _) => be.act_backward(x, &be.act(gy, Act::Relu)?, a),
+        (Rule::Deconvnet, _) => be.act(gy, Act::Relu),
+    }
+}
+
+pub(crate) fn backward<B: Backend>(
+    eng: &Engine<B>,
+    acts: &Activations<B>,
+    seeds: Vec<(NodeId, B::T)>,
+    want: &[NodeId],
+    rule: Rule,
+) -> Result<Vec<B::T>> {
+    let g = &eng.model().graph;
+    let be = &eng.be;
+    let pshapes = |i: usize| &eng.model().params[i].shape;
+    let n = g.nodes.len();
+    let not_kept = |id: NodeId, what: &str| {
+        Error::InvalidArgument(format!("{what} layer `{}` was not kept by the forward pass (list it in `keep`)", g.nodes[id].name))
+    };
+    for &w in want {
+        if w > acts.upto || !acts.kept[w] {
+            return Err(not_kept(w, "the gradient's"));
+        }
+    }
+    let mut grads: Vec<Option<B::T>> = vec![None; n];
+    let mut top = 0;
+    for (id, t) in seeds {
+        if id > acts.upto || !acts.kept[id] {
+            return Err(not_kept(id, "the seed's"));
+        }
+        if be.shape(&t) != acts.shapes[id].as_slice() {
+            return Err(Error::shape(format!("gradient seed for `{}`", g.nodes[id].name), &acts.shapes[id], be.shape(&t)));
+        }
+        top = top.max(id);
+        match &mut grads[id] {
+            Some(acc) => be.add_assign(acc, &t)?,
+            slot => *slot = Some(t),
+        }
+    }
+    let lowest = want.iter().copied().min().unwrap_or(0);
+    for id in (1..=top).rev() {
+        if id < lowest {
+            break;
+        }
+        let Some(gy) = grads[id].take() else { continue };
+        let node = &g.nodes[id];
+        if want.contains(&id) {
+            grads[id] = Some(gy.clone());
+        }
+        let x = |k: usize| acts.values[node.inputs[k]].as_ref().expect("the forward pass keeps what the backward reads");
+        let xs = |k: usize| &acts.shapes[node.inputs[k]];
+        // a folded conv + batch norm pair passes its gradient straight to the conv's input
+        let (targets, gin): (&[NodeId], Vec<B::T>) = match (&node.op, eng.prep(id)) {
+            (Op::BatchNorm { .. }, _) if acts.folded[node.inputs[0]] => {
+                let c = node.inputs[0];
+                let (cn, Prep::Conv { fold: Some(f), .. }) = (&g.nodes[c], eng.prep(c)) else { unreachable!("folded convs have folded weights") };
+                let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("folded nodes are convs") };
+                let xshape = &acts.shapes[cn.inputs[0]];
+                let geom = conv_geom(pad, *stride, *dilation, *groups, xshape, pshapes(*weight));
+                (&cn.inputs, vec![be.conv2d_backward_data(&gy, &f.w, xshape, &geom)?])
+            }
+            (op, prep) => {
+                let gin = match (op, prep) {
+                    (Op::Input, _) => vec![],
+                    (Op::Conv { weight, stride, pad, dilation, groups, .. }, _) => {
+                        let geom = conv_geom(pad, *stride, *dilation, *groups, xs(0), pshapes(*weight));
+                        vec![be.conv2d_backward_data(&gy, eng.conv_weights(id)?.0, xs(0), &geom)?]
+                    }
+                    (Op::BatchNorm { .. } | Op::Affine { .. }, Prep::Affine { scale, .. }) => vec![be.affine_backward(&gy, scale)?],
+                    (Op::Linear { .. }, Prep::Linear { w, .. }) => vec![be.linear_backward_data(&gy, w)?],
+                    (Op::Act(a), _) => vec![act_backward(be, x(0), &gy, *a, rule)?],
+                    (Op::MaxPool(_), _) => vec![be.max_pool2d_backward(&gy, acts.argmax[id].as_ref().expect("kept with its pool"), xs(0))?],
+                    (Op::AvgPool(p), _) => vec![be.avg_pool2d_backward(&gy, xs(0), p)?],
+                    (Op::AdaptiveAvgPool(_), _) => vec![be.adaptive_avg_pool2d_backward(&gy, xs(0))?],
+                    (Op::Add, _) => vec![gy.clone(), gy],
+                    (Op::Concat, _) => be.split(&gy, &node.inputs.iter().map(|&i| acts.shapes[i][1]).collect::<Vec<_>>())?,
+                    (Op::ChannelScale, _) => {
+                        let (gx, gs) = be.channel_scale_backward(x(0), x(1), &gy)?;
+                        vec![gx, gs]
+                    }
+                    (Op::Flatten, _) => vec![be.reshape(gy, xs(0))?],
+                    (Op::Lrn(l), _) => vec![be.lrn_backward(x(0), &gy, l)?],
+                    (op, _) => unreachable!("the engine prepares every node it runs ({op:?})"),
+                };
+                (&node.inputs, gin)
+            }
+        };
+        for (&src, gx) in targets.iter().zip(gin) {
+            match &mut grads[src] {
+                Some(acc) => be.add_assign(acc, &gx)?,
+                slot => *slot = Some(gx),
+            }
+        }
+    }
+    want.iter()
+        .map(|&id| match grads[id].take() {
+            Some(t) => Ok(t),
+            None => be.zeros(&acts.shapes[id]),
+        })
+        .collect()
+}

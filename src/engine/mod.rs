@@ -1,0 +1,181 @@
+//! An [`Engine`] is a model made ready on one backend: its weights prepared there once
+//! (uploaded, repacked for the CUDA engine, batch norms folded into the convolutions before
+//! them), and the forward / backward passes run there.
+//!
+//! - `mod.rs` (this file): [`Engine`] and what it prepares per node.
+//! - `exec.rs`: the forward pass (keeping what the caller observes and what the backward pass
+//!   needs, fusing the rest) and the backward pass from seeds at any layers, under a [`Rule`].
+//!
+//! Folding. A batch norm that is the only consumer of a convolution is folded into it
+//! (W' = W·s, b' = b·s + t with s = γ/√(σ²+ε), t = β − μ·s), so the pair costs one convolution.
+//! The convolution's own output then never exists; when a caller observes that convolution (a
+//! Grad-CAM layer, a DeepDream objective, a gradient wanted there), the forward pass runs the
+//! pair unfolded, with the convolution's own weights (prepared on first use) and the batch norm
+//! as an affine map, so `layer3.1.conv2` is what a PyTorch hook on that conv sees.
+
+mod exec;
+
+pub use exec::{Activations, Rule};
+
+use std::sync::{Arc, OnceLock};
+
+use crate::backend::{Backend, Role};
+use crate::error::{Error, Result};
+use crate::graph::{NodeId, Op, ParamId};
+use crate::model::{Layer, Model};
+use crate::tensor::Tensor;
+
+/// A batch norm folded into the convolution before it.
+pub(crate) struct Folded<W> {
+    /// the batch norm node whose output the folded convolution gives
+    pub bn: NodeId,
+    pub w: W,
+    pub b: W,
+}
+
+/// What one node needs on the backend, prepared once.
+pub(crate) enum Prep<W> {
+    None,
+    /// A convolution: its own weights (for a convolution usually folded, prepared on first use),
+    /// and the folded weights when a batch norm follows it alone.
+    Conv { w: OnceLock<W>, b: OnceLock<Option<W>>, fold: Option<Folded<W>> },
+    Linear { w: W, b: Option<W> },
+    /// A batch norm's or an affine node's y = x·scale + shift.
+    Affine { scale: W, shift: W },
+}
+
+pub struct Engine<B: Backend> {
+    model: Arc<Model>,
+    pub be: B,
+    prep: Vec<Prep<B::W>>,
+}
+
+/// A batch norm node's (scale, shift): y = x·scale + shift.
+fn bn_affine(model: &Model, id: NodeId) -> Option<(Vec<f32>, Vec<f32>)> {
+    let Op::BatchNorm { weight, bias, mean, var, eps } = model.graph.nodes[id].op else { return None };
+    let p = |i: ParamId| &model.params[i].data;
+    let scale: Vec<f32> = p(weight).iter().zip(p(var)).map(|(w, v)| w / (v + eps).sqrt()).collect();
+    let shift = p(bias).iter().zip(p(mean)).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    Some((scale, shift))
+}
+
+fn vector(v: Vec<f32>) -> Arc<Tensor> {
+    Arc::new(Tensor { shape: vec![v.len()], data: v })
+}
+
+impl<B: Backend> Engine<B> {
+    /// Prepare `model` on `be`.
+    pub fn new(model: impl Into<Arc<Model>>, be: B) -> Result<Self> {
+        let model: Arc<Model> = model.into();
+        let g = &model.graph;
+        let mut consumers = vec![0usize; g.nodes.len()];
+        for n in &g.nodes {
+            for &i in &n.inputs {
+                consumers[i] += 1;
+            }
+        }
+        // a batch norm folds into the convolution before it when it is that conv's only consumer
+        let mut folds_into: Vec<Option<NodeId>> = vec![None; g.nodes.len()];
+        for (id, n) in g.nodes.iter().enumerate() {
+            if let (Op::BatchNorm { .. }, [src]) = (&n.op, n.inputs.as_slice()) {
+                if matches!(g.nodes[*src].op, Op::Conv { .. }) && consumers[*src] == 1 && *src != g.output {
+                    folds_into[*src] = Some(id);
+                }
+            }
+        }
+        let param = |i: ParamId, role| be.weight(&model.params[i], role);
+        let mut prep = Vec::with_capacity(g.nodes.len());
+        for (id, n) in g.nodes.iter().enumerate() {
+            prep.push(match &n.op {
+                Op::Conv { weight, bias, .. } => {
+                    let (w, b) = (OnceLock::new(), OnceLock::new());
+                    let fold = match folds_into[id] {
+                        Some(bn) => {
+                            let (s, t) = bn_affine(&model, bn).expect("a batch norm node");
+                            let raw = &model.params[*weight];
+                            let per = raw.numel() / raw.shape[0];
+                            let mut fw = (**raw).clone();
+                            for (o, chunk) in fw.data.chunks_mut(per).enumerate() {
+                                chunk.iter_mut().for_each(|x| *x *= s[o]);
+                            }
+                            let fb: Vec<f32> = match bias {
+                                Some(p) => model.params[*p].data.iter().zip(&s).zip(&t).map(|((b, s), t)| b * s + t).collect(),
+                                None => t,
+                            };
+                            Some(Folded { bn, w: be.weight(&Arc::new(fw), Role::ConvWeight)?, b: be.weight(&vector(fb), Role::Vector)? })
+                        }
+                        None => {
+                            // never folded: prepared now, like every other weight
+                            let _ = w.set(param(*weight, Role::ConvWeight)?);
+                            let _ = b.set(bias.map(|p| param(p, Role::Vector)).transpose()?);
+                            None
+                        }
+                    };
+                    Prep::Conv { w, b, fold }
+                }
+                Op::Linear { weight, bias } => {
+                    Prep::Linear { w: param(*weight, Role::LinearWeight)?, b: bias.map(|p| param(p, Role::Vector)).transpose()? }
+                }
+                Op::Affine { scale, shift } => Prep::Affine { scale: param(*scale, Role::Vector)?, shift: param(*shift, Role::Vector)? },
+                Op::BatchNorm { .. } => {
+                    let (s, t) = bn_affine(&model, id).expect("a batch norm node");
+                    Prep::Affine { scale: be.weight(&vector(s), Role::Vector)?, shift: be.weight(&vector(t), Role::Vector)? }
+                }
+                _ => Prep::None,
+            });
+        }
+        Ok(Engine { model, be, prep })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The shared model (to build another engine on it, or keep it beyond this engine).
+    pub fn model_arc(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Run the model on `x` up to `upto` (`model().output()` for the whole network), keeping the
+    /// outputs of the layers in `keep` (to read with [`Activations::get`], or to seed or ask for
+    /// gradients at in [`Engine::backward`]). The input and `upto` are always kept.
+    pub fn forward(&self, x: B::T, upto: Layer, keep: &[Layer]) -> Result<Activations<B>> {
+        let upto = self.model.check(upto)?;
+        let keep = keep.iter().map(|&l| self.model.check(l)).collect::<Result<Vec<_>>>()?;
+        exec::forward(self, x, upto, &keep)
+    }
+
+    /// Gradients at `want` of the objective whose gradients at some layers are `seeds`, passing
+    /// activations by `rule`. Seeds and wanted layers must have been kept by the forward pass.
+    pub fn backward(&self, acts: &Activations<B>, seeds: Vec<(Layer, B::T)>, want: &[Layer], rule: Rule) -> Result<Vec<B::T>> {
+        let seeds = seeds.into_iter().map(|(l, t)| Ok((self.model.check(l)?, t))).collect::<Result<Vec<_>>>()?;
+        let want = want.iter().map(|&l| self.model.check(l)).collect::<Result<Vec<_>>>()?;
+        exec::backward(self, acts, seeds, &want, rule)
+    }
+
+    pub fn upload(&self, x: &Tensor) -> Result<B::T> {
+        self.be.upload(x)
+    }
+
+    pub fn download(&self, x: &B::T) -> Result<Tensor> {
+        self.be.download(x)
+    }
+
+    pub(crate) fn prep(&self, id: NodeId) -> &Prep<B::W> {
+        &self.prep[id]
+    }
+
+    /// A convolution's own (unfolded) weight and bias, prepared on first use.
+    pub(crate) fn conv_weights(&self, id: NodeId) -> Result<(&B::W, Option<&B::W>)> {
+        let (Prep::Conv { w, b, .. }, Op::Conv { weight, bias, .. }) = (&self.prep[id], &self.model.graph.nodes[id].op) else {
+            return Err(Error::InvalidArgument(format!("layer `{}` is not a convolution", self.model.graph.nodes[id].name)));
+        };
+        if w.get().is_none() {
+            let _ = w.set(self.be.weight(&self.model.params[*weight], Role::ConvWeight)?);
+        }
+        if b.get().is_none() {
+            let _ = b.set(bias.map(|p| self.be.weight(&self.model.params[p], Role::Vector)).transpose()?);
+        }
+        Ok((w.get().expect("set above"), b.get().expect("set above").as_ref()))
+    }
+}
