@@ -10,7 +10,7 @@ use deepviz::backend::cpu::Cpu;
 use deepviz::engine::Engine;
 use deepviz::imageio::{load_rgb, resize_crop, to_tensor};
 use deepviz::model::Model;
-use deepviz::viz::{DeepDream, GradCam, Objective, Saliency};
+use deepviz::viz::{Attribution, DeepDream, GradCam, Objective, Saliency};
 use deepviz::Tensor;
 use std::hint::black_box;
 use std::path::Path;
@@ -30,7 +30,8 @@ fn batch(model: &Model, n: usize) -> Tensor {
 fn bench(c: &mut Criterion) {
     let model = std::sync::Arc::new(Model::default_model().unwrap());
     let eng = Engine::new(model.clone(), Cpu).unwrap();
-    let gradcam = GradCam::new(&model, None).unwrap();
+    let gradcam = GradCam::new(&eng, None).unwrap();
+    let saliency = Saliency::new(&eng);
     let layer = model.resolve(&model.graph.heads.dream_layer).unwrap();
     let dream = DeepDream::new(Objective::layer(layer));
     let mut g = c.benchmark_group(format!("viz_{}_efficientnet_lite0", deepviz::backend::Backend::name(&eng.be)));
@@ -38,15 +39,16 @@ fn bench(c: &mut Criterion) {
     for n in [1usize, 8] {
         let x = batch(&model, n);
         // check before timing: the cat and the cup are found, maps are finite and not all zero
-        let (s, cls) = Saliency.attribute(&eng, &x, None).unwrap();
+        let (s, cls) = saliency.attribute(&x, None).unwrap();
+        let cls: Vec<usize> = cls.iter().filter_map(|t| t.class()).collect();
         assert_eq!(&cls[..2.min(n)], &[285, 967][..2.min(n)]);
         assert!(s.data.iter().all(|v| v.is_finite()) && s.data.iter().any(|&v| v > 0.0));
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("saliency", n), &x, |b, x| {
-            b.iter(|| black_box(Saliency.attribute(&eng, x, None).unwrap()))
+            b.iter(|| black_box(saliency.attribute(x, None).unwrap()))
         });
         g.bench_with_input(BenchmarkId::new("gradcam", n), &x, |b, x| {
-            b.iter(|| black_box(gradcam.attribute(&eng, x, None).unwrap()))
+            b.iter(|| black_box(gradcam.attribute(x, None).unwrap()))
         });
         g.bench_with_input(BenchmarkId::new("dream_step", n), &x, |b, x| {
             let mut img = eng.upload(x).unwrap();

@@ -23,7 +23,7 @@ use deepviz::backend::Backend;
 use deepviz::engine::Engine;
 use deepviz::imageio::upsample_bilinear;
 use deepviz::model::Model;
-use deepviz::viz::{Cam, DeepDream, GradCam, Objective, Saliency};
+use deepviz::viz::{Attribution, Cam, DeepDream, GradCam, Objective, Saliency, Target};
 use deepviz::Tensor;
 use safetensors::{Dtype, SafeTensors};
 
@@ -120,7 +120,8 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         let exp = load(&dir.join("expected.safetensors"));
         let (xs, xd) = inp["x"].clone();
         let x = Tensor::new(xs.clone(), xd).unwrap();
-        let cls: Vec<usize> = inp["cls"].1.iter().map(|&c| c as usize).collect();
+        let cls: Vec<Target> = inp["cls"].1.iter().map(|&c| Target::Class(c as usize)).collect();
+        let sal = Saliency::new(&eng);
         let (h, w) = (xs[2], xs[3]);
         // bound: 1e-3, or (saliency) three times deepviz's own sensitivity where larger, the rule
         // of the golden tests (tests/golden.rs)
@@ -137,24 +138,24 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
         let acts = eng.forward(eng.upload(&x).unwrap(), model.output(), &[]).unwrap();
         let logits = eng.download(acts.get(model.output()).unwrap()).unwrap();
         report("logits", rel_rms(&logits.data, &exp["logits"].1), 1e-3);
-        let (s, _) = Saliency.attribute(&eng, &x, Some(&cls)).unwrap();
+        let (s, _) = sal.attribute(&x, Some(&cls)).unwrap();
         // how well-conditioned saliency is at this input: deepviz against itself at x·(1 + 1e-6).
         // A gradient through ReLU gates jumps where a pre-activation sits on its kink, so two
         // float32 engines can only agree as closely as this.
         let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + 1e-6)).collect()).unwrap();
-        let (sp, _) = Saliency.attribute(&eng, &xp, Some(&cls)).unwrap();
+        let (sp, _) = sal.attribute(&xp, Some(&cls)).unwrap();
         let sens = rel_rms(&sp.data, &s.data);
         println!("{name:<20} saliency  self-sensitivity to a 1e-6 input change: {sens:.2e}");
         let e = rel_rms(&s.data, &exp["saliency"].1);
         println!("{name:<20} saliency  rel RMS {e:.2e} {} at the strict 1e-3", if e <= 1e-3 { "ok" } else { "above" });
         report("saliency", e, (3.0 * sens).max(1e-3));
         let sens_json = format!(r#"{{"kind":"sensitivity","model":"{name}","job":"saliency","device":"{}","rel_rms":{sens}}}"#, eng.be.name());
-        let gc = GradCam::new(&model, None).unwrap();
-        let (g, _) = gc.attribute(&eng, &x, Some(&cls)).unwrap();
+        let gc = GradCam::new(&eng, None).unwrap();
+        let (g, _) = gc.attribute(&x, Some(&cls)).unwrap();
         report("gradcam", rel_rms(&upsample(&g, h, w), &exp["gradcam"].1), 1e-3);
-        let cam = Cam::new(&model).ok();
+        let cam = Cam::new(&eng).ok();
         if let (Some(cam), Some(want)) = (&cam, exp.get("cam")) {
-            let (c, _) = cam.attribute(&eng, &x, Some(&cls)).unwrap();
+            let (c, _) = cam.attribute(&x, Some(&cls)).unwrap();
             report("cam", rel_rms(&upsample(&c, h, w), &want.1), 1e-3);
         }
         out.push(sens_json);
@@ -169,9 +170,9 @@ fn run<B: Backend + Clone>(be: B, a: &Args, out: &mut Vec<String>) -> bool {
             let jobs: Vec<&str> = ["saliency", "gradcam", "cam", "dream_step"].into_iter().filter(|j| *j != "cam" || cam.is_some()).collect();
             for job in jobs {
                 let f = || match job {
-                    "saliency" => drop(Saliency.attribute(&eng, &xb, None).unwrap()),
-                    "gradcam" => drop(gc.attribute(&eng, &xb, None).unwrap()),
-                    "cam" => drop(cam.as_ref().unwrap().attribute(&eng, &xb, None).unwrap()),
+                    "saliency" => drop(sal.attribute(&xb, None).unwrap()),
+                    "gradcam" => drop(gc.attribute(&xb, None).unwrap()),
+                    "cam" => drop(cam.as_ref().unwrap().attribute(&xb, None).unwrap()),
                     _ => drop(dream.step(&eng, &mut img, &pre, &mut rng).unwrap()),
                 };
                 let (med, min, max) = median_ms(a.iters, f);

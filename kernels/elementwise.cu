@@ -8,12 +8,12 @@
 //   channel_scale_bwd_scale                   gs[n,c] = sum over h,w of gy * x
 //   affine_fwd / affine_bwd                   y = x*scale[c] + shift[c] / gx = gy*scale[c]
 //   layout_nchw_to_nhwc / layout_nhwc_to_nchw the boundary conversions
-//   scale_fwd / sub_fwd                       y = k*x / y = a - b     (y may alias x / a)
-//   axpy_items_fwd                            x[b, j] += alpha[b] * g[b, j]  (in place)
 //   channel_copy_fwd                          copy c channels between strided NHWC rows
 //                                             (concat into, or split out of, a wider tensor)
-//   one_hot_fwd                               y[i, t[i]] = 1, every other y = 0
 //   fill_fwd                                  y = value
+//   unary_fwd                                 y = f(x) for the Backend's generic `Unary` ops
+//   binary_fwd                                y = f(a, b), broadcast over up to 4 dims
+//   iota_fwd                                  y[i] = i
 #include "common.cuh"
 
 #define DV_ACT_KERNELS(name, code)                                                              \
@@ -103,23 +103,6 @@ extern "C" __global__ void layout_nhwc_to_nchw_f32(const float* x, float* y, lon
     }
 }
 
-// y may alias x: each thread reads x[i] before it writes y[i].
-extern "C" __global__ void scale_fwd_f32(const float* x, float* y, long long n, float k) {
-    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = k * x[i];
-}
-
-// y may alias a (or b): each thread reads a[i], b[i] before it writes y[i].
-extern "C" __global__ void sub_fwd_f32(const float* a, const float* b, float* y, long long n) {
-    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = a[i] - b[i];
-}
-
-// x, g: [batch, per_item], alpha: [batch]; x is updated in place.
-extern "C" __global__ void axpy_items_fwd_f32(float* x, const float* g, const float* alpha,
-                                              long long batch, long long per_item) {
-    idx_t n = batch * per_item;
-    for (idx_t i = dv_tid(); i < n; i += dv_stride()) x[i] += alpha[i / per_item] * g[i];
-}
-
 // dst[p*dst_stride + dst_off + k] = src[p*src_stride + src_off + k] for p < pixels, k < c;
 // `i` runs over the c copied channels of each pixel, so reads and writes are coalesced.
 extern "C" __global__ void channel_copy_fwd_f32(const float* src, float* dst, long long pixels,
@@ -133,20 +116,78 @@ extern "C" __global__ void channel_copy_fwd_f32(const float* src, float* dst, lo
     }
 }
 
-// y: [n, k]; a target outside [0, k) leaves its row all zeros.
-extern "C" __global__ void one_hot_fwd_f32(const int* targets, float* y, long long n, long long k) {
-    idx_t total = n * k;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride())
-        y[i] = (idx_t)targets[i / k] == i % k ? 1.0f : 0.0f;
-}
-
 extern "C" __global__ void fill_fwd_f32(float* y, long long n, float value) {
     for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = value;
+}
+
+// Unary codes, as src/backend/cuda/elementwise.rs `unary_code` passes them. a, b: parameters.
+enum DvUnary {
+    DV_U_NEG = 0, DV_U_ABS = 1, DV_U_RELU = 2, DV_U_SQUARE = 3, DV_U_SQRT = 4, DV_U_EXP = 5,
+    DV_U_LOG = 6, DV_U_STEP = 7, DV_U_AFFINE = 8, DV_U_CLAMP = 9, DV_U_RECIP = 10
+};
+
+// As src/backend/cpu/generic.rs `unary` (a NaN stays NaN, Clamp included).
+__device__ __forceinline__ float dv_unary(float x, int op, float a, float b) {
+    switch (op) {
+    case DV_U_NEG: return -x;
+    case DV_U_ABS: return fabsf(x);
+    case DV_U_RELU: return x <= 0.0f ? 0.0f : x;
+    case DV_U_SQUARE: return x * x;
+    case DV_U_SQRT: return sqrtf(x);
+    case DV_U_EXP: return expf(x);
+    case DV_U_LOG: return logf(x);
+    case DV_U_STEP: return x > 0.0f ? 1.0f : 0.0f;
+    case DV_U_AFFINE: return __fadd_rn(__fmul_rn(a, x), b);  // no contraction: as the CPU rounds
+    case DV_U_CLAMP: return x < a ? a : (x > b ? b : x);
+    case DV_U_RECIP: return 1.0f / x;
+    default: return x;
+    }
+}
+
+// Layout-preserving: y may alias x.
+extern "C" __global__ void unary_fwd_f32(const float* x, float* y, long long n, int op, float a, float b) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = dv_unary(x[i], op, a, b);
+}
+
+// Binary codes, as src/backend/cuda/elementwise.rs `binary_code` passes them.
+enum DvBinary { DV_B_ADD = 0, DV_B_SUB = 1, DV_B_MUL = 2, DV_B_DIV = 3, DV_B_MAX = 4, DV_B_MIN = 5, DV_B_EQ = 6 };
+
+__device__ __forceinline__ float dv_binary(float a, float b, int op) {
+    switch (op) {
+    case DV_B_ADD: return a + b;
+    case DV_B_SUB: return a - b;
+    case DV_B_MUL: return a * b;
+    case DV_B_DIV: return a / b;
+    case DV_B_MAX: return (a > b || isnan(a)) ? a : b;  // NaN wins, as torch.maximum
+    case DV_B_MIN: return (a < b || isnan(a)) ? a : b;
+    case DV_B_EQ: return a == b ? 1.0f : 0.0f;
+    default: return a;
+    }
+}
+
+// y[i] = f(a[.], b[.]) with y dense over dims (d0, d1, d2, d3), d3 fastest (the launch code
+// orders the dims as y lies in memory, so writes are coalesced); a and b are addressed by their
+// own strides per dim, 0 along a broadcast dim.
+extern "C" __global__ void binary_fwd_f32(const float* a, const float* b, float* y, long long n,
+                                          long long d1, long long d2, long long d3, long long sa0,
+                                          long long sa1, long long sa2, long long sa3, long long sb0,
+                                          long long sb1, long long sb2, long long sb3, int op) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) {
+        idx_t i3 = i % d3, t = i / d3;
+        idx_t i2 = t % d2;
+        t /= d2;
+        idx_t i1 = t % d1, i0 = t / d1;
+        y[i] = dv_binary(a[i0 * sa0 + i1 * sa1 + i2 * sa2 + i3 * sa3], b[i0 * sb0 + i1 * sb1 + i2 * sb2 + i3 * sb3], op);
+    }
+}
+
+extern "C" __global__ void iota_fwd_f32(float* y, long long n) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = (float)i;
 }
 
 DV_REGISTER_KERNELS(relu_fwd_f32, relu_bwd_f32, relu6_fwd_f32, relu6_bwd_f32, silu_fwd_f32,
                     silu_bwd_f32, sigmoid_fwd_f32, sigmoid_bwd_f32, hardswish_fwd_f32,
                     hardswish_bwd_f32, add_fwd_f32, channel_scale_fwd_f32,
                     channel_scale_bwd_scale_f32, affine_fwd_f32, affine_bwd_f32,
-                    layout_nchw_to_nhwc_f32, layout_nhwc_to_nchw_f32, scale_fwd_f32, sub_fwd_f32,
-                    axpy_items_fwd_f32, channel_copy_fwd_f32, one_hot_fwd_f32, fill_fwd_f32)
+                    layout_nchw_to_nhwc_f32, layout_nhwc_to_nchw_f32, channel_copy_fwd_f32, fill_fwd_f32,
+                    unary_fwd_f32, binary_fwd_f32, iota_fwd_f32)

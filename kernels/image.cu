@@ -5,7 +5,6 @@
 //   normalize_fwd         y = (x - mean[c]) / std[c]
 //   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
 //   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
-//   clamp_fwd             y = min(max(x, lo[c]), hi[c])   (per channel: pixel range after normalising)
 //   blur_gaussian         one pass of a separable Gaussian blur along w or h, radius r =
 //                         ceil(3 sigma), weights exp(-t^2 / 2 sigma^2) normalised to sum 1,
 //                         reflect padding (torchvision's gaussian_blur); run twice (w, then h)
@@ -58,11 +57,6 @@ extern "C" __global__ void roll_fwd_f32(const float* x, float* y, long long n, l
     }
 }
 
-extern "C" __global__ void clamp_fwd_f32(const float* x, const float* lo, const float* hi, float* y,
-                                         long long n, long long c) {
-    for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = fminf(fmaxf(x[i], lo[i % c]), hi[i % c]);
-}
-
 // Reflect padding without repeating the edge (PyTorch's "reflect": -1 -> 1, len -> len - 2).
 // torch requires radius < len; beyond that the reflection repeats with period 2 (len - 1), so
 // every index lands inside [0, len).
@@ -101,4 +95,4 @@ extern "C" __global__ void blur_gaussian_f32(const float* x, float* y, long long
 }
 
 DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
-                    clamp_fwd_f32, blur_gaussian_f32)
+                    blur_gaussian_f32)

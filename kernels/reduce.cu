@@ -3,14 +3,14 @@
 // Names ({op}_{variant}_f32, see common.cuh):
 //   channel_sum_fwd     y[b, c] = scale * sum_r x[b, r, c]   (spatial mean: scale 1/hw;
 //                       conv / linear bias gradients: b = 1, scale 1)
-//   channel_absmax_fwd  y[p] = max_c |x[p, c]|               (saliency maps)
 //   softmax_fwd         row-wise softmax of [rows, cols]     (class probabilities)
-//   weighted_channel_sum_fwd  y[b, p] = (relu) sum_c w[b, c] x[b, p, c]   (CAM / Grad-CAM maps)
-//   item_reduce_half_sum_sq   y[b] = 1/2 sum_j x[b, j]^2   (feature-visualisation objectives,
-//   item_reduce_mean_abs      y[b] = mean_j |x[b, j]|       regularisers); deterministic: one
-//                             block per item, a fixed-shape tree, no atomics
 //   topk_fwd            per row of [rows, cols], the k largest values and their indices,
 //                       descending, ties to the lower index (predictions, top-5 labels)
+//   reduce_thread / reduce_block   the Backend's generic `Reduce` (sum, mean, max, min,
+//                       argmax) along any axes: one thread per output when the reduced count is
+//                       small, else one block per output with a fixed tree (deterministic)
+//   reduce_quantile     the q-quantile along any axes by the histogram rule of
+//                       src/imageio/colormap.rs `clip_threshold` (heat-map clipping)
 #include "common.cuh"
 
 // channel_sum: block = CSUM_CHANNELS consecutive channels of one b (coalesced NHWC reads) x
@@ -33,14 +33,6 @@ extern "C" __global__ void channel_sum_fwd_f32(const float* x, float* y, long lo
         float s = 0.0f;
         for (int i = 0; i < CSUM_ROWS; ++i) s += smem_part[i][threadIdx.x];
         y[b * c + ch] = s * scale;
-    }
-}
-
-extern "C" __global__ void channel_absmax_fwd_f32(const float* x, float* y, long long pixels, long long c) {
-    for (idx_t p = dv_tid(); p < pixels; p += dv_stride()) {
-        float m = 0.0f;
-        for (idx_t ch = 0; ch < c; ++ch) m = fmaxf(m, fabsf(x[p * c + ch]));
-        y[p] = m;
     }
 }
 
@@ -73,61 +65,6 @@ extern "C" __global__ void softmax_fwd_f32(const float* x, float* y, long long r
 
     float inv = 1.0f / s;
     for (idx_t j = threadIdx.x; j < cols; j += SOFTMAX_THREADS) yr[j] = expf(xr[j] - m) * inv;
-}
-
-// weighted_channel_sum: one warp per pixel row (lanes stride over c, then a shuffle sum), so a
-// warp reads one contiguous NHWC row; warps stride over the batch * hw rows.
-#define WCS_WARPS 8  // 256 threads per block
-extern "C" __global__ void weighted_channel_sum_fwd_f32(const float* x, const float* w, float* y,
-                                                        long long batch, long long hw,
-                                                        long long c, int relu) {
-    idx_t rows = batch * hw;
-    idx_t warp = ((idx_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    idx_t warps = dv_stride() / 32;
-    int lane = threadIdx.x % 32;
-    for (idx_t r = warp; r < rows; r += warps) {  // uniform per warp: every lane shuffles
-        const float* xr = x + r * c;
-        const float* wb = w + (r / hw) * c;
-        float acc = 0.0f;
-        for (idx_t ch = lane; ch < c; ch += 32) acc += wb[ch] * xr[ch];
-        acc = dv_warp_sum(acc);
-        if (lane == 0) y[r] = relu ? dv_act(acc, DV_ACT_RELU) : acc;
-    }
-}
-
-// item_reduce: block b reduces item b. Each thread sums a fixed strided subset in order, then a
-// shared-memory tree halves IR_THREADS partials: the same additions in the same order on every
-// run and under every schedule.
-#define IR_THREADS 256  // 8 warps; a power of two for the tree
-enum { IR_HALF_SUM_SQ = 0, IR_MEAN_ABS = 1 };
-__device__ __forceinline__ void item_reduce(const float* x, float* y, idx_t batch,
-                                            idx_t per_item, int mode) {
-    __shared__ float smem_part[IR_THREADS];
-    for (idx_t b = blockIdx.x; b < batch; b += gridDim.x) {  // uniform per block
-        const float* xb = x + b * per_item;
-        float acc = 0.0f;
-        for (idx_t j = threadIdx.x; j < per_item; j += IR_THREADS)
-            acc += mode == IR_HALF_SUM_SQ ? xb[j] * xb[j] : fabsf(xb[j]);
-        smem_part[threadIdx.x] = acc;
-        __syncthreads();
-        for (int s = IR_THREADS / 2; s > 0; s >>= 1) {
-            if (threadIdx.x < s) smem_part[threadIdx.x] += smem_part[threadIdx.x + s];
-            __syncthreads();
-        }
-        if (threadIdx.x == 0) {
-            float sum = smem_part[0];
-            y[b] = mode == IR_HALF_SUM_SQ ? 0.5f * sum : (per_item > 0 ? sum / (float)per_item : 0.0f);
-        }
-        __syncthreads();  // thread 0 has read smem_part[0] before the next item overwrites it
-    }
-}
-extern "C" __global__ void item_reduce_half_sum_sq_f32(const float* x, float* y, long long batch,
-                                                       long long per_item) {
-    item_reduce(x, y, batch, per_item, IR_HALF_SUM_SQ);
-}
-extern "C" __global__ void item_reduce_mean_abs_f32(const float* x, float* y, long long batch,
-                                                    long long per_item) {
-    item_reduce(x, y, batch, per_item, IR_MEAN_ABS);
 }
 
 // topk: one block per row, k rounds; round t finds the best element ranked after the one round
@@ -183,6 +120,197 @@ extern "C" __global__ void topk_fwd_f32(const float* x, float* values, int* indi
     }
 }
 
-DV_REGISTER_KERNELS(channel_sum_fwd_f32, channel_absmax_fwd_f32, softmax_fwd_f32,
-                    weighted_channel_sum_fwd_f32, item_reduce_half_sum_sq_f32,
-                    item_reduce_mean_abs_f32, topk_fwd_f32)
+// ---- generic reductions ------------------------------------------------------------------------
+// x is addressed through two 4-dim descriptors: the output dims (o0..o3 with o3 fastest, y dense
+// over them in that order; strides so0..so3 into x) and the reduced dims (r0..r3 in logical
+// order, r3 fastest; strides sr0..sr3 into x). ArgMax's result is the row-major position in the
+// reduced dims, as a float (exact below 2^24).
+
+// Reduce codes, as src/backend/cuda/reduce.rs `reduce_code` passes them.
+enum DvReduce { DV_R_SUM = 0, DV_R_MEAN = 1, DV_R_MAX = 2, DV_R_MIN = 3, DV_R_ARGMAX = 4 };
+
+__device__ __forceinline__ idx_t dv_offset4(idx_t i, idx_t d1, idx_t d2, idx_t d3, idx_t s0, idx_t s1,
+                                            idx_t s2, idx_t s3) {
+    idx_t i3 = i % d3, t = i / d3;
+    idx_t i2 = t % d2;
+    t /= d2;
+    idx_t i1 = t % d1, i0 = t / d1;
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3;
+}
+
+// True when (v, i) ranks before (m, j) for max (or min): NaN first (as torch.max / argmax), then
+// the larger (smaller) value, then the lower index; an index < 0 is "nothing yet".
+__device__ __forceinline__ bool dv_ranks_before(float v, idx_t i, float m, idx_t j, bool is_min) {
+    if (j < 0) return i >= 0;
+    if (i < 0) return false;
+    bool nv = isnan(v), nm = isnan(m);
+    if (nv != nm) return nv;
+    if (!nv && v != m) return is_min ? v < m : v > m;
+    return i < j;
+}
+
+// Take element (v, r) into a running (acc, best): a sum, or the max / min with its position.
+__device__ __forceinline__ void dv_reduce_take(float v, idx_t r, bool sum, bool is_min, float& acc, idx_t& best) {
+    if (sum) {
+        acc += v;
+    } else if (dv_ranks_before(v, r, acc, best, is_min)) {
+        acc = v;
+        best = r;
+    }
+}
+
+#define DV_REDUCE_PARAMS                                                                                   \
+    const float *x, float *y, long long n_out, long long n_red, long long o1, long long o2, long long o3, \
+        long long so0, long long so1, long long so2, long long so3, long long r1, long long r2,           \
+        long long r3, long long sr0, long long sr1, long long sr2, long long sr3
+
+// One thread per output, the reduced elements in order.
+extern "C" __global__ void reduce_thread_f32(DV_REDUCE_PARAMS, int op) {
+    const bool sum = op == DV_R_SUM || op == DV_R_MEAN, is_min = op == DV_R_MIN;
+    for (idx_t o = dv_tid(); o < n_out; o += dv_stride()) {
+        const float* xo = x + dv_offset4(o, o1, o2, o3, so0, so1, so2, so3);
+        float acc = 0.0f;
+        idx_t best = -1;
+        for (idx_t r = 0; r < n_red; ++r) {
+            dv_reduce_take(xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)], r, sum, is_min, acc, best);
+        }
+        y[o] = op == DV_R_MEAN ? acc / (float)n_red : (op == DV_R_ARGMAX ? (float)best : acc);
+    }
+}
+
+// One block per output: each thread a fixed strided subset, then a shared-memory tree in a fixed
+// order (the same bits on every run).
+#define RB_THREADS 256  // 8 warps; a power of two for the tree
+extern "C" __global__ void reduce_block_f32(DV_REDUCE_PARAMS, int op) {
+    __shared__ float smem_v[RB_THREADS];
+    __shared__ idx_t smem_i[RB_THREADS];
+    const bool sum = op == DV_R_SUM || op == DV_R_MEAN, is_min = op == DV_R_MIN;
+    for (idx_t o = blockIdx.x; o < n_out; o += gridDim.x) {  // uniform per block
+        const float* xo = x + dv_offset4(o, o1, o2, o3, so0, so1, so2, so3);
+        float acc = 0.0f;
+        idx_t best = -1;
+        for (idx_t r = threadIdx.x; r < n_red; r += RB_THREADS) {
+            dv_reduce_take(xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)], r, sum, is_min, acc, best);
+        }
+        smem_v[threadIdx.x] = acc;
+        smem_i[threadIdx.x] = best;
+        __syncthreads();
+        for (int s = RB_THREADS / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s)
+                dv_reduce_take(smem_v[threadIdx.x + s], smem_i[threadIdx.x + s], sum, is_min, smem_v[threadIdx.x], smem_i[threadIdx.x]);
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            float v = smem_v[0];
+            y[o] = op == DV_R_MEAN ? v / (float)n_red : (op == DV_R_ARGMAX ? (float)smem_i[0] : v);
+        }
+        __syncthreads();  // thread 0 has read the tree before the next output overwrites it
+    }
+}
+
+// The q-quantile of the finite values of each output's reduced set, as colormap.rs
+// `clip_threshold` defines it: a QB_BINS-bin histogram over [lo, hi] (the finite min and max),
+// the upper edge of the first bin whose cumulative count reaches ceil(q * count), when it falls
+// strictly inside (lo, hi); else hi. NaN when there is no finite value. One block per output:
+// the range by a fixed tree, the histogram by int atomics (exact counts in any order), the walk by
+// thread 0 over QB_THREADS partial sums then the bins of one chunk. f64 and explicit _rn
+// arithmetic, in the host's order.
+#ifdef DV_EMU
+__device__ __forceinline__ double dv_dmul_rn(double a, double b) { return a * b; }
+__device__ __forceinline__ double dv_dadd_rn(double a, double b) { return a + b; }
+#else
+__device__ __forceinline__ double dv_dmul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ double dv_dadd_rn(double a, double b) { return __dadd_rn(a, b); }
+#endif
+#define QB_BINS 4096    // CLIP_BINS in src/imageio/colormap.rs
+#define QB_THREADS 256  // QB_BINS / QB_THREADS bins per partial
+extern "C" __global__ void reduce_quantile_f32(DV_REDUCE_PARAMS, float q) {
+    __shared__ unsigned int smem_hist[QB_BINS];
+    __shared__ unsigned long long smem_part[QB_THREADS];
+    __shared__ float smem_lo[QB_THREADS];
+    __shared__ float smem_hi[QB_THREADS];
+    for (idx_t o = blockIdx.x; o < n_out; o += gridDim.x) {  // uniform per block
+        const float* xo = x + dv_offset4(o, o1, o2, o3, so0, so1, so2, so3);
+        float lo_t = INFINITY, hi_t = -INFINITY;
+        for (idx_t r = threadIdx.x; r < n_red; r += QB_THREADS) {
+            float v = xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)];
+            if (isfinite(v)) {
+                lo_t = fminf(lo_t, v);
+                hi_t = fmaxf(hi_t, v);
+            }
+        }
+        smem_lo[threadIdx.x] = lo_t;
+        smem_hi[threadIdx.x] = hi_t;
+        for (int i = threadIdx.x; i < QB_BINS; i += QB_THREADS) smem_hist[i] = 0u;
+        __syncthreads();
+        for (int s = QB_THREADS / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) {
+                smem_lo[threadIdx.x] = fminf(smem_lo[threadIdx.x], smem_lo[threadIdx.x + s]);
+                smem_hi[threadIdx.x] = fmaxf(smem_hi[threadIdx.x], smem_hi[threadIdx.x + s]);
+            }
+            __syncthreads();
+        }
+        const double lo = (double)smem_lo[0], hi = (double)smem_hi[0];
+        const double span = hi - lo;  // -inf when there is no finite value
+        if (span > 0.0) {             // uniform per block
+            for (idx_t r = threadIdx.x; r < n_red; r += QB_THREADS) {
+                float v = xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)];
+                if (isfinite(v)) {
+                    double t = dv_dmul_rn(((double)v - lo) / span, (double)QB_BINS);
+                    int bin = (int)t;  // t in [0, QB_BINS]: truncation, as Rust's `as usize`
+                    bin = bin < QB_BINS - 1 ? bin : QB_BINS - 1;
+                    atomicAdd(&smem_hist[bin], 1u);
+                }
+            }
+            __syncthreads();
+            {
+                const int per = QB_BINS / QB_THREADS;
+                unsigned long long s = 0;
+                for (int i = 0; i < per; ++i) s += smem_hist[threadIdx.x * per + i];
+                smem_part[threadIdx.x] = s;
+            }
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            float result = lo <= hi ? (float)hi : NAN;
+            if (span > 0.0) {
+                const int per = QB_BINS / QB_THREADS;
+                unsigned long long count = 0;
+                // serial walks: not unrolled (unrolled, they hold every partial in a register)
+#pragma unroll 1
+                for (int i = 0; i < QB_THREADS; ++i) count += smem_part[i];
+                double kd = ceil(dv_dmul_rn((double)q, (double)count));
+                kd = fmin(fmax(kd, 1.0), (double)count);
+                unsigned long long k = (unsigned long long)kd;
+                unsigned long long acc = 0;
+                int c = QB_THREADS - 1;
+#pragma unroll 1
+                for (int i = 0; i < QB_THREADS; ++i) {
+                    if (acc + smem_part[i] >= k) {
+                        c = i;
+                        break;
+                    }
+                    acc += smem_part[i];
+                }
+                int bin = c * per + per - 1;
+#pragma unroll 1
+                for (int i = c * per; i < (c + 1) * per; ++i) {
+                    acc += smem_hist[i];
+                    if (acc >= k) {
+                        bin = i;
+                        break;
+                    }
+                }
+                if (bin < QB_BINS - 1) {  // the last bin's edge is hi
+                    float edge = (float)dv_dadd_rn(lo, dv_dmul_rn(span, (double)(bin + 1) / (double)QB_BINS));
+                    if ((double)edge > lo && (double)edge < hi) result = edge;
+                }
+            }
+            y[o] = result;
+        }
+        __syncthreads();  // thread 0 has read the histogram before the next output clears it
+    }
+}
+
+DV_REGISTER_KERNELS(channel_sum_fwd_f32, softmax_fwd_f32, topk_fwd_f32, reduce_thread_f32,
+                    reduce_block_f32, reduce_quantile_f32)

@@ -11,7 +11,9 @@
 //! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
 //! - [`imageio`]: image loading and preprocessing, `.npy` input/output, colormaps and PNGs.
 //! - [`output`]: the output set of a run: staged, committed all at once, never over an input.
-//! - [`viz`]: the visualisations (saliency, CAM, Grad-CAM, DeepDream, classify).
+//! - [`viz`]: the visualisations: the [`viz::Attribution`] trait and its methods, targets,
+//!   DeepDream, classification, heat-map pictures.
+//! - [`job`]: whole jobs over files (the CLI's work): inputs, targets, device choice, outputs.
 
 pub mod backend;
 pub mod device;
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod graph;
 pub mod imageio;
+pub mod job;
 pub mod model;
 pub mod output;
 pub mod tensor;
@@ -26,4 +29,9 @@ pub mod viz;
 pub mod zoo;
 
 pub use error::{Error, Result};
+
+/// The README's code blocks, run as doctests so its library example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use tensor::Tensor;

@@ -343,3 +343,58 @@ fn an_interrupt_while_writing_leaves_nothing() {
     assert!(!out.exists(), "left behind: {:?}", snapshot(&out));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn several_targets_per_image_and_a_class_file() {
+    let d = tmp("targets");
+    let (cat, cup) = (sample("chelsea.png"), sample("coffee.png"));
+    // two classes for every image: one set of files per (image, class)
+    let out = ok(&["gradcam", "--device", "cpu", "--json", "--image", cat.to_str().unwrap(), cup.to_str().unwrap(), "--class", "285,967", "--out", d.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4, "{out}");
+    for f in ["chelsea_c285_gradcam.png", "chelsea_c967_gradcam.png", "coffee_c285_gradcam_overlay.png", "coffee_c967_gradcam.png"] {
+        assert!(d.join(f).exists(), "{f} missing");
+    }
+    // a unit and a neuron of a layer after the Grad-CAM layer
+    let e = d.join("units");
+    let out = ok(&["gradcam", "--device", "cpu", "--json", "--image", cat.to_str().unwrap(), "--layer", "_blocks.10", "--unit", "_blocks.15:3", "--neuron", "_blocks.15:3:2:4", "--out", e.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["target"]["unit"], "_blocks.15._bn2", "{out}");
+    assert_eq!(v[1]["target"]["y"], 2, "{out}");
+    // a unit before the Grad-CAM layer would give a zero map: refused
+    fails(&["gradcam", "--device", "cpu", "--image", cat.to_str().unwrap(), "--unit", "_blocks.10:3", "--out", e.to_str().unwrap()], "does not come after the Grad-CAM layer");
+    fails(&["gradcam", "--device", "cpu", "--image", cat.to_str().unwrap(), "--unit", "_blocks.15:999", "--layer", "_blocks.10", "--out", e.to_str().unwrap()], "channel 999 of layer `_blocks.15._bn2` is out of range");
+    // a class file: per image, by file name or stem
+    let f = d.join("classes.csv");
+    std::fs::write(&f, "image,class\nchelsea.png,281\ncoffee,967\ncoffee,968 # and the cup\n").unwrap();
+    let g = d.join("file");
+    let out = ok(&["saliency", "--device", "cpu", "--json", "--image", cat.to_str().unwrap(), cup.to_str().unwrap(), "--class-file", f.to_str().unwrap(), "--out", g.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let classes: Vec<u64> = v.as_array().unwrap().iter().map(|r| r["class"].as_u64().unwrap()).collect();
+    assert_eq!(classes, vec![281, 967, 968], "{out}");
+    assert!(g.join("chelsea_saliency.png").exists() && g.join("coffee_c968_saliency.png").exists());
+    // a file that names no input, or misses one, is an error
+    std::fs::write(&f, "chelsea.png,281\n").unwrap();
+    fails(&["saliency", "--device", "cpu", "--image", cat.to_str().unwrap(), cup.to_str().unwrap(), "--class-file", f.to_str().unwrap(), "--out", g.to_str().unwrap()], "no class for the input");
+    std::fs::write(&f, "chelsea.png,281\ndog.png,1\n").unwrap();
+    fails(&["saliency", "--device", "cpu", "--image", cat.to_str().unwrap(), "--class-file", f.to_str().unwrap(), "--out", g.to_str().unwrap()], "`dog.png` is not one of the inputs");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_closed_or_full_stdout_is_handled() {
+    // `| head -1`: the reader goes away; deepviz ends quietly, without a panic
+    let mut child = bin().args(["layers", "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    // a full disk: one clear error
+    if std::path::Path::new("/dev/full").exists() {
+        let o = bin().args(["layers"]).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("error: cannot write to standard output"), "{err}");
+    }
+}

@@ -17,7 +17,7 @@ use common::{assert_close, rel_rms};
 use deepviz::backend::cpu::Cpu;
 use deepviz::engine::{Engine, Rule};
 use deepviz::model::Model;
-use deepviz::viz::{Cam, GradCam, Saliency};
+use deepviz::viz::{Attribution, Cam, GradCam, Saliency, Target};
 use deepviz::Tensor;
 use safetensors::{Dtype, SafeTensors};
 
@@ -88,24 +88,25 @@ fn golden(name: &str) {
     let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert_close(&format!("{name}.logits"), &logits.data, &want.data, 1e-3 * scale, 1e-3);
 
-    let cls = Some(fx.cls.as_slice());
-    let gc = GradCam::new(&model, Some(&fx.meta["gradcam_layer"])).unwrap();
-    let cam = fx.t.get("cam").map(|_| Cam::new(&model).unwrap());
+    let targets: Vec<Target> = fx.cls.iter().map(|&c| Target::Class(c)).collect();
+    let cls = Some(targets.as_slice());
+    let gc = GradCam::new(&eng, Some(&fx.meta["gradcam_layer"])).unwrap();
+    let cam = fx.t.get("cam").map(|_| Cam::new(&eng).unwrap());
     if let Some(cam) = &cam {
         assert_eq!(model.name(cam.feature), model.name(model.resolve(&fx.meta["cam_layer"]).unwrap()));
     } else {
-        assert!(Cam::new(&model).is_err(), "{name}: CAM must be refused for this head");
+        assert!(Cam::new(&eng).is_err(), "{name}: CAM must be refused for this head");
     }
     let layer = model.resolve(&fx.meta["dream_layer"]).unwrap();
     // every map, in the fixture's names: saliency, Grad-CAM, CAM, and DeepDream's gradient
     // d(½‖A‖²)/dx at the dream layer
     let maps = |x: &Tensor| -> Vec<(&'static str, Tensor)> {
         let mut v = vec![
-            ("saliency", Saliency.attribute(&eng, x, cls).unwrap().0),
-            ("gradcam", gc.attribute(&eng, x, cls).unwrap().0),
+            ("saliency", Saliency::new(&eng).attribute(x, cls).unwrap().0),
+            ("gradcam", gc.attribute(x, cls).unwrap().0),
         ];
         if let Some(cam) = &cam {
-            v.push(("cam", cam.attribute(&eng, x, cls).unwrap().0));
+            v.push(("cam", cam.attribute(x, cls).unwrap().0));
         }
         let acts = eng.forward(x.clone(), layer, &[]).unwrap();
         let seed = acts.get(layer).unwrap().clone();

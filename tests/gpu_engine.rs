@@ -14,19 +14,19 @@ use std::sync::Arc;
 
 use deepviz::engine::{Engine, Rule};
 use deepviz::model::Model;
-use deepviz::viz::{Cam, DeepDream, GradCam, Objective, Saliency};
+use deepviz::viz::{Attribution, Cam, DeepDream, GradCam, Objective, Saliency, Target};
 use deepviz::Tensor;
 
 /// Every map the check compares, on the CPU engine: saliency, Grad-CAM and the DeepDream
 /// gradient, for fixed target classes.
-fn cpu_maps(eng: &Engine<Cpu>, x: &Tensor, cls: &[usize]) -> Vec<Tensor> {
+fn cpu_maps(eng: &Engine<Cpu>, x: &Tensor, cls: &[Target]) -> Vec<Tensor> {
     let m = eng.model();
     let layer = m.resolve(&m.graph.heads.dream_layer).unwrap();
     let acts = eng.forward(x.clone(), layer, &[]).unwrap();
     let seed = acts.get(layer).unwrap().clone();
     vec![
-        Saliency.attribute(eng, x, Some(cls)).unwrap().0,
-        GradCam::new(m, None).unwrap().attribute(eng, x, Some(cls)).unwrap().0,
+        Saliency::new(eng).attribute(x, Some(cls)).unwrap().0,
+        GradCam::new(eng, None).unwrap().attribute(x, Some(cls)).unwrap().0,
         eng.backward(&acts, vec![(layer, seed)], &[m.input()], Rule::Gradient).unwrap().remove(0),
     ]
 }
@@ -37,10 +37,10 @@ fn cpu_maps(eng: &Engine<Cpu>, x: &Tensor, cls: &[usize]) -> Vec<Tensor> {
 /// drawn until it is well-conditioned: the CPU engine's maps at x and at x·(1 ± 1e-5) agree to
 /// 1e-4 relative RMS (a smooth change moves them ~1e-5; a flipped gate, 1e-3 or more). Between
 /// such points, the 1e-4 comparison tests the kernels, not the luck of the rounding.
-fn conditioned_input(eng: &Engine<Cpu>, h: usize, w: usize) -> (Tensor, Vec<usize>) {
+fn conditioned_input(eng: &Engine<Cpu>, h: usize, w: usize) -> (Tensor, Vec<Target>) {
     for seed in 0..48u64 {
         let x = Tensor::new(vec![2, 3, h, w], common::seeded(100 + seed, 2 * 3 * h * w)).unwrap();
-        let (_, cls) = Saliency.attribute(eng, &x, None).unwrap();
+        let (_, cls) = Saliency::new(eng).attribute(&x, None).unwrap();
         let a = cpu_maps(eng, &x, &cls);
         let stable = [1e-5f32, -1e-5].iter().all(|d| {
             let xp = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (1.0 + d)).collect()).unwrap();
@@ -89,16 +89,16 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
         let got = eng.forward(eng.upload(&x).unwrap(), out, &[]).unwrap();
         close(&tag("logits"), &eng.download(got.get(out).unwrap()).unwrap(), want.get(out).unwrap());
 
-        let (s_cpu, _) = Saliency.attribute(&cpu, &x, Some(&cls)).unwrap();
-        let (s_gpu, cls_gpu) = Saliency.attribute(&eng, &x, None).unwrap();
+        let (s_cpu, _) = Saliency::new(&cpu).attribute(&x, Some(&cls)).unwrap();
+        let (s_gpu, cls_gpu) = Saliency::new(&eng).attribute(&x, None).unwrap();
         assert_eq!(cls, cls_gpu, "{name}: top classes differ");
         close(&tag("saliency"), &s_gpu, &s_cpu);
 
-        let gc = GradCam::new(&model, None).unwrap();
-        close(&tag("gradcam"), &gc.attribute(&eng, &x, Some(&cls)).unwrap().0, &gc.attribute(&cpu, &x, Some(&cls)).unwrap().0);
+        let (gg, gc) = (GradCam::new(&eng, None).unwrap(), GradCam::new(&cpu, None).unwrap());
+        close(&tag("gradcam"), &gg.attribute(&x, Some(&cls)).unwrap().0, &gc.attribute(&x, Some(&cls)).unwrap().0);
 
-        if let Ok(cam) = Cam::new(&model) {
-            close(&tag("cam"), &cam.attribute(&eng, &x, Some(&cls)).unwrap().0, &cam.attribute(&cpu, &x, Some(&cls)).unwrap().0);
+        if let (Ok(cg), Ok(cc)) = (Cam::new(&eng), Cam::new(&cpu)) {
+            close(&tag("cam"), &cg.attribute(&x, Some(&cls)).unwrap().0, &cc.attribute(&x, Some(&cls)).unwrap().0);
         }
 
         // one DeepDream step (forward to the layer, backward, normalised ascent, clip)

@@ -98,7 +98,9 @@ fn check_hooks<B: Backend>(name: &str, model: &Arc<Model>, be: B, h: &Hooks) {
     let layers: Vec<_> = h.acts.iter().map(|(l, _, _)| model.resolve(l).unwrap()).collect();
     let out = model.output();
     let acts = eng.forward(eng.upload(&h.x).unwrap(), out, &layers).unwrap();
-    let seed = eng.be.one_hot(acts.shape(out), &h.cls).unwrap();
+    let cls: Vec<f32> = h.cls.iter().map(|&c| c as f32).collect();
+    let cls = eng.upload(&Tensor::new(vec![cls.len(), 1], cls).unwrap()).unwrap();
+    let seed = deepviz::viz::ops::indicator(&eng.be, &cls, 1, acts.shape(out)[1]).unwrap();
     let grads = eng.backward(&acts, vec![(out, seed)], &layers, Rule::Gradient).unwrap();
     for (((path, want_a, want_g), &l), g) in h.acts.iter().zip(&layers).zip(&grads) {
         let a = eng.download(acts.get(l).unwrap()).unwrap();

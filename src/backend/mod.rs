@@ -80,40 +80,83 @@ impl Pool2dGeom {
     }
 }
 
-/// Checks the arguments of [`Backend::render`]: a `[n, 1, h, w]` map with h, w > 0, a non-empty
-/// `out_hw`, (when given) n pictures of `out_hw`, and (when given) a clip quantile in (0, 1].
-/// Returns (n, h, w).
-pub fn check_render_args(maps_shape: &[usize], pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2], clip: Option<f32>) -> crate::Result<(usize, usize, usize)> {
-    let [n, c, h, w] = match *maps_shape {
-        [n, c, h, w] => [n, c, h, w],
-        _ => return Err(crate::Error::shape("render", "maps [n, 1, h, w]", maps_shape)),
-    };
-    if c != 1 || h == 0 || w == 0 {
-        return Err(crate::Error::shape("render", "maps [n, 1, h, w] with h, w > 0", maps_shape));
+/// Elementwise functions of one tensor ([`Backend::unary`]). A NaN stays NaN under every op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Neg,
+    Abs,
+    /// max(x, 0)
+    Relu,
+    Square,
+    Sqrt,
+    Exp,
+    Log,
+    /// 1 where x > 0, else 0
+    Step,
+    /// a·x + b (rounded after each operation, no fused multiply-add)
+    Affine(f32, f32),
+    /// x clamped to [lo, hi]
+    Clamp(f32, f32),
+    /// 1 / x
+    Recip,
+}
+
+/// Elementwise functions of two tensors ([`Backend::binary`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// the larger; NaN when either is NaN (torch.maximum)
+    Max,
+    /// the smaller; NaN when either is NaN (torch.minimum)
+    Min,
+    /// 1 where a == b, else 0
+    Eq,
+}
+
+/// Reductions along axes ([`Backend::reduce`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reduce {
+    Sum,
+    Mean,
+    /// NaN when any element is NaN (torch.amax)
+    Max,
+    Min,
+    /// the position of the largest element in the row-major order of the reduced axes, as a
+    /// number; the first of equal ones; a NaN counts as the largest (torch.argmax)
+    ArgMax,
+    /// the q-quantile (q in (0, 1]) of the finite values by a histogram:
+    /// [`crate::imageio::clip_threshold`], or the finite maximum where that clips nothing; NaN
+    /// when there is no finite value
+    Quantile(f32),
+}
+
+/// The shape of `a op b` under broadcasting: equal ranks, and along each axis equal lengths or
+/// a length of 1 that stretches (numpy's rule, without rank promotion).
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> crate::Result<Vec<usize>> {
+    let fail = || crate::Error::shape("broadcast", a, b);
+    if a.len() != b.len() || a.len() > 4 {
+        return Err(fail());
     }
-    if out_hw[0] == 0 || out_hw[1] == 0 || out_hw.iter().any(|&d| d > u32::MAX as usize) {
-        return Err(crate::Error::InvalidArgument(format!("render: cannot make pictures of {}x{} pixels", out_hw[0], out_hw[1])));
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| match (x, y) {
+            _ if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => Err(fail()),
+        })
+        .collect()
+}
+
+/// The shape of `x` reduced along `axes` (each kept with length 1), after checking the axes.
+pub fn reduced_shape(x: &[usize], axes: &[usize]) -> crate::Result<Vec<usize>> {
+    if x.len() > 4 || axes.is_empty() || axes.iter().any(|&a| a >= x.len()) || (1..axes.len()).any(|i| axes[i..].contains(&axes[i - 1])) {
+        return Err(crate::Error::InvalidArgument(format!("reduce: axes {axes:?} of a tensor of shape {x:?}")));
     }
-    if let Some(q) = clip {
-        if !(q > 0.0 && q <= 1.0) {
-            return Err(crate::Error::InvalidArgument(format!("render: the clip quantile must be in (0, 1], not {q}")));
-        }
-    }
-    if let Some(p) = pictures {
-        if p.len() != n {
-            return Err(crate::Error::InvalidArgument(format!("render: {} pictures for {n} maps", p.len())));
-        }
-        if let Some(bad) = p.iter().find(|p| (p.height() as usize, p.width() as usize) != (out_hw[0], out_hw[1])) {
-            return Err(crate::Error::InvalidArgument(format!(
-                "render: a picture is {}x{}, the output {}x{}",
-                bad.height(),
-                bad.width(),
-                out_hw[0],
-                out_hw[1]
-            )));
-        }
-    }
-    Ok((n, h, w))
+    Ok(x.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect())
 }
 
 /// Elementwise activations.
@@ -170,7 +213,9 @@ pub trait Backend: Sync {
     fn upload(&self, t: &Tensor) -> crate::Result<Self::T>;
     fn download(&self, t: &Self::T) -> crate::Result<Tensor>;
     fn weight(&self, t: &std::sync::Arc<Tensor>, role: Role) -> crate::Result<Self::W>;
-    fn zeros(&self, shape: &[usize]) -> crate::Result<Self::T>;
+    fn zeros(&self, shape: &[usize]) -> crate::Result<Self::T> {
+        self.full(shape, 0.0)
+    }
 
     // layers, forward and backward (gradients w.r.t. activations only)
     fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, g: &Conv2dGeom) -> crate::Result<Self::T>;
@@ -206,48 +251,19 @@ pub trait Backend: Sync {
     /// same data, another logical shape (flatten and its gradient)
     fn reshape(&self, x: Self::T, shape: &[usize]) -> crate::Result<Self::T>;
 
-    // what the visualisations need
-    /// [n, k] zeros with a one at (i, targets[i]): the seed d score / d logits
-    fn one_hot(&self, shape: &[usize], targets: &[usize]) -> crate::Result<Self::T>;
-    /// [n,c,h,w] -> [n,1,h,w]: max over c of |x| (saliency)
-    fn max_abs_channels(&self, x: &Self::T) -> crate::Result<Self::T>;
-    /// [n,c,h,w] -> [n,c,1,1]: spatial mean (Grad-CAM's α)
-    fn spatial_mean(&self, x: &Self::T) -> crate::Result<Self::T>;
-    /// [n,c,h,w], w [n,c,1,1] -> [n,1,h,w]: Σ_c w[n,c]·x[n,c], then ReLU if `relu` (CAM, Grad-CAM)
-    fn weighted_channel_sum(&self, x: &Self::T, w: &Self::T, relu: bool) -> crate::Result<Self::T>;
-    /// per batch item: ½‖x_i‖² (DeepDream's objective)
-    fn half_sq_norm(&self, x: &Self::T) -> crate::Result<Vec<f32>>;
-    /// per batch item: mean |x_i|
-    fn mean_abs(&self, x: &Self::T) -> crate::Result<Vec<f32>>;
-    /// x_i += alpha[i] · g_i for every batch item i
-    fn axpy_items(&self, x: &mut Self::T, g: &Self::T, alpha: &[f32]) -> crate::Result<()>;
-    /// x · k
-    fn scale(&self, x: &Self::T, k: f32) -> crate::Result<Self::T>;
-    /// a − b
-    fn sub(&self, a: &Self::T, b: &Self::T) -> crate::Result<Self::T>;
-    /// circular shift of every plane by (dy, dx)
+    // generic primitives: what the visualisations build their math from (src/viz)
+    /// y = f(x) elementwise
+    fn unary(&self, x: &Self::T, op: Unary) -> crate::Result<Self::T>;
+    /// y = f(a, b) elementwise, broadcast ([`broadcast_shape`]); ranks up to 4
+    fn binary(&self, a: &Self::T, b: &Self::T, op: Binary) -> crate::Result<Self::T>;
+    /// reduce along `axes` (distinct, ascending or not), each kept with length 1 ([`reduced_shape`])
+    fn reduce(&self, x: &Self::T, op: Reduce, axes: &[usize]) -> crate::Result<Self::T>;
+    /// `[1, n]`: 0, 1, …, n − 1 (exact below 2^24)
+    fn iota(&self, n: usize) -> crate::Result<Self::T>;
+    /// a tensor of `shape` filled with `value`
+    fn full(&self, shape: &[usize], value: f32) -> crate::Result<Self::T>;
+    /// circular shift of every plane of `[n, c, h, w]` by (dy, dx)
     fn roll(&self, x: &Self::T, dy: isize, dx: isize) -> crate::Result<Self::T>;
-    /// bilinear resize of every plane, PyTorch `interpolate(align_corners=False)`
-    fn resize_bilinear(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
-    /// clamp channel c of every item to [lo[c], hi[c]]
-    fn clamp_channels(&self, x: &mut Self::T, lo: &[f32], hi: &[f32]) -> crate::Result<()>;
-
-    // pictures out
-    /// Heat-map pictures of maps `[n, 1, h, w]`, one per item: bilinear upsample to `out_hw`
-    /// (align_corners=False, [`crate::imageio::upsample_bilinear`]), min/max normalise per item
-    /// ([`crate::imageio::normalize_map`]), colour with `cmap`, and, when `pictures` is given
-    /// (n pictures of `out_hw`), blend over picture i with `alpha` ([`crate::imageio::overlay`]).
-    /// `clip: Some(q)` (q in (0, 1]) first clamps each item's upsampled values above its
-    /// q-quantile to it ([`crate::imageio::clip_threshold`]: a 4096-bin histogram over the
-    /// finite range, the same rule on every backend), so a few extreme values cannot darken the
-    /// rest; `None` does not clip. Only the finished RGB pictures come back from the backend.
-    fn render(
-        &self,
-        maps: &Self::T,
-        pictures: Option<&[image::RgbImage]>,
-        out_hw: [usize; 2],
-        cmap: crate::imageio::Colormap,
-        alpha: f32,
-        clip: Option<f32>,
-    ) -> crate::Result<Vec<image::RgbImage>>;
+    /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`
+    fn resize(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
 }

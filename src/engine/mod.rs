@@ -165,6 +165,14 @@ impl<B: Backend> Engine<B> {
         &self.prep[id]
     }
 
+    /// A linear layer's prepared weight `[out, in]`.
+    pub(crate) fn linear_weight(&self, layer: Layer) -> Result<&B::W> {
+        match &self.prep[self.model.check(layer)?] {
+            Prep::Linear { w, .. } => Ok(w),
+            _ => Err(Error::InvalidArgument(format!("layer `{}` is not a linear layer", self.model.name(layer)))),
+        }
+    }
+
     /// A convolution's own (unfolded) weight and bias, prepared on first use.
     pub(crate) fn conv_weights(&self, id: NodeId) -> Result<(&B::W, Option<&B::W>)> {
         let (Prep::Conv { w, b, .. }, Op::Conv { weight, bias, .. }) = (&self.prep[id], &self.model.graph.nodes[id].op) else {

@@ -51,7 +51,7 @@ fn finite_range(map: &[f32]) -> (f64, f64) {
 pub fn clip_threshold(map: &[f32], q: f32) -> Option<f32> {
     let (lo, hi) = finite_range(map);
     let span = hi - lo;
-    if !(span > 0.0) {
+    if span.is_nan() || span <= 0.0 {
         return None;
     }
     let mut hist = vec![0u64; CLIP_BINS];

@@ -3,19 +3,41 @@
 //! - [`Cam`]: Zhou et al. 2016, "Learning Deep Features for Discriminative Localization". For a
 //!   network whose classifier is one linear layer right after global average pooling, the map of
 //!   class c is Σ_k W[c,k]·A_k at the last feature layer. Returned raw: no bias, no ReLU, no
-//!   normalisation (the paper's definition). Any other classifier is an error.
+//!   normalisation (the paper's definition). Any other classifier is an error, and so is a
+//!   target that is not a class.
 //! - [`GradCam`]: Selvaraju et al. 2017. At any named layer A, α_k = spatial mean of
-//!   d score_c / d A_k, map = ReLU(Σ_k α_k A_k) — with the paper's ReLU. Default layer: the last
-//!   feature layer before the classifier's pooling (the zoo names it per architecture).
+//!   d score / d A_k, map = ReLU(Σ_k α_k A_k) — with the paper's ReLU. Default layer: the last
+//!   feature layer before the classifier's pooling (the zoo names it per architecture). Any
+//!   target works (a class, a channel or a neuron of a later layer).
 
-use super::{download_map, forward_with_targets};
+use super::{ops, target, Attribution, LayerUse, MethodInfo, Target};
 use crate::backend::Backend;
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
-use crate::graph::{Op, ParamId};
-use crate::model::{Layer, Model};
-use crate::tensor::Tensor;
+use crate::imageio::Colormap;
+use crate::model::Layer;
 
+pub(super) const CAM_INFO: MethodInfo = MethodInfo {
+    name: "cam",
+    title: "CAM",
+    about: "class activation map Σ_k W[c,k]·A_k; needs a linear classifier after global average pooling",
+    paper: "Zhou, Khosla, Lapedriza, Oliva, Torralba 2016, Learning Deep Features for Discriminative Localization",
+    layer: LayerUse::None,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+};
+
+pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
+    name: "gradcam",
+    title: "Grad-CAM",
+    about: "ReLU(Σ_k α_k A_k), α_k the spatial mean of d score / d A_k, at --layer (default: the last feature layer)",
+    paper: "Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra 2017, Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+    layer: LayerUse::One,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+};
+
+/// A layer's output must be a feature map `[n, c, h, w]` for a CAM.
 fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) -> Result<()> {
     let s = eng.be.shape(a);
     if s.len() != 4 {
@@ -24,85 +46,102 @@ fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) 
     Ok(())
 }
 
-#[derive(Clone, Debug)]
-pub struct GradCam {
+pub struct GradCam<'e, B: Backend> {
+    eng: &'e Engine<B>,
     pub layer: Layer,
 }
 
-impl GradCam {
+impl<'e, B: Backend> GradCam<'e, B> {
     /// At the named layer, or the architecture's default when `None`.
-    pub fn new(model: &Model, layer: Option<&str>) -> Result<Self> {
-        let name = layer.unwrap_or(&model.graph.heads.gradcam_layer);
-        let layer = model.resolve(name)?;
+    pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
+        let model = eng.model();
+        let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
         if layer == model.input() {
             return Err(Error::InvalidArgument("Grad-CAM needs a layer inside the network, not its input".into()));
         }
-        Ok(GradCam { layer })
+        Ok(GradCam { eng, layer })
     }
+}
 
-    /// Maps `[n, h, w]` at the layer's resolution, and the target classes.
-    pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
-        let (map, targets) = self.attribute_on_device(eng, x, targets)?;
-        Ok((download_map(eng, &map)?, targets))
+impl<B: Backend> Attribution<B> for GradCam<'_, B> {
+    fn info(&self) -> &'static MethodInfo {
+        &GRADCAM_INFO
     }
-
-    /// As [`GradCam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
-    pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(eng, x, targets, &[self.layer])?;
-        let a = acts.get(self.layer).expect("kept by the forward pass");
-        feature_map(eng, a, "Grad-CAM", self.layer)?;
+    fn engine(&self) -> &Engine<B> {
+        self.eng
+    }
+    fn layer_name(&self) -> Option<String> {
+        Some(self.eng.model().name(self.layer).to_string())
+    }
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)> {
+        let (eng, be) = (self.eng, &self.eng.be);
         let out = eng.model().output();
-        let seed = eng.be.one_hot(acts.shape(out), &targets)?;
-        let ga = eng.backward(&acts, vec![(out, seed)], &[self.layer], Rule::Gradient)?.remove(0);
-        let alpha = eng.be.spatial_mean(&ga)?;
-        let map = eng.be.weighted_channel_sum(a, &alpha, true)?;
-        Ok((map, targets))
+        if let Some(t) = targets.into_iter().flatten().find(|t| t.layer(out).node() <= self.layer.node()) {
+            return Err(Error::InvalidArgument(format!(
+                "the target's layer `{}` does not come after the Grad-CAM layer `{}`: its gradient there would be zero",
+                eng.model().name(t.layer(out)),
+                eng.model().name(self.layer)
+            )));
+        }
+        let t = target::forward(eng, x, targets, &[self.layer])?;
+        let a = t.acts.get(self.layer).expect("kept by the forward pass");
+        feature_map(eng, a, "Grad-CAM", self.layer)?;
+        let ga = eng.backward(&t.acts, t.seeds.clone(), &[self.layer], Rule::Gradient)?.remove(0);
+        let alpha = ops::spatial_mean(be, &ga)?;
+        let map = ops::weighted_channel_sum(be, a, &alpha, true)?;
+        Ok((map, t.resolved(eng)?))
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Cam {
+pub struct Cam<'e, B: Backend> {
+    eng: &'e Engine<B>,
     pub feature: Layer,
-    /// the classifier's weight parameter [classes, k]
-    pub weight: ParamId,
+    /// the linear classifier
+    pub classifier: Layer,
 }
 
-impl Cam {
-    pub fn new(model: &Model) -> Result<Self> {
+impl<'e, B: Backend> Cam<'e, B> {
+    pub fn new(eng: &'e Engine<B>) -> Result<Self> {
+        let model = eng.model();
         let Some((feature, linear)) = model.graph.heads.cam.clone() else {
             return Err(Error::Unsupported(format!(
                 "CAM needs a classifier that is one linear layer after global average pooling; `{}` has another head (use gradcam)",
                 model.graph.arch
             )));
         };
-        let feature = model.resolve(&feature)?;
-        let lin = model.resolve(&linear)?;
-        let Op::Linear { weight, .. } = model.graph.nodes[lin.node()].op else {
-            return Err(Error::Unsupported(format!("CAM: `{linear}` is not a linear layer")));
-        };
-        Ok(Cam { feature, weight })
+        let (feature, classifier) = (model.resolve(&feature)?, model.resolve(&linear)?);
+        eng.linear_weight(classifier)?;
+        Ok(Cam { eng, feature, classifier })
     }
+}
 
-    /// Maps `[n, h, w]` at the feature layer's resolution, and the target classes.
-    pub fn attribute<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(Tensor, Vec<usize>)> {
-        let (map, targets) = self.attribute_on_device(eng, x, targets)?;
-        Ok((download_map(eng, &map)?, targets))
+impl<B: Backend> Attribution<B> for Cam<'_, B> {
+    fn info(&self) -> &'static MethodInfo {
+        &CAM_INFO
     }
-
-    /// As [`Cam::attribute`], but the maps stay on the backend as `[n, 1, h, w]`.
-    pub fn attribute_on_device<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, targets: Option<&[usize]>) -> Result<(B::T, Vec<usize>)> {
-        let (acts, targets) = forward_with_targets(eng, x, targets, &[self.feature])?;
-        let a = acts.get(self.feature).expect("kept by the forward pass");
-        feature_map(eng, a, "CAM", self.feature)?;
-        let w = &eng.model().params[self.weight];
-        let k = w.shape[1];
-        if eng.be.shape(a)[1] != k {
-            return Err(Error::shape("CAM feature layer", format!("[n, {k}, h, w]"), eng.be.shape(a)));
+    fn engine(&self) -> &Engine<B> {
+        self.eng
+    }
+    fn layer_name(&self) -> Option<String> {
+        Some(self.eng.model().name(self.feature).to_string())
+    }
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)> {
+        let (eng, be) = (self.eng, &self.eng.be);
+        if targets.is_some_and(|t| t.iter().any(|t| t.class().is_none())) {
+            return Err(Error::InvalidArgument("CAM explains classes: every target must be a class (use gradcam for channels and neurons)".into()));
         }
-        // the classifier rows of the targets, [n, k, 1, 1]: small, built on the host
-        let rows: Vec<f32> = targets.iter().flat_map(|&c| w.data[c * k..(c + 1) * k].iter().copied()).collect();
-        let rows = eng.upload(&Tensor::new(vec![targets.len(), k, 1, 1], rows)?)?;
-        let map = eng.be.weighted_channel_sum(a, &rows, false)?;
-        Ok((map, targets))
+        let t = target::forward(eng, x, targets, &[self.feature])?;
+        let a = t.acts.get(self.feature).expect("kept by the forward pass");
+        feature_map(eng, a, "CAM", self.feature)?;
+        let (n, k) = (be.shape(a)[0], be.shape(a)[1]);
+        // the classifier rows of the targets: one-hot [n, classes] · W [classes, k]
+        let (_, onehot) = &t.seeds[0];
+        let rows = be.linear_backward_data(onehot, eng.linear_weight(self.classifier)?)?;
+        if be.shape(&rows)[1] != k {
+            return Err(Error::shape("CAM feature layer", format!("[n, {}, h, w]", be.shape(&rows)[1]), be.shape(a)));
+        }
+        let rows = be.reshape(rows, &[n, k, 1, 1])?;
+        let map = ops::weighted_channel_sum(be, a, &rows, false)?;
+        Ok((map, t.resolved(eng)?))
     }
 }

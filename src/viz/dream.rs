@@ -9,7 +9,8 @@
 
 use std::ops::{Add, Mul};
 
-use crate::backend::Backend;
+use super::ops;
+use crate::backend::{Backend, Binary, Reduce, Unary};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::engine::{Activations, Rule};
@@ -42,8 +43,9 @@ impl Objective {
         let mut value = vec![0.0f32; acts.shapes[0][0]];
         for &(id, wt) in &self.terms {
             let a = acts.get(id).expect("forward reached the layer");
-            for (v, h) in value.iter_mut().zip(be.half_sq_norm(a)?) {
-                *v += wt * h;
+            let sq = ops::per_item_values(be, &ops::per_item(be, a, Some(Unary::Square), Reduce::Sum)?)?;
+            for (v, h) in value.iter_mut().zip(sq) {
+                *v += wt * 0.5 * h;
             }
         }
         Ok(value)
@@ -54,7 +56,7 @@ impl Objective {
             .iter()
             .map(|&(id, wt)| {
                 let a = acts.get(id).expect("forward reached the layer");
-                Ok((id, if wt == 1.0 { a.clone() } else { be.scale(a, wt)? }))
+                Ok((id, if wt == 1.0 { a.clone() } else { be.unary(a, Unary::Affine(wt, 0.0))? }))
             })
             .collect()
     }
@@ -100,12 +102,13 @@ impl DeepDream {
     /// One gradient-ascent step on `img` (normalised NCHW, on the backend). Returns the
     /// objective per item before the step.
     pub fn step<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64) -> Result<Vec<f32>> {
-        Ok(self.ascend(eng, img, pre, rng, true)?.unwrap_or_default())
+        let range = pixel_range(&eng.be, pre, eng.be.shape(img)[1])?;
+        Ok(self.ascend(eng, img, &range, rng, true)?.unwrap_or_default())
     }
 
     /// The step itself; the objective's value (a reduction and a host round trip per term) only
     /// when asked for — `run` does not need it.
-    fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
+    fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
         let be = &eng.be;
         let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
         let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
@@ -116,36 +119,48 @@ impl DeepDream {
         let seeds = self.objective.seeds(be, &acts)?;
         let g = eng.backward(&acts, seeds, &[eng.model().input()], Rule::Gradient)?.remove(0);
         let g = be.roll(&g, -dy, -dx)?;
-        let alpha: Vec<f32> = be.mean_abs(&g)?.iter().map(|m| self.lr / (m + 1e-8)).collect();
-        be.axpy_items(img, &g, &alpha)?;
-        let (lo, hi) = pixel_range(pre, be.shape(img)[1]);
-        be.clamp_channels(img, &lo, &hi)?;
+        // img += lr · g / (mean |g| + 1e-8), per item, then clamp to the valid pixel range
+        let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
+        let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
+        let step = be.binary(&be.unary(&g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?;
+        let moved = be.binary(img, &step, Binary::Add)?;
+        *img = be.binary(&be.binary(&moved, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
         Ok(value)
     }
 
     /// Dream on a preprocessed batch; returns the dreamed batch (same shape, normalised).
     /// `progress` is called after every step.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, pre: &Preprocess, progress: &mut dyn FnMut()) -> Result<Tensor> {
-        if self.octaves == 0 || self.steps == 0 || self.octave_scale < 1.0 {
-            return Err(Error::InvalidArgument("DeepDream needs octaves >= 1, steps >= 1 and an octave scale >= 1".into()));
+        // written so that NaN fails too
+        if self.octaves == 0 || self.steps == 0 || !(self.octave_scale >= 1.0 && self.octave_scale.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "DeepDream needs octaves >= 1, steps >= 1 and a finite octave scale >= 1 (got {}, {}, {})",
+                self.octaves, self.steps, self.octave_scale
+            )));
+        }
+        if !self.lr.is_finite() {
+            return Err(Error::InvalidArgument(format!("the DeepDream step size {} is not a finite number", self.lr)));
         }
         let be = &eng.be;
-        let (_, _, h, w) = x.nchw();
+        let [_, c, h, w] = x.shape[..] else {
+            return Err(Error::shape("DeepDream input", "[n, c, h, w]", &x.shape));
+        };
         let mut rng = self.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let range = pixel_range(be, pre, c)?;
         let x = eng.upload(x)?;
         // octave bases, largest (the input) first
         let bases: Vec<B::T> =
-            self.octave_sizes(h, w).into_iter().map(|(a, b)| be.resize_bilinear(&x, a, b)).collect::<Result<_>>()?;
+            self.octave_sizes(h, w).into_iter().map(|(a, b)| be.resize(&x, a, b)).collect::<Result<_>>()?;
         let mut detail = be.zeros(be.shape(&bases[bases.len() - 1]))?;
         let mut img = x.clone();
         for base in bases.iter().rev() {
             let (bh, bw) = (be.shape(base)[2], be.shape(base)[3]);
-            img = be.add(base, &be.resize_bilinear(&detail, bh, bw)?)?;
+            img = be.add(base, &be.resize(&detail, bh, bw)?)?;
             for _ in 0..self.steps {
-                self.ascend(eng, &mut img, pre, &mut rng, false)?;
+                self.ascend(eng, &mut img, &range, &mut rng, false)?;
                 progress();
             }
-            detail = be.sub(&img, base)?;
+            detail = be.binary(&img, base, Binary::Sub)?;
         }
         eng.download(&img)
     }
@@ -183,7 +198,9 @@ fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
     (next(rng) % (2 * j as u64 + 1)) as isize - j as isize
 }
 
-/// The normalised values that pixels 0 and 1 map to, per channel.
-fn pixel_range(pre: &Preprocess, c: usize) -> (Vec<f32>, Vec<f32>) {
-    (0..c).map(|ch| ((0.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)], (1.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)])).unzip()
+/// The normalised values that pixels 0 and 1 map to, per channel, as `[1, c, 1, 1]` tensors.
+fn pixel_range<B: Backend>(be: &B, pre: &Preprocess, c: usize) -> Result<(B::T, B::T)> {
+    let (lo, hi): (Vec<f32>, Vec<f32>) =
+        (0..c).map(|ch| ((0.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)], (1.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)])).unzip();
+    Ok((be.upload(&Tensor::new(vec![1, c, 1, 1], lo)?)?, be.upload(&Tensor::new(vec![1, c, 1, 1], hi)?)?))
 }

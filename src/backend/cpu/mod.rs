@@ -6,19 +6,21 @@
 //! - `pool.rs`: max (argmax kept), average, adaptive-average pooling, forward and backward
 //! - `linear.rs`: fully connected forward and backward
 //! - `elementwise.rs`: activations, channel scale, affine, LRN
-//! - `viz.rs`: the reductions and image ops of the visualisations, tensor plumbing
+//! - `generic.rs`: the generic primitives (unary, broadcast binary, reductions along axes)
+//! - `plumbing.rs`: concat / split, roll, bilinear resize
 //! - `gemm.rs`: the one matrix product everything above uses (public so `benches/gemm.rs` can time it)
 
 mod conv;
 mod elementwise;
 pub mod gemm;
+mod generic;
 mod linear;
+mod plumbing;
 mod pool;
-mod viz;
 
 use std::sync::Arc;
 
-use super::{Act, Backend, Conv2dGeom, LrnGeom, Pool2dGeom, Role};
+use super::{Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -121,9 +123,6 @@ impl Backend for Cpu {
     fn weight(&self, t: &Arc<Tensor>, _role: Role) -> Result<Arc<Tensor>> {
         Ok(t.clone())
     }
-    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
-        Ok(Tensor::zeros(shape))
-    }
     fn conv2d(&self, x: &Tensor, w: &Arc<Tensor>, b: Option<&Arc<Tensor>>, g: &Conv2dGeom) -> Result<Tensor> {
         Ok(conv::forward(x, w, b.map(|b| &**b), g))
     }
@@ -188,54 +187,33 @@ impl Backend for Cpu {
         Ok(())
     }
     fn concat(&self, xs: &[&Tensor]) -> Result<Tensor> {
-        Ok(viz::concat(xs))
+        Ok(plumbing::concat(xs))
     }
     fn split(&self, x: &Tensor, channels: &[usize]) -> Result<Vec<Tensor>> {
-        Ok(viz::split(x, channels))
+        Ok(plumbing::split(x, channels))
     }
     fn reshape(&self, x: Tensor, shape: &[usize]) -> Result<Tensor> {
         x.reshape(shape)
     }
-    fn one_hot(&self, shape: &[usize], targets: &[usize]) -> Result<Tensor> {
-        Ok(viz::one_hot(shape, targets))
+    fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
+        Ok(generic::unary(x, op))
     }
-    fn max_abs_channels(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(viz::max_abs_channels(x))
+    fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+        generic::binary(a, b, op)
     }
-    fn spatial_mean(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(viz::spatial_mean(x))
+    fn reduce(&self, x: &Tensor, op: Reduce, axes: &[usize]) -> Result<Tensor> {
+        generic::reduce(x, op, axes)
     }
-    fn weighted_channel_sum(&self, x: &Tensor, w: &Tensor, relu: bool) -> Result<Tensor> {
-        Ok(viz::weighted_channel_sum(x, w, relu))
+    fn iota(&self, n: usize) -> Result<Tensor> {
+        Ok(generic::iota(n))
     }
-    fn half_sq_norm(&self, x: &Tensor) -> Result<Vec<f32>> {
-        Ok(viz::per_item(x, |v| 0.5 * v.iter().map(|a| a * a).sum::<f32>()))
-    }
-    fn mean_abs(&self, x: &Tensor) -> Result<Vec<f32>> {
-        Ok(viz::per_item(x, |v| v.iter().map(|a| a.abs()).sum::<f32>() / v.len() as f32))
-    }
-    fn axpy_items(&self, x: &mut Tensor, g: &Tensor, alpha: &[f32]) -> Result<()> {
-        viz::axpy_items(x, g, alpha);
-        Ok(())
-    }
-    fn scale(&self, x: &Tensor, k: f32) -> Result<Tensor> {
-        Ok(Tensor { shape: x.shape.clone(), data: x.data.iter().map(|v| v * k).collect() })
-    }
-    fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        Ok(Tensor { shape: a.shape.clone(), data: a.data.iter().zip(&b.data).map(|(x, y)| x - y).collect() })
+    fn full(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        Ok(Tensor::full(shape, value))
     }
     fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
-        Ok(viz::roll(x, dy, dx))
+        Ok(plumbing::roll(x, dy, dx))
     }
-    fn resize_bilinear(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        Ok(viz::resize_bilinear(x, h, w))
-    }
-    fn clamp_channels(&self, x: &mut Tensor, lo: &[f32], hi: &[f32]) -> Result<()> {
-        viz::clamp_channels(x, lo, hi);
-        Ok(())
-    }
-    fn render(&self, maps: &Tensor, pictures: Option<&[image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32, clip: Option<f32>) -> Result<Vec<image::RgbImage>> {
-        super::check_render_args(&maps.shape, pictures, out_hw, clip)?;
-        Ok(viz::render(maps, pictures, out_hw, cmap, alpha, clip))
+    fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        Ok(plumbing::resize_bilinear(x, h, w))
     }
 }

@@ -1,11 +1,11 @@
 //! Launches for `kernels/elementwise.cu`. Shapes: `n` is the element count of the flat tensor;
-//! per-channel ops take NHWC `[batch, hw, c]`. Besides the activations and per-channel ops, the
-//! small vector ops of the visualisation loops: scale, sub, per-item axpy, channel copy (concat
-//! and split), one-hot targets, fill.
+//! per-channel ops take NHWC `[batch, hw, c]`. Besides the activations and per-channel ops:
+//! channel copy (concat and split), fill, and the generic unary / broadcast binary ops and iota
+//! the visualisations build on.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::Arg;
-use crate::backend::Act;
+use crate::backend::{Act, Binary, Unary};
 use crate::device::{Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 
@@ -28,12 +28,11 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("affine", "bwd"),
     ("layout", "nchw_to_nhwc"),
     ("layout", "nhwc_to_nchw"),
-    ("scale", "fwd"),
-    ("sub", "fwd"),
-    ("axpy_items", "fwd"),
     ("channel_copy", "fwd"),
-    ("one_hot", "fwd"),
     ("fill", "fwd"),
+    ("unary", "fwd"),
+    ("binary", "fwd"),
+    ("iota", "fwd"),
 ];
 
 /// Channels per block and rows of threads of the per-channel reductions (`CS_CHANNELS`,
@@ -119,28 +118,6 @@ pub fn nhwc_to_nchw(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: u
     launch(dev, "layout", "nhwc_to_nchw", grid_stride(n * c * hw), &[ptr(x), ptr(y), len(n), len(c), len(hw)])
 }
 
-/// y = k * x, `n` elements (y may be x).
-pub fn scale(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, k: f32) -> Result<()> {
-    // SAFETY: `scale_fwd_f32(const float* x, float* y, long long n, float k)`; writes y[i] for
-    // every i < n, each after reading x[i] in the same thread (so y may alias x).
-    launch(dev, "scale", "fwd", grid_stride(n), &[ptr(x), ptr(y), len(n), Arg::F32(k)])
-}
-
-/// y = a - b, `n` elements (y may be a or b).
-pub fn sub(dev: &dyn Device, a: DevicePtr, b: DevicePtr, y: DevicePtr, n: usize) -> Result<()> {
-    // SAFETY: `sub_fwd_f32(const float* a, const float* b, float* y, long long n)`; writes y[i]
-    // for every i < n, each after reading a[i] and b[i] in the same thread.
-    launch(dev, "sub", "fwd", grid_stride(n), &[ptr(a), ptr(b), ptr(y), len(n)])
-}
-
-/// In place, x[i, j] += alpha[i] * g[i, j] for x, g `[batch, per_item]` and device `alpha`
-/// `[batch]` (a per-item step size, e.g. normalised gradient ascent).
-pub fn axpy_items(dev: &dyn Device, x: DevicePtr, g: DevicePtr, alpha: DevicePtr, batch: usize, per_item: usize) -> Result<()> {
-    // SAFETY: `axpy_items_fwd_f32(float* x, const float* g, const float* alpha, long long batch,
-    // long long per_item)`; updates x[i] for every i < batch*per_item, reading only x[i] of x.
-    launch(dev, "axpy_items", "fwd", grid_stride(batch * per_item), &[ptr(x), ptr(g), ptr(alpha), len(batch), len(per_item)])
-}
-
 /// For p < pixels, k < c: dst[p*dst_stride + dst_off + k] = src[p*src_stride + src_off + k]:
 /// NHWC channel concatenation (write a part into its channel range of the output) and its
 /// inverse, split (read a part's range out of the gradient). src and dst must not overlap.
@@ -163,16 +140,68 @@ pub fn channel_copy(
     launch(dev, "channel_copy", "fwd", grid_stride(pixels * c), &args)
 }
 
-/// y `[n, k]` = 0 except y[i, targets[i]] = 1, for device i32 `targets` `[n]` (a target outside
-/// `[0, k)` gives a row of zeros).
-pub fn one_hot(dev: &dyn Device, y: DevicePtr, n: usize, k: usize, targets: DevicePtr) -> Result<()> {
-    // SAFETY: `one_hot_fwd_f32(const int* targets, float* y, long long n, long long k)`; writes
-    // y[i] for every i < n*k.
-    launch(dev, "one_hot", "fwd", grid_stride(n * k), &[ptr(targets), ptr(y), len(n), len(k)])
-}
-
 /// y = value, `n` elements.
 pub fn fill(dev: &dyn Device, y: DevicePtr, n: usize, value: f32) -> Result<()> {
     // SAFETY: `fill_fwd_f32(float* y, long long n, float value)`; writes y[i] for every i < n.
     launch(dev, "fill", "fwd", grid_stride(n), &[ptr(y), len(n), Arg::F32(value)])
+}
+
+/// The kernel-side code and parameters of a unary op (`DvUnary` in elementwise.cu).
+fn unary_code(op: Unary) -> (i32, f32, f32) {
+    match op {
+        Unary::Neg => (0, 0.0, 0.0),
+        Unary::Abs => (1, 0.0, 0.0),
+        Unary::Relu => (2, 0.0, 0.0),
+        Unary::Square => (3, 0.0, 0.0),
+        Unary::Sqrt => (4, 0.0, 0.0),
+        Unary::Exp => (5, 0.0, 0.0),
+        Unary::Log => (6, 0.0, 0.0),
+        Unary::Step => (7, 0.0, 0.0),
+        Unary::Affine(a, b) => (8, a, b),
+        Unary::Clamp(lo, hi) => (9, lo, hi),
+        Unary::Recip => (10, 0.0, 0.0),
+    }
+}
+
+/// The kernel-side code of a binary op (`DvBinary` in elementwise.cu).
+fn binary_code(op: Binary) -> i32 {
+    match op {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::Max => 4,
+        Binary::Min => 5,
+        Binary::Eq => 6,
+    }
+}
+
+/// y = op(x), `n` elements in any layout (y may be x).
+pub fn unary(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, op: Unary) -> Result<()> {
+    let (code, a, b) = unary_code(op);
+    // SAFETY: `unary_fwd_f32(const float* x, float* y, long long n, int op, float a, float b)`;
+    // writes y[i] for every i < n after reading x[i] in the same thread.
+    launch(dev, "unary", "fwd", grid_stride(n), &[ptr(x), ptr(y), len(n), Arg::I32(code), Arg::F32(a), Arg::F32(b)])
+}
+
+/// y = op(a, b) over `dims` (y dense in that order, the last fastest), a and b addressed by
+/// strides `sa`, `sb` per dim (0 along a broadcast dim). y must not overlap a or b unless it
+/// is laid out exactly like it.
+#[allow(clippy::too_many_arguments)]
+pub fn binary(dev: &dyn Device, a: DevicePtr, b: DevicePtr, y: DevicePtr, dims: [usize; 4], sa: [usize; 4], sb: [usize; 4], op: Binary) -> Result<()> {
+    let n: usize = dims.iter().product();
+    let mut args = vec![ptr(a), ptr(b), ptr(y), len(n), len(dims[1]), len(dims[2]), len(dims[3])];
+    args.extend(sa.iter().chain(&sb).map(|&s| len(s)));
+    args.push(Arg::I32(binary_code(op)));
+    // SAFETY: `binary_fwd_f32(const float* a, const float* b, float* y, long long n, long long d1,
+    // long long d2, long long d3, long long sa0..sa3, long long sb0..sb3, int op)`; writes y[i]
+    // for every i < n = d0·d1·d2·d3, reading a and b inside their extents (strides from their
+    // own shapes, 0 where broadcast).
+    launch(dev, "binary", "fwd", grid_stride(n), &args)
+}
+
+/// y[i] = i, `n` elements.
+pub fn iota(dev: &dyn Device, y: DevicePtr, n: usize) -> Result<()> {
+    // SAFETY: `iota_fwd_f32(float* y, long long n)`; writes y[i] for every i < n.
+    launch(dev, "iota", "fwd", grid_stride(n), &[ptr(y), len(n)])
 }

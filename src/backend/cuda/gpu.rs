@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::{conv, elementwise, image, linear, lrn, pool, reduce, render};
-use crate::backend::{Act, Backend, Conv2dGeom, LrnGeom, Pool2dGeom, Role};
+use super::{conv, elementwise, image, linear, lrn, pool, reduce};
+use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -90,11 +90,6 @@ impl Gpu {
         Ok(Arc::new(Buffer { dev: self.dev.clone(), ptr }))
     }
 
-    fn alloc_bytes(&self, bytes: usize) -> Result<Arc<Buffer>> {
-        let ptr = self.dev.alloc(bytes.max(1))?;
-        Ok(Arc::new(Buffer { dev: self.dev.clone(), ptr }))
-    }
-
     fn new_tensor(&self, shape: &[usize]) -> Result<DTensor> {
         Ok(DTensor { buf: self.alloc(shape.iter().product())?, shape: shape.to_vec() })
     }
@@ -105,17 +100,11 @@ impl Gpu {
         Ok(t)
     }
 
-    fn upload_i32(&self, v: &[i32]) -> Result<Arc<Buffer>> {
-        let b = self.alloc(v.len())?;
-        self.dev.upload(b.ptr, bytemuck::cast_slice(v))?;
-        Ok(b)
-    }
-
     /// Give `x` a buffer of its own before writing into it in place.
     fn make_unique(&self, x: &mut DTensor) -> Result<()> {
         if Arc::strong_count(&x.buf) > 1 {
             let y = self.new_tensor(&x.shape)?;
-            elementwise::scale(self.device(), x.ptr(), y.ptr(), x.numel(), 1.0)?;
+            elementwise::unary(self.device(), x.ptr(), y.ptr(), x.numel(), Unary::Affine(1.0, 0.0))?;
             *x = y;
         }
         Ok(())
@@ -174,11 +163,6 @@ impl Backend for Gpu {
             }
             Role::LinearWeight | Role::Vector => Ok(raw),
         }
-    }
-    fn zeros(&self, shape: &[usize]) -> Result<DTensor> {
-        let t = self.new_tensor(shape)?;
-        self.dev.memset_zero(t.ptr(), t.numel().max(1) * 4)?;
-        Ok(t)
     }
 
     fn conv2d(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>, g: &Conv2dGeom) -> Result<DTensor> {
@@ -341,53 +325,61 @@ impl Backend for Gpu {
         Ok(DTensor { buf: y.buf, shape: shape.to_vec() })
     }
 
-    fn one_hot(&self, shape: &[usize], targets: &[usize]) -> Result<DTensor> {
-        let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
-        let t: Vec<i32> = targets.iter().map(|&c| c as i32).collect();
-        let tb = self.upload_i32(&t)?;
-        let y = self.new_tensor(shape)?;
-        elementwise::one_hot(self.device(), y.ptr(), n, k, tb.ptr)?;
-        Ok(y)
-    }
-    fn max_abs_channels(&self, x: &DTensor) -> Result<DTensor> {
-        let (n, c, h, w) = nchw(&x.shape);
-        let y = self.new_tensor(&[n, 1, h, w])?;
-        reduce::channel_absmax(self.device(), x.ptr(), y.ptr(), n * h * w, c)?;
-        Ok(y)
-    }
-    fn spatial_mean(&self, x: &DTensor) -> Result<DTensor> {
-        let (n, c, h, w) = nchw(&x.shape);
-        let y = self.new_tensor(&[n, c, 1, 1])?;
-        reduce::spatial_mean(self.device(), x.ptr(), y.ptr(), n, h * w, c)?;
-        Ok(y)
-    }
-    fn weighted_channel_sum(&self, x: &DTensor, w: &DTensor, relu: bool) -> Result<DTensor> {
-        let (n, c, h, wd) = nchw(&x.shape);
-        let y = self.new_tensor(&[n, 1, h, wd])?;
-        reduce::weighted_channel_sum(self.device(), x.ptr(), w.ptr(), y.ptr(), n, h * wd, c, relu)?;
-        Ok(y)
-    }
-    fn half_sq_norm(&self, x: &DTensor) -> Result<Vec<f32>> {
-        self.item_reduce(x, reduce::ItemReduce::HalfSumSq)
-    }
-    fn mean_abs(&self, x: &DTensor) -> Result<Vec<f32>> {
-        self.item_reduce(x, reduce::ItemReduce::MeanAbs)
-    }
-    fn axpy_items(&self, x: &mut DTensor, g: &DTensor, alpha: &[f32]) -> Result<()> {
-        self.make_unique(x)?;
-        let a = self.upload_raw(alpha, &[alpha.len()])?;
-        let n = x.shape[0];
-        elementwise::axpy_items(self.device(), x.ptr(), g.ptr(), a.ptr(), n, x.numel() / n)
-    }
-    fn scale(&self, x: &DTensor, k: f32) -> Result<DTensor> {
+    fn unary(&self, x: &DTensor, op: Unary) -> Result<DTensor> {
         let y = self.new_tensor(&x.shape)?;
-        elementwise::scale(self.device(), x.ptr(), y.ptr(), x.numel(), k)?;
+        elementwise::unary(self.device(), x.ptr(), y.ptr(), x.numel(), op)?;
         Ok(y)
     }
-    fn sub(&self, a: &DTensor, b: &DTensor) -> Result<DTensor> {
-        let y = self.new_tensor(&a.shape)?;
-        elementwise::sub(self.device(), a.ptr(), b.ptr(), y.ptr(), a.numel())?;
+    fn binary(&self, a: &DTensor, b: &DTensor, op: Binary) -> Result<DTensor> {
+        let shape = broadcast_shape(&a.shape, &b.shape)?;
+        let y = self.new_tensor(&shape)?;
+        // the dims in y's memory order, so the kernel writes y densely
+        let order = memory_order(&shape);
+        let (sa, sb) = (layout_strides(&a.shape), layout_strides(&b.shape));
+        let pick = |s: &[usize], t: &[usize]| -> [usize; 4] {
+            let mut out = [0; 4];
+            for (k, &d) in order.iter().enumerate() {
+                // a dim of 1 (padding or broadcast) is addressed with stride 0
+                out[k] = d.map_or(0, |d| if t[d] == 1 { 0 } else { s[d] });
+            }
+            out
+        };
+        let dims = order.map(|d| d.map_or(1, |d| shape[d]));
+        elementwise::binary(self.device(), a.ptr(), b.ptr(), y.ptr(), dims, pick(&sa, &a.shape), pick(&sb, &b.shape), op)?;
         Ok(y)
+    }
+    fn reduce(&self, x: &DTensor, op: Reduce, axes: &[usize]) -> Result<DTensor> {
+        let shape = reduced_shape(&x.shape, axes)?;
+        let y = self.new_tensor(&shape)?;
+        let sx = layout_strides(&x.shape);
+        let order = memory_order(&shape);
+        let out_dims = order.map(|d| d.map_or(1, |d| shape[d]));
+        let out_strides = order.map(|d| d.map_or(0, |d| sx[d]));
+        // the reduced axes in logical order, right-aligned (the last fastest)
+        let mut red_dims = [1usize; 4];
+        let mut red_strides = [0usize; 4];
+        let mut sorted = axes.to_vec();
+        sorted.sort_unstable();
+        for (k, &a) in sorted.iter().rev().enumerate() {
+            red_dims[3 - k] = x.shape[a];
+            red_strides[3 - k] = sx[a];
+        }
+        reduce::reduce(self.device(), x.ptr(), y.ptr(), out_dims, out_strides, red_dims, red_strides, op)?;
+        Ok(y)
+    }
+    fn iota(&self, n: usize) -> Result<DTensor> {
+        let y = self.new_tensor(&[1, n])?;
+        elementwise::iota(self.device(), y.ptr(), n)?;
+        Ok(y)
+    }
+    fn full(&self, shape: &[usize], value: f32) -> Result<DTensor> {
+        let t = self.new_tensor(shape)?;
+        if value == 0.0 && value.is_sign_positive() {
+            self.dev.memset_zero(t.ptr(), t.numel().max(1) * 4)?;
+        } else {
+            elementwise::fill(self.device(), t.ptr(), t.numel(), value)?;
+        }
+        Ok(t)
     }
     fn roll(&self, x: &DTensor, dy: isize, dx: isize) -> Result<DTensor> {
         let (n, c, h, w) = nchw(&x.shape);
@@ -395,7 +387,7 @@ impl Backend for Gpu {
         image::roll(self.device(), x.ptr(), y.ptr(), n, c, h, w, dy as i64, dx as i64)?;
         Ok(y)
     }
-    fn resize_bilinear(&self, x: &DTensor, oh: usize, ow: usize) -> Result<DTensor> {
+    fn resize(&self, x: &DTensor, oh: usize, ow: usize) -> Result<DTensor> {
         let (n, c, h, w) = nchw(&x.shape);
         if (h, w) == (oh, ow) {
             return Ok(x.clone());
@@ -404,59 +396,33 @@ impl Backend for Gpu {
         image::resize_bilinear(self.device(), x.ptr(), y.ptr(), n, c, h, w, oh, ow)?;
         Ok(y)
     }
-    fn clamp_channels(&self, x: &mut DTensor, lo: &[f32], hi: &[f32]) -> Result<()> {
-        self.make_unique(x)?;
-        let c = nchw(&x.shape).1;
-        let (l, h) = (self.upload_raw(lo, &[c])?, self.upload_raw(hi, &[c])?);
-        image::clamp(self.device(), x.ptr(), l.ptr(), h.ptr(), x.ptr(), x.numel(), c)
-    }
-
-    fn render(&self, maps: &DTensor, pictures: Option<&[::image::RgbImage]>, out_hw: [usize; 2], cmap: crate::imageio::Colormap, alpha: f32, clip: Option<f32>) -> Result<Vec<::image::RgbImage>> {
-        let (n, h, w) = crate::backend::check_render_args(&maps.shape, pictures, out_hw, clip)?;
-        let [oh, ow] = out_hw;
-        let hw = oh * ow;
-        if n == 0 {
-            return Ok(vec![]);
-        }
-        // [n, 1, h, w] is NHWC with c = 1; resized even at the same size, as the host pipeline
-        // does (a NaN reaches its neighbours through the zero weights either way)
-        let up = self.new_tensor(&[n, 1, oh, ow])?;
-        image::resize_bilinear(self.device(), maps.ptr(), up.ptr(), n, 1, h, w, oh, ow)?;
-        let range = self.new_tensor(&[n, 2])?;
-        render::map_minmax(self.device(), up.ptr(), range.ptr(), n, hw)?;
-        if let Some(q) = clip.filter(|&q| q < 1.0) {
-            // q = 1 reaches the full count only in the last bin, whose edge is hi: nothing to do
-            render::map_clip(self.device(), up.ptr(), range.ptr(), n, hw, q)?;
-        }
-        let base = match pictures {
-            Some(p) => {
-                let bytes: Vec<u8> = p.iter().flat_map(|img| img.as_raw().iter().copied()).collect();
-                let b = self.alloc_bytes(bytes.len())?;
-                self.dev.upload(b.ptr, &bytes)?;
-                Some(b)
-            }
-            None => None,
-        };
-        let a = if alpha.is_nan() { 0.0 } else { alpha.clamp(0.0, 1.0) };
-        let out = self.alloc_bytes(n * hw * 3)?;
-        render::heatmap(self.device(), up.ptr(), range.ptr(), base.as_ref().map(|b| b.ptr), out.ptr, n, hw, cmap, a)?;
-        let mut bytes = vec![0u8; n * hw * 3];
-        self.dev.download(out.ptr, &mut bytes)?;
-        bytes
-            .chunks_exact(hw * 3)
-            .map(|c| {
-                ::image::RgbImage::from_raw(ow as u32, oh as u32, c.to_vec())
-                    .ok_or_else(|| Error::InvalidArgument(format!("render: {}x{} pictures do not fit in memory", oh, ow)))
-            })
-            .collect()
-    }
 }
 
-impl Gpu {
-    fn item_reduce(&self, x: &DTensor, mode: reduce::ItemReduce) -> Result<Vec<f32>> {
-        let n = x.shape[0];
-        let y = self.new_tensor(&[n])?;
-        reduce::item_reduce(self.device(), x.ptr(), y.ptr(), n, x.numel() / n, mode)?;
-        Ok(self.download(&y)?.data)
+/// Memory strides (elements) of each logical axis as the engine lays a tensor of this shape out:
+/// NHWC for rank 4, row-major otherwise.
+fn layout_strides(s: &[usize]) -> Vec<usize> {
+    if s.len() == 4 {
+        let (_, c, h, w) = (s[0], s[1], s[2], s[3]);
+        return vec![h * w * c, 1, w * c, c];
     }
+    let mut st = vec![0; s.len()];
+    let mut acc = 1;
+    for i in (0..s.len()).rev() {
+        st[i] = acc;
+        acc *= s[i];
+    }
+    st
+}
+
+/// The axes of a tensor of this shape in the order its memory runs (the last fastest), padded
+/// in front with `None` to four; axes of length 1 go first (their order does not matter).
+fn memory_order(s: &[usize]) -> [Option<usize>; 4] {
+    let st = layout_strides(s);
+    let mut axes: Vec<usize> = (0..s.len()).collect();
+    axes.sort_by_key(|&a| (s[a] > 1, std::cmp::Reverse(st[a])));
+    let mut out = [None; 4];
+    for (k, &a) in axes.iter().enumerate() {
+        out[4 - axes.len() + k] = Some(a);
+    }
+    out
 }

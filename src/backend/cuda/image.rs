@@ -1,5 +1,5 @@
 //! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
-//! (de)normalisation, roll, clamp, Gaussian blur.
+//! (de)normalisation, roll, Gaussian blur.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
@@ -10,7 +10,6 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("normalize", "fwd"),
     ("normalize", "bwd"),
     ("roll", "fwd"),
-    ("clamp", "fwd"),
     ("blur", "gaussian"),
 ];
 
@@ -46,13 +45,6 @@ pub fn roll(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h:
     // writes every y element.
     let args = [ptr(x), ptr(y), len(n), len(c), len(h), len(w), Arg::I64(dy), Arg::I64(dx)];
     launch(dev, "roll", "fwd", grid_stride(n * h * w * c), &args)
-}
-
-/// y = min(max(x, lo[c]), hi[c]) over `n` elements with `c` channels innermost (y may be x).
-pub fn clamp(dev: &dyn Device, x: DevicePtr, lo: DevicePtr, hi: DevicePtr, y: DevicePtr, n: usize, c: usize) -> Result<()> {
-    // SAFETY: `clamp_fwd_f32(const float* x, const float* lo, const float* hi, float* y,
-    // long long n, long long c)`; writes y[i] for every i < n.
-    launch(dev, "clamp", "fwd", grid_stride(n), &[ptr(x), ptr(lo), ptr(hi), ptr(y), len(n), len(c)])
 }
 
 /// y = x blurred by a Gaussian of standard deviation `sigma` (pixels) over h and w of each

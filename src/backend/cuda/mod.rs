@@ -4,18 +4,17 @@
 //!
 //! - `gpu.rs`: [`Gpu`], the `Backend` of the CUDA engine over any `Device` (tensors stay there).
 //! - `mod.rs` (this file): launch helpers, activation codes, the list of every kernel used.
-//! - `elementwise.rs`: activations, add, sub, scale, axpy, channel scale, affine, channel copy
-//!   (concat / split), one-hot, fill, NCHW <-> NHWC.
+//! - `elementwise.rs`: activations, add, channel scale, affine, channel copy (concat / split),
+//!   fill, NCHW <-> NHWC, and the generic unary / broadcast binary ops and iota.
 //! - `pool.rs`: max / average / adaptive-average pooling, forward and backward.
-//! - `reduce.rs`: per-channel sums and means, channel max-|x|, softmax, weighted channel sums,
-//!   per-item ½Σx² and mean |x|, top-k.
+//! - `reduce.rs`: per-channel sums, softmax, top-k, and the generic reductions along any axes
+//!   (sum, mean, max, min, argmax, histogram quantile).
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
 //!   activation, writing into a channel slice), weight repacking.
-//! - `image.rs`: bilinear resize, (de)normalisation, roll, clamp, Gaussian blur.
+//! - `image.rs`: bilinear resize, (de)normalisation, roll, Gaussian blur.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
-//! - `render.rs`: heat maps to u8 RGB pictures (per-item range, colormap, blend).
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with
 //! [`elementwise::nchw_to_nhwc`]; conv weights are KKIO `[kh, kw, cin/groups, cout]`
@@ -30,7 +29,6 @@ pub mod linear;
 pub mod lrn;
 pub mod pool;
 pub mod reduce;
-pub mod render;
 
 pub use gpu::{DTensor, Gpu, PoolIdx};
 
@@ -84,7 +82,7 @@ pub fn act_code(a: Option<Act>) -> i32 {
 
 /// Every kernel name this launch code can use; a device must have all of them.
 pub fn kernel_names() -> Vec<String> {
-    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, render::KERNELS, gemm_tc::KERNELS]
+    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, gemm_tc::KERNELS]
         .iter()
         .flat_map(|k| k.iter().map(|(op, variant)| kernel_name(op, variant, DTYPE)))
         .collect()

@@ -1,18 +1,18 @@
-//! Launches for `kernels/reduce.cu`: per-channel sums, channel max-|x|, softmax, weighted
-//! channel sums (CAM maps), per-item reductions (objectives and penalties), row-wise top-k.
+//! Launches for `kernels/reduce.cu`: per-channel sums, softmax, row-wise top-k, and the generic
+//! reductions along any axes ([`reduce`]).
 
 use super::{grid_stride, launch, len, ptr, MAX_BLOCKS};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
+use crate::backend::Reduce;
 use crate::error::{Error, Result};
 
 pub const KERNELS: &[(&str, &str)] = &[
     ("channel_sum", "fwd"),
-    ("channel_absmax", "fwd"),
     ("softmax", "fwd"),
-    ("weighted_channel_sum", "fwd"),
-    ("item_reduce", "half_sum_sq"),
-    ("item_reduce", "mean_abs"),
     ("topk", "fwd"),
+    ("reduce", "thread"),
+    ("reduce", "block"),
+    ("reduce", "quantile"),
 ];
 
 /// Channels per block and rows of threads of `channel_sum_fwd_f32` (`CSUM_*` in reduce.cu).
@@ -20,33 +20,14 @@ const CSUM_CHANNELS: u32 = 32;
 const CSUM_ROWS: u32 = 8;
 /// Threads per row of `softmax_fwd_f32` (`SOFTMAX_THREADS`).
 const SOFTMAX_THREADS: u32 = 256;
-/// Warps per block of `weighted_channel_sum_fwd_f32` (`WCS_WARPS`), one pixel row per warp.
-const WCS_WARPS: u32 = 8;
-/// Threads per item of `item_reduce_*_f32` (`IR_THREADS`): fixed, so the tree is too.
-const IR_THREADS: u32 = 256;
 /// Threads per row of `topk_fwd_f32` (`TOPK_THREADS`).
 const TOPK_THREADS: u32 = 256;
+/// Threads per output of `reduce_block_f32` and `reduce_quantile_f32` (`RB_THREADS`, `QB_THREADS`).
+const RB_THREADS: u32 = 256;
+/// Up to this many reduced elements, one thread per output (`reduce_thread_f32`) beats a block.
+const REDUCE_THREAD_MAX: usize = 64;
 /// Largest k of [`topk`] (`TOPK_MAX_K`): the kernel reads the row once per output.
 pub const TOPK_MAX_K: usize = 64;
-
-/// What [`item_reduce`] computes over each item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ItemReduce {
-    /// ½ Σ x² (an L2 objective or penalty).
-    HalfSumSq,
-    /// mean |x| (an L1 penalty).
-    MeanAbs,
-}
-
-impl ItemReduce {
-    /// The kernel variant (`item_reduce_{variant}_f32`).
-    fn variant(self) -> &'static str {
-        match self {
-            ItemReduce::HalfSumSq => "half_sum_sq",
-            ItemReduce::MeanAbs => "mean_abs",
-        }
-    }
-}
 
 /// y[b, c] = scale * Σ_r x[b, r, c] for x `[batch, rows, c]`.
 pub fn channel_sum(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, rows: usize, c: usize, scale: f32) -> Result<()> {
@@ -63,41 +44,12 @@ pub fn spatial_mean(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, 
     channel_sum(dev, x, y, batch, hw, c, 1.0 / hw.max(1) as f32)
 }
 
-/// y[p] = max_c |x[p, c]| for x `[pixels, c]`.
-pub fn channel_absmax(dev: &dyn Device, x: DevicePtr, y: DevicePtr, pixels: usize, c: usize) -> Result<()> {
-    // SAFETY: `channel_absmax_fwd_f32(const float* x, float* y, long long pixels, long long c)`;
-    // the grid-stride loop writes y[p] for every p < pixels.
-    launch(dev, "channel_absmax", "fwd", grid_stride(pixels), &[ptr(x), ptr(y), len(pixels), len(c)])
-}
-
 /// Row-wise softmax of `[rows, cols]`.
 pub fn softmax(dev: &dyn Device, x: DevicePtr, y: DevicePtr, rows: usize, cols: usize) -> Result<()> {
     let cfg = LaunchConfig { grid: [rows.max(1) as u32, 1, 1], block: [SOFTMAX_THREADS, 1, 1], shared_bytes: 0 };
     // SAFETY: `softmax_fwd_f32(const float* x, float* y, long long rows, long long cols)`; block
     // r writes all cols elements of row r.
     launch(dev, "softmax", "fwd", cfg, &[ptr(x), ptr(y), len(rows), len(cols)])
-}
-
-/// y[b, p] = Σ_c w[b, c] · x[b, p, c] for NHWC x `[batch, hw, c]` and w `[batch, c]`, then
-/// max(0, ·) when `relu` (CAM and Grad-CAM maps).
-#[allow(clippy::too_many_arguments)]
-pub fn weighted_channel_sum(dev: &dyn Device, x: DevicePtr, w: DevicePtr, y: DevicePtr, batch: usize, hw: usize, c: usize, relu: bool) -> Result<()> {
-    let blocks = (batch * hw).div_ceil(WCS_WARPS as usize).clamp(1, MAX_BLOCKS) as u32;
-    let cfg = LaunchConfig { grid: [blocks, 1, 1], block: [WCS_WARPS * 32, 1, 1], shared_bytes: 0 };
-    // SAFETY: `weighted_channel_sum_fwd_f32(const float* x, const float* w, float* y,
-    // long long batch, long long hw, long long c, int relu)`; the warps stride over all batch*hw
-    // rows and lane 0 writes y[r] for each.
-    launch(dev, "weighted_channel_sum", "fwd", cfg, &[ptr(x), ptr(w), ptr(y), len(batch), len(hw), len(c), Arg::I32(relu as i32)])
-}
-
-/// y[b] = ½ Σ_j x[b, j]² or mean_j |x[b, j]| over x `[batch, per_item]`. Deterministic: the
-/// same bits on every run (a fixed reduction tree per item, no atomics).
-pub fn item_reduce(dev: &dyn Device, x: DevicePtr, y: DevicePtr, batch: usize, per_item: usize, mode: ItemReduce) -> Result<()> {
-    let cfg = LaunchConfig { grid: [batch.clamp(1, MAX_BLOCKS) as u32, 1, 1], block: [IR_THREADS, 1, 1], shared_bytes: 0 };
-    // SAFETY: `item_reduce_{half_sum_sq,mean_abs}_f32(const float* x, float* y, long long batch,
-    // long long per_item)`; the blocks stride over the items and thread 0 writes y[b] for each
-    // (0 for an empty item).
-    launch(dev, "item_reduce", mode.variant(), cfg, &[ptr(x), ptr(y), len(batch), len(per_item)])
 }
 
 /// The `k` largest values of each row of x `[rows, cols]` into values `[rows, k]` (f32) and
@@ -118,4 +70,49 @@ pub fn topk(dev: &dyn Device, x: DevicePtr, values: DevicePtr, indices: DevicePt
     // long long cols, long long k)`; block r writes values and indices [r, t] for every t < k,
     // and k <= cols means each round finds an element.
     launch(dev, "topk", "fwd", cfg, &[ptr(x), ptr(values), ptr(indices), len(rows), len(cols), len(k)])
+}
+
+/// The kernel-side code of a reduction (`DvReduce` in reduce.cu); Quantile has its own kernel.
+fn reduce_code(op: Reduce) -> i32 {
+    match op {
+        Reduce::Sum => 0,
+        Reduce::Mean => 1,
+        Reduce::Max => 2,
+        Reduce::Min => 3,
+        Reduce::ArgMax => 4,
+        Reduce::Quantile(_) => -1,
+    }
+}
+
+/// Reduce x into y: y dense over `out_dims` (the last fastest) with `out_strides` into x, each
+/// output reducing the elements over `red_dims` (in the logical order of the reduced axes, for
+/// ArgMax's positions) with `red_strides` into x.
+#[allow(clippy::too_many_arguments)]
+pub fn reduce(dev: &dyn Device, x: DevicePtr, y: DevicePtr, out_dims: [usize; 4], out_strides: [usize; 4], red_dims: [usize; 4], red_strides: [usize; 4], op: Reduce) -> Result<()> {
+    let (n_out, n_red): (usize, usize) = (out_dims.iter().product(), red_dims.iter().product());
+    let mut args = vec![ptr(x), ptr(y), len(n_out), len(n_red), len(out_dims[1]), len(out_dims[2]), len(out_dims[3])];
+    args.extend(out_strides.iter().map(|&s| len(s)));
+    args.extend([len(red_dims[1]), len(red_dims[2]), len(red_dims[3])]);
+    args.extend(red_strides.iter().map(|&s| len(s)));
+    let blocks = |threads: u32| LaunchConfig { grid: [n_out.clamp(1, MAX_BLOCKS) as u32, 1, 1], block: [threads, 1, 1], shared_bytes: 0 };
+    match op {
+        Reduce::Quantile(q) => {
+            args.push(Arg::F32(q));
+            // SAFETY: `reduce_quantile_f32(<reduce params>, float q)`; the blocks stride over the
+            // n_out outputs and thread 0 writes y[o] for each.
+            launch(dev, "reduce", "quantile", blocks(RB_THREADS), &args)
+        }
+        _ if n_red <= REDUCE_THREAD_MAX => {
+            args.push(Arg::I32(reduce_code(op)));
+            // SAFETY: `reduce_thread_f32(<reduce params>, int op)`; the grid-stride loop writes
+            // y[o] for every o < n_out.
+            launch(dev, "reduce", "thread", grid_stride(n_out), &args)
+        }
+        _ => {
+            args.push(Arg::I32(reduce_code(op)));
+            // SAFETY: `reduce_block_f32(<reduce params>, int op)`; the blocks stride over the
+            // n_out outputs and thread 0 writes y[o] for each.
+            launch(dev, "reduce", "block", blocks(RB_THREADS), &args)
+        }
+    }
 }

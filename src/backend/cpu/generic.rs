@@ -1,0 +1,163 @@
+//! The CPU engine's generic primitives ([`crate::backend::Unary`], [`Binary`], [`Reduce`]) on
+//! row-major host tensors of rank up to 4. Sums accumulate in f64.
+
+use crate::backend::{broadcast_shape, reduced_shape, Binary, Reduce, Unary};
+use crate::error::Result;
+use crate::imageio::clip_threshold;
+use crate::tensor::Tensor;
+
+pub fn unary_value(x: f32, op: Unary) -> f32 {
+    match op {
+        Unary::Neg => -x,
+        Unary::Abs => x.abs(),
+        Unary::Relu => {
+            if x <= 0.0 {
+                0.0
+            } else {
+                x
+            }
+        }
+        Unary::Square => x * x,
+        Unary::Sqrt => x.sqrt(),
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Step => (x > 0.0) as u8 as f32,
+        Unary::Affine(a, b) => a * x + b,
+        Unary::Clamp(lo, hi) => {
+            if x < lo {
+                lo
+            } else if x > hi {
+                hi
+            } else {
+                x
+            }
+        }
+        Unary::Recip => 1.0 / x,
+    }
+}
+
+pub fn binary_value(a: f32, b: f32, op: Binary) -> f32 {
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Max => {
+            if a > b || a.is_nan() {
+                a
+            } else {
+                b
+            }
+        }
+        Binary::Min => {
+            if a < b || a.is_nan() {
+                a
+            } else {
+                b
+            }
+        }
+        Binary::Eq => (a == b) as u8 as f32,
+    }
+}
+
+pub fn unary(x: &Tensor, op: Unary) -> Tensor {
+    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| unary_value(v, op)).collect() }
+}
+
+/// Row-major strides of `shape`, 0 along axes of length 1 (so they broadcast).
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![0; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        s[i] = if shape[i] == 1 { 0 } else { acc };
+        acc *= shape[i];
+    }
+    s
+}
+
+/// The multi-index of flat row-major position `i` of `shape`.
+fn unravel(mut i: usize, shape: &[usize], out: &mut [usize]) {
+    for d in (0..shape.len()).rev() {
+        out[d] = i % shape[d];
+        i /= shape[d];
+    }
+}
+
+pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+    let shape = broadcast_shape(&a.shape, &b.shape)?;
+    if a.shape == b.shape {
+        let data = a.data.iter().zip(&b.data).map(|(&x, &y)| binary_value(x, y, op)).collect();
+        return Ok(Tensor { shape, data });
+    }
+    let (sa, sb) = (strides(&a.shape), strides(&b.shape));
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0; shape.len()];
+    let data = (0..n)
+        .map(|i| {
+            unravel(i, &shape, &mut idx);
+            let (ia, ib) = idx.iter().enumerate().fold((0, 0), |(ia, ib), (d, &k)| (ia + k * sa[d], ib + k * sb[d]));
+            binary_value(a.data[ia], b.data[ib], op)
+        })
+        .collect();
+    Ok(Tensor { shape, data })
+}
+
+pub fn reduce(x: &Tensor, op: Reduce, axes: &[usize]) -> Result<Tensor> {
+    let shape = reduced_shape(&x.shape, axes)?;
+    let red: Vec<usize> = x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { d } else { 1 }).collect();
+    let st = {
+        let mut s = vec![0; x.shape.len()];
+        let mut acc = 1;
+        for i in (0..x.shape.len()).rev() {
+            s[i] = acc;
+            acc *= x.shape[i];
+        }
+        s
+    };
+    let (n_out, n_red): (usize, usize) = (shape.iter().product(), red.iter().product());
+    let (mut oi, mut ri) = (vec![0; shape.len()], vec![0; shape.len()]);
+    let mut row = Vec::with_capacity(n_red);
+    let data = (0..n_out)
+        .map(|o| {
+            unravel(o, &shape, &mut oi);
+            let base: usize = oi.iter().zip(&st).map(|(k, s)| k * s).sum();
+            row.clear();
+            row.extend((0..n_red).map(|r| {
+                unravel(r, &red, &mut ri);
+                x.data[base + ri.iter().zip(&st).map(|(k, s)| k * s).sum::<usize>()]
+            }));
+            reduce_row(&row, op)
+        })
+        .collect();
+    Ok(Tensor { shape, data })
+}
+
+/// One output of [`reduce`]: `row` holds the reduced elements in row-major order.
+fn reduce_row(row: &[f32], op: Reduce) -> f32 {
+    let pick = |is_min: bool| -> (f32, usize) {
+        let mut best = (row[0], 0);
+        for (i, &v) in row.iter().enumerate().skip(1) {
+            let (m, _) = best;
+            let before = if v.is_nan() != m.is_nan() { v.is_nan() } else { !v.is_nan() && (if is_min { v < m } else { v > m }) };
+            if before {
+                best = (v, i);
+            }
+        }
+        best
+    };
+    match op {
+        Reduce::Sum => row.iter().map(|&v| v as f64).sum::<f64>() as f32,
+        Reduce::Mean => (row.iter().map(|&v| v as f64).sum::<f64>() / row.len() as f64) as f32,
+        Reduce::Max => pick(false).0,
+        Reduce::Min => pick(true).0,
+        Reduce::ArgMax => pick(false).1 as f32,
+        Reduce::Quantile(q) => match clip_threshold(row, q) {
+            Some(t) => t,
+            None => row.iter().copied().filter(|v| v.is_finite()).fold(f32::NAN, f32::max),
+        },
+    }
+}
+
+pub fn iota(n: usize) -> Tensor {
+    Tensor { shape: vec![1, n], data: (0..n).map(|i| i as f32).collect() }
+}

@@ -1,0 +1,183 @@
+//! The inputs of a run: image files, folders of them, and preprocessed `.npy` tensors, turned
+//! into batches lazily — a folder of any size is read one batch at a time.
+//!
+//! [`Inputs::expand`] lists every file first (a folder's images in name order) and refuses, before
+//! anything is computed, what cannot be an input: a missing path, something that is neither a
+//! regular file nor a folder (a FIFO would block forever), an empty folder. [`Inputs::batches`]
+//! then decodes and preprocesses as the batches are asked for; consecutive items of one shape
+//! share a batch (an `.npy` of another size starts a new one).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::imageio::{self, Preprocess};
+use crate::tensor::Tensor;
+
+/// The file extensions a folder is searched for.
+pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "npy"];
+
+/// One input item: where it came from, the stem of its output names, the picture the network
+/// sees (the preprocessed crop, for overlays) and its tensor `[1, 3, h, w]`.
+pub struct Item {
+    pub source: PathBuf,
+    pub stem: String,
+    pub picture: RgbImage,
+    pub x: Tensor,
+}
+
+/// A batch: its items and their stacked tensor `[n, 3, h, w]`.
+pub struct Batch {
+    pub items: Vec<Item>,
+    pub x: Tensor,
+}
+
+/// The files of a run, in order.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub files: Vec<PathBuf>,
+}
+
+fn is_input_file(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// A regular file (following links), or why not.
+pub fn check_regular_file(p: &Path) -> Result<()> {
+    let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    if !m.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a regular file (a {}); give image files, folders of them, or .npy files",
+            p.display(),
+            if m.is_dir() { "folder" } else { "FIFO, socket or device" }
+        )));
+    }
+    Ok(())
+}
+
+impl Inputs {
+    /// Every file named by `paths`: files as given, folders replaced by their images (name order).
+    pub fn expand(paths: &[PathBuf]) -> Result<Inputs> {
+        let mut files = vec![];
+        for p in paths {
+            let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+            if m.is_dir() {
+                let mut found = vec![];
+                for e in std::fs::read_dir(p).map_err(|e| Error::io(p, e))? {
+                    let f = e.map_err(|e| Error::io(p, e))?.path();
+                    // only regular files (a FIFO named x.png in a folder is skipped, not opened)
+                    if is_input_file(&f) && std::fs::metadata(&f).is_ok_and(|m| m.is_file()) {
+                        found.push(f);
+                    }
+                }
+                found.sort();
+                if found.is_empty() {
+                    return Err(Error::InvalidArgument(format!("{}: no images in this folder ({})", p.display(), EXTENSIONS.join(", "))));
+                }
+                files.extend(found);
+            } else {
+                check_regular_file(p)?;
+                files.push(p.clone());
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::InvalidArgument("no inputs".into()));
+        }
+        Ok(Inputs { files })
+    }
+
+    /// The batches, at most `size` items each, decoded as they are asked for.
+    pub fn batches<'a>(&'a self, pre: &'a Preprocess, size: usize) -> Batches<'a> {
+        Batches { inputs: self, pre, size: size.max(1), next_file: 0, pending: vec![], stems: HashSet::new() }
+    }
+}
+
+/// The items of one file: an image gives one, an `.npy` `[n, 3, h, w]` gives n (`{stem}_{i}`).
+fn load_file(path: &Path, pre: &Preprocess) -> Result<Vec<Item>> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        let t = imageio::read_npy(path)?;
+        let t = match t.rank() {
+            3 => {
+                let s = t.shape.clone();
+                t.reshape(&[1, s[0], s[1], s[2]])?
+            }
+            4 => t,
+            _ => return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
+        };
+        let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
+        if c != 3 || h == 0 || w == 0 || n == 0 {
+            return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
+        }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("{}: value {} at index {i} is not a finite number", path.display(), t.data[i])));
+        }
+        (0..n)
+            .map(|i| {
+                let x = Tensor::new(vec![1, c, h, w], t.item(i).to_vec())?;
+                let picture = imageio::to_rgb(&x.data, h, w, pre);
+                let stem = if n > 1 { format!("{stem}_{i}") } else { stem.clone() };
+                Ok(Item { source: path.to_path_buf(), stem, picture, x })
+            })
+            .collect()
+    } else {
+        let img = imageio::load_rgb(path)?;
+        let picture = imageio::resize_crop(&img, pre.size);
+        let x = imageio::to_tensor(std::slice::from_ref(&picture), pre);
+        Ok(vec![Item { source: path.to_path_buf(), stem, picture, x }])
+    }
+}
+
+/// The iterator of [`Inputs::batches`].
+pub struct Batches<'a> {
+    inputs: &'a Inputs,
+    pre: &'a Preprocess,
+    size: usize,
+    next_file: usize,
+    pending: Vec<Item>,
+    /// output stems given so far (a repeated stem becomes `stem-2`, `stem-3`, …)
+    stems: HashSet<String>,
+}
+
+impl Batches<'_> {
+    fn fill(&mut self) -> Result<()> {
+        while self.pending.len() < self.size + 1 && self.next_file < self.inputs.files.len() {
+            let f = &self.inputs.files[self.next_file];
+            self.next_file += 1;
+            for mut it in load_file(f, self.pre)? {
+                let base = it.stem.clone();
+                let mut k = 2;
+                while !self.stems.insert(it.stem.clone()) {
+                    it.stem = format!("{base}-{k}");
+                    k += 1;
+                }
+                self.pending.push(it);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if let Err(e) = self.fill() {
+            self.next_file = self.inputs.files.len();
+            self.pending.clear();
+            return Some(Err(e));
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let shape = self.pending[0].x.shape.clone();
+        let take = self.pending.iter().take(self.size).take_while(|it| it.x.shape == shape).count();
+        let items: Vec<Item> = self.pending.drain(..take).collect();
+        let mut data = Vec::with_capacity(items.len() * items[0].x.numel());
+        for it in &items {
+            data.extend_from_slice(&it.x.data);
+        }
+        Some(Tensor::new(vec![items.len(), shape[1], shape[2], shape[3]], data).map(|x| Batch { items, x }))
+    }
+}

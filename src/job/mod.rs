@@ -1,0 +1,250 @@
+//! Whole jobs as the `deepviz` command runs them, for any caller: inputs in, output files out.
+//!
+//! - this file: [`MapJob`] (any attribution method over files, with targets, pictures and raw
+//!   arrays), [`DreamJob`], [`classify_files`], and [`Progress`] reports.
+//! - `inputs.rs`: files and folders into lazily decoded batches.
+//! - `targets.rs`: what the user asked the maps to explain ([`TargetSpec`]): classes for every
+//!   image, a file mapping images to classes, units and neurons of layers.
+//! - `device.rs`: choosing the engine ([`DeviceChoice`], [`with_backend`]).
+//!
+//! Every job writes into an [`OutputSet`] as each batch finishes (memory stays bounded over a
+//! folder of any size) and returns records of what it wrote; the caller commits the set, so a
+//! failure anywhere leaves nothing behind. Nothing here prints.
+
+mod device;
+pub mod inputs;
+mod targets;
+
+pub use device::{cuda_backend, with_backend, DeviceChoice, WithBackend};
+pub use inputs::{Batch, Inputs, Item};
+pub use targets::{parse_target, TargetName, TargetSpec};
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+use serde_json::{json, Value};
+
+use crate::backend::Backend;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::imageio;
+use crate::output::OutputSet;
+use crate::tensor::Tensor;
+use crate::viz::render::{self, Style};
+use crate::viz::{attribution, classify, method_info, DeepDream, MethodOptions, Objective, Target};
+
+/// What a long job reports as it goes, for a progress bar.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// the job has this many steps, doing `what`
+    Start { total: usize, what: String },
+    /// this many more steps are done
+    Advance(usize),
+    Finish,
+}
+
+/// A PNG in memory.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png).map_err(|e| Error::InvalidArgument(format!("cannot encode a PNG: {e}")))?;
+    Ok(buf.into_inner())
+}
+
+/// An attribution method over files.
+#[derive(Clone, Debug)]
+pub struct MapJob {
+    /// a method of [`crate::viz::METHODS`]
+    pub method: String,
+    pub options: MethodOptions,
+    pub targets: TargetSpec,
+    /// clip the pictures at this percentile of each map (0 < P <= 100); `None`: the method's
+    /// default
+    pub clip_percentile: Option<f32>,
+    /// opacity of the heat map in the overlay
+    pub alpha: f32,
+    /// also write each raw map as float32 `.npy`
+    pub raw: bool,
+    pub batch_size: usize,
+}
+
+/// One map a job wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapRecord {
+    pub image: PathBuf,
+    pub target: Target,
+    pub class_name: Option<String>,
+    pub layer: Option<String>,
+    pub map_shape: [usize; 2],
+    pub files: Vec<PathBuf>,
+}
+
+impl MapRecord {
+    pub fn to_json(&self, model: &crate::model::Model) -> Value {
+        let mut v = json!({
+            "image": self.image.display().to_string(),
+            "layer": self.layer,
+            "map_shape": self.map_shape,
+            "files": self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        });
+        match self.target {
+            Target::Class(c) => {
+                v["class"] = json!(c);
+                v["class_name"] = json!(self.class_name);
+            }
+            Target::Channel { layer, channel } => v["target"] = json!({"unit": model.name(layer), "channel": channel}),
+            Target::Neuron { layer, channel, y, x } => v["target"] = json!({"neuron": model.name(layer), "channel": channel, "y": y, "x": x}),
+        }
+        v
+    }
+}
+
+/// The suffix of a target's file names when an image has several targets.
+fn target_suffix<B: Backend>(eng: &Engine<B>, t: &Target) -> String {
+    let name = |l| eng.model().name(l).replace([':', '/'], "_");
+    match *t {
+        Target::Class(c) => format!("_c{c}"),
+        Target::Channel { layer, channel } => format!("_unit-{}-{channel}", name(layer)),
+        Target::Neuron { layer, channel, y, x } => format!("_neuron-{}-{channel}-{y}-{x}", name(layer)),
+    }
+}
+
+impl MapJob {
+    /// Run on `eng` over `inputs`, writing into `out`.
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<MapRecord>> {
+        let info = method_info(&self.method).ok_or_else(|| Error::InvalidArgument(format!("unknown method `{}`", self.method)))?;
+        let method = attribution(eng, &self.method, &self.options)?;
+        let percentile = self.clip_percentile.unwrap_or(info.clip_percentile);
+        if !(percentile > 0.0 && percentile <= 100.0) {
+            return Err(Error::InvalidArgument(format!("the clip percentile must be in (0, 100], not {percentile}")));
+        }
+        let style = Style { colormap: info.colormap, clip: (percentile < 100.0).then_some(percentile / 100.0), alpha: self.alpha };
+        let model = eng.model();
+        let pre = model.preprocess;
+        let mut records = vec![];
+        progress(Progress::Start { total: inputs.files.len(), what: info.name.to_string() });
+        for batch in inputs.batches(&pre, self.batch_size) {
+            let batch = batch?;
+            // each (item, target) pair is one map; several targets per image repeat the image
+            let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
+            let pairs: Vec<(usize, Option<Target>)> = per_item
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| match t {
+                    None => vec![(i, None)],
+                    Some(ts) => ts.iter().map(|&t| (i, Some(t))).collect(),
+                })
+                .collect();
+            for chunk in pairs.chunks(self.batch_size.max(1)) {
+                let x = if chunk.len() == batch.items.len() && chunk.iter().enumerate().all(|(k, p)| p.0 == k) {
+                    eng.upload(&batch.x)?
+                } else {
+                    let per = batch.x.numel() / batch.x.shape[0];
+                    let data: Vec<f32> = chunk.iter().flat_map(|&(i, _)| batch.x.item(i).iter().copied()).collect();
+                    let mut shape = batch.x.shape.clone();
+                    shape[0] = chunk.len();
+                    debug_assert_eq!(data.len(), per * chunk.len());
+                    eng.upload(&Tensor::new(shape, data)?)?
+                };
+                let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
+                let (maps, resolved) = method.attribute_on_device(&x, given.as_deref())?;
+                let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
+                let rendered = render::pictures(&eng.be, &maps, &pictures, &style)?;
+                let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
+                let ms = eng.be.shape(&maps);
+                let (h, w) = (ms[2], ms[3]);
+                for (k, ((&(i, _), target), (heat, over))) in chunk.iter().zip(&resolved).zip(rendered).enumerate() {
+                    let it = &batch.items[i];
+                    // an image with several targets: one set of files per target
+                    let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
+                    let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
+                    let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
+                    let mut files = vec![out.add(&name(".png"), &png_bytes(&heat)?)?, out.add(&name("_overlay.png"), &png_bytes(&over)?)?];
+                    if let Some(raw) = &raw {
+                        let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
+                        files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
+                    }
+                    records.push(MapRecord {
+                        image: it.source.clone(),
+                        target: *target,
+                        class_name: target.class().map(|c| model.class_name(c)),
+                        layer: method.layer_name(),
+                        map_shape: [h, w],
+                        files,
+                    });
+                }
+            }
+            progress(Progress::Advance(batch.items.len()));
+        }
+        progress(Progress::Finish);
+        Ok(records)
+    }
+}
+
+/// DeepDream over files.
+#[derive(Clone, Debug)]
+pub struct DreamJob {
+    /// the layer to amplify (module path); `None`: the architecture's default
+    pub layer: Option<String>,
+    /// the schedule (its objective is set from `layer`)
+    pub dream: DeepDream,
+    /// also write the dreamed input tensor as `.npy`
+    pub raw: bool,
+    pub batch_size: usize,
+}
+
+impl Default for DreamJob {
+    /// The classic notebook's schedule ([`DeepDream::new`]) at the default layer.
+    fn default() -> Self {
+        DreamJob { layer: None, dream: DeepDream::new(Objective { terms: vec![] }), raw: false, batch_size: 16 }
+    }
+}
+
+impl DreamJob {
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Value>> {
+        let model = eng.model();
+        let layer = model.resolve(self.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
+        if layer == model.input() {
+            return Err(Error::InvalidArgument("dream needs a layer inside the network, not its input".into()));
+        }
+        let dream = DeepDream { objective: Objective::layer(layer), ..self.dream.clone() };
+        let pre = model.preprocess;
+        let mut records = vec![];
+        for batch in inputs.batches(&pre, self.batch_size) {
+            let batch = batch?;
+            let [_, _, h, w] = batch.x.shape[..] else { unreachable!("batches are [n, 3, h, w]") };
+            progress(Progress::Start { total: dream.total_steps(h, w), what: format!("dream {}", model.name(layer)) });
+            let y = dream.run(eng, &batch.x, &pre, &mut || progress(Progress::Advance(1)))?;
+            progress(Progress::Finish);
+            if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::InvalidArgument(format!("the dream diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+            }
+            for (j, it) in batch.items.iter().enumerate() {
+                let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
+                let mut files = vec![out.add(&format!("{}_dream.png", it.stem), &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre))?)?];
+                if self.raw {
+                    files.push(out.add(&format!("{}_dream.npy", it.stem), &imageio::npy::npy_bytes(&img))?);
+                }
+                records.push(json!({
+                    "image": it.source.display().to_string(),
+                    "layer": model.name(layer),
+                    "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// The top `k` classes of every input, as JSON records (`image`, `top`: class, name, logit, prob).
+pub fn classify_files<B: Backend>(eng: &Engine<B>, inputs: &Inputs, k: usize, batch_size: usize) -> Result<Vec<Value>> {
+    let pre = eng.model().preprocess;
+    let mut records = vec![];
+    for batch in inputs.batches(&pre, batch_size) {
+        let batch = batch?;
+        for (it, p) in batch.items.iter().zip(classify(eng, &batch.x, k.max(1))?) {
+            let top: Vec<_> = p.iter().map(|q| json!({"class": q.class, "name": q.name, "logit": q.logit, "prob": q.prob})).collect();
+            records.push(json!({"image": it.source.display().to_string(), "top": top}));
+        }
+    }
+    Ok(records)
+}

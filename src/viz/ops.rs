@@ -1,0 +1,55 @@
+//! The math of the methods, built from the backend's generic primitives ([`Unary`], [`Binary`],
+//! [`Reduce`]), so a new method adds no backend op.
+
+use crate::backend::{Backend, Binary, Reduce, Unary};
+use crate::error::Result;
+
+/// The axes of `x` after the batch axis (every axis of an item).
+fn item_axes(rank: usize) -> Vec<usize> {
+    (1..rank).collect()
+}
+
+/// 1 where position `i` along `axis` equals `idx` (broadcast over the other axes), else 0:
+/// `idx` has length 1 along `axis`; the result has length `len` there. An index of −1 matches
+/// nothing. (One-hot targets, channel and neuron masks.)
+pub fn indicator<B: Backend>(be: &B, idx: &B::T, axis: usize, len: usize) -> Result<B::T> {
+    let rank = be.shape(idx).len();
+    let mut shape = vec![1; rank];
+    shape[axis] = len;
+    let positions = be.reshape(be.iota(len)?, &shape)?;
+    be.binary(&positions, idx, Binary::Eq)
+}
+
+/// max over channels of |x|: `[n, c, h, w]` → `[n, 1, h, w]` (saliency).
+pub fn abs_max_channels<B: Backend>(be: &B, x: &B::T) -> Result<B::T> {
+    be.reduce(&be.unary(x, Unary::Abs)?, Reduce::Max, &[1])
+}
+
+/// Σ_c w[n, c] · a[n, c, h, w] → `[n, 1, h, w]` (CAM, Grad-CAM), then ReLU if `relu`.
+pub fn weighted_channel_sum<B: Backend>(be: &B, a: &B::T, w: &B::T, relu: bool) -> Result<B::T> {
+    let m = be.reduce(&be.binary(a, w, Binary::Mul)?, Reduce::Sum, &[1])?;
+    if relu {
+        be.unary(&m, Unary::Relu)
+    } else {
+        Ok(m)
+    }
+}
+
+/// The spatial mean of each channel: `[n, c, h, w]` → `[n, c, 1, 1]` (Grad-CAM's α).
+pub fn spatial_mean<B: Backend>(be: &B, x: &B::T) -> Result<B::T> {
+    be.reduce(x, Reduce::Mean, &[2, 3])
+}
+
+/// A per-item reduction of `f(x)` over all of each item: `[n, …]` → `[n, 1, …]`.
+pub fn per_item<B: Backend>(be: &B, x: &B::T, f: Option<Unary>, op: Reduce) -> Result<B::T> {
+    let axes = item_axes(be.shape(x).len());
+    match f {
+        Some(u) => be.reduce(&be.unary(x, u)?, op, &axes),
+        None => be.reduce(x, op, &axes),
+    }
+}
+
+/// The values of a per-item tensor `[n, 1, …]` on the host.
+pub fn per_item_values<B: Backend>(be: &B, x: &B::T) -> Result<Vec<f32>> {
+    Ok(be.download(x)?.data)
+}

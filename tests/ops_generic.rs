@@ -1,0 +1,246 @@
+//! The generic primitives of the `Backend` trait (unary, broadcast binary, reductions along
+//! axes, iota, full) — one test body per primitive, run on every backend: the CPU engine, the
+//! CUDA engine on the emulated GPU under every schedule, and on the real GPU when there is one.
+//! References are f64 loops written here over row-major NCHW. Shapes break careless indexing
+//! (batch 3, 33 channels, 7x13 planes) and cross the engine's NHWC layout: a [3, 33, 1, 1]
+//! broadcast over [3, 33, 7, 13], a reduction over channels of an NHWC tensor.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, seeded};
+use deepviz::backend::cpu::Cpu;
+use deepviz::backend::cuda::Gpu;
+use deepviz::backend::{Backend, Binary, Reduce, Unary};
+use deepviz::device::Device;
+use deepviz::imageio::clip_threshold;
+use deepviz::Tensor;
+
+/// Run `$body(&backend, name)` on every backend.
+macro_rules! on_every_backend {
+    ($body:ident) => {{
+        $body(&Cpu, "cpu");
+        for d in common::devices() {
+            let name = d.name().to_string();
+            let gpu = Gpu::new(Arc::<dyn Device>::from(d));
+            $body(&gpu, &name);
+        }
+    }};
+}
+
+fn t(shape: &[usize], seed: u64) -> Tensor {
+    common::seeded_tensor(seed, shape)
+}
+
+/// Row-major multi-index of flat position i.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        out[d] = i % shape[d];
+        i /= shape[d];
+    }
+    out
+}
+
+fn at(x: &Tensor, idx: &[usize]) -> f32 {
+    let mut off = 0;
+    for (d, &k) in idx.iter().enumerate() {
+        off = off * x.shape[d] + if x.shape[d] == 1 { 0 } else { k };
+    }
+    x.data[off]
+}
+
+fn unary_body<B: Backend>(be: &B, name: &str) {
+    let mut x = t(&[3, 33, 7, 13], 1);
+    x.data.iter_mut().for_each(|v| *v *= 3.0);
+    x.data[5] = 0.0;
+    x.data[6] = f32::NAN;
+    let dx = be.upload(&x).unwrap();
+    type Ref = fn(f64) -> f64;
+    let ops: [(Unary, Ref); 11] = [
+        (Unary::Neg, |v| -v),
+        (Unary::Abs, f64::abs),
+        (Unary::Relu, |v| if v <= 0.0 { 0.0 } else { v }),
+        (Unary::Square, |v| v * v),
+        (Unary::Sqrt, f64::sqrt),
+        (Unary::Exp, f64::exp),
+        (Unary::Log, f64::ln),
+        (Unary::Step, |v| if v > 0.0 { 1.0 } else { 0.0 }),
+        (Unary::Affine(-0.75, 0.25), |v| -0.75 * v + 0.25),
+        (Unary::Clamp(-0.5, 1.25), |v| v.clamp(-0.5, 1.25)),
+        (Unary::Recip, |v| 1.0 / v),
+    ];
+    for (op, f) in ops {
+        let got = be.download(&be.unary(&dx, op).unwrap()).unwrap();
+        assert_eq!(got.shape, x.shape);
+        // NaN stays NaN (Step of NaN: 0, as NaN > 0 is false)
+        let want: Vec<f32> = x.data.iter().map(|&v| if v.is_nan() && op != Unary::Step { f32::NAN } else { f(v as f64) as f32 }).collect();
+        assert_close(&format!("{name}.unary.{op:?}"), &got.data, &want, 1e-7, 2e-6);
+    }
+}
+
+#[test]
+fn unary_ops() {
+    on_every_backend!(unary_body);
+}
+
+fn binary_body<B: Backend>(be: &B, name: &str) {
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[3, 33, 7, 13], &[3, 33, 7, 13]),
+        (&[3, 33, 7, 13], &[3, 33, 1, 1]),
+        (&[1, 33, 1, 1], &[3, 33, 7, 13]),
+        (&[3, 1, 7, 13], &[1, 33, 1, 1]),
+        (&[3, 1, 7, 1], &[3, 1, 1, 13]),
+        (&[3, 1000], &[3, 1]),
+        (&[1, 1000], &[3, 1]),
+        (&[7], &[7]),
+    ];
+    let ops = [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::Min, Binary::Eq];
+    for (k, &(sa, sb)) in cases.iter().enumerate() {
+        let mut a = t(sa, 10 + k as u64);
+        let mut b = t(sb, 20 + k as u64);
+        // equal values for Eq, and a NaN on each side
+        let n = a.data.len().min(b.data.len());
+        for i in (0..n).step_by(3) {
+            a.data[i] = b.data[i];
+        }
+        a.data[1] = f32::NAN;
+        let last = b.data.len() - 1;
+        b.data[last] = f32::NAN;
+        let shape = deepviz::backend::broadcast_shape(sa, sb).unwrap();
+        let (da, db) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+        for op in ops {
+            let got = be.download(&be.binary(&da, &db, op).unwrap()).unwrap();
+            assert_eq!(got.shape, shape, "{name} {sa:?} {op:?} {sb:?}");
+            let want: Vec<f32> = (0..got.data.len())
+                .map(|i| {
+                    let idx = unravel(i, &shape);
+                    let (x, y) = (at(&a, &idx), at(&b, &idx));
+                    match op {
+                        Binary::Add => x + y,
+                        Binary::Sub => x - y,
+                        Binary::Mul => x * y,
+                        Binary::Div => x / y,
+                        Binary::Max => if x.is_nan() || y.is_nan() { f32::NAN } else { x.max(y) },
+                        Binary::Min => if x.is_nan() || y.is_nan() { f32::NAN } else { x.min(y) },
+                        Binary::Eq => (x == y) as u8 as f32,
+                    }
+                })
+                .collect();
+            assert_close(&format!("{name}.binary.{sa:?}.{op:?}.{sb:?}"), &got.data, &want, 0.0, 0.0);
+        }
+    }
+    // shapes that do not broadcast
+    let (a, b) = (be.upload(&t(&[3, 4, 5, 6], 1)).unwrap(), be.upload(&t(&[3, 2, 5, 6], 2)).unwrap());
+    assert!(be.binary(&a, &b, Binary::Add).is_err(), "{name}");
+    assert!(be.binary(&a, &be.upload(&t(&[3, 4], 3)).unwrap(), Binary::Add).is_err(), "{name}");
+}
+
+#[test]
+fn binary_ops_broadcast() {
+    on_every_backend!(binary_body);
+}
+
+/// The f64 reference of one reduction.
+fn reduce_ref(x: &Tensor, op: Reduce, axes: &[usize]) -> Tensor {
+    let shape: Vec<usize> = x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect();
+    let n_out: usize = shape.iter().product();
+    let mut rows: Vec<Vec<f32>> = vec![vec![]; n_out];
+    for i in 0..x.data.len() {
+        let idx = unravel(i, &x.shape);
+        let mut o = 0;
+        for (d, &k) in idx.iter().enumerate() {
+            o = o * shape[d] + if axes.contains(&d) { 0 } else { k };
+        }
+        rows[o].push(x.data[i]); // row-major order within the reduced axes
+    }
+    let data = rows
+        .iter()
+        .map(|r| match op {
+            Reduce::Sum => r.iter().map(|&v| v as f64).sum::<f64>() as f32,
+            Reduce::Mean => (r.iter().map(|&v| v as f64).sum::<f64>() / r.len() as f64) as f32,
+            Reduce::Max => r.iter().copied().fold(f32::NEG_INFINITY, |m, v| if m.is_nan() || v.is_nan() { f32::NAN } else { m.max(v) }),
+            Reduce::Min => r.iter().copied().fold(f32::INFINITY, |m, v| if m.is_nan() || v.is_nan() { f32::NAN } else { m.min(v) }),
+            Reduce::ArgMax => {
+                let nan = r.iter().position(|v| v.is_nan());
+                nan.unwrap_or_else(|| {
+                    let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    r.iter().position(|&v| v == m).unwrap()
+                }) as f32
+            }
+            Reduce::Quantile(q) => clip_threshold(r, q).unwrap_or_else(|| r.iter().copied().filter(|v| v.is_finite()).fold(f32::NAN, f32::max)),
+        })
+        .collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+fn reduce_body<B: Backend>(be: &B, name: &str) {
+    let mut x = t(&[3, 33, 7, 13], 30);
+    // ties: repeat the maximum of a few rows
+    x.data[100] = 5.0;
+    x.data[200] = 5.0;
+    let mut big = t(&[2, 5, 40, 50], 31);
+    big.data[17] = f32::NAN; // one NaN in item 0 (the block kernel's path)
+    let mut logits = t(&[4, 1000], 32);
+    logits.data[7] = 2.0;
+    logits.data[9] = 2.0; // tie in row 0: the first wins
+    logits.data[1000 + 500] = f32::NAN; // row 1: NaN wins
+    let cases: Vec<(&Tensor, Vec<Vec<usize>>)> = vec![
+        (&x, vec![vec![1], vec![2, 3], vec![1, 2, 3], vec![0], vec![0, 2], vec![3], vec![0, 1, 2, 3]]),
+        (&big, vec![vec![1, 2, 3], vec![2, 3], vec![1]]),
+        (&logits, vec![vec![1], vec![0]]),
+    ];
+    for (x, axes_list) in cases {
+        let dx = be.upload(x).unwrap();
+        for axes in axes_list {
+            for op in [Reduce::Sum, Reduce::Mean, Reduce::Max, Reduce::Min, Reduce::ArgMax, Reduce::Quantile(0.9), Reduce::Quantile(0.5)] {
+                let what = format!("{name}.reduce.{:?}.{axes:?}.{op:?}", x.shape);
+                let got = be.download(&be.reduce(&dx, op, &axes).unwrap()).unwrap();
+                let want = reduce_ref(x, op, &axes);
+                assert_eq!(got.shape, want.shape, "{what}");
+                let (atol, rtol) = match op {
+                    Reduce::Sum | Reduce::Mean => (2e-6, 2e-5),
+                    _ => (0.0, 0.0),
+                };
+                assert_close(&what, &got.data, &want.data, atol, rtol);
+                // the same bits on a second run
+                let again = be.download(&be.reduce(&dx, op, &axes).unwrap()).unwrap();
+                let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&again), "{what}: two runs differ");
+            }
+        }
+    }
+    assert!(be.reduce(&dx_of(be, &x), Reduce::Sum, &[4]).is_err(), "{name}: axis out of range");
+    assert!(be.reduce(&dx_of(be, &x), Reduce::Sum, &[1, 1]).is_err(), "{name}: repeated axis");
+    assert!(be.reduce(&dx_of(be, &x), Reduce::Sum, &[]).is_err(), "{name}: no axis");
+}
+
+fn dx_of<B: Backend>(be: &B, x: &Tensor) -> B::T {
+    be.upload(x).unwrap()
+}
+
+#[test]
+fn reductions_along_axes() {
+    on_every_backend!(reduce_body);
+}
+
+fn iota_full_body<B: Backend>(be: &B, name: &str) {
+    let i = be.download(&be.iota(1001).unwrap()).unwrap();
+    assert_eq!(i.shape, vec![1, 1001], "{name}");
+    assert!(i.data.iter().enumerate().all(|(k, &v)| v == k as f32), "{name}: iota");
+    for (shape, v) in [(vec![3, 33, 7, 13], -2.5f32), (vec![2, 5], 0.0), (vec![3, 1, 1, 1], 1e-3)] {
+        let f = be.download(&be.full(&shape, v).unwrap()).unwrap();
+        assert_eq!(f.shape, shape, "{name}");
+        assert!(f.data.iter().all(|&x| x == v), "{name}: full {v}");
+    }
+    // a fresh zero tensor is all zeros, whatever the allocation held before
+    let z = be.download(&be.zeros(&[3, 33, 7, 13]).unwrap()).unwrap();
+    assert!(z.data.iter().all(|&x| x == 0.0 && x.is_sign_positive()), "{name}: zeros");
+    let _ = seeded(0, 1);
+}
+
+#[test]
+fn iota_and_full() {
+    on_every_backend!(iota_full_body);
+}
