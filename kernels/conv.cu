@@ -12,8 +12,16 @@
 //                       grid.z = group; fused epilogue: + bias[cout] + residual (NHWC, the
 //                       output's shape), then an activation (DvAct), stored into channels
 //                       [y_off, y_off + cout) of rows y_stride apart (a concat costs nothing).
-//   conv2d_bwd_data     the same GEMM over M = n*h*w input pixels, N = cg, K = kh*kw*og, gathering
-//                       gy at (ih + pad - k*dil) / stride where that divides exactly.
+//   conv2d_bwd_data     (v1) the same GEMM over M = n*h*w input pixels, N = cg, K = kh*kw*og,
+//                       gathering gy at (ih + pad - k*dil) / stride where that divides exactly:
+//                       with stride s, (s_h*s_w - 1) of every s_h*s_w taps multiply zeros.
+//   conv2d_bwd_data_phased  (v2) stride > 1, no dilation: the input splits into s_h*s_w phases
+//                       (ih mod s_h, iw mod s_w); a phase receives gradient only through the taps
+//                       k = (phase + pad) mod s + j*s, so each is a dense GEMM over its own taps
+//                       (grid.z = groups * phases): no zero taps.
+//   conv2d_bwd_data_direct  (v3) few input channels per group (cg <= DIRECT_CG: a first layer),
+//                       where a TILE_N-channel tile would be almost all padding: one thread per
+//                       input pixel gathers its cg gradients over the taps that reach it.
 //   conv2d_bwd_filter   the same GEMM over M = kh*kw*cg, N = og, K = n*oh*ow; writes KKIO.
 //   dwconv2d_fwd / dwconv2d_bwd_data / dwconv2d_bwd_filter
 //                       direct loops for one input channel per group (depthwise, channel
@@ -43,6 +51,7 @@ __device__ __forceinline__ void dv_gemm_tile(idx_t m_total, idx_t n_total, idx_t
     __shared__ float smem_b[TILE_K][TILE_N];
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     idx_t m0 = (idx_t)blockIdx.x * TILE_M, n0 = (idx_t)blockIdx.y * TILE_N;
+    if (m0 >= m_total || n0 >= n_total) return;  // uniform per block: a tile past a (phase's) end
     float acc[MICRO][MICRO];
     for (int i = 0; i < MICRO; ++i)
         for (int j = 0; j < MICRO; ++j) acc[i][j] = 0.0f;
@@ -135,6 +144,73 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
     };
     auto store = [&](idx_t m, idx_t ci, float v) { gx[m * d.c + g * d.cg + ci] = v; };
     dv_gemm_tile(d.n * d.h * d.w, d.cg, d.kh * d.kw * d.og, load_a, load_b, store);
+}
+
+// v2. gy, wp, gx as v1. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TILE_M), ceil(cg/TILE_N),
+// groups*sh*sw); dilation 1. Phase (ry, rx) owns the input pixels iy = ry + sh*qy, ix = rx + sw*qx
+// and the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx with ky0 = (ry + pt) mod sh (iy + pt - ky is
+// then a multiple of sh); a phase without taps stores zeros.
+extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+    DV_CONV_INIT;
+    idx_t phases = d.sh * d.sw;
+    idx_t g = blockIdx.z / phases, p = blockIdx.z % phases;
+    idx_t ry = p / d.sw, rx = p % d.sw;
+    idx_t hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
+    idx_t ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
+    idx_t tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
+    auto load_a = [&](idx_t m, idx_t k) -> float {
+        idx_t qx = m % wx, qy = (m / wx) % hy, img = m / (wx * hy);
+        idx_t co = k % d.og, jx = (k / d.og) % tkx, jy = k / (d.og * tkx);
+        idx_t ty = ry + d.sh * qy + d.pt - (ky0 + d.sh * jy), tx = rx + d.sw * qx + d.pl - (kx0 + d.sw * jx);
+        if (ty < 0 || tx < 0) return 0.0f;
+        idx_t oy = ty / d.sh, ox = tx / d.sw;
+        if (oy >= d.oh || ox >= d.ow) return 0.0f;
+        return gy[((img * d.oh + oy) * d.ow + ox) * d.cout + g * d.og + co];
+    };
+    auto load_b = [&](idx_t k, idx_t ci) -> float {
+        idx_t co = k % d.og, jx = (k / d.og) % tkx, jy = k / (d.og * tkx);
+        idx_t tap = (ky0 + d.sh * jy) * d.kw + kx0 + d.sw * jx;
+        return wp[(tap * d.cg + ci) * d.cout + g * d.og + co];
+    };
+    auto store = [&](idx_t m, idx_t ci, float v) {
+        idx_t qx = m % wx, qy = (m / wx) % hy, img = m / (wx * hy);
+        gx[((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg + ci] = v;
+    };
+    dv_gemm_tile(d.n * hy * wx, d.cg, tky * tkx * d.og, load_a, load_b, store);
+}
+
+// v3. gy, wp, gx as v1; cg <= DIRECT_CG. One thread per (input pixel, group), grid-stride; the
+// cg accumulators stay in registers (the channel loops are unrolled over DIRECT_CG).
+#define DIRECT_CG 4  // a network's first layer: RGB, or RGBA
+extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+    DV_CONV_INIT;
+    idx_t total = d.n * d.h * d.w * d.groups;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t g = i % d.groups, pix = i / d.groups;
+        idx_t ix = pix % d.w, iy = (pix / d.w) % d.h, img = pix / (d.w * d.h);
+        float acc[DIRECT_CG];
+#pragma unroll
+        for (int ci = 0; ci < DIRECT_CG; ++ci) acc[ci] = 0.0f;
+        for (idx_t ky = 0; ky < d.kh; ++ky) {
+            idx_t ty = iy + d.pt - ky * d.dh;
+            if (ty < 0 || ty % d.sh != 0 || ty / d.sh >= d.oh) continue;
+            for (idx_t kx = 0; kx < d.kw; ++kx) {
+                idx_t tx = ix + d.pl - kx * d.dw;
+                if (tx < 0 || tx % d.sw != 0 || tx / d.sw >= d.ow) continue;
+                const float* gr = gy + ((img * d.oh + ty / d.sh) * d.ow + tx / d.sw) * d.cout + g * d.og;
+                const float* wr = wp + (ky * d.kw + kx) * d.cg * d.cout + g * d.og;
+                for (idx_t co = 0; co < d.og; ++co) {
+                    float v = gr[co];
+#pragma unroll
+                    for (int ci = 0; ci < DIRECT_CG; ++ci)
+                        if (ci < d.cg) acc[ci] += v * wr[ci * d.cout + co];
+                }
+            }
+        }
+#pragma unroll
+        for (int ci = 0; ci < DIRECT_CG; ++ci)
+            if (ci < d.cg) gx[pix * d.c + g * d.cg + ci] = acc[ci];
+    }
 }
 
 // x [n, h, w, c], gy [n, oh, ow, cout], gwp KKIO. Grid (ceil(kh*kw*cg/TILE_M), ceil(og/TILE_N), groups).
@@ -253,6 +329,7 @@ extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, l
     }
 }
 
-DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_filter_f32, dwconv2d_fwd_f32,
+DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_data_phased_f32,
+                    conv2d_bwd_data_direct_f32, conv2d_bwd_filter_f32, dwconv2d_fwd_f32,
                     dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32, conv2d_repack_weight_f32,
                     conv2d_unpack_weight_f32)

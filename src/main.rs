@@ -68,7 +68,51 @@ fn cli() -> Command {
         .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0"))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(classify).subcommand(layers)
+    let trace = Command::new("trace")
+        .about("Run a job of the CUDA engine on a recording device that executes nothing (no GPU needed) and print what its second run asks of a GPU: launches, allocations, frees, host syncs, bytes copied, multiply-adds executed and useful")
+        .arg(Arg::new("job").required(true).value_parser(job::trace_jobs()).help("an attribution method, or dream (one step)"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: --arch with placeholder weights, or the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("arch").long("arch").help("architecture (with --model: for files without `arch` metadata; alone: placeholder weights, the shapes are what counts)"))
+        .arg(Arg::new("batch-size").long("batch-size").default_value("1").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
+        .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
+    cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace)
+}
+
+fn trace_cmd(m: &ArgMatches) -> Result<Report> {
+    let model = match (m.get_one::<PathBuf>("model"), m.get_one::<String>("arch")) {
+        (None, Some(arch)) => Arc::new(Model::placeholder(arch)?),
+        _ => load_model(m)?,
+    };
+    let size = match m.get_many::<u64>("size").map(|v| v.map(|&d| d as usize).collect::<Vec<_>>()) {
+        Some(v) if v.len() == 2 => [v[0], v[1]],
+        Some(v) => [v[0], v[0]],
+        None => model.preprocess.size,
+    };
+    let job = m.get_one::<String>("job").expect("required");
+    let batch = batch_size(m);
+    let t = job::trace(model.clone(), job, batch, size)?;
+    let mut json = t.to_json();
+    json["arch"] = json!(model.graph.arch);
+    json["job"] = json!(job);
+    json["batch"] = json!(batch);
+    json["size"] = json!(size);
+    let text = format!(
+        "{} {job}, batch {batch}, {}x{}: {} launches, {} allocations, {} frees, {} host syncs, {} bytes up, {} bytes down, {:.3e} multiply-adds executed for {:.3e} useful ({:.1}%)\n",
+        model.graph.arch,
+        size[0],
+        size[1],
+        t.launches,
+        t.allocations,
+        t.frees,
+        t.host_syncs,
+        t.bytes_host_to_device,
+        t.bytes_device_to_host,
+        t.executed_macs as f64,
+        t.useful_macs as f64,
+        100.0 * t.useful_macs as f64 / (t.executed_macs.max(1)) as f64
+    );
+    Ok(Report { json, text })
 }
 
 fn parse_finite(s: &str) -> std::result::Result<f32, String> {
@@ -271,6 +315,7 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
     let mut note = |s: String| eprintln!("note: {s}");
     let report = match name {
         "layers" => layers(m)?,
+        "trace" => trace_cmd(m)?,
         "classify" => job::with_backend(device(m), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), &mut note, DreamCmd(m))?,
         method => {

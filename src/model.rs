@@ -105,6 +105,26 @@ impl Model {
         Self::from_bytes(DEFAULT_WEIGHTS, "embedded default (efficientnet_lite0)", None)
     }
 
+    /// The architecture `arch` (timm naming for efficientnet_lite0) with placeholder weights:
+    /// zeros, and batch norms that are the identity. For measuring what the engine does with a
+    /// model's shapes (`deepviz trace`), not for computing anything meaningful.
+    pub fn placeholder(arch: &str) -> Result<Model> {
+        let graph = zoo::build(arch, &|_| false)?;
+        let params = graph
+            .params
+            .iter()
+            .map(|p| {
+                let v = if p.name.ends_with("running_var") || (p.name.ends_with(".weight") && p.shape.len() == 1) { 1.0 } else { 0.0 };
+                Arc::new(Tensor::full(&p.shape, v))
+            })
+            .collect();
+        let pre = Preprocess::imagenet(graph.input_size);
+        let uid = MODEL_IDS.fetch_add(1, Ordering::Relaxed);
+        let mut model = Model { graph, params, uid, names: HashMap::new(), preprocess: pre, classes: vec![], origin: format!("placeholder {arch}") };
+        model.index_names();
+        Ok(model)
+    }
+
     pub fn from_bytes(bytes: &[u8], origin: &str, arch: Option<&str>) -> Result<Model> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{assert_close, seeded};
+use deepviz::backend::cuda::conv::BackwardData;
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
 use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom};
 use deepviz::device::{Device, DevicePtr};
@@ -479,6 +480,11 @@ fn conv_forward_backward_all_paths() {
         ("grouped", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 12, kh: 3, kw: 3 }, geom([2, 1], [1, 1, 1, 1], [1, 1], 3), Some(Act::Silu)),
         ("depthwise_x2", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 66, kh: 3, kw: 3 }, geom([2, 2], [0, 1, 1, 0], [1, 1], 33), Some(Act::Relu6)),
         ("depthwise_5x5", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 33, kh: 5, kw: 5 }, geom([1, 1], [2, 2, 2, 2], [1, 1], 33), None),
+        // a first layer: 3 input channels, 7x7 stride 2 (the direct backward-data gather)
+        ("rgb_7x7_s2", ConvShape { n: 2, h: 13, w: 11, c: 3, cout: 70, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Some(Act::Relu)),
+        // stride 2 and 3 with kernels smaller than the stride (phases without taps)
+        ("s2_1x1", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 17, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), None),
+        ("s3x2_5x2", ConvShape { n: 2, h: 11, w: 9, c: 6, cout: 10, kh: 5, kw: 2 }, geom([3, 2], [2, 1, 1, 0], [1, 1], 2), None),
     ];
     for (what, s, g, act) in cases {
         let (oh, ow) = s.out_hw(&g).unwrap();
@@ -513,6 +519,19 @@ fn conv_forward_backward_all_paths() {
             cuda::conv::backward_data(d, gyp, wpk, gxp, &s, &g).unwrap();
             let got = to_nchw(&get(d, gxp, x.len()), s.n, s.c, s.h * s.w);
             assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
+            // every version that applies, not only the one the engine picks
+            let cg = s.c / g.groups;
+            for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct] {
+                let applies = (v != BackwardData::Phased || g.dilation == [1, 1]) && (v != BackwardData::Direct || cg <= 4);
+                if !applies {
+                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g).is_err(), "{what}: {v:?} accepted");
+                    continue;
+                }
+                let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g).unwrap();
+                let got = to_nchw(&get(d, fresh, x.len()), s.n, s.c, s.h * s.w);
+                assert_close(&format!("{what}.bwd_data.{v:?}"), &got, &f32s(&gx), 1e-5, 1e-4);
+            }
             cuda::conv::backward_filter(d, xp, gyp, gwk, &s, &g).unwrap();
             cuda::conv::unpack_weight(d, gwk, gwo, s.cout, cg, s.kh, s.kw).unwrap();
             assert_close(&format!("{what}.bwd_filter"), &get(d, gwo, wl), &f32s(&gw), 1e-4, 1e-4);

@@ -219,6 +219,13 @@ impl Device for EmuDevice {
         Ok(()) // launches are synchronous
     }
 
+    fn reused(&self, ptr: DevicePtr, bytes: usize) {
+        if self.check_range("reuse", ptr, bytes).is_ok() {
+            // SAFETY: the range lies in a live, writable allocation.
+            unsafe { std::ptr::write_bytes(ptr.0 as *mut u8, 0xFF, bytes) };
+        }
+    }
+
     fn has_kernel(&self, kernel: &str) -> bool {
         let Ok(name) = c_name(kernel) else { return false };
         // SAFETY: a valid NUL-terminated string.

@@ -7,6 +7,9 @@
 //!   by the host C++ compiler against `emu/cuda_emu.h`). Always available.
 //! - `cuda.rs` (feature `cuda`): the real GPU through cudarc (driver API, loaded dynamically),
 //!   running the fatbinaries `build.rs` made with nvcc.
+//! - `record.rs`: a device that runs nothing and records what the engine asks of it (launches,
+//!   allocations, copies, host syncs, multiply-adds): `deepviz trace`, the no-GPU measure of the
+//!   engine's overheads.
 //!
 //! Kernel names are `{op}_{variant}_{dtype}` ([`kernel_name`]); the convention for arguments is
 //! CUDA's `kernelParams`: one pointer per parameter, pointing at the value.
@@ -16,6 +19,7 @@ use crate::error::Result;
 pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod record;
 
 /// A device allocation: an address on the device (or in the emulator's guarded heap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,4 +87,12 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// Whether this device has a kernel of that name.
     fn has_kernel(&self, kernel: &str) -> bool;
+    /// The launch about to be made of `kernel` performs `executed` multiply-adds, of which
+    /// `useful` are the operation's own (the rest: padding, tile remainders, zero taps). Launch
+    /// code of the GEMM-like kernels reports it; only a recording device listens.
+    fn account(&self, _kernel: &str, _executed: u64, _useful: u64) {}
+    /// `bytes` at `ptr` were handed out again by a caching allocator: a device that poisons
+    /// fresh memory (the emulator's NaN fill) poisons them again, so an unwritten output still
+    /// shows.
+    fn reused(&self, _ptr: DevicePtr, _bytes: usize) {}
 }

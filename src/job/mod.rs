@@ -6,6 +6,8 @@
 //! - `targets.rs`: what the user asked the maps to explain ([`TargetSpec`]): classes for every
 //!   image, a file mapping images to classes, units and neurons of layers.
 //! - `device.rs`: choosing the engine ([`DeviceChoice`], [`with_backend`]).
+//! - `trace.rs`: a job on the recording device ([`trace`]): launches, allocations, host syncs,
+//!   bytes and multiply-adds, without a GPU.
 //!
 //! Every job writes into an [`OutputSet`] as each batch finishes (memory stays bounded over a
 //! folder of any size) and returns records of what it wrote; the caller commits the set, so a
@@ -14,10 +16,12 @@
 mod device;
 pub mod inputs;
 mod targets;
+mod trace;
 
 pub use device::{cuda_backend, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec};
+pub use trace::{trace, trace_jobs};
 
 use std::path::PathBuf;
 
@@ -146,10 +150,11 @@ impl MapJob {
                     eng.upload(&Tensor::new(shape, data)?)?
                 };
                 let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
-                let (maps, resolved) = method.attribute_on_device(&x, given.as_deref())?;
+                let (maps, targets) = method.attribute_on_device(&x, given.as_deref())?;
                 let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
                 let rendered = render::pictures(&eng.be, &maps, &pictures, &style)?;
                 let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
+                let resolved = targets.resolve(eng)?;
                 let ms = eng.be.shape(&maps);
                 let (h, w) = (ms[2], ms[3]);
                 for (k, ((&(i, _), target), (heat, over))) in chunk.iter().zip(&resolved).zip(rendered).enumerate() {

@@ -10,7 +10,7 @@
 //!   feature layer before the classifier's pooling (the zoo names it per architecture). Any
 //!   target works (a class, a channel or a neuron of a later layer).
 
-use super::{ops, target, Attribution, LayerUse, MethodInfo, Target};
+use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
 use crate::backend::Backend;
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ impl<B: Backend> Attribution<B> for GradCam<'_, B> {
     fn layer_name(&self) -> Option<String> {
         Some(self.eng.model().name(self.layer).to_string())
     }
-    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)> {
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
         let (eng, be) = (self.eng, &self.eng.be);
         let out = eng.model().output();
         if let Some(t) = targets.into_iter().flatten().find(|t| t.layer(out).node() <= self.layer.node()) {
@@ -89,7 +89,7 @@ impl<B: Backend> Attribution<B> for GradCam<'_, B> {
         let ga = eng.backward(&t.acts, t.seeds.clone(), &[self.layer], Rule::Gradient)?.remove(0);
         let alpha = ops::spatial_mean(be, &ga)?;
         let map = ops::weighted_channel_sum(be, a, &alpha, true)?;
-        Ok((map, t.resolved(eng)?))
+        Ok((map, t.targets))
     }
 }
 
@@ -125,7 +125,7 @@ impl<B: Backend> Attribution<B> for Cam<'_, B> {
     fn layer_name(&self) -> Option<String> {
         Some(self.eng.model().name(self.feature).to_string())
     }
-    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)> {
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
         let (eng, be) = (self.eng, &self.eng.be);
         if targets.is_some_and(|t| t.iter().any(|t| t.class().is_none())) {
             return Err(Error::InvalidArgument("CAM explains classes: every target must be a class (use gradcam for channels and neurons)".into()));
@@ -142,6 +142,6 @@ impl<B: Backend> Attribution<B> for Cam<'_, B> {
         }
         let rows = be.reshape(rows, &[n, k, 1, 1])?;
         let map = ops::weighted_channel_sum(be, a, &rows, false)?;
-        Ok((map, t.resolved(eng)?))
+        Ok((map, t.targets))
     }
 }

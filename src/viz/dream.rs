@@ -106,6 +106,12 @@ impl DeepDream {
         Ok(self.ascend(eng, img, &range, rng, true)?.unwrap_or_default())
     }
 
+    /// One step as [`DeepDream::run`] makes it (no objective value computed), with the pixel
+    /// range made once by [`pixel_range`].
+    pub fn advance<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), rng: &mut u64) -> Result<()> {
+        self.ascend(eng, img, range, rng, false).map(|_| ())
+    }
+
     /// The step itself; the objective's value (a reduction and a host round trip per term) only
     /// when asked for — `run` does not need it.
     fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
@@ -198,8 +204,9 @@ fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
     (next(rng) % (2 * j as u64 + 1)) as isize - j as isize
 }
 
-/// The normalised values that pixels 0 and 1 map to, per channel, as `[1, c, 1, 1]` tensors.
-fn pixel_range<B: Backend>(be: &B, pre: &Preprocess, c: usize) -> Result<(B::T, B::T)> {
+/// The normalised values that pixels 0 and 1 map to, per channel, as `[1, c, 1, 1]` tensors
+/// (the clamp of every step).
+pub fn pixel_range<B: Backend>(be: &B, pre: &Preprocess, c: usize) -> Result<(B::T, B::T)> {
     let (lo, hi): (Vec<f32>, Vec<f32>) =
         (0..c).map(|ch| ((0.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)], (1.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)])).unzip();
     Ok((be.upload(&Tensor::new(vec![1, c, 1, 1], lo)?)?, be.upload(&Tensor::new(vec![1, c, 1, 1], hi)?)?))

@@ -28,9 +28,9 @@ mod target;
 
 pub use cam::{Cam, GradCam};
 pub use classify::{classify, Prediction};
-pub use dream::{DeepDream, Objective};
+pub use dream::{pixel_range, DeepDream, Objective};
 pub use saliency::Saliency;
-pub use target::Target;
+pub use target::{Target, Targets};
 
 use crate::backend::Backend;
 use crate::engine::Engine;
@@ -108,16 +108,18 @@ pub trait Attribution<B: Backend> {
     fn engine(&self) -> &Engine<B>;
 
     /// The maps `[n, 1, h, w]` of a preprocessed batch `x` (`[n, 3, H, W]` on the backend), for
-    /// one target per item (`None`: each item's top class), and the targets resolved.
-    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)>;
+    /// one target per item (`None`: each item's top class), and the targets (resolve them once
+    /// the work that does not need them is launched).
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)>;
 
-    /// As [`Attribution::attribute_on_device`], from and to the host: maps `[n, h, w]`.
+    /// As [`Attribution::attribute_on_device`], from and to the host: maps `[n, h, w]` and the
+    /// targets.
     fn attribute(&self, x: &Tensor, targets: Option<&[Target]>) -> Result<(Tensor, Vec<Target>)> {
         let eng = self.engine();
         let (map, targets) = self.attribute_on_device(&eng.upload(x)?, targets)?;
         let t = eng.download(&map)?;
         let (n, h, w) = (t.shape[0], t.shape[2], t.shape[3]);
-        Ok((t.reshape(&[n, h, w])?, targets))
+        Ok((t.reshape(&[n, h, w])?, targets.resolve(eng)?))
     }
 
     /// The layer the maps are taken at (module path), when there is one.

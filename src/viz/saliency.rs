@@ -3,7 +3,7 @@
 //! per pixel by the maximum of its absolute value over the colour channels. The gradient is
 //! taken w.r.t. the *preprocessed* (normalised) input, as captum's `Saliency` does.
 
-use super::{ops, target, Attribution, LayerUse, MethodInfo, Target};
+use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
 use crate::backend::Backend;
 use crate::engine::{Engine, Rule};
 use crate::error::Result;
@@ -37,11 +37,11 @@ impl<B: Backend> Attribution<B> for Saliency<'_, B> {
     fn engine(&self) -> &Engine<B> {
         self.eng
     }
-    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Vec<Target>)> {
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
         let eng = self.eng;
         let t = target::forward(eng, x, targets, &[])?;
         let gx = eng.backward(&t.acts, t.seeds.clone(), &[eng.model().input()], Rule::Gradient)?.remove(0);
         let map = ops::abs_max_channels(&eng.be, &gx)?;
-        Ok((map, t.resolved(eng)?))
+        Ok((map, t.targets))
     }
 }

@@ -45,26 +45,31 @@ pub(crate) fn target_layers(targets: Option<&[Target]>, out: Layer) -> Vec<Layer
     v
 }
 
-/// A forward pass with its targets resolved into gradient seeds.
-pub(crate) struct Targeted<B: Backend> {
-    pub acts: Activations<B>,
-    /// d(each item's target score) / d(layer output), at every layer that holds a target
-    pub seeds: Vec<(Layer, B::T)>,
-    /// each item's top class on the backend (`[n, 1]`), when no targets were given
-    top: Option<B::T>,
+/// The targets of a batch: as given, or each item's top class, still on the backend until
+/// [`Targets::resolve`] brings it back — after the work that does not need it, so the host does
+/// not wait in the middle of a job.
+pub struct Targets<B: Backend> {
     given: Option<Vec<Target>>,
+    /// each item's top class (`[n, 1]`), when no targets were given
+    top: Option<B::T>,
 }
 
-impl<B: Backend> Targeted<B> {
-    /// The targets, with the top classes brought back from the backend when they were not given
-    /// (the one host round trip, after the work it does not hold up).
-    pub fn resolved(&self, eng: &Engine<B>) -> Result<Vec<Target>> {
+impl<B: Backend> Targets<B> {
+    pub fn resolve(&self, eng: &Engine<B>) -> Result<Vec<Target>> {
         match (&self.given, &self.top) {
             (Some(t), _) => Ok(t.clone()),
             (None, Some(top)) => Ok(eng.download(top)?.data.iter().map(|&c| Target::Class(c as usize)).collect()),
             (None, None) => unreachable!("top classes are computed when no targets are given"),
         }
     }
+}
+
+/// A forward pass with its targets turned into gradient seeds.
+pub(crate) struct Targeted<B: Backend> {
+    pub acts: Activations<B>,
+    /// d(each item's target score) / d(layer output), at every layer that holds a target
+    pub seeds: Vec<(Layer, B::T)>,
+    pub targets: Targets<B>,
 }
 
 /// Forward `x` through the whole network, keeping `keep` and the target layers, and build the
@@ -82,7 +87,7 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[T
     let Some(targets) = targets else {
         let top = be.reduce(acts.get(out).expect("kept"), Reduce::ArgMax, &[1])?;
         let seed = indicator(be, &top, 1, ncls)?;
-        return Ok(Targeted { acts, seeds: vec![(out, seed)], top: Some(top), given: None });
+        return Ok(Targeted { acts, seeds: vec![(out, seed)], targets: Targets { top: Some(top), given: None } });
     };
     if targets.len() != n {
         return Err(Error::InvalidArgument(format!("{} targets given for a batch of {n}", targets.len())));
@@ -149,5 +154,5 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[T
         }
         seeds.push((layer, seed));
     }
-    Ok(Targeted { acts, seeds, top: None, given: Some(targets.to_vec()) })
+    Ok(Targeted { acts, seeds, targets: Targets { top: None, given: Some(targets.to_vec()) } })
 }

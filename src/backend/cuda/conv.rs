@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 pub const KERNELS: &[(&str, &str)] = &[
     ("conv2d", "fwd"),
     ("conv2d", "bwd_data"),
+    ("conv2d", "bwd_data_phased"),
+    ("conv2d", "bwd_data_direct"),
     ("conv2d", "bwd_filter"),
     ("dwconv2d", "fwd"),
     ("dwconv2d", "bwd_data"),
@@ -25,7 +27,10 @@ pub const KERNELS: &[(&str, &str)] = &[
 /// Block tile of the implicit GEMM (`TILE_M`, `TILE_N`, `THREADS` in conv.cu).
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
+const TILE_K: usize = 16;
 const THREADS: u32 = 256;
+/// Most input channels per group of `conv2d_bwd_data_direct_f32` (`DIRECT_CG` in conv.cu).
+const DIRECT_CG: usize = 4;
 /// Channels per block and rows of threads of `dwconv2d_bwd_filter_f32` (`DW_*` in conv.cu).
 const DW_CHANNELS: u32 = 32;
 const DW_ROWS: u32 = 8;
@@ -65,6 +70,18 @@ impl ConvShape {
 fn conv_args(s: &ConvShape, g: &Conv2dGeom, oh: usize, ow: usize) -> [Arg; 16] {
     [s.n, s.h, s.w, s.c, oh, ow, s.cout, s.kh, s.kw, g.stride[0], g.stride[1], g.pad[0], g.pad[2], g.dilation[0], g.dilation[1], g.groups]
         .map(len)
+}
+
+/// Multiply-adds an implicit-GEMM launch over `[m, n]` with reduction `k` per group performs:
+/// whole tiles (TILE_M x TILE_N, k in steps of TILE_K), padding included.
+fn gemm_macs(m: usize, n: usize, k: usize, groups: usize) -> u64 {
+    (m.div_ceil(TILE_M) * TILE_M) as u64 * (n.div_ceil(TILE_N) * TILE_N) as u64 * (k.div_ceil(TILE_K) * TILE_K) as u64 * groups as u64
+}
+
+/// The convolution's own multiply-adds, each output times its taps (padding taps included, as
+/// FLOP counts do).
+fn conv_macs(s: &ConvShape, g: &Conv2dGeom, oh: usize, ow: usize) -> u64 {
+    (s.n * oh * ow * s.cout) as u64 * (s.c / g.groups.max(1) * s.kh * s.kw) as u64
 }
 
 /// Implicit-GEMM grid for an `[m, n]` product per group.
@@ -114,13 +131,16 @@ pub fn forward_fused(
     let mut args = vec![ptr(x), ptr(wp), opt_ptr(bias), opt_ptr(residual), ptr(y)];
     args.extend(conv_args(s, g, oh, ow));
     args.extend([len(y_stride), len(y_off), Arg::I32(act_code(act))]);
+    let useful = conv_macs(s, g, oh, ow);
     if s.depthwise(g) {
+        dev.account("dwconv2d_fwd", useful, useful);
         // SAFETY: `dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
         // const float* residual, float* y, DV_CONV_PARAMS, long long y_stride, long long y_off,
         // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
         // the n*oh*ow rows of y (checked above to fit its y_stride).
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
     } else {
+        dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
         // SAFETY: `conv2d_fwd_f32(same signature)`; the grid covers M = n*oh*ow by
         // og = cout/groups per group (grid.z), and every in-range (m, o) is stored once, at
         // y[m * y_stride + y_off + g * og + o].
@@ -128,19 +148,102 @@ pub fn forward_fused(
     }
 }
 
-/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`.
+/// The versions of the backward-data convolution (see kernels/conv.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardData {
+    /// depthwise: the direct gather (`dwconv2d_bwd_data`)
+    Depthwise,
+    /// v1: the implicit GEMM over every tap (`conv2d_bwd_data`)
+    Gemm,
+    /// v2: one dense GEMM per stride phase (`conv2d_bwd_data_phased`)
+    Phased,
+    /// v3: the direct gather for few input channels (`conv2d_bwd_data_direct`)
+    Direct,
+}
+
+/// The version the engine runs for this convolution: the one place it is chosen.
+pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom) -> BackwardData {
+    if s.depthwise(g) {
+        BackwardData::Depthwise
+    } else if s.c / g.groups <= DIRECT_CG {
+        BackwardData::Direct
+    } else if (g.stride[0] > 1 || g.stride[1] > 1) && g.dilation == [1, 1] {
+        BackwardData::Phased
+    } else {
+        BackwardData::Gemm
+    }
+}
+
+/// For one axis: Σ over input positions of the taps that reach an in-range output (what the
+/// gathering kernels multiply).
+fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usize, dil: usize) -> u64 {
+    (0..input)
+        .map(|i| (0..k).filter(|&t| (i + pad).checked_sub(t * dil).is_some_and(|d| d % stride == 0 && d / stride < output)).count() as u64)
+        .sum()
+}
+
+/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`].
 pub fn backward_data(dev: &dyn Device, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
+    backward_data_as(dev, backward_data_version(s, g), gy, wp, gx, s, g)
+}
+
+/// [`backward_data`] by a chosen version (the tests and benchmarks run each).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     let mut args = vec![ptr(gy), ptr(wp), ptr(gx)];
     args.extend(conv_args(s, g, oh, ow));
-    if s.depthwise(g) {
-        // SAFETY: `dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx,
-        // DV_CONV_PARAMS)`; the grid-stride loop writes every gx element.
-        launch(dev, "dwconv2d", "bwd_data", grid_stride(s.n * s.h * s.w * s.c), &args)
-    } else {
-        // SAFETY: `conv2d_bwd_data_f32(same signature)`; the grid covers M = n*h*w by
-        // cg = c/groups per group, every in-range (m, ci) stored once.
-        launch(dev, "conv2d", "bwd_data", gemm_cfg(s.n * s.h * s.w, s.c / g.groups, g.groups), &args)
+    let useful = conv_macs(s, g, oh, ow);
+    let (cg, og) = (s.c / g.groups, s.cout / g.groups);
+    let gathered = || s.n as u64 * gathered_taps(s.h, oh, s.kh, g.stride[0], g.pad[0], g.dilation[0]) * gathered_taps(s.w, ow, s.kw, g.stride[1], g.pad[2], g.dilation[1]) * (cg * s.cout) as u64;
+    match v {
+        BackwardData::Depthwise => {
+            if !s.depthwise(g) {
+                return Err(Error::InvalidArgument("conv2d: the depthwise backward-data kernel needs one input channel per group".into()));
+            }
+            dev.account("dwconv2d_bwd_data", gathered(), useful);
+            // SAFETY: `dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx,
+            // DV_CONV_PARAMS)`; the grid-stride loop writes every gx element.
+            launch(dev, "dwconv2d", "bwd_data", grid_stride(s.n * s.h * s.w * s.c), &args)
+        }
+        BackwardData::Gemm => {
+            dev.account("conv2d_bwd_data", gemm_macs(s.n * s.h * s.w, cg, s.kh * s.kw * og, g.groups), useful);
+            // SAFETY: `conv2d_bwd_data_f32(same signature)`; the grid covers M = n*h*w by
+            // cg = c/groups per group, every in-range (m, ci) stored once.
+            launch(dev, "conv2d", "bwd_data", gemm_cfg(s.n * s.h * s.w, cg, g.groups), &args)
+        }
+        BackwardData::Phased => {
+            if g.dilation != [1, 1] {
+                return Err(Error::InvalidArgument("conv2d: the phased backward-data kernel needs dilation 1".into()));
+            }
+            let [sh, sw] = g.stride;
+            let mut executed = 0;
+            for ry in 0..sh {
+                for rx in 0..sw {
+                    let (hy, wx) = (s.h.saturating_sub(ry).div_ceil(sh), s.w.saturating_sub(rx).div_ceil(sw));
+                    let (ky0, kx0) = ((ry + g.pad[0]) % sh, (rx + g.pad[2]) % sw);
+                    let (tky, tkx) = (s.kh.saturating_sub(ky0).div_ceil(sh), s.kw.saturating_sub(kx0).div_ceil(sw));
+                    executed += gemm_macs(s.n * hy * wx, cg, tky * tkx * og, g.groups);
+                }
+            }
+            dev.account("conv2d_bwd_data_phased", executed, useful);
+            let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
+            cfg.grid[2] *= (sh * sw) as u32;
+            // SAFETY: `conv2d_bwd_data_phased_f32(same signature)`; grid.z runs over groups x
+            // stride phases, the phases partition the input pixels, and each phase's grid covers
+            // its pixels by cg, every in-range (pixel, ci) stored once (zeros where no tap
+            // reaches).
+            launch(dev, "conv2d", "bwd_data_phased", cfg, &args)
+        }
+        BackwardData::Direct => {
+            if cg > DIRECT_CG {
+                return Err(Error::InvalidArgument(format!("conv2d: the direct backward-data kernel takes at most {DIRECT_CG} input channels per group")));
+            }
+            dev.account("conv2d_bwd_data_direct", gathered(), useful);
+            // SAFETY: `conv2d_bwd_data_direct_f32(same signature)`; the grid-stride loop runs
+            // over every (input pixel, group) and writes its cg channels of gx.
+            launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups), &args)
+        }
     }
 }
 

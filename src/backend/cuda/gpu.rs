@@ -1,10 +1,11 @@
 //! [`Gpu`]: the [`Backend`] of the CUDA engine. Tensors live on a [`Device`] — the real GPU or
 //! its CPU emulation, through the same launch code — in NHWC; only `upload` and `download` cross
-//! to the host (converting from / to NCHW on the device). Buffers are reference-counted and
-//! freed when the last handle drops; ops allocate their outputs (a caching allocator is a later
-//! step), and the in-place ops copy first when a buffer is shared.
+//! to the host (converting from / to NCHW on the device). Buffers are reference-counted; ops
+//! allocate their outputs from a caching [`MemoryPool`] (a dropped buffer waits there for the next
+//! request of its size), and the in-place ops copy first when a buffer is shared.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
 use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
@@ -12,15 +13,69 @@ use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// One device allocation, freed on drop.
-pub struct Buffer {
+/// Device memory handed out and taken back. A dropped buffer waits in the pool, by its exact
+/// size, for the next request of that size, so a job repeated at one shape allocates and frees
+/// nothing after its first run: `cuMemAlloc` is slow and `cuMemFree` synchronises the device.
+/// Exact sizes keep the emulator's guard pages at the end of every buffer, and a reused buffer is
+/// poisoned again on the emulator ([`Device::reused`]). When the device is out of memory, the
+/// pool gives its cached buffers back and tries once more.
+pub struct MemoryPool {
     dev: Arc<dyn Device>,
+    free: Mutex<HashMap<usize, Vec<DevicePtr>>>,
+}
+
+impl MemoryPool {
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Vec<DevicePtr>>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, bytes: usize) -> Result<DevicePtr> {
+        if let Some(p) = self.cached().get_mut(&bytes).and_then(Vec::pop) {
+            self.dev.reused(p, bytes);
+            return Ok(p);
+        }
+        match self.dev.alloc(bytes) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                if self.release() == 0 {
+                    return Err(e);
+                }
+                self.dev.alloc(bytes)
+            }
+        }
+    }
+
+    /// Give every cached buffer back to the device; how many there were.
+    pub fn release(&self) -> usize {
+        let all: Vec<DevicePtr> = self.cached().drain().flat_map(|(_, v)| v).collect();
+        for &p in &all {
+            self.dev.free(p);
+        }
+        all.len()
+    }
+
+    /// Bytes held in the cache (not in use).
+    pub fn cached_bytes(&self) -> usize {
+        self.cached().iter().map(|(b, v)| b * v.len()).sum()
+    }
+}
+
+impl Drop for MemoryPool {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One device allocation from the pool, returned to it on drop.
+pub struct Buffer {
+    pool: Arc<MemoryPool>,
     ptr: DevicePtr,
+    bytes: usize,
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.dev.free(self.ptr);
+        self.pool.cached().entry(self.bytes).or_default().push(self.ptr);
     }
 }
 
@@ -69,11 +124,18 @@ fn permuted(s: &[usize]) -> bool {
 #[derive(Clone)]
 pub struct Gpu {
     dev: Arc<dyn Device>,
+    pool: Arc<MemoryPool>,
 }
 
 impl Gpu {
     pub fn new(dev: Arc<dyn Device>) -> Self {
-        Gpu { dev }
+        let pool = Arc::new(MemoryPool { dev: dev.clone(), free: Mutex::new(HashMap::new()) });
+        Gpu { dev, pool }
+    }
+
+    /// The engine's caching allocator (to see or give back what it holds).
+    pub fn memory(&self) -> &MemoryPool {
+        &self.pool
     }
 
     /// The CUDA engine on the CPU emulation of the CUDA execution model.
@@ -86,8 +148,8 @@ impl Gpu {
     }
 
     fn alloc(&self, elems: usize) -> Result<Arc<Buffer>> {
-        let ptr = self.dev.alloc(elems.max(1) * 4)?;
-        Ok(Arc::new(Buffer { dev: self.dev.clone(), ptr }))
+        let bytes = elems.max(1) * 4;
+        Ok(Arc::new(Buffer { pool: self.pool.clone(), ptr: self.pool.take(bytes)?, bytes }))
     }
 
     fn new_tensor(&self, shape: &[usize]) -> Result<DTensor> {

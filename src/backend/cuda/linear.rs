@@ -10,6 +10,13 @@ pub const KERNELS: &[(&str, &str)] = &[("linear", "fwd"), ("linear", "bwd_data")
 /// Output tile edge of the GEMM (`LIN_TILE` in linear.cu): one thread per output.
 const LIN_TILE: u32 = 16;
 
+/// Multiply-adds of a launch over `[m, n]` with reduction `k`: whole 16x16 tiles, k in steps
+/// of 16, every thread in the loop.
+fn macs(m: usize, n: usize, k: usize) -> u64 {
+    let t = LIN_TILE as usize;
+    (m.div_ceil(t) * t) as u64 * (n.div_ceil(t) * t) as u64 * (k.div_ceil(t) * t) as u64
+}
+
 /// Grid for an `[m, n]` output.
 fn cfg(m: usize, n: usize) -> LaunchConfig {
     let t = LIN_TILE as usize;
@@ -23,11 +30,13 @@ pub fn forward(dev: &dyn Device, x: DevicePtr, w: DevicePtr, b: Option<DevicePtr
     // long long n, long long in, long long out, int has_bias)`; the grid tiles all of [n, out]
     // and each in-range thread stores its element.
     let args = [ptr(x), ptr(w), opt_ptr(b), ptr(y), len(n), len(fin), len(fout), Arg::I32(b.is_some() as i32)];
+    dev.account("linear_fwd", macs(n, fout, fin), (n * fin * fout) as u64);
     launch(dev, "linear", "fwd", cfg(n, fout), &args)
 }
 
 /// gx `[n, in]` = gy·w
 pub fn backward_data(dev: &dyn Device, gy: DevicePtr, w: DevicePtr, gx: DevicePtr, n: usize, fin: usize, fout: usize) -> Result<()> {
+    dev.account("linear_bwd_data", macs(n, fin, fout), (n * fin * fout) as u64);
     // SAFETY: `linear_bwd_data_f32(const float* gy, const float* w, float* gx, long long n,
     // long long in, long long out)`; the grid tiles all of [n, in].
     launch(dev, "linear", "bwd_data", cfg(n, fin), &[ptr(gy), ptr(w), ptr(gx), len(n), len(fin), len(fout)])

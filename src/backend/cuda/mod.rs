@@ -30,7 +30,7 @@ pub mod lrn;
 pub mod pool;
 pub mod reduce;
 
-pub use gpu::{DTensor, Gpu, PoolIdx};
+pub use gpu::{DTensor, Gpu, MemoryPool, PoolIdx};
 
 use crate::backend::Act;
 use crate::device::{kernel_name, Arg, Device, DevicePtr, LaunchConfig};

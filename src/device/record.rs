@@ -1,0 +1,229 @@
+//! [`RecordingDevice`]: runs nothing, records what the engine asks of a GPU. Downloads give
+//! zeros, so a job runs to its end with the control flow of an all-zero result (top class 0).
+//! Between [`RecordingDevice::start`] and [`RecordingDevice::report`] it counts launches,
+//! allocations and frees, bytes copied each way, the multiply-adds the GEMM-like kernels perform
+//! (executed, tile waste included, and useful, [`Device::account`]), and host syncs: calls that
+//! make the host wait for the device — a copy (the engine's copies are synchronous), an explicit
+//! synchronize, a free (`cuMemFree` synchronises) — made after the job's first launch and before
+//! its last, so each one stalls the pipeline. The input's upload before the first launch and
+//! the results' downloads after the last are not syncs of the job.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::{Arg, Device, DevicePtr, LaunchConfig};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+enum Event {
+    Launch(String),
+    Alloc(usize),
+    Free,
+    Upload(usize),
+    Download(usize),
+    Sync,
+    Work { kernel: String, executed: u64, useful: u64 },
+}
+
+impl Event {
+    fn blocks_host(&self) -> bool {
+        matches!(self, Event::Upload(_) | Event::Download(_) | Event::Sync | Event::Free)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    live: HashMap<u64, usize>,
+    recording: bool,
+    events: Vec<Event>,
+}
+
+/// See the module documentation.
+pub struct RecordingDevice {
+    state: Mutex<State>,
+    kernels: Vec<String>,
+}
+
+impl Default for RecordingDevice {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a recorded job asked of the device ([`RecordingDevice::report`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    pub launches: usize,
+    pub allocations: usize,
+    pub frees: usize,
+    pub host_syncs: usize,
+    pub bytes_host_to_device: usize,
+    pub bytes_device_to_host: usize,
+    pub executed_macs: u64,
+    pub useful_macs: u64,
+    /// launches per kernel name
+    pub kernels: Vec<(String, usize)>,
+    /// (kernel, multiply-adds executed, useful) per kernel that reports them
+    pub work: Vec<(String, u64, u64)>,
+}
+
+impl Trace {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "launches": self.launches,
+            "allocations": self.allocations,
+            "frees": self.frees,
+            "host_syncs": self.host_syncs,
+            "bytes_host_to_device": self.bytes_host_to_device,
+            "bytes_device_to_host": self.bytes_device_to_host,
+            "executed_macs": self.executed_macs,
+            "useful_macs": self.useful_macs,
+            "mac_efficiency": if self.executed_macs > 0 { self.useful_macs as f64 / self.executed_macs as f64 } else { 1.0 },
+            "kernels": self.kernels.iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
+            "work": self.work.iter().map(|(k, e, u)| json!([k, e, u])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl RecordingDevice {
+    pub fn new() -> Self {
+        RecordingDevice { state: Mutex::new(State { next: 1 << 40, ..State::default() }), kernels: crate::backend::cuda::kernel_names() }
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, e: Event) {
+        let mut s = self.st();
+        if s.recording {
+            s.events.push(e);
+        }
+    }
+
+    /// Forget what was recorded and start recording.
+    pub fn start(&self) {
+        let mut s = self.st();
+        s.events.clear();
+        s.recording = true;
+    }
+
+    /// Stop recording and sum up what was recorded since [`RecordingDevice::start`].
+    pub fn report(&self) -> Trace {
+        let mut s = self.st();
+        s.recording = false;
+        let ev = &s.events;
+        let first = ev.iter().position(|e| matches!(e, Event::Launch(_)));
+        let last = ev.iter().rposition(|e| matches!(e, Event::Launch(_)));
+        let mut t = Trace::default();
+        let mut per: HashMap<&str, usize> = HashMap::new();
+        let mut work: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (i, e) in ev.iter().enumerate() {
+            match e {
+                Event::Launch(k) => {
+                    t.launches += 1;
+                    *per.entry(k.as_str()).or_default() += 1;
+                }
+                Event::Alloc(_) => t.allocations += 1,
+                Event::Free => t.frees += 1,
+                Event::Upload(b) => t.bytes_host_to_device += b,
+                Event::Download(b) => t.bytes_device_to_host += b,
+                Event::Sync => {}
+                Event::Work { kernel, executed, useful } => {
+                    t.executed_macs += executed;
+                    t.useful_macs += useful;
+                    let w = work.entry(kernel.as_str()).or_default();
+                    w.0 += executed;
+                    w.1 += useful;
+                }
+            }
+            if let (Some(f), Some(l)) = (first, last) {
+                if e.blocks_host() && i > f && i < l {
+                    t.host_syncs += 1;
+                }
+            }
+        }
+        let mut kernels: Vec<(String, usize)> = per.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        kernels.sort();
+        t.kernels = kernels;
+        let mut work: Vec<(String, u64, u64)> = work.into_iter().map(|(k, (e, u))| (k.to_string(), e, u)).collect();
+        work.sort();
+        t.work = work;
+        t
+    }
+
+    fn check(&self, what: &str, ptr: DevicePtr, bytes: usize) -> Result<()> {
+        let s = self.st();
+        if s.live.iter().any(|(&base, &size)| ptr.0 >= base && ptr.0 + bytes as u64 <= base + size as u64) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!("recording device: {what} of {bytes} bytes at {:#x} outside every allocation", ptr.0)))
+        }
+    }
+}
+
+impl Device for RecordingDevice {
+    fn name(&self) -> &str {
+        "record (runs nothing)"
+    }
+    fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
+        let p = {
+            let mut s = self.st();
+            let p = s.next;
+            // 256-byte aligned, as cuMemAlloc
+            s.next += (bytes.max(1) as u64).div_ceil(256) * 256;
+            s.live.insert(p, bytes);
+            p
+        };
+        self.record(Event::Alloc(bytes));
+        Ok(DevicePtr(p))
+    }
+    fn free(&self, ptr: DevicePtr) {
+        self.st().live.remove(&ptr.0);
+        self.record(Event::Free);
+    }
+    fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
+        self.check("upload", dst, src.len())?;
+        self.record(Event::Upload(src.len()));
+        Ok(())
+    }
+    fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
+        self.check("download", src, dst.len())?;
+        dst.fill(0);
+        self.record(Event::Download(dst.len()));
+        Ok(())
+    }
+    fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
+        self.check("memset", dst, bytes)
+    }
+    fn launch(&self, kernel: &str, _cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        if !self.has_kernel(kernel) {
+            return Err(Error::Device(format!("recording device: no kernel `{kernel}`")));
+        }
+        {
+            let s = self.st();
+            for a in args {
+                if let Arg::Ptr(p) = a {
+                    if p.0 != 0 && !s.live.iter().any(|(&b, &size)| p.0 >= b && p.0 < b + size.max(1) as u64) {
+                        return Err(Error::Device(format!("recording device: `{kernel}` gets a pointer {:#x} outside every allocation", p.0)));
+                    }
+                }
+            }
+        }
+        self.record(Event::Launch(kernel.to_string()));
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.record(Event::Sync);
+        Ok(())
+    }
+    fn has_kernel(&self, kernel: &str) -> bool {
+        self.kernels.iter().any(|k| k == kernel)
+    }
+    fn account(&self, kernel: &str, executed: u64, useful: u64) {
+        self.record(Event::Work { kernel: kernel.to_string(), executed, useful });
+    }
+}

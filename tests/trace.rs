@@ -1,0 +1,94 @@
+//! The engine's overheads, held without a GPU: every zoo architecture and job traced on the
+//! recording device (`deepviz trace`, batch 1 at the architecture's input size), against the
+//! committed figures in `benches/trace/baseline.json`. A figure that grows — launches,
+//! allocations, frees, host syncs, bytes copied, multiply-adds executed — fails the test; the
+//! useful multiply-adds must not change at all (they are the model's). A figure that improves
+//! is reported; rewrite the file with `DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace`.
+//! The standing targets are checked too: resnet50 saliency allocates nothing, does not
+//! make the host wait, and executes at most 1.3x its useful multiply-adds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deepviz::job::{trace, trace_jobs};
+use deepviz::model::Model;
+use deepviz::zoo::ARCHS;
+use serde_json::{json, Value};
+
+const FIGURES: &[&str] = &["launches", "allocations", "frees", "host_syncs", "bytes_host_to_device", "bytes_device_to_host", "executed_macs"];
+
+fn baseline_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/trace/baseline.json")
+}
+
+fn current() -> BTreeMap<String, Value> {
+    let mut all = BTreeMap::new();
+    for arch in ARCHS {
+        let model = Arc::new(Model::placeholder(arch).unwrap());
+        for job in trace_jobs() {
+            match trace(model.clone(), job, 1, model.preprocess.size) {
+                Ok(t) => {
+                    let mut v = t.to_json();
+                    v.as_object_mut().unwrap().remove("kernels");
+                    v.as_object_mut().unwrap().remove("work");
+                    all.insert(format!("{arch}/{job}"), v);
+                }
+                // CAM needs a GAP + linear head
+                Err(e) if job == "cam" && e.to_string().contains("CAM needs") => {}
+                Err(e) => panic!("{arch}/{job}: {e}"),
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn engine_overheads_do_not_regress() {
+    let now = current();
+    let r50 = &now["resnet50/saliency"];
+    assert_eq!(r50["allocations"], 0, "resnet50 saliency allocates after its first run: {r50}");
+    assert_eq!(r50["host_syncs"], 0, "resnet50 saliency makes the host wait mid-job: {r50}");
+    let ratio = r50["executed_macs"].as_f64().unwrap() / r50["useful_macs"].as_f64().unwrap();
+    assert!(ratio <= 1.3, "resnet50 saliency executes {ratio:.2}x its useful multiply-adds");
+
+    if std::env::var("DEEPVIZ_UPDATE_TRACE").is_ok() {
+        let p = baseline_path();
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let doc = json!({
+            "made_by": "DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace (deepviz trace JOB --arch ARCH, batch 1, the arch's input size)",
+            "traces": now,
+        });
+        std::fs::write(&p, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        eprintln!("wrote {}", p.display());
+        return;
+    }
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(baseline_path()).expect("benches/trace/baseline.json")).unwrap();
+    let base = base["traces"].as_object().unwrap();
+    let mut worse = vec![];
+    let mut better = vec![];
+    for (key, v) in &now {
+        let Some(b) = base.get(key) else {
+            worse.push(format!("{key}: not in the baseline"));
+            continue;
+        };
+        if v["useful_macs"] != b["useful_macs"] {
+            worse.push(format!("{key}: useful multiply-adds {} (baseline {})", v["useful_macs"], b["useful_macs"]));
+        }
+        for f in FIGURES {
+            let (x, y) = (v[f].as_u64().unwrap(), b[f].as_u64().unwrap());
+            if x > y {
+                worse.push(format!("{key}: {f} {x} (baseline {y})"));
+            } else if x < y {
+                better.push(format!("{key}: {f} {x} (baseline {y})"));
+            }
+        }
+    }
+    for b in &better {
+        eprintln!("improved: {b}");
+    }
+    if !better.is_empty() {
+        eprintln!("(record the improvements: DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace)");
+    }
+    assert!(worse.is_empty(), "the engine's overheads grew:\n{}", worse.join("\n"));
+}
