@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the CUDA compiler (nvcc 13.0) into .toolchain/ from PyPI wheels, for the `cuda`
-# feature's build step (build/nvcc.rs). No GPU and no system CUDA needed; idempotent.
+# feature's build step (build/nvcc.rs), and cuobjdump / nvdisasm for the SASS check
+# (tests/sass.rs). No GPU and no system CUDA needed; idempotent.
 #
 # Layout: the wheels unpack under .toolchain/py/nvidia/cu13/ as a CUDA_HOME of their own
 # (bin/nvcc + nvcc.profile, bin/ptxas, nvvm/bin/cicc, nvvm/libdevice, include/, include/cccl);
@@ -9,8 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# cuobjdump + nvdisasm read the build's SASS (tests/sass.rs); none older than 13.2 exists, and
+# 13.5 reads 13.0's cubins
 PINS=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
-      nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85)
+      nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+      nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37)
 STAMP=.toolchain/cuda/.installed
 WANT="${PINS[*]}"
 
@@ -32,7 +36,7 @@ mkdir -p .toolchain
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target .toolchain/py "${PINS[@]}"
 
 root=.toolchain/py/nvidia/cu13
-for f in bin/nvcc bin/ptxas bin/fatbinary bin/cudafe++ nvvm/bin/cicc nvvm/libdevice/libdevice.10.bc include/cuda_runtime.h; do
+for f in bin/nvcc bin/ptxas bin/fatbinary bin/cudafe++ bin/cuobjdump bin/nvdisasm nvvm/bin/cicc nvvm/libdevice/libdevice.10.bc include/cuda_runtime.h; do
   if [ ! -e "$root/$f" ]; then
     echo "error: the nvcc wheels did not provide $root/$f; their layout changed" >&2
     exit 1

@@ -35,6 +35,12 @@ mod fatbins {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
+/// The fatbinaries this build carries, one per `kernels/*.cu` by file stem (for tools that read
+/// their SASS, as `tests/sass.rs` does).
+pub fn fatbins() -> &'static [(&'static str, &'static [u8])] {
+    fatbins::FATBINS
+}
+
 /// Dynamic shared memory a kernel may use without opting in (`cuFuncSetAttribute`).
 const DEFAULT_MAX_DYNAMIC_SHARED: u32 = 48 * 1024;
 
