@@ -85,6 +85,9 @@ fn parse_floats<const N: usize>(origin: &str, key: &str, s: &str) -> Result<[f32
     let v: Vec<f32> = s.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
         Error::model(origin, format!("metadata `{key}` = {s:?} is not a comma-separated list of numbers"))
     })?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::model(origin, format!("metadata `{key}` = {s:?} holds a value that is not a finite number")));
+    }
     let v: Vec<f32> = if v.len() == 1 { vec![v[0]; N] } else { v };
     v.try_into().map_err(|_| Error::model(origin, format!("metadata `{key}` = {s:?} needs {N} values")))
 }
@@ -96,6 +99,7 @@ fn is_ignored(g: &Graph, name: &str) -> bool {
 impl Model {
     /// Load a model file. `arch` overrides (or supplies) the file's `arch` metadata.
     pub fn load(path: &Path, arch: Option<&str>) -> Result<Model> {
+        crate::imageio::regular_file_len(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes, &path.display().to_string(), arch)
     }
@@ -126,6 +130,7 @@ impl Model {
     }
 
     pub fn from_bytes(bytes: &[u8], origin: &str, arch: Option<&str>) -> Result<Model> {
+        check_header_keys(bytes).map_err(|msg| Error::model(origin, msg))?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
@@ -182,8 +187,12 @@ impl Model {
         let mut pre = Preprocess::imagenet([h, w]);
         if let Some(s) = meta.get("input_size") {
             let [a, b] = parse_floats::<2>(origin, "input_size", s)?;
-            if a < 1.0 || b < 1.0 {
-                return Err(Error::model(origin, format!("metadata `input_size` = {s:?} is not a size")));
+            let side = crate::imageio::MAX_INPUT_SIDE as f32;
+            if a < 1.0 || b < 1.0 || a.fract() != 0.0 || b.fract() != 0.0 || a > side || b > side {
+                return Err(Error::model(
+                    origin,
+                    format!("metadata `input_size` = {s:?} is not a size of 1 to {} pixels a side (imageio::MAX_INPUT_SIDE)", crate::imageio::MAX_INPUT_SIDE),
+                ));
             }
             pre.size = [a as usize, b as usize];
         }
@@ -192,7 +201,7 @@ impl Model {
         }
         if let Some(s) = meta.get("std") {
             pre.std = parse_floats::<3>(origin, "std", s)?;
-            if pre.std.iter().any(|&v| v <= 0.0) {
+            if pre.std.iter().any(|&v| !(v > 0.0)) {
                 return Err(Error::model(origin, format!("metadata `std` = {s:?} must be positive")));
             }
         }
@@ -313,6 +322,63 @@ impl Model {
 
     pub fn class_name(&self, i: usize) -> String {
         self.classes.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
+    }
+}
+
+/// A safetensors header whose JSON repeats a key (a tensor name, or `arch` in `__metadata__`) is
+/// refused: a JSON parser keeps the last one silently, and which one was meant is unknowable.
+/// Other damage is left to the safetensors parser.
+fn check_header_keys(bytes: &[u8]) -> std::result::Result<(), String> {
+    struct Unique;
+    impl<'de> serde::de::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            d.deserialize_any(UniqueVisitor)
+        }
+    }
+    struct UniqueVisitor;
+    impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+        type Value = Unique;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Unique, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("the header repeats the key `{k}`")));
+                }
+                map.next_value::<Unique>()?;
+            }
+            Ok(Unique)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Unique, A::Error> {
+            while seq.next_element::<Unique>()?.is_some() {}
+            Ok(Unique)
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Unique, E> {
+            Ok(Unique)
+        }
+    }
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return Ok(()) };
+    let Some(header) = bytes.get(8..8usize.saturating_add(len)) else { return Ok(()) };
+    match serde_json::from_slice::<Unique>(header) {
+        Err(e) if e.to_string().contains("repeats the key") => Err(e.to_string().split(" at line").next().unwrap_or("").to_string()),
+        _ => Ok(()), // malformed JSON: the safetensors parser says so
     }
 }
 

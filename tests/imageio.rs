@@ -488,6 +488,35 @@ fn resize_crop_sizes_and_offsets() {
     assert_eq!(out.dimensions(), (5, 3));
 }
 
+/// Pseudo-random pixels (a pattern with structure at every scale).
+fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = (x.wrapping_mul(2654435761) ^ y.wrapping_mul(40503) ^ seed).wrapping_mul(2246822519);
+        Rgb([(v >> 24) as u8, (v >> 16) as u8, (v >> 8) as u8])
+    })
+}
+
+#[test]
+fn resize_crop_resamples_only_the_crop_and_matches_the_full_resize_bit_for_bit() {
+    // the crop of image's whole Triangle resize, against resize_crop (which resamples the
+    // window alone): identical bytes, up and down, square and not
+    for (w, h, size) in [(40, 25, [16, 16]), (25, 40, [7, 13]), (300, 7, [13, 7]), (7, 300, [224, 224]), (5, 3, [16, 9]), (640, 480, [224, 224]), (97, 61, [33, 50])] {
+        let img = noise(w, h, w * 7 + h);
+        let (th, tw) = (size[0] as u64, size[1] as u64);
+        let (nh, nw) = if th * w as u64 >= tw * h as u64 { (th, (w as u64 * th / h as u64).max(tw)) } else { ((h as u64 * tw / w as u64).max(th), tw) };
+        let full = image::imageops::resize(&img, nw as u32, nh as u32, image::imageops::FilterType::Triangle);
+        let half_even = |d: u64| if d % 2 == 1 && (d / 2) % 2 == 1 { d / 2 + 1 } else { d / 2 };
+        let want = image::imageops::crop_imm(&full, half_even(nw - tw) as u32, half_even(nh - th) as u32, tw as u32, th as u32).to_image();
+        assert_eq!(resize_crop(&img, size), want, "{w}x{h} -> {size:?}");
+    }
+    // a 16384x1 strip: 224 x 3.7M pixels if resized whole; the window is 224 x 224
+    let strip = noise(16384, 1, 5);
+    let t = std::time::Instant::now();
+    let out = resize_crop(&strip, [224, 224]);
+    assert_eq!(out.dimensions(), (224, 224));
+    assert!(t.elapsed().as_secs_f64() < 5.0, "the strip took {:?}", t.elapsed());
+}
+
 #[test]
 fn to_tensor_and_back() {
     let p = Preprocess::imagenet([7, 13]);

@@ -39,7 +39,7 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
                 continue;
             }
             let (Some(k), Some(ins)) = (&cur, line.split("*/").nth(1)) else { continue };
-            let op = ins.trim().trim_start_matches(|c: char| c == '@' || c == '!').split_whitespace().find(|w| !w.starts_with('P') || w.len() > 3);
+            let op = ins.trim().trim_start_matches(['@', '!']).split_whitespace().find(|w| !w.starts_with('P') || w.len() > 3);
             let Some(op) = op else { continue };
             let e = kernels.get_mut(k).unwrap();
             e.0 += 1;

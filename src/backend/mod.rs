@@ -208,6 +208,12 @@ pub trait Backend: Sync {
     type Idx: Send + Sync;
 
     fn name(&self) -> &'static str;
+    /// Bytes a job may use for its activations, where running out would abort rather than
+    /// fail (host memory); `None` where an allocation that fails is an error the engine reports
+    /// (a GPU's). The engine refuses a pass that needs more, before it allocates anything.
+    fn memory_budget(&self) -> Option<usize> {
+        None
+    }
     /// logical NCHW shape
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
     fn upload(&self, t: &Tensor) -> crate::Result<Self::T>;

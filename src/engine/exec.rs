@@ -71,6 +71,20 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: 
     let be = &eng.be;
     let pshapes: Vec<Vec<usize>> = eng.model().params.iter().map(|p| p.shape.clone()).collect();
     let shapes = infer(g, &pshapes, be.shape(&x), upto)?;
+    if let Some(budget) = be.memory_budget() {
+        // every value of the pass, and room for the backward pass's largest gradients
+        let sizes = shapes.iter().map(|s| s.iter().product::<usize>() as u128 * 4);
+        let need = sizes.clone().sum::<u128>() + 4 * sizes.max().unwrap_or(0);
+        if need > budget as u128 {
+            return Err(Error::InvalidArgument(format!(
+                "a {:?} batch needs about {} MiB for the {} engine's activations, more than the {} MiB it may use (DEEPVIZ_MEMORY_LIMIT, or 80% of the memory available): use a smaller batch or input",
+                be.shape(&x),
+                need >> 20,
+                be.name(),
+                budget >> 20
+            )));
+        }
+    }
     let n = g.nodes.len();
     let mut kept = vec![false; n];
     for &k in keep.iter().chain([&0, &upto]) {

@@ -21,7 +21,7 @@ use std::io::{Cursor, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::{ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{Error, Result};
@@ -32,6 +32,35 @@ pub const MAX_IMAGE_SIDE: u32 = 16384;
 /// Most memory the decoder may allocate for one image: a 16384×16384 RGB8 image (768 MiB) fits,
 /// a forged header asking for more is refused before anything is allocated.
 pub const MAX_DECODE_ALLOC: u64 = 1 << 30;
+
+/// Largest side of a network input, in pixels: a model's `input_size`, an `.npy` tensor's h and w.
+/// (A 4096x4096 input already needs gigabytes of activations in most networks.)
+pub const MAX_INPUT_SIDE: usize = 4096;
+
+/// The length of `path` if it is a regular file (following links); anything else — a folder, a
+/// FIFO (whose open would block), a device — is an error before it is opened.
+pub fn regular_file_len(path: &Path) -> Result<u64> {
+    let m = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !m.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a regular file (a {})",
+            path.display(),
+            if m.is_dir() { "folder" } else { "FIFO, socket or device" }
+        )));
+    }
+    Ok(m.len())
+}
+
+/// Largest image file [`load_rgb`] reads, in bytes (checked before reading).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker (FF D9). Inside
+/// entropy-coded data every FF byte is followed by 00 or a restart marker, so the marker cannot
+/// appear there by chance; an embedded thumbnail's marker comes before the main image's scans.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else { return false };
+    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
 
 /// How the model wants its input: spatial size and per-channel normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,16 +89,25 @@ impl Preprocess {
 /// are scaled to 8 bits, a GIF gives its first frame.
 ///
 /// Images wider or taller than [`MAX_IMAGE_SIDE`], or whose decoding would allocate more than
-/// [`MAX_DECODE_ALLOC`] bytes, are refused before decoding (decompression bombs).
+/// [`MAX_DECODE_ALLOC`] bytes, are refused before decoding (decompression bombs); so are files
+/// over [`MAX_IMAGE_FILE_BYTES`]. A JPEG that ends before its last scan does (a truncated file,
+/// whose missing rows the decoder would fill with grey) is an error, not a picture.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let fail = |msg: String| Error::Image {
         path: path.to_path_buf(),
         msg,
     };
-    let reader = ImageReader::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-    let mut reader = reader
+    let len = regular_file_len(path)?;
+    if len > MAX_IMAGE_FILE_BYTES {
+        return Err(fail(format!("{len} bytes: larger than the {} MiB an image file may have", MAX_IMAGE_FILE_BYTES >> 20)));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut reader = ImageReader::new(Cursor::new(&bytes[..]))
         .with_guessed_format()
         .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err(fail("truncated JPEG: the file ends inside its last scan (no end-of-image marker after it)".into()));
+    }
     let Some(format) = reader.format() else {
         return Err(fail(
             "not a recognised image (expected PNG, JPEG, BMP, GIF, TIFF or WebP content)".into(),
@@ -125,20 +163,81 @@ pub fn resize_crop(img: &RgbImage, size: [usize; 2]) -> RgbImage {
     } else {
         ((h64 * tw64 / w64).max(th64), tw64)
     };
-    let (nh, nw) = (
-        nh.min(u32::MAX as u64) as u32,
-        nw.min(u32::MAX as u64) as u32,
-    );
-    let resized;
-    let src = if (nh, nw) == (h, w) {
-        img
-    } else {
-        resized = imageops::resize(img, nw, nh, FilterType::Triangle);
-        &resized
-    };
+    let (nh, nw) = (nh.min(u32::MAX as u64) as u32, nw.min(u32::MAX as u64) as u32);
     let top = half_even_half(nh - th);
     let left = half_even_half(nw - tw);
-    imageops::crop_imm(src, left, top, tw, th).to_image()
+    if (nh, nw) == (h, w) {
+        return imageops::crop_imm(img, left, top, tw, th).to_image();
+    }
+    // only the crop is resampled: a 1x16384 strip would otherwise become 224 x 3.7M pixels
+    resize_window(img, nw, nh, left, top, tw, th)
+}
+
+/// The window `[x0, x0 + tw) x [y0, y0 + th)` of `imageops::resize(img, nw, nh, Triangle)`,
+/// computed alone and bit for bit as the image crate computes the whole (the same f32 weights
+/// and sums, its vertical pass then its horizontal pass), so memory follows the window, not the
+/// resized image.
+fn resize_window(img: &RgbImage, nw: u32, nh: u32, x0: u32, y0: u32, tw: u32, th: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    // image::imageops::sample's triangle filter: output index o reads inputs [left, right) with
+    // normalised weights
+    let taps = |n_in: u32, n_out: u32, o: u32| -> (u32, Vec<f32>) {
+        let ratio = n_in as f32 / n_out as f32;
+        let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+        let support = sratio; // the triangle's support is 1
+        let input = (o as f32 + 0.5) * ratio;
+        let left = ((input - support).floor() as i64).clamp(0, n_in as i64 - 1) as u32;
+        let right = ((input + support).ceil() as i64).clamp(left as i64 + 1, n_in as i64) as u32;
+        let input = input - 0.5;
+        let mut ws: Vec<f32> = (left..right)
+            .map(|i| {
+                let x = ((i as f32 - input) / sratio).abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let sum: f32 = ws.iter().sum();
+        ws.iter_mut().for_each(|v| *v /= sum);
+        (left, ws)
+    };
+    let cols: Vec<(u32, Vec<f32>)> = (x0..x0 + tw).map(|o| taps(w, nw, o)).collect();
+    let rows: Vec<(u32, Vec<f32>)> = (y0..y0 + th).map(|o| taps(h, nh, o)).collect();
+    // the source columns the window reads
+    let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0);
+    let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0);
+    // vertical pass over those columns (in f32, accumulated in the crate's order)
+    let cw = (c1 - c0) as usize;
+    let mut tmp = vec![[0f32; 3]; cw * th as usize];
+    for (r, (top, ws)) in rows.iter().enumerate() {
+        for x in 0..cw {
+            let mut t = [0f32; 3];
+            for (i, wt) in ws.iter().enumerate() {
+                let p = img.get_pixel(c0 + x as u32, top + i as u32).0;
+                for k in 0..3 {
+                    t[k] += p[k] as f32 * wt;
+                }
+            }
+            tmp[r * cw + x] = t;
+        }
+    }
+    // horizontal pass, rounded to the nearest u8
+    let mut out = RgbImage::new(tw, th);
+    for (c, (left, ws)) in cols.iter().enumerate() {
+        for y in 0..th as usize {
+            let mut t = [0f32; 3];
+            for (i, wt) in ws.iter().enumerate() {
+                let p = tmp[y * cw + (left - c0) as usize + i];
+                for k in 0..3 {
+                    t[k] += p[k] * wt;
+                }
+            }
+            out.put_pixel(c as u32, y as u32, image::Rgb(t.map(|v| v.clamp(0.0, 255.0).round() as u8)));
+        }
+    }
+    out
 }
 
 /// `round(d / 2)` with ties to even, as Python's `round` (used by torchvision's centre crop).

@@ -20,8 +20,16 @@ const ARRAY_ALIGN: usize = 64;
 /// numpy pads the header as if the first axis had this many digits, so it can grow in place.
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 
-/// Read a `.npy` file into a tensor of the same shape (a 0-d array gives shape `[]`).
+/// Largest `.npy` file [`read_npy`] reads, in bytes (checked before reading).
+pub const MAX_NPY_BYTES: u64 = 1 << 30;
+
+/// Read a `.npy` file into a tensor of the same shape (a 0-d array gives shape `[]`). Files over
+/// [`MAX_NPY_BYTES`] are refused before they are read.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let len = super::regular_file_len(path)?;
+    if len > MAX_NPY_BYTES {
+        return Err(Error::Image { path: path.to_path_buf(), msg: format!("{len} bytes: larger than the {} MiB an .npy input may have (imageio::npy::MAX_NPY_BYTES)", MAX_NPY_BYTES >> 20) });
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(&bytes).map_err(|msg| Error::Image {
         path: path.to_path_buf(),

@@ -46,15 +46,7 @@ fn is_input_file(p: &Path) -> bool {
 
 /// A regular file (following links), or why not.
 pub fn check_regular_file(p: &Path) -> Result<()> {
-    let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-    if !m.is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a regular file (a {}); give image files, folders of them, or .npy files",
-            p.display(),
-            if m.is_dir() { "folder" } else { "FIFO, socket or device" }
-        )));
-    }
-    Ok(())
+    imageio::regular_file_len(p).map(|_| ())
 }
 
 impl Inputs {
@@ -110,6 +102,13 @@ fn load_file(path: &Path, pre: &Preprocess) -> Result<Vec<Item>> {
         let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
         if c != 3 || h == 0 || w == 0 || n == 0 {
             return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
+        }
+        if h.max(w) > imageio::MAX_INPUT_SIDE {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a {h}x{w} input; at most {} pixels a side are allowed (imageio::MAX_INPUT_SIDE)",
+                path.display(),
+                imageio::MAX_INPUT_SIDE
+            )));
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
             return Err(Error::InvalidArgument(format!("{}: value {} at index {i} is not a finite number", path.display(), t.data[i])));

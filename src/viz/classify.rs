@@ -18,6 +18,13 @@ pub fn classify<B: Backend>(eng: &Engine<B>, x: &Tensor, k: usize) -> Result<Vec
     let out = eng.model().output();
     let acts = eng.forward(eng.upload(x)?, out, &[])?;
     let logits = eng.download(acts.get(out).expect("forward ran to the output"))?;
+    if let Some(i) = logits.data.iter().position(|v| !v.is_finite()) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "the logits of item {} are not finite ({}): the network overflowed on this input or these weights",
+            i / (logits.numel() / logits.shape[0].max(1)).max(1),
+            logits.data[i]
+        )));
+    }
     Ok((0..logits.shape[0])
         .map(|i| {
             let l = logits.item(i);

@@ -24,6 +24,28 @@ use super::{Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role,
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// Bytes the CPU engine may use for a pass: `DEEPVIZ_MEMORY_LIMIT` (bytes, or with a K, M or G
+/// suffix), else 80% of the memory the kernel reports available (`MemAvailable`), else 16 GiB.
+pub fn host_memory_budget() -> usize {
+    if let Ok(v) = std::env::var("DEEPVIZ_MEMORY_LIMIT") {
+        let v = v.trim();
+        let (num, mul) = match v.chars().last().map(|c| c.to_ascii_uppercase()) {
+            Some('K') => (&v[..v.len() - 1], 1 << 10),
+            Some('M') => (&v[..v.len() - 1], 1 << 20),
+            Some('G') => (&v[..v.len() - 1], 1 << 30),
+            _ => (v, 1),
+        };
+        if let Ok(n) = num.trim().parse::<usize>() {
+            return n.saturating_mul(mul);
+        }
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemAvailable:").and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<usize>().ok())))
+        .map(|kb| kb / 10 * 8 * 1024)
+        .unwrap_or(16 << 30)
+}
+
 /// The CPU engine. Stateless; threads come from rayon's global pool.
 ///
 /// Its inherent methods are the reference ops on host tensors (what the op tests and the GPU
@@ -110,6 +132,9 @@ impl Backend for Cpu {
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+    fn memory_budget(&self) -> Option<usize> {
+        Some(host_memory_budget())
     }
     fn shape<'a>(&self, t: &'a Tensor) -> &'a [usize] {
         &t.shape
