@@ -97,7 +97,10 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         path: path.to_path_buf(),
         msg,
     };
-    let len = regular_file_len(path)?;
+    let len = regular_file_len(path).map_err(|e| match e {
+        Error::Io { source, .. } => fail(format!("cannot read: {source}")),
+        e => e,
+    })?;
     if len > MAX_IMAGE_FILE_BYTES {
         return Err(fail(format!("{len} bytes: larger than the {} MiB an image file may have", MAX_IMAGE_FILE_BYTES >> 20)));
     }
