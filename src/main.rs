@@ -14,7 +14,7 @@ use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
-use deepviz::viz::{LayerUse, MethodOptions, METHODS};
+use deepviz::viz::{LayerUse, MethodOptions, Opt, DEFAULT_MASKS, METHODS};
 use deepviz::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -39,7 +39,7 @@ fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
 fn cli() -> Command {
     let mut cmd = Command::new("deepviz")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("See what a convolutional network has learned: saliency, CAM, Grad-CAM, DeepDream.")
+        .about("See what a convolutional network has learned: gradients, class activation maps and their relatives, DeepDream.")
         .subcommand_required(true)
         .arg_required_else_help(true);
     for m in METHODS {
@@ -51,6 +51,7 @@ fn cli() -> Command {
             .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"))
             .arg(Arg::new("clip-percentile").long("clip-percentile").value_name("P").value_parser(parse_percentile).help(format!("clip each picture at this percentile of its map before normalising (0 < P <= 100) [default: {}]; the --raw .npy stays unclipped", m.clip_percentile)))
             .arg(Arg::new("alpha").long("alpha").default_value("0.5").value_parser(parse_unit).help("opacity of the heat map in the overlay, in [0, 1]"));
+        let sub = m.options.iter().fold(sub, |sub, &o| sub.arg(option_arg(m.name, o)));
         cmd = cmd.subcommand(sub);
     }
     let d = DreamJob::default().dream;
@@ -77,6 +78,39 @@ fn cli() -> Command {
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
     cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace)
+}
+
+/// The CLI argument of a method option ([`Opt`]).
+fn option_arg(method: &str, o: Opt) -> Arg {
+    let arg = Arg::new(o.flag()).long(o.flag());
+    match o {
+        Opt::Samples if method == "ig" => arg.value_parser(value_parser!(u64).range(1..=10_000)).help("Gauss-Legendre quadrature points along the path [default: 50]"),
+        Opt::Samples => arg.value_parser(value_parser!(u64).range(1..=10_000)).help("noisy copies of each input [default: 50]"),
+        Opt::Noise => arg.value_parser(parse_nonnegative).help("noise standard deviation as a fraction of each input's value range [default: 0.15]"),
+        Opt::Smooth => arg.value_parser(["smoothgrad", "smoothgrad_sq", "vargrad"]).help("how the noisy maps combine: mean, mean of squares, variance [default: smoothgrad]"),
+        Opt::Base => arg
+            .value_parser(METHODS.iter().map(|m| m.name).filter(|&n| n != "smoothgrad").collect::<Vec<_>>())
+            .help("the method whose maps are smoothed [default: saliency]"),
+        Opt::Baseline => arg.value_parser(["zero", "black", "blur", "noise"]).help("the path's start: 0 of the network input (the mean colour), a black picture, the blurred input, uniform noise [default: zero]"),
+        Opt::Seed => arg.value_parser(value_parser!(u64)).help("seed of the random noise [default: 0]"),
+        Opt::Masks => arg.value_parser(value_parser!(u64).range(1..=65_536)).help(format!("masked or ablated inputs per forward pass (more is faster while memory lasts) [default: {DEFAULT_MASKS}]")),
+    }
+}
+
+/// The method options the command line sets.
+fn method_options(m: &ArgMatches) -> Result<MethodOptions> {
+    let get = |name: &str| m.try_get_one::<String>(name).ok().flatten().cloned();
+    let num = |name: &str| m.try_get_one::<u64>(name).ok().flatten().map(|&v| v as usize);
+    Ok(MethodOptions {
+        layer: get("layer"),
+        samples: num("samples"),
+        noise: m.try_get_one::<f32>("noise").ok().flatten().copied(),
+        smooth: get("smooth").map(|s| s.parse()).transpose()?,
+        base: get("base"),
+        baseline: get("baseline").map(|s| s.parse()).transpose()?,
+        seed: m.try_get_one::<u64>("seed").ok().flatten().copied(),
+        masks: num("masks"),
+    })
 }
 
 fn trace_cmd(m: &ArgMatches) -> Result<Report> {
@@ -121,6 +155,15 @@ fn parse_finite(s: &str) -> std::result::Result<f32, String> {
         Ok(v)
     } else {
         Err(format!("a finite number, not {s}"))
+    }
+}
+
+fn parse_nonnegative(s: &str) -> std::result::Result<f32, String> {
+    let v = parse_finite(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("a number >= 0, not {s}"))
     }
 }
 
@@ -229,7 +272,7 @@ impl WithBackend for MapCmd<'_> {
         let eng = Engine::new(load_model(m)?, be)?;
         let job = MapJob {
             method: self.method.to_string(),
-            options: MethodOptions { layer: m.try_get_one::<String>("layer").ok().flatten().cloned() },
+            options: method_options(m)?,
             targets: targets(m, &inputs)?,
             clip_percentile: m.get_one::<f32>("clip-percentile").copied(),
             alpha: *m.get_one::<f32>("alpha").expect("has a default"),

@@ -122,9 +122,24 @@ impl Model {
                 Arc::new(Tensor::full(&p.shape, v))
             })
             .collect();
+        Self::from_graph(graph, params, &format!("placeholder {arch}"))
+    }
+
+    /// A model of a graph built with [`crate::graph::GraphBuilder`] (an architecture outside the
+    /// zoo, or a small network a test can check by hand) and its parameters, in the graph's
+    /// parameter order; ImageNet preprocessing at the graph's input size.
+    pub fn from_graph(graph: crate::graph::Graph, params: Vec<Arc<Tensor>>, origin: &str) -> Result<Model> {
+        if params.len() != graph.params.len() {
+            return Err(Error::model(origin, format!("{} parameters given, the graph has {}", params.len(), graph.params.len())));
+        }
+        for (p, spec) in params.iter().zip(&graph.params) {
+            if p.shape != spec.shape || p.data.len() != p.shape.iter().product::<usize>() {
+                return Err(Error::model(origin, format!("parameter `{}` has shape {:?}, the graph expects {:?}", spec.name, p.shape, spec.shape)));
+            }
+        }
         let pre = Preprocess::imagenet(graph.input_size);
         let uid = MODEL_IDS.fetch_add(1, Ordering::Relaxed);
-        let mut model = Model { graph, params, uid, names: HashMap::new(), preprocess: pre, classes: vec![], origin: format!("placeholder {arch}") };
+        let mut model = Model { graph, params, uid, names: HashMap::new(), preprocess: pre, classes: vec![], origin: origin.to_string() };
         model.index_names();
         Ok(model)
     }
@@ -243,7 +258,7 @@ impl Model {
         found.map(|id| self.layer(id)).ok_or_else(|| Error::UnknownLayer { name: layer.into(), hint: self.close_matches(layer) })
     }
 
-    fn layer(&self, node: NodeId) -> Layer {
+    pub(crate) fn layer(&self, node: NodeId) -> Layer {
         Layer { node, model: self.uid }
     }
 

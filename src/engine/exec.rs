@@ -118,41 +118,8 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: 
         if folded[id] {
             continue; // runs with its batch norm
         }
-        let inp = |k: usize| values[node.inputs[k]].as_ref().expect("inputs are alive until their last consumer");
-        let y = match (&node.op, eng.prep(id)) {
-            (Op::Input, _) => inp(0).clone(),
-            (Op::Conv { weight, stride, pad, dilation, groups, .. }, _) => {
-                let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[node.inputs[0]], &pshapes[*weight]);
-                let (w, b) = eng.conv_weights(id)?;
-                be.conv2d(inp(0), w, b, &geom)?
-            }
-            (Op::BatchNorm { .. }, _) if folded[node.inputs[0]] => {
-                let c = node.inputs[0];
-                let (cn, Prep::Conv { fold: Some(f), .. }) = (&g.nodes[c], eng.prep(c)) else { unreachable!("folded convs have folded weights") };
-                let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("folded nodes are convs") };
-                let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[cn.inputs[0]], &pshapes[*weight]);
-                be.conv2d(values[cn.inputs[0]].as_ref().expect("alive"), &f.w, Some(&f.b), &geom)?
-            }
-            (Op::BatchNorm { .. } | Op::Affine { .. }, Prep::Affine { scale, shift }) => be.affine(inp(0), scale, shift)?,
-            (Op::Linear { .. }, Prep::Linear { w, b }) => be.linear(inp(0), w, b.as_ref())?,
-            (Op::Act(a), _) => be.act(inp(0), *a)?,
-            (Op::MaxPool(p), _) => {
-                let (y, am) = be.max_pool2d(inp(0), p)?;
-                argmax[id] = Some(am);
-                y
-            }
-            (Op::AvgPool(p), _) => be.avg_pool2d(inp(0), p)?,
-            (Op::AdaptiveAvgPool(o), _) => be.adaptive_avg_pool2d(inp(0), *o)?,
-            (Op::Add, _) => be.add(inp(0), inp(1))?,
-            (Op::Concat, _) => {
-                let xs: Vec<&B::T> = node.inputs.iter().map(|&i| values[i].as_ref().expect("alive")).collect();
-                be.concat(&xs)?
-            }
-            (Op::ChannelScale, _) => be.channel_scale(inp(0), inp(1))?,
-            (Op::Flatten, _) => be.reshape(inp(0).clone(), &shapes[id])?,
-            (Op::Lrn(l), _) => be.lrn(inp(0), l)?,
-            (op, _) => unreachable!("the engine prepares every node it runs ({op:?})"),
-        };
+        let (y, am) = eval_node(eng, id, &values, &shapes, &folded)?;
+        argmax[id] = am;
         debug_assert_eq!(be.shape(&y), shapes[id].as_slice(), "layer {}", node.name);
         values[id] = Some(y);
         // drop the inputs this node was the last to read (a folded conv's input: via its bn)
@@ -167,6 +134,131 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: 
         }
     }
     Ok(Activations { values, argmax, shapes, upto, folded, kept })
+}
+
+/// The inputs each node reads (a batch norm whose convolution is folded reads the conv's input).
+fn reads(g: &crate::graph::Graph, id: NodeId, folded: &[bool]) -> Vec<NodeId> {
+    match &g.nodes[id].op {
+        Op::BatchNorm { .. } if folded[g.nodes[id].inputs[0]] => g.nodes[g.nodes[id].inputs[0]].inputs.clone(),
+        _ => g.nodes[id].inputs.clone(),
+    }
+}
+
+/// The nodes up to `from` whose outputs the nodes after `from` (up to `upto`) read: what a
+/// forward pass must keep for [`forward_from`].
+pub(crate) fn boundary(g: &crate::graph::Graph, from: NodeId, upto: NodeId) -> Vec<NodeId> {
+    let mut needed = vec![false; g.nodes.len()];
+    needed[upto] = true;
+    let mut out = vec![];
+    for id in (from + 1..=upto).rev() {
+        if needed[id] {
+            for &i in &g.nodes[id].inputs {
+                needed[i] = true;
+                if i <= from {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The output of `upto` when the output of `from` is replaced by `value`, whose batch holds
+/// each item of `acts`'s batch `repeat` times in a row: only the nodes after `from` that `upto`
+/// depends on run; the values before `from` they read come from `acts` (which must have kept
+/// [`boundary`]), repeated likewise.
+pub(crate) fn forward_from<B: Backend>(eng: &Engine<B>, acts: &Activations<B>, from: NodeId, value: B::T, upto: NodeId, repeat: usize) -> Result<B::T> {
+    let g = &eng.model().graph;
+    let be = &eng.be;
+    if from >= upto || upto > acts.upto {
+        return Err(Error::InvalidArgument(format!("cannot rerun from `{}` to `{}`", g.nodes[from].name, g.nodes[upto].name)));
+    }
+    let n = acts.shapes[0][0];
+    let mut shapes = acts.shapes.clone();
+    shapes.iter_mut().for_each(|s| s[0] *= repeat);
+    if be.shape(&value) != shapes[from].as_slice() {
+        return Err(Error::shape(format!("the replacement of `{}`", g.nodes[from].name), format!("{:?}", shapes[from]), be.shape(&value)));
+    }
+    let mut needed = vec![false; g.nodes.len()];
+    needed[upto] = true;
+    for id in (from + 1..=upto).rev() {
+        if needed[id] {
+            g.nodes[id].inputs.iter().for_each(|&i| needed[i] = true);
+        }
+    }
+    // fold what the forward pass would fold (nothing here is observed)
+    let mut folded = vec![false; g.nodes.len()];
+    for id in from + 1..=upto {
+        if let Prep::Conv { fold: Some(f), .. } = eng.prep(id) {
+            folded[id] = f.bn <= upto && needed[f.bn];
+        }
+    }
+    let mut values: Vec<Option<B::T>> = vec![None; g.nodes.len()];
+    values[from] = Some(value);
+    for id in from + 1..=upto {
+        if !needed[id] || folded[id] {
+            continue;
+        }
+        for i in reads(g, id, &folded) {
+            if values[i].is_none() && i < from {
+                let v = acts.values[i].as_ref().ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept by the forward pass", g.nodes[i].name)))?;
+                // [n, …] → [n, repeat, m] → [n·repeat, …]
+                let m: usize = acts.shapes[i][1..].iter().product();
+                let spread = be.binary(&be.reshape(v.clone(), &[n, 1, m])?, &be.full(&[1, repeat, 1], 1.0)?, crate::backend::Binary::Mul)?;
+                values[i] = Some(be.reshape(spread, &shapes[i])?);
+            }
+        }
+        let (y, _) = eval_node(eng, id, &values, &shapes, &folded)?;
+        values[id] = Some(y);
+    }
+    Ok(values[upto].take().expect("computed"))
+}
+
+/// Run node `id` on its inputs' values (a batch norm whose convolution is folded: the pair).
+fn eval_node<B: Backend>(eng: &Engine<B>, id: NodeId, values: &[Option<B::T>], shapes: &[Vec<usize>], folded: &[bool]) -> Result<(B::T, Option<B::Idx>)> {
+let g = &eng.model().graph;
+let be = &eng.be;
+let node = &g.nodes[id];
+let pshapes = |i: usize| &eng.model().params[i].shape;
+let inp = |k: usize| values[node.inputs[k]].as_ref().expect("inputs are alive until their last consumer");
+let mut argmax = None;
+let y = match (&node.op, eng.prep(id)) {
+        (Op::Input, _) => inp(0).clone(),
+        (Op::Conv { weight, stride, pad, dilation, groups, .. }, _) => {
+            let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[node.inputs[0]], pshapes(*weight));
+            let (w, b) = eng.conv_weights(id)?;
+            be.conv2d(inp(0), w, b, &geom)?
+        }
+        (Op::BatchNorm { .. }, _) if folded[node.inputs[0]] => {
+            let c = node.inputs[0];
+            let (cn, Prep::Conv { fold: Some(f), .. }) = (&g.nodes[c], eng.prep(c)) else { unreachable!("folded convs have folded weights") };
+            let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("folded nodes are convs") };
+            let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[cn.inputs[0]], pshapes(*weight));
+            be.conv2d(values[cn.inputs[0]].as_ref().expect("alive"), &f.w, Some(&f.b), &geom)?
+        }
+        (Op::BatchNorm { .. } | Op::Affine { .. }, Prep::Affine { scale, shift }) => be.affine(inp(0), scale, shift)?,
+        (Op::Linear { .. }, Prep::Linear { w, b }) => be.linear(inp(0), w, b.as_ref())?,
+        (Op::Act(a), _) => be.act(inp(0), *a)?,
+        (Op::MaxPool(p), _) => {
+            let (y, am) = be.max_pool2d(inp(0), p)?;
+            argmax = Some(am);
+            y
+        }
+        (Op::AvgPool(p), _) => be.avg_pool2d(inp(0), p)?,
+        (Op::AdaptiveAvgPool(o), _) => be.adaptive_avg_pool2d(inp(0), *o)?,
+        (Op::Add, _) => be.add(inp(0), inp(1))?,
+        (Op::Concat, _) => {
+            let xs: Vec<&B::T> = node.inputs.iter().map(|&i| values[i].as_ref().expect("alive")).collect();
+            be.concat(&xs)?
+        }
+        (Op::ChannelScale, _) => be.channel_scale(inp(0), inp(1))?,
+        (Op::Flatten, _) => be.reshape(inp(0).clone(), &shapes[id])?,
+        (Op::Lrn(l), _) => be.lrn(inp(0), l)?,
+        (op, _) => unreachable!("the engine prepares every node it runs ({op:?})"),
+    };
+    Ok((y, argmax))
 }
 
 /// The gradient through activation `a` (forward input `x`) under `rule`.

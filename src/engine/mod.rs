@@ -153,6 +153,22 @@ impl<B: Backend> Engine<B> {
         exec::backward(self, acts, seeds, &want, rule)
     }
 
+    /// The layers at or before `from` whose outputs the layers after it (up to `upto`) read: keep
+    /// them in the forward pass before [`Engine::forward_from`].
+    pub fn boundary(&self, from: Layer, upto: Layer) -> Result<Vec<Layer>> {
+        let (from, upto) = (self.model.check(from)?, self.model.check(upto)?);
+        Ok(exec::boundary(&self.model.graph, from, upto).into_iter().map(|id| self.model.layer(id)).collect())
+    }
+
+    /// The output of `upto` with the output of `from` replaced by `value`, a batch that repeats
+    /// each item of `acts` `repeat` times in a row (what-if passes: ablating channels, many
+    /// edits of one item in one batch). Only the layers after `from` run; `acts` must have kept
+    /// `from`'s [`Engine::boundary`].
+    pub fn forward_from(&self, acts: &Activations<B>, from: Layer, value: B::T, upto: Layer, repeat: usize) -> Result<B::T> {
+        let (from, upto) = (self.model.check(from)?, self.model.check(upto)?);
+        exec::forward_from(self, acts, from, value, upto, repeat.max(1))
+    }
+
     pub fn upload(&self, x: &Tensor) -> Result<B::T> {
         self.be.upload(x)
     }

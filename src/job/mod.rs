@@ -80,6 +80,8 @@ pub struct MapRecord {
     pub layer: Option<String>,
     pub map_shape: [usize; 2],
     pub files: Vec<PathBuf>,
+    /// per-map figures the method reports (Integrated Gradients: `completeness_error`)
+    pub extras: Vec<(String, f32)>,
 }
 
 impl MapRecord {
@@ -90,6 +92,9 @@ impl MapRecord {
             "map_shape": self.map_shape,
             "files": self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         });
+        for (name, x) in &self.extras {
+            v[name.as_str()] = json!(x);
+        }
         match self.target {
             Target::Class(c) => {
                 v["class"] = json!(c);
@@ -150,9 +155,13 @@ impl MapJob {
                     eng.upload(&Tensor::new(shape, data)?)?
                 };
                 let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
-                let (maps, targets) = method.attribute_on_device(&x, given.as_deref())?;
+                let attributed = method.attribute_with_extras(&x, given.as_deref())?;
+                let (maps, targets) = (attributed.map, attributed.targets);
                 let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
-                let rendered = render::pictures(&eng.be, &maps, &pictures, &style)?;
+                // signed maps: the raw array keeps the sign, the picture shows |map|
+                let shown = if info.signed { eng.be.unary(&maps, crate::backend::Unary::Abs)? } else { maps.clone() };
+                let rendered = render::pictures(&eng.be, &shown, &pictures, &style)?;
+                let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;
                 let ms = eng.be.shape(&maps);
@@ -175,6 +184,7 @@ impl MapJob {
                         layer: method.layer_name(),
                         map_shape: [h, w],
                         files,
+                        extras: extras.iter().map(|(name, v)| (name.to_string(), v[k])).collect(),
                     });
                 }
             }

@@ -10,8 +10,9 @@
 //!   feature layer before the classifier's pooling (the zoo names it per architecture). Any
 //!   target works (a class, a channel or a neuron of a later layer).
 
+use super::target::Targeted;
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
-use crate::backend::Backend;
+use crate::backend::{Backend, Binary, Reduce, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -25,6 +26,8 @@ pub(super) const CAM_INFO: MethodInfo = MethodInfo {
     layer: LayerUse::None,
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
+    signed: false,
+    options: &[],
 };
 
 pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
@@ -35,10 +38,12 @@ pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
     layer: LayerUse::One,
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
+    signed: false,
+    options: &[],
 };
 
 /// A layer's output must be a feature map `[n, c, h, w]` for a CAM.
-fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) -> Result<()> {
+pub(super) fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) -> Result<()> {
     let s = eng.be.shape(a);
     if s.len() != 4 {
         return Err(Error::shape(format!("{what} layer `{}`", eng.model().name(layer)), "a 4-d [n, c, h, w] feature map", s));
@@ -46,26 +51,139 @@ fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) 
     Ok(())
 }
 
+pub(super) const GRADCAMPP_INFO: MethodInfo = MethodInfo {
+    name: "gradcampp",
+    title: "Grad-CAM++",
+    about: "ReLU(Σ_k w_k A_k), w_k = Σ_ij ReLU(g)·g²/(2g² + Σ_ij A_k·g³), g = d score / d A, at --layer",
+    paper: "Chattopadhyay, Sarkar, Howlader, Balasubramanian 2018, Grad-CAM++: Improved Visual Explanations for Deep Convolutional Networks",
+    layer: LayerUse::One,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+    signed: false,
+    options: &[],
+};
+
+pub(super) const XGRADCAM_INFO: MethodInfo = MethodInfo {
+    name: "xgradcam",
+    title: "XGrad-CAM",
+    about: "ReLU(Σ_k w_k A_k), w_k = Σ_ij g·A_k / Σ_ij A_k, g = d score / d A, at --layer",
+    paper: "Fu, Hu, Dong, Guo, Gao, Li 2020, Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    layer: LayerUse::One,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+    signed: false,
+    options: &[],
+};
+
+pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
+    name: "layercam",
+    title: "LayerCAM",
+    about: "ReLU(Σ_k ReLU(d score / d A_k)·A_k), position by position, at --layer",
+    paper: "Jiang, Zhang, Hou, Cheng, Wei 2021, LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    layer: LayerUse::One,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+    signed: false,
+    options: &[],
+};
+
+/// How a gradient-weighted CAM combines a layer's activations A and their gradient g (the
+/// definitions as pytorch-grad-cam computes them, its epsilons included; every map ends in a
+/// ReLU, as its `BaseCAM` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CamWeighting {
+    /// w_k = mean_ij g
+    GradCam,
+    /// w_k = Σ_ij ReLU(g)·a_ij, a_ij = g² / (2g² + (Σ_ij A_k)·g³ + 1e-6) (0 where g = 0)
+    GradCamPlusPlus,
+    /// w_k = Σ_ij g·A / (Σ_ij A_k + 1e-7)
+    XGradCam,
+    /// no channel weight: Σ_k ReLU(g)·A_k at every position
+    LayerCam,
+}
+
+impl CamWeighting {
+    fn info(self) -> &'static MethodInfo {
+        match self {
+            CamWeighting::GradCam => &GRADCAM_INFO,
+            CamWeighting::GradCamPlusPlus => &GRADCAMPP_INFO,
+            CamWeighting::XGradCam => &XGRADCAM_INFO,
+            CamWeighting::LayerCam => &LAYERCAM_INFO,
+        }
+    }
+
+    /// The map `[n, 1, h, w]` of activations `a` and their gradient `g` (`[n, k, h, w]`).
+    pub fn map<B: Backend>(self, be: &B, a: &B::T, g: &B::T) -> Result<B::T> {
+        let mul = |x: &B::T, y: &B::T| be.binary(x, y, Binary::Mul);
+        let weights = match self {
+            CamWeighting::GradCam => ops::spatial_mean(be, g)?,
+            CamWeighting::GradCamPlusPlus => {
+                let g2 = be.unary(g, Unary::Square)?;
+                let g3 = mul(&g2, g)?;
+                let sum_a = be.reduce(a, Reduce::Sum, &[2, 3])?;
+                let den = be.binary(&be.unary(&g2, Unary::Affine(2.0, 1e-6))?, &mul(&sum_a, &g3)?, Binary::Add)?;
+                // g² / den is 0 where g = 0 (den is then 1e-6), as pytorch-grad-cam's `where`
+                let aij = be.binary(&g2, &den, Binary::Div)?;
+                be.reduce(&mul(&be.unary(g, Unary::Relu)?, &aij)?, Reduce::Sum, &[2, 3])?
+            }
+            CamWeighting::XGradCam => {
+                let sum_a = be.unary(&be.reduce(a, Reduce::Sum, &[2, 3])?, Unary::Affine(1.0, 1e-7))?;
+                be.reduce(&be.binary(&mul(g, a)?, &sum_a, Binary::Div)?, Reduce::Sum, &[2, 3])?
+            }
+            CamWeighting::LayerCam => {
+                let m = be.reduce(&mul(&be.unary(g, Unary::Relu)?, a)?, Reduce::Sum, &[1])?;
+                return be.unary(&m, Unary::Relu);
+            }
+        };
+        ops::weighted_channel_sum(be, a, &weights, true)
+    }
+}
+
+/// A gradient-weighted class activation map at one layer: Grad-CAM and its variants
+/// ([`CamWeighting`]).
 pub struct GradCam<'e, B: Backend> {
     eng: &'e Engine<B>,
     pub layer: Layer,
+    pub weighting: CamWeighting,
 }
 
 impl<'e, B: Backend> GradCam<'e, B> {
-    /// At the named layer, or the architecture's default when `None`.
+    /// Grad-CAM at the named layer, or the architecture's default when `None`.
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
+        Self::with(eng, layer, CamWeighting::GradCam)
+    }
+
+    /// The CAM of `weighting` at the named layer, or the architecture's default when `None`.
+    pub fn with(eng: &'e Engine<B>, layer: Option<&str>, weighting: CamWeighting) -> Result<Self> {
         let model = eng.model();
         let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
         if layer == model.input() {
-            return Err(Error::InvalidArgument("Grad-CAM needs a layer inside the network, not its input".into()));
+            return Err(Error::InvalidArgument(format!("{} needs a layer inside the network, not its input", weighting.info().title)));
         }
-        Ok(GradCam { eng, layer })
+        Ok(GradCam { eng, layer, weighting })
+    }
+
+    /// The map from a forward pass that kept the layer.
+    pub(crate) fn map_of(&self, t: &Targeted<B>) -> Result<B::T> {
+        let eng = self.eng;
+        if let Some(l) = t.seeds.iter().map(|s| s.0).find(|l| l.node() <= self.layer.node()) {
+            return Err(Error::InvalidArgument(format!(
+                "the target's layer `{}` does not come after the {} layer `{}`: its gradient there would be zero",
+                eng.model().name(l),
+                self.weighting.info().title,
+                eng.model().name(self.layer)
+            )));
+        }
+        let a = t.acts.get(self.layer).expect("kept by the forward pass");
+        feature_map(eng, a, self.weighting.info().title, self.layer)?;
+        let ga = eng.backward(&t.acts, t.seeds.clone(), &[self.layer], Rule::Gradient)?.remove(0);
+        self.weighting.map(&eng.be, a, &ga)
     }
 }
 
 impl<B: Backend> Attribution<B> for GradCam<'_, B> {
     fn info(&self) -> &'static MethodInfo {
-        &GRADCAM_INFO
+        self.weighting.info()
     }
     fn engine(&self) -> &Engine<B> {
         self.eng
@@ -74,21 +192,8 @@ impl<B: Backend> Attribution<B> for GradCam<'_, B> {
         Some(self.eng.model().name(self.layer).to_string())
     }
     fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
-        let (eng, be) = (self.eng, &self.eng.be);
-        let out = eng.model().output();
-        if let Some(t) = targets.into_iter().flatten().find(|t| t.layer(out).node() <= self.layer.node()) {
-            return Err(Error::InvalidArgument(format!(
-                "the target's layer `{}` does not come after the Grad-CAM layer `{}`: its gradient there would be zero",
-                eng.model().name(t.layer(out)),
-                eng.model().name(self.layer)
-            )));
-        }
-        let t = target::forward(eng, x, targets, &[self.layer])?;
-        let a = t.acts.get(self.layer).expect("kept by the forward pass");
-        feature_map(eng, a, "Grad-CAM", self.layer)?;
-        let ga = eng.backward(&t.acts, t.seeds.clone(), &[self.layer], Rule::Gradient)?.remove(0);
-        let alpha = ops::spatial_mean(be, &ga)?;
-        let map = ops::weighted_channel_sum(be, a, &alpha, true)?;
+        let t = target::forward(self.eng, x, targets, &[self.layer])?;
+        let map = self.map_of(&t)?;
         Ok((map, t.targets))
     }
 }
@@ -142,6 +247,100 @@ impl<B: Backend> Attribution<B> for Cam<'_, B> {
         }
         let rows = be.reshape(rows, &[n, k, 1, 1])?;
         let map = ops::weighted_channel_sum(be, a, &rows, false)?;
+        Ok((map, t.targets))
+    }
+}
+
+pub(super) const EIGENCAM_INFO: MethodInfo = MethodInfo {
+    name: "eigencam",
+    title: "Eigen-CAM",
+    about: "ReLU of the activations at --layer projected on their first principal component (class-agnostic: no gradient, no target)",
+    paper: "Bany Muhammad, Yeasin 2020, Eigen-CAM: Class Activation Map using Principal Components",
+    layer: LayerUse::One,
+    colormap: Colormap::Turbo,
+    clip_percentile: 100.0,
+    signed: false,
+    options: &[],
+};
+
+/// Eigen-CAM, as pytorch-grad-cam's `get_2d_projection`: each item's activations as a
+/// (positions × channels) matrix, centred per channel, projected on its first right singular
+/// vector; then a ReLU. One deviation: an SVD's sign is arbitrary (numpy's LAPACK picks one), so
+/// here the projection is oriented to correlate positively with the sum of the activations over
+/// channels — the map shows where the layer is active, not its negative. The decomposition runs
+/// on the host (the Gram matrix of the positions, ≤ a few hundred square, by power iteration);
+/// the forward pass stays on the device.
+pub struct EigenCam<'e, B: Backend> {
+    eng: &'e Engine<B>,
+    pub layer: Layer,
+}
+
+impl<'e, B: Backend> EigenCam<'e, B> {
+    pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
+        let model = eng.model();
+        let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
+        if layer == model.input() {
+            return Err(Error::InvalidArgument("Eigen-CAM needs a layer inside the network, not its input".into()));
+        }
+        Ok(EigenCam { eng, layer })
+    }
+}
+
+/// The first principal component projection of `a` (`k` channels × `p` positions, row-major by
+/// channel), oriented as [`EigenCam`] says, then ReLU'd.
+pub fn eigen_projection(a: &[f32], k: usize, p: usize) -> Vec<f32> {
+    // centre each channel over the positions
+    let mut c = vec![0f64; k * p];
+    for ch in 0..k {
+        let row = &a[ch * p..(ch + 1) * p];
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / p as f64;
+        for (d, &v) in c[ch * p..(ch + 1) * p].iter_mut().zip(row) {
+            *d = v as f64 - mean;
+        }
+    }
+    // G = Cᵀ C (positions × positions); its top eigenvector u with eigenvalue σ² gives the
+    // projection C·v₁ = σ·u
+    let mut g = vec![0f64; p * p];
+    for ch in 0..k {
+        let row = &c[ch * p..(ch + 1) * p];
+        for i in 0..p {
+            let ri = row[i];
+            if ri != 0.0 {
+                for (gij, &rj) in g[i * p..(i + 1) * p].iter_mut().zip(row) {
+                    *gij += ri * rj;
+                }
+            }
+        }
+    }
+    let (lambda, mut u) = super::linalg::top_eigenvector(&g, p);
+    let sigma = lambda.max(0.0).sqrt();
+    let total: Vec<f64> = (0..p).map(|i| (0..k).map(|ch| a[ch * p + i] as f64).sum()).collect();
+    if u.iter().zip(&total).map(|(x, t)| x * t).sum::<f64>() < 0.0 {
+        u.iter_mut().for_each(|x| *x = -*x);
+    }
+    u.iter().map(|&x| (sigma * x).max(0.0) as f32).collect()
+}
+
+impl<B: Backend> Attribution<B> for EigenCam<'_, B> {
+    fn info(&self) -> &'static MethodInfo {
+        &EIGENCAM_INFO
+    }
+    fn engine(&self) -> &Engine<B> {
+        self.eng
+    }
+    fn layer_name(&self) -> Option<String> {
+        Some(self.eng.model().name(self.layer).to_string())
+    }
+    fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
+        let eng = self.eng;
+        let t = target::forward(eng, x, targets, &[self.layer])?;
+        let a = t.acts.get(self.layer).expect("kept by the forward pass");
+        feature_map(eng, a, "Eigen-CAM", self.layer)?;
+        let s = eng.be.shape(a).to_vec();
+        let (n, k, h, w) = (s[0], s[1], s[2], s[3]);
+        let host = eng.download(a)?;
+        let maps: Vec<f32> = (0..n).flat_map(|i| eigen_projection(host.item(i), k, h * w)).collect();
+        let map = eng.upload(&crate::tensor::Tensor::new(vec![n, 1, h, w], maps)?)?;
         Ok((map, t.targets))
     }
 }

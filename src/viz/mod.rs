@@ -21,12 +21,19 @@
 mod cam;
 mod classify;
 mod dream;
+mod gradient;
+pub mod linalg;
 pub mod ops;
 pub mod render;
 mod saliency;
+mod scorecam;
+mod smooth;
 mod target;
 
-pub use cam::{Cam, GradCam};
+pub use cam::{eigen_projection, Cam, CamWeighting, EigenCam, GradCam};
+pub use gradient::{Gradients, GuidedGradCam};
+pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
+pub use smooth::{gauss_legendre, noise, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
 pub use dream::{pixel_range, DeepDream, Objective};
 pub use saliency::Saliency;
@@ -63,10 +70,65 @@ pub struct MethodInfo {
     pub colormap: Colormap,
     /// the percentile at which its pictures are clipped by default (100: not at all)
     pub clip_percentile: f32,
+    /// its maps have a sign (the raw arrays keep it; pictures show the absolute value, as
+    /// captum's `visualize_image_attr` does by default)
+    pub signed: bool,
+    /// the options of [`MethodOptions`] it takes besides the layer
+    pub options: &'static [Opt],
+}
+
+/// An option some methods take ([`MethodInfo::options`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opt {
+    /// [`MethodOptions::samples`]
+    Samples,
+    /// [`MethodOptions::noise`]
+    Noise,
+    /// [`MethodOptions::smooth`]
+    Smooth,
+    /// [`MethodOptions::base`]
+    Base,
+    /// [`MethodOptions::baseline`]
+    Baseline,
+    /// [`MethodOptions::seed`]
+    Seed,
+    /// [`MethodOptions::masks`]
+    Masks,
+}
+
+impl Opt {
+    /// Its CLI flag (without `--`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Opt::Samples => "samples",
+            Opt::Noise => "noise",
+            Opt::Smooth => "smooth",
+            Opt::Base => "base",
+            Opt::Baseline => "baseline",
+            Opt::Seed => "seed",
+            Opt::Masks => "masks",
+        }
+    }
 }
 
 /// Every attribution method, in the order the CLI lists them.
-pub const METHODS: &[MethodInfo] = &[saliency::INFO, cam::CAM_INFO, cam::GRADCAM_INFO];
+pub const METHODS: &[MethodInfo] = &[
+    saliency::INFO,
+    gradient::GRADXINPUT_INFO,
+    gradient::GUIDED_INFO,
+    gradient::DECONVNET_INFO,
+    smooth::SMOOTHGRAD_INFO,
+    smooth::IG_INFO,
+    cam::CAM_INFO,
+    cam::GRADCAM_INFO,
+    gradient::GUIDED_GRADCAM_INFO,
+    cam::GRADCAMPP_INFO,
+    cam::XGRADCAM_INFO,
+    cam::LAYERCAM_INFO,
+    cam::EIGENCAM_INFO,
+    scorecam::SCORECAM_INFO,
+    scorecam::ABLATIONCAM_INFO,
+];
 
 /// The method called `name`, if there is one.
 pub fn method_info(name: &str) -> Option<&'static MethodInfo> {
@@ -78,6 +140,42 @@ pub fn method_info(name: &str) -> Option<&'static MethodInfo> {
 pub struct MethodOptions {
     /// the layer, as a PyTorch module path
     pub layer: Option<String>,
+    /// SmoothGrad: noisy samples (default 50); Integrated Gradients: quadrature points (50)
+    pub samples: Option<usize>,
+    /// SmoothGrad: noise standard deviation as a fraction of each input's value range (0.15)
+    pub noise: Option<f32>,
+    /// SmoothGrad: how the noisy maps combine
+    pub smooth: Option<Smooth>,
+    /// SmoothGrad: the method it smooths (default saliency)
+    pub base: Option<String>,
+    /// Integrated Gradients: the baseline
+    pub baseline: Option<Baseline>,
+    /// the seed of random noise (SmoothGrad, the noise baseline)
+    pub seed: Option<u64>,
+    /// Score-CAM, Ablation-CAM: changed inputs per forward pass (default [`DEFAULT_MASKS`])
+    pub masks: Option<usize>,
+}
+
+impl MethodOptions {
+    /// The options that are set, besides the layer.
+    fn set(&self) -> Vec<Opt> {
+        let mut v = vec![];
+        let flags = [
+            (self.samples.is_some(), Opt::Samples),
+            (self.noise.is_some(), Opt::Noise),
+            (self.smooth.is_some(), Opt::Smooth),
+            (self.base.is_some(), Opt::Base),
+            (self.baseline.is_some(), Opt::Baseline),
+            (self.seed.is_some(), Opt::Seed),
+            (self.masks.is_some(), Opt::Masks),
+        ];
+        for (on, o) in flags {
+            if on {
+                v.push(o);
+            }
+        }
+        v
+    }
 }
 
 /// The method `name` on `eng`, with `opts`: the one place that knows every method's type.
@@ -93,10 +191,27 @@ pub fn attribution<'e, B: Backend>(eng: &'e Engine<B>, name: &str, opts: &Method
             METHODS.iter().filter(|m| m.layer != LayerUse::None).map(|m| m.name).collect::<Vec<_>>().join(", ")
         )));
     }
+    if let Some(o) = opts.set().into_iter().find(|o| !info.options.contains(o)) {
+        return Err(Error::InvalidArgument(format!("{} takes no --{} option", info.name, o.flag())));
+    }
+    let layer = opts.layer.as_deref();
+    let masks = opts.masks.unwrap_or(DEFAULT_MASKS);
     Ok(match name {
         "saliency" => Box::new(Saliency::new(eng)),
+        "gradxinput" => Box::new(Gradients::input_x_gradient(eng)),
+        "guided" => Box::new(Gradients::guided_backprop(eng)),
+        "deconvnet" => Box::new(Gradients::deconvnet(eng)),
+        "smoothgrad" => Box::new(NoiseTunnel::from_options(eng, opts)?),
+        "ig" => Box::new(IntegratedGradients::from_options(eng, opts)?),
         "cam" => Box::new(Cam::new(eng)?),
-        "gradcam" => Box::new(GradCam::new(eng, opts.layer.as_deref())?),
+        "gradcam" => Box::new(GradCam::new(eng, layer)?),
+        "guided-gradcam" => Box::new(GuidedGradCam::new(eng, layer)?),
+        "gradcampp" => Box::new(GradCam::with(eng, layer, CamWeighting::GradCamPlusPlus)?),
+        "xgradcam" => Box::new(GradCam::with(eng, layer, CamWeighting::XGradCam)?),
+        "layercam" => Box::new(GradCam::with(eng, layer, CamWeighting::LayerCam)?),
+        "eigencam" => Box::new(EigenCam::new(eng, layer)?),
+        "scorecam" => Box::new(ScoreCam::new(eng, layer, masks)?),
+        "ablationcam" => Box::new(AblationCam::new(eng, layer, masks)?),
         _ => unreachable!("every entry of METHODS is built here"),
     })
 }
@@ -112,6 +227,13 @@ pub trait Attribution<B: Backend> {
     /// the work that does not need them is launched).
     fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)>;
 
+    /// As [`Attribution::attribute_on_device`], with the per-item figures a method reports
+    /// besides its maps (Integrated Gradients: its completeness error).
+    fn attribute_with_extras(&self, x: &B::T, targets: Option<&[Target]>) -> Result<Attributed<B>> {
+        let (map, targets) = self.attribute_on_device(x, targets)?;
+        Ok(Attributed { map, targets, extras: vec![] })
+    }
+
     /// As [`Attribution::attribute_on_device`], from and to the host: maps `[n, h, w]` and the
     /// targets.
     fn attribute(&self, x: &Tensor, targets: Option<&[Target]>) -> Result<(Tensor, Vec<Target>)> {
@@ -126,6 +248,13 @@ pub trait Attribution<B: Backend> {
     fn layer_name(&self) -> Option<String> {
         None
     }
+}
+
+/// Maps of a batch with their targets and any per-item figures (`[n, 1]` each, on the backend).
+pub struct Attributed<B: Backend> {
+    pub map: B::T,
+    pub targets: Targets<B>,
+    pub extras: Vec<(&'static str, B::T)>,
 }
 
 /// The class each target names, for the methods that need classes (`None` for other targets).

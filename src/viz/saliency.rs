@@ -3,7 +3,8 @@
 //! per pixel by the maximum of its absolute value over the colour channels. The gradient is
 //! taken w.r.t. the *preprocessed* (normalised) input, as captum's `Saliency` does.
 
-use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
+use super::gradient::input_gradient;
+use super::{ops, Attribution, LayerUse, MethodInfo, Target, Targets};
 use crate::backend::Backend;
 use crate::engine::{Engine, Rule};
 use crate::error::Result;
@@ -18,6 +19,8 @@ pub(super) const INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Inferno,
     // a few extreme gradients would leave the rest of the picture black
     clip_percentile: 99.5,
+    signed: false,
+    options: &[],
 };
 
 pub struct Saliency<'e, B: Backend> {
@@ -38,10 +41,7 @@ impl<B: Backend> Attribution<B> for Saliency<'_, B> {
         self.eng
     }
     fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
-        let eng = self.eng;
-        let t = target::forward(eng, x, targets, &[])?;
-        let gx = eng.backward(&t.acts, t.seeds.clone(), &[eng.model().input()], Rule::Gradient)?.remove(0);
-        let map = ops::abs_max_channels(&eng.be, &gx)?;
-        Ok((map, t.targets))
+        let (gx, targets) = input_gradient(self.eng, x, targets, Rule::Gradient)?;
+        Ok((ops::abs_max_channels(&self.eng.be, &gx)?, targets))
     }
 }

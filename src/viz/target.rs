@@ -55,6 +55,11 @@ pub struct Targets<B: Backend> {
 }
 
 impl<B: Backend> Targets<B> {
+    /// Targets known on the host.
+    pub fn given(targets: Vec<Target>) -> Self {
+        Targets { given: Some(targets), top: None }
+    }
+
     pub fn resolve(&self, eng: &Engine<B>) -> Result<Vec<Target>> {
         match (&self.given, &self.top) {
             (Some(t), _) => Ok(t.clone()),
@@ -155,4 +160,22 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[T
         seeds.push((layer, seed));
     }
     Ok(Targeted { acts, seeds, targets: Targets { top: None, given: Some(targets.to_vec()) } })
+}
+
+/// Each item's target score in a forward pass with its seeds: Σ over seeded layers of
+/// Σ(value ⊙ seed), `[n, 1]` (the score whose gradient the seeds start).
+pub(crate) fn score<B: Backend>(eng: &Engine<B>, acts: &Activations<B>, seeds: &[(Layer, B::T)]) -> Result<B::T> {
+    let be = &eng.be;
+    let mut total: Option<B::T> = None;
+    for (layer, seed) in seeds {
+        let v = acts.get(*layer).expect("seeded layers are kept");
+        let s = super::ops::per_item(be, &be.binary(v, seed, Binary::Mul)?, None, Reduce::Sum)?;
+        let n = be.shape(&s)[0];
+        let s = be.reshape(s, &[n, 1])?;
+        total = Some(match total {
+            None => s,
+            Some(t) => be.binary(&t, &s, Binary::Add)?,
+        });
+    }
+    Ok(total.expect("a forward pass with targets has seeds"))
 }

@@ -379,8 +379,10 @@ impl Backend for Gpu {
         let y = match (permuted(&x.shape), permuted(shape)) {
             (true, false) => self.permute(&x, false)?,
             (false, true) => self.permute(&DTensor { buf: x.buf.clone(), shape: shape.to_vec() }, true)?,
+            // one 4-d layout to another: through the row-major order
             (true, true) if x.shape != shape => {
-                return Err(Error::Unsupported(format!("reshape {:?} -> {shape:?} on the GPU engine", x.shape)))
+                let flat = self.permute(&x, false)?;
+                self.permute(&DTensor { buf: flat.buf, shape: shape.to_vec() }, true)?
             }
             _ => x,
         };
