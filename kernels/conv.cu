@@ -179,20 +179,15 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
 }
 
 // v2. gy, wp, gx as v1. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TILE_M), ceil(cg/TILE_N),
-// groups*sh*sw); dilation 1. Phase (ry, rx) owns the input pixels iy = ry + sh*qy, ix = rx + sw*qx
-// and the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx with ky0 = (ry + pt) mod sh; then
-// iy + pt - ky = sh*(by + qy - jy) with by = (ry + pt - ky0) / sh, so the gradient read is
-// gy[oy = by + qy - jy] and nothing in the loops divides. A phase without taps stores zeros.
+// groups*sh*sw); dilation 1. One DvPhase per grid.z (conv.cuh): a dense GEMM over the phase's
+// pixels and taps, reading gy[oy = by + qy - jy], so nothing in the loops divides. A phase
+// without taps stores zeros.
 extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    int phases = d.sh * d.sw;
-    int g = blockIdx.z / phases, p = blockIdx.z % phases;
-    int ry = p / d.sw, rx = p % d.sw;
-    int hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
-    int ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
-    int tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
-    int by = (ry + d.pt - ky0) / d.sh, bx = (rx + d.pl - kx0) / d.sw;
-    int m_total = d.n * hy * wx, k_total = tky * tkx * d.og;
+    int phases = d.sh * d.sw, g = blockIdx.z / phases;
+    DvPhase ph(d, blockIdx.z % phases);
+    int ry = ph.ry, rx = ph.rx, hy = ph.hy, wx = ph.wx, ky0 = ph.ky0, kx0 = ph.kx0, tkx = ph.tkx, by = ph.by, bx = ph.bx;
+    int m_total = d.n * hy * wx, k_total = ph.tky * tkx * d.og;
     if (m_total == 0) return;  // uniform: an empty phase (more phases than input rows)
     int img_oh[MICRO], oy0[MICRO], ox0[MICRO];
     for (int i = 0; i < MICRO; ++i) {

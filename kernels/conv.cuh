@@ -37,6 +37,21 @@ struct DvIdx3 {
     }
 };
 
+// Stride phase p (of sh*sw) of the backward data (conv2d_bwd_data_phased_f32, conv_tc.cu): the
+// input pixels iy = ry + sh*qy, ix = rx + sw*qx (hy x wx of them per image) receive gradient only
+// through the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx (tky x tkx), ky0 = (ry + pt) mod sh; with
+// dilation 1, iy + pt - ky = sh*(by + qy - jy), so pixel q reads gy at oy = by + qy - jy.
+struct DvPhase {
+    int ry, rx, hy, wx, ky0, kx0, tky, tkx, by, bx;
+    __device__ __forceinline__ DvPhase(const DvConv& d, int p) {
+        ry = p / d.sw, rx = p % d.sw;
+        hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
+        ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
+        tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
+        by = (ry + d.pt - ky0) / d.sh, bx = (rx + d.pl - kx0) / d.sw;
+    }
+};
+
 // The fused forward epilogue: output pixel m (of n*oh*ow), channel oc. The residual, when
 // present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
 // floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read

@@ -285,17 +285,12 @@ __device__ __forceinline__ void dv_conv_fwd_tc(const float* x, const float* wp, 
 // oy = by + qy - jy*dh through tap ky = ky0 + sh*jy.
 template <int PREC>
 __device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float* wp, float* gx, const DvConv& d) {
-    int phases = d.sh * d.sw;
-    int g = blockIdx.z / phases, p = blockIdx.z % phases;
-    int ry = p / d.sw, rx = p % d.sw;
-    int hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
-    int ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
-    int tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
-    int by = (ry + d.pt - ky0) / d.sh, bx = (rx + d.pl - kx0) / d.sw;
-    if (hy == 0 || wx == 0) return;  // uniform: an empty phase
-    DvGather a = {gy, d.oh, d.ow, d.cout, g * d.og, wx, hy, 1, by, 1, bx, d.og, tkx, -d.dh, -d.dw};
-    dv_conv_tc<PREC, true>(a, wp, d, g, d.n * hy * wx, d.cg, tky * tkx * d.og, ky0, kx0, nullptr, nullptr, gx, 0, 0, 0,
-                           ry, rx, hy, wx);
+    int phases = d.sh * d.sw, g = blockIdx.z / phases;
+    DvPhase p(d, blockIdx.z % phases);  // with stride 1: the whole input, every tap, by = pt
+    if (p.hy == 0 || p.wx == 0) return;  // uniform: an empty phase
+    DvGather a = {gy, d.oh, d.ow, d.cout, g * d.og, p.wx, p.hy, 1, p.by, 1, p.bx, d.og, p.tkx, -d.dh, -d.dw};
+    dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, nullptr, gx,
+                           0, 0, 0, p.ry, p.rx, p.hy, p.wx);
 }
 
 extern "C" __global__ void __launch_bounds__(TC_THREADS)

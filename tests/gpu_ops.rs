@@ -435,37 +435,7 @@ fn linear_forward_and_backward() {
 /// f64 direct convolution, NCHW / OIHW: (y before bias and act, gx, gw) for seeds gy.
 #[allow(clippy::type_complexity)]
 fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (oh, ow) = s.out_hw(g).unwrap();
-    let (cg, og) = (s.c / g.groups, s.cout / g.groups);
-    let mut y = vec![0f64; s.n * s.cout * oh * ow];
-    let mut gx = vec![0f64; x.len()];
-    let mut gw = vec![0f64; w.len()];
-    for i in 0..s.n {
-        for oc in 0..s.cout {
-            let grp = oc / og;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = ((i * s.cout + oc) * oh + oy) * ow + ox;
-                    for ci in 0..cg {
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[2] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xi = ((i * s.c + grp * cg + ci) * s.h + iy as usize) * s.w + ix as usize;
-                                let wi = ((oc * cg + ci) * s.kh + ky) * s.kw + kx;
-                                y[o] += x[xi] as f64 * w[wi] as f64;
-                                gx[xi] += gy[o] as f64 * w[wi] as f64;
-                                gw[wi] += gy[o] as f64 * x[xi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let [(y, _, _), (gx, _, _), (gw, _, _)] = conv_ref_terms(x, w, gy, s, g);
     (y, gx, gw)
 }
 
@@ -596,15 +566,17 @@ fn conv_fused_residual_activation_and_concat_slices() {
     }
 }
 
-/// f64 direct convolution for the tensor-core tests: per output element (of y before bias, and
-/// of gx) the sum, Σ (a·b)² and Σ |a·b| over its products — what the rounding bound needs.
+/// f64 direct convolution: for each element of y (before bias and act), gx and gw (for seeds
+/// gy) the sum, Σ (a·b)² and Σ |a·b| over its products — the last two for the rounding bound
+/// of the tensor-core tests.
 #[allow(clippy::type_complexity)]
-fn conv_ref_terms(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> [(Vec<f64>, Vec<f64>, Vec<f64>); 2] {
+fn conv_ref_terms(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> [(Vec<f64>, Vec<f64>, Vec<f64>); 3] {
     let (oh, ow) = s.out_hw(g).unwrap();
     let (cg, og) = (s.c / g.groups, s.cout / g.groups);
     let ny = s.n * s.cout * oh * ow;
     let (mut y, mut ysq, mut yabs) = (vec![0f64; ny], vec![0f64; ny], vec![0f64; ny]);
     let (mut gx, mut gsq, mut gabs) = (vec![0f64; x.len()], vec![0f64; x.len()], vec![0f64; x.len()]);
+    let (mut gw, mut wsq, mut wabs) = (vec![0f64; w.len()], vec![0f64; w.len()], vec![0f64; w.len()]);
     for i in 0..s.n {
         for oc in 0..s.cout {
             let grp = oc / og;
@@ -628,6 +600,10 @@ fn conv_ref_terms(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeo
                                 gx[xi] += q;
                                 gsq[xi] += q * q;
                                 gabs[xi] += q.abs();
+                                let r = gy[o] as f64 * x[xi] as f64;
+                                gw[wi] += r;
+                                wsq[wi] += r * r;
+                                wabs[wi] += r.abs();
                             }
                         }
                     }
@@ -635,7 +611,7 @@ fn conv_ref_terms(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeo
             }
         }
     }
-    [(y, ysq, yabs), (gx, gsq, gabs)]
+    [(y, ysq, yabs), (gx, gsq, gabs), (gw, wsq, wabs)]
 }
 
 /// The rounding bound of a tensor-core result, per element. Each product of two operands
@@ -674,7 +650,7 @@ fn conv_tensor_cores_within_format_tolerance() {
         let b = seeded(72, s.cout);
         let res = seeded(73, pix * s.cout); // NCHW
         let gy = seeded(74, pix * s.cout);
-        let [(y0, ysq, yabs), (gx, gsq, gabs)] = conv_ref_terms(&x, &w, &gy, &s, &g);
+        let [(y0, ysq, yabs), (gx, gsq, gabs), _] = conv_ref_terms(&x, &w, &gy, &s, &g);
         let pre: Vec<f64> = y0.iter().enumerate().map(|(i, &v)| v + b[i / (oh * ow) % s.cout] as f64 + res[i] as f64).collect();
         let want_y: Vec<f32> = to_nhwc(&f32s(&pre.iter().map(|&v| act_ref(v, act)).collect::<Vec<_>>()), s.n, s.cout, oh * ow);
         // NHWC like the device's output; pre-activation magnitude for the adds' rounding
