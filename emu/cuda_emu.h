@@ -78,6 +78,13 @@ enum SyncKind : int { S_PLAIN = 0, S_COUNT, S_AND, S_OR };
 int syncthreads(int kind, int pred, const char* file, int line);
 uint64_t warp_op(int kind, unsigned mask, uint64_t value, int arg, int width, const char* file, int line);
 void* dynamic_smem();
+// Ends the calling thread's block with an error: the launch fails with `msg` and the call site
+// (for misuse that the hardware would fault on or that would silently corrupt, e.g. a cp.async
+// read before its wait). Does not return.
+[[noreturn]] void kernel_error(const char* msg, const char* file, int line);
+// Changes with every block an OS thread starts: emulator state that lives for one block (the
+// cp.async queues of kernels/tensorcore.cuh) is keyed on it.
+uint64_t block_serial();
 
 // A kernel's parameter list as one character per parameter, checked against the launch's
 // arguments (`Arg` in src/device/mod.rs): p pointer, l 64-bit integer, i int, u unsigned, f float.
@@ -258,6 +265,8 @@ inline int __float_as_int(float x) { return dv_emu::from_bits<int>(dv_emu::to_bi
 inline unsigned __float_as_uint(float x) { return dv_emu::from_bits<unsigned>(dv_emu::to_bits(x)); }
 inline float __int_as_float(int x) { return dv_emu::from_bits<float>(dv_emu::to_bits(x)); }
 inline float __uint_as_float(unsigned x) { return dv_emu::from_bits<float>(dv_emu::to_bits(x)); }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }

@@ -151,6 +151,7 @@ struct Worker {
 };
 
 thread_local Worker* tw = nullptr;
+thread_local uint64_t tl_block_serial = 0;
 thread_local volatile sig_atomic_t tl_in_kernel = 0;
 thread_local void* volatile tl_fault_addr = nullptr;
 thread_local volatile int tl_fault_write = -1;  // -1 unknown, 0 read, 1 write
@@ -438,6 +439,7 @@ bool run_block(Worker& w, uint64_t b, std::string& err) {
     Launch& L = *w.L;
     w.bidx = uint3{(unsigned)(b % L.grid.x), (unsigned)(b / L.grid.x % L.grid.y), (unsigned)(b / L.grid.x / L.grid.y)};
     blockIdx = w.bidx;
+    ++tl_block_serial;
     memset(w.smem, GARBAGE_BYTE, L.shared_bytes);
     w.err.clear();
     if (sigsetjmp(w.jb, 1)) {
@@ -465,6 +467,15 @@ void ensure_altstack() {
 }  // namespace
 
 void* dv_emu::dynamic_smem() { return tw->smem; }
+
+uint64_t dv_emu::block_serial() { return tl_block_serial; }
+
+void dv_emu::kernel_error(const char* msg, const char* file, int line) {
+    Worker* w = tw;
+    w->err = fmt("%s (%s:%d, %s)", msg, file, line, where(*w, *w->cur).c_str());
+    yield_to_scheduler();  // the scheduler sees err and abandons the block; never resumed
+    __builtin_unreachable();
+}
 
 int dv_emu::syncthreads(int kind, int pred, const char* file, int line) {
     Fiber* f = tw->cur;

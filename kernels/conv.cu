@@ -28,45 +28,46 @@
 //                       multiplier og = cout / cin), same KKIO weights ([kh, kw, 1, cout]);
 //                       dwconv2d_fwd has conv2d_fwd's fused epilogue.
 //   conv2d_repack_weight / conv2d_unpack_weight   OIHW <-> KKIO.
-// The bias gradient is reduce.cu's channel_sum over gy.
-#include "common.cuh"
+// The bias gradient is reduce.cu's channel_sum over gy. The tensor-core versions of the forward
+// and backward-data GEMMs (TF32, BF16) are in conv_tc.cu.
+//
+// Index maths (all kernels): 32-bit ints (kernels/conv.cuh), no division inside a loop: the
+// GEMM loaders decompose their fixed rows once and step the reduction index as a DvIdx3
+// counter; the gathers divide by the stride with a DvDiv magic number; grid-stride kernels
+// decompose each element once with 32-bit divisions. The SASS check (tests/sass.rs) holds every
+// kernel here to no CALL.
+#include "conv.cuh"
 
 #define TILE_M 64        // output pixels per block: 64x64 fp32 accumulators = 16 per thread
 #define TILE_N 64        // output channels per block (most layers have cout >= 64)
 #define TILE_K 16        // reduction slice staged per step: 2 x 4 KiB of shared memory
 #define THREADS 256      // 16 x 16 threads, each a 4 x 4 micro-tile strided by 16
 #define MICRO 4          // TILE_M / 16 = TILE_N / 16
+// Each thread stages A elements (rows A_ROW + 16 i, column A_COL) and B elements (rows
+// B_ROW + 4 i, column B_COL) of every tile: fixed rows, so their coordinates are found once.
+#define A_COL (threadIdx.x % TILE_K)
+#define A_ROW (threadIdx.x / TILE_K)
+#define B_COL (threadIdx.x % TILE_N)
+#define B_ROW (threadIdx.x / TILE_N)
 
-// Conv geometry, one struct so the three GEMM loaders read the same names.
-struct DvConv {
-    idx_t n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups, cg, og;
-};
-
-// The tiled product C[m, n] = sum_k A(m, k) B(k, n) over one TILE_M x TILE_N tile; loaders return
-// 0 outside the matrices; `store(m, n, v)` is called once for each in-range (m, n).
-template <class LoadA, class LoadB, class Store>
-__device__ __forceinline__ void dv_gemm_tile(idx_t m_total, idx_t n_total, idx_t k_total,
-                                             LoadA load_a, LoadB load_b, Store store) {
+// The tiled product C[m, n] = sum_k A(m, k) B(k, n) over one TILE_M x TILE_N tile.
+// `stage(k0, smem_a, smem_b)` fills smem_a[A_COL][A_ROW + 16 i] and smem_b[B_ROW + 4 i][B_COL]
+// (zeros outside the matrices) for the slice starting at k0, called for k0 = 0, TILE_K, ...
+// in order; `row(m)` gives what `store(row, n, v)` needs for output row m, and store is called
+// once for each in-range (m, n).
+template <class Stage, class Row, class Store>
+__device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_total, Stage stage, Row row, Store store) {
     __shared__ float smem_a[TILE_K][TILE_M + 1];  // +1: the k-fastest fill is conflict-free
     __shared__ float smem_b[TILE_K][TILE_N];
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    idx_t m0 = (idx_t)blockIdx.x * TILE_M, n0 = (idx_t)blockIdx.y * TILE_N;
+    int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     if (m0 >= m_total || n0 >= n_total) return;  // uniform per block: a tile past a (phase's) end
     float acc[MICRO][MICRO];
     for (int i = 0; i < MICRO; ++i)
         for (int j = 0; j < MICRO; ++j) acc[i][j] = 0.0f;
 
-    for (idx_t k0 = 0; k0 < k_total; k0 += TILE_K) {
-        for (int e = tid; e < TILE_K * TILE_M; e += THREADS) {
-            int kk = e % TILE_K, mm = e / TILE_K;  // k fastest: NHWC channels are contiguous
-            idx_t m = m0 + mm, k = k0 + kk;
-            smem_a[kk][mm] = (m < m_total && k < k_total) ? load_a(m, k) : 0.0f;
-        }
-        for (int e = tid; e < TILE_K * TILE_N; e += THREADS) {
-            int nn = e % TILE_N, kk = e / TILE_N;  // n fastest: cout is contiguous in KKIO
-            idx_t n = n0 + nn, k = k0 + kk;
-            smem_b[kk][nn] = (n < n_total && k < k_total) ? load_b(k, n) : 0.0f;
-        }
+    for (int k0 = 0; k0 < k_total; k0 += TILE_K) {
+        stage(k0, smem_a, smem_b);
         __syncthreads();
         for (int kk = 0; kk < TILE_K; ++kk) {
             float a[MICRO], b[MICRO];
@@ -77,106 +78,150 @@ __device__ __forceinline__ void dv_gemm_tile(idx_t m_total, idx_t n_total, idx_t
         }
         __syncthreads();
     }
-    for (int i = 0; i < MICRO; ++i)
+    for (int i = 0; i < MICRO; ++i) {
+        int m = m0 + ty + 16 * i;
+        if (m >= m_total) continue;
+        auto r = row(m);
         for (int j = 0; j < MICRO; ++j) {
-            idx_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < m_total && n < n_total) store(m, n, acc[i][j]);
+            int n = n0 + tx + 16 * j;
+            if (n < n_total) store(r, n, acc[i][j]);
         }
+    }
 }
+typedef float (*DvSmemA)[TILE_M + 1];
+typedef float (*DvSmemB)[TILE_N];
 
-#define DV_CONV_PARAMS                                                                            \
-    long long n, long long h, long long w, long long c, long long oh, long long ow, long long cout, \
-        long long kh, long long kw, long long sh, long long sw, long long pt, long long pl,       \
-        long long dh, long long dw, long long groups
-#define DV_CONV_INIT \
-    DvConv d = {n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups, c / groups, cout / groups}
-
-// The fused forward epilogue: output pixel m (of n*oh*ow), channel oc. The residual, when
-// present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
-// floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read
-// before y is written by the same thread, so it may be y itself when y_stride == cout, y_off == 0.
-__device__ __forceinline__ void dv_conv_store(float* y, const float* bias, const float* residual, idx_t m,
-                                              idx_t oc, idx_t cout, idx_t y_stride, idx_t y_off,
-                                              float v, int act) {
-    v += bias ? bias[oc] : 0.0f;
-    v += residual ? residual[m * cout + oc] : 0.0f;
-    y[m * y_stride + y_off + oc] = dv_act(v, act);
+// B of the forward GEMM (and A of nothing else): row k of the KKIO weight, columns g*og + n.
+__device__ __forceinline__ void dv_stage_weight_rows(DvSmemB sb, const float* wp, const DvConv& d, int g, int k0, int k_total) {
+    int n = blockIdx.y * TILE_N + B_COL;
+    for (int i = 0; i < MICRO; ++i) {
+        int k = k0 + B_ROW + 4 * i;
+        sb[B_ROW + 4 * i][B_COL] = (k < k_total && n < d.og) ? wp[k * d.cout + g * d.og + n] : 0.0f;
+    }
 }
 
 // x [n, h, w, c], wp KKIO, bias [cout] or null, residual [n, oh, ow, cout] or null, y rows of
 // y_stride >= y_off + cout floats. Grid (ceil(M/TILE_M), ceil(og/TILE_N), groups), THREADS
-// threads; bounds are checked by dv_gemm_tile's loaders and store.
+// threads; bounds are checked by the staging and by dv_gemm_tile's store.
 extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const float* bias,
                                           const float* residual, float* y, DV_CONV_PARAMS,
-                                          long long y_stride, long long y_off, int act) {
+                                          int y_stride, int y_off, int act) {
     DV_CONV_INIT;
-    idx_t g = blockIdx.z;
-    auto load_a = [&](idx_t m, idx_t k) -> float {
-        idx_t ox = m % d.ow, oy = (m / d.ow) % d.oh, img = m / (d.ow * d.oh);
-        idx_t ci = k % d.cg, kx = (k / d.cg) % d.kw, ky = k / (d.cg * d.kw);
-        idx_t iy = oy * d.sh - d.pt + ky * d.dh, ix = ox * d.sw - d.pl + kx * d.dw;
-        if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) return 0.0f;
-        return x[((img * d.h + iy) * d.w + ix) * d.c + g * d.cg + ci];
+    int g = blockIdx.z, m_total = d.n * d.oh * d.ow, k_total = d.kh * d.kw * d.cg;
+    // this thread's A rows: output pixels -> image row offset and the window's top-left corner
+    int img_h[MICRO], y0[MICRO], x0[MICRO];
+    for (int i = 0; i < MICRO; ++i) {
+        int m = blockIdx.x * TILE_M + A_ROW + 16 * i;
+        int ox = m % d.ow, t = m / d.ow, oy = t % d.oh;
+        img_h[i] = m < m_total ? t / d.oh * d.h : -1;
+        y0[i] = oy * d.sh - d.pt, x0[i] = ox * d.sw - d.pl;
+    }
+    DvIdx3 kp;  // A's reduction index as (ci, kx, ky)
+    kp.step(A_COL, d.cg, d.kw);
+    auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
+        bool kin = k0 + A_COL < k_total;
+        for (int i = 0; i < MICRO; ++i) {
+            int iy = y0[i] + kp.c * d.dh, ix = x0[i] + kp.b * d.dw;
+            bool in = kin && img_h[i] >= 0 && iy >= 0 && iy < d.h && ix >= 0 && ix < d.w;
+            sa[A_COL][A_ROW + 16 * i] = in ? x[((img_h[i] + iy) * d.w + ix) * d.c + g * d.cg + kp.a] : 0.0f;
+        }
+        kp.step(TILE_K, d.cg, d.kw);
+        dv_stage_weight_rows(sb, wp, d, g, k0, k_total);
     };
-    auto load_b = [&](idx_t k, idx_t o) -> float { return wp[k * d.cout + g * d.og + o]; };
-    auto store = [&](idx_t m, idx_t o, float v) {
+    auto row = [](int m) { return m; };
+    auto store = [&](int m, int o, float v) {
         dv_conv_store(y, bias, residual, m, g * d.og + o, d.cout, y_stride, y_off, v, act);
     };
-    dv_gemm_tile(d.n * d.oh * d.ow, d.og, d.kh * d.kw * d.cg, load_a, load_b, store);
+    dv_gemm_tile(m_total, d.og, k_total, stage, row, store);
 }
 
 // gy [n, oh, ow, cout], wp KKIO, gx [n, h, w, c]. Grid (ceil(n*h*w/TILE_M), ceil(cg/TILE_N), groups).
+// K = kh*kw*og as (co, kx, ky); the stride divisibility test divides by DvDiv magic numbers.
 extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    idx_t g = blockIdx.z;
-    auto load_a = [&](idx_t m, idx_t k) -> float {
-        idx_t ix = m % d.w, iy = (m / d.w) % d.h, img = m / (d.w * d.h);
-        idx_t co = k % d.og, kx = (k / d.og) % d.kw, ky = k / (d.og * d.kw);
-        idx_t ty = iy + d.pt - ky * d.dh, tx = ix + d.pl - kx * d.dw;
-        if (ty < 0 || tx < 0 || ty % d.sh != 0 || tx % d.sw != 0) return 0.0f;
-        idx_t oy = ty / d.sh, ox = tx / d.sw;
-        if (oy >= d.oh || ox >= d.ow) return 0.0f;
-        return gy[((img * d.oh + oy) * d.ow + ox) * d.cout + g * d.og + co];
+    int g = blockIdx.z, m_total = d.n * d.h * d.w, k_total = d.kh * d.kw * d.og;
+    DvDiv div_sh(d.sh), div_sw(d.sw);
+    int img_oh[MICRO], ty0[MICRO], tx0[MICRO];
+    for (int i = 0; i < MICRO; ++i) {
+        int m = blockIdx.x * TILE_M + A_ROW + 16 * i;
+        int ix = m % d.w, t = m / d.w, iy = t % d.h;
+        img_oh[i] = m < m_total ? t / d.h * d.oh : -1;
+        ty0[i] = iy + d.pt, tx0[i] = ix + d.pl;
+    }
+    DvIdx3 ka;  // A's reduction index as (co, kx, ky)
+    ka.step(A_COL, d.og, d.kw);
+    DvIdx3 kb[MICRO];  // B's reduction indices (rows B_ROW + 4 i)
+    for (int i = 0; i < MICRO; ++i) kb[i].step(B_ROW + 4 * i, d.og, d.kw);
+    auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
+        bool kin = k0 + A_COL < k_total;
+        for (int i = 0; i < MICRO; ++i) {
+            int ty = ty0[i] - ka.c * d.dh, tx = tx0[i] - ka.b * d.dw;
+            float v = 0.0f;
+            if (kin && img_oh[i] >= 0 && ty >= 0 && tx >= 0) {
+                int oy = div_sh.div(ty), ox = div_sw.div(tx);
+                if (oy * d.sh == ty && ox * d.sw == tx && oy < d.oh && ox < d.ow)
+                    v = gy[((img_oh[i] + oy) * d.ow + ox) * d.cout + g * d.og + ka.a];
+            }
+            sa[A_COL][A_ROW + 16 * i] = v;
+        }
+        ka.step(TILE_K, d.og, d.kw);
+        int ci = blockIdx.y * TILE_N + B_COL;
+        for (int i = 0; i < MICRO; ++i) {
+            bool in = k0 + B_ROW + 4 * i < k_total && ci < d.cg;
+            int tap = kb[i].c * d.kw + kb[i].b;
+            sb[B_ROW + 4 * i][B_COL] = in ? wp[(tap * d.cg + ci) * d.cout + g * d.og + kb[i].a] : 0.0f;
+            kb[i].step(TILE_K, d.og, d.kw);
+        }
     };
-    auto load_b = [&](idx_t k, idx_t ci) -> float {
-        idx_t co = k % d.og, tap = k / d.og;
-        return wp[(tap * d.cg + ci) * d.cout + g * d.og + co];
-    };
-    auto store = [&](idx_t m, idx_t ci, float v) { gx[m * d.c + g * d.cg + ci] = v; };
-    dv_gemm_tile(d.n * d.h * d.w, d.cg, d.kh * d.kw * d.og, load_a, load_b, store);
+    auto row = [](int m) { return m; };
+    auto store = [&](int m, int ci, float v) { gx[m * d.c + g * d.cg + ci] = v; };
+    dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
 }
 
 // v2. gy, wp, gx as v1. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TILE_M), ceil(cg/TILE_N),
-// groups*sh*sw); dilation 1. Phase (ry, rx) owns the input pixels iy = ry + sh*qy, ix = rx + sw*qx
-// and the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx with ky0 = (ry + pt) mod sh (iy + pt - ky is
-// then a multiple of sh); a phase without taps stores zeros.
+// groups*sh*sw); dilation 1. One DvPhase per grid.z (conv.cuh): a dense GEMM over the phase's
+// pixels and taps, reading gy[oy = by + qy - jy], so nothing in the loops divides. A phase
+// without taps stores zeros.
 extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    idx_t phases = d.sh * d.sw;
-    idx_t g = blockIdx.z / phases, p = blockIdx.z % phases;
-    idx_t ry = p / d.sw, rx = p % d.sw;
-    idx_t hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
-    idx_t ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
-    idx_t tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
-    auto load_a = [&](idx_t m, idx_t k) -> float {
-        idx_t qx = m % wx, qy = (m / wx) % hy, img = m / (wx * hy);
-        idx_t co = k % d.og, jx = (k / d.og) % tkx, jy = k / (d.og * tkx);
-        idx_t ty = ry + d.sh * qy + d.pt - (ky0 + d.sh * jy), tx = rx + d.sw * qx + d.pl - (kx0 + d.sw * jx);
-        if (ty < 0 || tx < 0) return 0.0f;
-        idx_t oy = ty / d.sh, ox = tx / d.sw;
-        if (oy >= d.oh || ox >= d.ow) return 0.0f;
-        return gy[((img * d.oh + oy) * d.ow + ox) * d.cout + g * d.og + co];
+    int phases = d.sh * d.sw, g = blockIdx.z / phases;
+    DvPhase ph(d, blockIdx.z % phases);
+    int ry = ph.ry, rx = ph.rx, hy = ph.hy, wx = ph.wx, ky0 = ph.ky0, kx0 = ph.kx0, tkx = ph.tkx, by = ph.by, bx = ph.bx;
+    int m_total = d.n * hy * wx, k_total = ph.tky * tkx * d.og;
+    if (m_total == 0) return;  // uniform: an empty phase (more phases than input rows)
+    int img_oh[MICRO], oy0[MICRO], ox0[MICRO];
+    for (int i = 0; i < MICRO; ++i) {
+        int m = blockIdx.x * TILE_M + A_ROW + 16 * i;
+        int qx = m % wx, t = m / wx, qy = t % hy;
+        img_oh[i] = m < m_total ? t / hy * d.oh : -1;
+        oy0[i] = by + qy, ox0[i] = bx + qx;
+    }
+    DvIdx3 ka;  // (co, jx, jy)
+    ka.step(A_COL, d.og, tkx);
+    DvIdx3 kb[MICRO];
+    for (int i = 0; i < MICRO; ++i) kb[i].step(B_ROW + 4 * i, d.og, tkx);
+    auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
+        bool kin = k0 + A_COL < k_total;
+        for (int i = 0; i < MICRO; ++i) {
+            int oy = oy0[i] - ka.c, ox = ox0[i] - ka.b;
+            bool in = kin && img_oh[i] >= 0 && oy >= 0 && ox >= 0 && oy < d.oh && ox < d.ow;
+            sa[A_COL][A_ROW + 16 * i] = in ? gy[((img_oh[i] + oy) * d.ow + ox) * d.cout + g * d.og + ka.a] : 0.0f;
+        }
+        ka.step(TILE_K, d.og, tkx);
+        int ci = blockIdx.y * TILE_N + B_COL;
+        for (int i = 0; i < MICRO; ++i) {
+            bool in = k0 + B_ROW + 4 * i < k_total && ci < d.cg;
+            int tap = (ky0 + d.sh * kb[i].c) * d.kw + kx0 + d.sw * kb[i].b;
+            sb[B_ROW + 4 * i][B_COL] = in ? wp[(tap * d.cg + ci) * d.cout + g * d.og + kb[i].a] : 0.0f;
+            kb[i].step(TILE_K, d.og, tkx);
+        }
     };
-    auto load_b = [&](idx_t k, idx_t ci) -> float {
-        idx_t co = k % d.og, jx = (k / d.og) % tkx, jy = k / (d.og * tkx);
-        idx_t tap = (ky0 + d.sh * jy) * d.kw + kx0 + d.sw * jx;
-        return wp[(tap * d.cg + ci) * d.cout + g * d.og + co];
+    auto row = [&](int m) {  // the input pixel of phase pixel m
+        int qx = m % wx, t = m / wx, qy = t % hy, img = t / hy;
+        return ((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg;
     };
-    auto store = [&](idx_t m, idx_t ci, float v) {
-        idx_t qx = m % wx, qy = (m / wx) % hy, img = m / (wx * hy);
-        gx[((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg + ci] = v;
-    };
-    dv_gemm_tile(d.n * hy * wx, d.cg, tky * tkx * d.og, load_a, load_b, store);
+    auto store = [&](int off, int ci, float v) { gx[off + ci] = v; };
+    dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
 }
 
 // v3. gy, wp, gx as v1; cg <= DIRECT_CG. One thread per (input pixel, group), grid-stride; the
@@ -184,22 +229,25 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
 #define DIRECT_CG 4  // a network's first layer: RGB, or RGBA
 extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    idx_t total = d.n * d.h * d.w * d.groups;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
-        idx_t g = i % d.groups, pix = i / d.groups;
-        idx_t ix = pix % d.w, iy = (pix / d.w) % d.h, img = pix / (d.w * d.h);
+    DvDiv div_sh(d.sh), div_sw(d.sw);
+    int total = d.n * d.h * d.w * d.groups;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int g = i % d.groups, pix = i / d.groups;
+        int ix = pix % d.w, t = pix / d.w, iy = t % d.h, img = t / d.h;
         float acc[DIRECT_CG];
 #pragma unroll
         for (int ci = 0; ci < DIRECT_CG; ++ci) acc[ci] = 0.0f;
-        for (idx_t ky = 0; ky < d.kh; ++ky) {
-            idx_t ty = iy + d.pt - ky * d.dh;
-            if (ty < 0 || ty % d.sh != 0 || ty / d.sh >= d.oh) continue;
-            for (idx_t kx = 0; kx < d.kw; ++kx) {
-                idx_t tx = ix + d.pl - kx * d.dw;
-                if (tx < 0 || tx % d.sw != 0 || tx / d.sw >= d.ow) continue;
-                const float* gr = gy + ((img * d.oh + ty / d.sh) * d.ow + tx / d.sw) * d.cout + g * d.og;
+        for (int ky = 0; ky < d.kh; ++ky) {
+            int ty = iy + d.pt - ky * d.dh, oy = div_sh.div(ty);
+            if (ty < 0) break;  // ty falls with ky
+            if (oy * d.sh != ty || oy >= d.oh) continue;
+            for (int kx = 0; kx < d.kw; ++kx) {
+                int tx = ix + d.pl - kx * d.dw, ox = div_sw.div(tx);
+                if (tx < 0) break;
+                if (ox * d.sw != tx || ox >= d.ow) continue;
+                const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout + g * d.og;
                 const float* wr = wp + (ky * d.kw + kx) * d.cg * d.cout + g * d.og;
-                for (idx_t co = 0; co < d.og; ++co) {
+                for (int co = 0; co < d.og; ++co) {
                     float v = gr[co];
 #pragma unroll
                     for (int ci = 0; ci < DIRECT_CG; ++ci)
@@ -214,19 +262,36 @@ extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const flo
 }
 
 // x [n, h, w, c], gy [n, oh, ow, cout], gwp KKIO. Grid (ceil(kh*kw*cg/TILE_M), ceil(og/TILE_N), groups).
+// K = n*oh*ow output pixels as (ox, oy, image).
 extern "C" __global__ void conv2d_bwd_filter_f32(const float* x, const float* gy, float* gwp, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    idx_t g = blockIdx.z;
-    auto load_a = [&](idx_t r, idx_t k) -> float {
-        idx_t ci = r % d.cg, kx = (r / d.cg) % d.kw, ky = r / (d.cg * d.kw);
-        idx_t ox = k % d.ow, oy = (k / d.ow) % d.oh, img = k / (d.ow * d.oh);
-        idx_t iy = oy * d.sh - d.pt + ky * d.dh, ix = ox * d.sw - d.pl + kx * d.dw;
-        if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) return 0.0f;
-        return x[((img * d.h + iy) * d.w + ix) * d.c + g * d.cg + ci];
+    int g = blockIdx.z, m_total = d.kh * d.kw * d.cg, k_total = d.n * d.oh * d.ow;
+    int ci[MICRO], dy[MICRO], dx[MICRO];  // this thread's A rows: (ci, kx, ky) -> tap offsets
+    for (int i = 0; i < MICRO; ++i) {
+        int r = blockIdx.x * TILE_M + A_ROW + 16 * i;
+        int kx = r / d.cg % d.kw, ky = r / (d.cg * d.kw);
+        ci[i] = r < m_total ? r % d.cg : -1;
+        dy[i] = ky * d.dh - d.pt, dx[i] = kx * d.dw - d.pl;
+    }
+    DvIdx3 pa;  // A's reduction index as (ox, oy, image)
+    pa.step(A_COL, d.ow, d.oh);
+    auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
+        bool kin = k0 + A_COL < k_total;
+        for (int i = 0; i < MICRO; ++i) {
+            int iy = pa.b * d.sh + dy[i], ix = pa.a * d.sw + dx[i];
+            bool in = kin && ci[i] >= 0 && iy >= 0 && iy < d.h && ix >= 0 && ix < d.w;
+            sa[A_COL][A_ROW + 16 * i] = in ? x[((pa.c * d.h + iy) * d.w + ix) * d.c + g * d.cg + ci[i]] : 0.0f;
+        }
+        pa.step(TILE_K, d.ow, d.oh);
+        int o = blockIdx.y * TILE_N + B_COL;
+        for (int i = 0; i < MICRO; ++i) {
+            int k = k0 + B_ROW + 4 * i;
+            sb[B_ROW + 4 * i][B_COL] = (k < k_total && o < d.og) ? gy[k * d.cout + g * d.og + o] : 0.0f;
+        }
     };
-    auto load_b = [&](idx_t k, idx_t o) -> float { return gy[k * d.cout + g * d.og + o]; };
-    auto store = [&](idx_t r, idx_t o, float v) { gwp[r * d.cout + g * d.og + o] = v; };
-    dv_gemm_tile(d.kh * d.kw * d.cg, d.og, d.n * d.oh * d.ow, load_a, load_b, store);
+    auto row = [](int r) { return r; };
+    auto store = [&](int r, int o, float v) { gwp[r * d.cout + g * d.og + o] = v; };
+    dv_gemm_tile(m_total, d.og, k_total, stage, row, store);
 }
 
 // ---- depthwise: one input channel per group (c == groups), oc = ci * og + multiplier --------
@@ -234,43 +299,49 @@ extern "C" __global__ void conv2d_bwd_filter_f32(const float* x, const float* gy
 // One thread per output element, grid-stride; arguments and epilogue as conv2d_fwd_f32.
 extern "C" __global__ void dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
                                             const float* residual, float* y, DV_CONV_PARAMS,
-                                            long long y_stride, long long y_off, int act) {
+                                            int y_stride, int y_off, int act) {
     DV_CONV_INIT;
-    idx_t total = d.n * d.oh * d.ow * d.cout;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
-        idx_t oc = i % d.cout, ox = (i / d.cout) % d.ow, oy = (i / (d.cout * d.ow)) % d.oh;
-        idx_t img = i / (d.cout * d.ow * d.oh), ci = oc / d.og;
+    int total = d.n * d.oh * d.ow * d.cout;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int oc = i % d.cout, pix = i / d.cout;
+        int ox = pix % d.ow, t = pix / d.ow, oy = t % d.oh, img = t / d.oh;
+        int ci = oc / d.og;
         float acc = 0.0f;
-        for (idx_t ky = 0; ky < d.kh; ++ky) {
-            idx_t iy = oy * d.sh - d.pt + ky * d.dh;
+        for (int ky = 0; ky < d.kh; ++ky) {
+            int iy = oy * d.sh - d.pt + ky * d.dh;
             if (iy < 0 || iy >= d.h) continue;
-            for (idx_t kx = 0; kx < d.kw; ++kx) {
-                idx_t ix = ox * d.sw - d.pl + kx * d.dw;
+            for (int kx = 0; kx < d.kw; ++kx) {
+                int ix = ox * d.sw - d.pl + kx * d.dw;
                 if (ix < 0 || ix >= d.w) continue;
                 acc += x[((img * d.h + iy) * d.w + ix) * d.c + ci] * wp[(ky * d.kw + kx) * d.cout + oc];
             }
         }
-        dv_conv_store(y, bias, residual, i / d.cout, oc, d.cout, y_stride, y_off, acc, act);
+        dv_conv_store(y, bias, residual, pix, oc, d.cout, y_stride, y_off, acc, act);
     }
 }
 
 // One thread per input element, gathering every output that read it.
 extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
     DV_CONV_INIT;
-    idx_t total = d.n * d.h * d.w * d.c;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
-        idx_t ci = i % d.c, ix = (i / d.c) % d.w, iy = (i / (d.c * d.w)) % d.h, img = i / (d.c * d.w * d.h);
+    DvDiv div_sh(d.sh), div_sw(d.sw);
+    int total = d.n * d.h * d.w * d.c;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int ci = i % d.c, t = i / d.c, ix = t % d.w;
+        t /= d.w;
+        int iy = t % d.h, img = t / d.h;
         float acc = 0.0f;
-        for (idx_t ky = 0; ky < d.kh; ++ky) {
-            idx_t ty = iy + d.pt - ky * d.dh;
-            if (ty < 0 || ty % d.sh != 0 || ty / d.sh >= d.oh) continue;
-            for (idx_t kx = 0; kx < d.kw; ++kx) {
-                idx_t tx = ix + d.pl - kx * d.dw;
-                if (tx < 0 || tx % d.sw != 0 || tx / d.sw >= d.ow) continue;
-                const float* g = gy + ((img * d.oh + ty / d.sh) * d.ow + tx / d.sw) * d.cout;
-                for (idx_t m = 0; m < d.og; ++m) {
-                    idx_t oc = ci * d.og + m;
-                    acc += g[oc] * wp[(ky * d.kw + kx) * d.cout + oc];
+        for (int ky = 0; ky < d.kh; ++ky) {
+            int ty = iy + d.pt - ky * d.dh, oy = div_sh.div(ty);
+            if (ty < 0) break;  // ty falls with ky
+            if (oy * d.sh != ty || oy >= d.oh) continue;
+            for (int kx = 0; kx < d.kw; ++kx) {
+                int tx = ix + d.pl - kx * d.dw, ox = div_sw.div(tx);
+                if (tx < 0) break;
+                if (ox * d.sw != tx || ox >= d.ow) continue;
+                const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout;
+                for (int m = 0; m < d.og; ++m) {
+                    int oc = ci * d.og + m;
+                    acc += gr[oc] * wp[(ky * d.kw + kx) * d.cout + oc];
                 }
             }
         }
@@ -279,25 +350,26 @@ extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* w
 }
 
 // Block: DW_CHANNELS output channels of one kernel tap x DW_ROWS threads striding over the
-// n*oh*ow positions, combined in shared memory. Grid: kh*kw*ceil(cout/DW_CHANNELS).
+// n*oh*ow positions (a DvIdx3 counter), combined in shared memory. Grid: kh*kw*ceil(cout/DW_CHANNELS).
 #define DW_CHANNELS 32  // one warp across consecutive channels: coalesced NHWC reads
 #define DW_ROWS 8       // 256 threads per block
 extern "C" __global__ void dwconv2d_bwd_filter_f32(const float* x, const float* gy, float* gwp, DV_CONV_PARAMS) {
     DV_CONV_INIT;
     __shared__ float smem_part[DW_ROWS][DW_CHANNELS];
-    idx_t tiles = (d.cout + DW_CHANNELS - 1) / DW_CHANNELS;
-    idx_t tap = blockIdx.x / tiles;
-    idx_t oc = (blockIdx.x % tiles) * DW_CHANNELS + threadIdx.x;
+    int tiles = (d.cout + DW_CHANNELS - 1) / DW_CHANNELS;
+    int tap = blockIdx.x / tiles;
+    int oc = (blockIdx.x % tiles) * DW_CHANNELS + threadIdx.x;
     if (tap >= d.kh * d.kw) return;  // uniform per block
-    idx_t ky = tap / d.kw, kx = tap % d.kw, ci = oc / d.og;
+    int ky = tap / d.kw, kx = tap % d.kw, ci = oc / d.og;
     float acc = 0.0f;
     if (oc < d.cout) {
-        idx_t positions = d.n * d.oh * d.ow;
-        for (idx_t p = threadIdx.y; p < positions; p += DW_ROWS) {
-            idx_t ox = p % d.ow, oy = (p / d.ow) % d.oh, img = p / (d.ow * d.oh);
-            idx_t iy = oy * d.sh - d.pt + ky * d.dh, ix = ox * d.sw - d.pl + kx * d.dw;
+        int positions = d.n * d.oh * d.ow;
+        DvIdx3 q;  // (ox, oy, image) of position p
+        q.step(threadIdx.y, d.ow, d.oh);
+        for (int p = threadIdx.y; p < positions; p += DW_ROWS, q.step(DW_ROWS, d.ow, d.oh)) {
+            int iy = q.b * d.sh - d.pt + ky * d.dh, ix = q.a * d.sw - d.pl + kx * d.dw;
             if (iy < 0 || iy >= d.h || ix < 0 || ix >= d.w) continue;
-            acc += gy[p * d.cout + oc] * x[((img * d.h + iy) * d.w + ix) * d.c + ci];
+            acc += gy[p * d.cout + oc] * x[((q.c * d.h + iy) * d.w + ix) * d.c + ci];
         }
     }
     smem_part[threadIdx.y][threadIdx.x] = acc;
@@ -310,21 +382,23 @@ extern "C" __global__ void dwconv2d_bwd_filter_f32(const float* x, const float* 
 }
 
 // OIHW [cout, cg, kh, kw] -> KKIO [kh, kw, cg, cout]; i runs over the destination.
-extern "C" __global__ void conv2d_repack_weight_f32(const float* w, float* wp, long long cout, long long cg,
-                                                    long long kh, long long kw) {
-    idx_t total = cout * cg * kh * kw;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
-        idx_t oc = i % cout, ci = (i / cout) % cg, kx = (i / (cout * cg)) % kw, ky = i / (cout * cg * kw);
+extern "C" __global__ void conv2d_repack_weight_f32(const float* w, float* wp, int cout, int cg, int kh, int kw) {
+    int total = cout * cg * kh * kw;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int oc = i % cout, t = i / cout, ci = t % cg;
+        t /= cg;
+        int kx = t % kw, ky = t / kw;
         wp[i] = w[((oc * cg + ci) * kh + ky) * kw + kx];
     }
 }
 
 // KKIO -> OIHW; i runs over the destination.
-extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, long long cout, long long cg,
-                                                    long long kh, long long kw) {
-    idx_t total = cout * cg * kh * kw;
-    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
-        idx_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % cg, oc = i / (kw * kh * cg);
+extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, int cout, int cg, int kh, int kw) {
+    int total = cout * cg * kh * kw;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int kx = i % kw, t = i / kw, ky = t % kh;
+        t /= kh;
+        int ci = t % cg, oc = t / cg;
         w[i] = wp[((ky * kw + kx) * cg + ci) * cout + oc];
     }
 }

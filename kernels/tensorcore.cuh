@@ -7,7 +7,10 @@
 //   dv_mma_m16n8k16_bf16_f32   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 //   dv_mma_m16n8k8_tf32_f32    mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
 //   dv_ldmatrix_x4         ldmatrix.sync.aligned.m8n8.x4.shared.b16
-//   dv_cp_async_16 / dv_cp_async_commit / dv_cp_async_wait_all   cp.async.cg.shared.global, 16 B
+//   dv_cvt_bf16x2          two f32 -> bf16x2 bits (cvt.rn.bf16x2.f32)
+//   dv_cp_async_16 / dv_cp_async_commit / dv_cp_async_wait_group<N> / dv_cp_async_wait_all
+//                          cp.async.cg.shared.global (16 B), commit_group, wait_group, wait_all
+//   dv_lds_f32 / dv_lds_f32x2   shared-memory loads for fragments (checked in the emulation)
 //
 // Fragment layouts (PTX ISA, "Warp-level matrix fragments for mma.m16n8k16 / mma.m16n8k8 with
 // floating point type" and "Warp-level matrix load instruction: ldmatrix"); g = lane >> 2
@@ -33,6 +36,9 @@
 #include "common.cuh"
 
 #ifdef DV_EMU
+#include <deque>
+#include <unordered_map>
+#include <vector>
 namespace dv_tc_emu {
 
 struct Slot {  // one lane's operands for one warp-wide instruction
@@ -75,6 +81,10 @@ inline unsigned rna_tf32(unsigned u) {
     return (u + 0x1000u) & 0xffffe000u;
 }
 
+// Fails the launch if any of [p, p + bytes) is the destination of a cp.async still in flight
+// (defined with the async copies below).
+inline void check_landed(const void* p, size_t bytes, const char* what, const char* file, int line);
+
 }  // namespace dv_tc_emu
 #endif
 
@@ -86,6 +96,23 @@ __device__ __forceinline__ unsigned dv_cvt_rna_tf32(float x) {
     return r;
 #else
     return dv_tc_emu::rna_tf32(__float_as_uint(x));
+#endif
+}
+
+// Two f32 -> one register of two bf16 (cvt.rn.bf16x2.f32: round to nearest even), `lo` in the
+// low half (the lower-index element of a fragment pair); NaN becomes the canonical 0x7fff.
+__device__ __forceinline__ unsigned dv_cvt_bf16x2(float lo, float hi) {
+#ifndef DV_EMU
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    auto one = [](float x) -> unsigned {
+        unsigned u = __float_as_uint(x);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
+        return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    };
+    return one(lo) | (one(hi) << 16);
 #endif
 }
 
@@ -183,6 +210,8 @@ __device__ __forceinline__ void dv_mma_m16n8k8_tf32_f32(float d[4], const unsign
 #ifdef DV_EMU
 namespace dv_tc_emu {
 inline void ldmatrix_x4(unsigned r[4], const void* smem_row_ptr, const char* file, int line) {
+    check_landed(smem_row_ptr, 16, "ldmatrix", file, line);
+    if ((uintptr_t)smem_row_ptr & 15) dv_emu::kernel_error("ldmatrix: a row address is not 16-byte aligned", file, line);
     unsigned lane;
     Slot* s = gather(nullptr, 0, smem_row_ptr, lane, file, line);
     for (int j = 0; j < 4; ++j) {
@@ -206,26 +235,148 @@ __device__ __forceinline__ void dv_ldmatrix_x4(unsigned r[4], const void* smem_r
 }
 #endif
 
+// ---- async copies -------------------------------------------------------------------------------
 // 16 bytes global -> shared without staging in registers (both 16-byte aligned). The data is
-// only guaranteed in shared memory after dv_cp_async_commit(), dv_cp_async_wait_all() and a
-// barrier; the emulation copies at once, which no correct kernel can tell apart.
+// only guaranteed in shared memory once the issuing thread's dv_cp_async_wait_group<N>() (or
+// dv_cp_async_wait_all()) covers its group, and for other threads after a barrier that follows
+// that wait.
+//
+// Emulation, as late as the hardware may be: the source is read at issue, the destination is
+// poisoned (0xFF bytes: NaN) and the bytes land only when the issuing thread's wait covers the
+// group. Misuse the hardware would leave to chance fails the launch, naming the call site: a
+// misaligned address, a second cp.async into 16 bytes still in flight, a plain store into bytes
+// still in flight (found when they land), a read through dv_ldmatrix_x4 / dv_lds_f32 /
+// dv_lds_f32x2 of bytes still in flight. A plain C++ read of in-flight bytes reads the poison.
+#ifdef DV_EMU
+namespace dv_tc_emu {
+struct Copy {
+    unsigned char* dst;
+    unsigned char data[16];
+};
+struct Issuer {  // where an in-flight copy came from, for the error messages
+    unsigned thread;
+    const char* file;
+    int line;
+};
+struct ThreadQueue {
+    std::vector<Copy> open;                   // issued, not yet committed
+    std::deque<std::vector<Copy>> groups;     // committed, oldest first
+};
+struct AsyncBlock {  // one block's copies; thread_local = one per OS thread = the running block
+    uint64_t serial = ~0ull;
+    std::vector<ThreadQueue> q;
+    std::unordered_map<uintptr_t, Issuer> inflight;  // by 16-byte destination chunk
+};
+inline thread_local AsyncBlock async_block_state;
+
+// This block's state; copies a previous block left in flight are dropped (its shared memory is
+// gone, as on the hardware).
+inline AsyncBlock& async_block() {
+    AsyncBlock& b = async_block_state;
+    uint64_t s = dv_emu::block_serial();
+    if (b.serial != s) {
+        b.serial = s;
+        b.q.assign((size_t)blockDim.x * blockDim.y * blockDim.z, ThreadQueue{});
+        b.inflight.clear();
+    }
+    return b;
+}
+
+inline void fail_inflight(const char* what, const Issuer& by, const char* file, int line) {
+    char m[512];
+    snprintf(m, sizeof m, "%s: a cp.async issued by thread %u at %s:%d has not landed (its thread's cp.async.wait_group and a __syncthreads are missing)",
+             what, by.thread, by.file, by.line);
+    dv_emu::kernel_error(m, file, line);
+}
+
+inline void check_landed(const void* p, size_t bytes, const char* what, const char* file, int line) {
+    AsyncBlock& b = async_block();
+    if (b.inflight.empty()) return;
+    uintptr_t a = (uintptr_t)p;
+    for (uintptr_t c = a & ~(uintptr_t)15; c < a + bytes; c += 16) {
+        auto it = b.inflight.find(c);
+        if (it != b.inflight.end()) fail_inflight(what, it->second, file, line);
+    }
+}
+
+inline void cp_async_16(void* smem, const void* gmem, const char* file, int line) {
+    if (((uintptr_t)smem | (uintptr_t)gmem) & 15) dv_emu::kernel_error("cp.async of 16 bytes: misaligned address", file, line);
+    AsyncBlock& b = async_block();
+    unsigned tid = lane_linear();
+    auto it = b.inflight.find((uintptr_t)smem);
+    if (it != b.inflight.end()) fail_inflight("a second cp.async into the same 16 bytes of shared memory", it->second, file, line);
+    Copy c;
+    c.dst = static_cast<unsigned char*>(smem);
+    memcpy(c.data, gmem, 16);
+    memset(smem, 0xFF, 16);
+    b.q[tid].open.push_back(c);
+    b.inflight[(uintptr_t)smem] = Issuer{tid, file, line};
+}
+
+inline void cp_async_commit() {
+    ThreadQueue& t = async_block().q[lane_linear()];
+    t.groups.push_back(std::move(t.open));
+    t.open.clear();
+}
+
+// Lands the calling thread's committed groups until at most `pending` remain.
+inline void cp_async_wait_group(unsigned pending, const char* file, int line) {
+    AsyncBlock& b = async_block();
+    ThreadQueue& t = b.q[lane_linear()];
+    while (t.groups.size() > pending) {
+        for (Copy& c : t.groups.front()) {
+            for (int i = 0; i < 16; ++i)
+                if (c.dst[i] != 0xFF) {
+                    const Issuer& by = b.inflight[(uintptr_t)c.dst];
+                    char m[512];
+                    snprintf(m, sizeof m, "shared memory written while a cp.async into it (thread %u, %s:%d) was in flight", by.thread, by.file, by.line);
+                    dv_emu::kernel_error(m, file, line);
+                }
+            memcpy(c.dst, c.data, 16);
+            b.inflight.erase((uintptr_t)c.dst);
+        }
+        t.groups.pop_front();
+    }
+}
+}  // namespace dv_tc_emu
+
+__device__ __forceinline__ void dv_cp_async_16(void* smem, const void* gmem, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::cp_async_16(smem, gmem, file, line);
+}
+__device__ __forceinline__ void dv_cp_async_commit() { dv_tc_emu::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void dv_cp_async_wait_group(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::cp_async_wait_group(N, file, line);
+}
+__device__ __forceinline__ void dv_cp_async_wait_all(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::cp_async_commit();
+    dv_tc_emu::cp_async_wait_group(0, file, line);
+}
+// Shared-memory loads for fragments that do not go through ldmatrix: a plain load, checked in
+// the emulation against cp.async copies still in flight.
+__device__ __forceinline__ float dv_lds_f32(const float* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    dv_tc_emu::check_landed(p, 4, "shared-memory load", file, line);
+    return *p;
+}
+__device__ __forceinline__ float2 dv_lds_f32x2(const float* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    if ((uintptr_t)p & 7) dv_emu::kernel_error("8-byte shared-memory load: misaligned address", file, line);
+    dv_tc_emu::check_landed(p, 8, "shared-memory load", file, line);
+    return *reinterpret_cast<const float2*>(p);
+}
+#else
 __device__ __forceinline__ void dv_cp_async_16(void* smem, const void* gmem) {
-#ifndef DV_EMU
     unsigned addr = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(addr), "l"(gmem) : "memory");
-#else
-    memcpy(smem, gmem, 16);
-#endif
 }
-__device__ __forceinline__ void dv_cp_async_commit() {
-#ifndef DV_EMU
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
+__device__ __forceinline__ void dv_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's most recently committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void dv_cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 // Waits for every cp.async of this thread (committed or not); other threads' copies need a
 // barrier after it.
-__device__ __forceinline__ void dv_cp_async_wait_all() {
-#ifndef DV_EMU
-    asm volatile("cp.async.wait_all;" ::: "memory");
+__device__ __forceinline__ void dv_cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ __forceinline__ float dv_lds_f32(const float* p) { return *p; }
+__device__ __forceinline__ float2 dv_lds_f32x2(const float* p) { return *reinterpret_cast<const float2*>(p); }
 #endif
-}

@@ -235,3 +235,26 @@ fn fresh_allocations_hold_nan() {
     assert!(download_f32(&dev, p, 3).iter().all(|v| v.is_nan()));
     dev.free(p);
 }
+
+/// The cp.async emulation (kernels/tensorcore.cuh) lands copies as late as the hardware may:
+/// a correct wait + barrier reads the data; a read before the thread's wait, a read of another
+/// thread's copy without the barrier after its wait, and a read of a stage that wait_group left
+/// in flight are each refused with the call site, under every schedule.
+#[test]
+fn cp_async_reads_before_their_wait_are_refused() {
+    let src: Vec<f32> = (0..128).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let want: Vec<f32> = (0..128).map(|i| src[(i + 4) % 128]).collect();
+    for s in Schedule::ALL {
+        let dev = EmuDevice::with_schedule(s);
+        let (ps, po) = (upload_f32(&dev, &src), dev.alloc(128 * 4).unwrap());
+        let run = |mode: i32| dev.launch("emutest_cp_async_f32", LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 }, &[Arg::Ptr(ps), Arg::Ptr(po), Arg::I32(mode)]);
+        run(0).unwrap();
+        assert_eq!(download_f32(&dev, po, 128), want, "{s:?}");
+        for mode in [1, 2, 3] {
+            let msg = run(mode).unwrap_err().to_string();
+            assert!(msg.contains("has not landed") && msg.contains("emutest.cu"), "{s:?} mode {mode}: {msg}");
+        }
+        dev.free(ps);
+        dev.free(po);
+    }
+}

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{assert_close, seeded};
+use common::{assert_close, assert_close_each, rel_rms, seeded};
 use deepviz::backend::cuda::conv::BackwardData;
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
-use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom};
+use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom, Precision};
 use deepviz::device::{Device, DevicePtr};
 
 use common::devices;
@@ -435,37 +435,7 @@ fn linear_forward_and_backward() {
 /// f64 direct convolution, NCHW / OIHW: (y before bias and act, gx, gw) for seeds gy.
 #[allow(clippy::type_complexity)]
 fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (oh, ow) = s.out_hw(g).unwrap();
-    let (cg, og) = (s.c / g.groups, s.cout / g.groups);
-    let mut y = vec![0f64; s.n * s.cout * oh * ow];
-    let mut gx = vec![0f64; x.len()];
-    let mut gw = vec![0f64; w.len()];
-    for i in 0..s.n {
-        for oc in 0..s.cout {
-            let grp = oc / og;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = ((i * s.cout + oc) * oh + oy) * ow + ox;
-                    for ci in 0..cg {
-                        for ky in 0..s.kh {
-                            for kx in 0..s.kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[2] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xi = ((i * s.c + grp * cg + ci) * s.h + iy as usize) * s.w + ix as usize;
-                                let wi = ((oc * cg + ci) * s.kh + ky) * s.kw + kx;
-                                y[o] += x[xi] as f64 * w[wi] as f64;
-                                gx[xi] += gy[o] as f64 * w[wi] as f64;
-                                gw[wi] += gy[o] as f64 * x[xi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let [(y, _, _), (gx, _, _), (gw, _, _)] = conv_ref_terms(x, w, gy, s, g);
     (y, gx, gw)
 }
 
@@ -511,12 +481,12 @@ fn conv_forward_backward_all_paths() {
             let (xp, wo, wpk, bp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &w), out(d, wl), put(d, &b));
             cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
             let y = out(d, want_y.len());
-            cuda::conv::forward(d, xp, wpk, Some(bp), y, &s, &g, act).unwrap();
+            cuda::conv::forward(d, Precision::F32, xp, wpk, Some(bp), y, &s, &g, act).unwrap();
             let got = to_nchw(&get(d, y, want_y.len()), s.n, s.cout, oh * ow);
             assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
 
             let (gyp, gxp, gwk, gwo, gb) = (put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)), out(d, x.len()), out(d, wl), out(d, wl), out(d, s.cout));
-            cuda::conv::backward_data(d, gyp, wpk, gxp, &s, &g).unwrap();
+            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g).unwrap();
             let got = to_nchw(&get(d, gxp, x.len()), s.n, s.c, s.h * s.w);
             assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
             // every version that applies, not only the one the engine picks
@@ -574,24 +544,182 @@ fn conv_fused_residual_activation_and_concat_slices() {
             cuda::conv::repack_weight(d, wo2, wk2, s.cout, cg, s.kh, s.kw).unwrap();
 
             let y = out(d, pix * s.cout);
-            cuda::conv::forward_fused(d, xp, wk1, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
             let got = to_nchw(&get(d, y, pix * s.cout), s.n, s.cout, oh * ow);
             assert_close(&format!("{what}.residual"), &got, &f32s(&want), 1e-5, 1e-4);
 
             // separately: A = conv(w1) + bias, B = act(conv(w2) + residual)
             let (ya, yb) = (out(d, pix * s.cout), out(d, pix * s.cout));
-            cuda::conv::forward(d, xp, wk1, Some(bp), ya, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, xp, wk2, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward(d, Precision::F32, xp, wk1, Some(bp), ya, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
             let (ya, yb) = (get(d, ya, pix * s.cout), get(d, yb, pix * s.cout));
             // into adjacent slices of one tensor
             let cat = put(d, &vec![SENTINEL; pix * stride]);
-            cuda::conv::forward_fused(d, xp, wk1, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, xp, wk2, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
             let want_cat: Vec<f32> = (0..pix).flat_map(|p| ya[p * s.cout..(p + 1) * s.cout].iter().chain(&yb[p * s.cout..(p + 1) * s.cout]).copied().chain([SENTINEL])).collect();
             assert_close(&format!("{what}.concat"), &get(d, cat, pix * stride), &want_cat, 0.0, 0.0);
 
-            let err = cuda::conv::forward_fused(d, xp, wk1, None, None, cat, stride, s.cout + 2, &s, &g, None);
+            let err = cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, None, cat, stride, s.cout + 2, &s, &g, None);
             assert!(err.is_err(), "{what}: a slice past the row must be refused");
+        }
+    }
+}
+
+/// f64 direct convolution: for each element of y (before bias and act), gx and gw (for seeds
+/// gy) the sum, Σ (a·b)² and Σ |a·b| over its products — the last two for the rounding bound
+/// of the tensor-core tests.
+#[allow(clippy::type_complexity)]
+fn conv_ref_terms(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> [(Vec<f64>, Vec<f64>, Vec<f64>); 3] {
+    let (oh, ow) = s.out_hw(g).unwrap();
+    let (cg, og) = (s.c / g.groups, s.cout / g.groups);
+    let ny = s.n * s.cout * oh * ow;
+    let (mut y, mut ysq, mut yabs) = (vec![0f64; ny], vec![0f64; ny], vec![0f64; ny]);
+    let (mut gx, mut gsq, mut gabs) = (vec![0f64; x.len()], vec![0f64; x.len()], vec![0f64; x.len()]);
+    let (mut gw, mut wsq, mut wabs) = (vec![0f64; w.len()], vec![0f64; w.len()], vec![0f64; w.len()]);
+    for i in 0..s.n {
+        for oc in 0..s.cout {
+            let grp = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = ((i * s.cout + oc) * oh + oy) * ow + ox;
+                    for ci in 0..cg {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[2] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xi = ((i * s.c + grp * cg + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                let wi = ((oc * cg + ci) * s.kh + ky) * s.kw + kx;
+                                let (p, q) = (x[xi] as f64 * w[wi] as f64, gy[o] as f64 * w[wi] as f64);
+                                y[o] += p;
+                                ysq[o] += p * p;
+                                yabs[o] += p.abs();
+                                gx[xi] += q;
+                                gsq[xi] += q * q;
+                                gabs[xi] += q.abs();
+                                let r = gy[o] as f64 * x[xi] as f64;
+                                gw[wi] += r;
+                                wsq[wi] += r * r;
+                                wabs[wi] += r.abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [(y, ysq, yabs), (gx, gsq, gabs), (gw, wsq, wabs)]
+}
+
+/// The rounding bound of a tensor-core result, per element. Each product of two operands
+/// rounded to `mantissa` bits is off by at most eps = 2^-mantissa of itself (two roundings of
+/// half an ulp each); these errors are independent and centred, so their sum has a standard
+/// deviation of about eps/√3 · sqrt(Σ (a·b)²), and 4·eps·sqrt(Σ (a·b)²) is ~7 of them: the
+/// "sqrt(K)·eps·|a||b|" bound, which a wrong or missing tap (an error of a whole term, ~1/√K
+/// of sqrt(Σ (a·b)²)) exceeds. Plus the f32 accumulation's worst case K·2^-24·Σ|a·b|, and
+/// `lip` for the activation after it (hard-swish's slope reaches 1.5).
+fn tc_bound(mantissa: i32, sq: &[f64], abs: &[f64], k: usize, lip: f64) -> Vec<f32> {
+    let eps = 2f64.powi(-mantissa);
+    sq.iter().zip(abs).map(|(&q, &a)| (lip * (4.0 * eps * q.sqrt() + k as f64 * 2f64.powi(-24) * a) + 1e-6) as f32).collect()
+}
+
+/// The tensor-core convolutions (TF32, BF16; forward with the whole fused epilogue, backward
+/// data by stride phases) against the f64 reference within [`tc_bound`], on zoo-like shapes:
+/// 3x3 stride 1 and 2, 1x1 stride 1 and 2, a 7x7 stride-2 first layer with 3 channels (the
+/// element-by-element staging path), odd channel counts (ragged tiles), several M blocks, a
+/// dilated grouped conv. The results must also differ from f32 (the operands were rounded).
+#[test]
+fn conv_tensor_cores_within_format_tolerance() {
+    let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
+    let cases = [
+        ("3x3_s1", ConvShape { n: 2, h: 9, w: 11, c: 32, cout: 70, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1), Act::Relu),
+        ("1x1_s1", ConvShape { n: 3, h: 7, w: 13, c: 64, cout: 40, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], [1, 1], 1), Act::Silu),
+        ("3x3_s2", ConvShape { n: 2, h: 13, w: 11, c: 36, cout: 64, kh: 3, kw: 3 }, geom([2, 2], [1, 1, 1, 1], [1, 1], 1), Act::Relu),
+        ("rgb_7x7_s2", ConvShape { n: 2, h: 17, w: 15, c: 3, cout: 64, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Act::Relu),
+        ("1x1_s2_odd", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 17, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), Act::Relu6),
+        ("3x3_dil2_grouped", ConvShape { n: 2, h: 9, w: 10, c: 16, cout: 24, kh: 3, kw: 3 }, geom([1, 1], [2, 1, 2, 2], [2, 2], 2), Act::HardSwish),
+    ];
+    for (what, s, g, act) in cases {
+        let (oh, ow) = s.out_hw(&g).unwrap();
+        let (cg, og, pix) = (s.c / g.groups, s.cout / g.groups, s.n * oh * ow);
+        let x = seeded(70, s.n * s.c * s.h * s.w);
+        let w = seeded(71, s.cout * cg * s.kh * s.kw);
+        let b = seeded(72, s.cout);
+        let res = seeded(73, pix * s.cout); // NCHW
+        let gy = seeded(74, pix * s.cout);
+        let [(y0, ysq, yabs), (gx, gsq, gabs), _] = conv_ref_terms(&x, &w, &gy, &s, &g);
+        let pre: Vec<f64> = y0.iter().enumerate().map(|(i, &v)| v + b[i / (oh * ow) % s.cout] as f64 + res[i] as f64).collect();
+        let want_y: Vec<f32> = to_nhwc(&f32s(&pre.iter().map(|&v| act_ref(v, act)).collect::<Vec<_>>()), s.n, s.cout, oh * ow);
+        // NHWC like the device's output; pre-activation magnitude for the adds' rounding
+        let y_terms = |v: &[f64]| to_nhwc(&f32s(v), s.n, s.cout, oh * ow).iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let (ysq, yabs, pre_n) = (y_terms(&ysq), y_terms(&yabs), y_terms(&pre));
+        // the output goes into channels [1, 1 + cout) of rows of cout + 3, the rest untouched
+        let stride = s.cout + 3;
+        const SENTINEL: f32 = -3.5;
+        for dev in devices() {
+            let d = dev.as_ref();
+            let (xp, wo, wpk, bp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &w), out(d, w.len()), put(d, &b));
+            cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
+            let (rp, gyp) = (put(d, &to_nhwc(&res, s.n, s.cout, oh * ow)), put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)));
+            for (prec, mantissa) in [(Precision::Tf32, 10), (Precision::Bf16, 7)] {
+                let what = format!("{}.conv_tc_{what}.{prec}", d.name());
+                let y = put(d, &vec![SENTINEL; pix * stride]);
+                cuda::conv::forward_fused(d, prec, xp, wpk, Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act)).unwrap();
+                let all = get(d, y, pix * stride);
+                let got: Vec<f32> = (0..pix).flat_map(|p| all[p * stride + 1..p * stride + 1 + s.cout].to_vec()).collect();
+                let spare: Vec<f32> = (0..pix).flat_map(|p| [all[p * stride], all[p * stride + stride - 2], all[p * stride + stride - 1]]).collect();
+                assert_close(&format!("{what}.fwd.untouched_channels"), &spare, &vec![SENTINEL; 3 * pix], 0.0, 0.0);
+                let k = s.kh * s.kw * cg;
+                let mut tol = tc_bound(mantissa, &ysq, &yabs, k, 1.5);
+                tol.iter_mut().zip(&pre_n).for_each(|(t, &p)| *t += 1.5 * 2f32.powi(-22) * p.abs() as f32);
+                assert_close_each(&format!("{what}.fwd"), &got, &want_y, &tol);
+                assert!(rel_rms(&got, &want_y) > 1e-6, "{what}.fwd: equal to f32 to {:.1e}: were the operands rounded?", rel_rms(&got, &want_y));
+
+                let v = BackwardData::TensorCore(prec);
+                let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g).unwrap();
+                let got = to_nchw(&get(d, fresh, x.len()), s.n, s.c, s.h * s.w);
+                let taps_k = s.kh * s.kw * og;
+                assert_close_each(&format!("{what}.bwd_data"), &got, &f32s(&gx), &tc_bound(mantissa, &gsq, &gabs, taps_k, 1.0));
+                assert!(rel_rms(&got, &f32s(&gx)) > 1e-6, "{what}.bwd_data: equal to f32: were the operands rounded?");
+                if cg > 4 {
+                    assert_eq!(cuda::conv::backward_data_version(&s, &g, prec), v, "{what}: the engine's choice");
+                }
+                d.free(y);
+                d.free(fresh);
+            }
+            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32), gyp, wpk, xp, &s, &g).is_err());
+            for p in [xp, wo, wpk, bp, rp, gyp] {
+                d.free(p);
+            }
+        }
+    }
+}
+
+/// The conv kernels index in 32 bits: a convolution with a tensor of 2^31 elements or more is
+/// refused before anything is launched, naming the tensor; one just below runs the check clean.
+#[test]
+fn conv_refuses_tensors_past_int32() {
+    let g = Conv2dGeom { stride: [1, 1], pad: [1, 1, 1, 1], dilation: [1, 1], groups: 1 };
+    let big = ConvShape { n: 1 << 14, h: 256, w: 256, c: 64, cout: 64, kh: 3, kw: 3 }; // x: 2^36 elements
+    let err = cuda::conv::check_i32(&big, &g, 256, 256, 64).unwrap_err().to_string();
+    assert!(err.contains("input") && err.contains("32 bits"), "{err}");
+    let wide = ConvShape { n: 1, h: 256, w: 256, c: 64, cout: 64, kh: 3, kw: 3 };
+    let err = cuda::conv::check_i32(&wide, &g, 256, 256, 1 << 16).unwrap_err().to_string(); // y rows of 2^16 channels
+    assert!(err.contains("output"), "{err}");
+    let ok = ConvShape { n: 127, h: 256, w: 256, c: 64, cout: 64, kh: 3, kw: 3 }; // 2^31 - 2^24 elements
+    cuda::conv::check_i32(&ok, &g, 256, 256, 64).unwrap();
+    for dev in devices() {
+        let d = dev.as_ref();
+        let p = DevicePtr(0);
+        for prec in Precision::ALL {
+            let e = cuda::conv::forward(d, prec, p, p, None, p, &big, &g, None).unwrap_err();
+            assert!(e.to_string().contains("32 bits"), "{e}");
+            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g).unwrap_err();
+            assert!(e.to_string().contains("32 bits"), "{e}");
         }
     }
 }

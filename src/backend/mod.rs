@@ -159,6 +159,44 @@ pub fn reduced_shape(x: &[usize], axes: &[usize]) -> crate::Result<Vec<usize>> {
     Ok(x.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect())
 }
 
+/// The arithmetic of the GPU engine's convolutions (forward and backward data): exact f32 on
+/// plain cores, or tensor cores with operands rounded to TF32 (10 mantissa bits) or BF16 (7),
+/// always accumulating in f32. Parsed from `fp32`, `tf32`, `bf16`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F32,
+    Tf32,
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Tf32, Precision::Bf16];
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| crate::Error::InvalidArgument(format!("unknown precision `{s}`; known: fp32, tf32, bf16")))
+    }
+}
+
 /// Elementwise activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {

@@ -49,6 +49,40 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     }
 }
 
+/// [`assert_close`] with a tolerance per element: `|got[i] - want[i]| <= tol[i]`.
+pub fn assert_close_each(what: &str, got: &[f32], want: &[f32], tol: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} but expected {}", got.len(), want.len());
+    assert_eq!(tol.len(), want.len(), "{what}: {} tolerances for {} elements", tol.len(), want.len());
+    let mut fails = 0usize;
+    let mut worst: Option<(usize, f32)> = None; // (index, |diff| / tol; inf for NaN)
+    for (i, ((&g, &w), &t)) in got.iter().zip(want).zip(tol).enumerate() {
+        let r = (g - w).abs() / t;
+        let r = if r.is_nan() { f32::INFINITY } else { r };
+        if r > 1.0 {
+            fails += 1;
+        }
+        if worst.map_or(true, |(_, e)| r > e) {
+            worst = Some((i, r));
+        }
+    }
+    if let Some((i, r)) = worst.filter(|&(_, r)| r > 1.0) {
+        let dumped = dump(what, got, want);
+        panic!(
+            "{what}: {fails} of {} elements differ beyond their tolerance; worst at index {i}: got {} want {} \
+             (|diff| {}, {r:.2}x its tolerance {}); rel_rms {:.3e}; {dumped}",
+            got.len(),
+            got[i],
+            want[i],
+            (got[i] - want[i]).abs(),
+            tol[i],
+            rel_rms(got, want),
+        );
+    }
+    if let Some((_, r)) = worst {
+        eprintln!("{what}: worst |diff| is {r:.3} of its tolerance, rel_rms {:.2e}", rel_rms(got, want));
+    }
+}
+
 fn dump(what: &str, got: &[f32], want: &[f32]) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("test-failures");
     let name: String = what.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();

@@ -114,7 +114,31 @@ extern "C" __global__ void emutest_shfl_deadlock_f32(float* y, long long n) {
     if (threadIdx.x < n) y[threadIdx.x] = v;
 }
 
-DV_REGISTER_KERNELS(emutest_block_sum_f32, emutest_block_sum_nobarrier_f32, emutest_warp_ops_f32, emutest_atomics,
+// ---- cp.async (kernels/tensorcore.cuh): one block of 32 threads; thread t copies 16 bytes of
+// src into shared memory and writes out[4t .. 4t+3] from its neighbour's (t+1) chunk. `mode`:
+//   0 correct: commit, a barrier, wait_group<0>, __syncthreads, read
+//   1 reads before any wait (the emulator must refuse)
+//   2 waits for its own copy only, no barrier after the wait: the neighbour's may be in flight
+//   3 two stages: wait_group<1> lands stage 0 (read correctly), stage 1 read without a wait
+#include "tensorcore.cuh"
+extern "C" __global__ void emutest_cp_async_f32(const float* src, float* out, int mode) {
+    __shared__ __align__(16) float smem_stage[2][32 * 4];
+    int t = threadIdx.x, nb = (t + 1) % 32;
+    dv_cp_async_16(&smem_stage[0][4 * t], src + 4 * t);
+    dv_cp_async_commit();
+    if (mode == 3) {
+        dv_cp_async_16(&smem_stage[1][4 * t], src + 4 * t);
+        dv_cp_async_commit();
+    }
+    __syncthreads();  // every copy issued before anyone reads
+    if (mode == 0 || mode == 2) dv_cp_async_wait_group<0>();
+    if (mode == 3) dv_cp_async_wait_group<1>();
+    if (mode == 0 || mode == 3) __syncthreads();
+    for (int i = 0; i < 4; ++i) out[4 * t + i] = dv_lds_f32(&smem_stage[0][4 * nb + i]);
+    if (mode == 3) out[4 * t] = dv_lds_f32(&smem_stage[1][4 * nb]);
+}
+
+DV_REGISTER_KERNELS(emutest_cp_async_f32, emutest_block_sum_f32, emutest_block_sum_nobarrier_f32, emutest_warp_ops_f32, emutest_atomics,
                     emutest_dyn_reverse_f32, emutest_transpose_f32, emutest_count_pairs_f32,
                     emutest_read_past_end_f32, emutest_write_past_end_f32,
                     emutest_write_before_start_f32, emutest_divergent_barrier_f32, emutest_shfl_deadlock_f32)

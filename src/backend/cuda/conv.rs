@@ -5,9 +5,14 @@
 //! gradient is [`super::reduce::channel_sum`] over gy (`batch` 1, `rows` n*oh*ow, `c` cout).
 //! The forward pass fuses bias, residual add, activation and a channel-slice store
 //! ([`forward_fused`]).
+//!
+//! [`Precision`] picks the arithmetic of the forward and backward-data GEMMs: f32 on plain cores
+//! (`kernels/conv.cu`, exact) or tensor cores with TF32 / BF16 operands and f32 accumulation
+//! (`kernels/conv_tc.cu`). Every conv kernel indexes in 32 bits: [`check_i32`] refuses, before
+//! any launch, a convolution whose tensors have 2^31 elements or more.
 
-use super::{act_code, grid_stride, launch, len, opt_ptr, ptr};
-use crate::backend::{Act, Conv2dGeom};
+use super::{act_code, grid_stride, launch, opt_ptr, ptr};
+use crate::backend::{Act, Conv2dGeom, Precision};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::{Error, Result};
 
@@ -22,6 +27,10 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("dwconv2d", "bwd_filter"),
     ("conv2d", "repack_weight"),
     ("conv2d", "unpack_weight"),
+    ("conv2d", "fwd_tf32"),
+    ("conv2d", "fwd_bf16"),
+    ("conv2d", "bwd_data_tf32"),
+    ("conv2d", "bwd_data_bf16"),
 ];
 
 /// Block tile of the implicit GEMM (`TILE_M`, `TILE_N`, `THREADS` in conv.cu).
@@ -29,6 +38,13 @@ const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const TILE_K: usize = 16;
 const THREADS: u32 = 256;
+/// Block tile of the tensor-core GEMMs (`TC_M`, `TC_N`, `TC_K`, `TC_THREADS`, `TC_SMEM_BYTES`
+/// in conv_tc.cu): 3 stages of a 128 x 36 A slice and a 32 x 72 B slice, f32.
+const TC_M: usize = 128;
+const TC_N: usize = 64;
+const TC_K: usize = 32;
+const TC_THREADS: u32 = 256;
+const TC_SMEM_BYTES: u32 = 3 * (128 * 36 + 32 * 72) * 4;
 /// Most input channels per group of `conv2d_bwd_data_direct_f32` (`DIRECT_CG` in conv.cu).
 const DIRECT_CG: usize = 4;
 /// Channels per block and rows of threads of `dwconv2d_bwd_filter_f32` (`DW_*` in conv.cu).
@@ -66,10 +82,39 @@ impl ConvShape {
     }
 }
 
-/// `DV_CONV_PARAMS` of conv.cu: n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups.
+/// The conv kernels index in 32 bits (kernels/conv.cuh): every tensor a launch touches (x, y
+/// with its row stride, the weight) and every coordinate must stay below 2^31. An error naming
+/// the tensor otherwise.
+pub fn check_i32(s: &ConvShape, g: &Conv2dGeom, oh: usize, ow: usize, y_stride: usize) -> Result<()> {
+    let tensors = [
+        ("input", [s.n, s.h, s.w, s.c]),
+        ("output", [s.n, oh, ow, y_stride.max(s.cout)]),
+        ("weight", [s.kh, s.kw, s.c / g.groups.max(1), s.cout]),
+        // the farthest coordinate a window reaches, padding and dilation included
+        ("padded input", [1, 1, s.h.max(s.w) + g.pad.iter().sum::<usize>() + (s.kh.max(s.kw) + 1) * g.dilation[0].max(g.dilation[1]), g.stride[0].max(g.stride[1])]),
+    ];
+    for (what, dims) in tensors {
+        let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n.map_or(true, |n| n > i32::MAX as usize) {
+            return Err(Error::Unsupported(format!(
+                "conv2d: the {what} {dims:?} has {} elements; the GPU conv kernels index in 32 bits (at most {}); split the batch",
+                n.map_or("more than 2^64".to_string(), |n| n.to_string()),
+                i32::MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A conv kernel's `int` argument (sizes checked by [`check_i32`]).
+fn int(n: usize) -> Arg {
+    Arg::I32(n as i32)
+}
+
+/// `DV_CONV_PARAMS` of conv.cuh: n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups.
 fn conv_args(s: &ConvShape, g: &Conv2dGeom, oh: usize, ow: usize) -> [Arg; 16] {
     [s.n, s.h, s.w, s.c, oh, ow, s.cout, s.kh, s.kw, g.stride[0], g.stride[1], g.pad[0], g.pad[2], g.dilation[0], g.dilation[1], g.groups]
-        .map(len)
+        .map(int)
 }
 
 /// Multiply-adds an implicit-GEMM launch over `[m, n]` with reduction `k` per group performs:
@@ -93,10 +138,25 @@ fn gemm_cfg(m: usize, n: usize, groups: usize) -> LaunchConfig {
     }
 }
 
-/// y `[n, oh, ow, cout]` = act(conv(x, w) + bias).
+/// The tensor-core GEMMs' grid for an `[m, n]` product per grid.z slice.
+fn tc_cfg(m: usize, n: usize, z: usize) -> LaunchConfig {
+    LaunchConfig { grid: [m.div_ceil(TC_M).max(1) as u32, n.div_ceil(TC_N).max(1) as u32, z.max(1) as u32], block: [TC_THREADS, 1, 1], shared_bytes: TC_SMEM_BYTES }
+}
+
+/// Multiply-adds a tensor-core launch performs (whole TC_M x TC_N x TC_K tiles).
+fn tc_macs(m: usize, n: usize, k: usize, groups: usize) -> u64 {
+    (m.div_ceil(TC_M) * TC_M) as u64 * (n.div_ceil(TC_N) * TC_N) as u64 * (k.div_ceil(TC_K) * TC_K) as u64 * groups as u64
+}
+
+/// The variant suffix of a tensor-core kernel (`conv2d_fwd_tf32_f32`, ...).
+fn tc_variant(base: &str, p: Precision) -> String {
+    format!("{base}_{}", p.name())
+}
+
+/// y `[n, oh, ow, cout]` = act(conv(x, w) + bias), in the arithmetic `prec` names.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(dev: &dyn Device, x: DevicePtr, wp: DevicePtr, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
-    forward_fused(dev, x, wp, bias, None, y, s.cout, 0, s, g, act)
+pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
+    forward_fused(dev, prec, x, wp, bias, None, y, s.cout, 0, s, g, act)
 }
 
 /// The forward conv with its whole epilogue fused: act(conv(x, w) + bias + residual), written
@@ -107,9 +167,13 @@ pub fn forward(dev: &dyn Device, x: DevicePtr, wp: DevicePtr, bias: Option<Devic
 /// and is added before the activation, as in a ResNet block's `relu(conv(x) + identity)`. It may
 /// be y itself only when the slice is the whole tensor (`y_stride == cout`, `y_off == 0`). The
 /// channels of y outside the slice are left as they were.
+///
+/// `prec` other than f32 runs the tensor-core kernel (depthwise convolutions stay on the
+/// direct f32 kernel: they have no GEMM to speak of).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_fused(
     dev: &dyn Device,
+    prec: Precision,
     x: DevicePtr,
     wp: DevicePtr,
     bias: Option<DevicePtr>,
@@ -128,9 +192,10 @@ pub fn forward_fused(
             y_off + s.cout
         )));
     }
+    check_i32(s, g, oh, ow, y_stride)?;
     let mut args = vec![ptr(x), ptr(wp), opt_ptr(bias), opt_ptr(residual), ptr(y)];
     args.extend(conv_args(s, g, oh, ow));
-    args.extend([len(y_stride), len(y_off), Arg::I32(act_code(act))]);
+    args.extend([int(y_stride), int(y_off), Arg::I32(act_code(act))]);
     let useful = conv_macs(s, g, oh, ow);
     if s.depthwise(g) {
         dev.account("dwconv2d_fwd", useful, useful);
@@ -139,6 +204,14 @@ pub fn forward_fused(
         // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
         // the n*oh*ow rows of y (checked above to fit its y_stride).
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
+    } else if prec != Precision::F32 {
+        let (m, og, k) = (s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
+        dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
+        // SAFETY: `conv2d_fwd_{tf32,bf16}_f32(same signature as conv2d_fwd_f32)`; the grid
+        // covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, TC_SMEM_BYTES of
+        // dynamic shared memory; every in-range (m, o) is stored once, by the lane holding it in
+        // the C fragment, at y[m * y_stride + y_off + g * og + o].
+        launch(dev, "conv2d", &tc_variant("fwd", prec), tc_cfg(m, og, g.groups), &args)
     } else {
         dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
         // SAFETY: `conv2d_fwd_f32(same signature)`; the grid covers M = n*oh*ow by
@@ -159,19 +232,32 @@ pub enum BackwardData {
     Phased,
     /// v3: the direct gather for few input channels (`conv2d_bwd_data_direct`)
     Direct,
+    /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}`); stride 1
+    /// or dilation 1
+    TensorCore(Precision),
 }
 
-/// The version the engine runs for this convolution: the one place it is chosen.
-pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom) -> BackwardData {
+/// The version the engine runs for this convolution in the arithmetic `prec` names: the one
+/// place it is chosen. (A first layer's few input channels stay on the f32 gather, where a
+/// 64-channel tile would be almost all padding.)
+pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> BackwardData {
     if s.depthwise(g) {
         BackwardData::Depthwise
     } else if s.c / g.groups <= DIRECT_CG {
         BackwardData::Direct
+    } else if prec != Precision::F32 && tc_backward_applies(g) {
+        BackwardData::TensorCore(prec)
     } else if (g.stride[0] > 1 || g.stride[1] > 1) && g.dilation == [1, 1] {
         BackwardData::Phased
     } else {
         BackwardData::Gemm
     }
+}
+
+/// Whether the tensor-core backward data takes this geometry: its phases need stride 1 or
+/// dilation 1.
+fn tc_backward_applies(g: &Conv2dGeom) -> bool {
+    g.stride == [1, 1] || g.dilation == [1, 1]
 }
 
 /// For one axis: Σ over input positions of the taps that reach an in-range output (what the
@@ -183,14 +269,32 @@ fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usiz
 }
 
 /// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`].
-pub fn backward_data(dev: &dyn Device, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
-    backward_data_as(dev, backward_data_version(s, g), gy, wp, gx, s, g)
+#[allow(clippy::too_many_arguments)]
+pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
+    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g)
+}
+
+/// The stride phases of the backward data: for each (ry, rx), the phase's (pixels per image,
+/// taps) — the shapes of its GEMM.
+fn phases(s: &ConvShape, g: &Conv2dGeom) -> Vec<(usize, usize)> {
+    let [sh, sw] = g.stride;
+    let mut v = vec![];
+    for ry in 0..sh {
+        for rx in 0..sw {
+            let (hy, wx) = (s.h.saturating_sub(ry).div_ceil(sh), s.w.saturating_sub(rx).div_ceil(sw));
+            let (ky0, kx0) = ((ry + g.pad[0]) % sh, (rx + g.pad[2]) % sw);
+            let (tky, tkx) = (s.kh.saturating_sub(ky0).div_ceil(sh), s.kw.saturating_sub(kx0).div_ceil(sw));
+            v.push((hy * wx, tky * tkx));
+        }
+    }
+    v
 }
 
 /// [`backward_data`] by a chosen version (the tests and benchmarks run each).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
+    check_i32(s, g, oh, ow, s.cout)?;
     let mut args = vec![ptr(gy), ptr(wp), ptr(gx)];
     args.extend(conv_args(s, g, oh, ow));
     let useful = conv_macs(s, g, oh, ow);
@@ -217,15 +321,7 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 return Err(Error::InvalidArgument("conv2d: the phased backward-data kernel needs dilation 1".into()));
             }
             let [sh, sw] = g.stride;
-            let mut executed = 0;
-            for ry in 0..sh {
-                for rx in 0..sw {
-                    let (hy, wx) = (s.h.saturating_sub(ry).div_ceil(sh), s.w.saturating_sub(rx).div_ceil(sw));
-                    let (ky0, kx0) = ((ry + g.pad[0]) % sh, (rx + g.pad[2]) % sw);
-                    let (tky, tkx) = (s.kh.saturating_sub(ky0).div_ceil(sh), s.kw.saturating_sub(kx0).div_ceil(sw));
-                    executed += gemm_macs(s.n * hy * wx, cg, tky * tkx * og, g.groups);
-                }
-            }
+            let executed = phases(s, g).iter().map(|&(pix, taps)| gemm_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_phased", executed, useful);
             let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
             cfg.grid[2] *= (sh * sw) as u32;
@@ -244,12 +340,27 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             // over every (input pixel, group) and writes its cg channels of gx.
             launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups), &args)
         }
+        BackwardData::TensorCore(prec) => {
+            if prec == Precision::F32 || !tc_backward_applies(g) {
+                return Err(Error::InvalidArgument(format!("conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {prec}) and stride 1 or dilation 1")));
+            }
+            let executed = phases(s, g).iter().map(|&(pix, taps)| tc_macs(s.n * pix, cg, taps * og, g.groups)).sum();
+            dev.account("conv2d_bwd_data_tc", executed, useful);
+            let [sh, sw] = g.stride;
+            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw);
+            // SAFETY: `conv2d_bwd_data_{tf32,bf16}_f32(same signature as conv2d_bwd_data_f32)`;
+            // grid.z runs over groups x stride phases, which partition the input pixels; each
+            // phase's grid covers its pixels by cg in TC_M x TC_N tiles (TC_SMEM_BYTES of dynamic
+            // shared memory), every in-range (pixel, ci) stored once (zeros where no tap reaches).
+            launch(dev, "conv2d", &tc_variant("bwd_data", prec), cfg, &args)
+        }
     }
 }
 
 /// gwp (KKIO) from x `[n, h, w, c]` and gy `[n, oh, ow, cout]`.
 pub fn backward_filter(dev: &dyn Device, x: DevicePtr, gy: DevicePtr, gwp: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
+    check_i32(s, g, oh, ow, s.cout)?;
     let mut args = vec![ptr(x), ptr(gy), ptr(gwp)];
     args.extend(conv_args(s, g, oh, ow));
     if s.depthwise(g) {
@@ -269,14 +380,21 @@ pub fn backward_filter(dev: &dyn Device, x: DevicePtr, gy: DevicePtr, gwp: Devic
 
 /// OIHW `[cout, cg, kh, kw]` -> KKIO `[kh, kw, cg, cout]` (wp must not alias w).
 pub fn repack_weight(dev: &dyn Device, w: DevicePtr, wp: DevicePtr, cout: usize, cg: usize, kh: usize, kw: usize) -> Result<()> {
-    // SAFETY: `conv2d_repack_weight_f32(const float* w, float* wp, long long cout, long long cg,
-    // long long kh, long long kw)`; the loop runs over every destination element.
-    launch(dev, "conv2d", "repack_weight", grid_stride(cout * cg * kh * kw), &[ptr(w), ptr(wp), len(cout), len(cg), len(kh), len(kw)])
+    check_weight_i32(cout, cg, kh, kw)?;
+    // SAFETY: `conv2d_repack_weight_f32(const float* w, float* wp, int cout, int cg, int kh,
+    // int kw)`; the loop runs over every destination element.
+    launch(dev, "conv2d", "repack_weight", grid_stride(cout * cg * kh * kw), &[ptr(w), ptr(wp), int(cout), int(cg), int(kh), int(kw)])
 }
 
 /// KKIO -> OIHW (w must not alias wp).
 pub fn unpack_weight(dev: &dyn Device, wp: DevicePtr, w: DevicePtr, cout: usize, cg: usize, kh: usize, kw: usize) -> Result<()> {
-    // SAFETY: `conv2d_unpack_weight_f32(const float* wp, float* w, long long cout, long long cg,
-    // long long kh, long long kw)`; the loop runs over every destination element.
-    launch(dev, "conv2d", "unpack_weight", grid_stride(cout * cg * kh * kw), &[ptr(wp), ptr(w), len(cout), len(cg), len(kh), len(kw)])
+    check_weight_i32(cout, cg, kh, kw)?;
+    // SAFETY: `conv2d_unpack_weight_f32(const float* wp, float* w, int cout, int cg, int kh,
+    // int kw)`; the loop runs over every destination element.
+    launch(dev, "conv2d", "unpack_weight", grid_stride(cout * cg * kh * kw), &[ptr(wp), ptr(w), int(cout), int(cg), int(kh), int(kw)])
+}
+
+fn check_weight_i32(cout: usize, cg: usize, kh: usize, kw: usize) -> Result<()> {
+    let s = ConvShape { n: 0, h: 0, w: 0, c: cg, cout, kh, kw };
+    check_i32(&s, &Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 }, 0, 0, 0)
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
-use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
+use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -125,12 +125,24 @@ fn permuted(s: &[usize]) -> bool {
 pub struct Gpu {
     dev: Arc<dyn Device>,
     pool: Arc<MemoryPool>,
+    precision: Precision,
 }
 
 impl Gpu {
     pub fn new(dev: Arc<dyn Device>) -> Self {
         let pool = Arc::new(MemoryPool { dev: dev.clone(), free: Mutex::new(HashMap::new()) });
-        Gpu { dev, pool }
+        Gpu { dev, pool, precision: Precision::F32 }
+    }
+
+    /// The same engine computing its convolutions (forward and backward data) in `p`: f32 (the
+    /// default, exact) or on tensor cores with TF32 / BF16 operands (see [`Precision`]).
+    pub fn with_precision(mut self, p: Precision) -> Self {
+        self.precision = p;
+        self
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The engine's caching allocator (to see or give back what it holds).
@@ -232,14 +244,14 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let (oh, ow) = s.out_hw(g)?;
         let y = self.new_tensor(&[n, s.cout, oh, ow])?;
-        conv::forward(self.device(), x.ptr(), w.ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
+        conv::forward(self.device(), self.precision, x.ptr(), w.ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
         Ok(y)
     }
     fn conv2d_backward_data(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom) -> Result<DTensor> {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        conv::backward_data(self.device(), gy.ptr(), w.ptr(), gx.ptr(), &s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g)?;
         Ok(gx)
     }
     fn linear(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>) -> Result<DTensor> {

@@ -12,7 +12,8 @@
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
-//!   activation, writing into a channel slice), weight repacking.
+//!   activation, writing into a channel slice), weight repacking; f32 (`conv.cu`) or tensor
+//!   cores (`conv_tc.cu`, TF32 / BF16) by [`crate::backend::Precision`].
 //! - `image.rs`: bilinear resize, (de)normalisation, roll, Gaussian blur.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //!

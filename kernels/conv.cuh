@@ -1,0 +1,64 @@
+// Shared by the convolution kernels (conv.cu: f32 on plain cores; conv_tc.cu: tensor cores):
+// the geometry parameters, the fused forward epilogue and the mixed-radix counter the implicit
+// GEMMs use instead of dividing in their loops.
+//
+// Index type: `int`. The launch code (src/backend/cuda/conv.rs, `check_i32`) refuses a
+// convolution any of whose tensors (x, y with its row stride, gy, gx, the weight) has 2^31 or
+// more elements, so every offset below fits; 32-bit arithmetic keeps the 64-bit division
+// routines (CALLs in the SASS) out, and the loops divide not at all: per-thread row
+// coordinates are decomposed once, and the reduction index advances as a DvIdx3 counter.
+#pragma once
+
+#include "common.cuh"
+
+// n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups (see conv_args in conv.rs)
+#define DV_CONV_PARAMS                                                                         \
+    int n, int h, int w, int c, int oh, int ow, int cout, int kh, int kw, int sh, int sw, int pt, \
+        int pl, int dh, int dw, int groups
+#define DV_CONV_INIT \
+    DvConv d = {n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups, c / groups, cout / groups}
+
+// Conv geometry, one struct so the loaders read the same names.
+struct DvConv {
+    int n, h, w, c, oh, ow, cout, kh, kw, sh, sw, pt, pl, dh, dw, groups, cg, og;
+};
+
+// A mixed-radix counter (a fastest, then b, then c): the (channel, tap x, tap y) of a reduction
+// index, or the (x, y, image) of a pixel index, moved forward without dividing. `step` of at
+// most a tile's depth costs at most step / da + 1 trips.
+struct DvIdx3 {
+    int a = 0, b = 0, c = 0;
+    __device__ __forceinline__ void step(int inc, int da, int db) {
+        a += inc;
+        while (a >= da) {
+            a -= da;
+            if (++b == db) b = 0, ++c;
+        }
+    }
+};
+
+// Stride phase p (of sh*sw) of the backward data (conv2d_bwd_data_phased_f32, conv_tc.cu): the
+// input pixels iy = ry + sh*qy, ix = rx + sw*qx (hy x wx of them per image) receive gradient only
+// through the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx (tky x tkx), ky0 = (ry + pt) mod sh; with
+// dilation 1, iy + pt - ky = sh*(by + qy - jy), so pixel q reads gy at oy = by + qy - jy.
+struct DvPhase {
+    int ry, rx, hy, wx, ky0, kx0, tky, tkx, by, bx;
+    __device__ __forceinline__ DvPhase(const DvConv& d, int p) {
+        ry = p / d.sw, rx = p % d.sw;
+        hy = ry < d.h ? (d.h - ry + d.sh - 1) / d.sh : 0, wx = rx < d.w ? (d.w - rx + d.sw - 1) / d.sw : 0;
+        ky0 = (ry + d.pt) % d.sh, kx0 = (rx + d.pl) % d.sw;
+        tky = ky0 < d.kh ? (d.kh - ky0 + d.sh - 1) / d.sh : 0, tkx = kx0 < d.kw ? (d.kw - kx0 + d.sw - 1) / d.sw : 0;
+        by = (ry + d.pt - ky0) / d.sh, bx = (rx + d.pl - kx0) / d.sw;
+    }
+};
+
+// The fused forward epilogue: output pixel m (of n*oh*ow), channel oc. The residual, when
+// present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
+// floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read
+// before y is written by the same thread, so it may be y itself when y_stride == cout, y_off == 0.
+__device__ __forceinline__ void dv_conv_store(float* y, const float* bias, const float* residual, int m, int oc,
+                                              int cout, int y_stride, int y_off, float v, int act) {
+    v += bias ? bias[oc] : 0.0f;
+    v += residual ? residual[m * cout + oc] : 0.0f;
+    y[m * y_stride + y_off + oc] = dv_act(v, act);
+}

@@ -1,0 +1,319 @@
+// Convolution on tensor cores: the forward and backward-data implicit GEMMs of conv.cu (same
+// NHWC activations, KKIO weights, fused forward epilogue), with operands rounded to TF32 or
+// BF16 and f32 accumulation. The engine picks them by `Precision` (src/backend/cuda/conv.rs);
+// f32 stays the exact path in conv.cu.
+//
+// Versions ({op}_{variant}_{dtype}; data stays f32 in memory, the variant names the mma):
+//   conv2d_fwd_tf32_f32 / conv2d_fwd_bf16_f32
+//       M = n*oh*ow, N = og, K = kh*kw*cg as (ci, kx, ky); B = the KKIO rows (n contiguous);
+//       epilogue: + bias + residual, activation, channel-slice store (dv_conv_store).
+//   conv2d_bwd_data_tf32_f32 / conv2d_bwd_data_bf16_f32
+//       conv.cu's phased backward data (v2) on tensor cores: grid.z = groups * sh*sw stride
+//       phases, each a dense GEMM over its own taps (M = its input pixels, N = cg,
+//       K = taps*og as (co, jx, jy)), so stride 2 multiplies no zeros; stride 1 is one phase
+//       and allows dilation. B = W^T per tap: stored [n][k] (co contiguous in KKIO).
+//
+// Tile configuration (CUTLASS's names), and why:
+//   threadblock 128 x 64 x 32 (TC_M, TC_N, TC_K), 8 warps as 4 x 2, warp tile 32 x 32:
+//       2 x 4 mma tiles per warp reuse each A fragment 4 times and each B fragment twice;
+//       N = 64 because most layers' N (cout, or cg going back) is a multiple of 64 and a
+//       128-wide N would idle half of every 64-channel layer.
+//   instruction m16n8k8 (tf32) / m16n8k16 (bf16), f32 accumulators: 32 per thread.
+//   TC_STAGES 3 cp.async stages, waited with cp.async.wait_group<1>: two K slices in flight
+//       while the third is multiplied; 3 x 27 KiB = 81 KiB of dynamic shared memory (opt-in
+//       above 48 KiB), 2 blocks per SM on sm_80/sm_90.
+//   Shared memory is padded, not swizzled: A rows are 36 floats (TC_K + 4), so the 8 row
+//       addresses of an ldmatrix phase start 4 banks apart and cover all 32 banks, and the bf16
+//       float2 fragment loads (4g + 2t) are conflict-free per half-warp; B [k][n] rows are
+//       72 floats for tf32 (t*72 + g: 32 distinct banks) and 68 for bf16 (2t*68 + g likewise);
+//       B [n][k] rows are 36 floats like A. Every row stays 16-byte aligned for cp.async.
+//   Operands are staged as f32 (16-byte cp.async straight from the tensors, no conversion
+//       pass) and rounded when fragments are built: cvt.rna.tf32 per element, cvt.rn.bf16x2
+//       per pair. tf32 A (and B [n][k]) fragments come by ldmatrix.x4 on the f32 rows (an 8x4
+//       f32 block is an 8x8 b16 matrix, and its lane mapping is the tf32 fragment's); bf16
+//       fragments pair adjacent k, read as float2 (dv_lds_f32x2).
+//   Ragged edges: a 16-byte chunk is copied only when whole and aligned (channels a multiple
+//       of 4 and a 16-byte aligned tensor); otherwise it is gathered element by element
+//       (first layers with 3 channels, odd channel counts), zeros outside the operands.
+#include "conv.cuh"
+#include "tensorcore.cuh"
+
+#define TC_M 128                          // block tile rows (pixels)
+#define TC_N 64                           // block tile columns (channels)
+#define TC_K 32                           // reduction slice per stage
+#define TC_STAGES 3                       // cp.async pipeline depth
+#define TC_WARPS_N 2                      // 4 x 2 warps of 32 x 32
+#define TC_THREADS 256
+#define SA_STRIDE (TC_K + 4)              // A [m][k] rows: ldmatrix conflict-free
+#define SB_KN_STRIDE(prec) (TC_N + ((prec) == DV_TF32 ? 8 : 4))  // B [k][n] rows (forward)
+#define SB_NK_STRIDE (TC_K + 4)           // B [n][k] rows (backward data)
+#define STAGE_FLOATS (TC_M * SA_STRIDE + TC_K * (TC_N + 8))  // >= TC_N * SB_NK_STRIDE too
+#define TC_SMEM_BYTES (TC_STAGES * STAGE_FLOATS * 4)          // 82944: conv.rs TC_SMEM_BYTES
+// Each thread stages 4 A chunks (rows CH_ROW + 32 i, k chunk CH_K) per slice; B [n][k] the same
+// way (2 rows), B [k][n] 2 chunks (k rows BKN_ROW + 16 i, n chunk BKN_COL).
+#define CH_K (threadIdx.x % (TC_K / 4))
+#define CH_ROW (threadIdx.x / (TC_K / 4))
+#define BKN_COL (threadIdx.x % (TC_N / 4))
+#define BKN_ROW (threadIdx.x / (TC_N / 4))
+
+enum DvPrec { DV_TF32 = 0, DV_BF16 = 1 };
+
+// Where the A operand comes from: A(m, k) = src[((img*src_h + y)*src_w + x)*src_c + ch_off + ch]
+// for m = (mx, my, img) over m_w x m_h and k = (ch, tx, ty) over k_c x k_w, with
+// y = my*y_mul + y_off + ty*dy and x = mx*x_mul + x_off + tx*dx; zero outside [0, src_h) x [0, src_w).
+struct DvGather {
+    const float* src;
+    int src_h, src_w, src_c, ch_off, m_w, m_h, y_mul, y_off, x_mul, x_off, k_c, k_w, dy, dx;
+};
+
+__device__ __forceinline__ bool dv_aligned16(const void* p) { return ((unsigned long long)p & 15) == 0; }
+
+template <int PREC, bool BWD>
+__device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, const DvConv& d, int g, int m_total,
+                                           int n_total, int k_total, int ky0, int kx0, const float* bias,
+                                           const float* residual, float* out, int y_stride, int y_off, int act,
+                                           int ry, int rx, int hy, int wx) {
+    DV_DYNAMIC_SHARED(float, smem);
+    int m0 = blockIdx.x * TC_M, n0 = blockIdx.y * TC_N;
+    if (m0 >= m_total || n0 >= n_total) return;  // uniform per block, before any barrier
+    const int sb_stride = BWD ? SB_NK_STRIDE : SB_KN_STRIDE(PREC);
+    int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane >> 2, tq = lane % 4;
+    int wm = (warp / TC_WARPS_N) * 32, wn = (warp % TC_WARPS_N) * 32;
+
+    // this thread's A rows: image offset (-1 past the end) and the window's corner
+    int img_h[4], y0[4], x0[4];
+    for (int i = 0; i < 4; ++i) {
+        int m = m0 + CH_ROW + 32 * i;
+        int mx = m % a.m_w, t = m / a.m_w, my = t % a.m_h;
+        img_h[i] = m < m_total ? t / a.m_h * a.src_h : -1;
+        y0[i] = my * a.y_mul + a.y_off, x0[i] = mx * a.x_mul + a.x_off;
+    }
+    bool vec_a = a.k_c % 4 == 0 && a.src_c % 4 == 0 && a.ch_off % 4 == 0 && dv_aligned16(a.src);
+    bool vec_b = d.og % 4 == 0 && d.cout % 4 == 0 && dv_aligned16(wp);
+    DvIdx3 kp;  // the reduction index of this thread's chunk, k0 + 4*CH_K, as (ch, tx, ty)
+    kp.step(4 * CH_K, a.k_c, a.k_w);
+
+    // Stage the slice at k0 into buffer s: cp.async for whole aligned chunks, else element by
+    // element (zeros outside). Advances kp by one slice.
+    auto stage = [&](int s, int k0) {
+        float* sa = smem + s * STAGE_FLOATS;
+        float* sb = sa + TC_M * SA_STRIDE;
+        int kc = k0 + 4 * CH_K;
+        auto a_elem = [&](int i, const DvIdx3& e) -> const float* {  // null: zero
+            int y = y0[i] + e.c * a.dy, x = x0[i] + e.b * a.dx;
+            if (img_h[i] < 0 || y < 0 || y >= a.src_h || x < 0 || x >= a.src_w) return nullptr;
+            return a.src + ((img_h[i] + y) * a.src_w + x) * a.src_c + a.ch_off + e.a;
+        };
+        for (int i = 0; i < 4; ++i) {
+            float* dst = sa + (CH_ROW + 32 * i) * SA_STRIDE + 4 * CH_K;
+            if (vec_a) {
+                const float* p = kc < k_total ? a_elem(i, kp) : nullptr;
+                if (p) dv_cp_async_16(dst, p);
+                else *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            } else {
+                DvIdx3 e = kp;
+                for (int j = 0; j < 4; ++j, e.step(1, a.k_c, a.k_w)) {
+                    const float* p = kc + j < k_total ? a_elem(i, e) : nullptr;
+                    dst[j] = p ? *p : 0.0f;
+                }
+            }
+        }
+        if (BWD) {  // B [n][k]: W^T of the phase's taps, co contiguous
+            auto b_elem = [&](int n, const DvIdx3& e) -> const float* {
+                int tap = (ky0 + d.sh * e.c) * d.kw + kx0 + d.sw * e.b;
+                return wp + (tap * d.cg + n) * d.cout + g * d.og + e.a;
+            };
+            for (int i = 0; i < 2; ++i) {
+                int n = n0 + CH_ROW + 32 * i;
+                float* dst = sb + (CH_ROW + 32 * i) * SB_NK_STRIDE + 4 * CH_K;
+                if (vec_b && n < n_total && kc < k_total) {
+                    dv_cp_async_16(dst, b_elem(n, kp));
+                } else {
+                    DvIdx3 e = kp;
+                    for (int j = 0; j < 4; ++j, e.step(1, a.k_c, a.k_w)) dst[j] = (n < n_total && kc + j < k_total) ? *b_elem(n, e) : 0.0f;
+                }
+            }
+        } else {  // B [k][n]: KKIO rows, cout contiguous
+            for (int i = 0; i < 2; ++i) {
+                int k = k0 + BKN_ROW + 16 * i, n = n0 + 4 * BKN_COL;
+                float* dst = sb + (BKN_ROW + 16 * i) * sb_stride + 4 * BKN_COL;
+                const float* p = wp + k * d.cout + g * d.og + n;
+                if (vec_b && k < k_total && n + 3 < n_total) {
+                    dv_cp_async_16(dst, p);
+                } else {
+                    for (int j = 0; j < 4; ++j) dst[j] = (k < k_total && n + j < n_total) ? p[j] : 0.0f;
+                }
+            }
+        }
+        kp.step(TC_K, a.k_c, a.k_w);
+    };
+
+    float acc[2][4][4];
+    #pragma unroll
+    for (int i = 0; i < 2; ++i)
+        #pragma unroll
+        for (int j = 0; j < 4; ++j)
+            #pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    // One slice on the tensor cores: warp tile 32 x 32 = 2 x 4 mma tiles.
+    auto compute = [&](int s) {
+        const float* sa = smem + s * STAGE_FLOATS + wm * SA_STRIDE;
+        const float* sb = smem + s * STAGE_FLOATS + TC_M * SA_STRIDE;
+        int j8 = lane / 8, r8 = lane % 8;  // ldmatrix: this lane's matrix and row
+        if (PREC == DV_TF32) {
+            #pragma unroll
+            for (int ks = 0; ks < TC_K; ks += 8) {
+                unsigned fa[2][4], fb[4][2];
+                #pragma unroll
+                for (int mt = 0; mt < 2; ++mt) {  // matrices: rows 0-7 | 8-15 x k 0-3 | 4-7
+                    dv_ldmatrix_x4(fa[mt], sa + (mt * 16 + (j8 & 1) * 8 + r8) * SA_STRIDE + ks + (j8 >> 1) * 4);
+                    #pragma unroll
+                    for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
+                }
+                if (BWD) {
+                    #pragma unroll
+                    for (int np = 0; np < 2; ++np) {  // matrices: n 0-7 | 8-15 (of the pair) x k 0-3 | 4-7
+                        unsigned r[4];
+                        dv_ldmatrix_x4(r, sb + (wn + np * 16 + (j8 >> 1) * 8 + r8) * SB_NK_STRIDE + ks + (j8 & 1) * 4);
+                        fb[2 * np][0] = r[0], fb[2 * np][1] = r[1], fb[2 * np + 1][0] = r[2], fb[2 * np + 1][1] = r[3];
+                    }
+                } else {
+                    #pragma unroll
+                    for (int nt = 0; nt < 4; ++nt) {
+                        const float* col = sb + wn + nt * 8 + gq;
+                        fb[nt][0] = __float_as_uint(dv_lds_f32(col + (ks + tq) * sb_stride));
+                        fb[nt][1] = __float_as_uint(dv_lds_f32(col + (ks + tq + 4) * sb_stride));
+                    }
+                }
+                #pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+                    #pragma unroll
+                    for (int r = 0; r < 2; ++r) fb[nt][r] = dv_cvt_rna_tf32(__uint_as_float(fb[nt][r]));
+                #pragma unroll
+                for (int mt = 0; mt < 2; ++mt)
+                    #pragma unroll
+                    for (int nt = 0; nt < 4; ++nt) dv_mma_m16n8k8_tf32_f32(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);
+            }
+        } else {
+            #pragma unroll
+            for (int ks = 0; ks < TC_K; ks += 16) {
+                unsigned fa[2][4], fb[4][2];
+                #pragma unroll
+                for (int mt = 0; mt < 2; ++mt)
+                    #pragma unroll
+                    for (int r = 0; r < 4; ++r) {  // a[r] = A[g + 8 (r & 1)][2t + 8 (r >> 1) .. +1]
+                        float2 v = dv_lds_f32x2(sa + (mt * 16 + gq + 8 * (r & 1)) * SA_STRIDE + ks + 2 * tq + 8 * (r >> 1));
+                        fa[mt][r] = dv_cvt_bf16x2(v.x, v.y);
+                    }
+                #pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+                    #pragma unroll
+                    for (int r = 0; r < 2; ++r) {  // b[r] = B[2t + 8r .. +1][g]
+                        int n = wn + nt * 8 + gq, k = ks + 2 * tq + 8 * r;
+                        if (BWD) {
+                            float2 v = dv_lds_f32x2(sb + n * SB_NK_STRIDE + k);
+                            fb[nt][r] = dv_cvt_bf16x2(v.x, v.y);
+                        } else {
+                            fb[nt][r] = dv_cvt_bf16x2(dv_lds_f32(sb + k * sb_stride + n), dv_lds_f32(sb + (k + 1) * sb_stride + n));
+                        }
+                    }
+                #pragma unroll
+                for (int mt = 0; mt < 2; ++mt)
+                    #pragma unroll
+                    for (int nt = 0; nt < 4; ++nt) dv_mma_m16n8k16_bf16_f32(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);
+            }
+        }
+    };
+
+    // The pipeline: TC_STAGES - 1 slices in flight ahead of the one being multiplied. Slice kt
+    // is group kt of every thread; after wait_group<TC_STAGES - 2> this thread's group kt has
+    // landed, and the barrier makes everyone's visible and frees the buffer of slice kt - 1.
+    int slices = (k_total + TC_K - 1) / TC_K;
+    for (int s = 0; s < TC_STAGES - 1; ++s) {
+        if (s < slices) stage(s, s * TC_K);
+        dv_cp_async_commit();
+    }
+    for (int kt = 0; kt < slices; ++kt) {
+        dv_cp_async_wait_group<TC_STAGES - 2>();
+        __syncthreads();
+        int next = kt + TC_STAGES - 1;
+        if (next < slices) stage(next % TC_STAGES, next * TC_K);
+        dv_cp_async_commit();  // possibly empty: keeps the group count in step
+        compute(kt % TC_STAGES);
+    }
+
+    // Epilogue: the C fragment's (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each mma tile.
+    #pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            int m = m0 + wm + mt * 16 + gq + 8 * h;
+            if (m >= m_total) continue;
+            int off = m;  // forward: the output pixel; backward: gx offset of phase pixel m
+            if (BWD) {
+                int qx = m % wx, t = m / wx, qy = t % hy, img = t / hy;
+                off = ((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg;
+            }
+            #pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+                #pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    int n = n0 + wn + nt * 8 + 2 * tq + e;
+                    if (n >= n_total) continue;
+                    float v = acc[mt][nt][2 * h + e];
+                    if (BWD) out[off + n] = v;
+                    else dv_conv_store(out, bias, residual, off, g * d.og + n, d.cout, y_stride, y_off, v, act);
+                }
+        }
+}
+
+// Arguments as conv2d_fwd_f32. Grid (ceil(n*oh*ow/TC_M), ceil(og/TC_N), groups), TC_THREADS
+// threads, TC_SMEM_BYTES of dynamic shared memory.
+template <int PREC>
+__device__ __forceinline__ void dv_conv_fwd_tc(const float* x, const float* wp, const float* bias, const float* residual,
+                                               float* y, const DvConv& d, int y_stride, int y_off, int act) {
+    int g = blockIdx.z;
+    DvGather a = {x, d.h, d.w, d.c, g * d.cg, d.ow, d.oh, d.sh, -d.pt, d.sw, -d.pl, d.cg, d.kw, d.dh, d.dw};
+    dv_conv_tc<PREC, false>(a, wp, d, g, d.n * d.oh * d.ow, d.og, d.kh * d.kw * d.cg, 0, 0, bias, residual, y, y_stride,
+                            y_off, act, 0, 0, 0, 0);
+}
+
+// Arguments as conv2d_bwd_data_f32. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TC_M), ceil(cg/TC_N),
+// groups*sh*sw); stride 1 or dilation 1 (checked by the launch code). Phase (ry, rx) as in
+// conv2d_bwd_data_phased_f32: input pixel (ry + sh*qy, rx + sw*qx) reads gy at
+// oy = by + qy - jy*dh through tap ky = ky0 + sh*jy.
+template <int PREC>
+__device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float* wp, float* gx, const DvConv& d) {
+    int phases = d.sh * d.sw, g = blockIdx.z / phases;
+    DvPhase p(d, blockIdx.z % phases);  // with stride 1: the whole input, every tap, by = pt
+    if (p.hy == 0 || p.wx == 0) return;  // uniform: an empty phase
+    DvGather a = {gy, d.oh, d.ow, d.cout, g * d.og, p.wx, p.hy, 1, p.by, 1, p.bx, d.og, p.tkx, -d.dh, -d.dw};
+    dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, nullptr, gx,
+                           0, 0, 0, p.ry, p.rx, p.hy, p.wx);
+}
+
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+conv2d_fwd_tf32_f32(const float* x, const float* wp, const float* bias, const float* residual, float* y, DV_CONV_PARAMS,
+                    int y_stride, int y_off, int act) {
+    DV_CONV_INIT;
+    dv_conv_fwd_tc<DV_TF32>(x, wp, bias, residual, y, d, y_stride, y_off, act);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+conv2d_fwd_bf16_f32(const float* x, const float* wp, const float* bias, const float* residual, float* y, DV_CONV_PARAMS,
+                    int y_stride, int y_off, int act) {
+    DV_CONV_INIT;
+    dv_conv_fwd_tc<DV_BF16>(x, wp, bias, residual, y, d, y_stride, y_off, act);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+conv2d_bwd_data_tf32_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+    DV_CONV_INIT;
+    dv_conv_bwd_data_tc<DV_TF32>(gy, wp, gx, d);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+conv2d_bwd_data_bf16_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+    DV_CONV_INIT;
+    dv_conv_bwd_data_tc<DV_BF16>(gy, wp, gx, d);
+}
+
+DV_REGISTER_KERNELS(conv2d_fwd_tf32_f32, conv2d_fwd_bf16_f32, conv2d_bwd_data_tf32_f32, conv2d_bwd_data_bf16_f32)
