@@ -1,11 +1,19 @@
-//! Single-precision GEMM at convolution-like shapes: the `gemm` crate against `matrixmultiply`.
-//! The engine calls one of them through `src/backend/cpu/gemm.rs`; this benchmark decides which.
+//! Single-precision GEMM at convolution-like shapes: the `gemm` crate, `matrixmultiply`, and the
+//! engine's own AVX-512 GEMM (`src/backend/cpu/gemm.rs`, with the left operand packed per call
+//! and packed ahead as the engine does for weights). The engine runs its own where AVX-512F is
+//! present and `matrixmultiply` elsewhere ("engine portable").
+//!
+//! 2026-12-03, the 2-core Sapphire Rapids dev machine (AVX-512, shared and loaded, so measured in
+//! GFLOP per CPU-second with `examples/gemm_probe.rs`, one thread): matrixmultiply 26-58, the
+//! AVX-512 GEMM with A packed ahead 54-71 at these shapes (its micro-kernel alone, data in
+//! cache: ~105, peak FMA throughput measured ~120-130).
 //!
 //! Run: `cargo bench --bench gemm`. `matrixmultiply` is built without its own thread pool
 //! (the engine threads it with rayon, see `src/backend/cpu/gemm.rs`), so it runs on one thread
-//! here and "engine sgemm" is the same crate split across rayon's threads.
+//! here and "engine portable" is the same crate split across rayon's threads.
 //!
-//! Results on the 2-core AMD EPYC (AVX-512) dev machine, run while it was otherwise idle
+//! Earlier results (when the engine used matrixmultiply everywhere), on the 2-core AMD EPYC
+//! (AVX-512) dev machine, run while it was otherwise idle
 //! (it is shared; under load the numbers halve), GFLOP/s from criterion's median times:
 //!
 //! | M x N x K          | gemm 1 thread | gemm rayon 2 | matrixmultiply 1 thread | engine (mm, rayon 2) |
@@ -60,10 +68,23 @@ fn with_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], 
     }
 }
 
-/// The engine's own entry point: matrixmultiply, split across rayon's threads.
+/// The engine's own entry point (the AVX-512 GEMM where it runs, A packed per call), split
+/// across rayon's threads.
 fn with_engine(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     use deepviz::backend::cpu::gemm::{sgemm, Mat};
     sgemm(Mat::rows(a, m, k), Mat::rows(b, k, n), c, n, false);
+}
+
+/// The engine's portable path (matrixmultiply, split across rayon's threads).
+fn with_portable(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    use deepviz::backend::cpu::gemm::{portable, Mat, Out};
+    portable(Mat::rows(a, m, k), Mat::rows(b, k, n), c, n, Out::Overwrite);
+}
+
+/// The engine's GEMM with A packed ahead of time (as for convolution weights).
+fn with_packed(m: usize, n: usize, k: usize, a: &[f32], pa: Option<&deepviz::backend::cpu::gemm::PackedA>, b: &[f32], c: &mut [f32]) {
+    use deepviz::backend::cpu::gemm::{sgemm_packed, Mat, Out};
+    sgemm_packed(Mat::rows(a, m, k), pa, Mat::rows(b, k, n), c, n, Out::Overwrite);
 }
 
 fn with_matrixmultiply(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -100,6 +121,11 @@ fn bench(c: &mut Criterion) {
         assert!(worst < 1e-3, "gemm and the engine's sgemm differ by {worst}");
         let worst = c1.iter().zip(&c2).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-3, "gemm and matrixmultiply differ by {worst}");
+        let pa = deepviz::backend::cpu::gemm::PackedA::new(deepviz::backend::cpu::gemm::Mat::rows(&a, m, k));
+        let mut c4 = vec![0.0f32; m * n];
+        with_packed(m, n, k, &a, pa.as_ref(), &b, &mut c4);
+        let worst = c1.iter().zip(&c4).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "gemm and the engine's packed sgemm differ by {worst}");
 
         let flops = 2 * m * n * k;
         let mut g = c.benchmark_group(format!("sgemm m{m} n{n} k{k} ({what})"));
@@ -117,8 +143,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("matrixmultiply", "1 thread"), |bn| {
             bn.iter(|| with_matrixmultiply(m, n, k, black_box(&a), black_box(&b), &mut out))
         });
-        g.bench_function(BenchmarkId::new("engine sgemm", format!("matrixmultiply, rayon {threads}")), |bn| {
+        g.bench_function(BenchmarkId::new("engine sgemm", format!("rayon {threads}")), |bn| {
             bn.iter(|| with_engine(m, n, k, black_box(&a), black_box(&b), &mut out))
+        });
+        g.bench_function(BenchmarkId::new("engine sgemm, A packed ahead", format!("rayon {threads}")), |bn| {
+            bn.iter(|| with_packed(m, n, k, black_box(&a), pa.as_ref(), black_box(&b), &mut out))
+        });
+        g.bench_function(BenchmarkId::new("engine portable", format!("matrixmultiply, rayon {threads}")), |bn| {
+            bn.iter(|| with_portable(m, n, k, black_box(&a), black_box(&b), &mut out))
         });
         g.finish();
         // Criterion prints elements/s; print GFLOP/s plainly as well from a short timed loop.
@@ -127,6 +159,8 @@ fn bench(c: &mut Criterion) {
             ("gemm rayon", 1),
             ("matrixmultiply", 2),
             ("engine sgemm", 3),
+            ("engine packed A", 4),
+            ("engine portable", 5),
         ] {
             let reps = 20;
             let t = std::time::Instant::now();
@@ -135,7 +169,9 @@ fn bench(c: &mut Criterion) {
                     0 => with_gemm(m, n, k, &a, &b, &mut out, gemm::Parallelism::None),
                     1 => with_gemm(m, n, k, &a, &b, &mut out, gemm::Parallelism::Rayon(threads)),
                     2 => with_matrixmultiply(m, n, k, &a, &b, &mut out),
-                    _ => with_engine(m, n, k, &a, &b, &mut out),
+                    3 => with_engine(m, n, k, &a, &b, &mut out),
+                    4 => with_packed(m, n, k, &a, pa.as_ref(), &b, &mut out),
+                    _ => with_portable(m, n, k, &a, &b, &mut out),
                 }
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;

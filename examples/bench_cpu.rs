@@ -6,7 +6,9 @@
 //! JOB: `saliency` (the map, as captum's Saliency) or `gradcam` (at the architecture's default
 //! layer). The input is a fixed pseudo-random batch at the model's input size. Prints one JSON
 //! line: median, min and max milliseconds per call over ITERS calls (default 7) after 2
-//! warm-up calls, and the rayon thread count (RAYON_NUM_THREADS).
+//! warm-up calls, the rayon thread count (RAYON_NUM_THREADS), and the median CPU time per call
+//! (`cpu_ms`, all threads: on a shared machine it moves less with other processes' load than the
+//! wall time does, so it is the steadier measure when comparing two builds of deepviz).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +16,7 @@ use std::time::Instant;
 use deepviz::backend::cpu::Cpu;
 use deepviz::engine::Engine;
 use deepviz::model::Model;
-use deepviz::viz::{attribution, Attribution, MethodOptions};
+use deepviz::viz::{attribution, MethodOptions};
 use deepviz::Tensor;
 
 fn main() -> deepviz::Result<()> {
@@ -38,20 +40,50 @@ fn main() -> deepviz::Result<()> {
     for _ in 0..2 {
         call()?;
     }
-    let mut ms = vec![];
+    let (mut ms, mut cpu) = (vec![], vec![]);
     for _ in 0..iters {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_ms());
         call()?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
+        cpu.push(cpu_ms() - c);
     }
     ms.sort_by(|a, b| a.total_cmp(b));
+    cpu.sort_by(|a, b| a.total_cmp(b));
     println!(
-        r#"{{"engine":"deepviz-cpu","model":"{}","job":"{job}","batch":{batch},"threads":{},"median_ms":{:.2},"min_ms":{:.2},"max_ms":{:.2}}}"#,
+        r#"{{"engine":"deepviz-cpu","model":"{}","job":"{job}","batch":{batch},"threads":{},"median_ms":{:.2},"min_ms":{:.2},"max_ms":{:.2},"cpu_ms":{:.2}}}"#,
         model.graph.arch,
         rayon::current_num_threads(),
         ms[ms.len() / 2],
         ms[0],
-        ms[ms.len() - 1]
+        ms[ms.len() - 1],
+        cpu[cpu.len() / 2]
     );
     Ok(())
+}
+
+/// CPU time of the whole process (every thread) in milliseconds (NaN where not measured).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn cpu_ms() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux) to `ts`.
+    let ok = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+    if ok {
+        ts.sec as f64 * 1e3 + ts.nsec as f64 * 1e-6
+    } else {
+        f64::NAN
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn cpu_ms() -> f64 {
+    f64::NAN
 }

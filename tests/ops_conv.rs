@@ -6,24 +6,25 @@
 
 mod common;
 use common::*;
-use deepviz::backend::cpu::Cpu;
-use deepviz::backend::Conv2dGeom;
+use std::sync::Arc;
+
+use deepviz::backend::cpu::{Cpu, CpuWeight};
+use deepviz::backend::{Backend, Conv2dGeom};
 use deepviz::Tensor;
 
-/// Direct convolution in f64: y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] x[n, g*CG+c, iy, ix].
-fn conv_ref(x: &[f64], xs: &[usize], w: &[f64], ws: &[usize], b: Option<&[f64]>, g: &Conv2dGeom) -> Vec<f64> {
+/// Calls `f(y index, w index, x index)` for every kernel tap that reads inside the image, in
+/// the order of y, then (c, ky, kx): the sums of [`conv_ref`] and its adjoint.
+fn for_taps(xs: &[usize], ws: &[usize], g: &Conv2dGeom, mut f: impl FnMut(usize, usize, usize)) {
     let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
     let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
     let og = o / g.groups;
     assert_eq!(c, cg * g.groups);
     let (oh, ow) = g.out_hw(h, wd, kh, kw).unwrap();
-    let mut y = vec![0.0; n * o * oh * ow];
     for ni in 0..n {
         for oc in 0..o {
             let gi = oc / og;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut s = b.map_or(0.0, |b| b[oc]);
                     for ci in 0..cg {
                         for ky in 0..kh {
                             for kx in 0..kw {
@@ -32,17 +33,32 @@ fn conv_ref(x: &[f64], xs: &[usize], w: &[f64], ws: &[usize], b: Option<&[f64]>,
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
-                                let xv = x[((ni * c + gi * cg + ci) * h + iy as usize) * wd + ix as usize];
-                                s += w[((oc * cg + ci) * kh + ky) * kw + kx] * xv;
+                                let xi = ((ni * c + gi * cg + ci) * h + iy as usize) * wd + ix as usize;
+                                f(((ni * o + oc) * oh + oy) * ow + ox, ((oc * cg + ci) * kh + ky) * kw + kx, xi);
                             }
                         }
                     }
-                    y[((ni * o + oc) * oh + oy) * ow + ox] = s;
                 }
             }
         }
     }
+}
+
+/// Direct convolution in f64: y[n,o,oy,ox] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] x[n, g*CG+c, iy, ix].
+fn conv_ref(x: &[f64], xs: &[usize], w: &[f64], ws: &[usize], b: Option<&[f64]>, g: &Conv2dGeom) -> Vec<f64> {
+    let (oh, ow) = g.out_hw(xs[2], xs[3], ws[2], ws[3]).unwrap();
+    let p = oh * ow;
+    let mut y: Vec<f64> = (0..xs[0] * ws[0] * p).map(|i| b.map_or(0.0, |b| b[i / p % ws[0]])).collect();
+    for_taps(xs, ws, g, |yi, wi, xi| y[yi] += w[wi] * x[xi]);
     y
+}
+
+/// The adjoint of [`conv_ref`] in x, in f64: gx[n, g*CG+c, iy, ix] = Σ w[o,c,ky,kx] gy[n,o,oy,ox]
+/// over the taps that read (iy, ix).
+fn conv_backward_ref(gy: &[f64], w: &[f64], ws: &[usize], xs: &[usize], g: &Conv2dGeom) -> Vec<f64> {
+    let mut gx = vec![0.0; xs.iter().product()];
+    for_taps(xs, ws, g, |yi, wi, xi| gx[xi] += w[wi] * gy[yi]);
+    gx
 }
 
 struct Case {
@@ -80,10 +96,23 @@ fn check(c: &Case) {
     let want0 = conv_ref(&xd, &c.x, &wd, &ws, None, &c.g);
     assert_close(&format!("conv.{}.forward_nobias", c.name), &y0.data, &f32s(&want0), 1e-4, 1e-4);
 
-    // backward: the gradient of L = Σ r ⊙ y is the backward of gy = r
+    // the engine's path: weights prepared once (packed for the GEMM, flipped for backward-data),
+    // each call twice (the second reuses what the first prepared)
+    let (wp, bp) = (CpuWeight::new(Arc::new(wt.clone())), CpuWeight::new(Arc::new(b.clone())));
     let r = seeded_tensor(4, &ys);
+    let want_gx = f32s(&conv_backward_ref(&f64s(&r.data), &wd, &ws, &c.x, &c.g));
+    for _ in 0..2 {
+        let y = Backend::conv2d(&cpu, &x, &wp, Some(&bp), &c.g).unwrap();
+        assert_close(&format!("conv.{}.forward (prepared)", c.name), &y.data, &f32s(&want), 1e-4, 1e-4);
+        let gx = Backend::conv2d_backward_data(&cpu, &r, &wp, &c.x, &c.g).unwrap();
+        assert_eq!(gx.shape, c.x);
+        assert_close(&format!("conv.{}.backward_data (prepared)", c.name), &gx.data, &want_gx, 1e-4, 1e-4);
+    }
+
+    // backward: the gradient of L = Σ r ⊙ y is the backward of gy = r
     let gx = cpu.conv2d_backward_data(&r, &wt, &c.x, &c.g);
     assert_eq!(gx.shape, c.x);
+    assert_close(&format!("conv.{}.backward_data", c.name), &gx.data, &want_gx, 1e-4, 1e-4);
     let (gw, gb) = cpu.conv2d_backward_filter(&x, &r, &ws, &c.g);
     assert_eq!((gw.shape.as_slice(), gb.shape.as_slice()), (&ws[..], &[c.o][..]));
     let tol = (1e-3, 1e-3);
@@ -139,6 +168,31 @@ fn conv_1x1_stride2_shortcut() {
 fn conv_large_image_is_banded() {
     // K*P = 64*9*(50*50) > 2^20 floats, so im2col runs in several bands of output rows
     check(&Case { name: "banded", x: [1, 64, 50, 50], o: 4, k: [3, 3], g: geom([1, 1], [1, 1, 1, 1], [1, 1], 1), fd: 6 });
+}
+
+#[test]
+fn conv_stride1_asymmetric_dilated_groups() {
+    // stride 1: backward-data runs as a forward convolution with flipped weights (pads 2,4 / 0,0)
+    check(&Case { name: "s1_asym_dil_g2", x: [2, 6, 9, 11], o: 4, k: [3, 2], g: geom([1, 1], [2, 0, 1, 1], [2, 1], 2), fd: 30 });
+}
+
+#[test]
+fn conv_1x1_pointwise_and_grouped() {
+    // stride 1, no padding: the input is the column matrix (no im2col)
+    check(&Case { name: "pointwise", x: [3, 20, 5, 7], o: 17, k: [1, 1], g: geom([1, 1], [0, 0, 0, 0], [1, 1], 1), fd: 24 });
+    check(&Case { name: "pointwise_g2", x: [2, 8, 5, 7], o: 6, k: [1, 1], g: geom([1, 1], [0, 0, 0, 0], [1, 1], 2), fd: 24 });
+}
+
+#[test]
+fn conv_padding_past_the_kernel() {
+    // a 1x1 kernel with padding 1: backward-data cannot be a flipped forward conv (col2im path)
+    check(&Case { name: "1x1_pad1", x: [2, 3, 4, 5], o: 4, k: [1, 1], g: geom([1, 1], [1, 0, 1, 0], [1, 1], 1), fd: 24 });
+}
+
+#[test]
+fn conv_wide_image_many_channels() {
+    // K = 40*9 > one packed depth block (256), P = 40*40 > one packed width block (1024)
+    check(&Case { name: "wide", x: [1, 40, 40, 40], o: 13, k: [3, 3], g: geom([1, 1], [1, 1, 1, 1], [1, 1], 1), fd: 6 });
 }
 
 #[test]

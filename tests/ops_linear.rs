@@ -19,8 +19,9 @@ fn linear_ref(x: &[f64], w: &[f64], b: &[f64], n: usize, fin: usize, fout: usize
 #[test]
 fn linear_forward_and_backward() {
     let cpu = Cpu;
-    // the last shape is large enough for the GEMM to split across threads
-    for (n, fin, fout) in [(3, 33, 17), (1, 7, 1), (5, 1280, 1000)] {
+    // up to 16 rows the forward pass takes dot products (the third shape is large enough for the
+    // backward GEMMs to split across threads); 20 rows take the GEMM
+    for (n, fin, fout) in [(3, 33, 17), (1, 7, 1), (5, 1280, 1000), (20, 70, 45)] {
         let what = format!("linear.{n}x{fin}x{fout}");
         let x = seeded_tensor(41, &[n, fin]);
         let w = seeded_tensor(42, &[fout, fin]);

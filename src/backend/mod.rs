@@ -218,7 +218,8 @@ pub struct LrnGeom {
 }
 
 /// What a parameter is for, so a backend can lay it out for its kernels at load time
-/// (the CUDA engine repacks convolution weights; the CPU engine keeps PyTorch's layouts).
+/// (the CUDA engine repacks convolution weights; the CPU engine keeps PyTorch's layouts and packs
+/// convolution weights for its GEMM on first use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// conv weight [out, in/groups, kh, kw]

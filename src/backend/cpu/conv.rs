@@ -14,7 +14,7 @@
 //! backward-filter runs the batch in order and lets the GEMM split its output across threads,
 //! so its sums do not depend on scheduling.
 
-use super::gemm::{sgemm, Mat};
+use super::gemm::{put_panel_row, sgemm, sgemm_packed, sgemm_source, uses_avx512, Mat, Out, PackB, PackedA, PACK_NC, PACK_NR};
 use crate::backend::Conv2dGeom;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -107,29 +107,72 @@ fn dot_strided(y: &[f32], x: &[f32], sx: usize) -> f32 {
     }
 }
 
+/// Row `r` = (ci, ky, kx) of the column matrix of one group's input planes `x` (`[CG, H, W]`),
+/// at output positions `j0..j0 + out.len()` (row-major over the output plane); padding reads as
+/// zero.
+fn im2col_row(d: &Dims, x: &[f32], r: usize, j0: usize, out: &mut [f32]) {
+    let (ci, ky, kx) = (r / (d.kh * d.kw), r / d.kw % d.kh, r % d.kw);
+    let plane = &x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
+    let (lo, hi, first) = d.col_span(kx);
+    let sw = d.g.stride[1];
+    let (mut pos, end, mut o) = (j0, j0 + out.len(), 0);
+    while pos < end {
+        let (oy, ox0) = (pos / d.ow, pos % d.ow);
+        let ox1 = d.ow.min(ox0 + end - pos);
+        let seg = &mut out[o..o + ox1 - ox0];
+        match d.in_row(oy, ky) {
+            None => seg.fill(0.0),
+            Some(iy) => {
+                // output columns a..b read inside the image, from input column first + (a-lo)*sw
+                let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+                seg[..a - ox0].fill(0.0);
+                seg[b - ox0..].fill(0.0);
+                if a < b {
+                    let src = &plane[iy * d.w + first + (a - lo) * sw..(iy + 1) * d.w];
+                    let dst = &mut seg[a - ox0..b - ox0];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[..b - a]);
+                    } else {
+                        dst.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
+                    }
+                }
+            }
+        }
+        o += ox1 - ox0;
+        pos += ox1 - ox0;
+    }
+}
+
 /// Fill `col` (`[K, rows*OW]`) with the patches of output rows `y0..y0+rows` of one group's
 /// input planes `x` (`[CG, H, W]`); padding reads as zero.
 fn im2col(d: &Dims, x: &[f32], y0: usize, rows: usize, col: &mut [f32]) {
-    let (sw, pc) = (d.g.stride[1], rows * d.ow);
-    col.par_chunks_mut(pc).with_min_len(MIN_TASK / pc + 1).enumerate().for_each(|(r, dst)| {
-        let (ci, ky, kx) = (r / (d.kh * d.kw), r / d.kw % d.kh, r % d.kw);
-        let plane = &x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
-        let (lo, hi, first) = d.col_span(kx);
-        for (oy, out) in (y0..y0 + rows).zip(dst.chunks_mut(d.ow)) {
-            let Some(iy) = d.in_row(oy, ky) else {
-                out.fill(0.0);
-                continue;
-            };
-            let src = &plane[iy * d.w + first..(iy + 1) * d.w];
-            out[..lo].fill(0.0);
-            if sw == 1 {
-                out[lo..hi].copy_from_slice(&src[..hi - lo]);
-            } else {
-                out[lo..hi].iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
+    let pc = rows * d.ow;
+    col.par_chunks_mut(pc).with_min_len(MIN_TASK / pc + 1).enumerate().for_each(|(r, dst)| im2col_row(d, x, r, y0 * d.ow, dst));
+}
+
+/// The column matrix of one group's input planes as a GEMM operand that is never written out
+/// whole: the GEMM packs it a block at a time straight from the image.
+struct Im2col<'a> {
+    d: &'a Dims,
+    x: &'a [f32],
+}
+
+impl PackB for Im2col<'_> {
+    fn rows(&self) -> usize {
+        self.d.k()
+    }
+    fn cols(&self) -> usize {
+        self.d.p()
+    }
+    fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        let mut row = [0.0f32; PACK_NC];
+        for kk in 0..kc {
+            im2col_row(self.d, self.x, p0 + kk, j0, &mut row[..nc]);
+            for (jp, chunk) in row[..nc].chunks(PACK_NR).enumerate() {
+                put_panel_row(&mut dst[(jp * kc + kk) * PACK_NR..][..PACK_NR], chunk);
             }
-            out[hi..].fill(0.0);
         }
-    });
+    }
 }
 
 /// The adjoint of [`im2col`]: add each column entry into the input position it was read from.
@@ -152,44 +195,135 @@ fn col2im(d: &Dims, col: &[f32], y0: usize, rows: usize, x: &mut [f32]) {
     });
 }
 
+/// One group's weights `W_g` (`[OG, K]`) packed as the left factor of the forward product, per
+/// group; `None` where the GEMM packs per call.
+pub fn pack_forward(w: &Tensor, groups: usize) -> Option<Vec<PackedA>> {
+    let (o, k) = (w.shape[0], w.numel() / w.shape[0].max(1));
+    let og = o / groups;
+    (0..groups).map(|gi| PackedA::new(Mat::rows(&w.data[gi * og * k..(gi + 1) * og * k], og, k))).collect()
+}
+
+/// `W_gᵀ` (`[K, OG]`) packed as the left factor of the backward-data product, per group.
+pub fn pack_backward(w: &Tensor, groups: usize) -> Option<Vec<PackedA>> {
+    let (o, k) = (w.shape[0], w.numel() / w.shape[0].max(1));
+    let og = o / groups;
+    (0..groups).map(|gi| PackedA::new(Mat::rows(&w.data[gi * og * k..(gi + 1) * og * k], og, k).t())).collect()
+}
+
+impl Dims {
+    /// A 1x1 convolution reading every input pixel once, in order: its column matrix is the
+    /// input itself (and backward-data's is the input gradient).
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.g.stride == [1, 1] && self.g.pad == [0; 4]
+    }
+}
+
+/// A tensor of `shape` whose every plane `[h, w]` holds its channel's bias (or 0): written once,
+/// so the products accumulate into it instead of into zeros the bias is added to afterwards.
+fn planes_of_bias(shape: [usize; 4], b: Option<&Tensor>) -> Tensor {
+    let [n, o, oh, ow] = shape;
+    let p = oh * ow;
+    let Some(b) = b else { return Tensor::zeros(&shape) };
+    let mut data = Vec::with_capacity(n * o * p);
+    for _ in 0..n {
+        for &bo in &b.data {
+            data.resize(data.len() + p, bo);
+        }
+    }
+    Tensor { shape: shape.to_vec(), data }
+}
+
 pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
+    forward_packed(x, w, None, b, g)
+}
+
+/// [`forward`] with `packed` = [`pack_forward`]`(w, groups)` (or `None`: packed per call).
+pub fn forward_packed(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
     let d = Dims::new(&x.shape, &w.shape, g);
-    let mut y = Tensor::zeros(&[d.n, d.o, d.oh, d.ow]);
     let (p, k) = (d.p(), d.k());
-    if p == 0 || d.n == 0 {
+    if d.cg == 1 || p == 0 || d.n == 0 {
+        let mut y = planes_of_bias([d.n, d.o, d.oh, d.ow], b);
+        if p > 0 && d.n > 0 {
+            depthwise_forward(&d, x, w, &mut y);
+        }
         return y;
     }
-    if d.cg == 1 {
-        depthwise_forward(&d, x, w, &mut y);
-    } else {
-        let band = d.band_rows();
-        y.data.par_chunks_mut(d.o * p).enumerate().for_each(|(ni, yn)| {
-            let xn = x.item(ni);
-            let mut col = vec![0.0; k * band * d.ow];
-            for gi in 0..g.groups {
-                let xg = &xn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
-                let wg = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k);
-                for y0 in (0..d.oh).step_by(band) {
-                    let rows = band.min(d.oh - y0);
-                    let pc = rows * d.ow;
+    debug_assert!(b.map_or(true, |b| b.numel() == d.o));
+    // every element is written by the products below (with its bias)
+    let mut y = Tensor::zeros(&[d.n, d.o, d.oh, d.ow]);
+    // the AVX-512 GEMM packs the column matrix straight from the image; the portable one
+    // multiplies it a band of output rows at a time
+    let fused = uses_avx512();
+    let band = if d.pointwise() || fused { d.oh } else { d.band_rows() };
+    y.data.par_chunks_mut(d.o * p).enumerate().for_each(|(ni, yn)| {
+        let xn = x.item(ni);
+        let mut col = if d.pointwise() || fused { vec![] } else { vec![0.0; k * band * d.ow] };
+        for gi in 0..g.groups {
+            let xg = &xn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
+            let wg = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k);
+            let pw = packed.map(|v| &v[gi]);
+            let out = b.map_or(Out::Overwrite, |b| Out::RowBias(&b.data[gi * d.og..(gi + 1) * d.og]));
+            for y0 in (0..d.oh).step_by(band) {
+                let rows = band.min(d.oh - y0);
+                let pc = rows * d.ow;
+                let c = &mut yn[gi * d.og * p + y0 * d.ow..];
+                if d.pointwise() {
+                    sgemm_packed(wg, pw, Mat::rows(xg, k, p), c, p, out);
+                } else if fused {
+                    sgemm_source(wg, pw, &Im2col { d: &d, x: xg }, c, p, out);
+                } else {
                     im2col(&d, xg, y0, rows, &mut col[..k * pc]);
-                    let c = &mut yn[gi * d.og * p + y0 * d.ow..];
-                    sgemm(wg, Mat::rows(&col, k, pc), c, p, false);
+                    sgemm_packed(wg, pw, Mat::rows(&col, k, pc), c, p, out);
                 }
             }
-        });
-    }
-    if let Some(b) = b {
-        debug_assert_eq!(b.numel(), d.o);
-        y.data.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
-            let bo = b.data[i % d.o];
-            plane.iter_mut().for_each(|v| *v += bo);
-        });
-    }
+        }
+    });
     y
 }
 
 pub fn backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
+    match flipped_geom(&w.shape, g) {
+        Some(fg) => {
+            let gx = forward(gy, &flip(w, g.groups), None, &fg);
+            debug_assert_eq!(gx.shape, x_shape);
+            gx
+        }
+        None => backward_data_packed(gy, w, None, x_shape, g),
+    }
+}
+
+/// Where backward-data is a forward convolution of the output gradient (stride 1, each padding
+/// at most the kernel's extent less one, more than one input channel per group): the geometry of
+/// that convolution, with the weights [`flip`]ped. It reads the gradient the way the forward pass
+/// reads an image (im2col, packed straight into the GEMM) instead of scattering a column matrix
+/// back (col2im).
+pub fn flipped_geom(w_shape: &[usize], g: &Conv2dGeom) -> Option<Conv2dGeom> {
+    let (cg, kh, kw) = (w_shape[1], w_shape[2], w_shape[3]);
+    let (eh, ew) = (g.dilation[0] * (kh - 1), g.dilation[1] * (kw - 1));
+    let pad = [eh.checked_sub(g.pad[0])?, eh.checked_sub(g.pad[1])?, ew.checked_sub(g.pad[2])?, ew.checked_sub(g.pad[3])?];
+    (g.stride == [1, 1] && cg > 1).then_some(Conv2dGeom { stride: [1, 1], pad, dilation: g.dilation, groups: g.groups })
+}
+
+/// The weights of the convolution [`flipped_geom`] describes: `W'[g·CG + c, o, ky, kx] =
+/// W[g·OG + o, c, KH-1-ky, KW-1-kx]` (`[C, OG, KH, KW]`).
+pub fn flip(w: &Tensor, groups: usize) -> Tensor {
+    let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    let (og, kk) = (o / groups, kh * kw);
+    let mut data = vec![0.0; w.numel()];
+    for gi in 0..groups {
+        for oi in 0..og {
+            for ci in 0..cg {
+                let src = &w.data[((gi * og + oi) * cg + ci) * kk..][..kk];
+                let dst = &mut data[((gi * cg + ci) * og + oi) * kk..][..kk];
+                dst.iter_mut().zip(src.iter().rev()).for_each(|(d, s)| *d = *s);
+            }
+        }
+    }
+    Tensor { shape: vec![groups * cg, og, kh, kw], data }
+}
+
+/// [`backward_data`] with `packed` = [`pack_backward`]`(w, groups)` (or `None`).
+pub fn backward_data_packed(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
     let d = Dims::new(x_shape, &w.shape, g);
     debug_assert_eq!(gy.shape, [d.n, d.o, d.oh, d.ow]);
     let mut gx = Tensor::zeros(x_shape);
@@ -201,19 +335,25 @@ pub fn backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom)
         depthwise_backward_data(&d, gy, w, &mut gx);
         return gx;
     }
-    let band = d.band_rows();
+    let band = if d.pointwise() { d.oh } else { d.band_rows() };
     gx.data.par_chunks_mut(d.c * d.h * d.w).enumerate().for_each(|(ni, gxn)| {
         let gyn = gy.item(ni);
-        let mut col = vec![0.0; k * band * d.ow];
+        let mut col = if d.pointwise() { vec![] } else { vec![0.0; k * band * d.ow] };
         for gi in 0..g.groups {
             let gxg = &mut gxn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
             let wgt = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k).t();
+            let pw = packed.map(|v| &v[gi]);
             for y0 in (0..d.oh).step_by(band) {
                 let rows = band.min(d.oh - y0);
                 let pc = rows * d.ow;
                 let gyb = Mat::strided(&gyn[gi * d.og * p + y0 * d.ow..], d.og, pc, p);
-                sgemm(wgt, gyb, &mut col, pc, false);
-                col2im(&d, &col[..k * pc], y0, rows, gxg);
+                if d.pointwise() {
+                    // the column matrix is the input gradient itself
+                    sgemm_packed(wgt, pw, gyb, gxg, p, Out::Overwrite);
+                } else {
+                    sgemm_packed(wgt, pw, gyb, &mut col, pc, Out::Overwrite);
+                    col2im(&d, &col[..k * pc], y0, rows, gxg);
+                }
             }
         }
     });

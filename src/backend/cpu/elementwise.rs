@@ -59,19 +59,48 @@ fn act_grad(x: f32, a: Act) -> f32 {
     }
 }
 
+/// A vector of `n` floats computed in parallel [`CHUNK`] at a time, written once: `f(start, len)`
+/// yields the values at `start..start + len` (at least `len` of them; fewer panics). The ops below
+/// build their outputs with it: no copy of the input first, no zero-filled buffer overwritten.
+fn par_vec<I: Iterator<Item = f32>>(n: usize, f: impl Fn(usize, usize) -> I + Sync) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
+        let len = dst.len();
+        let mut written = 0;
+        for (slot, x) in dst.iter_mut().zip(f(i * CHUNK, len)) {
+            slot.write(x);
+            written += 1;
+        }
+        assert_eq!(written, len, "par_vec: too few values");
+    });
+    // SAFETY: each chunk of the first n elements was written in full (counted above; a task that
+    // panics propagates its panic out of for_each before this line runs)
+    unsafe { v.set_len(n) };
+    v
+}
+
 pub fn act(x: &Tensor, a: Act) -> Tensor {
-    let mut y = x.clone();
-    y.data.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = act_value(*v, a)));
-    y
+    let data = par_vec(x.numel(), |s, l| x.data[s..s + l].iter().map(move |&v| act_value(v, a)));
+    Tensor { shape: x.shape.clone(), data }
 }
 
 pub fn act_backward(x: &Tensor, gy: &Tensor, a: Act) -> Tensor {
     debug_assert_eq!(x.shape, gy.shape);
-    let mut gx = gy.clone();
-    gx.data.par_chunks_mut(CHUNK).zip(x.data.par_chunks(CHUNK)).for_each(|(g, xc)| {
-        g.iter_mut().zip(xc).for_each(|(g, &xv)| *g *= act_grad(xv, a));
-    });
-    gx
+    let data = par_vec(gy.numel(), |s, l| gy.data[s..s + l].iter().zip(&x.data[s..s + l]).map(move |(&g, &xv)| g * act_grad(xv, a)));
+    Tensor { shape: gy.shape.clone(), data }
+}
+
+/// a + b (equal shapes)
+pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    debug_assert_eq!(a.shape, b.shape);
+    let data = par_vec(a.numel(), |s, l| a.data[s..s + l].iter().zip(&b.data[s..s + l]).map(|(x, y)| x + y));
+    Tensor { shape: a.shape.clone(), data }
+}
+
+/// a += b (equal shapes)
+pub fn add_assign(a: &mut Tensor, b: &Tensor) {
+    debug_assert_eq!(a.shape, b.shape);
+    a.data.par_chunks_mut(CHUNK).zip(b.data.par_chunks(CHUNK)).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
 }
 
 /// Size of one (n, c) plane, checking that `per_channel` holds one value per channel plane.

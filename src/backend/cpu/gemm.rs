@@ -1,10 +1,16 @@
 //! The one place the CPU engine multiplies matrices. Every conv and linear op goes through
-//! [`sgemm`], so swapping the GEMM crate is a change to this file only.
+//! [`sgemm`] (or [`sgemm_packed`], with a left operand packed ahead of time), so swapping the
+//! GEMM is a change to this file only.
 //!
-//! The crate is `matrixmultiply` (without its own thread pool): `benches/gemm.rs` measured it
-//! about 1.6x faster than the `gemm` crate at convolution shapes on one core. Threads come
-//! from rayon, by splitting C into blocks here, so that calls made from inside rayon tasks
-//! (the conv's loop over the batch) share one pool instead of oversubscribing the cores.
+//! Two implementations, chosen at run time:
+//! - on x86-64 with AVX-512F, our own (module `avx512`): packed, cache-blocked, with a
+//!   [`avx512::MR`] x [`avx512::NR`] register tile of fused multiply-adds (`benches/gemm.rs`
+//!   times it against the alternatives);
+//! - everywhere else, the `matrixmultiply` crate (without its own thread pool).
+//!
+//! Threads come from rayon, by splitting C into blocks here, so that calls made from inside
+//! rayon tasks (the conv's loop over the batch) share one pool instead of oversubscribing the
+//! cores.
 
 use rayon::prelude::*;
 
@@ -12,7 +18,7 @@ use rayon::prelude::*;
 /// more (each block re-packs its panel of the other operand) than it saves.
 const PAR_MIN_MACS: usize = 1 << 20;
 /// A block of C handed to one rayon task has at least this many rows (or columns), so that
-/// the microkernel (up to 16 wide with AVX-512) still runs on full tiles.
+/// the microkernel still runs on full tiles.
 const MIN_BLOCK: usize = 32;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
@@ -44,6 +50,142 @@ impl<'a> Mat<'a> {
             || self.cols == 0
             || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
+    /// Element (i, j).
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// Whether this machine runs the AVX-512 GEMM (else `matrixmultiply`). `DEEPVIZ_GEMM=portable`
+/// forces the portable path (to compare the two, or to test it on an AVX-512 machine).
+pub fn uses_avx512() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let forced_off = std::env::var("DEEPVIZ_GEMM").is_ok_and(|v| v == "portable");
+        #[cfg(target_arch = "x86_64")]
+        {
+            !forced_off && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = forced_off;
+            false
+        }
+    })
+}
+
+/// A left operand packed once for the AVX-512 kernel (a convolution's or a linear layer's
+/// weights), reused by every product it is the left factor of.
+pub struct PackedA {
+    rows: usize,
+    cols: usize,
+    /// [`avx512::MR`]-row panels over all of k, zero-padded to whole panels
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Pack `a`; `None` where the portable GEMM runs (it packs per call).
+    pub fn new(a: Mat) -> Option<PackedA> {
+        assert!(a.in_bounds(), "PackedA: view out of bounds");
+        if !uses_avx512() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut data = vec![0.0; avx512::packed_a_len(a.rows, a.cols)];
+            avx512::pack_a(a, &mut data);
+            Some(PackedA { rows: a.rows, cols: a.cols, data })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A right operand the AVX-512 GEMM packs itself, a block at a time, without the matrix ever
+/// being written out whole (a convolution's column matrix, made from the image as it is packed).
+pub trait PackB: Sync {
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    /// Write rows `p0..p0+kc`, columns `j0..j0+nc` (nc <= [`PACK_NC`]) into `dst` as
+    /// [`PACK_NR`]-column panels, `kc` rows of `PACK_NR` floats each, the last panel's columns past
+    /// `nc` zero.
+    fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]);
+}
+
+/// Columns of a packed B panel ([`PackB`]).
+#[cfg(target_arch = "x86_64")]
+pub const PACK_NR: usize = avx512::NR;
+#[cfg(not(target_arch = "x86_64"))]
+pub const PACK_NR: usize = 32;
+/// Most columns [`PackB::pack`] is asked for at once.
+#[cfg(target_arch = "x86_64")]
+pub const PACK_NC: usize = avx512::NC;
+#[cfg(not(target_arch = "x86_64"))]
+pub const PACK_NC: usize = 1024;
+
+/// Copy `src` (at most [`PACK_NR`] floats) into one packed row `dst` (`PACK_NR` floats),
+/// zero-filling the rest.
+#[inline(always)]
+pub fn put_panel_row(dst: &mut [f32], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [f32; PACK_NR]>::try_from(&mut dst[..]), <&[f32; PACK_NR]>::try_from(src)) {
+        *d = *s;
+    } else {
+        dst[..src.len()].copy_from_slice(src);
+        dst[src.len()..].fill(0.0);
+    }
+}
+
+impl PackB for Mat<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        const NR: usize = PACK_NR;
+        let b = self;
+        if b.cs == 1 {
+            // a few rows at a time across all panels: the reads stream through a few rows, the
+            // writes fill a few consecutive rows of each panel
+            const ROWS: usize = 8;
+            for k0 in (0..kc).step_by(ROWS) {
+                let rows = ROWS.min(kc - k0);
+                for jp in 0..nc.div_ceil(NR) {
+                    let c0 = jp * NR;
+                    let cols = NR.min(nc - c0);
+                    for kk in k0..k0 + rows {
+                        put_panel_row(&mut dst[(jp * kc + kk) * NR..][..NR], &b.data[(p0 + kk) * b.rs + j0 + c0..][..cols]);
+                    }
+                }
+            }
+            return;
+        }
+        for (jp, d) in dst[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
+            let c0 = j0 + jp * NR;
+            let cols = NR.min(j0 + nc - c0);
+            // columns of b are contiguous (b.rs == 1) or strided: gather column by column
+            for j in 0..NR {
+                if j < cols {
+                    for kk in 0..kc {
+                        d[kk * NR + j] = b.at(p0 + kk, c0 + j);
+                    }
+                } else {
+                    for kk in 0..kc {
+                        d[kk * NR + j] = 0.0;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Pointer to C shared by the tasks of one [`sgemm`]; each task writes a disjoint block.
@@ -53,30 +195,130 @@ struct SharedC(*mut f32);
 unsafe impl Send for SharedC {}
 unsafe impl Sync for SharedC {}
 
+/// What a product does with C.
+#[derive(Clone, Copy, Debug)]
+pub enum Out<'a> {
+    /// C = A·B
+    Overwrite,
+    /// C += A·B
+    Accumulate,
+    /// C = A·B + bias\[i\] in row i (one bias per row of C): a convolution's output, written once
+    RowBias(&'a [f32]),
+}
+
+impl From<bool> for Out<'_> {
+    /// `accumulate`: true → [`Out::Accumulate`], false → [`Out::Overwrite`]
+    fn from(accumulate: bool) -> Self {
+        if accumulate {
+            Out::Accumulate
+        } else {
+            Out::Overwrite
+        }
+    }
+}
+
+/// Checks shared by the entry points (A `m x k`, B `k x n` already checked in bounds); false
+/// when there is nothing left to multiply (C then holds its result).
+fn check(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, out: Out) -> bool {
+    assert!(ldc >= n, "sgemm: ldc < n");
+    if let Out::RowBias(b) = out {
+        assert!(b.len() >= m, "sgemm: {} biases for {m} rows", b.len());
+    }
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "sgemm: C out of bounds");
+    if k == 0 {
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+            match out {
+                Out::Overwrite => row[..n].fill(0.0),
+                Out::RowBias(b) => row[..n].fill(b[i]),
+                Out::Accumulate => {}
+            }
+        }
+        return false;
+    }
+    true
+}
+
+/// How [`sgemm`] splits C across rayon's threads: (blocks, split along rows, block length).
+fn split(m: usize, k: usize, n: usize, row_quantum: usize, col_quantum: usize) -> (usize, bool, usize) {
+    let threads = rayon::current_num_threads();
+    let split_rows = m >= n;
+    let (long, q) = if split_rows { (m, row_quantum) } else { (n, col_quantum) };
+    let blocks = if m * n * k < PAR_MIN_MACS { 1 } else { threads.min(long / MIN_BLOCK).max(1) };
+    // whole tiles per block, so no block but the last has a ragged edge
+    let per = long.div_ceil(blocks).div_ceil(q) * q;
+    (long.div_ceil(per), split_rows, per)
+}
+
 /// `C = A·B` (or `C += A·B` when `accumulate`), where C is `a.rows x b.cols`, row-major with
 /// rows `ldc` apart, at the start of `c`. Panics (a programming error, not a user error) if a
 /// view runs past its slice or the inner dimensions differ.
 pub fn sgemm(a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
-    assert!(a.in_bounds() && b.in_bounds(), "sgemm: operand view out of bounds");
-    assert!(ldc >= n, "sgemm: ldc < n");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!((m - 1) * ldc + n <= c.len(), "sgemm: C out of bounds");
-    if k == 0 {
-        if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
-        }
-        return;
-    }
+    sgemm_packed(a, None, b, c, ldc, accumulate.into());
+}
 
-    let threads = rayon::current_num_threads();
-    let split_rows = m >= n;
+/// [`sgemm`] with the left operand `a` packed ahead of time into `packed` (where the AVX-512
+/// GEMM runs; `None` packs it here, and the portable GEMM uses `a` as is; `packed` must be `a`
+/// packed), and any [`Out`].
+pub fn sgemm_packed(a: Mat, packed: Option<&PackedA>, b: Mat, c: &mut [f32], ldc: usize, out: Out) {
+    assert!(b.in_bounds(), "sgemm: operand view out of bounds");
+    if uses_avx512() {
+        sgemm_source(a, packed, &b, c, ldc, out);
+    } else {
+        portable(a, b, c, ldc, out);
+    }
+}
+
+/// [`sgemm_packed`] with a right operand that packs itself. Only where [`uses_avx512`] (the
+/// portable GEMM needs B as a matrix); panics elsewhere.
+pub fn sgemm_source(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out) {
+    assert!(uses_avx512(), "sgemm_source: only on the AVX-512 path");
+    assert!(a.in_bounds(), "sgemm: operand view out of bounds");
+    let (m, k, n) = (a.rows, a.cols, b.cols());
+    assert_eq!(b.rows(), k, "sgemm: inner dimensions differ");
+    if !check(m, k, n, c, ldc, out) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match packed {
+        Some(p) => {
+            assert!(p.rows == m && p.cols == k, "sgemm: packed operand is {}x{}, a is {m}x{k}", p.rows, p.cols);
+            avx512::sgemm_par(&p.data, m, k, b, c, ldc, out);
+        }
+        None => {
+            let mut buf = avx512::take_buf(avx512::A_BUF, avx512::packed_a_len(m, k));
+            avx512::pack_a_par(a, &mut buf);
+            avx512::sgemm_par(&buf, m, k, b, c, ldc, out);
+            avx512::give_buf(avx512::A_BUF, buf);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = packed;
+}
+
+/// [`sgemm_packed`] on the portable path (`matrixmultiply`) whatever the machine (for tests and
+/// benchmarks; the entry points above take it where the AVX-512 GEMM cannot run).
+pub fn portable(a: Mat, b: Mat, c: &mut [f32], ldc: usize, out: Out) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(a.in_bounds() && b.in_bounds(), "sgemm: operand view out of bounds");
+    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
+    if !check(m, k, n, c, ldc, out) {
+        return;
+    }
+    let accumulate = match out {
+        Out::Overwrite => false,
+        Out::Accumulate => true,
+        Out::RowBias(bias) => {
+            for (row, &b) in c.chunks_mut(ldc).take(m).zip(bias) {
+                row[..n].fill(b);
+            }
+            true
+        }
+    };
+    let (blocks, split_rows, per) = split(m, k, n, 8, 8);
     let long = if split_rows { m } else { n };
-    let blocks = if m * n * k < PAR_MIN_MACS { 1 } else { threads.min(long / MIN_BLOCK).max(1) };
-    let per = long.div_ceil(blocks);
     let cp = SharedC(c.as_mut_ptr());
     let beta = if accumulate { 1.0 } else { 0.0 };
     let run = |blk: usize| {
@@ -117,6 +359,245 @@ pub fn sgemm(a: Mat, b: Mat, c: &mut [f32], ldc: usize, accumulate: bool) {
         run(0);
     } else {
         (0..blocks).into_par_iter().for_each(run);
+    }
+}
+
+/// The AVX-512 GEMM. A is packed into [`MR`]-row panels over all of k (`[k][MR]` each); B, a
+/// block of [`KC`] x [`NC`] at a time, into [`NR`]-column panels (`[kc][NR]` each), which stay
+/// in L2 while every A panel (in L1) sweeps them. Edges: A and B panels are zero-padded and the
+/// kernel stores only the rows and (by mask) the columns inside C.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use super::{split, Mat, Out, PackB, SharedC};
+    use rayon::prelude::*;
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    /// rows of the register tile
+    pub const MR: usize = 12;
+    /// vectors (of 16 floats) across the register tile
+    const NV: usize = 2;
+    /// columns of the register tile
+    pub const NR: usize = NV * 16;
+    /// depth of a packed B block
+    const KC: usize = 256;
+    /// width of a packed B block (KC x NC floats = 1 MiB, half of a core's L2)
+    pub const NC: usize = 1024;
+
+    pub(super) const A_BUF: usize = 0;
+    const B_BUF: usize = 1;
+
+    thread_local! {
+        /// Packing buffers kept per thread (so repeated products allocate nothing). Taken out
+        /// while in use: a rayon thread waiting inside one product may run another.
+        static BUFS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    }
+
+    /// This thread's buffer `which`, at least `len` long (contents unspecified).
+    pub(super) fn take_buf(which: usize, len: usize) -> Vec<f32> {
+        let mut v = BUFS.with(|b| std::mem::take(&mut b.borrow_mut()[which]));
+        if v.len() < len {
+            v = vec![0.0; len];
+        }
+        v
+    }
+    pub(super) fn give_buf(which: usize, v: Vec<f32>) {
+        BUFS.with(|b| {
+            let slot = &mut b.borrow_mut()[which];
+            if v.len() > slot.len() {
+                *slot = v;
+            }
+        });
+    }
+
+    pub fn packed_a_len(m: usize, k: usize) -> usize {
+        m.div_ceil(MR) * MR * k
+    }
+
+    /// Pack panel `p` of `a` (rows `p*MR..`) into `dst` (`k * MR` floats).
+    fn pack_a_panel(a: Mat, p: usize, dst: &mut [f32]) {
+        let (r0, k) = (p * MR, a.cols);
+        let rows = MR.min(a.rows - r0);
+        if a.rs == 1 {
+            // column-major (a transposed row-major matrix): each k's MR values are contiguous
+            for (kk, d) in dst.chunks_exact_mut(MR).enumerate().take(k) {
+                let src = &a.data[kk * a.cs + r0..][..rows];
+                d[..rows].copy_from_slice(src);
+                d[rows..].fill(0.0);
+            }
+        } else {
+            for i in 0..MR {
+                if i < rows {
+                    for kk in 0..k {
+                        dst[kk * MR + i] = a.at(r0 + i, kk);
+                    }
+                } else {
+                    for kk in 0..k {
+                        dst[kk * MR + i] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pack all of `a` into `dst` ([`packed_a_len`] floats).
+    pub fn pack_a(a: Mat, dst: &mut [f32]) {
+        let k = a.cols;
+        for (p, d) in dst[..packed_a_len(a.rows, k)].chunks_exact_mut(MR * k).enumerate() {
+            pack_a_panel(a, p, d);
+        }
+    }
+
+    /// [`pack_a`], split across threads when large.
+    pub(super) fn pack_a_par(a: Mat, dst: &mut [f32]) {
+        let k = a.cols;
+        let dst = &mut dst[..packed_a_len(a.rows, k)];
+        if dst.len() < 1 << 16 {
+            pack_a(a, dst);
+        } else {
+            dst.par_chunks_exact_mut(MR * k).enumerate().for_each(|(p, d)| pack_a_panel(a, p, d));
+        }
+    }
+
+    /// How the kernel combines its tile with C.
+    #[derive(Clone, Copy)]
+    enum First {
+        /// C = tile
+        Overwrite,
+        /// C += tile
+        Add,
+        /// C = tile + bias[row] (`bias` points at the tile's first row's)
+        Bias(*const f32),
+    }
+
+    /// `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`; `ap` is `kc` steps of MR floats,
+    /// `bp` `kc` steps of NR floats.
+    ///
+    /// SAFETY: AVX-512F present; `ap`/`bp` hold `kc * MR` / `kc * NR` floats; rows `0..mr`
+    /// (mr <= MR) of C, columns `0..nr` (nr <= NR), rows `ldc` apart, are writable; a bias
+    /// pointer has `mr` floats.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First) {
+        // C's lines are wanted only at the end: fetch them while the products run
+        for i in 0..MR {
+            if i < mr {
+                for j in 0..NV {
+                    _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16 * j) as *const i8);
+                }
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let (mut a, mut b) = (ap, bp);
+        for _ in 0..kc {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * j));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i));
+                for (j, r) in row.iter_mut().enumerate() {
+                    *r = _mm512_fmadd_ps(av, bv[j], *r);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let mut masks = [0u16; NV];
+        for (j, m) in masks.iter_mut().enumerate() {
+            let cols = nr.saturating_sub(16 * j).min(16);
+            *m = ((1u32 << cols) - 1) as u16;
+        }
+        for (i, row) in acc.iter().enumerate() {
+            if i < mr {
+                let cr = c.add(i * ldc);
+                let base = match first {
+                    First::Bias(bias) => Some(_mm512_set1_ps(*bias.add(i))),
+                    _ => None,
+                };
+                for (j, &v) in row.iter().enumerate() {
+                    let p = cr.add(16 * j);
+                    let m = masks[j];
+                    if m == 0xffff {
+                        let v = match (first, base) {
+                            (First::Add, _) => _mm512_add_ps(_mm512_loadu_ps(p), v),
+                            (_, Some(b)) => _mm512_add_ps(b, v),
+                            _ => v,
+                        };
+                        _mm512_storeu_ps(p, v);
+                    } else if m != 0 {
+                        let v = match (first, base) {
+                            (First::Add, _) => _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), v),
+                            (_, Some(b)) => _mm512_add_ps(b, v),
+                            _ => v,
+                        };
+                        _mm512_mask_storeu_ps(p, m, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One thread's product: `C[m x n] (+)= A·B[:, j_lo..j_lo+n]`, A packed (all of k), C at `c`.
+    ///
+    /// SAFETY: AVX-512F present; `pa` is `m x k` packed; `b` is `k x (>= j_lo+n)`; the
+    /// `m x n` block of C at `c` with rows `ldc` apart is writable and written by no one else.
+    unsafe fn gemm_block(pa: &[f32], m: usize, k: usize, b: &dyn PackB, j_lo: usize, n: usize, c: *mut f32, ldc: usize, out: Out) {
+        let mut bbuf = take_buf(B_BUF, KC * NC.min(n.div_ceil(NR) * NR));
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                b.pack(pc, kc, j_lo + jc, nc, &mut bbuf);
+                for ir in (0..m).step_by(MR) {
+                    let ap = pa.as_ptr().add(ir * k + pc * MR);
+                    let mr = MR.min(m - ir);
+                    let first = match out {
+                        _ if pc > 0 => First::Add,
+                        Out::Accumulate => First::Add,
+                        Out::Overwrite => First::Overwrite,
+                        Out::RowBias(bias) => First::Bias(bias[ir..ir + mr].as_ptr()),
+                    };
+                    for jr in (0..nc).step_by(NR) {
+                        let bp = bbuf.as_ptr().add(jr * kc);
+                        kernel(kc, ap, bp, c.add(ir * ldc + jc + jr), ldc, mr, NR.min(nc - jr), first);
+                    }
+                }
+            }
+        }
+        give_buf(B_BUF, bbuf);
+    }
+
+    /// `C (+)= A·B` with A packed, split across rayon's threads (checked by the caller).
+    pub(super) fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out) {
+        let n = b.cols();
+        assert!(pa.len() >= packed_a_len(m, k));
+        let (blocks, split_rows, per) = split(m, k, n, MR, NR);
+        let cp = SharedC(c.as_mut_ptr());
+        let run = |blk: usize| {
+            #[allow(clippy::redundant_locals)]
+            let cp = cp;
+            let lo = blk * per;
+            // SAFETY: the caller checked the views and C's extent; blocks are whole MR panels
+            // (rows) or a column range, disjoint, inside C; AVX-512F was detected.
+            unsafe {
+                if split_rows {
+                    let len = per.min(m - lo);
+                    let out = match out {
+                        Out::RowBias(bias) => Out::RowBias(&bias[lo..]),
+                        o => o,
+                    };
+                    gemm_block(&pa[lo * k..], len, k, b, 0, n, cp.0.add(lo * ldc), ldc, out);
+                } else {
+                    let len = per.min(n - lo);
+                    gemm_block(pa, m, k, b, lo, len, cp.0.add(lo), ldc, out);
+                }
+            }
+        };
+        if blocks == 1 {
+            run(0);
+        } else {
+            (0..blocks).into_par_iter().for_each(run);
+        }
     }
 }
 

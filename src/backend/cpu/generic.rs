@@ -5,6 +5,7 @@ use crate::backend::{broadcast_shape, reduced_shape, Binary, Reduce, Unary};
 use crate::error::Result;
 use crate::imageio::clip_threshold;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub fn unary_value(x: f32, op: Unary) -> f32 {
     match op {
@@ -104,6 +105,28 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
 
 pub fn reduce(x: &Tensor, op: Reduce, axes: &[usize]) -> Result<Tensor> {
     let shape = reduced_shape(&x.shape, axes)?;
+    let (lo, hi) = (*axes.iter().min().expect("checked"), *axes.iter().max().expect("checked"));
+    if hi - lo + 1 == axes.len() {
+        // the reduced axes are one run (the usual case: channels, or the spatial axes): output
+        // (o, i) reduces x[o, r, i] over r, in row-major order, `inner` apart
+        let outer: usize = x.shape[..lo].iter().product();
+        let red: usize = x.shape[lo..=hi].iter().product();
+        let inner: usize = x.shape[hi + 1..].iter().product();
+        let data = (0..outer * inner)
+            .into_par_iter()
+            .with_min_len((1 << 14) / red.max(1) + 1)
+            .map_init(
+                || Vec::with_capacity(red),
+                |row, oi| {
+                    let base = oi / inner * red * inner + oi % inner;
+                    row.clear();
+                    row.extend((0..red).map(|r| x.data[base + r * inner]));
+                    reduce_row(row, op)
+                },
+            )
+            .collect();
+        return Ok(Tensor { shape, data });
+    }
     let red: Vec<usize> = x.shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { d } else { 1 }).collect();
     let st = {
         let mut s = vec![0; x.shape.len()];

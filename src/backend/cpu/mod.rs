@@ -2,6 +2,13 @@
 //! rayon over the batch / channels. Simple enough to be the reference every GPU kernel is
 //! tested against, fast enough to be a usable fallback.
 //!
+//! Speed (issue 6): on x86-64 with AVX-512 the GEMM is our own (`gemm.rs`); convolution weights
+//! are packed for it once per engine ([`CpuWeight`]); the column matrix is packed straight from
+//! the image (never written out whole); 1x1 stride-1 convolutions read their input as it is;
+//! stride-1 backward-data is a forward convolution with flipped weights (no col2im); the bias is
+//! added where the product is stored; elementwise outputs are written once; freed memory is kept
+//! for the next pass ([`keep_freed_memory`]).
+//!
 //! - `conv.rs`: conv2d forward, backward-data, backward-filter (groups, dilation, asymmetric pad)
 //! - `pool.rs`: max (argmax kept), average, adaptive-average pooling, forward and backward
 //! - `linear.rs`: fully connected forward and backward
@@ -18,7 +25,7 @@ mod linear;
 mod plumbing;
 mod pool;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
 use crate::error::Result;
@@ -44,6 +51,76 @@ pub fn host_memory_budget() -> usize {
         .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemAvailable:").and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<usize>().ok())))
         .map(|kb| kb / 10 * 8 * 1024)
         .unwrap_or(16 << 30)
+}
+
+/// Once per process, when a CPU engine is first prepared: have glibc's allocator keep freed
+/// memory for reuse instead of handing it back to the kernel. A pass allocates and frees
+/// activations of up to tens of MB; by default glibc maps the large ones afresh each time (and
+/// trims the heap after a large free), so every pass page-faults its activations in again and has
+/// the kernel zero them (measured: ~10% of a resnet50 Grad-CAM's CPU time). With the mmap
+/// threshold at its maximum (32 MiB) and the trim threshold at 1 GiB, a repeated job reuses the
+/// same memory. The cost: up to that much freed memory stays with the process until it exits.
+/// `DEEPVIZ_CPU_KEEP_MEMORY=0` leaves the allocator as it is.
+fn keep_freed_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("DEEPVIZ_CPU_KEEP_MEMORY").is_ok_and(|v| v == "0") {
+            return;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: mallopt only changes glibc's allocation thresholds; it is thread-safe and
+            // leaves existing allocations alone (it returns 0 for a value it refuses).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, 1 << 30);
+            }
+        }
+    });
+}
+
+/// A parameter prepared for the CPU engine: the tensor in PyTorch's layout, and for a
+/// convolution weight its per-group GEMM operands, packed on first use (the group count comes
+/// with the first call) and kept for every later one.
+pub struct CpuWeight {
+    t: Arc<Tensor>,
+    /// (groups, packed `W_g`) for the forward product
+    fwd: OnceLock<(usize, Option<Vec<gemm::PackedA>>)>,
+    /// (groups, packed `W_gᵀ`) for the backward-data product
+    bwd: OnceLock<(usize, Option<Vec<gemm::PackedA>>)>,
+    /// (groups, the flipped weights of backward-data as a forward convolution, and their
+    /// forward packing): [`conv::flipped_geom`]
+    flipped: OnceLock<(usize, Box<CpuWeight>)>,
+}
+
+impl CpuWeight {
+    pub fn new(t: Arc<Tensor>) -> Self {
+        CpuWeight { t, fwd: OnceLock::new(), bwd: OnceLock::new(), flipped: OnceLock::new() }
+    }
+    pub fn tensor(&self) -> &Tensor {
+        &self.t
+    }
+    fn packed(cell: &OnceLock<(usize, Option<Vec<gemm::PackedA>>)>, groups: usize, pack: impl FnOnce() -> Option<Vec<gemm::PackedA>>) -> Option<&[gemm::PackedA]> {
+        let (g, p) = cell.get_or_init(|| (groups, pack()));
+        // another group count than the first call's (no model does that): pack per call
+        p.as_deref().filter(|_| *g == groups)
+    }
+    fn conv_forward(&self, groups: usize) -> Option<&[gemm::PackedA]> {
+        Self::packed(&self.fwd, groups, || conv::pack_forward(&self.t, groups))
+    }
+    fn conv_backward(&self, groups: usize) -> Option<&[gemm::PackedA]> {
+        Self::packed(&self.bwd, groups, || conv::pack_backward(&self.t, groups))
+    }
+    /// The flipped weights, made on first use.
+    fn flipped(&self, groups: usize) -> Option<&CpuWeight> {
+        let (g, w) = self.flipped.get_or_init(|| (groups, Box::new(CpuWeight::new(Arc::new(conv::flip(&self.t, groups))))));
+        (*g == groups).then_some(&**w)
+    }
 }
 
 /// The CPU engine. Stateless; threads come from rayon's global pool.
@@ -127,7 +204,7 @@ impl Cpu {
 
 impl Backend for Cpu {
     type T = Tensor;
-    type W = Arc<Tensor>;
+    type W = CpuWeight;
     type Idx = Vec<u32>;
 
     fn name(&self) -> &'static str {
@@ -145,20 +222,27 @@ impl Backend for Cpu {
     fn download(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     }
-    fn weight(&self, t: &Arc<Tensor>, _role: Role) -> Result<Arc<Tensor>> {
-        Ok(t.clone())
+    fn weight(&self, t: &Arc<Tensor>, _role: Role) -> Result<CpuWeight> {
+        keep_freed_memory();
+        Ok(CpuWeight::new(t.clone()))
     }
-    fn conv2d(&self, x: &Tensor, w: &Arc<Tensor>, b: Option<&Arc<Tensor>>, g: &Conv2dGeom) -> Result<Tensor> {
-        Ok(conv::forward(x, w, b.map(|b| &**b), g))
+    fn conv2d(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, g: &Conv2dGeom) -> Result<Tensor> {
+        Ok(conv::forward_packed(x, &w.t, w.conv_forward(g.groups), b.map(|b| &*b.t), g))
     }
-    fn conv2d_backward_data(&self, gy: &Tensor, w: &Arc<Tensor>, x_shape: &[usize], g: &Conv2dGeom) -> Result<Tensor> {
-        Ok(conv::backward_data(gy, w, x_shape, g))
+    fn conv2d_backward_data(&self, gy: &Tensor, w: &CpuWeight, x_shape: &[usize], g: &Conv2dGeom) -> Result<Tensor> {
+        if let Some(fg) = conv::flipped_geom(&w.t.shape, g) {
+            if let Some(wf) = w.flipped(g.groups) {
+                return Backend::conv2d(self, gy, wf, None, &fg);
+            }
+            return Ok(conv::backward_data(gy, &w.t, x_shape, g));
+        }
+        Ok(conv::backward_data_packed(gy, &w.t, w.conv_backward(g.groups), x_shape, g))
     }
-    fn linear(&self, x: &Tensor, w: &Arc<Tensor>, b: Option<&Arc<Tensor>>) -> Result<Tensor> {
-        Ok(linear::forward(x, w, b.map(|b| &**b)))
+    fn linear(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>) -> Result<Tensor> {
+        Ok(linear::forward(x, &w.t, b.map(|b| &*b.t)))
     }
-    fn linear_backward_data(&self, gy: &Tensor, w: &Arc<Tensor>) -> Result<Tensor> {
-        Ok(linear::backward_data(gy, w))
+    fn linear_backward_data(&self, gy: &Tensor, w: &CpuWeight) -> Result<Tensor> {
+        Ok(linear::backward_data(gy, &w.t))
     }
     fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Result<(Tensor, Vec<u32>)> {
         Ok(pool::max_forward(x, g))
@@ -190,11 +274,11 @@ impl Backend for Cpu {
     fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
         Ok(elementwise::channel_scale_backward(x, s, gy))
     }
-    fn affine(&self, x: &Tensor, scale: &Arc<Tensor>, shift: &Arc<Tensor>) -> Result<Tensor> {
-        Ok(elementwise::affine(x, &scale.data, &shift.data))
+    fn affine(&self, x: &Tensor, scale: &CpuWeight, shift: &CpuWeight) -> Result<Tensor> {
+        Ok(elementwise::affine(x, &scale.t.data, &shift.t.data))
     }
-    fn affine_backward(&self, gy: &Tensor, scale: &Arc<Tensor>) -> Result<Tensor> {
-        Ok(elementwise::affine_backward(gy, &scale.data))
+    fn affine_backward(&self, gy: &Tensor, scale: &CpuWeight) -> Result<Tensor> {
+        Ok(elementwise::affine_backward(gy, &scale.t.data))
     }
     fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Result<Tensor> {
         Ok(elementwise::lrn(x, g))
@@ -203,12 +287,10 @@ impl Backend for Cpu {
         Ok(elementwise::lrn_backward(x, gy, g))
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let mut y = a.clone();
-        y.add_assign(b);
-        Ok(y)
+        Ok(elementwise::add(a, b))
     }
     fn add_assign(&self, a: &mut Tensor, b: &Tensor) -> Result<()> {
-        a.add_assign(b);
+        elementwise::add_assign(a, b);
         Ok(())
     }
     fn concat(&self, xs: &[&Tensor]) -> Result<Tensor> {
