@@ -14,8 +14,10 @@
 //! - [`viz`]: the visualisations: the [`viz::Attribution`] trait and its methods, targets,
 //!   DeepDream, classification, heat-map pictures.
 //! - [`job`]: whole jobs over files (the CLI's work): inputs, targets, device choice, outputs.
+//! - [`cli`]: the command line the `deepviz` binary parses (a clap `Command`).
 
 pub mod backend;
+pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -1,4 +1,4 @@
-//! The `deepviz` command: parses arguments, runs a library job ([`deepviz::job`]), prints. One
+//! The `deepviz` command: parses arguments ([`deepviz::cli::command`]), runs a library job ([`deepviz::job`]), prints. One
 //! subcommand per attribution method of the registry ([`deepviz::viz::METHODS`]), plus
 //! `classify`, `dream` and `layers`. Errors are one `error:` line and exit status 1 (usage
 //! errors: 2; an interrupt: 130); a closed standard output ends the program quietly.
@@ -8,94 +8,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
+use clap::ArgMatches;
 use deepviz::backend::Backend;
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
-use deepviz::viz::{LayerUse, MethodOptions, Opt, DEFAULT_MASKS, METHODS};
+use deepviz::viz::{MethodOptions, METHODS};
 use deepviz::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-
-fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
-    let cmd = cmd
-        .arg(Arg::new("image").long("image").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("input images (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them, or float32 NCHW .npy tensors already preprocessed"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
-        .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
-        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
-        .arg(Arg::new("device").long("device").default_value("auto").value_parser(["auto", "cpu", "cuda", "emu"]).help("compute device: the GPU when present (auto), the CPU engine, the GPU, or the CUDA engine on the CPU emulation"))
-        .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"));
-    let cmd = if with_layer { cmd.arg(Arg::new("layer").long("layer").help("layer (PyTorch module path, e.g. layer4, features.29, blocks.5); `deepviz layers` lists them")) } else { cmd };
-    if writes {
-        cmd.arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
-            .arg(Arg::new("raw").long("raw").action(ArgAction::SetTrue).help("also write raw float32 .npy arrays"))
-    } else {
-        cmd
-    }
-}
-
-fn cli() -> Command {
-    let mut cmd = Command::new("deepviz")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("See what a convolutional network has learned: gradients, class activation maps and their relatives, DeepDream.")
-        .subcommand_required(true)
-        .arg_required_else_help(true);
-    for m in METHODS {
-        let sub = Command::new(m.name).about(format!("{}: {} ({})", m.title, m.about, m.paper));
-        let sub = common_args(sub, m.layer != LayerUse::None, true)
-            .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("target class(es) for every image, e.g. 285 or 285,967 (one map each); default: each image's top class"))
-            .arg(Arg::new("unit").long("unit").action(ArgAction::Append).help("target the mean of a channel of a layer, LAYER:CHANNEL (repeatable)"))
-            .arg(Arg::new("neuron").long("neuron").action(ArgAction::Append).help("target one activation, LAYER:CHANNEL:Y:X (repeatable)"))
-            .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"))
-            .arg(Arg::new("clip-percentile").long("clip-percentile").value_name("P").value_parser(parse_percentile).help(format!("clip each picture at this percentile of its map before normalising (0 < P <= 100) [default: {}]; the --raw .npy stays unclipped", m.clip_percentile)))
-            .arg(Arg::new("alpha").long("alpha").default_value("0.5").value_parser(parse_unit).help("opacity of the heat map in the overlay, in [0, 1]"));
-        let sub = m.options.iter().fold(sub, |sub, &o| sub.arg(option_arg(m.name, o)));
-        cmd = cmd.subcommand(sub);
-    }
-    let d = DreamJob::default().dream;
-    let dream = common_args(Command::new("dream").about("DeepDream: amplify what --layer sees (maximise ½‖A‖²) over octaves, with jitter"), true, true)
-        .arg(Arg::new("octaves").long("octaves").default_value(d.octaves.to_string()).value_parser(value_parser!(usize)))
-        .arg(Arg::new("octave-scale").long("octave-scale").default_value(d.octave_scale.to_string()).value_parser(parse_finite))
-        .arg(Arg::new("steps").long("steps").default_value(d.steps.to_string()).value_parser(value_parser!(usize)).help("gradient-ascent steps per octave"))
-        .arg(Arg::new("lr").long("lr").default_value(d.lr.to_string()).value_parser(parse_finite).help("step size (normalised input units, on g / mean|g|)"))
-        .arg(Arg::new("jitter").long("jitter").default_value(d.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
-        .arg(Arg::new("seed").long("seed").default_value(d.seed.to_string()).value_parser(value_parser!(u64)));
-    let classify = common_args(Command::new("classify").about("Top-k classes with probabilities"), false, false)
-        .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(usize)).help("how many classes to show"));
-    let layers = Command::new("layers")
-        .about("List the model's layers (PyTorch module paths) with what each yields")
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0"))
-        .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata"))
-        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    let trace = Command::new("trace")
-        .about("Run a job of the CUDA engine on a recording device that executes nothing (no GPU needed) and print what its second run asks of a GPU: launches, allocations, frees, host syncs, bytes copied, multiply-adds executed and useful")
-        .arg(Arg::new("job").required(true).value_parser(job::trace_jobs()).help("an attribution method, or dream (one step)"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: --arch with placeholder weights, or the embedded EfficientNet-Lite0"))
-        .arg(Arg::new("arch").long("arch").help("architecture (with --model: for files without `arch` metadata; alone: placeholder weights, the shapes are what counts)"))
-        .arg(Arg::new("batch-size").long("batch-size").default_value("1").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
-        .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
-        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace)
-}
-
-/// The CLI argument of a method option ([`Opt`]).
-fn option_arg(method: &str, o: Opt) -> Arg {
-    let arg = Arg::new(o.flag()).long(o.flag());
-    match o {
-        Opt::Samples if method == "ig" => arg.value_parser(value_parser!(u64).range(1..=10_000)).help("Gauss-Legendre quadrature points along the path [default: 50]"),
-        Opt::Samples => arg.value_parser(value_parser!(u64).range(1..=10_000)).help("noisy copies of each input [default: 50]"),
-        Opt::Noise => arg.value_parser(parse_nonnegative).help("noise standard deviation as a fraction of each input's value range [default: 0.15]"),
-        Opt::Smooth => arg.value_parser(["smoothgrad", "smoothgrad_sq", "vargrad"]).help("how the noisy maps combine: mean, mean of squares, variance [default: smoothgrad]"),
-        Opt::Base => arg
-            .value_parser(METHODS.iter().map(|m| m.name).filter(|&n| n != "smoothgrad").collect::<Vec<_>>())
-            .help("the method whose maps are smoothed [default: saliency]"),
-        Opt::Baseline => arg.value_parser(["zero", "black", "blur", "noise"]).help("the path's start: 0 of the network input (the mean colour), a black picture, the blurred input, uniform noise [default: zero]"),
-        Opt::Seed => arg.value_parser(value_parser!(u64)).help("seed of the random noise [default: 0]"),
-        Opt::Masks => arg.value_parser(value_parser!(u64).range(1..=65_536)).help(format!("masked or ablated inputs per forward pass (more is faster while memory lasts) [default: {DEFAULT_MASKS}]")),
-    }
-}
 
 /// The method options the command line sets.
 fn method_options(m: &ArgMatches) -> Result<MethodOptions> {
@@ -147,42 +69,6 @@ fn trace_cmd(m: &ArgMatches) -> Result<Report> {
         100.0 * t.useful_macs as f64 / (t.executed_macs.max(1)) as f64
     );
     Ok(Report { json, text })
-}
-
-fn parse_finite(s: &str) -> std::result::Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("a finite number, not {s}"))
-    }
-}
-
-fn parse_nonnegative(s: &str) -> std::result::Result<f32, String> {
-    let v = parse_finite(s)?;
-    if v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("a number >= 0, not {s}"))
-    }
-}
-
-fn parse_percentile(s: &str) -> std::result::Result<f32, String> {
-    let p = parse_finite(s)?;
-    if p > 0.0 && p <= 100.0 {
-        Ok(p)
-    } else {
-        Err(format!("a percentile in (0, 100], not {s}"))
-    }
-}
-
-fn parse_unit(s: &str) -> std::result::Result<f32, String> {
-    let p = parse_finite(s)?;
-    if (0.0..=1.0).contains(&p) {
-        Ok(p)
-    } else {
-        Err(format!("a number in [0, 1], not {s}"))
-    }
 }
 
 fn load_model(m: &ArgMatches) -> Result<Arc<Model>> {
@@ -370,7 +256,7 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
 }
 
 fn main() -> ExitCode {
-    let matches = cli().get_matches();
+    let matches = deepviz::cli::command().get_matches();
     // Ctrl-C / SIGTERM / SIGHUP: undo the output set (a commit in progress finishes or rolls
     // back first), then exit as a shell expects of an interrupted program
     let _ = ctrlc::set_handler(|| {

@@ -1,7 +1,7 @@
 //! Images in and out: everything between a file on disk and a tensor the network sees.
 //!
 //! Map of the module:
-//! - this file: decoding ([`load_rgb`], with decompression-bomb limits), the documented
+//! - this file: decoding ([`load_rgb`], [`decode_rgb`], with decompression-bomb limits), the documented
 //!   preprocessing ([`resize_crop`], [`Preprocess`], [`to_tensor`], [`to_rgb`]) and safe output
 //!   ([`atomic_write`], [`write_png`]).
 //! - [`npy`]: NumPy `.npy` arrays ([`read_npy`], [`write_npy`]).
@@ -14,7 +14,7 @@ pub mod colormap;
 pub mod npy;
 
 pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, upsample_bilinear, Colormap, CLIP_BINS};
-pub use npy::{read_npy, write_npy};
+pub use npy::{parse_npy, read_npy, write_npy};
 
 use std::fs;
 use std::io::{Cursor, Write};
@@ -105,10 +105,20 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         return Err(fail(format!("{len} bytes: larger than the {} MiB an image file may have", MAX_IMAGE_FILE_BYTES >> 20)));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let mut reader = ImageReader::new(Cursor::new(&bytes[..]))
+    decode_rgb(&bytes, path)
+}
+
+/// [`load_rgb`] for a file already in memory: `bytes` are its content, `path` names it in
+/// errors (and is not opened). The same formats, limits and checks.
+pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    let fail = |msg: String| Error::Image {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| fail(format!("cannot read: {e}")))?;
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         return Err(fail("truncated JPEG: the file ends inside its last scan (no end-of-image marker after it)".into()));
     }
     let Some(format) = reader.format() else {

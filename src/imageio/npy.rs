@@ -31,7 +31,13 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         return Err(Error::Image { path: path.to_path_buf(), msg: format!("{len} bytes: larger than the {} MiB an .npy input may have (imageio::npy::MAX_NPY_BYTES)", MAX_NPY_BYTES >> 20) });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes).map_err(|msg| Error::Image {
+    parse_npy(&bytes, path)
+}
+
+/// [`read_npy`] for a file already in memory: `bytes` are its content, `path` names it in errors
+/// (and is not opened).
+pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Tensor> {
+    parse(bytes).map_err(|msg| Error::Image {
         path: path.to_path_buf(),
         msg,
     })

@@ -16,6 +16,11 @@ use crate::error::{Error, Result};
 use crate::imageio::{self, Preprocess};
 use crate::tensor::Tensor;
 
+/// Most images one `.npy` input may hold: its items are made at once, each with its own tensor,
+/// picture and name, so a file of many tiny images (`[89478485, 3, 1, 1]` fits in 1 GiB) would
+/// take many times its size in memory.
+pub const MAX_NPY_ITEMS: usize = 65536;
+
 /// The file extensions a folder is searched for.
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "npy"];
 
@@ -86,47 +91,82 @@ impl Inputs {
     }
 }
 
+fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
 /// The items of one file: an image gives one, an `.npy` `[n, 3, h, w]` gives n (`{stem}_{i}`).
 fn load_file(path: &Path, pre: &Preprocess) -> Result<Vec<Item>> {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let t = imageio::read_npy(path)?;
-        let t = match t.rank() {
-            3 => {
-                let s = t.shape.clone();
-                t.reshape(&[1, s[0], s[1], s[2]])?
-            }
-            4 => t,
-            _ => return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
-        };
-        let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
-        if c != 3 || h == 0 || w == 0 || n == 0 {
-            return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
-        }
-        if h.max(w) > imageio::MAX_INPUT_SIDE {
-            return Err(Error::InvalidArgument(format!(
-                "{}: a {h}x{w} input; at most {} pixels a side are allowed (imageio::MAX_INPUT_SIDE)",
-                path.display(),
-                imageio::MAX_INPUT_SIDE
-            )));
-        }
-        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!("{}: value {} at index {i} is not a finite number", path.display(), t.data[i])));
-        }
-        (0..n)
-            .map(|i| {
-                let x = Tensor::new(vec![1, c, h, w], t.item(i).to_vec())?;
-                let picture = imageio::to_rgb(&x.data, h, w, pre);
-                let stem = if n > 1 { format!("{stem}_{i}") } else { stem.clone() };
-                Ok(Item { source: path.to_path_buf(), stem, picture, x })
-            })
-            .collect()
+    if is_npy(path) {
+        npy_items(path, imageio::read_npy(path)?, pre)
     } else {
-        let img = imageio::load_rgb(path)?;
-        let picture = imageio::resize_crop(&img, pre.size);
-        let x = imageio::to_tensor(std::slice::from_ref(&picture), pre);
-        Ok(vec![Item { source: path.to_path_buf(), stem, picture, x }])
+        Ok(vec![image_item(path, imageio::load_rgb(path)?, pre)])
     }
+}
+
+/// What [`Inputs::batches`] makes of a file, for a file already in memory: `bytes` are its
+/// content, `path` (not opened) names it and, by its extension, says whether it is an `.npy`
+/// tensor or an image. The same decoding, checks and preprocessing; only the file-size limits,
+/// checked before a file is read, do not apply.
+pub fn decode_items(path: &Path, bytes: &[u8], pre: &Preprocess) -> Result<Vec<Item>> {
+    if is_npy(path) {
+        npy_items(path, imageio::parse_npy(bytes, path)?, pre)
+    } else {
+        Ok(vec![image_item(path, imageio::decode_rgb(bytes, path)?, pre)])
+    }
+}
+
+fn stem_of(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into())
+}
+
+/// The items of an `.npy` tensor `[n, 3, h, w]` or `[3, h, w]`: finite, at most
+/// [`imageio::MAX_INPUT_SIDE`] a side.
+fn npy_items(path: &Path, t: Tensor, pre: &Preprocess) -> Result<Vec<Item>> {
+    let stem = stem_of(path);
+    let t = match t.rank() {
+        3 => {
+            let s = t.shape.clone();
+            t.reshape(&[1, s[0], s[1], s[2]])?
+        }
+        4 => t,
+        _ => return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
+    };
+    let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
+    if c != 3 || h == 0 || w == 0 || n == 0 {
+        return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
+    }
+    if h.max(w) > imageio::MAX_INPUT_SIDE {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a {h}x{w} input; at most {} pixels a side are allowed (imageio::MAX_INPUT_SIDE)",
+            path.display(),
+            imageio::MAX_INPUT_SIDE
+        )));
+    }
+    if n > MAX_NPY_ITEMS {
+        return Err(Error::InvalidArgument(format!(
+            "{}: {n} images in one .npy; at most {MAX_NPY_ITEMS} are allowed (job::inputs::MAX_NPY_ITEMS): split the file",
+            path.display()
+        )));
+    }
+    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument(format!("{}: value {} at index {i} is not a finite number", path.display(), t.data[i])));
+    }
+    (0..n)
+        .map(|i| {
+            let x = Tensor::new(vec![1, c, h, w], t.item(i).to_vec())?;
+            let picture = imageio::to_rgb(&x.data, h, w, pre);
+            let stem = if n > 1 { format!("{stem}_{i}") } else { stem.clone() };
+            Ok(Item { source: path.to_path_buf(), stem, picture, x })
+        })
+        .collect()
+}
+
+/// The item of a decoded image: the centre crop at the model's size and its tensor.
+fn image_item(path: &Path, img: RgbImage, pre: &Preprocess) -> Item {
+    let picture = imageio::resize_crop(&img, pre.size);
+    let x = imageio::to_tensor(std::slice::from_ref(&picture), pre);
+    Item { source: path.to_path_buf(), stem: stem_of(path), picture, x }
 }
 
 /// The iterator of [`Inputs::batches`].

@@ -20,7 +20,7 @@ mod trace;
 
 pub use device::{cuda_backend, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
-pub use targets::{parse_target, TargetName, TargetSpec};
+pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};
 pub use trace::{trace, trace_jobs};
 
 use std::path::PathBuf;

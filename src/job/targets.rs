@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::viz::Target;
 
+/// Largest `--class-file` read, in bytes (checked before reading).
+pub const MAX_CLASS_FILE_BYTES: u64 = 64 << 20;
+
 /// Targets as the user gave them (layers still as names: they resolve on the model).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum TargetSpec {
@@ -81,8 +84,21 @@ fn keys(p: &Path) -> Vec<String> {
 impl TargetSpec {
     /// Read a class file (see the module documentation) and check it against the inputs.
     pub fn from_class_file(path: &Path, inputs: &Inputs) -> Result<TargetSpec> {
-        super::inputs::check_regular_file(path)?;
+        let len = crate::imageio::regular_file_len(path)?;
+        if len > MAX_CLASS_FILE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {len} bytes; a class file may have at most {} MiB (job::MAX_CLASS_FILE_BYTES)",
+                path.display(),
+                MAX_CLASS_FILE_BYTES >> 20
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_class_text(&text, path, inputs)
+    }
+
+    /// [`TargetSpec::from_class_file`] for a class file already in memory (`path`, not opened,
+    /// names it in errors).
+    pub fn from_class_text(text: &str, path: &Path, inputs: &Inputs) -> Result<TargetSpec> {
         let mut map: HashMap<String, Vec<usize>> = HashMap::new();
         for (no, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();

@@ -1,0 +1,9 @@
+//! libFuzzer binary for the `safetensors_header` target (body: fuzz/targets.rs); run with `scripts/fuzz.sh safetensors_header SECONDS`.
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    targets::safetensors_header(data);
+});
