@@ -23,7 +23,7 @@ fn main() {
         let pa = PackedA::new(Mat::rows(&a, m, k));
         let reps = (2e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
         for which in 0..2 {
-            let f = |c: &mut [f32]| if which == 0 { sgemm(Mat::rows(&a, m, k), Mat::rows(&b, k, n), c, n, false) } else { sgemm_packed(Mat::rows(&a, m, k), pa.as_ref(), Mat::rows(&b, k, n), c, n, false) };
+            let f = |c: &mut [f32]| if which == 0 { sgemm(Mat::rows(&a, m, k), Mat::rows(&b, k, n), c, n, false) } else { sgemm_packed(Mat::rows(&a, m, k), pa.as_ref(), Mat::rows(&b, k, n), c, n, false.into()) };
             f(&mut c);
             let (t, w) = (cpu_s(), Instant::now());
             for _ in 0..reps { f(&mut c); }
