@@ -144,25 +144,26 @@ fn reads(g: &crate::graph::Graph, id: NodeId, folded: &[bool]) -> Vec<NodeId> {
     }
 }
 
+/// Which nodes `upto` depends on through the nodes after `from` (those, and what they read).
+fn needed_after(g: &crate::graph::Graph, from: NodeId, upto: NodeId) -> Vec<bool> {
+    let mut needed = vec![false; g.nodes.len()];
+    needed[upto] = true;
+    for id in (from + 1..=upto).rev() {
+        if needed[id] {
+            g.nodes[id].inputs.iter().for_each(|&i| needed[i] = true);
+        }
+    }
+    needed
+}
+
 /// The nodes up to `from` whose outputs the nodes after `from` (up to `upto`) read: what a
 /// forward pass must keep for [`forward_from`].
 pub(crate) fn boundary(g: &crate::graph::Graph, from: NodeId, upto: NodeId) -> Vec<NodeId> {
-    let mut needed = vec![false; g.nodes.len()];
-    needed[upto] = true;
-    let mut out = vec![];
-    for id in (from + 1..=upto).rev() {
-        if needed[id] {
-            for &i in &g.nodes[id].inputs {
-                needed[i] = true;
-                if i <= from {
-                    out.push(i);
-                }
-            }
-        }
+    if from >= upto {
+        return vec![];
     }
-    out.sort_unstable();
-    out.dedup();
-    out
+    let needed = needed_after(g, from, upto);
+    (0..=from).filter(|&i| needed[i]).collect()
 }
 
 /// The output of `upto` when the output of `from` is replaced by `value`, whose batch holds
@@ -181,13 +182,7 @@ pub(crate) fn forward_from<B: Backend>(eng: &Engine<B>, acts: &Activations<B>, f
     if be.shape(&value) != shapes[from].as_slice() {
         return Err(Error::shape(format!("the replacement of `{}`", g.nodes[from].name), format!("{:?}", shapes[from]), be.shape(&value)));
     }
-    let mut needed = vec![false; g.nodes.len()];
-    needed[upto] = true;
-    for id in (from + 1..=upto).rev() {
-        if needed[id] {
-            g.nodes[id].inputs.iter().for_each(|&i| needed[i] = true);
-        }
-    }
+    let needed = needed_after(g, from, upto);
     // fold what the forward pass would fold (nothing here is observed)
     let mut folded = vec![false; g.nodes.len()];
     for id in from + 1..=upto {

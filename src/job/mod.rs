@@ -159,8 +159,14 @@ impl MapJob {
                 let (maps, targets) = (attributed.map, attributed.targets);
                 let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
                 // signed maps: the raw array keeps the sign, the picture shows |map|
-                let shown = if info.signed { eng.be.unary(&maps, crate::backend::Unary::Abs)? } else { maps.clone() };
-                let rendered = render::pictures(&eng.be, &shown, &pictures, &style)?;
+                let abs;
+                let shown = if info.signed {
+                    abs = eng.be.unary(&maps, crate::backend::Unary::Abs)?;
+                    &abs
+                } else {
+                    &maps
+                };
+                let rendered = render::pictures(&eng.be, shown, &pictures, &style)?;
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;

@@ -42,6 +42,16 @@ pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
     options: &[],
 };
 
+/// The layer a CAM is taken at: the named one, or the architecture's default; not the input.
+pub(super) fn cam_layer<B: Backend>(eng: &Engine<B>, layer: Option<&str>, title: &str) -> Result<Layer> {
+    let model = eng.model();
+    let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
+    if layer == model.input() {
+        return Err(Error::InvalidArgument(format!("{title} needs a layer inside the network, not its input")));
+    }
+    Ok(layer)
+}
+
 /// A layer's output must be a feature map `[n, c, h, w]` for a CAM.
 pub(super) fn feature_map<B: Backend>(eng: &Engine<B>, a: &B::T, what: &str, layer: Layer) -> Result<()> {
     let s = eng.be.shape(a);
@@ -155,12 +165,7 @@ impl<'e, B: Backend> GradCam<'e, B> {
 
     /// The CAM of `weighting` at the named layer, or the architecture's default when `None`.
     pub fn with(eng: &'e Engine<B>, layer: Option<&str>, weighting: CamWeighting) -> Result<Self> {
-        let model = eng.model();
-        let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
-        if layer == model.input() {
-            return Err(Error::InvalidArgument(format!("{} needs a layer inside the network, not its input", weighting.info().title)));
-        }
-        Ok(GradCam { eng, layer, weighting })
+        Ok(GradCam { eng, layer: cam_layer(eng, layer, weighting.info().title)?, weighting })
     }
 
     /// The map from a forward pass that kept the layer.
@@ -277,12 +282,7 @@ pub struct EigenCam<'e, B: Backend> {
 
 impl<'e, B: Backend> EigenCam<'e, B> {
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
-        let model = eng.model();
-        let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
-        if layer == model.input() {
-            return Err(Error::InvalidArgument("Eigen-CAM needs a layer inside the network, not its input".into()));
-        }
-        Ok(EigenCam { eng, layer })
+        Ok(EigenCam { eng, layer: cam_layer(eng, layer, "Eigen-CAM")? })
     }
 }
 

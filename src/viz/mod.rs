@@ -159,8 +159,7 @@ pub struct MethodOptions {
 impl MethodOptions {
     /// The options that are set, besides the layer.
     fn set(&self) -> Vec<Opt> {
-        let mut v = vec![];
-        let flags = [
+        [
             (self.samples.is_some(), Opt::Samples),
             (self.noise.is_some(), Opt::Noise),
             (self.smooth.is_some(), Opt::Smooth),
@@ -168,13 +167,10 @@ impl MethodOptions {
             (self.baseline.is_some(), Opt::Baseline),
             (self.seed.is_some(), Opt::Seed),
             (self.masks.is_some(), Opt::Masks),
-        ];
-        for (on, o) in flags {
-            if on {
-                v.push(o);
-            }
-        }
-        v
+        ]
+        .into_iter()
+        .filter_map(|(on, o)| on.then_some(o))
+        .collect()
     }
 }
 

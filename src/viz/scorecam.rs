@@ -14,7 +14,7 @@
 //! through the network `masks` at a time ([`MethodOptions::masks`](super::MethodOptions)): more
 //! is faster until the device's memory is full.
 
-use super::cam::feature_map;
+use super::cam::{cam_layer, feature_map};
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Opt, Target, Targets};
 use crate::backend::{Backend, Binary, Reduce, Unary};
 use crate::engine::Engine;
@@ -56,14 +56,24 @@ fn class_targets_only(targets: Option<&[Target]>, title: &str) -> Result<()> {
     Ok(())
 }
 
-/// The layer of a gradient-free CAM.
-fn cam_layer<B: Backend>(eng: &Engine<B>, layer: Option<&str>, title: &str) -> Result<Layer> {
-    let model = eng.model();
-    let layer = model.resolve(layer.unwrap_or(&model.graph.heads.gradcam_layer))?;
-    if layer == model.input() || layer == model.output() {
-        return Err(Error::InvalidArgument(format!("{title} needs a layer inside the network, not its input or output")));
+/// The layer of a gradient-free CAM: a CAM layer, and not the output (the passes rerun what
+/// follows it).
+fn rerun_layer<B: Backend>(eng: &Engine<B>, layer: Option<&str>, title: &str) -> Result<Layer> {
+    let layer = cam_layer(eng, layer, title)?;
+    if layer == eng.model().output() {
+        return Err(Error::InvalidArgument(format!("{title} needs a layer inside the network, not its output")));
     }
     Ok(layer)
+}
+
+/// The scores of `k` channels, `per_pass` at a time: `chunk(k0, kc)` gives `[n, kc, 1, 1]` for
+/// channels [k0, k0 + kc); the result is `[n, k, 1, 1]`.
+fn channel_scores<B: Backend>(be: &B, k: usize, per_pass: usize, mut chunk: impl FnMut(usize, usize) -> Result<B::T>) -> Result<B::T> {
+    let mut parts = (0..k).step_by(per_pass).map(|k0| chunk(k0, per_pass.min(k - k0))).collect::<Result<Vec<_>>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    be.concat(&parts.iter().collect::<Vec<_>>())
 }
 
 /// Channels [k0, k0 + kc) of `a` `[n, k, h, w]`.
@@ -95,7 +105,7 @@ pub struct ScoreCam<'e, B: Backend> {
 
 impl<'e, B: Backend> ScoreCam<'e, B> {
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>, masks: usize) -> Result<Self> {
-        Ok(ScoreCam { eng, layer: cam_layer(eng, layer, "Score-CAM")?, masks: masks.max(1) })
+        Ok(ScoreCam { eng, layer: rerun_layer(eng, layer, "Score-CAM")?, masks: masks.max(1) })
     }
 }
 
@@ -121,10 +131,7 @@ impl<B: Backend> Attribution<B> for ScoreCam<'_, B> {
         let (c, hh, ww) = (xs[1], xs[2], xs[3]);
         let x_items = be.reshape(x.clone(), &[n, 1, c, hh * ww])?;
         let out = eng.model().output();
-        let per_pass = (self.masks / n).max(1);
-        let mut chunks = vec![];
-        for k0 in (0..k).step_by(per_pass) {
-            let kc = per_pass.min(k - k0);
+        let s = channel_scores(be, k, (self.masks / n).max(1), |k0, kc| {
             let up = be.resize(&channels(be, a, k0, kc)?, hh, ww)?;
             // (u − min) / (max − min + 1e-8) per channel, as pytorch-grad-cam
             let lo = be.reduce(&up, Reduce::Min, &[2, 3])?;
@@ -133,9 +140,8 @@ impl<B: Backend> Attribution<B> for ScoreCam<'_, B> {
             let masked = be.binary(&x_items, &be.reshape(mask, &[n, kc, 1, hh * ww])?, Binary::Mul)?;
             let masked = be.reshape(masked, &[n * kc, c, hh, ww])?;
             let logits = eng.forward(masked, out, &[])?.get(out).expect("the output is kept").clone();
-            chunks.push(scores(be, logits, onehot, n, kc)?);
-        }
-        let s = if chunks.len() == 1 { chunks.remove(0) } else { be.concat(&chunks.iter().collect::<Vec<_>>())? };
+            scores(be, logits, onehot, n, kc)
+        })?;
         // softmax over the channels
         let e = be.unary(&be.binary(&s, &be.reduce(&s, Reduce::Max, &[1])?, Binary::Sub)?, Unary::Exp)?;
         let w = be.binary(&e, &be.reduce(&e, Reduce::Sum, &[1])?, Binary::Div)?;
@@ -153,7 +159,7 @@ pub struct AblationCam<'e, B: Backend> {
 
 impl<'e, B: Backend> AblationCam<'e, B> {
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>, masks: usize) -> Result<Self> {
-        Ok(AblationCam { eng, layer: cam_layer(eng, layer, "Ablation-CAM")?, masks: masks.max(1) })
+        Ok(AblationCam { eng, layer: rerun_layer(eng, layer, "Ablation-CAM")?, masks: masks.max(1) })
     }
 }
 
@@ -180,20 +186,16 @@ impl<B: Backend> Attribution<B> for AblationCam<'_, B> {
         let s = be.shape(a).to_vec();
         let (n, k, m) = (s[0], s[1], s[2] * s[3]);
         let a_items = be.reshape(a.clone(), &[n, 1, k, m])?;
-        let y = scores(be, t.acts.get(out).expect("kept").clone(), onehot, n, 1)?;
-        let per_pass = (self.masks / n).max(1);
-        let mut chunks = vec![];
-        for k0 in (0..k).step_by(per_pass) {
-            let kc = per_pass.min(k - k0);
+        let y = be.reshape(target::score(eng, &t.acts, &t.seeds)?, &[n, 1, 1, 1])?;
+        let yk = channel_scores(be, k, (self.masks / n).max(1), |k0, kc| {
             // copy j of an item has channel k0 + j zeroed: keep = 1 − [channel == k0 + j]
             let which = be.unary(&be.reshape(be.iota(kc)?, &[1, kc, 1, 1])?, Unary::Affine(1.0, k0 as f32))?;
             let hit = ops::indicator(be, &which, 2, k)?;
             let keep_mask = be.unary(&hit, Unary::Affine(-1.0, 1.0))?;
             let ablated = be.reshape(be.binary(&a_items, &keep_mask, Binary::Mul)?, &[n * kc, k, s[2], s[3]])?;
             let logits = eng.forward_from(&t.acts, self.layer, ablated, out, kc)?;
-            chunks.push(scores(be, logits, onehot, n, kc)?);
-        }
-        let yk = if chunks.len() == 1 { chunks.remove(0) } else { be.concat(&chunks.iter().collect::<Vec<_>>())? };
+            scores(be, logits, onehot, n, kc)
+        })?;
         // (y − y_k) / y
         let w = be.binary(&be.binary(&y, &yk, Binary::Sub)?, &y, Binary::Div)?;
         let map = ops::weighted_channel_sum(be, a, &w, true)?;

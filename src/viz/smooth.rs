@@ -21,7 +21,7 @@
 use std::str::FromStr;
 
 use super::{attribution, ops, target, Attributed, Attribution, LayerUse, MethodInfo, MethodOptions, Opt, Target, Targets};
-use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role};
+use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -191,7 +191,7 @@ impl<B: Backend> Attribution<B> for NoiseTunnel<'_, B> {
         let axes: Vec<usize> = (1..shape.len()).collect();
         // σ per item = noise × (max − min)
         let sigma = be.binary(&be.reduce(x, Reduce::Max, &axes)?, &be.reduce(x, Reduce::Min, &axes)?, Binary::Sub)?;
-        let sigma = be.unary(&sigma, crate::backend::Unary::Affine(self.noise, 0.0))?;
+        let sigma = be.unary(&sigma, Unary::Affine(self.noise, 0.0))?;
         let numel: usize = shape.iter().product();
         let (mut sum, mut sum_sq) = (None::<B::T>, None::<B::T>);
         for s in 0..self.samples {
@@ -207,7 +207,7 @@ impl<B: Backend> Attribution<B> for NoiseTunnel<'_, B> {
             }
         }
         let inv = 1.0 / self.samples as f32;
-        let mean = |t: Option<B::T>| be.unary(&t.expect("accumulated"), crate::backend::Unary::Affine(inv, 0.0));
+        let mean = |t: Option<B::T>| be.unary(&t.expect("accumulated"), Unary::Affine(inv, 0.0));
         let map = match self.kind {
             Smooth::Mean => mean(sum)?,
             Smooth::MeanSquare => mean(sum_sq)?,
@@ -215,7 +215,7 @@ impl<B: Backend> Attribution<B> for NoiseTunnel<'_, B> {
             Smooth::Variance => {
                 let m = mean(sum)?;
                 let d = be.binary(&mean(sum_sq)?, &be.binary(&m, &m, Binary::Mul)?, Binary::Sub)?;
-                be.unary(&d, crate::backend::Unary::Relu)?
+                be.unary(&d, Unary::Relu)?
             }
         };
         Ok((map, Targets::given(fixed)))
@@ -352,10 +352,10 @@ impl<B: Backend> Attribution<B> for IntegratedGradients<'_, B> {
         let input = eng.model().input();
         let mut avg: Option<B::T> = None;
         for (alpha, w) in gauss_legendre(self.steps) {
-            let xk = be.binary(&base, &be.unary(&delta, crate::backend::Unary::Affine(alpha as f32, 0.0))?, Binary::Add)?;
+            let xk = be.binary(&base, &be.unary(&delta, Unary::Affine(alpha as f32, 0.0))?, Binary::Add)?;
             let acts = eng.forward(xk, out, &keep)?;
             let g = eng.backward(&acts, seeds.clone(), &[input], Rule::Gradient)?.remove(0);
-            let g = be.unary(&g, crate::backend::Unary::Affine(w as f32, 0.0))?;
+            let g = be.unary(&g, Unary::Affine(w as f32, 0.0))?;
             avg = Some(match avg {
                 None => g,
                 Some(a) => be.binary(&a, &g, Binary::Add)?,

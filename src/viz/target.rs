@@ -159,7 +159,7 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[T
         }
         seeds.push((layer, seed));
     }
-    Ok(Targeted { acts, seeds, targets: Targets { top: None, given: Some(targets.to_vec()) } })
+    Ok(Targeted { acts, seeds, targets: Targets::given(targets.to_vec()) })
 }
 
 /// Each item's target score in a forward pass with its seeds: Σ over seeded layers of
