@@ -21,7 +21,7 @@
 use std::str::FromStr;
 
 use super::{attribution, ops, target, Attributed, Attribution, LayerUse, MethodInfo, MethodOptions, Opt, Target, Targets};
-use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
+use crate::backend::{Backend, Binary, Conv2dGeom, Precision, Reduce, Role, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -37,6 +37,7 @@ pub(super) const SMOOTHGRAD_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[Opt::Base, Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Seed],
+    gpu_precision: Precision::F32,
 };
 
 pub(super) const IG_INFO: MethodInfo = MethodInfo {
@@ -49,6 +50,7 @@ pub(super) const IG_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: true,
     options: &[Opt::Samples, Opt::Baseline, Opt::Seed],
+    gpu_precision: Precision::F32,
 };
 
 /// How SmoothGrad combines the noisy maps (captum's `nt_type`).
