@@ -33,7 +33,7 @@ mod target;
 pub use cam::{eigen_projection, Cam, CamWeighting, EigenCam, GradCam};
 pub use gradient::{Gradients, GuidedGradCam};
 pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
-pub use smooth::{gauss_legendre, noise, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
+pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
 pub use dream::{pixel_range, DeepDream, Objective};
 pub use saliency::Saliency;
