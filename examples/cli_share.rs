@@ -21,7 +21,7 @@ use deepviz::model::Model;
 use deepviz::output::OutputSet;
 use deepviz::viz::{attribution, MethodOptions};
 
-fn main() -> deepviz::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 4 {
         eprintln!("usage: cli_share MODEL.safetensors saliency|gradcam BATCH IMAGE... [--reps N]");

@@ -170,6 +170,14 @@ mod avx512 {
     pub fn forward(d: &Dims, x: &Tensor, w: &Tensor, y: &mut Tensor) {
         let (hw, kk, p) = (d.h * d.w, d.kh * d.kw, d.p());
         let ph = Phases::new(d);
+        // (where in the phases tap (ky, kx) of output (0, 0) reads, the tap's index), worked out
+        // once: no index arithmetic per plane or vector
+        let taps: Vec<(usize, usize)> = (0..kk)
+            .map(|t| {
+                let (f, off) = ph.tap(d, t % d.kw);
+                (ph.at(f, t / d.kw * d.g.dilation[0]) + off, t)
+            })
+            .collect();
         // one task per input plane and its OG output planes (consecutive in y)
         y.data.par_chunks_mut(d.og * p).enumerate().for_each(|(i, ys)| {
             let ci = i % d.c;
@@ -179,7 +187,7 @@ mod avx512 {
                     let wk = &w.data[(ci * d.og + m) * kk..][..kk];
                     // SAFETY: AVX-512F was detected (uses_avx512); `buf` holds `ph`'s layout,
                     // `yp` one output plane of OH*OW floats
-                    unsafe { forward_plane(d, &ph, buf, wk, yp) };
+                    unsafe { forward_plane(d, &ph, &taps, buf, wk, yp) };
                 }
             });
         });
@@ -190,21 +198,22 @@ mod avx512 {
         let ph = Phases::new(d);
         // output-gradient rows with max_off zeros before and enough after for a whole phase row
         let (om, wg) = (ph.max_off(d), ph.max_off(d) + ph.wq);
+        let plan = BackwardPlan::new(d, &ph, om);
         gx.data.par_chunks_mut(hw).enumerate().for_each(|(i, gxp)| {
             let ci = i % d.c;
             with_buf(ph.len() + d.oh * wg, |buf| {
                 let (buf, gpad) = buf.split_at_mut(ph.len());
-                buf.fill(0.0);
-                gpad.fill(0.0);
                 for m in 0..d.og {
                     let oc = ci * d.og + m;
                     let gyp = &gy.data[(i / d.c * d.o + oc) * p..][..p];
                     for (dst, src) in gpad.chunks_exact_mut(wg).zip(gyp.chunks_exact(d.ow)) {
+                        dst[..om].fill(0.0);
                         dst[om..om + d.ow].copy_from_slice(src);
+                        dst[om + d.ow..].fill(0.0);
                     }
                     // SAFETY: AVX-512F was detected; `buf` is in `ph`'s layout, `gpad` OH rows
                     // of `wg` floats
-                    unsafe { backward_plane(d, &ph, buf, &w.data[oc * kk..][..kk], gpad, om) };
+                    unsafe { backward_plane(&ph, &plan, buf, &w.data[oc * kk..][..kk], gpad, m > 0) };
                 }
                 ph.extract(d, buf, gxp);
             });
@@ -217,39 +226,33 @@ mod avx512 {
     /// KH*KW weights and `yp` OH*OW floats. Every load lies inside `buf`: row `oy·SY + ky·DY <
     /// rows`, and column offset + the vector's end `<= OW` rounded up to 16 + offset `<= wq`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn forward_plane(d: &Dims, ph: &Phases, buf: &[f32], wk: &[f32], yp: &mut [f32]) {
-        debug_assert!(buf.len() >= ph.len() && yp.len() >= d.p());
+    unsafe fn forward_plane(d: &Dims, ph: &Phases, taps: &[(usize, usize)], buf: &[f32], wk: &[f32], yp: &mut [f32]) {
+        debug_assert!(buf.len() >= ph.len() && yp.len() >= d.p() && wk.len() == d.kh * d.kw);
         for oy in 0..d.oh {
+            let src = buf.as_ptr().add(oy * d.g.stride[0] * ph.wq);
+            let dst = yp.as_mut_ptr().add(oy * d.ow);
             let mut ox0 = 0;
             while ox0 + VECS * LANES <= d.ow {
-                forward_block::<VECS>(d, ph, buf, wk, oy, ox0, yp, 0xffff);
+                forward_block::<VECS>(taps, wk, src.add(ox0), dst.add(ox0), 0xffff);
                 ox0 += VECS * LANES;
             }
             while ox0 < d.ow {
-                forward_block::<1>(d, ph, buf, wk, oy, ox0, yp, mask(ox0, d.ow));
+                forward_block::<1>(taps, wk, src.add(ox0), dst.add(ox0), mask(ox0, d.ow));
                 ox0 += LANES;
             }
         }
     }
 
-    /// `V` vectors of output row `oy` from column `ox0`, the last one stored under `last`.
+    /// `dst[0 .. 16·V] += Σ_(off, t) wk[t] · src[off ..]`, the last vector stored under `last`.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn forward_block<const V: usize>(d: &Dims, ph: &Phases, buf: &[f32], wk: &[f32], oy: usize, ox0: usize, yp: &mut [f32], last: u16) {
+    unsafe fn forward_block<const V: usize>(taps: &[(usize, usize)], wk: &[f32], src: *const f32, dst: *mut f32, last: u16) {
         let mut acc = [_mm512_setzero_ps(); V];
-        let b = buf.as_ptr();
-        for ky in 0..d.kh {
-            let r = oy * d.g.stride[0] + ky * d.g.dilation[0];
-            for kx in 0..d.kw {
-                let (f, off) = ph.tap(d, kx);
-                let src = b.add(ph.at(f, r) + off + ox0);
-                let wv = _mm512_set1_ps(*wk.get_unchecked(ky * d.kw + kx));
-                for (v, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(v * LANES)), *a);
-                }
+        for &(off, t) in taps {
+            let wv = _mm512_set1_ps(*wk.get_unchecked(t));
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(off + v * LANES)), *a);
             }
         }
-        let dst = yp.as_mut_ptr().add(oy * d.ow + ox0);
         for (v, a) in acc.iter().enumerate() {
             let m = if v + 1 == V { last } else { 0xffff };
             let p = dst.add(v * LANES);
@@ -257,60 +260,86 @@ mod avx512 {
         }
     }
 
-    /// `buf += ` the padded input gradient of one (output-gradient plane, kernel) pair: each
-    /// vector of each phase row summed over the taps that write it.
+    /// `buf (+)= ` the padded input gradient of one (output-gradient plane, kernel) pair (`=`
+    /// unless `add`): each vector of each phase row summed over the taps that write it. Only the
+    /// columns [`Phases::extract`] reads are written.
     ///
-    /// SAFETY: AVX-512F present; `buf` is `ph.len()` floats in `ph`'s layout for `d`, `wk` holds
-    /// KH*KW weights; `gpad` holds OH rows of `om + ph.wq` floats, the output-gradient row at
-    /// `om` (`om` = [`Phases::max_off`]). Phase rows are whole vectors, and a tap at offset `off`
-    /// reads gradient row columns `om - off + q0 ..` with `q0 + 16 <= wq`: inside the row.
+    /// SAFETY: AVX-512F present; `buf` is `ph.len()` floats in `ph`'s layout, `plan` made for the
+    /// same `d` and `ph`, `wk` holds KH*KW weights; `gpad` holds OH rows of `om + ph.wq` floats,
+    /// the output-gradient row at `om` (`om` = [`Phases::max_off`]). Phase rows are whole
+    /// vectors (`hi <= wq`), and a tap at offset `off` reads gradient row columns
+    /// `om - off + q0 ..` with `q0 + 16 <= wq`: inside the row.
     #[target_feature(enable = "avx512f")]
-    unsafe fn backward_plane(d: &Dims, ph: &Phases, buf: &mut [f32], wk: &[f32], gpad: &[f32], om: usize) {
-        let wg = om + ph.wq;
-        debug_assert!(buf.len() >= ph.len() && gpad.len() >= d.oh * wg);
+    unsafe fn backward_plane(ph: &Phases, plan: &BackwardPlan, buf: &mut [f32], wk: &[f32], gpad: &[f32], add: bool) {
+        debug_assert!(buf.len() >= ph.len() && plan.row.len() == ph.sx * ph.rows + 1);
         for f in 0..ph.sx {
+            let hi = plan.hi[f];
             for r in 0..ph.rows {
+                let taps = &plan.taps[plan.row[f * ph.rows + r]..plan.row[f * ph.rows + r + 1]];
+                let dst = buf.as_mut_ptr().add(ph.at(f, r));
                 let mut q0 = 0;
-                while q0 + VECS * LANES <= ph.wq {
-                    backward_block::<VECS>(d, ph, buf, wk, gpad, om, f, r, q0);
+                while q0 + VECS * LANES <= hi {
+                    backward_block::<VECS>(taps, wk, gpad.as_ptr().add(q0), dst.add(q0), add);
                     q0 += VECS * LANES;
                 }
-                while q0 < ph.wq {
-                    backward_block::<1>(d, ph, buf, wk, gpad, om, f, r, q0);
+                while q0 < hi {
+                    backward_block::<1>(taps, wk, gpad.as_ptr().add(q0), dst.add(q0), add);
                     q0 += LANES;
                 }
             }
         }
     }
 
-    /// `V` vectors of phase `f`, row `r`, from column `q0`: every tap `(ky, kx)` that writes
-    /// there reads output-gradient row `(r - ky·DY) / SY` (where that divides and is a row) at
-    /// columns `q - off` (where `kx`'s phase is `f`).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn backward_block<const V: usize>(d: &Dims, ph: &Phases, buf: &mut [f32], wk: &[f32], gpad: &[f32], om: usize, f: usize, r: usize, q0: usize) {
-        let dst = buf.as_mut_ptr().add(ph.at(f, r) + q0);
-        let mut acc = [_mm512_setzero_ps(); V];
-        for (v, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_loadu_ps(dst.add(v * LANES));
-        }
-        let (sy, wg) = (d.g.stride[0], om + ph.wq);
-        for ky in 0..d.kh {
-            let Some(t) = r.checked_sub(ky * d.g.dilation[0]) else { break };
-            if t % sy != 0 || t / sy >= d.oh {
-                continue;
+    /// Which taps write each phase row in backward-data, worked out once per call.
+    struct BackwardPlan {
+        /// per phase row (`f·rows + r`), where its taps start in `taps` (and one past the last)
+        row: Vec<usize>,
+        /// (where in the padded output gradient the tap reads for column 0, the tap's index):
+        /// tap (ky, kx) writes row r of phase f where kx's phase is f and r - ky·DY is SY times
+        /// an output-gradient row
+        taps: Vec<(usize, usize)>,
+        /// per phase, the end of the columns [`Phases::extract`] reads
+        hi: Vec<usize>,
+    }
+
+    impl BackwardPlan {
+        fn new(d: &Dims, ph: &Phases, om: usize) -> BackwardPlan {
+            let (sy, wg) = (d.g.stride[0], om + ph.wq);
+            let (mut row, mut taps) = (vec![0], vec![]);
+            for f in 0..ph.sx {
+                for r in 0..ph.rows {
+                    for ky in 0..d.kh {
+                        let Some(t) = r.checked_sub(ky * d.g.dilation[0]) else { break };
+                        if t % sy != 0 || t / sy >= d.oh {
+                            continue;
+                        }
+                        for kx in 0..d.kw {
+                            let (fk, off) = ph.tap(d, kx);
+                            if fk == f {
+                                taps.push((t / sy * wg + om - off, ky * d.kw + kx));
+                            }
+                        }
+                    }
+                    row.push(taps.len());
+                }
             }
-            let g = gpad.as_ptr().add(t / sy * wg + om + q0);
-            for kx in 0..d.kw {
-                let (fk, off) = ph.tap(d, kx);
-                if fk != f {
-                    continue;
-                }
-                let wv = _mm512_set1_ps(*wk.get_unchecked(ky * d.kw + kx));
-                let src = g.sub(off);
-                for (v, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(v * LANES)), *a);
-                }
+            BackwardPlan { row, taps, hi: (0..ph.sx).map(|f| ph.cols(d, f).1).collect() }
+        }
+    }
+
+    /// `dst[0 .. 16·V] (+)= Σ_(off, t) wk[t] · src[off ..]` (`+=` where `add`), whole vectors.
+    #[inline(always)]
+    unsafe fn backward_block<const V: usize>(taps: &[(usize, usize)], wk: &[f32], src: *const f32, dst: *mut f32, add: bool) {
+        let mut acc = [_mm512_setzero_ps(); V];
+        if add {
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(dst.add(v * LANES));
+            }
+        }
+        for &(off, t) in taps {
+            let wv = _mm512_set1_ps(*wk.get_unchecked(t));
+            for (v, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(src.add(off + v * LANES)), *a);
             }
         }
         for (v, a) in acc.iter().enumerate() {
