@@ -1,19 +1,11 @@
 //! Time the CPU engine's depthwise convolutions at efficientnet_lite0's shapes (batch from argv,
 //! default 8): CPU time per call, forward and backward-data. `DEEPVIZ_GEMM=portable` times v1.
+mod common;
+use common::cpu_s;
 use deepviz::backend::cpu::{Cpu, CpuWeight};
 use deepviz::backend::{Backend, Conv2dGeom};
 use deepviz::Tensor;
 use std::sync::Arc;
-
-fn cpu_s() -> f64 {
-    #[repr(C)]
-    struct Ts { s: i64, n: i64 }
-    extern "C" { fn clock_gettime(c: i32, t: *mut Ts) -> i32; }
-    let mut t = Ts { s: 0, n: 0 };
-    // SAFETY: writes one timespec
-    unsafe { clock_gettime(2, &mut t) };
-    t.s as f64 + t.n as f64 * 1e-9
-}
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(8, |s| s.parse().unwrap());
