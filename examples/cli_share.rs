@@ -1,8 +1,8 @@
 //! How much of a CLI job is outside the network (issue 6: under 10%): runs [`MapJob`], what
 //! `deepviz saliency|gradcam IMAGES...` runs (decode, attribute, render, PNG encode, write), and
 //! the same method alone on the same decoded batches, alternating, in one process on the CPU
-//! engine, and prints one JSON line: median milliseconds of each and the share of the job
-//! outside the network, `1 - network / job`.
+//! engine, and prints one JSON line: median milliseconds of each (and of decoding alone) and
+//! the share of the job outside the network, `1 - network / job`.
 //!
 //!     cargo run --release --example cli_share -- MODEL.safetensors JOB BATCH IMAGES [REPS]
 //!
@@ -68,21 +68,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
+    // decoding and preprocessing alone (part of the job's outside share)
+    let run_decode = || -> deepviz::Result<f64> {
+        let t = Instant::now();
+        for b in inputs.batches(&model.preprocess, batch) {
+            b?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
     run_job()?;
     run_net()?;
-    let (mut tj, mut tn) = (vec![], vec![]);
+    let (mut tj, mut tn, mut td) = (vec![], vec![], vec![]);
     for _ in 0..reps {
         tj.push(run_job()?);
         tn.push(run_net()?);
+        td.push(run_decode()?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (j, n) = (med(&mut tj), med(&mut tn));
+    let (j, n, dec) = (med(&mut tj), med(&mut tn), med(&mut td));
     println!(
-        r#"{{"model":"{}","job":"{job}","batch":{batch},"images":{},"threads":{},"job_ms":{j:.1},"network_ms":{n:.1},"outside_share":{:.3}}}"#,
+        r#"{{"model":"{}","job":"{job}","batch":{batch},"images":{},"threads":{},"job_ms":{j:.1},"network_ms":{n:.1},"decode_ms":{dec:.1},"outside_share":{:.3}}}"#,
         model.graph.arch,
         paths.len(),
         rayon::current_num_threads(),
