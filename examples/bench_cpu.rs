@@ -10,6 +10,8 @@
 //! (`cpu_ms`, all threads: on a shared machine it moves less with other processes' load than the
 //! wall time does, so it is the steadier measure when comparing two builds of deepviz).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,28 +64,6 @@ fn main() -> deepviz::Result<()> {
 }
 
 /// CPU time of the whole process (every thread) in milliseconds (NaN where not measured).
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn cpu_ms() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux) to `ts`.
-    let ok = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
-    if ok {
-        ts.sec as f64 * 1e3 + ts.nsec as f64 * 1e-6
-    } else {
-        f64::NAN
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn cpu_ms() -> f64 {
-    f64::NAN
+    common::cpu_s() * 1e3
 }

@@ -1,18 +1,11 @@
 //! Time the CPU engine's convolutions at resnet50's layer shapes (batch from argv, default 1):
 //! CPU time per call and GFLOP per CPU-second, forward and backward-data.
+mod common;
+use common::cpu_s;
 use deepviz::backend::cpu::{Cpu, CpuWeight};
 use deepviz::backend::{Backend, Conv2dGeom};
 use deepviz::Tensor;
 use std::sync::Arc;
-
-fn cpu_s() -> f64 {
-    #[repr(C)]
-    struct Ts { s: i64, n: i64 }
-    extern "C" { fn clock_gettime(c: i32, t: *mut Ts) -> i32; }
-    let mut t = Ts { s: 0, n: 0 };
-    unsafe { clock_gettime(2, &mut t) };
-    t.s as f64 + t.n as f64 * 1e-9
-}
 
 fn main() {
     let batch: usize = std::env::args().nth(1).map_or(1, |s| s.parse().unwrap());

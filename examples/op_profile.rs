@@ -3,6 +3,8 @@
 //! prints the totals per op over ITERS calls after one warm-up.
 //!
 //!     cargo run --release --example op_profile -- MODEL.safetensors saliency|gradcam BATCH [ITERS]
+mod common;
+use common::cpu_s;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -118,17 +120,3 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn cpu_s() -> f64 {
-    #[repr(C)]
-    struct Ts {
-        s: i64,
-        n: i64,
-    }
-    extern "C" {
-        fn clock_gettime(c: i32, t: *mut Ts) -> i32;
-    }
-    let mut t = Ts { s: 0, n: 0 };
-    // SAFETY: writes one timespec
-    unsafe { clock_gettime(2, &mut t) };
-    t.s as f64 + t.n as f64 * 1e-9
-}

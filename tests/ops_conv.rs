@@ -2,7 +2,8 @@
 //! here, and the backward passes against central differences of L = Σ r ⊙ conv(x, w, b).
 //! Shapes are chosen to break careless indexing: batch 3, 7×13 images, 33 channels, stride 2
 //! with odd and asymmetric padding, dilation 2, groups 3, depthwise (with and without a channel
-//! multiplier), 1×1 strided, and one image large enough to be im2col'd in several bands.
+//! multiplier), 1×1 strided, and one image large enough to be im2col'd in several bands; and
+//! all of it again on the portable path (`DEEPVIZ_GEMM=portable`).
 
 mod common;
 use common::*;
@@ -160,6 +161,20 @@ fn conv_depthwise_multiplier2_dilated_5x5() {
 }
 
 #[test]
+fn conv_depthwise_wide_rows_stride_and_dilation_per_axis() {
+    // OW = 75: whole 64-column register blocks, then a vector, then a partial one; stride 2 in
+    // x only (two column phases) with dilation 2 in y only, padding on every side
+    check(&Case { name: "depthwise_wide", x: [3, 33, 9, 150], o: 33, k: [3, 5], g: geom([1, 2], [2, 1, 3, 2], [2, 1], 33), fd: 30 });
+}
+
+#[test]
+fn conv_depthwise_stride3_dilated_x2() {
+    // three column phases, a tap offset of 2 (dilation 2), a channel multiplier, no padding at
+    // the bottom and input rows no output reads
+    check(&Case { name: "depthwise_s3", x: [2, 7, 13, 41], o: 14, k: [3, 3], g: geom([2, 3], [1, 0, 2, 1], [1, 2], 7), fd: 30 });
+}
+
+#[test]
 fn conv_1x1_stride2_shortcut() {
     check(&Case { name: "1x1_s2", x: [3, 6, 7, 13], o: 5, k: [1, 1], g: geom([2, 2], [0, 0, 0, 0], [1, 1], 1), fd: 24 });
 }
@@ -206,6 +221,23 @@ fn conv_is_deterministic() {
     let b = cpu.conv2d_backward_filter(&x, &gy, &[8, 16, 3, 3], &g);
     assert_eq!(a, b);
     let _: &Tensor = &a.0;
+}
+
+/// Every test above again with `DEEPVIZ_GEMM=portable` (the portable GEMM and depthwise loops
+/// instead of the AVX-512 ones), in a child process: the switch is read once per process. Where
+/// the variable is already set, this process runs that path and there is nothing to add.
+#[test]
+fn conv_portable_path() {
+    if std::env::var_os("DEEPVIZ_GEMM").is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--skip", "conv_portable_path", "--test-threads", "2"])
+        .env("DEEPVIZ_GEMM", "portable")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("test result: ok"), "the portable path failed:\n{log}");
 }
 
 /// Not a correctness test: `cargo test --release --test ops_conv -- --ignored --nocapture`

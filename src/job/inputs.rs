@@ -4,13 +4,14 @@
 //! [`Inputs::expand`] lists every file first (a folder's images in name order) and refuses, before
 //! anything is computed, what cannot be an input: a missing path, something that is neither a
 //! regular file nor a folder (a FIFO would block forever), an empty folder. [`Inputs::batches`]
-//! then decodes and preprocesses as the batches are asked for; consecutive items of one shape
+//! then decodes and preprocesses as the batches are asked for (a batch's files in parallel); consecutive items of one shape
 //! share a batch (an `.npy` of another size starts a new one).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::imageio::{self, Preprocess};
@@ -183,9 +184,14 @@ pub struct Batches<'a> {
 impl Batches<'_> {
     fn fill(&mut self) -> Result<()> {
         while self.pending.len() < self.size + 1 && self.next_file < self.inputs.files.len() {
-            let f = &self.inputs.files[self.next_file];
-            self.next_file += 1;
-            for mut it in load_file(f, self.pre)? {
+            // the files still wanted (at least one), decoded and preprocessed in parallel, then
+            // taken in order (the first failure in file order is the one reported)
+            let want = (self.size + 1 - self.pending.len()).min(self.inputs.files.len() - self.next_file);
+            let files = &self.inputs.files[self.next_file..self.next_file + want];
+            self.next_file += want;
+            let pre = self.pre;
+            let loaded: Vec<Result<Vec<Item>>> = files.par_iter().map(|f| load_file(f, pre)).collect();
+            for mut it in loaded.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
                 let base = it.stem.clone();
                 let mut k = 2;
                 while !self.stems.insert(it.stem.clone()) {

@@ -26,6 +26,7 @@ pub use trace::{trace, trace_jobs};
 use std::path::PathBuf;
 
 use image::RgbImage;
+use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::backend::Backend;
@@ -167,18 +168,20 @@ impl MapJob {
                     &maps
                 };
                 let rendered = render::pictures(&eng.be, shown, &pictures, &style)?;
+                // encoded in parallel, a map and its overlay per task
+                let encoded: Vec<(Vec<u8>, Vec<u8>)> = rendered.par_iter().map(|(heat, over)| Ok((png_bytes(heat)?, png_bytes(over)?))).collect::<Result<_>>()?;
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;
                 let ms = eng.be.shape(&maps);
                 let (h, w) = (ms[2], ms[3]);
-                for (k, ((&(i, _), target), (heat, over))) in chunk.iter().zip(&resolved).zip(rendered).enumerate() {
+                for (k, ((&(i, _), target), (heat, over))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
                     let it = &batch.items[i];
                     // an image with several targets: one set of files per target
                     let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
                     let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
                     let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
-                    let mut files = vec![out.add(&name(".png"), &png_bytes(&heat)?)?, out.add(&name("_overlay.png"), &png_bytes(&over)?)?];
+                    let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
                     if let Some(raw) = &raw {
                         let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
                         files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);

@@ -19,6 +19,8 @@ use crate::backend::Conv2dGeom;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
+mod depthwise;
+
 /// Most floats in one column-matrix band (4 MiB): bounds memory at large images (VGG's second
 /// conv would need 115 MB per image unbanded) while keeping each GEMM big enough to be fast.
 const COL_BUDGET: usize = 1 << 20;
@@ -80,30 +82,12 @@ impl Dims {
     }
 }
 
-/// `y[j] += a * x[j * sx]` for every j of y.
-fn axpy(y: &mut [f32], a: f32, x: &[f32], sx: usize) {
-    if sx == 1 {
-        y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
-    } else {
-        y.iter_mut().zip(x.iter().step_by(sx)).for_each(|(y, x)| *y += a * x);
-    }
-}
-
 /// `x[j * sx] += a * y[j]` for every j of y (the adjoint of [`axpy`]).
 fn scatter_axpy(x: &mut [f32], sx: usize, a: f32, y: &[f32]) {
     if sx == 1 {
         x.iter_mut().zip(y).for_each(|(x, y)| *x += a * y);
     } else {
         x.iter_mut().step_by(sx).zip(y).for_each(|(x, y)| *x += a * y);
-    }
-}
-
-/// `Σ_j y[j] * x[j * sx]`
-fn dot_strided(y: &[f32], x: &[f32], sx: usize) -> f32 {
-    if sx == 1 {
-        y.iter().zip(x).map(|(y, x)| y * x).sum()
-    } else {
-        y.iter().zip(x.iter().step_by(sx)).map(|(y, x)| y * x).sum()
     }
 }
 
@@ -244,7 +228,7 @@ pub fn forward_packed(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Opt
     if d.cg == 1 || p == 0 || d.n == 0 {
         let mut y = planes_of_bias([d.n, d.o, d.oh, d.ow], b);
         if p > 0 && d.n > 0 {
-            depthwise_forward(&d, x, w, &mut y);
+            depthwise::forward(&d, x, w, &mut y);
         }
         return y;
     }
@@ -332,7 +316,7 @@ pub fn backward_data_packed(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
         return gx;
     }
     if d.cg == 1 {
-        depthwise_backward_data(&d, gy, w, &mut gx);
+        depthwise::backward_data(&d, gy, w, &mut gx);
         return gx;
     }
     let band = if d.pointwise() { d.oh } else { d.band_rows() };
@@ -375,7 +359,7 @@ pub fn backward_filter(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeo
         return (gw, gb);
     }
     if d.cg == 1 {
-        depthwise_backward_filter(&d, x, gy, &mut gw);
+        depthwise::backward_filter(&d, x, gy, &mut gw);
         return (gw, gb);
     }
     let band = d.band_rows();
@@ -395,61 +379,4 @@ pub fn backward_filter(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeo
         }
     }
     (gw, gb)
-}
-
-// ---- one input channel per group (depthwise, possibly with a channel multiplier) ----------
-
-/// Calls `f(lo, hi, i0, ky, kx)` for every kernel tap of output row `oy` that reads inside
-/// the image: output columns `lo..hi` read input row-major indices `i0, i0 + stride, ...`.
-fn for_taps(d: &Dims, oy: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
-    for ky in 0..d.kh {
-        let Some(iy) = d.in_row(oy, ky) else { continue };
-        for kx in 0..d.kw {
-            let (lo, hi, first) = d.col_span(kx);
-            if lo < hi {
-                f(lo, hi, iy * d.w + first, ky, kx);
-            }
-        }
-    }
-}
-
-fn depthwise_forward(d: &Dims, x: &Tensor, w: &Tensor, y: &mut Tensor) {
-    let (hw, kk, sw) = (d.h * d.w, d.kh * d.kw, d.g.stride[1]);
-    y.data.par_chunks_mut(d.p()).enumerate().for_each(|(i, yp)| {
-        let (ni, oc) = (i / d.o, i % d.o);
-        let ci = oc / d.og;
-        let xp = &x.data[(ni * d.c + ci) * hw..][..hw];
-        let wk = &w.data[oc * kk..(oc + 1) * kk];
-        for (oy, yr) in yp.chunks_mut(d.ow).enumerate() {
-            for_taps(d, oy, |lo, hi, i0, ky, kx| axpy(&mut yr[lo..hi], wk[ky * d.kw + kx], &xp[i0..], sw));
-        }
-    });
-}
-
-fn depthwise_backward_data(d: &Dims, gy: &Tensor, w: &Tensor, gx: &mut Tensor) {
-    let (hw, kk, p, sw) = (d.h * d.w, d.kh * d.kw, d.p(), d.g.stride[1]);
-    gx.data.par_chunks_mut(hw).enumerate().for_each(|(i, gxp)| {
-        let (ni, ci) = (i / d.c, i % d.c);
-        for oc in ci * d.og..(ci + 1) * d.og {
-            let gyp = &gy.data[(ni * d.o + oc) * p..][..p];
-            let wk = &w.data[oc * kk..(oc + 1) * kk];
-            for (oy, gr) in gyp.chunks(d.ow).enumerate() {
-                for_taps(d, oy, |lo, hi, i0, ky, kx| scatter_axpy(&mut gxp[i0..], sw, wk[ky * d.kw + kx], &gr[lo..hi]));
-            }
-        }
-    });
-}
-
-fn depthwise_backward_filter(d: &Dims, x: &Tensor, gy: &Tensor, gw: &mut Tensor) {
-    let (hw, kk, p, sw) = (d.h * d.w, d.kh * d.kw, d.p(), d.g.stride[1]);
-    gw.data.par_chunks_mut(kk).enumerate().for_each(|(oc, gk)| {
-        let ci = oc / d.og;
-        for ni in 0..d.n {
-            let xp = &x.data[(ni * d.c + ci) * hw..][..hw];
-            let gyp = &gy.data[(ni * d.o + oc) * p..][..p];
-            for (oy, gr) in gyp.chunks(d.ow).enumerate() {
-                for_taps(d, oy, |lo, hi, i0, ky, kx| gk[ky * d.kw + kx] += dot_strided(&gr[lo..hi], &xp[i0..], sw));
-            }
-        }
-    });
 }

@@ -57,7 +57,8 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// Whether this machine runs the AVX-512 GEMM (else `matrixmultiply`). `DEEPVIZ_GEMM=portable`
+/// Whether this machine runs the AVX-512 GEMM (else `matrixmultiply`) and the AVX-512 depthwise
+/// convolution (`conv/depthwise.rs`; else its portable loops). `DEEPVIZ_GEMM=portable`
 /// forces the portable path (to compare the two, or to test it on an AVX-512 machine).
 pub fn uses_avx512() -> bool {
     use std::sync::OnceLock;

@@ -9,7 +9,8 @@
 //! added where the product is stored; elementwise outputs are written once; freed memory is kept
 //! for the next pass ([`keep_freed_memory`]).
 //!
-//! - `conv.rs`: conv2d forward, backward-data, backward-filter (groups, dilation, asymmetric pad)
+//! - `conv.rs`: conv2d forward, backward-data, backward-filter (groups, dilation, asymmetric pad);
+//!   `conv/depthwise.rs`: the depthwise case, with its AVX-512 version
 //! - `pool.rs`: max (argmax kept), average, adaptive-average pooling, forward and backward
 //! - `linear.rs`: fully connected forward and backward
 //! - `elementwise.rs`: activations, channel scale, affine, LRN
