@@ -11,10 +11,14 @@ use clap::{value_parser, Arg, ArgAction, Command};
 use crate::job::{self, DreamJob};
 use crate::viz::{LayerUse, Opt, DEFAULT_MASKS, METHODS};
 
+/// What `--model` takes, for every subcommand's help.
+const MODEL_FILES: &str = "model file: .safetensors (a PyTorch state dict, `arch` in its metadata or --arch) or .onnx \
+    (a CNN from torch.onnx.export: its graph, weights and module names; a final Softmax is dropped; README: ONNX models)";
+
 fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
     let cmd = cmd
         .arg(Arg::new("image").long("image").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("input images (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them, or float32 NCHW .npy tensors already preprocessed"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0 (ImageNet)")))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
         .arg(Arg::new("device").long("device").default_value("auto").value_parser(["auto", "cpu", "cuda", "emu"]).help("compute device: the GPU when present (auto), the CPU engine, the GPU, or the CUDA engine on the CPU emulation"))
@@ -59,13 +63,13 @@ pub fn command() -> Command {
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(usize)).help("how many classes to show"));
     let layers = Command::new("layers")
         .about("List the model's layers (PyTorch module paths) with what each yields")
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0")))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
     let trace = Command::new("trace")
         .about("Run a job of the CUDA engine on a recording device that executes nothing (no GPU needed) and print what its second run asks of a GPU: launches, allocations, frees, host syncs, bytes copied, multiply-adds executed and useful")
         .arg(Arg::new("job").required(true).value_parser(job::trace_jobs()).help("an attribution method, or dream (one step)"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: --arch with placeholder weights, or the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: --arch with placeholder weights, or the embedded EfficientNet-Lite0")))
         .arg(Arg::new("arch").long("arch").help("architecture (with --model: for files without `arch` metadata; alone: placeholder weights, the shapes are what counts)"))
         .arg(Arg::new("batch-size").long("batch-size").default_value("1").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))

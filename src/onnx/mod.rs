@@ -797,6 +797,21 @@ impl<'a> Importer<'a> {
         Ok(Val::Node(self.added(id, vec![])?))
     }
 
+    /// An activation times (`mul`) or plus a constant (a scalar or one value per channel) as an
+    /// affine map; `None` when neither input is a constant.
+    fn by_constant(&mut self, n: &'a NodeProto, name: &str, a: &Val, b: &Val, mul: bool) -> Result<Option<Val>> {
+        for (k, c) in [(1, b), (0, a)] {
+            if let Val::Float(t) = c {
+                let x = self.act_in(n, 1 - k)?;
+                let v = self.per_channel(x, t)?;
+                let fill = vec![if mul { 0.0 } else { 1.0 }; v.len()];
+                let (scale, shift) = if mul { (v, fill) } else { (fill, v) };
+                return Ok(Some(Val::Node(self.affine(name, x, scale, shift)?)));
+            }
+        }
+        Ok(None)
+    }
+
     fn mul(&mut self, n: &'a NodeProto, name: &str) -> Result<Val> {
         let (a, b) = (self.val(n, 0)?.clone(), self.val(n, 1)?.clone());
         // x · σ(x) → SiLU, x · hardsigmoid(x) → Hardswish
@@ -813,13 +828,8 @@ impl<'a> Importer<'a> {
                 }
             }
         }
-        for (k, c) in [(1, &b), (0, &a)] {
-            if let Val::Float(t) = c {
-                let x = self.act_in(n, 1 - k)?;
-                let scale = self.per_channel(x, t)?;
-                let zeros = vec![0.0; scale.len()];
-                return Ok(Val::Node(self.affine(name, x, scale, zeros)?));
-            }
+        if let Some(v) = self.by_constant(n, name, &a, &b, true)? {
+            return Ok(v);
         }
         let (x, y) = (self.act_in(n, 0)?, self.act_in(n, 1)?);
         let (sx, sy) = (&self.shapes[x], &self.shapes[y]);
@@ -845,13 +855,8 @@ impl<'a> Importer<'a> {
                 return Ok(Val::Node(self.linear(name, *src, w.clone(), Some(bias.clone()))?));
             }
         }
-        for (k, c) in [(1, &b), (0, &a)] {
-            if let Val::Float(t) = c {
-                let x = self.act_in(n, 1 - k)?;
-                let shift = self.per_channel(x, t)?;
-                let ones = vec![1.0; shift.len()];
-                return Ok(Val::Node(self.affine(name, x, ones, shift)?));
-            }
+        if let Some(v) = self.by_constant(n, name, &a, &b, false)? {
+            return Ok(v);
         }
         let (x, y) = (self.act_in(n, 0)?, self.act_in(n, 1)?);
         let id = self.b.add(name, x, y);
