@@ -72,8 +72,9 @@ fn check<B: Backend>(name: &str, eng: &Engine<B>, dev: &str) {
     let g = golden(name);
     let model = eng.model();
     let x = &g.t["x"];
-    let acts = eng.forward(x.clone(), model.output(), &[]).unwrap();
-    close(&format!("{name}.{dev}.logits"), acts.get(model.output()).unwrap(), &g.t["logits"]);
+    let acts = eng.forward(eng.be.upload(x).unwrap(), model.output(), &[]).unwrap();
+    let logits = eng.download(acts.get(model.output()).unwrap()).unwrap();
+    close(&format!("{name}.{dev}.logits"), &logits, &g.t["logits"]);
     let targets: Vec<Target> = json_list::<usize>(&g.meta["targets"]).into_iter().map(Target::Class).collect();
     let (sal, _) = Saliency::new(eng).attribute(x, Some(&targets)).unwrap();
     close(&format!("{name}.{dev}.saliency"), &sal, &g.t["saliency"]);
