@@ -181,7 +181,8 @@ pub fn import(bytes: &[u8], origin: &str) -> Result<Imported> {
         return Err(fail(origin, format!("the graph has {} outputs; deepviz needs one (the class scores)", g.output.len())));
     };
 
-    let mut b = GraphBuilder::new(&format!("onnx:{}", if g.name().is_empty() { "graph" } else { g.name() }));
+    let stem = std::path::Path::new(origin).file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy());
+    let mut b = GraphBuilder::new(&format!("onnx:{stem}"));
     b.set_input_size(size[0], size[1]);
     vals.insert(input.name(), Val::Node(b.input()));
     let mut imp = Importer {
