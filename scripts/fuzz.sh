@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
-TARGETS="safetensors safetensors_header npy image cli class_file"
+TARGETS="safetensors safetensors_header npy image cli class_file onnx"
 cmd=${1:-}
 case "$cmd" in
   ""|-h|--help) sed -n '2,17p' "$0"; exit 0 ;;

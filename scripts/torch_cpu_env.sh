@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create a CPU-only PyTorch + torchvision (+ timm, efficientnet_lite_pytorch) virtualenv from PyPI
 # (download.pytorch.org is not reachable here), for the PyPI-torch side of deepviz's references
-# and benchmarks: scripts/golden/make_hooks.py, scripts/bench_cpu_torch.py. Not used by the tests.
+# and benchmarks: scripts/golden/make_hooks.py, scripts/golden/make_onnx.py (torch.onnx.export needs
+# the `onnx` package), scripts/bench_cpu_torch.py. Not used by the tests.
 #
 #   usage: scripts/torch_cpu_env.sh [VENV_DIR]      (default .toolchain/torch)
 #   env:   CUDA_LIBS=stub (default) | real          PYTHON=python3
@@ -18,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.toolchain/torch}"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, torchvision, timm, efficientnet_lite_pytorch" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, torchvision, timm, efficientnet_lite_pytorch, onnx" 2>/dev/null; then
   echo "torch already installed in $VENV"
   exit 0
 fi
@@ -33,6 +34,8 @@ PIP=("$VENV/bin/pip" install --disable-pip-version-check -q)
 "${PIP[@]}" filelock==4.3.1 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1 \
     jinja2==3.1.6 MarkupSafe==3.0.4 fsspec==2026.9.0 'setuptools>=77.0.3' \
     numpy==2.4.6 pillow==13.0.0 safetensors==0.8.0
+# what torch.onnx.export needs to write a model (scripts/golden/make_onnx.py)
+"${PIP[@]}" onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.7.0
 # the model code of the timm and efficientnet_lite_pytorch namings (pure python; their optional
 # hub dependencies are not needed for models built from a state dict)
 "${PIP[@]}" --no-deps timm==1.0.31 efficientnet_lite_pytorch==0.1.0

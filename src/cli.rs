@@ -12,10 +12,14 @@ use crate::backend::Precision;
 use crate::job::{self, DeviceChoice, DreamJob};
 use crate::viz::{LayerUse, Opt, DEFAULT_MASKS, METHODS};
 
+/// What `--model` takes, for every subcommand's help.
+const MODEL_FILES: &str = "model file: .safetensors (a PyTorch state dict, `arch` in its metadata or --arch) or .onnx \
+    (a CNN from torch.onnx.export: its graph, weights and module names; a final Softmax is dropped; README: ONNX models)";
+
 fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
     let cmd = cmd
         .arg(Arg::new("image").long("image").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("input images (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them, or float32 NCHW .npy tensors already preprocessed"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0 (ImageNet)")))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
         .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("compute device: auto (the first GPU when the driver sees one, else the CPU engine), cpu, cuda (= cuda:0), cuda:N (GPU number N), or emu (the CUDA engine on a CPU emulation of the GPU: slow, for checking kernels)"))
@@ -61,13 +65,13 @@ pub fn command() -> Command {
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(usize)).help("how many classes to show"));
     let layers = Command::new("layers")
         .about("List the model's layers (PyTorch module paths) with what each yields")
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0")))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
     let trace = Command::new("trace")
         .about("Run a job of the CUDA engine on a recording device that executes nothing (no GPU needed) and print what its second run asks of a GPU: launches, allocations, frees, host syncs, bytes copied, multiply-adds executed and useful")
         .arg(Arg::new("job").required(true).value_parser(job::trace_jobs()).help("an attribution method, or dream (one step)"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: --arch with placeholder weights, or the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: --arch with placeholder weights, or the embedded EfficientNet-Lite0")))
         .arg(Arg::new("arch").long("arch").help("architecture (with --model: for files without `arch` metadata; alone: placeholder weights, the shapes are what counts)"))
         .arg(Arg::new("batch-size").long("batch-size").default_value("1").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))

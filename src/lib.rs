@@ -8,7 +8,9 @@
 //! - [`engine`]: a model made ready on one backend (weights prepared), forward / backward.
 //! - [`graph`]: named-layer DAG, shape inference, forward / backward execution.
 //! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.
-//! - [`model`]: loading a `.safetensors` model: validation, dtype conversion, batch-norm folding.
+//! - [`onnx`]: importing a CNN from an ONNX file into the same graph and parameters.
+//! - [`model`]: loading a model file (`.safetensors`, or ONNX through [`onnx`]): validation,
+//!   dtype conversion, layer names.
 //! - [`imageio`]: image loading and preprocessing, `.npy` input/output, colormaps and PNGs.
 //! - [`output`]: the output set of a run: staged, committed all at once, never over an input.
 //! - [`viz`]: the visualisations: the [`viz::Attribution`] trait and its methods, targets,
@@ -25,6 +27,7 @@ pub mod graph;
 pub mod imageio;
 pub mod job;
 pub mod model;
+pub mod onnx;
 pub mod output;
 pub mod tensor;
 pub mod viz;

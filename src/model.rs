@@ -98,10 +98,28 @@ fn is_ignored(g: &Graph, name: &str) -> bool {
 
 impl Model {
     /// Load a model file. `arch` overrides (or supplies) the file's `arch` metadata.
+    /// A file named `*.onnx`, or whose bytes look like ONNX ([`crate::onnx::is_onnx`]), is read
+    /// as an ONNX model ([`Model::from_onnx`]).
     pub fn load(path: &Path, arch: Option<&str>) -> Result<Model> {
         crate::imageio::regular_file_len(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, &path.display().to_string(), arch)
+        let origin = path.display().to_string();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+            return Self::from_onnx(&bytes, &origin, arch);
+        }
+        Self::from_bytes(&bytes, &origin, arch)
+    }
+
+    /// An ONNX model ([`crate::onnx`]: the ops it maps, how node names become module paths).
+    /// The file carries its architecture, so `arch` must be `None`. Preprocessing: ImageNet's
+    /// mean and std at the input size the graph declares (224 where it is symbolic), unless the
+    /// model's `metadata_props` give `input_size`, `mean`, `std` as safetensors metadata does.
+    pub fn from_onnx(bytes: &[u8], origin: &str, arch: Option<&str>) -> Result<Model> {
+        if let Some(a) = arch {
+            return Err(Error::model(origin, format!("an ONNX file carries its own graph; --arch {a} is for .safetensors files")));
+        }
+        let crate::onnx::Imported { graph, params, meta } = crate::onnx::import(bytes, origin)?;
+        Self::finish(graph, params, &meta, origin)
     }
 
     /// The embedded default model (EfficientNet-Lite0, ImageNet).
@@ -144,7 +162,11 @@ impl Model {
         Ok(model)
     }
 
+    /// A model file's bytes: safetensors, or ONNX when they look like it.
     pub fn from_bytes(bytes: &[u8], origin: &str, arch: Option<&str>) -> Result<Model> {
+        if crate::onnx::is_onnx(bytes) {
+            return Self::from_onnx(bytes, origin, arch);
+        }
         check_header_keys(bytes).map_err(|msg| Error::model(origin, msg))?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::model(origin, format!("not a valid safetensors file: {e}")))?;
@@ -161,7 +183,7 @@ impl Model {
             }
         };
         let names: HashSet<&str> = st.names().into_iter().collect();
-        let mut graph = zoo::build(&arch, &|n: &str| names.contains(n))?;
+        let graph = zoo::build(&arch, &|n: &str| names.contains(n))?;
 
         // every expected tensor, with the right shape and a float dtype
         let mut params = Vec::with_capacity(graph.params.len());
@@ -176,9 +198,6 @@ impl Model {
                 ));
             }
             let data = to_f32(name, view.dtype(), view.data()).map_err(|e| Error::model(origin, e.to_string()))?;
-            if data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::model(origin, format!("tensor `{name}` holds NaN or infinite values")));
-            }
             params.push(Tensor { shape: shape.clone(), data });
         }
         // nothing unexpected
@@ -197,7 +216,19 @@ impl Model {
                 ),
             ));
         }
+        Self::finish(graph, params, &meta, origin)
+    }
 
+    /// What every model file goes through once its graph and parameters are read: finite
+    /// values, the preprocessing metadata (`input_size`, `mean`, `std`, `transform_input`),
+    /// shapes consistent at the input size, class names for 1000 classes.
+    fn finish(mut graph: Graph, mut params: Vec<Tensor>, meta: &HashMap<String, String>, origin: &str) -> Result<Model> {
+        if params.len() != graph.params.len() {
+            return Err(Error::model(origin, format!("{} parameters for a graph of {}", params.len(), graph.params.len())));
+        }
+        if let Some((_, spec)) = params.iter().zip(&graph.params).find(|(p, _)| p.data.iter().any(|v| !v.is_finite())) {
+            return Err(Error::model(origin, format!("tensor `{}` holds NaN or infinite values", spec.name)));
+        }
         let [h, w] = graph.input_size;
         let mut pre = Preprocess::imagenet([h, w]);
         if let Some(s) = meta.get("input_size") {

@@ -249,6 +249,18 @@ impl GraphBuilder {
         self.node(name, Op::Lrn(g), vec![x])
     }
 
+    /// `name.scale`, `name.shift` [c]: y = x·scale[c] + shift[c].
+    pub fn affine(&mut self, name: &str, x: NodeId, c: usize) -> NodeId {
+        let scale = self.param(format!("{name}.scale"), vec![c]);
+        let shift = self.param(format!("{name}.shift"), vec![c]);
+        self.node(name, Op::Affine { scale, shift }, vec![x])
+    }
+
+    /// The graph so far (an importer infers each new node's shape from it).
+    pub fn graph(&self) -> &Graph {
+        &self.g
+    }
+
     /// Tensors under this prefix may be in the file and are not used (e.g. "aux1.").
     pub fn ignore_prefix(&mut self, prefix: &str) {
         self.g.ignored_prefixes.push(prefix.into());
