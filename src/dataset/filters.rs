@@ -5,6 +5,7 @@
 //!
 //! - A convolution over 3 channels (the first layer): one RGB tile per filter, each filter
 //!   min–max normalised to [0, 1] on its own, tiles in a square-ish grid.
+//! - A depthwise convolution (one input channel per filter): one grey tile per filter, likewise.
 //! - Any other convolution: one row per filter, one grey tile per input channel of its group,
 //!   min–max normalised per filter (so a filter's channels compare), at most
 //!   [`MAX_SIDE`] rows and columns (the JSON says what was shown).
@@ -45,12 +46,13 @@ pub fn filter_grid(model: &Model, layer: Option<&str>) -> Result<(RgbImage, Valu
     };
     let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let up = |t: RgbImage| imageops::resize(&t, (kw * scale) as u32, (kh * scale) as u32, imageops::FilterType::Nearest);
-    let (picture, rows, cols) = if cin == 3 {
+    let (picture, rows, cols) = if cin == 3 || cin == 1 {
+        // one tile per filter: RGB, or grey for a depthwise convolution
         let tiles: Vec<RgbImage> = (0..cout)
             .map(|o| {
                 let f = normalised(o);
                 up(RgbImage::from_fn(kw as u32, kh as u32, |x, y| {
-                    let at = |c: usize| byte(f[(c * kh + y as usize) * kw + x as usize]);
+                    let at = |c: usize| byte(f[((c % cin) * kh + y as usize) * kw + x as usize]);
                     Rgb([at(0), at(1), at(2)])
                 }))
             })
@@ -73,8 +75,8 @@ pub fn filter_grid(model: &Model, layer: Option<&str>) -> Result<(RgbImage, Valu
         "weight": g.params[weight].name,
         "shape": w.shape,
         "groups": groups,
-        "kind": if cin == 3 { "rgb" } else { "per-channel" },
-        "shown": {"filters": if cin == 3 { cout } else { rows }, "channels": if cin == 3 { 3 } else { cols }, "grid": [rows, cols]},
+        "kind": match cin { 3 => "rgb", 1 => "depthwise", _ => "per-channel" },
+        "shown": {"filters": if cin <= 3 { cout } else { rows }, "channels": if cin <= 3 { cin } else { cols }, "grid": [rows, cols]},
         "normalisation": "min-max per filter",
         "weights": "the convolution's own (PyTorch state dict), before any batch-norm folding",
     });

@@ -68,7 +68,7 @@ impl Dataset {
     /// followed; sorted by relative path, byte order) or a list file (one image path a line,
     /// relative to the list's folder; blank lines and `#` comments ignored; the list's order).
     pub fn open(path: &Path) -> Result<Dataset> {
-        let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let m = std::fs::metadata(path).map_err(|e| Error::InvalidArgument(format!("dataset {}: {e}", path.display())))?;
         let (files, names) = if m.is_dir() {
             let mut found = vec![];
             walk(path, path, &mut found)?;
@@ -262,6 +262,9 @@ pub fn as_maps(a: Tensor) -> Result<Tensor> {
 /// Render a merged (or single-pass) state into `out`: the pictures, the JSON and `index.html`.
 /// Returns the JSON summary.
 pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_json::Value> {
+    if p.images.is_empty() {
+        return Err(Error::InvalidArgument(format!("no image of the dataset {} could be read ({} skipped)", p.dataset, p.skipped.len())));
+    }
     match &p.tally {
         Tally::TopPatches(t) => top::finish(p, t, ds, out),
         Tally::Neighbors(n) => neighbors::finish(p, n, ds, out),

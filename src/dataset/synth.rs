@@ -3,11 +3,10 @@
 //! grey background, at a random place. Deterministic from a seed (a 64-bit xorshift), so tests
 //! and demos need no downloaded data.
 
-use std::path::Path;
-
 use image::{Rgb, RgbImage};
 
 use crate::error::{Error, Result};
+use crate::output::OutputSet;
 
 pub const COLOURS: &[(&str, [u8; 3])] = &[("red", [220, 30, 30]), ("green", [30, 200, 40]), ("blue", [30, 60, 220]), ("yellow", [230, 220, 30])];
 pub const SHAPES: &[&str] = &["square", "disc", "stripes"];
@@ -37,7 +36,7 @@ impl Rng {
 
 /// Picture `i` of the dataset of `seed`, `side` pixels square.
 pub fn picture(i: usize, seed: u64, side: u32) -> (RgbImage, Planted) {
-    let mut r = Rng((seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64 * 0x2545_F491_4F6C_DD1D) | 1);
+    let mut r = Rng((seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_add((i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)) | 1);
     for _ in 0..4 {
         r.next();
     }
@@ -65,17 +64,15 @@ pub fn picture(i: usize, seed: u64, side: u32) -> (RgbImage, Planted) {
     (img, Planted { name: format!("{i:04}_{colour}_{shape}.png"), colour, shape, bbox: [x0, y0, x0 + size, y0 + size] })
 }
 
-/// Write `n` pictures of `side` pixels into the folder `dir` (created if missing).
-pub fn generate(dir: &Path, n: usize, seed: u64, side: u32) -> Result<Vec<Planted>> {
+/// Stage `n` pictures of `side` pixels in `out` (the caller commits it).
+pub fn generate(out: &mut OutputSet, n: usize, seed: u64, side: u32) -> Result<Vec<Planted>> {
     if side < 8 {
         return Err(Error::InvalidArgument(format!("generated pictures need at least 8 pixels a side, not {side}")));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     (0..n)
         .map(|i| {
             let (img, p) = picture(i, seed, side);
-            let path = dir.join(&p.name);
-            crate::imageio::write_png(&path, &img)?;
+            out.add(&p.name, &crate::job::png_bytes(&img)?)?;
             Ok(p)
         })
         .collect()
