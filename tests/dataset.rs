@@ -2,8 +2,11 @@
 //! neighbours against brute force on the CPU engine, shard + merge equal to one pass (in the
 //! library and through the command line), the HTML report's references, and bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{ok, run};
 
 use deepviz::backend::cpu::Cpu;
 use deepviz::dataset::neighbors::{Metric, Neighbors};
@@ -240,20 +243,6 @@ fn neighbours_are_exact() {
             assert_eq!(pg.iter().map(|x| x.0).collect::<Vec<_>>(), pw.iter().take(5).map(|x| x.1).collect::<Vec<_>>());
         }
     }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deepviz"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run deepviz")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "deepviz {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// One error line, the exit status `code`, no panic, and `out` not created.
