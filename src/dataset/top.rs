@@ -210,29 +210,42 @@ pub fn finish(p: &Partial, t: &TopTally, ds: &Dataset, out: &mut OutputSet) -> R
     let pictures = crops(ds, t.hits.iter().flatten().map(|h| h.image), &pre)?;
     let [ih, iw] = t.input_hw;
     let [mh, mw] = t.map_hw;
+    // each unit's grid, in parallel (the pictures are the slow part of a wide layer)
+    let rendered: Vec<(Value, Option<Vec<u8>>)> = t
+        .units
+        .par_iter()
+        .zip(&t.hits)
+        .map(|(&unit, hits)| {
+            let lo = hits.iter().flat_map(|h| h.map.iter().copied()).fold(f64::INFINITY, f64::min);
+            let hi = hits.iter().map(|h| h.value).fold(f64::NEG_INFINITY, f64::max);
+            let span = if hi > lo { hi - lo } else { 1.0 };
+            let mut tiles = vec![];
+            let mut rows = vec![];
+            for h in hits {
+                let map01: Vec<f32> = h.map.iter().map(|&v| ((v - lo) / span) as f32).collect();
+                let up = upsample_bilinear(&map01, mh, mw, ih, iw);
+                let [x0, y0, x1, y1] = hit_box(t, h);
+                let (cw, ch) = ((x1 - x0).max(1), (y1 - y0).max(1));
+                let crop = imageops::crop_imm(&pictures[&h.image], x0 as u32, y0 as u32, cw as u32, ch as u32).to_image();
+                let (cw, ch) = (crop.width() as usize, crop.height() as usize);
+                let up_crop: Vec<f32> = (0..ch).flat_map(|y| up[(y0 + y) * iw + x0..(y0 + y) * iw + x0 + cw].iter().copied()).collect();
+                tiles.push(fit_tile(&overlay(&crop, &up_crop, Colormap::Turbo, 0.45)));
+                rows.push(json!({"image": ds.names[h.image], "index": h.image, "value": h.value, "y": h.y, "x": h.x, "box": [x0, y0, x1, y1]}));
+            }
+            let file = format!("unit_{unit:04}.png");
+            let png = if tiles.is_empty() { None } else { Some(png_bytes(&grid(&tiles, GRID_COLUMNS, 4))?) };
+            Ok((json!({"unit": unit, "file": file, "top": hi, "hits": rows}), png))
+        })
+        .collect::<Result<_>>()?;
     let mut units = vec![];
     let mut figures = vec![];
-    for (&unit, hits) in t.units.iter().zip(&t.hits) {
-        let lo = hits.iter().flat_map(|h| h.map.iter().copied()).fold(f64::INFINITY, f64::min);
-        let hi = hits.iter().map(|h| h.value).fold(f64::NEG_INFINITY, f64::max);
-        let span = if hi > lo { hi - lo } else { 1.0 };
-        let mut tiles = vec![];
-        let mut rows = vec![];
-        for h in hits {
-            let map01: Vec<f32> = h.map.iter().map(|&v| ((v - lo) / span) as f32).collect();
-            let up = upsample_bilinear(&map01, mh, mw, ih, iw);
-            let shown = overlay(&pictures[&h.image], &up, Colormap::Turbo, 0.45);
-            let [x0, y0, x1, y1] = hit_box(t, h);
-            let crop = imageops::crop_imm(&shown, x0 as u32, y0 as u32, (x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32).to_image();
-            tiles.push(fit_tile(&crop));
-            rows.push(json!({"image": ds.names[h.image], "index": h.image, "value": h.value, "y": h.y, "x": h.x, "box": [x0, y0, x1, y1]}));
+    for (u, png) in rendered {
+        if let Some(png) = png {
+            let file = u["file"].as_str().expect("a name");
+            out.add(file, &png)?;
+            figures.push(Figure { file: file.to_string(), caption: format!("unit {}: top value {:.4}", u["unit"], u["top"].as_f64().unwrap_or(f64::NAN)) });
         }
-        let file = format!("unit_{unit:04}.png");
-        if !tiles.is_empty() {
-            out.add(&file, &png_bytes(&grid(&tiles, GRID_COLUMNS, 4))?)?;
-            figures.push(Figure { file: file.clone(), caption: format!("unit {unit}: top value {hi:.4}") });
-        }
-        units.push(json!({"unit": unit, "file": file, "hits": rows}));
+        units.push(u);
     }
     let summary = json!({
         "command": "top-patches",
