@@ -336,3 +336,19 @@ fn the_command_line_end_to_end() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((v["images"].as_u64(), v["skipped"][0]["image"].as_str()), (Some(16), Some("zz_broken.png")));
 }
+
+#[test]
+fn top_patches_on_the_emulated_gpu_engine_match_the_cpu_engine() {
+    use deepviz::backend::cuda::Gpu;
+    let dir = generated("emu", 3);
+    let ds = Dataset::open(&dir).unwrap();
+    let model = std::sync::Arc::new(Model::default_model().unwrap());
+    let job = TopPatches { layer: "_blocks.1".into(), units: Some(vec![0, 3, 17]), k: 2, batch_size: 3 };
+    let cpu = job.run(&Engine::new(model.clone(), Cpu).unwrap(), &ds, Shard::ALL, &mut |_| {}).unwrap();
+    let emu = job.run(&Engine::new(model, Gpu::emulated()).unwrap(), &ds, Shard::ALL, &mut |_| {}).unwrap();
+    let (Tally::TopPatches(c), Tally::TopPatches(e)) = (&cpu.tally, &emu.tally) else { panic!("top-patches tallies") };
+    for (hc, he) in c.hits.iter().flatten().zip(e.hits.iter().flatten()) {
+        assert_eq!((hc.image, hc.y, hc.x), (he.image, he.y, he.x));
+        assert!(close(he.value, hc.value) || (he.value - hc.value).abs() < 1e-4 * hc.value.abs().max(1.0), "emu {} vs cpu {}", he.value, hc.value);
+    }
+}
