@@ -249,6 +249,9 @@ inline T __ldg(const T* p) { return *p; }
 // ---- math -------------------------------------------------------------------------------------
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __expf(float x) { return expf(x); }
+// cos(pi x): CUDA reduces the argument exactly; here pi x rounds once (x in [0, 2): as the
+// CPU engine's cos(2 pi u))
+inline double cospi(double x) { return cos(M_PI * x); }
 inline float __logf(float x) { return logf(x); }
 inline float __powf(float x, float y) { return powf(x, y); }
 inline float __sinf(float x) { return sinf(x); }

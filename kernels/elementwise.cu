@@ -14,6 +14,7 @@
 //   unary_fwd                                 y = f(x) for the Backend's generic `Unary` ops
 //   binary_fwd                                y = f(a, b), broadcast over up to 4 dims
 //   iota_fwd                                  y[i] = i
+//   random_fwd                                seeded normal / uniform numbers (SplitMix64, f64)
 #include "common.cuh"
 
 #define DV_ACT_KERNELS(name, code)                                                              \
@@ -185,9 +186,31 @@ extern "C" __global__ void iota_fwd_f32(float* y, long long n) {
     for (idx_t i = dv_tid(); i < n; i += dv_stride()) y[i] = (float)i;
 }
 
+// SplitMix64 of (seed, counter) -> a uniform in (0, 1) with 53 bits; the same sum as the CPU's
+// `backend::cpu::generic::random`, in f64 so that both round the same value to f32.
+__device__ __forceinline__ double dv_unit(unsigned long long seed, unsigned long long i) {
+    unsigned long long z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;  // 2^53
+}
+
+// Counter of storage index i: its NCHW index when y is NHWC memory (c channels, hw pixels).
+// cospi, not cos(2 pi u): the same value without cos's large-argument path (a local array).
+extern "C" __global__ void random_fwd_f32(float* y, long long n, long long c, long long hw,
+                                          unsigned long long seed, int normal) {
+    for (idx_t i = dv_tid(); i < n; i += dv_stride()) {
+        idx_t per = c * hw, r = i % per;
+        unsigned long long k = (unsigned long long)((i / per) * per + (r % c) * hw + r / c);
+        y[i] = normal ? (float)(sqrt(-2.0 * log(dv_unit(seed, 2 * k))) * cospi(2.0 * dv_unit(seed, 2 * k + 1)))
+                      : (float)dv_unit(seed, k);
+    }
+}
+
 DV_REGISTER_KERNELS(relu_fwd_f32, relu_bwd_f32, relu6_fwd_f32, relu6_bwd_f32, silu_fwd_f32,
                     silu_bwd_f32, sigmoid_fwd_f32, sigmoid_bwd_f32, hardswish_fwd_f32,
                     hardswish_bwd_f32, add_fwd_f32, channel_scale_fwd_f32,
                     channel_scale_bwd_scale_f32, affine_fwd_f32, affine_bwd_f32,
                     layout_nchw_to_nhwc_f32, layout_nhwc_to_nchw_f32, channel_copy_fwd_f32, fill_fwd_f32,
-                    unary_fwd_f32, binary_fwd_f32, iota_fwd_f32)
+                    unary_fwd_f32, binary_fwd_f32, iota_fwd_f32, random_fwd_f32)

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{value_parser, Arg, ArgAction, Command};
 
-use crate::job::{self, DreamJob};
+use crate::backend::Precision;
+use crate::job::{self, DeviceChoice, DreamJob};
 use crate::viz::{LayerUse, Opt, DEFAULT_MASKS, METHODS};
 
 fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
@@ -17,7 +18,8 @@ fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
         .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
-        .arg(Arg::new("device").long("device").default_value("auto").value_parser(["auto", "cpu", "cuda", "emu"]).help("compute device: the GPU when present (auto), the CPU engine, the GPU, or the CUDA engine on the CPU emulation"))
+        .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("compute device: auto (the first GPU when the driver sees one, else the CPU engine), cpu, cuda (= cuda:0), cuda:N (GPU number N), or emu (the CUDA engine on a CPU emulation of the GPU: slow, for checking kernels)"))
+        .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the GPU engine's convolutions: fp32 (exact), tf32 or bf16 tensor-core operands with f32 accumulation [default on a GPU: tf32, as PyTorch does on Ampere and newer, except fp32 for the gradients at the pixels (saliency, gradxinput, guided, deconvnet, guided-gradcam, smoothgrad, ig), which TF32 visibly changes; always fp32 on the CPU engine, fp32 on the emulator unless asked]"))
         .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"));
     let cmd = if with_layer { cmd.arg(Arg::new("layer").long("layer").help("layer (PyTorch module path, e.g. layer4, features.29, blocks.5); `deepviz layers` lists them")) } else { cmd };
     if writes {
@@ -68,6 +70,7 @@ pub fn command() -> Command {
         .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: --arch with placeholder weights, or the embedded EfficientNet-Lite0"))
         .arg(Arg::new("arch").long("arch").help("architecture (with --model: for files without `arch` metadata; alone: placeholder weights, the shapes are what counts)"))
         .arg(Arg::new("batch-size").long("batch-size").default_value("1").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
+        .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
     cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(dataset_commands())
@@ -78,7 +81,8 @@ fn dataset_args(cmd: Command) -> Command {
     cmd.arg(Arg::new("dataset").required(true).value_parser(value_parser!(PathBuf)).help("a folder of images (searched recursively, sorted) or a list file (one image path a line, relative to the list)"))
         .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
-        .arg(Arg::new("device").long("device").default_value("auto").value_parser(["auto", "cpu", "cuda", "emu"]).help("compute device: the GPU when present (auto), the CPU engine, the GPU, or the CUDA engine on the CPU emulation"))
+        .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("compute device: auto (the first GPU when the driver sees one, else the CPU engine), cpu, cuda (= cuda:0), cuda:N, or emu (the CUDA engine on a CPU emulation of the GPU)"))
+        .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the GPU engine's convolutions: fp32, tf32 or bf16 [default on a GPU: tf32, as PyTorch; fp32 on the CPU engine and the emulator]; give every shard of one job the same (the partial state does not record it yet)"))
         .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
         .arg(Arg::new("shard").long("shard").value_name("i/N").value_parser(parse_shard).help("process only shard i of N (images whose index is i mod N) and write its partial state, {command}.shard-i-of-N.json, into --out; `deepviz merge` combines the N states into the result"))
         .arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder (not inside the dataset folder)"))

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::ArgMatches;
-use deepviz::backend::Backend;
+use deepviz::backend::{Backend, Precision};
 use deepviz::dataset::{self, neighbors::Neighbors, top::TopPatches, Dataset, Partial, Shard};
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
@@ -48,14 +48,16 @@ fn trace_cmd(m: &ArgMatches) -> Result<Report> {
     };
     let job = m.get_one::<String>("job").expect("required");
     let batch = batch_size(m);
-    let t = job::trace(model.clone(), job, batch, size)?;
+    let precision = precision(m).unwrap_or_else(|| METHODS.iter().find(|i| i.name == job).map_or(Precision::Tf32, |i| i.gpu_precision));
+    let t = job::trace(model.clone(), job, batch, size, precision)?;
     let mut json = t.to_json();
     json["arch"] = json!(model.graph.arch);
     json["job"] = json!(job);
     json["batch"] = json!(batch);
+    json["precision"] = json!(precision.name());
     json["size"] = json!(size);
     let text = format!(
-        "{} {job}, batch {batch}, {}x{}: {} launches, {} allocations, {} frees, {} host syncs, {} bytes up, {} bytes down, {:.3e} multiply-adds executed for {:.3e} useful ({:.1}%)\n",
+        "{} {job}, batch {batch}, {}x{}, {precision}: {} launches, {} allocations, {} frees, {} host syncs, {} bytes up, {} bytes down, {:.3e} multiply-adds executed for {:.3e} useful ({:.1}%)\n",
         model.graph.arch,
         size[0],
         size[1],
@@ -85,12 +87,11 @@ fn load_model(m: &ArgMatches) -> Result<Arc<Model>> {
 }
 
 fn device(m: &ArgMatches) -> DeviceChoice {
-    match m.get_one::<String>("device").map(String::as_str) {
-        Some("cpu") => DeviceChoice::Cpu,
-        Some("cuda") => DeviceChoice::Cuda,
-        Some("emu") => DeviceChoice::Emu,
-        _ => DeviceChoice::Auto,
-    }
+    *m.get_one::<DeviceChoice>("device").expect("has a default")
+}
+
+fn precision(m: &ArgMatches) -> Option<Precision> {
+    m.get_one::<Precision>("precision").copied()
 }
 
 /// A progress bar on stderr for the library's [`Progress`] reports.
@@ -381,12 +382,13 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "merge" => merge(m)?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
-        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), &mut note, DatasetCmd { m, command })?,
-        "classify" => job::with_backend(device(m), &mut note, ClassifyCmd(m))?,
-        "dream" => job::with_backend(device(m), &mut note, DreamCmd(m))?,
+        // activations read at a layer: TF32 on a GPU by default, as PyTorch
+        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DatasetCmd { m, command })?,
+        "classify" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, ClassifyCmd(m))?,
+        "dream" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DreamCmd(m))?,
         method => {
-            let method = METHODS.iter().find(|i| i.name == method).expect("subcommands are the methods").name;
-            job::with_backend(device(m), &mut note, MapCmd { m, method })?
+            let info = METHODS.iter().find(|i| i.name == method).expect("subcommands are the methods");
+            job::with_backend(device(m), precision(m), info.gpu_precision, &mut note, MapCmd { m, method: info.name })?
         }
     };
     Ok((report, m.get_flag("json")))

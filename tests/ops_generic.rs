@@ -1,5 +1,5 @@
 //! The generic primitives of the `Backend` trait (unary, broadcast binary, reductions along
-//! axes, iota, full) — one test body per primitive, run on every backend: the CPU engine, the
+//! axes, iota, full, random) — one test body per primitive, run on every backend: the CPU engine, the
 //! CUDA engine on the emulated GPU under every schedule, and on the real GPU when there is one.
 //! References are f64 loops written here over row-major NCHW. Shapes break careless indexing
 //! (batch 3, 33 channels, 7x13 planes) and cross the engine's NHWC layout: a [3, 33, 1, 1]
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::{assert_close, seeded};
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::cuda::Gpu;
-use deepviz::backend::{Backend, Binary, Reduce, Unary};
+use deepviz::backend::{Backend, Binary, Random, Reduce, Unary};
 use deepviz::device::Device;
 use deepviz::imageio::clip_threshold;
 use deepviz::Tensor;
@@ -243,4 +243,45 @@ fn iota_full_body<B: Backend>(be: &B, name: &str) {
 #[test]
 fn iota_and_full() {
     on_every_backend!(iota_full_body);
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014) of (seed, counter) as a 53-bit uniform in (0, 1).
+fn unit_ref(seed: u64, i: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 + 0.5) / 2f64.powi(53)
+}
+
+fn random_body<B: Backend>(be: &B, name: &str) {
+    // [3, 33, 7, 13] sits in NHWC memory on the GPU: the counter must still be the NCHW index
+    for shape in [vec![3, 33, 7, 13], vec![5, 11], vec![2, 1, 4, 4]] {
+        for (dist, seed) in [(Random::Normal, 7u64), (Random::Uniform, 0x2545_F491_4F6C_DD1D)] {
+            let got = be.download(&be.random(&shape, seed, dist).unwrap()).unwrap();
+            assert_eq!(got.shape, shape, "{name}");
+            let want: Vec<f32> = (0..got.data.len() as u64)
+                .map(|i| match dist {
+                    Random::Normal => ((-2.0 * unit_ref(seed, 2 * i).ln()).sqrt() * (std::f64::consts::TAU * unit_ref(seed, 2 * i + 1)).cos()) as f32,
+                    Random::Uniform => unit_ref(seed, i) as f32,
+                })
+                .collect();
+            // the GPU's f64 log / cos may differ from the host's in the last bit of a double
+            assert_close(&format!("{name} random {dist:?} {shape:?}"), &got.data, &want, 1e-6, 1e-6);
+        }
+    }
+    // the numbers look like their distributions, and another seed gives others
+    let n = be.download(&be.random(&[3, 33, 7, 13], 1, Random::Normal).unwrap()).unwrap().data;
+    let m = n.iter().map(|&v| v as f64).sum::<f64>() / n.len() as f64;
+    let var = n.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n.len() as f64;
+    assert!(m.abs() < 0.05 && (var - 1.0).abs() < 0.05, "{name}: normal mean {m}, variance {var}");
+    let u = be.download(&be.random(&[3, 33, 7, 13], 1, Random::Uniform).unwrap()).unwrap().data;
+    assert!(u.iter().all(|&v| v > 0.0 && v < 1.0), "{name}: uniform outside (0, 1)");
+    let other = be.download(&be.random(&[3, 33, 7, 13], 2, Random::Normal).unwrap()).unwrap().data;
+    assert!(n.iter().zip(&other).filter(|(a, b)| a == b).count() < 10, "{name}: seeds 1 and 2 draw the same");
+}
+
+#[test]
+fn random_numbers_are_the_same_on_every_backend() {
+    on_every_backend!(random_body);
 }

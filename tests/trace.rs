@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use deepviz::backend::Precision;
 use deepviz::job::{trace, trace_jobs};
 use deepviz::model::Model;
 use deepviz::zoo::ARCHS;
@@ -27,7 +28,7 @@ fn current() -> BTreeMap<String, Value> {
     for arch in ARCHS {
         let model = Arc::new(Model::placeholder(arch).unwrap());
         for job in trace_jobs() {
-            match trace(model.clone(), job, 1, model.preprocess.size) {
+            match trace(model.clone(), job, 1, model.preprocess.size, Precision::F32) {
                 Ok(t) => {
                     let mut v = t.to_json();
                     v.as_object_mut().unwrap().remove("kernels");

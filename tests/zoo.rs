@@ -217,3 +217,28 @@ fn efficientnet_lite0_matches_the_weights_file() {
         assert_eq!(file.get(&p.name), Some(&p.shape), "{}: graph shape {:?}", p.name, p.shape);
     }
 }
+
+/// `scripts/export_torch.py` refuses, before importing torch (so this runs without it), what
+/// deepviz cannot load, listing what it can — read from the same `ARCHS` table this crate has.
+#[test]
+fn export_script_refuses_unknown_architectures_up_front() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/export_torch.py");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("python3").arg(&script).args(args).args(["-o", "/nonexistent/x.safetensors"]).output();
+        let o = match o {
+            Ok(o) => o,
+            Err(e) => panic!("python3 is needed to run {}: {e}", script.display()),
+        };
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&["vit_b_16"]);
+    let listed: Vec<&str> = err.split("torchvision: ").nth(1).expect(&err).trim().split(", ").collect();
+    let mut want: Vec<&str> = deepviz::zoo::ARCHS.iter().copied().filter(|a| !a.contains("efficientnet_lite0")).collect();
+    want.sort();
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(got, want, "{err}");
+    assert!(run(&["efficientnet_lite0"]).contains("(it exports with --timm)"));
+    assert!(run(&["resnet50", "--timm", "--weights", "DEFAULT"]).contains("with --timm use --pretrained"));
+}

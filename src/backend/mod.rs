@@ -80,6 +80,15 @@ impl Pool2dGeom {
     }
 }
 
+/// The distributions of [`Backend::random`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Random {
+    /// standard normal (Box–Muller on two uniforms)
+    Normal,
+    /// uniform in (0, 1)
+    Uniform,
+}
+
 /// Elementwise functions of one tensor ([`Backend::unary`]). A NaN stays NaN under every op.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
@@ -307,6 +316,10 @@ pub trait Backend: Sync {
     fn iota(&self, n: usize) -> crate::Result<Self::T>;
     /// a tensor of `shape` filled with `value`
     fn full(&self, shape: &[usize], value: f32) -> crate::Result<Self::T>;
+    /// a tensor of `shape` drawn from `dist` by a counter-based generator: element i (in
+    /// row-major NCHW order) depends only on (`seed`, i), so every backend draws the same
+    /// numbers (to f32 rounding of the f64 `ln` / `cos`; the CPU engine's is the reference)
+    fn random(&self, shape: &[usize], seed: u64, dist: Random) -> crate::Result<Self::T>;
     /// circular shift of every plane of `[n, c, h, w]` by (dy, dx)
     fn roll(&self, x: &Self::T, dy: isize, dx: isize) -> crate::Result<Self::T>;
     /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`

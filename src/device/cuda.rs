@@ -95,7 +95,7 @@ fn driver() -> Result<i32> {
         .get_or_init(|| {
             // SAFETY: only tries to dlopen the candidate library names.
             if !unsafe { sys::is_culib_present() } {
-                return Err("no CUDA driver found (libcuda.so could not be loaded): install the NVIDIA driver, or use the emulated device".into());
+                return Err("no CUDA driver found: libcuda.so could not be loaded (the GPU engine needs the NVIDIA driver)".into());
             }
             guarded("cuInit", cu::init).map_err(|e| match e {
                 Error::Device(m) if m.contains("CUDA_ERROR_NO_DEVICE") => "no CUDA device: the driver found no GPU".to_string(),

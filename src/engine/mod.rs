@@ -17,7 +17,7 @@ mod exec;
 
 pub use exec::{Activations, Rule};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{Backend, Role};
 use crate::error::{Error, Result};
@@ -48,7 +48,13 @@ pub struct Engine<B: Backend> {
     model: Arc<Model>,
     pub be: B,
     prep: Vec<Prep<B::W>>,
+    /// small host constants already on the backend ([`Engine::constant`]), newest last
+    constants: Mutex<Vec<(Tensor, B::T)>>,
 }
+
+/// How many constants [`Engine::constant`] keeps, and the largest it keeps (elements).
+const CONSTANTS: usize = 16;
+const CONSTANT_MAX: usize = 4096;
 
 /// A batch norm node's (scale, shift): y = x·scale + shift.
 fn bn_affine(model: &Model, id: NodeId) -> Option<(Vec<f32>, Vec<f32>)> {
@@ -124,7 +130,7 @@ impl<B: Backend> Engine<B> {
                 _ => Prep::None,
             });
         }
-        Ok(Engine { model, be, prep })
+        Ok(Engine { model, be, prep, constants: Mutex::new(Vec::new()) })
     }
 
     pub fn model(&self) -> &Model {
@@ -171,6 +177,30 @@ impl<B: Backend> Engine<B> {
 
     pub fn upload(&self, x: &Tensor) -> Result<B::T> {
         self.be.upload(x)
+    }
+
+    /// `x` on the backend, uploaded once: a small host constant a job asks for again and again
+    /// (the target indices of each SmoothGrad sample or IG step) costs one copy, not one per
+    /// pass — and on a GPU no host wait per pass. The last few distinct ones are kept.
+    pub(crate) fn constant(&self, x: Tensor) -> Result<B::T> {
+        if x.data.len() > CONSTANT_MAX {
+            return self.upload(&x);
+        }
+        let mut kept = self.constants.lock().unwrap_or_else(|e| e.into_inner());
+        // compared bit for bit (a NaN constant is found again; -0 is not 0)
+        let same = |t: &Tensor| t.shape == x.shape && t.data.iter().zip(&x.data).all(|(a, b)| a.to_bits() == b.to_bits());
+        if let Some(i) = kept.iter().position(|(t, _)| same(t)) {
+            let hit = kept.remove(i);
+            let dev = hit.1.clone();
+            kept.push(hit);
+            return Ok(dev);
+        }
+        let dev = self.upload(&x)?;
+        if kept.len() == CONSTANTS {
+            kept.remove(0);
+        }
+        kept.push((x, dev.clone()));
+        Ok(dev)
     }
 
     pub fn download(&self, x: &B::T) -> Result<Tensor> {

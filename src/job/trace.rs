@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::backend::cuda::Gpu;
+use crate::backend::Precision;
 use crate::device::record::{RecordingDevice, Trace};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -23,10 +24,11 @@ pub fn trace_jobs() -> Vec<&'static str> {
     crate::viz::METHODS.iter().map(|m| m.name).chain(["dream"]).collect()
 }
 
-/// Trace `job` on `model` for a batch of `batch` images of `size` (h, w).
-pub fn trace(model: Arc<Model>, job: &str, batch: usize, size: [usize; 2]) -> Result<Trace> {
+/// Trace `job` on `model` for a batch of `batch` images of `size` (h, w), its convolutions in
+/// `precision`.
+pub fn trace(model: Arc<Model>, job: &str, batch: usize, size: [usize; 2], precision: Precision) -> Result<Trace> {
     let dev = Arc::new(RecordingDevice::new());
-    let eng = Engine::new(model, Gpu::new(dev.clone()))?;
+    let eng = Engine::new(model, Gpu::new(dev.clone()).with_precision(precision))?;
     let x = Tensor::zeros(&[batch.max(1), 3, size[0], size[1]]);
     // run twice; record the second
     let twice = |run: &dyn Fn() -> Result<()>| -> Result<()> {

@@ -12,7 +12,7 @@
 
 use super::target::Targeted;
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
-use crate::backend::{Backend, Binary, Reduce, Unary};
+use crate::backend::{Backend, Binary, Precision, Reduce, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -28,6 +28,7 @@ pub(super) const CAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
@@ -40,6 +41,7 @@ pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 /// The layer a CAM is taken at: the named one, or the architecture's default; not the input.
@@ -71,6 +73,7 @@ pub(super) const GRADCAMPP_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 pub(super) const XGRADCAM_INFO: MethodInfo = MethodInfo {
@@ -83,6 +86,7 @@ pub(super) const XGRADCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
@@ -95,6 +99,7 @@ pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 /// How a gradient-weighted CAM combines a layer's activations A and their gradient g (the
@@ -266,6 +271,7 @@ pub(super) const EIGENCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[],
+    gpu_precision: Precision::Tf32,
 };
 
 /// Eigen-CAM, as pytorch-grad-cam's `get_2d_projection`: each item's activations as a

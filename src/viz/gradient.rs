@@ -13,7 +13,7 @@
 
 use super::cam::GradCam;
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
-use crate::backend::{Backend, Binary, Reduce};
+use crate::backend::{Backend, Binary, Precision, Reduce};
 use crate::engine::{Engine, Rule};
 use crate::error::Result;
 use crate::imageio::Colormap;
@@ -35,6 +35,7 @@ pub(super) const GUIDED_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[],
+    gpu_precision: Precision::F32,
 };
 
 pub(super) const DECONVNET_INFO: MethodInfo = MethodInfo {
@@ -47,6 +48,7 @@ pub(super) const DECONVNET_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[],
+    gpu_precision: Precision::F32,
 };
 
 pub(super) const GRADXINPUT_INFO: MethodInfo = MethodInfo {
@@ -59,6 +61,7 @@ pub(super) const GRADXINPUT_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: true,
     options: &[],
+    gpu_precision: Precision::F32,
 };
 
 pub(super) const GUIDED_GRADCAM_INFO: MethodInfo = MethodInfo {
@@ -71,6 +74,7 @@ pub(super) const GUIDED_GRADCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[],
+    gpu_precision: Precision::F32,
 };
 
 /// A map from the input gradient under a rule: guided backpropagation, the deconvnet, or

@@ -33,13 +33,13 @@ mod target;
 pub use cam::{eigen_projection, Cam, CamWeighting, EigenCam, GradCam};
 pub use gradient::{Gradients, GuidedGradCam};
 pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
-pub use smooth::{gauss_legendre, noise, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
+pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
 pub use dream::{pixel_range, DeepDream, Objective};
 pub use saliency::Saliency;
 pub use target::{Target, Targets};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -75,6 +75,12 @@ pub struct MethodInfo {
     pub signed: bool,
     /// the options of [`MethodOptions`] it takes besides the layer
     pub options: &'static [Opt],
+    /// the arithmetic of the GPU's convolutions when none is asked for: TF32 (PyTorch's default
+    /// on Ampere and newer) for maps read at a layer, where it changes a map by under 1e-3
+    /// (relative RMS); fp32 for gradients at the pixels, which pass every ReLU's mask and are
+    /// ill-conditioned in the forward's rounding (saliency on EfficientNet-Lite0: 9e-2 with
+    /// TF32, a different picture; see the README's precision table)
+    pub gpu_precision: Precision,
 }
 
 /// An option some methods take ([`MethodInfo::options`]).

@@ -5,7 +5,7 @@
 
 use super::gradient::input_gradient;
 use super::{ops, Attribution, LayerUse, MethodInfo, Target, Targets};
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::engine::{Engine, Rule};
 use crate::error::Result;
 use crate::imageio::Colormap;
@@ -21,6 +21,7 @@ pub(super) const INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[],
+    gpu_precision: Precision::F32,
 };
 
 pub struct Saliency<'e, B: Backend> {

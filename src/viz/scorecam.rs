@@ -16,7 +16,7 @@
 
 use super::cam::{cam_layer, feature_map};
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Opt, Target, Targets};
-use crate::backend::{Backend, Binary, Reduce, Unary};
+use crate::backend::{Backend, Binary, Precision, Reduce, Unary};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -32,6 +32,7 @@ pub(super) const SCORECAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[Opt::Masks],
+    gpu_precision: Precision::Tf32,
 };
 
 pub(super) const ABLATIONCAM_INFO: MethodInfo = MethodInfo {
@@ -44,6 +45,7 @@ pub(super) const ABLATIONCAM_INFO: MethodInfo = MethodInfo {
     clip_percentile: 100.0,
     signed: false,
     options: &[Opt::Masks],
+    gpu_precision: Precision::Tf32,
 };
 
 /// Masked inputs or ablated copies per forward pass, by default.

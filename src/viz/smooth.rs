@@ -21,7 +21,7 @@
 use std::str::FromStr;
 
 use super::{attribution, ops, target, Attributed, Attribution, LayerUse, MethodInfo, MethodOptions, Opt, Target, Targets};
-use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
+use crate::backend::{Backend, Binary, Conv2dGeom, Precision, Random, Reduce, Role, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -37,6 +37,7 @@ pub(super) const SMOOTHGRAD_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: false,
     options: &[Opt::Base, Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Seed],
+    gpu_precision: Precision::F32,
 };
 
 pub(super) const IG_INFO: MethodInfo = MethodInfo {
@@ -49,6 +50,7 @@ pub(super) const IG_INFO: MethodInfo = MethodInfo {
     clip_percentile: 99.5,
     signed: true,
     options: &[Opt::Samples, Opt::Baseline, Opt::Seed],
+    gpu_precision: Precision::F32,
 };
 
 /// How SmoothGrad combines the noisy maps (captum's `nt_type`).
@@ -93,28 +95,6 @@ impl FromStr for Baseline {
             _ => Err(Error::InvalidArgument(format!("unknown baseline `{s}`; known: zero, black, blur, noise"))),
         }
     }
-}
-
-/// `len` numbers from a seeded counter-based generator (SplitMix64): standard normal
-/// (Box–Muller) when `normal`, else uniform in [0, 1).
-pub fn noise(len: usize, seed: u64, normal: bool) -> Vec<f32> {
-    let mix = |i: u64| {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i + 1));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let unit = |i: u64| ((mix(i) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    (0..len as u64)
-        .map(|i| {
-            if normal {
-                let (u, v) = (unit(2 * i), unit(2 * i + 1));
-                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-            } else {
-                unit(i) as f32
-            }
-        })
-        .collect()
 }
 
 /// The targets of a batch fixed on the clean input: as given, or each item's top class.
@@ -192,10 +172,10 @@ impl<B: Backend> Attribution<B> for NoiseTunnel<'_, B> {
         // σ per item = noise × (max − min)
         let sigma = be.binary(&be.reduce(x, Reduce::Max, &axes)?, &be.reduce(x, Reduce::Min, &axes)?, Binary::Sub)?;
         let sigma = be.unary(&sigma, Unary::Affine(self.noise, 0.0))?;
-        let numel: usize = shape.iter().product();
         let (mut sum, mut sum_sq) = (None::<B::T>, None::<B::T>);
         for s in 0..self.samples {
-            let eps = eng.upload(&Tensor::new(shape.clone(), noise(numel, self.seed.wrapping_add(s as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), true))?)?;
+            // drawn on the device: no upload, no wait (the same numbers on every backend)
+            let eps = be.random(&shape, self.seed.wrapping_add(s as u64).wrapping_mul(0x2545_F491_4F6C_DD1D), Random::Normal)?;
             let noisy = be.binary(x, &be.binary(&eps, &sigma, Binary::Mul)?, Binary::Add)?;
             let (m, _) = self.base.attribute_on_device(&noisy, Some(&fixed))?;
             let add = |acc: Option<B::T>, v: B::T| -> Result<B::T> { acc.map_or(Ok(v.clone()), |a| be.binary(&a, &v, Binary::Add)) };
@@ -300,7 +280,7 @@ impl<'e, B: Backend> IntegratedGradients<'e, B> {
         match self.baseline {
             Baseline::Zero => be.full(&s, 0.0),
             Baseline::Black => picture(vec![0.0; numel]),
-            Baseline::Noise => picture(noise(numel, self.seed, false)),
+            Baseline::Noise => picture(crate::backend::cpu::Cpu.random(&s, self.seed, Random::Uniform)?.data),
             Baseline::Blur => {
                 // separable Gaussian, σ = 5% of the smaller side, as one depthwise conv per axis
                 let sigma = 0.05 * s[2].min(s[3]) as f32;

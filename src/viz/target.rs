@@ -137,7 +137,7 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[T
         let up = |v: &Vec<f32>| -> Result<B::T> {
             let mut s = vec![1; rank];
             s[0] = n;
-            eng.upload(&Tensor::new(s, v.clone())?)
+            eng.constant(Tensor::new(s, v.clone())?)
         };
         let mut seed = indicator(be, &up(&idx[0])?, 1, c)?;
         if rank == 4 {

@@ -1,7 +1,7 @@
 //! The CPU engine's generic primitives ([`crate::backend::Unary`], [`Binary`], [`Reduce`]) on
 //! row-major host tensors of rank up to 4. Sums accumulate in f64.
 
-use crate::backend::{broadcast_shape, reduced_shape, Binary, Reduce, Unary};
+use crate::backend::{broadcast_shape, reduced_shape, Binary, Random, Reduce, Unary};
 use crate::error::Result;
 use crate::imageio::clip_threshold;
 use crate::tensor::Tensor;
@@ -179,6 +179,28 @@ fn reduce_row(row: &[f32], op: Reduce) -> f32 {
             None => row.iter().copied().filter(|v| v.is_finite()).fold(f32::NAN, f32::max),
         },
     }
+}
+
+/// [`crate::backend::Backend::random`]: SplitMix64 of (seed, counter) → 53-bit uniforms in
+/// (0, 1); a normal from the uniforms at counters 2i and 2i + 1 (Box–Muller, cosine branch), in
+/// f64, rounded once to f32. `kernels/elementwise.cu`'s `random_fwd` is the same sum.
+pub fn random(shape: &[usize], seed: u64, dist: Random) -> Tensor {
+    let mix = |i: u64| {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i + 1));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let unit = |i: u64| ((mix(i) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let len: usize = shape.iter().product();
+    let data = (0..len as u64)
+        .into_par_iter()
+        .map(|i| match dist {
+            Random::Normal => ((-2.0 * unit(2 * i).ln()).sqrt() * (std::f64::consts::TAU * unit(2 * i + 1)).cos()) as f32,
+            Random::Uniform => unit(i) as f32,
+        })
+        .collect();
+    Tensor { shape: shape.to_vec(), data }
 }
 
 pub fn iota(n: usize) -> Tensor {

@@ -27,7 +27,7 @@ mod pool;
 
 use std::sync::{Arc, OnceLock};
 
-use super::{Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Reduce, Role, Unary};
+use super::{Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Random, Reduce, Role, Unary};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -313,6 +313,9 @@ impl Backend for Cpu {
     }
     fn iota(&self, n: usize) -> Result<Tensor> {
         Ok(generic::iota(n))
+    }
+    fn random(&self, shape: &[usize], seed: u64, dist: Random) -> Result<Tensor> {
+        Ok(generic::random(shape, seed, dist))
     }
     fn full(&self, shape: &[usize], value: f32) -> Result<Tensor> {
         Ok(Tensor::full(shape, value))

@@ -5,7 +5,7 @@
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::Arg;
-use crate::backend::{Act, Binary, Unary};
+use crate::backend::{Act, Binary, Random, Unary};
 use crate::device::{Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 
@@ -33,6 +33,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("unary", "fwd"),
     ("binary", "fwd"),
     ("iota", "fwd"),
+    ("random", "fwd"),
 ];
 
 /// Channels per block and rows of threads of the per-channel reductions (`CS_CHANNELS`,
@@ -198,6 +199,15 @@ pub fn binary(dev: &dyn Device, a: DevicePtr, b: DevicePtr, y: DevicePtr, dims: 
     // for every i < n = d0·d1·d2·d3, reading a and b inside their extents (strides from their
     // own shapes, 0 where broadcast).
     launch(dev, "binary", "fwd", grid_stride(n), &args)
+}
+
+/// `n` numbers from `dist` ([`crate::backend::Backend::random`]), the counter of storage index i
+/// being its NCHW index when y is NHWC memory of `c` channels and `hw` pixels (c = hw = 1: i).
+pub fn random(dev: &dyn Device, y: DevicePtr, n: usize, c: usize, hw: usize, seed: u64, dist: Random) -> Result<()> {
+    let normal = Arg::I32(matches!(dist, Random::Normal) as i32);
+    // SAFETY: `random_fwd_f32(float* y, long long n, long long c, long long hw,
+    // unsigned long long seed, int normal)`; the grid-stride loop writes y[i] for every i < n.
+    launch(dev, "random", "fwd", grid_stride(n), &[ptr(y), len(n), len(c), len(hw), Arg::I64(seed as i64), normal])
 }
 
 /// y[i] = i, `n` elements.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
-use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Reduce, Role, Unary};
+use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -441,6 +441,13 @@ impl Backend for Gpu {
             red_strides[3 - k] = sx[a];
         }
         reduce::reduce(self.device(), x.ptr(), y.ptr(), out_dims, out_strides, red_dims, red_strides, op)?;
+        Ok(y)
+    }
+    fn random(&self, shape: &[usize], seed: u64, dist: Random) -> Result<DTensor> {
+        let y = self.new_tensor(shape)?;
+        // the counter is the element's NCHW index; a 4-d tensor may sit in NHWC memory
+        let (c, hw) = if permuted(shape) { (shape[1], shape[2] * shape[3]) } else { (1, 1) };
+        elementwise::random(self.device(), y.ptr(), y.numel(), c, hw, seed, dist)?;
         Ok(y)
     }
     fn iota(&self, n: usize) -> Result<DTensor> {
