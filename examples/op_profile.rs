@@ -88,6 +88,7 @@ impl Backend for Timed {
     fn full(&self, s: &[usize], v: f32) -> Result<Tensor> { self.time(|| "full".into(), || Backend::full(&self.be, s, v)) }
     fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> { Backend::roll(&self.be, x, dy, dx) }
     fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> { self.time(|| "resize".into(), || Backend::resize(&self.be, x, h, w)) }
+    fn random(&self, s: &[usize], seed: u64, dist: deepviz::backend::Random) -> Result<Tensor> { self.time(|| "random".into(), || Backend::random(&self.be, s, seed, dist)) }
 }
 
 fn main() -> Result<()> {

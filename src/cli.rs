@@ -77,7 +77,56 @@ pub fn command() -> Command {
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace)
+    cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(dataset_commands())
+}
+
+/// The options every dataset command shares: the dataset, the model, the device, the shard.
+fn dataset_args(cmd: Command) -> Command {
+    cmd.arg(Arg::new("dataset").required(true).value_parser(value_parser!(PathBuf)).help("a folder of images (searched recursively, sorted) or a list file (one image path a line, relative to the list)"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0 (ImageNet)"))
+        .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
+        .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("compute device: auto (the first GPU when the driver sees one, else the CPU engine), cpu, cuda (= cuda:0), cuda:N, or emu (the CUDA engine on a CPU emulation of the GPU)"))
+        .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the GPU engine's convolutions: fp32, tf32 or bf16 [default on a GPU: tf32, as PyTorch; fp32 on the CPU engine and the emulator]; give every shard of one job the same (the partial state does not record it yet)"))
+        .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
+        .arg(Arg::new("shard").long("shard").value_name("i/N").value_parser(parse_shard).help("process only shard i of N (images whose index is i mod N) and write its partial state, {command}.shard-i-of-N.json, into --out; `deepviz merge` combines the N states into the result"))
+        .arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder (not inside the dataset folder)"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
+}
+
+fn dataset_commands() -> Vec<Command> {
+    let top = dataset_args(Command::new("top-patches").about("The top-k most activating images of a dataset per unit of a layer, cropped to the unit's receptive field, with its map overlaid: one grid PNG per unit, top-patches.json, index.html"))
+        .arg(Arg::new("layer").long("layer").required(true).help("layer (PyTorch module path); `deepviz layers` lists them"))
+        .arg(Arg::new("units").long("units").value_delimiter(',').value_parser(value_parser!(usize)).help("channels of the layer, e.g. 0,5,7 [default: all]"))
+        .arg(Arg::new("top").long("top").default_value("9").value_parser(value_parser!(u64).range(1..=1000)).help("images per unit (k)"));
+    let neighbors = dataset_args(Command::new("neighbors").about("The k nearest dataset images to each query by a layer's (global-average-pooled) features, beside the nearest by raw pixels: neighbors.png, neighbors.json, index.html"))
+        .arg(Arg::new("layer").long("layer").help("layer (PyTorch module path) [default: the last feature layer]"))
+        .arg(Arg::new("k").long("k").default_value("5").value_parser(value_parser!(u64).range(1..=1000)).help("neighbours per query"))
+        .arg(Arg::new("metric").long("metric").default_value("cosine").value_parser(["cosine", "l2"]).help("feature distance: 1 - cosine similarity, or Euclidean"))
+        .arg(Arg::new("queries").long("queries").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("query image files"));
+    let merge = Command::new("merge")
+        .about("Combine the partial states of every shard of one dataset job (--shard i/N) into its result, exactly as one pass would have made it")
+        .arg(Arg::new("states").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("the N partial-state files (*.shard-i-of-N.json)"))
+        .arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"));
+    let filters = Command::new("filters")
+        .about("A convolution's weights as a picture: the first convolution's filters as RGB tiles, or --layer's as per-channel grey grids (each filter min-max normalised; the conv's own weights, before batch-norm folding)")
+        .arg(Arg::new("layer").long("layer").help("a convolution (PyTorch module path) [default: the first]"))
+        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help("model file (.safetensors); default: the embedded EfficientNet-Lite0"))
+        .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata"))
+        .arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
+    let gen = Command::new("gen-dataset")
+        .about("Write a generated dataset of pictures with one planted shape (square, disc, stripes) in one colour (red, green, blue, yellow) on noisy grey: for tests and demos")
+        .arg(Arg::new("out").long("out").required(true).value_parser(value_parser!(PathBuf)).help("folder to write into"))
+        .arg(Arg::new("count").long("count").default_value("32").value_parser(value_parser!(u64).range(1..=100_000)))
+        .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)))
+        .arg(Arg::new("size").long("size").default_value("64").value_parser(value_parser!(u64).range(8..=4096)).help("side of each picture in pixels"))
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
+    vec![top, neighbors, merge, filters, gen]
+}
+
+fn parse_shard(s: &str) -> std::result::Result<crate::dataset::Shard, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
 fn parse_finite(s: &str) -> std::result::Result<f32, String> {

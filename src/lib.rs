@@ -16,10 +16,12 @@
 //! - [`viz`]: the visualisations: the [`viz::Attribution`] trait and its methods, targets,
 //!   DeepDream, classification, heat-map pictures.
 //! - [`job`]: whole jobs over files (the CLI's work): inputs, targets, device choice, outputs.
+//! - [`dataset`]: dataset commands (top patches, neighbours, filters): streaming, shards, merge, reports.
 //! - [`cli`]: the command line the `deepviz` binary parses (a clap `Command`).
 
 pub mod backend;
 pub mod cli;
+pub mod dataset;
 pub mod device;
 pub mod engine;
 pub mod error;

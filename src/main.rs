@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
+use deepviz::dataset::{self, neighbors::Neighbors, top::TopPatches, Dataset, Partial, Shard};
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
@@ -99,7 +100,7 @@ fn progress_bar() -> impl FnMut(Progress) {
     move |p| match p {
         Progress::Start { total, what } => {
             let b = ProgressBar::new(total as u64);
-            b.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise}").expect("a valid template").progress_chars("=> "));
+            b.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})").expect("a valid template").progress_chars("=> "));
             b.set_message(what);
             bar = Some(b);
         }
@@ -240,12 +241,149 @@ fn layers(m: &ArgMatches) -> Result<Report> {
     Ok(Report { json, text })
 }
 
+/// The output set of a dataset command: nothing it reads may be replaced, and a folder dataset
+/// gets no outputs inside it (the next pass would read them as images).
+fn dataset_output_set(out_dir: &std::path::Path, ds: &Dataset, also: &[PathBuf]) -> Result<OutputSet> {
+    if ds.root.is_dir() {
+        let root = std::fs::canonicalize(&ds.root).map_err(|e| Error::io(&ds.root, e))?;
+        // the nearest existing folder of --out
+        let mut d = out_dir.to_path_buf();
+        while !d.exists() && d.pop() {}
+        let at = std::fs::canonicalize(if d.as_os_str().is_empty() { std::path::Path::new(".") } else { &d }).map_err(|e| Error::io(&d, e))?;
+        if at.starts_with(&root) {
+            return Err(Error::InvalidArgument(format!("--out {} is inside the dataset folder {}: choose another --out", out_dir.display(), ds.root.display())));
+        }
+    }
+    let mut out = OutputSet::new(out_dir);
+    for p in ds.files.iter().chain(also) {
+        out.protect(p);
+    }
+    Ok(out)
+}
+
+/// The lines a dataset result prints: images read and skipped (with the first few reasons).
+fn dataset_text(p: &Partial, ds: &Dataset) -> String {
+    let mut text = format!("{}: {} images read", p.tally.command(), p.images.len());
+    if !p.skipped.is_empty() {
+        eprintln!("warning: skipped {} image(s) that could not be read (listed in the JSON):", p.skipped.len());
+        for s in p.skipped.iter().take(5) {
+            eprintln!("  {}: {}", ds.names.get(s.image).map_or("?", |n| n.as_str()), s.error);
+        }
+        text += &format!(", {} skipped", p.skipped.len());
+    }
+    text + "\n"
+}
+
+/// Write a pass's result: its partial state (with --shard) or the finished pictures, JSON and
+/// report.
+fn write_dataset_result(m: &ArgMatches, p: &Partial, ds: &Dataset, sharded: bool) -> Result<Report> {
+    let mut out = dataset_output_set(m.get_one::<PathBuf>("out").expect("has a default"), ds, &m.get_one::<PathBuf>("model").into_iter().cloned().collect::<Vec<_>>())?;
+    let json = if sharded {
+        let name = p.file_name();
+        out.add(&name, &p.to_bytes())?;
+        json!({"state": out.path_of(&name), "shard": p.shards[0], "images": p.images.len(), "skipped": p.skipped.len()})
+    } else {
+        dataset::finish(p, ds, &mut out)?
+    };
+    let mut text = dataset_text(p, ds);
+    for f in out.commit()? {
+        text += &format!("wrote {}\n", f.display());
+    }
+    Ok(Report { json, text })
+}
+
+struct DatasetCmd<'a> {
+    m: &'a ArgMatches,
+    command: &'a str,
+}
+
+impl WithBackend for DatasetCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.m;
+        let ds = Dataset::open(m.get_one::<PathBuf>("dataset").expect("required"))?;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let shard = m.get_one::<Shard>("shard").copied();
+        let batch_size = batch_size(m);
+        let num = |name: &str| *m.get_one::<u64>(name).expect("has a default") as usize;
+        let p = match self.command {
+            "top-patches" => TopPatches {
+                layer: m.get_one::<String>("layer").expect("required").clone(),
+                units: m.get_many::<usize>("units").map(|u| u.copied().collect()),
+                k: num("top"),
+                batch_size,
+            }
+            .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
+            _ => Neighbors {
+                layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
+                k: num("k"),
+                metric: m.get_one::<String>("metric").expect("has a default").parse()?,
+                queries: m.get_many::<PathBuf>("queries").expect("required").cloned().collect(),
+                batch_size,
+            }
+            .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
+        };
+        write_dataset_result(m, &p, &ds, shard.is_some())
+    }
+}
+
+fn merge(m: &ArgMatches) -> Result<Report> {
+    let files: Vec<PathBuf> = m.get_many::<PathBuf>("states").expect("required").cloned().collect();
+    let p = Partial::merge(files.iter().map(|f| Partial::read(f)).collect::<Result<_>>()?)?;
+    let ds = p.open_dataset()?;
+    let mut out = dataset_output_set(m.get_one::<PathBuf>("out").expect("has a default"), &ds, &files)?;
+    let json = dataset::finish(&p, &ds, &mut out)?;
+    let mut text = format!("merged {} shards; ", p.shards.len()) + &dataset_text(&p, &ds);
+    for f in out.commit()? {
+        text += &format!("wrote {}\n", f.display());
+    }
+    Ok(Report { json, text })
+}
+
+fn filters(m: &ArgMatches) -> Result<Report> {
+    let model = load_model(m)?;
+    let (picture, mut json) = dataset::filters::filter_grid(&model, m.get_one::<String>("layer").map(String::as_str))?;
+    let layer = json["layer"].as_str().unwrap_or("conv").replace(['/', ':'], "_");
+    let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));
+    m.get_one::<PathBuf>("model").into_iter().for_each(|p| out.protect(p));
+    let file = format!("filters_{layer}.png");
+    out.add(&file, &job::png_bytes(&picture)?)?;
+    let intro = format!(
+        "Weights <code>{}</code> {}, {}; {}.",
+        dataset::report::escape(json["weight"].as_str().unwrap_or("?")),
+        json["shape"],
+        dataset::report::escape(json["normalisation"].as_str().unwrap_or("")),
+        dataset::report::escape(json["weights"].as_str().unwrap_or(""))
+    );
+    json["file"] = json!(file);
+    let info = serde_json::to_vec_pretty(&json).expect("JSON serialises");
+    out.add("filters.json", &info)?;
+    let fig = dataset::report::Figure { file: file.clone(), caption: format!("{} ({})", json["layer"].as_str().unwrap_or("?"), json["kind"].as_str().unwrap_or("")) };
+    out.add("index.html", dataset::report::page("filters", &intro, &[fig], &["filters.json"]).as_bytes())?;
+    let text = out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect();
+    Ok(Report { json, text })
+}
+
+fn gen_dataset(m: &ArgMatches) -> Result<Report> {
+    let num = |name: &str| *m.get_one::<u64>(name).expect("has a default");
+    let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("required"));
+    let planted = dataset::synth::generate(&mut out, num("count") as usize, num("seed"), num("size") as u32)?;
+    let json = Value::Array(planted.iter().map(|p| json!({"image": p.name, "colour": p.colour, "shape": p.shape, "box": p.bbox})).collect());
+    let n = out.commit()?.len();
+    Ok(Report { json, text: format!("wrote {n} pictures into {}\n", m.get_one::<PathBuf>("out").expect("required").display()) })
+}
+
 fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
     let (name, m) = matches.subcommand().expect("a subcommand is required");
     let mut note = |s: String| eprintln!("note: {s}");
     let report = match name {
         "layers" => layers(m)?,
         "trace" => trace_cmd(m)?,
+        "merge" => merge(m)?,
+        "filters" => filters(m)?,
+        "gen-dataset" => gen_dataset(m)?,
+        // activations read at a layer: TF32 on a GPU by default, as PyTorch
+        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DatasetCmd { m, command })?,
         "classify" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DreamCmd(m))?,
         method => {

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use common::{bin, ok, run};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deepviz"))
-}
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
@@ -20,16 +18,6 @@ fn tmp(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run deepviz")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "deepviz {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// One line on stderr starting with "error:", exit status 1, no panic.

@@ -7,6 +7,7 @@
 //! - [`rel_rms`]: `rms(got - want) / rms(want)`, for whole-tensor tolerances.
 //! - [`seeded`], [`seeded_tensor`]: uniform in [-1, 1), splitmix64, identical on every machine.
 //! - [`fd_check`]: an analytic gradient against central differences of an f64 loss.
+//! - [`bin`], [`run`], [`ok`]: the `deepviz` binary of this build, run with arguments.
 #![allow(dead_code)]
 
 pub mod st;
@@ -215,4 +216,21 @@ pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
     #[cfg(not(feature = "cuda"))]
     eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
     v
+}
+
+/// The `deepviz` binary of this build.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_deepviz"))
+}
+
+/// Run `deepviz args`.
+pub fn run(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().expect("run deepviz")
+}
+
+/// Run `deepviz args`, which must succeed; its standard output.
+pub fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "deepviz {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
 }

@@ -1,0 +1,272 @@
+//! Looking at units over whole datasets: one streaming pass over a folder (or a list) of images,
+//! sharded over many machines and merged exactly.
+//!
+//! - this file: [`Dataset`] (the images, found deterministically), [`Shard`] (`i/N`: a
+//!   deterministic subset), [`stream`] (batches decoded on background threads, bounded
+//!   memory, unreadable images skipped and counted).
+//! - `rf.rs`: receptive fields from the graph ([`rf::receptive_fields`]).
+//! - `state.rs`: partial states ([`Partial`]): what a shard writes, how shards merge.
+//! - `top.rs`: `top-patches`, the top-k images per unit cropped to its receptive field.
+//! - `neighbors.rs`: `neighbors`, exact nearest neighbours by features and by pixels.
+//! - `filters.rs`: `filters`, a convolution's weights as pictures.
+//! - `report.rs`: the static HTML report written beside each command's files.
+//! - `synth.rs`: a generated dataset with planted colours and shapes (tests, demos).
+//!
+//! A dataset command runs as: [`stream`] the shard's images through the engine into a
+//! [`Partial`] (a single pass is shard `0/1`), then [`Partial::merge`] the shards, then
+//! [`finish`] renders the merged state into an [`OutputSet`].
+
+pub mod filters;
+pub mod neighbors;
+pub mod report;
+pub mod rf;
+mod state;
+pub mod synth;
+pub mod top;
+
+pub use state::{Partial, Tally};
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::imageio::{self, Preprocess};
+use crate::job::Progress;
+use crate::output::OutputSet;
+use crate::tensor::Tensor;
+
+/// The image extensions a dataset folder is searched for (no `.npy`: a dataset is pictures).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// Batches decoded ahead of the engine: memory holds at most this many plus the one in use.
+pub const PREFETCH_BATCHES: usize = 2;
+
+/// The images of a dataset, in a fixed order: index `i` names the same image on every machine
+/// that sees the same files.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// the folder, or the list file, as given
+    pub root: PathBuf,
+    /// each image's path (to open)
+    pub files: Vec<PathBuf>,
+    /// each image's name: its path relative to the folder (or as the list gives it), `/`-separated
+    pub names: Vec<String>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+impl Dataset {
+    /// A folder (searched recursively; hidden files and folders skipped, symlinked folders not
+    /// followed; sorted by relative path, byte order) or a list file (one image path a line,
+    /// relative to the list's folder; blank lines and `#` comments ignored; the list's order).
+    pub fn open(path: &Path) -> Result<Dataset> {
+        let m = std::fs::metadata(path).map_err(|e| Error::InvalidArgument(format!("dataset {}: {e}", path.display())))?;
+        let (files, names) = if m.is_dir() {
+            let mut found = vec![];
+            walk(path, path, &mut found)?;
+            found.sort();
+            let files = found.iter().map(|n: &String| path.join(n)).collect();
+            (files, found)
+        } else if m.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let base = path.parent().unwrap_or(Path::new(""));
+            let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+            (names.iter().map(|n| base.join(n)).collect(), names)
+        } else {
+            return Err(Error::InvalidArgument(format!("{}: a dataset is a folder of images or a list file, not this", path.display())));
+        };
+        if names.is_empty() {
+            return Err(Error::InvalidArgument(format!("{}: no images in this dataset ({})", path.display(), IMAGE_EXTENSIONS.join(", "))));
+        }
+        Ok(Dataset { root: path.to_path_buf(), files, names })
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// A fingerprint of the listing (FNV-1a over the names): shards of one job must agree on it.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for n in &self.names {
+            for b in n.bytes().chain([0u8]) {
+                h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
+        format!("{h:016x}-{}", self.names.len())
+    }
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let ft = e.file_type().map_err(|err| Error::io(&p, err))?;
+        if ft.is_dir() {
+            walk(root, &p, found)?;
+        } else if is_image(&p) && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            // only regular files (a FIFO named x.png is skipped, not opened)
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            found.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+        }
+    }
+    Ok(())
+}
+
+/// Shard `index` of `count`: the images whose index is `index` modulo `count` (round robin, so
+/// shards are balanced whatever the folder's order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole dataset.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// The dataset indices of this shard.
+    pub fn select(&self, n: usize) -> Vec<usize> {
+        (self.index..n).step_by(self.count).collect()
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    /// `i/N` with 0 <= i < N.
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = |why: &str| Error::InvalidArgument(format!("--shard {s:?}: {why} (expected i/N with 0 <= i < N, e.g. 0/8)"));
+        let (i, n) = s.split_once('/').ok_or_else(|| bad("no `/`"))?;
+        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| bad("i is not a number"))?, n.trim().parse().map_err(|_| bad("N is not a number"))?);
+        if count == 0 || index >= count {
+            return Err(bad("out of range"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// An image that could not be read, and why; a dataset pass skips it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub image: usize,
+    pub error: String,
+}
+
+/// A batch of a dataset: the images' dataset indices, their preprocessed crops (what the
+/// network sees) and their tensor `[n, 3, h, w]`.
+pub struct DsBatch {
+    pub indices: Vec<usize>,
+    pub pictures: Vec<RgbImage>,
+    pub x: Tensor,
+    /// images of this stretch of the dataset that could not be read
+    pub skipped: Vec<Skipped>,
+}
+
+/// Decode and preprocess one image into the crop the network sees.
+pub fn load_crop(path: &Path, pre: &Preprocess) -> Result<RgbImage> {
+    Ok(imageio::resize_crop(&imageio::load_rgb(path)?, pre.size))
+}
+
+/// The images `indices` of `ds` in batches of `batch` (the last may be smaller), decoded in
+/// parallel on a background thread up to [`PREFETCH_BATCHES`] ahead. An image that cannot be
+/// read is skipped and reported in its batch's `skipped`; a batch may then be empty.
+pub fn stream(ds: &Dataset, indices: Vec<usize>, pre: Preprocess, batch: usize) -> Receiver<DsBatch> {
+    let (tx, rx) = sync_channel(PREFETCH_BATCHES);
+    let files = ds.files.clone();
+    std::thread::spawn(move || {
+        for chunk in indices.chunks(batch.max(1)) {
+            let decoded: Vec<(usize, Result<RgbImage>)> = chunk.par_iter().map(|&i| (i, load_crop(&files[i], &pre))).collect();
+            let mut b = DsBatch { indices: vec![], pictures: vec![], x: Tensor::zeros(&[0]), skipped: vec![] };
+            for (i, r) in decoded {
+                match r {
+                    Ok(p) => {
+                        b.indices.push(i);
+                        b.pictures.push(p);
+                    }
+                    Err(e) => b.skipped.push(Skipped { image: i, error: e.to_string() }),
+                }
+            }
+            b.x = imageio::to_tensor(&b.pictures, &pre);
+            if tx.send(b).is_err() {
+                return; // the consumer stopped (an error): stop decoding
+            }
+        }
+    });
+    rx
+}
+
+/// Run the model over the shard's images up to `layer`, handing each batch's activations
+/// (`[n, c, h, w]`; a `[n, c]` layer as `[n, c, 1, 1]`) with the batch to `each`. Returns the
+/// skipped images. Progress counts images (read or skipped).
+pub fn pass<B: Backend>(
+    eng: &Engine<B>,
+    ds: &Dataset,
+    shard: Shard,
+    layer: crate::model::Layer,
+    batch: usize,
+    progress: &mut dyn FnMut(Progress),
+    what: &str,
+    mut each: impl FnMut(&DsBatch, &Tensor) -> Result<()>,
+) -> Result<Vec<Skipped>> {
+    let indices = shard.select(ds.len());
+    progress(Progress::Start { total: indices.len(), what: what.to_string() });
+    let mut skipped = vec![];
+    for b in stream(ds, indices, eng.model().preprocess, batch) {
+        progress(Progress::Advance(b.indices.len() + b.skipped.len()));
+        skipped.extend(b.skipped.iter().cloned());
+        if b.indices.is_empty() {
+            continue;
+        }
+        let acts = eng.forward(eng.upload(&b.x)?, layer, &[layer])?;
+        let a = eng.download(acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?)?;
+        let a = as_maps(a)?;
+        each(&b, &a)?;
+    }
+    progress(Progress::Finish);
+    Ok(skipped)
+}
+
+/// A layer's output as `[n, c, h, w]` (a `[n, c]` output as `[n, c, 1, 1]`).
+pub fn as_maps(a: Tensor) -> Result<Tensor> {
+    match a.shape.len() {
+        4 => Ok(a),
+        2 => {
+            let s = [a.shape[0], a.shape[1], 1, 1];
+            a.reshape(&s)
+        }
+        _ => Err(Error::shape("layer output", "[n, c, h, w] or [n, c]", &a.shape)),
+    }
+}
+
+/// Render a merged (or single-pass) state into `out`: the pictures, the JSON and `index.html`.
+/// Returns the JSON summary.
+pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_json::Value> {
+    if p.images.is_empty() {
+        return Err(Error::InvalidArgument(format!("no image of the dataset {} could be read ({} skipped)", p.dataset, p.skipped.len())));
+    }
+    match &p.tally {
+        Tally::TopPatches(t) => top::finish(p, t, ds, out),
+        Tally::Neighbors(n) => neighbors::finish(p, n, ds, out),
+    }
+}
