@@ -48,7 +48,7 @@ fn trace_cmd(m: &ArgMatches) -> Result<Report> {
     };
     let job = m.get_one::<String>("job").expect("required");
     let batch = batch_size(m);
-    let precision = precision(m).unwrap_or_else(|| METHODS.iter().find(|i| i.name == job).map_or(Precision::Tf32, |i| i.gpu_precision));
+    let precision = precision(m).unwrap_or_else(|| job::gpu_precision(job));
     let t = job::trace(model.clone(), job, batch, size, precision)?;
     let mut json = t.to_json();
     json["arch"] = json!(model.graph.arch);
@@ -382,13 +382,12 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "merge" => merge(m)?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
-        // activations read at a layer: TF32 on a GPU by default, as PyTorch
-        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DatasetCmd { m, command })?,
-        "classify" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, ClassifyCmd(m))?,
-        "dream" => job::with_backend(device(m), precision(m), Precision::Tf32, &mut note, DreamCmd(m))?,
+        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
+        "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
+        "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,
         method => {
-            let info = METHODS.iter().find(|i| i.name == method).expect("subcommands are the methods");
-            job::with_backend(device(m), precision(m), info.gpu_precision, &mut note, MapCmd { m, method: info.name })?
+            let method = METHODS.iter().find(|i| i.name == method).expect("subcommands are the methods").name;
+            job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, MapCmd { m, method })?
         }
     };
     Ok((report, m.get_flag("json")))

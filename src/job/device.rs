@@ -51,6 +51,13 @@ pub trait WithBackend {
     fn run<B: Backend>(self, be: B) -> Result<Self::Output>;
 }
 
+/// The arithmetic a job's convolutions use on a real GPU when none is asked for: an attribution
+/// method's [`crate::viz::MethodInfo::gpu_precision`], TF32 for every other job (classify,
+/// dream, the dataset commands: activations read at a layer). One place for the CLI and trace.
+pub fn gpu_precision(job: &str) -> Precision {
+    crate::viz::method_info(job).map_or(Precision::Tf32, |m| m.gpu_precision)
+}
+
 /// The CUDA engine on GPU number `ordinal`, or why not.
 pub fn cuda_backend(ordinal: usize) -> Result<Gpu> {
     #[cfg(feature = "cuda")]
@@ -65,8 +72,8 @@ pub fn cuda_backend(ordinal: usize) -> Result<Gpu> {
 }
 
 /// Run `job` on the backend `choice` names, its convolutions in `precision` (`None`:
-/// `gpu_default` on a real GPU — the method's [`crate::viz::MethodInfo::gpu_precision`], TF32
-/// for other jobs — and fp32 on the emulator; see the module doc). `note` hears, once, why
+/// `gpu_default` on a real GPU — the job's [`gpu_precision`] — and fp32 on the emulator; see
+/// the module doc). `note` hears, once, why
 /// `Auto` fell back to the CPU, or that the CPU engine computes in fp32 whatever was asked.
 pub fn with_backend<J: WithBackend>(choice: DeviceChoice, precision: Option<Precision>, gpu_default: Precision, note: &mut dyn FnMut(String), job: J) -> Result<J::Output> {
     let on_cpu = |why: Option<String>, note: &mut dyn FnMut(String)| {

@@ -18,7 +18,7 @@ pub mod inputs;
 mod targets;
 mod trace;
 
-pub use device::{cuda_backend, with_backend, DeviceChoice, WithBackend};
+pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};
 pub use trace::{trace, trace_jobs};
