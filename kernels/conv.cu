@@ -137,7 +137,8 @@ extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const
 
 // gy [n, oh, ow, cout], wp KKIO, gx [n, h, w, c]. Grid (ceil(n*h*w/TILE_M), ceil(cg/TILE_N), groups).
 // K = kh*kw*og as (co, kx, ky); the stride divisibility test divides by DvDiv magic numbers.
-extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
+                                                const float* mask, int act) {
     DV_CONV_INIT;
     int g = blockIdx.z, m_total = d.n * d.h * d.w, k_total = d.kh * d.kw * d.og;
     DvDiv div_sh(d.sh), div_sw(d.sw);
@@ -174,7 +175,7 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
         }
     };
     auto row = [](int m) { return m; };
-    auto store = [&](int m, int ci, float v) { gx[m * d.c + g * d.cg + ci] = v; };
+    auto store = [&](int m, int ci, float v) { dv_grad_store(gx, mask, act, m * d.c + g * d.cg + ci, v); };
     dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
 }
 
@@ -182,7 +183,8 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
 // groups*sh*sw); dilation 1. One DvPhase per grid.z (conv.cuh): a dense GEMM over the phase's
 // pixels and taps, reading gy[oy = by + qy - jy], so nothing in the loops divides. A phase
 // without taps stores zeros.
-extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
+                                                       const float* mask, int act) {
     DV_CONV_INIT;
     int phases = d.sh * d.sw, g = blockIdx.z / phases;
     DvPhase ph(d, blockIdx.z % phases);
@@ -220,14 +222,15 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
         int qx = m % wx, t = m / wx, qy = t % hy, img = t / hy;
         return ((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg;
     };
-    auto store = [&](int off, int ci, float v) { gx[off + ci] = v; };
+    auto store = [&](int off, int ci, float v) { dv_grad_store(gx, mask, act, off + ci, v); };
     dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
 }
 
 // v3. gy, wp, gx as v1; cg <= DIRECT_CG. One thread per (input pixel, group), grid-stride; the
 // cg accumulators stay in registers (the channel loops are unrolled over DIRECT_CG).
 #define DIRECT_CG 4  // a network's first layer: RGB, or RGBA
-extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
+                                                       const float* mask, int act) {
     DV_CONV_INIT;
     DvDiv div_sh(d.sh), div_sw(d.sw);
     int total = d.n * d.h * d.w * d.groups;
@@ -257,7 +260,7 @@ extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const flo
         }
 #pragma unroll
         for (int ci = 0; ci < DIRECT_CG; ++ci)
-            if (ci < d.cg) gx[pix * d.c + g * d.cg + ci] = acc[ci];
+            if (ci < d.cg) dv_grad_store(gx, mask, act, pix * d.c + g * d.cg + ci, acc[ci]);
     }
 }
 
@@ -321,7 +324,8 @@ extern "C" __global__ void dwconv2d_fwd_f32(const float* x, const float* wp, con
 }
 
 // One thread per input element, gathering every output that read it.
-extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
+                                                  const float* mask, int act) {
     DV_CONV_INIT;
     DvDiv div_sh(d.sh), div_sw(d.sw);
     int total = d.n * d.h * d.w * d.c;
@@ -345,7 +349,7 @@ extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* w
                 }
             }
         }
-        gx[i] = acc;
+        dv_grad_store(gx, mask, act, i, acc);
     }
 }
 

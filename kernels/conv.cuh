@@ -56,6 +56,14 @@ struct DvPhase {
 // present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
 // floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read
 // before y is written by the same thread, so it may be y itself when y_stride == cout, y_off == 0.
+// A backward-data store: gx[i] = v, or, with a mask (the forward input or output of the ReLU /
+// ReLU6 `act` before the convolution), v times the activation's gradient there — the same
+// product act_bwd computes, so fused and unfused agree to the bit.
+template <class I>
+__device__ __forceinline__ void dv_grad_store(float* gx, const float* mask, int act, I i, float v) {
+    gx[i] = mask ? v * dv_act_grad(mask[i], act) : v;
+}
+
 __device__ __forceinline__ void dv_conv_store(float* y, const float* bias, const float* residual, int m, int oc,
                                               int cout, int y_stride, int y_off, float v, int act) {
     v += bias ? bias[oc] : 0.0f;

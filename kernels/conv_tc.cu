@@ -262,7 +262,7 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
                     int n = n0 + wn + nt * 8 + 2 * tq + e;
                     if (n >= n_total) continue;
                     float v = acc[mt][nt][2 * h + e];
-                    if (BWD) out[off + n] = v;
+                    if (BWD) dv_grad_store(out, residual, act, off + n, v);  // residual: the mask
                     else dv_conv_store(out, bias, residual, off, g * d.og + n, d.cout, y_stride, y_off, v, act);
                 }
         }
@@ -284,13 +284,14 @@ __device__ __forceinline__ void dv_conv_fwd_tc(const float* x, const float* wp, 
 // conv2d_bwd_data_phased_f32: input pixel (ry + sh*qy, rx + sw*qx) reads gy at
 // oy = by + qy - jy*dh through tap ky = ky0 + sh*jy.
 template <int PREC>
-__device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float* wp, float* gx, const DvConv& d) {
+__device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float* wp, float* gx, const DvConv& d,
+                                                    const float* mask, int act) {
     int phases = d.sh * d.sw, g = blockIdx.z / phases;
     DvPhase p(d, blockIdx.z % phases);  // with stride 1: the whole input, every tap, by = pt
     if (p.hy == 0 || p.wx == 0) return;  // uniform: an empty phase
     DvGather a = {gy, d.oh, d.ow, d.cout, g * d.og, p.wx, p.hy, 1, p.by, 1, p.bx, d.og, p.tkx, -d.dh, -d.dw};
-    dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, nullptr, gx,
-                           0, 0, 0, p.ry, p.rx, p.hy, p.wx);
+    dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, mask, gx,
+                           0, 0, act, p.ry, p.rx, p.hy, p.wx);
 }
 
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
@@ -306,14 +307,14 @@ conv2d_fwd_bf16_f32(const float* x, const float* wp, const float* bias, const fl
     dv_conv_fwd_tc<DV_BF16>(x, wp, bias, residual, y, d, y_stride, y_off, act);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-conv2d_bwd_data_tf32_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+conv2d_bwd_data_tf32_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS, const float* mask, int act) {
     DV_CONV_INIT;
-    dv_conv_bwd_data_tc<DV_TF32>(gy, wp, gx, d);
+    dv_conv_bwd_data_tc<DV_TF32>(gy, wp, gx, d, mask, act);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-conv2d_bwd_data_bf16_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS) {
+conv2d_bwd_data_bf16_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS, const float* mask, int act) {
     DV_CONV_INIT;
-    dv_conv_bwd_data_tc<DV_BF16>(gy, wp, gx, d);
+    dv_conv_bwd_data_tc<DV_BF16>(gy, wp, gx, d, mask, act);
 }
 
 DV_REGISTER_KERNELS(conv2d_fwd_tf32_f32, conv2d_fwd_bf16_f32, conv2d_bwd_data_tf32_f32, conv2d_bwd_data_bf16_f32)

@@ -439,6 +439,29 @@ fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> 
     (y, gx, gw)
 }
 
+/// The backward-data `v` with a ReLU / ReLU6 mask in its store equals the unmasked gradient
+/// `plain` (NHWC, already downloaded) times the activation's gradient at the mask — to the bit,
+/// as the separate act_bwd kernel computes it — under both activations, with a mask that lands
+/// on both sides of 0 and of 6.
+// negated comparisons: the kernels' own (a NaN passes the gradient on)
+#[allow(clippy::too_many_arguments, clippy::neg_cmp_op_on_partial_ord)]
+fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk: DevicePtr, s: &ConvShape, g: &Conv2dGeom, plain: &[f32]) {
+    let mask: Vec<f32> = seeded(99, plain.len()).iter().map(|&m| m * 9.0 + 2.0).collect();
+    let mp = put(d, &mask);
+    for a in [Act::Relu, Act::Relu6] {
+        let fresh = out(d, plain.len());
+        cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a))).unwrap();
+        let got = get(d, fresh, plain.len());
+        let want: Vec<f32> = plain.iter().zip(&mask).map(|(&p, &m)| p * if a == Act::Relu { !(m <= 0.0) as u8 as f32 } else { !(m <= 0.0 || m >= 6.0) as u8 as f32 }).collect();
+        let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(bad.is_none(), "{what}.bwd_data.{v:?} masked by {a:?}: element {} is {} not {}", bad.unwrap(), got[bad.unwrap()], want[bad.unwrap()]);
+        d.free(fresh);
+    }
+    // only ReLU / ReLU6 masks exist
+    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, mp, s, g, Some((mp, Act::Silu))).is_err());
+    d.free(mp);
+}
+
 #[test]
 fn conv_forward_backward_all_paths() {
     let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
@@ -486,21 +509,25 @@ fn conv_forward_backward_all_paths() {
             assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
 
             let (gyp, gxp, gwk, gwo, gb) = (put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)), out(d, x.len()), out(d, wl), out(d, wl), out(d, s.cout));
-            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g).unwrap();
-            let got = to_nchw(&get(d, gxp, x.len()), s.n, s.c, s.h * s.w);
+            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None).unwrap();
+            let plain = get(d, gxp, x.len());
+            let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
             assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
+            check_masked(d, &what, cuda::conv::backward_data_version(&s, &g, Precision::F32), gyp, wpk, &s, &g, &plain);
             // every version that applies, not only the one the engine picks
             let cg = s.c / g.groups;
             for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct] {
                 let applies = (v != BackwardData::Phased || g.dilation == [1, 1]) && (v != BackwardData::Direct || cg <= 4);
                 if !applies {
-                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g).is_err(), "{what}: {v:?} accepted");
+                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None).is_err(), "{what}: {v:?} accepted");
                     continue;
                 }
                 let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g).unwrap();
-                let got = to_nchw(&get(d, fresh, x.len()), s.n, s.c, s.h * s.w);
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
+                let plain = get(d, fresh, x.len());
+                let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
                 assert_close(&format!("{what}.bwd_data.{v:?}"), &got, &f32s(&gx), 1e-5, 1e-4);
+                check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
             }
             cuda::conv::backward_filter(d, xp, gyp, gwk, &s, &g).unwrap();
             cuda::conv::unpack_weight(d, gwk, gwo, s.cout, cg, s.kh, s.kw).unwrap();
@@ -680,8 +707,10 @@ fn conv_tensor_cores_within_format_tolerance() {
 
                 let v = BackwardData::TensorCore(prec);
                 let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g).unwrap();
-                let got = to_nchw(&get(d, fresh, x.len()), s.n, s.c, s.h * s.w);
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
+                let plain = get(d, fresh, x.len());
+                check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
+                let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
                 let taps_k = s.kh * s.kw * og;
                 assert_close_each(&format!("{what}.bwd_data"), &got, &f32s(&gx), &tc_bound(mantissa, &gsq, &gabs, taps_k, 1.0));
                 assert!(rel_rms(&got, &f32s(&gx)) > 1e-6, "{what}.bwd_data: equal to f32: were the operands rounded?");
@@ -691,7 +720,7 @@ fn conv_tensor_cores_within_format_tolerance() {
                 d.free(y);
                 d.free(fresh);
             }
-            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32), gyp, wpk, xp, &s, &g).is_err());
+            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32), gyp, wpk, xp, &s, &g, None).is_err());
             for p in [xp, wo, wpk, bp, rp, gyp] {
                 d.free(p);
             }
@@ -718,7 +747,7 @@ fn conv_refuses_tensors_past_int32() {
         for prec in Precision::ALL {
             let e = cuda::conv::forward(d, prec, p, p, None, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
-            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g).unwrap_err();
+            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
         }
     }

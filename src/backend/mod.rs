@@ -216,6 +216,16 @@ pub enum Act {
     HardSwish,
 }
 
+impl Act {
+    /// Whether the gradient through this activation is a 0/1 mask that is the same function
+    /// of the forward output as of the forward input (ReLU: x > 0 ⇔ y > 0; ReLU6: 0 < x < 6
+    /// ⇔ 0 < y < 6, NaN passing in both): the ones the executor fuses, since their backward
+    /// needs only the tensor the fused forward keeps.
+    pub fn is_mask(self) -> bool {
+        matches!(self, Act::Relu | Act::Relu6)
+    }
+}
+
 /// Local response normalisation across channels (AlexNet / GoogLeNet-v1 style, PyTorch's
 /// `nn.LocalResponseNorm`): y = x / (k + alpha/size * sum_{window} x^2)^beta.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -274,6 +284,31 @@ pub trait Backend: Sync {
     // layers, forward and backward (gradients w.r.t. activations only)
     fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, g: &Conv2dGeom) -> crate::Result<Self::T>;
     fn conv2d_backward_data(&self, gy: &Self::T, w: &Self::W, x_shape: &[usize], g: &Conv2dGeom) -> crate::Result<Self::T>;
+    /// `act(conv2d(x, w, b) + residual)`: a convolution with the rest of its block in its
+    /// epilogue (the graph executor's forward fusion, [`crate::engine`]). `residual` has the
+    /// output's shape. The same arithmetic in the same order as the three ops one after another
+    /// (the default), so fused and unfused passes agree to the bit; a backend whose convolution
+    /// can finish the job in its store (the CUDA engine) overrides it and saves the
+    /// intermediate tensors, their launches and their memory traffic.
+    fn conv2d_fused(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, g: &Conv2dGeom, residual: Option<&Self::T>, act: Option<Act>) -> crate::Result<Self::T> {
+        let mut y = self.conv2d(x, w, b, g)?;
+        if let Some(r) = residual {
+            self.add_assign(&mut y, r)?;
+        }
+        match act {
+            Some(a) => self.act(&y, a),
+            None => Ok(y),
+        }
+    }
+    /// `act_backward(mask, conv2d_backward_data(gy, w), act)`: backward-data through a
+    /// convolution and then through the ReLU / ReLU6 `act` before it, whose forward input *or*
+    /// output is `mask` (for these two the gradient's mask is the same function of either).
+    /// The default composes the two ops; the CUDA engine applies the mask in the backward-data
+    /// kernel's store.
+    fn conv2d_backward_data_masked(&self, gy: &Self::T, w: &Self::W, x_shape: &[usize], g: &Conv2dGeom, mask: &Self::T, act: Act) -> crate::Result<Self::T> {
+        let gx = self.conv2d_backward_data(gy, w, x_shape, g)?;
+        self.act_backward(mask, &gx, act)
+    }
     fn linear(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>) -> crate::Result<Self::T>;
     fn linear_backward_data(&self, gy: &Self::T, w: &Self::W) -> crate::Result<Self::T>;
     fn max_pool2d(&self, x: &Self::T, g: &Pool2dGeom) -> crate::Result<(Self::T, Self::Idx)>;

@@ -7,6 +7,17 @@
 //! stays is the input, `upto`, the kept layers and what the backward pass of a later op reads
 //! (an activation's input, a max pool's argmax, both factors of a channel scale, an LRN's input).
 //!
+//! Fusion (on unless [`Engine::set_fusion`] turns it off): a convolution whose output only its
+//! batch norm, a residual add and a ReLU / ReLU6 read, one after another, runs them in its
+//! epilogue ([`Backend::conv2d_fused`], a [`Chain`]), and the nodes inside the chain are never
+//! written; the activation's backward then reads the chain's output instead of its input (for
+//! these two the mask is the same function of either). In the backward pass, a convolution
+//! whose input is a ReLU / ReLU6 read by it alone passes its gradient through the activation's
+//! mask in the same backward-data ([`Backend::conv2d_backward_data_masked`]) under
+//! [`Rule::Gradient`]. Kept layers are never fused away, and the arithmetic is the unfused
+//! passes' in the same order, so fused and unfused results agree to the bit (tests/fusion.rs);
+//! `deepviz trace` counts what it saves (resnet50 saliency at batch 1: 257 → 160 launches).
+//!
 //! The backward pass starts from gradient seeds at any kept nodes (the gradient of a scalar
 //! objective w.r.t. those nodes' outputs) and returns the gradient at any kept nodes — the input
 //! image, or a named layer. Only activation gradients are propagated; weights are constants. How
@@ -47,6 +58,13 @@ pub struct Activations<B: Backend> {
     folded: Vec<bool>,
     /// nodes the caller asked to keep (and the input and `upto`)
     kept: Vec<bool>,
+    /// activations that ran in their convolution's epilogue: their backward reads their own
+    /// output (their input was never written)
+    act_out: Vec<bool>,
+    /// how many nodes up to `upto` read each node's output
+    readers: Vec<u32>,
+    /// whether the backward pass may fuse ([`Engine::set_fusion`])
+    fuse: bool,
 }
 
 impl<B: Backend> Activations<B> {
@@ -59,6 +77,75 @@ impl<B: Backend> Activations<B> {
     pub fn shape(&self, layer: Layer) -> &[usize] {
         self.shapes.get(layer.node()).map_or(&[], |s| s.as_slice())
     }
+}
+
+/// A convolution that runs with the rest of its block in its epilogue
+/// ([`Backend::conv2d_fused`]): conv [→ its folded batch norm] [→ + residual] [→ ReLU / ReLU6],
+/// evaluated when the pass reaches the chain's last node, whose value it gives. The nodes before
+/// the last are never written.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    conv: NodeId,
+    residual: Option<NodeId>,
+    act: Option<Act>,
+}
+
+/// The forward pass's fusion plan: the chains by their last node, and the nodes inside a chain
+/// (not written). A node is fused away only when nobody can see it: not kept, not `upto`, read
+/// by exactly one node (the next in its chain). Only ReLU and ReLU6 join a chain: their backward
+/// can read the chain's output instead of the input that is never written ([`Act::is_mask`]).
+fn fusion_plan(g: &crate::graph::Graph, shapes: &[Vec<usize>], upto: NodeId, kept: &[bool], folded: &[bool], readers: &[u32]) -> (Vec<Option<Chain>>, Vec<bool>) {
+    let n = g.nodes.len();
+    let mut chains = vec![None; n];
+    let mut inside = vec![false; n];
+    let reader = |id: NodeId| (id + 1..=upto).find(|&u| g.nodes[u].inputs.contains(&id));
+    let hidden = |id: NodeId| id != upto && !kept[id] && readers[id] == 1;
+    for c in 1..=upto {
+        if !matches!(g.nodes[c].op, Op::Conv { .. }) || kept[c] {
+            continue;
+        }
+        // the conv's value: its own, or its batch norm's when folded
+        let mut last = c;
+        let mut members = vec![c];
+        if folded[c] {
+            let Some(bn) = reader(c) else { continue };
+            last = bn;
+            members.push(bn);
+        }
+        let mut chain = Chain { conv: c, residual: None, act: None };
+        let free = |u: NodeId, inside: &[bool], chains: &[Option<Chain>]| !inside[u] && chains[u].is_none();
+        if hidden(last) {
+            if let Some(u) = reader(last).filter(|&u| free(u, &inside, &chains)) {
+                let node = &g.nodes[u];
+                if matches!(node.op, Op::Add) && node.inputs.len() == 2 && node.inputs[0] != node.inputs[1] {
+                    let other = if node.inputs[0] == last { node.inputs[1] } else { node.inputs[0] };
+                    if shapes[other] == shapes[last] && !inside[other] {
+                        chain.residual = Some(other);
+                        last = u;
+                        members.push(u);
+                    }
+                }
+            }
+        }
+        if hidden(last) {
+            if let Some(u) = reader(last).filter(|&u| free(u, &inside, &chains)) {
+                if let Op::Act(a) = g.nodes[u].op {
+                    if a.is_mask() {
+                        chain.act = Some(a);
+                        last = u;
+                        members.push(u);
+                    }
+                }
+            }
+        }
+        if chain.residual.is_none() && chain.act.is_none() {
+            continue;
+        }
+        members.pop();
+        members.iter().for_each(|&m| inside[m] = true);
+        chains[last] = Some(chain);
+    }
+    (chains, inside)
 }
 
 /// The node whose backward pass reads each node's output (so it stays after the forward pass).
@@ -100,14 +187,37 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: 
             folded[id] = !kept[id] && f.bn <= upto;
         }
     }
+    let mut readers = vec![0u32; n];
+    for id in 1..=upto {
+        g.nodes[id].inputs.iter().for_each(|&i| readers[i] += 1);
+    }
+    let (chains, inside) = if eng.fuse { fusion_plan(g, &shapes, upto, &kept, &folded, &readers) } else { (vec![None; n], vec![false; n]) };
+    // what each node reads when it runs: a chain reads its conv's input and its residual, a
+    // batch norm whose conv is folded the conv's input; nodes inside a chain read nothing
+    let runs_with = |id: NodeId| -> Vec<NodeId> {
+        match chains[id] {
+            Some(ch) => std::iter::once(g.nodes[ch.conv].inputs[0]).chain(ch.residual).collect(),
+            None if inside[id] => vec![],
+            None => reads(g, id, &folded),
+        }
+    };
+    let mut act_out = vec![false; n];
     // what each value is still needed for: its last forward consumer, and the backward pass
     let mut last_use = vec![0usize; n];
     let mut stays = kept.clone();
     for id in 1..=upto {
         let node = &g.nodes[id];
-        for &i in &node.inputs {
-            last_use[i] = id;
-            stays[i] |= read_by_backward(&node.op);
+        for i in runs_with(id) {
+            last_use[i] = i.max(last_use[i]).max(id);
+        }
+        if read_by_backward(&node.op) {
+            if matches!(chains[id], Some(Chain { act: Some(_), .. })) {
+                // a fused activation's backward reads its output
+                act_out[id] = true;
+                stays[id] = true;
+            } else {
+                node.inputs.iter().for_each(|&i| stays[i] = true);
+            }
         }
     }
     let mut values: Vec<Option<B::T>> = vec![None; n];
@@ -115,25 +225,41 @@ pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: 
     values[0] = Some(x);
     for id in 1..=upto {
         let node = &g.nodes[id];
-        if folded[id] {
-            continue; // runs with its batch norm
+        if folded[id] || inside[id] {
+            continue; // runs with its batch norm, or in its chain
         }
-        let (y, am) = eval_node(eng, id, &values, &shapes, &folded)?;
-        argmax[id] = am;
+        let y = if let Some(ch) = chains[id] {
+            eval_chain(eng, ch, &values, &shapes, &folded)?
+        } else {
+            let (y, am) = eval_node(eng, id, &values, &shapes, &folded)?;
+            argmax[id] = am;
+            y
+        };
         debug_assert_eq!(be.shape(&y), shapes[id].as_slice(), "layer {}", node.name);
         values[id] = Some(y);
-        // drop the inputs this node was the last to read (a folded conv's input: via its bn)
-        let ins: &[NodeId] = match &node.op {
-            Op::BatchNorm { .. } if folded[node.inputs[0]] => &g.nodes[node.inputs[0]].inputs,
-            _ => &node.inputs,
-        };
-        for &i in ins {
+        // drop the inputs this node was the last to read
+        for i in runs_with(id) {
             if !stays[i] && last_use[i] <= id {
                 values[i] = None;
             }
         }
     }
-    Ok(Activations { values, argmax, shapes, upto, folded, kept })
+    Ok(Activations { values, argmax, shapes, upto, folded, kept, act_out, readers, fuse: eng.fuse })
+}
+
+/// Run a fused chain: its convolution (with the folded weights when its batch norm is folded
+/// in), residual add and activation in one [`Backend::conv2d_fused`].
+fn eval_chain<B: Backend>(eng: &Engine<B>, ch: Chain, values: &[Option<B::T>], shapes: &[Vec<usize>], folded: &[bool]) -> Result<B::T> {
+    let g = &eng.model().graph;
+    let cn = &g.nodes[ch.conv];
+    let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("chains start at a conv") };
+    let geom = conv_geom(pad, *stride, *dilation, *groups, &shapes[cn.inputs[0]], &eng.model().params[*weight].shape);
+    let (w, b) = match (folded[ch.conv], eng.prep(ch.conv)) {
+        (true, Prep::Conv { fold: Some(f), .. }) => (&f.w, Some(&f.b)),
+        _ => eng.conv_weights(ch.conv)?,
+    };
+    let alive = |i: NodeId| values[i].as_ref().expect("a chain's inputs are alive until it runs");
+    eng.be.conv2d_fused(alive(cn.inputs[0]), w, b, &geom, ch.residual.map(alive), ch.act)
 }
 
 /// The inputs each node reads (a batch norm whose convolution is folded reads the conv's input).
@@ -198,7 +324,8 @@ pub(crate) fn forward_from<B: Backend>(eng: &Engine<B>, acts: &Activations<B>, f
         }
         for i in reads(g, id, &folded) {
             if values[i].is_none() && i < from {
-                let v = acts.values[i].as_ref().ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept by the forward pass", g.nodes[i].name)))?;
+                // only what the caller kept: what else happens to be alive depends on fusion
+                let v = acts.values[i].as_ref().filter(|_| acts.kept[i]).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept by the forward pass", g.nodes[i].name)))?;
                 // [n, …] → [n, repeat, m] → [n·repeat, …]
                 let m: usize = acts.shapes[i][1..].iter().product();
                 let spread = be.binary(&be.reshape(v.clone(), &[n, 1, m])?, &be.full(&[1, repeat, 1], 1.0)?, crate::backend::Binary::Mul)?;
@@ -309,28 +436,45 @@ pub(crate) fn backward<B: Backend>(
         if want.contains(&id) {
             grads[id] = Some(gy.clone());
         }
-        let x = |k: usize| acts.values[node.inputs[k]].as_ref().expect("the forward pass keeps what the backward reads");
+        let value = |i: NodeId| acts.values[i].as_ref().expect("the forward pass keeps what the backward reads");
+        let x = |k: usize| value(node.inputs[k]);
         let xs = |k: usize| &acts.shapes[node.inputs[k]];
+        // Backward-data of conv `c` with weights `w`, into the conv's input — or, when that input
+        // is a ReLU / ReLU6 read by this conv alone, through the activation's mask in the same
+        // pass ([`Backend::conv2d_backward_data_masked`]) and into the activation's input, which
+        // the activation then never sees (it has no gradient of its own to pass on).
+        let conv_back = |c: NodeId, w: &B::W, grads: &[Option<B::T>]| -> Result<(Vec<NodeId>, Vec<B::T>)> {
+            let cn = &g.nodes[c];
+            let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("a conv") };
+            let src = cn.inputs[0];
+            let xshape = &acts.shapes[src];
+            let geom = conv_geom(pad, *stride, *dilation, *groups, xshape, pshapes(*weight));
+            let through = match &g.nodes[src].op {
+                Op::Act(a) if acts.fuse && rule == Rule::Gradient && a.is_mask() && acts.readers[src] == 1 && !want.contains(&src) && grads[src].is_none() => Some(*a),
+                _ => None,
+            };
+            Ok(match through {
+                Some(a) => {
+                    let mask = if acts.act_out[src] { value(src) } else { value(g.nodes[src].inputs[0]) };
+                    (vec![g.nodes[src].inputs[0]], vec![be.conv2d_backward_data_masked(&gy, w, xshape, &geom, mask, a)?])
+                }
+                None => (vec![src], vec![be.conv2d_backward_data(&gy, w, xshape, &geom)?]),
+            })
+        };
         // a folded conv + batch norm pair passes its gradient straight to the conv's input
-        let (targets, gin): (&[NodeId], Vec<B::T>) = match (&node.op, eng.prep(id)) {
+        let (targets, gin): (Vec<NodeId>, Vec<B::T>) = match (&node.op, eng.prep(id)) {
             (Op::BatchNorm { .. }, _) if acts.folded[node.inputs[0]] => {
                 let c = node.inputs[0];
-                let (cn, Prep::Conv { fold: Some(f), .. }) = (&g.nodes[c], eng.prep(c)) else { unreachable!("folded convs have folded weights") };
-                let Op::Conv { weight, stride, pad, dilation, groups, .. } = &cn.op else { unreachable!("folded nodes are convs") };
-                let xshape = &acts.shapes[cn.inputs[0]];
-                let geom = conv_geom(pad, *stride, *dilation, *groups, xshape, pshapes(*weight));
-                (&cn.inputs, vec![be.conv2d_backward_data(&gy, &f.w, xshape, &geom)?])
+                let Prep::Conv { fold: Some(f), .. } = eng.prep(c) else { unreachable!("folded convs have folded weights") };
+                conv_back(c, &f.w, &grads)?
             }
+            (Op::Conv { .. }, _) => conv_back(id, eng.conv_weights(id)?.0, &grads)?,
             (op, prep) => {
                 let gin = match (op, prep) {
                     (Op::Input, _) => vec![],
-                    (Op::Conv { weight, stride, pad, dilation, groups, .. }, _) => {
-                        let geom = conv_geom(pad, *stride, *dilation, *groups, xs(0), pshapes(*weight));
-                        vec![be.conv2d_backward_data(&gy, eng.conv_weights(id)?.0, xs(0), &geom)?]
-                    }
                     (Op::BatchNorm { .. } | Op::Affine { .. }, Prep::Affine { scale, .. }) => vec![be.affine_backward(&gy, scale)?],
                     (Op::Linear { .. }, Prep::Linear { w, .. }) => vec![be.linear_backward_data(&gy, w)?],
-                    (Op::Act(a), _) => vec![act_backward(be, x(0), &gy, *a, rule)?],
+                    (Op::Act(a), _) => vec![act_backward(be, if acts.act_out[id] { value(id) } else { x(0) }, &gy, *a, rule)?],
                     (Op::MaxPool(_), _) => vec![be.max_pool2d_backward(&gy, acts.argmax[id].as_ref().expect("kept with its pool"), xs(0))?],
                     (Op::AvgPool(p), _) => vec![be.avg_pool2d_backward(&gy, xs(0), p)?],
                     (Op::AdaptiveAvgPool(_), _) => vec![be.adaptive_avg_pool2d_backward(&gy, xs(0))?],
@@ -344,7 +488,7 @@ pub(crate) fn backward<B: Backend>(
                     (Op::Lrn(l), _) => vec![be.lrn_backward(x(0), &gy, l)?],
                     (op, _) => unreachable!("the engine prepares every node it runs ({op:?})"),
                 };
-                (&node.inputs, gin)
+                (node.inputs.clone(), gin)
             }
         };
         for (&src, gx) in targets.iter().zip(gin) {

@@ -50,6 +50,8 @@ pub struct Engine<B: Backend> {
     prep: Vec<Prep<B::W>>,
     /// small host constants already on the backend ([`Engine::constant`]), newest last
     constants: Mutex<Vec<(Tensor, B::T)>>,
+    /// whether passes fuse ops into their convolutions ([`Engine::set_fusion`])
+    fuse: bool,
 }
 
 /// How many constants [`Engine::constant`] keeps, and the largest it keeps (elements).
@@ -130,7 +132,21 @@ impl<B: Backend> Engine<B> {
                 _ => Prep::None,
             });
         }
-        Ok(Engine { model, be, prep, constants: Mutex::new(Vec::new()) })
+        // DEEPVIZ_FUSE=0 runs every op on its own (to compare, or to look at an op's output in
+        // a profile); the answer is the same to the bit
+        let fuse = std::env::var("DEEPVIZ_FUSE").map_or(true, |v| v != "0");
+        Ok(Engine { model, be, prep, constants: Mutex::new(Vec::new()), fuse })
+    }
+
+    /// Whether the forward pass runs a convolution's batch norm (folded), residual add and
+    /// ReLU / ReLU6 in the convolution's epilogue, and the backward pass applies a ReLU / ReLU6
+    /// mask in the backward-data of the convolution after it (on by default; the environment
+    /// variable `DEEPVIZ_FUSE=0` turns it off). Fused and unfused passes compute the same
+    /// numbers in the same order, so the results agree to the bit; what changes is how many
+    /// tensors are written, launches made and bytes moved (`deepviz trace`). Layers kept by a
+    /// pass are never fused away, so every layer stays observable.
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fuse = on;
     }
 
     pub fn model(&self) -> &Model {

@@ -268,10 +268,13 @@ fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usiz
         .sum()
 }
 
-/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`].
+/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`]. With a `mask`
+/// (an `[n, h, w, c]` tensor: the forward input or output of the ReLU / ReLU6 before this
+/// convolution), gx is the gradient at that activation's input instead: each element times the
+/// activation's gradient at the mask, in the kernel's store (the executor's backward fusion).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
-    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g)
+pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>) -> Result<()> {
+    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g, mask)
 }
 
 /// The stride phases of the backward data: for each (ry, rx), the phase's (pixels per image,
@@ -292,11 +295,17 @@ fn phases(s: &ConvShape, g: &Conv2dGeom) -> Vec<(usize, usize)> {
 
 /// [`backward_data`] by a chosen version (the tests and benchmarks run each).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom) -> Result<()> {
+pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     check_i32(s, g, oh, ow, s.cout)?;
     let mut args = vec![ptr(gy), ptr(wp), ptr(gx)];
     args.extend(conv_args(s, g, oh, ow));
+    if let Some((_, a)) = mask {
+        if !a.is_mask() {
+            return Err(Error::InvalidArgument(format!("conv2d: backward-data applies only a ReLU / ReLU6 mask, not {a:?}")));
+        }
+    }
+    args.extend([opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))]);
     let useful = conv_macs(s, g, oh, ow);
     let (cg, og) = (s.c / g.groups, s.cout / g.groups);
     let gathered = || s.n as u64 * gathered_taps(s.h, oh, s.kh, g.stride[0], g.pad[0], g.dilation[0]) * gathered_taps(s.w, ow, s.kw, g.stride[1], g.pad[2], g.dilation[1]) * (cg * s.cout) as u64;
@@ -307,7 +316,8 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             }
             dev.account("dwconv2d_bwd_data", gathered(), useful);
             // SAFETY: `dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx,
-            // DV_CONV_PARAMS)`; the grid-stride loop writes every gx element.
+            // DV_CONV_PARAMS, const float* mask, int act)`; the grid-stride loop writes every gx
+            // element (and reads the mask, gx's shape, at the same index).
             launch(dev, "dwconv2d", "bwd_data", grid_stride(s.n * s.h * s.w * s.c), &args)
         }
         BackwardData::Gemm => {

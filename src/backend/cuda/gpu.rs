@@ -247,11 +247,34 @@ impl Backend for Gpu {
         conv::forward(self.device(), self.precision, x.ptr(), w.ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
         Ok(y)
     }
+    fn conv2d_fused(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>, g: &Conv2dGeom, residual: Option<&DTensor>, act: Option<Act>) -> Result<DTensor> {
+        let (n, c, h, wd) = nchw(&x.shape);
+        let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
+        let (oh, ow) = s.out_hw(g)?;
+        let y = self.new_tensor(&[n, s.cout, oh, ow])?;
+        if let Some(r) = residual {
+            if r.shape != y.shape {
+                return Err(Error::shape("conv2d's residual", &y.shape, &r.shape));
+            }
+        }
+        conv::forward_fused(self.device(), self.precision, x.ptr(), w.ptr(), b.map(|b| b.ptr()), residual.map(|r| r.ptr()), y.ptr(), s.cout, 0, &s, g, act)?;
+        Ok(y)
+    }
     fn conv2d_backward_data(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom) -> Result<DTensor> {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None)?;
+        Ok(gx)
+    }
+    fn conv2d_backward_data_masked(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom, mask: &DTensor, act: Act) -> Result<DTensor> {
+        if mask.shape != x_shape {
+            return Err(Error::shape("conv2d's backward-data mask", x_shape, &mask.shape));
+        }
+        let (n, c, h, wd) = nchw(x_shape);
+        let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
+        let gx = self.new_tensor(x_shape)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)))?;
         Ok(gx)
     }
     fn linear(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>) -> Result<DTensor> {
