@@ -151,3 +151,52 @@ fn gemm_with_k_zero_writes_zeros_or_biases_or_leaves_c() {
     sgemm_packed(Mat::rows(&[], 2, 0), None, Mat::rows(&[], 0, 3), &mut c, 3, Out::RowBias(&[5.0, 7.0]));
     assert_eq!(c, [5.0, 5.0, 5.0, 7.0, 7.0, 7.0]);
 }
+
+/// The fused epilogue in the GEMM's last store (`sgemm_source_epi`) equals the product followed
+/// by the scalar epilogue, to the bit: residual add, ReLU / ReLU6 (NaN kept, ReLU's -0 → +0,
+/// ReLU6's -0 kept, as `f32::clamp`), and a ReLU / ReLU6 gradient mask (NaN passes), on C wider
+/// than n, with k past one packed block (only the last block's store applies it) and a partial
+/// tile, split across threads.
+#[test]
+fn fused_epilogue_matches_the_separate_ops_bit_for_bit() {
+    use deepviz::backend::cpu::gemm::{epilogue_scalar, sgemm_source_epi, Epilogue};
+    use deepviz::backend::Act;
+    if !uses_avx512() {
+        eprintln!("no AVX-512 here: the epilogue runs only in that GEMM");
+        return;
+    }
+    let specials = [0.0f32, -0.0, f32::NAN, 6.0, -6.0, 1e-30, -1e-30];
+    let spice = |mut v: Vec<f32>, every: usize| {
+        for (i, x) in v.iter_mut().enumerate().filter(|(i, _)| i % every == 0) {
+            *x = specials[i / every % specials.len()];
+        }
+        v
+    };
+    for (m, k, n) in [(37, 300, 70), (130, 9, 1000), (5, 1, 3)] {
+        let ldc = n + 5;
+        let a = seeded(1, m * k);
+        let b = seeded(2, k * n);
+        // a residual that cancels some products exactly gives -0 / +0 after the add
+        let res = spice(seeded(3, m * ldc).iter().map(|v| v * 7.0).collect(), 5);
+        let mask = spice(seeded(4, m * ldc).iter().map(|v| v * 8.0).collect(), 3);
+        let epis: [(Option<&[f32]>, Option<Act>, Option<(&[f32], Act)>); 5] = [
+            (Some(&res), Some(Act::Relu), None),
+            (Some(&res), Some(Act::Relu6), None),
+            (None, Some(Act::Relu6), None),
+            (None, None, Some((&mask, Act::Relu))),
+            (Some(&res), None, Some((&mask, Act::Relu6))),
+        ];
+        for (residual, act, mk) in epis {
+            let mut want = vec![1.5f32; m * ldc];
+            sgemm(Mat::rows(&a, m, k), Mat::rows(&b, k, n), &mut want, ldc, false);
+            for i in 0..m {
+                epilogue_scalar(&mut want[i * ldc..i * ldc + n], residual.map(|r| &r[i * ldc..]), act, mk.map(|(t, a)| (&t[i * ldc..], a)));
+            }
+            let mut got = vec![1.5f32; m * ldc];
+            sgemm_source_epi(Mat::rows(&a, m, k), None, &Mat::rows(&b, k, n), &mut got, ldc, Out::Overwrite, Epilogue { residual, act, mask: mk });
+            let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+            assert!(bad.is_none(), "{m}x{k}x{n} {act:?}: element {} is {} not {}", bad.unwrap(), got[bad.unwrap()], want[bad.unwrap()]);
+            assert!(got.iter().skip(n).step_by(ldc).all(|&v| v == 1.5), "padding columns written");
+        }
+    }
+}

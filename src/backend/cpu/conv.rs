@@ -14,8 +14,8 @@
 //! backward-filter runs the batch in order and lets the GEMM split its output across threads,
 //! so its sums do not depend on scheduling.
 
-use super::gemm::{put_panel_row, sgemm, sgemm_packed, sgemm_source, uses_avx512, Mat, Out, PackB, PackedA, PACK_NC, PACK_NR};
-use crate::backend::Conv2dGeom;
+use super::gemm::{epilogue_scalar, put_panel_row, sgemm, sgemm_packed, sgemm_source_epi, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NC, PACK_NR};
+use crate::backend::{Act, Conv2dGeom};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -223,12 +223,52 @@ pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Te
 
 /// [`forward`] with `packed` = [`pack_forward`]`(w, groups)` (or `None`: packed per call).
 pub fn forward_packed(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
+    forward_epi(x, w, packed, b, g, Epi::default())
+}
+
+/// What a convolution does to its output after the product, as whole tensors of the output's
+/// shape (see [`Epilogue`]): the forward fusion's residual and activation, the backward-data
+/// fusion's mask.
+#[derive(Clone, Copy, Default)]
+pub struct Epi<'a> {
+    pub residual: Option<&'a Tensor>,
+    pub act: Option<Act>,
+    pub mask: Option<(&'a Tensor, Act)>,
+}
+
+impl<'a> Epi<'a> {
+    /// The epilogue for the slice of the output starting at `off` (elements).
+    fn at(&self, off: usize) -> Epilogue<'a> {
+        Epilogue { residual: self.residual.map(|r| &r.data[off..]), act: self.act, mask: self.mask.map(|(m, a)| (&m.data[off..], a)) }
+    }
+    fn is_empty(&self) -> bool {
+        self.residual.is_none() && self.act.is_none() && self.mask.is_none()
+    }
+    /// Apply it, one element at a time, to `y`, the output's elements from `off` on.
+    fn apply(&self, y: &mut [f32], off: usize) {
+        if !self.is_empty() {
+            let e = self.at(off);
+            epilogue_scalar(y, e.residual, e.act, e.mask);
+        }
+    }
+}
+
+/// [`forward_packed`] with the epilogue `epi` in the GEMM's last store where the AVX-512 GEMM
+/// runs, and applied right after each image's product elsewhere (the depthwise and portable
+/// paths): the same numbers as the unfused ops either way.
+pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option<&Tensor>, g: &Conv2dGeom, epi: Epi) -> Tensor {
     let d = Dims::new(&x.shape, &w.shape, g);
     let (p, k) = (d.p(), d.k());
+    for t in epi.residual.iter().chain(epi.mask.as_ref().map(|m| &m.0)) {
+        assert_eq!(t.shape, [d.n, d.o, d.oh, d.ow], "conv2d: epilogue operand shape");
+    }
     if d.cg == 1 || p == 0 || d.n == 0 {
         let mut y = planes_of_bias([d.n, d.o, d.oh, d.ow], b);
         if p > 0 && d.n > 0 {
             depthwise::forward(&d, x, w, &mut y);
+        }
+        if !epi.is_empty() {
+            y.data.par_chunks_mut(1 << 14).enumerate().for_each(|(i, c)| epi.apply(c, i << 14));
         }
         return y;
     }
@@ -250,16 +290,25 @@ pub fn forward_packed(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Opt
             for y0 in (0..d.oh).step_by(band) {
                 let rows = band.min(d.oh - y0);
                 let pc = rows * d.ow;
-                let c = &mut yn[gi * d.og * p + y0 * d.ow..];
-                if d.pointwise() {
+                let off = gi * d.og * p + y0 * d.ow;
+                let c = &mut yn[off..];
+                if fused {
+                    let e = epi.at(ni * d.o * p + off);
+                    if d.pointwise() {
+                        sgemm_source_epi(wg, pw, &Mat::rows(xg, k, p), c, p, out, e);
+                    } else {
+                        sgemm_source_epi(wg, pw, &Im2col { d: &d, x: xg }, c, p, out, e);
+                    }
+                } else if d.pointwise() {
                     sgemm_packed(wg, pw, Mat::rows(xg, k, p), c, p, out);
-                } else if fused {
-                    sgemm_source(wg, pw, &Im2col { d: &d, x: xg }, c, p, out);
                 } else {
                     im2col(&d, xg, y0, rows, &mut col[..k * pc]);
                     sgemm_packed(wg, pw, Mat::rows(&col, k, pc), c, p, out);
                 }
             }
+        }
+        if !fused {
+            epi.apply(yn, ni * d.o * p);
         }
     });
     y
@@ -308,17 +357,32 @@ pub fn flip(w: &Tensor, groups: usize) -> Tensor {
 
 /// [`backward_data`] with `packed` = [`pack_backward`]`(w, groups)` (or `None`).
 pub fn backward_data_packed(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
+    backward_data_masked(gy, w, packed, x_shape, g, None)
+}
+
+/// [`backward_data_packed`], then times the ReLU / ReLU6 gradient at `mask` (x's shape): in the
+/// GEMM's store for 1x1 convolutions on the AVX-512 path, right after each image elsewhere.
+pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, x_shape: &[usize], g: &Conv2dGeom, mask: Option<(&Tensor, Act)>) -> Tensor {
     let d = Dims::new(x_shape, &w.shape, g);
     debug_assert_eq!(gy.shape, [d.n, d.o, d.oh, d.ow]);
+    if let Some((m, _)) = mask {
+        assert_eq!(m.shape, x_shape, "conv2d: backward-data mask shape");
+    }
+    let epi = Epi { mask, ..Epi::default() };
     let mut gx = Tensor::zeros(x_shape);
     let (p, k) = (d.p(), d.k());
     if p == 0 || d.n == 0 || gx.numel() == 0 {
+        epi.apply(&mut gx.data, 0);
         return gx;
     }
     if d.cg == 1 {
         depthwise::backward_data(&d, gy, w, &mut gx);
+        if !epi.is_empty() {
+            gx.data.par_chunks_mut(1 << 14).enumerate().for_each(|(i, c)| epi.apply(c, i << 14));
+        }
         return gx;
     }
+    let in_gemm = d.pointwise() && uses_avx512();
     let band = if d.pointwise() { d.oh } else { d.band_rows() };
     gx.data.par_chunks_mut(d.c * d.h * d.w).enumerate().for_each(|(ni, gxn)| {
         let gyn = gy.item(ni);
@@ -331,14 +395,19 @@ pub fn backward_data_packed(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
                 let rows = band.min(d.oh - y0);
                 let pc = rows * d.ow;
                 let gyb = Mat::strided(&gyn[gi * d.og * p + y0 * d.ow..], d.og, pc, p);
-                if d.pointwise() {
+                if in_gemm {
                     // the column matrix is the input gradient itself
+                    sgemm_source_epi(wgt, pw, &gyb, gxg, p, Out::Overwrite, epi.at(ni * d.c * d.h * d.w + gi * d.cg * d.h * d.w));
+                } else if d.pointwise() {
                     sgemm_packed(wgt, pw, gyb, gxg, p, Out::Overwrite);
                 } else {
                     sgemm_packed(wgt, pw, gyb, &mut col, pc, Out::Overwrite);
                     col2im(&d, &col[..k * pc], y0, rows, gxg);
                 }
             }
+        }
+        if !in_gemm {
+            epi.apply(gxn, ni * d.c * d.h * d.w);
         }
     });
     gx

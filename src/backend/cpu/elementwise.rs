@@ -13,7 +13,7 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn act_value(x: f32, a: Act) -> f32 {
+pub(crate) fn act_value(x: f32, a: Act) -> f32 {
     match a {
         // not x.max(0.0), which turns NaN into 0
         Act::Relu => {
@@ -34,7 +34,7 @@ fn act_value(x: f32, a: Act) -> f32 {
 /// ReLU6 0 at x <= 0 and x >= 6 (`hardtanh_backward`), hard-swish 0 for x < -3, 1 for x > 3,
 /// x/3 + 1/2 on [-3, 3] (`hardswish_backward`).
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // PyTorch's comparisons, NaN behaviour included
-fn act_grad(x: f32, a: Act) -> f32 {
+pub(crate) fn act_grad(x: f32, a: Act) -> f32 {
     match a {
         // negated comparisons, as PyTorch writes them: a NaN input passes the gradient on
         Act::Relu => !(x <= 0.0) as u8 as f32,

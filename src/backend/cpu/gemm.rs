@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use crate::backend::Act;
+
 /// Below this many multiply-adds a product runs on the calling thread: splitting would cost
 /// more (each block re-packs its panel of the other operand) than it saves.
 const PAR_MIN_MACS: usize = 1 << 20;
@@ -218,6 +220,26 @@ impl From<bool> for Out<'_> {
     }
 }
 
+/// What the last store of each tile of C does after the product (a fused epilogue): `C +=
+/// residual`, then `C = act(C)`, then `C *= act'(mask)` — the same arithmetic, element by element,
+/// as [`crate::backend::cpu`]'s separate add, activation and activation-gradient ops, so a
+/// fused convolution equals the unfused one to the bit. The slices are laid out like C (same
+/// origin, rows `ldc` apart). Only the AVX-512 GEMM takes one ([`sgemm_source_epi`]).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub residual: Option<&'a [f32]>,
+    /// ReLU or ReLU6 only ([`crate::backend::Act::is_mask`])
+    pub act: Option<Act>,
+    /// a ReLU / ReLU6's forward input or output: the gradient's mask
+    pub mask: Option<(&'a [f32], Act)>,
+}
+
+impl Epilogue<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.residual.is_none() && self.act.is_none() && self.mask.is_none()
+    }
+}
+
 /// Checks shared by the entry points (A `m x k`, B `k x n` already checked in bounds); false
 /// when there is nothing left to multiply (C then holds its result).
 fn check(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, out: Out) -> bool {
@@ -275,28 +297,64 @@ pub fn sgemm_packed(a: Mat, packed: Option<&PackedA>, b: Mat, c: &mut [f32], ldc
 /// [`sgemm_packed`] with a right operand that packs itself. Only where [`uses_avx512`] (the
 /// portable GEMM needs B as a matrix); panics elsewhere.
 pub fn sgemm_source(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out) {
+    sgemm_source_epi(a, packed, b, c, ldc, out, Epilogue::default());
+}
+
+/// [`sgemm_source`] with an [`Epilogue`] applied in the last store of each tile.
+pub fn sgemm_source_epi(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out, epi: Epilogue) {
     assert!(uses_avx512(), "sgemm_source: only on the AVX-512 path");
     assert!(a.in_bounds(), "sgemm: operand view out of bounds");
     let (m, k, n) = (a.rows, a.cols, b.cols());
     assert_eq!(b.rows(), k, "sgemm: inner dimensions differ");
+    let extent = if m == 0 || n == 0 { 0 } else { (m - 1) * ldc + n };
+    for t in epi.residual.iter().chain(epi.mask.as_ref().map(|m| &m.0)) {
+        assert!(t.len() >= extent, "sgemm: epilogue operand of {} floats for C's {extent}", t.len());
+    }
+    assert!(epi.act.is_none_or(Act::is_mask) && epi.mask.is_none_or(|m| m.1.is_mask()), "sgemm: the epilogue takes ReLU / ReLU6 only");
+    if k == 0 && !epi.is_empty() {
+        // no product to end with a store: C is the bias or zeros, then the epilogue
+        check(m, k, n, c, ldc, out);
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            epilogue_scalar(row, epi.residual.map(|r| &r[i * ldc..]), epi.act, epi.mask.map(|(t, a)| (&t[i * ldc..], a)));
+        }
+        return;
+    }
     if !check(m, k, n, c, ldc, out) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    match packed {
-        Some(p) => {
-            assert!(p.rows == m && p.cols == k, "sgemm: packed operand is {}x{}, a is {m}x{k}", p.rows, p.cols);
-            avx512::sgemm_par(&p.data, m, k, b, c, ldc, out);
-        }
-        None => {
-            let mut buf = avx512::take_buf(avx512::A_BUF, avx512::packed_a_len(m, k));
-            avx512::pack_a_par(a, &mut buf);
-            avx512::sgemm_par(&buf, m, k, b, c, ldc, out);
-            avx512::give_buf(avx512::A_BUF, buf);
+    {
+        let e = avx512::EpiPtr::new(&epi);
+        match packed {
+            Some(p) => {
+                assert!(p.rows == m && p.cols == k, "sgemm: packed operand is {}x{}, a is {m}x{k}", p.rows, p.cols);
+                avx512::sgemm_par(&p.data, m, k, b, c, ldc, out, e);
+            }
+            None => {
+                let mut buf = avx512::take_buf(avx512::A_BUF, avx512::packed_a_len(m, k));
+                avx512::pack_a_par(a, &mut buf);
+                avx512::sgemm_par(&buf, m, k, b, c, ldc, out, e);
+                avx512::give_buf(avx512::A_BUF, buf);
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = packed;
+    let _ = (packed, epi);
+}
+
+/// The epilogue on a row of C, one element at a time (the reference the vector store matches,
+/// and the fallback where there is no product).
+pub fn epilogue_scalar(c: &mut [f32], residual: Option<&[f32]>, act: Option<Act>, mask: Option<(&[f32], Act)>) {
+    if let Some(r) = residual {
+        c.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+    }
+    if let Some(a) = act {
+        c.iter_mut().for_each(|v| *v = super::elementwise::act_value(*v, a));
+    }
+    if let Some((m, a)) = mask {
+        c.iter_mut().zip(m).for_each(|(v, &m)| *v *= super::elementwise::act_grad(m, a));
+    }
 }
 
 /// [`sgemm_packed`] on the portable path (`matrixmultiply`) whatever the machine (for tests and
@@ -370,6 +428,7 @@ pub fn portable(a: Mat, b: Mat, c: &mut [f32], ldc: usize, out: Out) {
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use super::{split, Mat, Out, PackB, SharedC};
+    use crate::backend::Act;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
@@ -460,6 +519,78 @@ pub mod avx512 {
         }
     }
 
+    /// An [`super::Epilogue`] as pointers laid out like C (null where absent), moved along with
+    /// C's pointer to each block and tile.
+    #[derive(Clone, Copy)]
+    pub(super) struct EpiPtr {
+        res: *const f32,
+        mask: *const f32,
+        /// 0 none, 1 ReLU, 2 ReLU6
+        act: u8,
+        mask_act: u8,
+    }
+    // SAFETY: read-only views of slices that outlive the product (see sgemm_source_epi)
+    unsafe impl Send for EpiPtr {}
+    unsafe impl Sync for EpiPtr {}
+
+    fn code(a: Option<Act>) -> u8 {
+        match a {
+            Some(Act::Relu) => 1,
+            Some(Act::Relu6) => 2,
+            _ => 0,
+        }
+    }
+
+    impl EpiPtr {
+        pub(super) fn new(e: &super::Epilogue) -> EpiPtr {
+            EpiPtr {
+                res: e.residual.map_or(std::ptr::null(), |r| r.as_ptr()),
+                mask: e.mask.map_or(std::ptr::null(), |m| m.0.as_ptr()),
+                act: code(e.act),
+                mask_act: code(e.mask.map(|m| m.1)),
+            }
+        }
+        fn is_empty(&self) -> bool {
+            self.res.is_null() && self.mask.is_null() && self.act == 0
+        }
+        /// SAFETY: `off` floats further stays inside the slices (C's offset, which does).
+        unsafe fn add(self, off: usize) -> EpiPtr {
+            EpiPtr {
+                res: if self.res.is_null() { self.res } else { self.res.add(off) },
+                mask: if self.mask.is_null() { self.mask } else { self.mask.add(off) },
+                ..self
+            }
+        }
+        /// The epilogue on the 16 lanes `m` of v, at `off` floats from the tile's origin, as
+        /// [`super::epilogue_scalar`] computes it (ReLU: x <= 0 → +0; ReLU6: `f32::clamp`, which
+        /// keeps -0 and NaN; gradients multiply by exactly 1 or 0).
+        #[inline(always)]
+        unsafe fn apply(&self, mut v: __m512, off: usize, m: u16) -> __m512 {
+            let (zero, one, six) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0), _mm512_set1_ps(6.0));
+            if !self.res.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, self.res.add(off)));
+            }
+            match self.act {
+                1 => v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, zero), zero),
+                2 => {
+                    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, zero), zero);
+                    v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, six), six);
+                }
+                _ => {}
+            }
+            if !self.mask.is_null() {
+                let x = _mm512_maskz_loadu_ps(m, self.mask.add(off));
+                // !(x <= 0) (ReLU), !(x <= 0 || x >= 6) (ReLU6): NaN passes
+                let mut off_ = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, zero);
+                if self.mask_act == 2 {
+                    off_ |= _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, six);
+                }
+                v = _mm512_mul_ps(v, _mm512_mask_mov_ps(one, off_, zero));
+            }
+            v
+        }
+    }
+
     /// How the kernel combines its tile with C.
     #[derive(Clone, Copy)]
     enum First {
@@ -478,7 +609,8 @@ pub mod avx512 {
     /// (mr <= MR) of C, columns `0..nr` (nr <= NR), rows `ldc` apart, are writable; a bias
     /// pointer has `mr` floats.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
         // C's lines are wanted only at the end: fetch them while the products run
         for i in 0..MR {
             if i < mr {
@@ -519,18 +651,24 @@ pub mod avx512 {
                     let p = cr.add(16 * j);
                     let m = masks[j];
                     if m == 0xffff {
-                        let v = match (first, base) {
+                        let mut v = match (first, base) {
                             (First::Add, _) => _mm512_add_ps(_mm512_loadu_ps(p), v),
                             (_, Some(b)) => _mm512_add_ps(b, v),
                             _ => v,
                         };
+                        if let Some(e) = &epi {
+                            v = e.apply(v, i * ldc + 16 * j, m);
+                        }
                         _mm512_storeu_ps(p, v);
                     } else if m != 0 {
-                        let v = match (first, base) {
+                        let mut v = match (first, base) {
                             (First::Add, _) => _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), v),
                             (_, Some(b)) => _mm512_add_ps(b, v),
                             _ => v,
                         };
+                        if let Some(e) = &epi {
+                            v = e.apply(v, i * ldc + 16 * j, m);
+                        }
                         _mm512_mask_storeu_ps(p, m, v);
                     }
                 }
@@ -542,7 +680,8 @@ pub mod avx512 {
     ///
     /// SAFETY: AVX-512F present; `pa` is `m x k` packed; `b` is `k x (>= j_lo+n)`; the
     /// `m x n` block of C at `c` with rows `ldc` apart is writable and written by no one else.
-    unsafe fn gemm_block(pa: &[f32], m: usize, k: usize, b: &dyn PackB, j_lo: usize, n: usize, c: *mut f32, ldc: usize, out: Out) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_block(pa: &[f32], m: usize, k: usize, b: &dyn PackB, j_lo: usize, n: usize, c: *mut f32, ldc: usize, out: Out, epi: EpiPtr) {
         let mut bbuf = take_buf(B_BUF, KC * NC.min(n.div_ceil(NR) * NR));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -558,9 +697,11 @@ pub mod avx512 {
                         Out::Overwrite => First::Overwrite,
                         Out::RowBias(bias) => First::Bias(bias[ir..ir + mr].as_ptr()),
                     };
+                    let last = pc + kc == k && !epi.is_empty();
                     for jr in (0..nc).step_by(NR) {
                         let bp = bbuf.as_ptr().add(jr * kc);
-                        kernel(kc, ap, bp, c.add(ir * ldc + jc + jr), ldc, mr, NR.min(nc - jr), first);
+                        let off = ir * ldc + jc + jr;
+                        kernel(kc, ap, bp, c.add(off), ldc, mr, NR.min(nc - jr), first, last.then(|| epi.add(off)));
                     }
                 }
             }
@@ -569,7 +710,8 @@ pub mod avx512 {
     }
 
     /// `C (+)= A·B` with A packed, split across rayon's threads (checked by the caller).
-    pub(super) fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out, epi: EpiPtr) {
         let n = b.cols();
         assert!(pa.len() >= packed_a_len(m, k));
         let (blocks, split_rows, per) = split(m, k, n, MR, NR);
@@ -587,10 +729,10 @@ pub mod avx512 {
                         Out::RowBias(bias) => Out::RowBias(&bias[lo..]),
                         o => o,
                     };
-                    gemm_block(&pa[lo * k..], len, k, b, 0, n, cp.0.add(lo * ldc), ldc, out);
+                    gemm_block(&pa[lo * k..], len, k, b, 0, n, cp.0.add(lo * ldc), ldc, out, epi.add(lo * ldc));
                 } else {
                     let len = per.min(n - lo);
-                    gemm_block(pa, m, k, b, lo, len, cp.0.add(lo), ldc, out);
+                    gemm_block(pa, m, k, b, lo, len, cp.0.add(lo), ldc, out, epi.add(lo));
                 }
             }
         };

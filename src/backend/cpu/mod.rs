@@ -203,6 +203,24 @@ impl Cpu {
     }
 }
 
+impl Cpu {
+    /// Backward-data by the fastest path for the geometry (a forward convolution over flipped
+    /// weights where one exists), times the ReLU / ReLU6 gradient at `mask` when given.
+    fn backward_data_epi(&self, gy: &Tensor, w: &CpuWeight, x_shape: &[usize], g: &Conv2dGeom, mask: Option<(&Tensor, Act)>) -> Result<Tensor> {
+        if let Some(fg) = conv::flipped_geom(&w.t.shape, g) {
+            if let Some(wf) = w.flipped(g.groups) {
+                return Ok(conv::forward_epi(gy, &wf.t, wf.conv_forward(fg.groups), None, &fg, conv::Epi { mask, ..Default::default() }));
+            }
+            let mut gx = conv::backward_data(gy, &w.t, x_shape, g);
+            if let Some((m, a)) = mask {
+                gx = elementwise::act_backward(m, &gx, a);
+            }
+            return Ok(gx);
+        }
+        Ok(conv::backward_data_masked(gy, &w.t, w.conv_backward(g.groups), x_shape, g, mask))
+    }
+}
+
 impl Backend for Cpu {
     type T = Tensor;
     type W = CpuWeight;
@@ -231,13 +249,22 @@ impl Backend for Cpu {
         Ok(conv::forward_packed(x, &w.t, w.conv_forward(g.groups), b.map(|b| &*b.t), g))
     }
     fn conv2d_backward_data(&self, gy: &Tensor, w: &CpuWeight, x_shape: &[usize], g: &Conv2dGeom) -> Result<Tensor> {
-        if let Some(fg) = conv::flipped_geom(&w.t.shape, g) {
-            if let Some(wf) = w.flipped(g.groups) {
-                return Backend::conv2d(self, gy, wf, None, &fg);
-            }
-            return Ok(conv::backward_data(gy, &w.t, x_shape, g));
+        self.backward_data_epi(gy, w, x_shape, g, None)
+    }
+    fn conv2d_fused(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>, g: &Conv2dGeom, residual: Option<&Tensor>, act: Option<Act>) -> Result<Tensor> {
+        if !act.is_none_or(Act::is_mask) {
+            let y = Backend::conv2d_fused(self, x, w, b, g, residual, None)?;
+            return Backend::act(self, &y, act.expect("an activation"));
         }
-        Ok(conv::backward_data_packed(gy, &w.t, w.conv_backward(g.groups), x_shape, g))
+        let epi = conv::Epi { residual, act, mask: None };
+        Ok(conv::forward_epi(x, &w.t, w.conv_forward(g.groups), b.map(|b| &*b.t), g, epi))
+    }
+    fn conv2d_backward_data_masked(&self, gy: &Tensor, w: &CpuWeight, x_shape: &[usize], g: &Conv2dGeom, mask: &Tensor, act: Act) -> Result<Tensor> {
+        if !act.is_mask() {
+            let gx = self.backward_data_epi(gy, w, x_shape, g, None)?;
+            return Backend::act_backward(self, mask, &gx, act);
+        }
+        self.backward_data_epi(gy, w, x_shape, g, Some((mask, act)))
     }
     fn linear(&self, x: &Tensor, w: &CpuWeight, b: Option<&CpuWeight>) -> Result<Tensor> {
         Ok(linear::forward(x, &w.t, b.map(|b| &*b.t)))
