@@ -57,11 +57,18 @@ struct DvPhase {
 // floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read
 // before y is written by the same thread, so it may be y itself when y_stride == cout, y_off == 0.
 // A backward-data store: gx[i] = v, or, with a mask (the forward input or output of the ReLU /
-// ReLU6 `act` before the convolution), v times the activation's gradient there — the same
-// product act_bwd computes, so fused and unfused agree to the bit.
+// ReLU6 `act` before the convolution), v times the activation's gradient there: 1 or 0, as
+// dv_act_grad gives it (negated comparisons: NaN passes), so fused and unfused agree to the bit.
+// Only these two (the launch code refuses others): dv_act_grad's other cases would bring their
+// divisions' CALLs into every backward-data kernel (the SASS check holds them call-free).
 template <class I>
 __device__ __forceinline__ void dv_grad_store(float* gx, const float* mask, int act, I i, float v) {
-    gx[i] = mask ? v * dv_act_grad(mask[i], act) : v;
+    if (mask) {
+        float m = mask[i];
+        bool off = m <= 0.0f || (act == DV_ACT_RELU6 && m >= 6.0f);
+        v *= off ? 0.0f : 1.0f;
+    }
+    gx[i] = v;
 }
 
 __device__ __forceinline__ void dv_conv_store(float* y, const float* bias, const float* residual, int m, int oc,
