@@ -10,28 +10,36 @@ use clap::{value_parser, Arg, ArgAction, Command};
 
 use crate::backend::Precision;
 use crate::job::{self, DeviceChoice, DreamJob};
-use crate::viz::{LayerUse, Opt, DEFAULT_MASKS, METHODS};
+use crate::viz::{LayerUse, Maximize, Opt, DEFAULT_MASKS, METHODS};
 
 /// What `--model` takes, for every subcommand's help.
 const MODEL_FILES: &str = "model file: .safetensors (a PyTorch state dict, `arch` in its metadata or --arch) or .onnx \
     (a CNN from torch.onnx.export: its graph, weights and module names; a final Softmax is dropped; README: ONNX models)";
 
 fn common_args(cmd: Command, with_layer: bool, writes: bool) -> Command {
-    let cmd = cmd
-        .arg(Arg::new("image").long("image").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("input images (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them, or float32 NCHW .npy tensors already preprocessed"))
-        .arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0 (ImageNet)")))
+    let cmd = model_args(cmd.arg(Arg::new("image").long("image").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("input images (PNG, JPEG, BMP, GIF, TIFF, WebP), folders of them, or float32 NCHW .npy tensors already preprocessed")));
+    let cmd = if with_layer { cmd.arg(Arg::new("layer").long("layer").help("layer (PyTorch module path, e.g. layer4, features.29, blocks.5); `deepviz layers` lists them")) } else { cmd };
+    if writes {
+        out_args(cmd)
+    } else {
+        cmd
+    }
+}
+
+/// `--out` and `--raw`.
+fn out_args(cmd: Command) -> Command {
+    cmd.arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
+        .arg(Arg::new("raw").long("raw").action(ArgAction::SetTrue).help("also write raw float32 .npy arrays"))
+}
+
+/// The model, where it runs, and the batch: `--model --arch --json --device --precision --batch-size`.
+fn model_args(cmd: Command) -> Command {
+    cmd.arg(Arg::new("model").long("model").value_parser(value_parser!(PathBuf)).help(format!("{MODEL_FILES}; default: the embedded EfficientNet-Lite0 (ImageNet)")))
         .arg(Arg::new("arch").long("arch").help("architecture, for files without `arch` metadata (e.g. resnet50)"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"))
         .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("compute device: auto (the first GPU when the driver sees one, else the CPU engine), cpu, cuda (= cuda:0), cuda:N (GPU number N), or emu (the CUDA engine on a CPU emulation of the GPU: slow, for checking kernels)"))
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the GPU engine's convolutions: fp32 (exact), tf32 or bf16 tensor-core operands with f32 accumulation [default on a GPU: tf32, as PyTorch does on Ampere and newer, except fp32 for the gradients at the pixels (saliency, gradxinput, guided, deconvnet, guided-gradcam, smoothgrad, ig), which TF32 visibly changes; always fp32 on the CPU engine, fp32 on the emulator unless asked]"))
-        .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"));
-    let cmd = if with_layer { cmd.arg(Arg::new("layer").long("layer").help("layer (PyTorch module path, e.g. layer4, features.29, blocks.5); `deepviz layers` lists them")) } else { cmd };
-    if writes {
-        cmd.arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
-            .arg(Arg::new("raw").long("raw").action(ArgAction::SetTrue).help("also write raw float32 .npy arrays"))
-    } else {
-        cmd
-    }
+        .arg(Arg::new("batch-size").long("batch-size").default_value("16").value_parser(value_parser!(u64).range(1..=4096)).help("images per batch"))
 }
 
 /// The `deepviz` command (parse with `get_matches` or `try_get_matches_from`).
@@ -61,6 +69,22 @@ pub fn command() -> Command {
         .arg(Arg::new("lr").long("lr").default_value(d.lr.to_string()).value_parser(parse_finite).help("step size (normalised input units, on g / mean|g|)"))
         .arg(Arg::new("jitter").long("jitter").default_value(d.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
         .arg(Arg::new("seed").long("seed").default_value(d.seed.to_string()).value_parser(value_parser!(u64)));
+    let x = Maximize::default();
+    let maximize = out_args(model_args(Command::new("maximize").about(
+        "Activation maximisation: the picture that most excites each target, by gradient ascent on the picture with L2 decay, blur and jitter (class model visualisation: Simonyan, Vedaldi, Zisserman 2014, Deep Inside Convolutional Networks; regularisers: Yosinski et al. 2015)",
+    )))
+    .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("class(es) whose pre-softmax score to maximise, e.g. 130,285 (one picture each)"))
+    .arg(Arg::new("unit").long("unit").action(ArgAction::Append).help("maximise the mean of a channel of a layer, LAYER:CHANNEL (repeatable)"))
+    .arg(Arg::new("neuron").long("neuron").action(ArgAction::Append).help("maximise one activation, LAYER:CHANNEL:Y:X (repeatable)"))
+    .arg(Arg::new("steps").long("steps").default_value(x.steps.to_string()).value_parser(value_parser!(usize)).help("gradient-ascent steps"))
+    .arg(Arg::new("lr").long("lr").default_value(x.lr.to_string()).value_parser(parse_finite).help("step size (normalised input units, on g / mean|g|)"))
+    .arg(Arg::new("l2").long("l2").default_value(x.l2.to_string()).value_parser(parse_finite).help("λ of the −λ‖x‖² regulariser"))
+    .arg(Arg::new("blur-every").long("blur-every").default_value(x.blur_every.to_string()).value_parser(value_parser!(usize)).help("blur the picture every N steps (0: never)"))
+    .arg(Arg::new("blur-sigma").long("blur-sigma").default_value(x.blur_sigma.to_string()).value_parser(parse_finite).help("the blur's σ in pixels"))
+    .arg(Arg::new("jitter").long("jitter").default_value(x.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
+    .arg(Arg::new("noise").long("noise").default_value(x.init_noise.to_string()).value_parser(parse_finite).help("σ of the starting noise around the mean image (0: the zero image)"))
+    .arg(Arg::new("size").long("size").value_parser(value_parser!(usize)).help("picture side in pixels [default: the model's input size]"))
+    .arg(Arg::new("seed").long("seed").default_value(x.seed.to_string()).value_parser(value_parser!(u64)));
     let classify = common_args(Command::new("classify").about("Top-k classes with probabilities"), false, false)
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(usize)).help("how many classes to show"));
     let layers = Command::new("layers")
@@ -77,7 +101,7 @@ pub fn command() -> Command {
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(dataset_commands())
+    cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(dataset_commands())
 }
 
 /// The options every dataset command shares: the dataset, the model, the device, the shard.

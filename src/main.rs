@@ -12,10 +12,10 @@ use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
 use deepviz::dataset::{self, neighbors::Neighbors, top::TopPatches, Dataset, Partial, Shard};
 use deepviz::engine::Engine;
-use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
+use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, MaximizeJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
-use deepviz::viz::{MethodOptions, METHODS};
+use deepviz::viz::{Maximize, MethodOptions, METHODS};
 use deepviz::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -132,13 +132,19 @@ fn batch_size(m: &ArgMatches) -> usize {
     *m.get_one::<u64>("batch-size").expect("has a default") as usize
 }
 
-fn targets(m: &ArgMatches, inputs: &Inputs) -> Result<TargetSpec> {
+/// The targets of `--class`, `--unit` and `--neuron`, in that order.
+fn target_names(m: &ArgMatches) -> Result<Vec<TargetName>> {
     let mut each: Vec<TargetName> = m.get_many::<usize>("class").into_iter().flatten().map(|&c| TargetName::Class(c)).collect();
     for (flag, kind) in [("unit", "unit"), ("neuron", "neuron")] {
         for v in m.get_many::<String>(flag).into_iter().flatten() {
             each.push(job::parse_target(&format!("{kind}:{v}"))?);
         }
     }
+    Ok(each)
+}
+
+fn targets(m: &ArgMatches, inputs: &Inputs) -> Result<TargetSpec> {
+    let each = target_names(m)?;
     match m.get_one::<PathBuf>("class-file") {
         Some(_) if !each.is_empty() => Err(Error::InvalidArgument("--class-file cannot be combined with --class, --unit or --neuron".into())),
         Some(f) => TargetSpec::from_class_file(f, inputs),
@@ -200,6 +206,32 @@ impl WithBackend for DreamCmd<'_> {
         let mut out = output_set(m, &inputs);
         let records = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;
         let text = out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect();
+        Ok(Report { json: Value::Array(records), text })
+    }
+}
+
+struct MaximizeCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for MaximizeCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let f = |k: &str| *m.get_one::<f32>(k).expect("has a default");
+        let u = |k: &str| *m.get_one::<usize>(k).expect("has a default");
+        let schedule = Maximize { steps: u("steps"), lr: f("lr"), l2: f("l2"), blur_every: u("blur-every"), blur_sigma: f("blur-sigma"), jitter: u("jitter"), init_noise: f("noise"), seed: *m.get_one("seed").expect("has a default") };
+        let size = m.get_one::<usize>("size").map(|&s| [s, s]);
+        let job = MaximizeJob { targets: target_names(m)?, schedule, size, raw: m.get_flag("raw"), batch_size: batch_size(m) };
+        let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));
+        if let Some(model) = m.get_one::<PathBuf>("model") {
+            out.protect(model);
+        }
+        let records = job.run(&eng, &mut out, &mut progress_bar())?;
+        let mut text = String::new();
+        for r in &records {
+            text += &format!("{}{}: score {:.3}\n", r["target"].as_str().unwrap_or("?"), r["class_name"].as_str().map(|c| format!(" ({c})")).unwrap_or_default(), r["score"].as_f64().unwrap_or(f64::NAN));
+        }
+        text += &out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect::<String>();
         Ok(Report { json: Value::Array(records), text })
     }
 }
@@ -385,6 +417,8 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,
+        // a gradient at the pixels, like saliency: fp32 on the GPU unless asked
+        "maximize" => job::with_backend(device(m), precision(m), Precision::F32, &mut note, MaximizeCmd(m))?,
         method => {
             let method = METHODS.iter().find(|i| i.name == method).expect("subcommands are the methods").name;
             job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, MapCmd { m, method })?

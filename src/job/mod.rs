@@ -36,7 +36,7 @@ use crate::imageio;
 use crate::output::OutputSet;
 use crate::tensor::Tensor;
 use crate::viz::render::{self, Style};
-use crate::viz::{attribution, classify, method_info, DeepDream, MethodOptions, Objective, Target};
+use crate::viz::{attribution, classify, method_info, DeepDream, Maximize, MethodOptions, Objective, Target};
 
 /// What a long job reports as it goes, for a progress bar.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +109,16 @@ impl MapRecord {
 }
 
 /// The suffix of a target's file names when an image has several targets.
+/// A target as the CLI's flags write it: `class:130`, `unit:LAYER:CHANNEL`,
+/// `neuron:LAYER:CHANNEL:Y:X` (the layer by the node it resolved to).
+fn target_label<B: Backend>(eng: &Engine<B>, t: &Target) -> String {
+    match *t {
+        Target::Class(c) => format!("class:{c}"),
+        Target::Channel { layer, channel } => format!("unit:{}:{channel}", eng.model().name(layer)),
+        Target::Neuron { layer, channel, y, x } => format!("neuron:{}:{channel}:{y}:{x}", eng.model().name(layer)),
+    }
+}
+
 fn target_suffix<B: Backend>(eng: &Engine<B>, t: &Target) -> String {
     let name = |l| eng.model().name(l).replace([':', '/'], "_");
     match *t {
@@ -251,6 +261,54 @@ impl DreamJob {
                 records.push(json!({
                     "image": it.source.display().to_string(),
                     "layer": model.name(layer),
+                    "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// Activation maximisation ([`Maximize`]): one picture per target, optimised in batches.
+#[derive(Clone, Debug)]
+pub struct MaximizeJob {
+    pub targets: Vec<TargetName>,
+    pub schedule: Maximize,
+    /// the pictures' size; `None`: the model's input size
+    pub size: Option<[usize; 2]>,
+    /// also write the optimised input tensor as `.npy`
+    pub raw: bool,
+    pub batch_size: usize,
+}
+
+impl MaximizeJob {
+    /// Run on `eng`, writing `maximize_<target>.png` (and `.npy`) into `out`; one JSON record
+    /// per target with the score its picture reaches.
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Value>> {
+        let model = eng.model();
+        let pre = model.preprocess;
+        let [h, w] = self.size.unwrap_or(pre.size);
+        let targets: Vec<Target> = self.targets.iter().map(|t| t.resolve(model)).collect::<Result<_>>()?;
+        if targets.is_empty() {
+            return Err(Error::InvalidArgument("maximize needs a target: --class N, --unit LAYER:CHANNEL or --neuron LAYER:CHANNEL:Y:X".into()));
+        }
+        let mut records = vec![];
+        for chunk in targets.chunks(self.batch_size.max(1)) {
+            progress(Progress::Start { total: self.schedule.steps, what: format!("maximize {} target(s)", chunk.len()) });
+            let y = self.schedule.run(eng, chunk, [h, w], &pre, &mut || progress(Progress::Advance(1)))?;
+            progress(Progress::Finish);
+            let scores = Maximize::scores(eng, &y, chunk)?;
+            for (j, t) in chunk.iter().enumerate() {
+                let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
+                let stem = format!("maximize{}", target_suffix(eng, t));
+                let mut files = vec![out.add(&format!("{stem}.png"), &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre))?)?];
+                if self.raw {
+                    files.push(out.add(&format!("{stem}.npy"), &imageio::npy::npy_bytes(&img))?);
+                }
+                records.push(json!({
+                    "target": target_label(eng, t),
+                    "class_name": t.class().map(|c| model.class_name(c)),
+                    "score": scores[j],
                     "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
                 }));
             }

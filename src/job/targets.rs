@@ -64,7 +64,8 @@ pub fn parse_target(s: &str) -> Result<TargetName> {
 }
 
 impl TargetName {
-    fn resolve(&self, model: &Model) -> Result<Target> {
+    /// The target in `model` (its layer resolved from the module path).
+    pub fn resolve(&self, model: &Model) -> Result<Target> {
         Ok(match self {
             TargetName::Class(c) => Target::Class(*c),
             TargetName::Unit { layer, channel } => Target::Channel { layer: model.resolve(layer)?, channel: *channel },

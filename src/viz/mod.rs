@@ -9,6 +9,8 @@
 //! - `saliency.rs`: [`Saliency`] — Simonyan et al. 2014.
 //! - `cam.rs`: [`Cam`] — Zhou et al. 2016; [`GradCam`] — Selvaraju et al. 2017.
 //! - `dream.rs`: [`DeepDream`] — Mordvintsev et al. 2015, with [`Objective`] values.
+//! - `maximize.rs`: [`Maximize`] — class model visualisation (Simonyan et al. 2014) and
+//!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers.
 //! - `classify.rs`: top-k classes with probabilities.
 //! - `render.rs`: heat-map pictures (upsample, normalise, clip on the backend; colour and blend
 //!   on the host).
@@ -23,6 +25,7 @@ mod classify;
 mod dream;
 mod gradient;
 pub mod linalg;
+mod maximize;
 pub mod ops;
 pub mod render;
 mod saliency;
@@ -36,6 +39,7 @@ pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
 pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
 pub use dream::{pixel_range, DeepDream, Objective};
+pub use maximize::Maximize;
 pub use saliency::Saliency;
 pub use target::{Target, Targets};
 

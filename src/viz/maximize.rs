@@ -1,0 +1,158 @@
+//! Activation maximisation: the picture that most excites a target, found by gradient ascent on
+//! the picture itself. For a class this is Simonyan, Vedaldi, Zisserman 2014 (§2, "class model
+//! visualisation": argmax_I S_c(I) − λ‖I‖², S_c the class's pre-softmax score, started from the
+//! zero — mean — image); for a channel or one activation of a layer it is Erhan et al. 2009's
+//! activation maximisation, as lucid / lucent's `channel` and `neuron` objectives. The
+//! regularisers are those of Yosinski et al. 2015 ("Understanding Neural Networks Through Deep
+//! Visualization"): L2 decay, a Gaussian blur every few steps, random jitter (a circular shift
+//! before each step, undone after), and clipping to the valid pixel range every step.
+//!
+//! The step is DeepDream's: x += lr · g / mean|g| per item, with g the gradient of the target's
+//! score minus 2λx (the L2 term's), so `lr` is in units of the normalised input whatever the
+//! scale of the score. Everything runs on the backend: one forward and one backward pass per
+//! step, the seeds built on the device ([`super::target`]), no host round trip until the end.
+//! A batch optimises one picture per target at once.
+
+use std::sync::Arc;
+
+use super::dream::pixel_range;
+use super::ops;
+use super::target::{self, Target};
+use crate::backend::{Backend, Binary, Conv2dGeom, Random, Reduce, Role, Unary};
+use crate::engine::{Engine, Rule};
+use crate::error::{Error, Result};
+use crate::imageio::Preprocess;
+use crate::tensor::Tensor;
+
+/// The schedule and regularisers of [`Maximize::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Maximize {
+    /// gradient-ascent steps
+    pub steps: usize,
+    /// step size, in units of the normalised input, applied to g / mean|g|
+    pub lr: f32,
+    /// λ of the −λ‖x‖² term (on the normalised input)
+    pub l2: f32,
+    /// blur the picture with a Gaussian of σ = `blur_sigma` pixels every `blur_every` steps
+    /// (0: never)
+    pub blur_every: usize,
+    pub blur_sigma: f32,
+    /// maximum circular shift in pixels, drawn per step and axis in [-jitter, jitter]
+    pub jitter: usize,
+    /// standard deviation of the starting noise around the mean image (normalised units; 0:
+    /// Simonyan et al.'s zero image)
+    pub init_noise: f32,
+    pub seed: u64,
+}
+
+impl Default for Maximize {
+    /// 200 steps of 0.05 with λ = 1e-4, a σ = 0.5 px blur every 4 steps, jitter 8, from the mean
+    /// image with noise of σ = 0.1: a recognisable class picture on an ImageNet CNN.
+    fn default() -> Self {
+        Maximize { steps: 200, lr: 0.05, l2: 1e-4, blur_every: 4, blur_sigma: 0.5, jitter: 8, init_noise: 0.1, seed: 0 }
+    }
+}
+
+impl Maximize {
+    fn check(&self) -> Result<()> {
+        // written so that NaN fails too
+        let ok = |v: f32| v >= 0.0 && v.is_finite();
+        if self.steps == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !ok(self.l2) || !ok(self.init_noise) || !ok(self.blur_sigma) {
+            return Err(Error::InvalidArgument(format!(
+                "activation maximisation needs steps >= 1, a finite step size > 0 and finite, non-negative l2, noise and blur (got {}, {}, {}, {}, {})",
+                self.steps, self.lr, self.l2, self.init_noise, self.blur_sigma
+            )));
+        }
+        Ok(())
+    }
+
+    /// One picture `[n, c, h, w]` (normalised, as the model's input) per target, each
+    /// maximising its target's score; `progress` is called after every step.
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, targets: &[Target], size: [usize; 2], pre: &Preprocess, progress: &mut dyn FnMut()) -> Result<Tensor> {
+        self.check()?;
+        if targets.is_empty() {
+            return Err(Error::InvalidArgument("activation maximisation needs at least one target".into()));
+        }
+        let be = &eng.be;
+        let model = eng.model();
+        let c = 3;
+        let [h, w] = size;
+        if h < 8 || w < 8 {
+            return Err(Error::InvalidArgument(format!("activation maximisation needs a picture of at least 8x8 pixels, not {h}x{w}")));
+        }
+        let shape = [targets.len(), c, h, w];
+        let range = pixel_range(be, pre, c)?;
+        let mut img = be.unary(&be.random(&shape, self.seed, Random::Normal)?, Unary::Affine(self.init_noise, 0.0))?;
+        img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
+        let blur = if self.blur_every > 0 && self.blur_sigma > 0.0 { Some(Blur::<B>::new(be, c, h, w, self.blur_sigma)?) } else { None };
+        let mut rng = self.seed ^ 0xD1B5_4A32_D192_ED03;
+        for step in 0..self.steps {
+            let (dy, dx) = (jitter(&mut rng, self.jitter, h), jitter(&mut rng, self.jitter, w));
+            let shifted = be.roll(&img, dy, dx)?;
+            let t = target::forward(eng, &shifted, Some(targets), &[])?;
+            let g = eng.backward(&t.acts, t.seeds, &[model.input()], Rule::Gradient)?.remove(0);
+            let g = be.roll(&g, -dy, -dx)?;
+            // d/dx (S − λ‖x‖²) = g − 2λx
+            let g = if self.l2 > 0.0 { be.binary(&g, &be.unary(&img, Unary::Affine(-2.0 * self.l2, 0.0))?, Binary::Add)? } else { g };
+            let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
+            let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
+            let moved = be.binary(&img, &be.binary(&be.unary(&g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?, Binary::Add)?;
+            img = match &blur {
+                Some(b) if (step + 1) % self.blur_every == 0 => b.apply(be, &moved)?,
+                _ => moved,
+            };
+            img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
+            progress();
+        }
+        let y = eng.download(&img)?;
+        if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("activation maximisation diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+        }
+        Ok(y)
+    }
+
+    /// Each picture's target score (the pre-softmax class score, or the channel's mean /
+    /// neuron's value), as the optimisation sees it.
+    pub fn scores<B: Backend>(eng: &Engine<B>, x: &Tensor, targets: &[Target]) -> Result<Vec<f32>> {
+        let t = target::forward(eng, &eng.upload(x)?, Some(targets), &[])?;
+        Ok(eng.download(&target::score(eng, &t.acts, &t.seeds)?)?.data)
+    }
+}
+
+/// A separable Gaussian blur as two depthwise convolutions, normalised at the borders (zero
+/// padding would darken them), prepared once.
+struct Blur<B: Backend> {
+    v: B::W,
+    h: B::W,
+    gv: Conv2dGeom,
+    gh: Conv2dGeom,
+    norm: B::T,
+}
+
+impl<B: Backend> Blur<B> {
+    fn new(be: &B, c: usize, h: usize, w: usize, sigma: f32) -> Result<Self> {
+        let r = ((3.0 * sigma).ceil() as usize).clamp(1, h.min(w) / 2);
+        let taps: Vec<f32> = (0..2 * r + 1).map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+        let total: f32 = taps.iter().sum();
+        let kernel = |shape: Vec<usize>| -> Result<B::W> { be.weight(&Arc::new(Tensor::new(shape, (0..c).flat_map(|_| taps.iter().map(|t| t / total)).collect())?), Role::ConvWeight) };
+        let gv = Conv2dGeom { stride: [1, 1], pad: [r, r, 0, 0], dilation: [1, 1], groups: c };
+        let gh = Conv2dGeom { stride: [1, 1], pad: [0, 0, r, r], dilation: [1, 1], groups: c };
+        let (v, hk) = (kernel(vec![c, 1, 2 * r + 1, 1])?, kernel(vec![c, 1, 1, 2 * r + 1])?);
+        let ones = be.full(&[1, c, h, w], 1.0)?;
+        let norm = be.conv2d(&be.conv2d(&ones, &v, None, &gv)?, &hk, None, &gh)?;
+        Ok(Blur { v, h: hk, gv, gh, norm })
+    }
+    fn apply(&self, be: &B, x: &B::T) -> Result<B::T> {
+        be.binary(&be.conv2d(&be.conv2d(x, &self.v, None, &self.gv)?, &self.h, None, &self.gh)?, &self.norm, Binary::Div)
+    }
+}
+
+fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
+    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *rng;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let j = j.min(size.saturating_sub(1));
+    (z % (2 * j as u64 + 1)) as isize - j as isize
+}
