@@ -3,7 +3,8 @@
 //! A partial state is one JSON file (`{command}.shard-{i}-of-{N}.json`): an envelope naming the
 //! command, its parameters, the model and the dataset (its folder and a fingerprint of its
 //! listing), the shard, the images it read and skipped, and the command's tally — top-k hits
-//! per unit with their activation maps, or feature vectors. JSON because the states are small
+//! per unit with their activation maps, feature vectors, or dissection's per-unit largest
+//! values (base64 f32) and integer IoU counts. JSON because the states are small
 //! (k hits per unit; one vector per image) and a person can read them; every float is written
 //! as the f64 equal to the f32 the engine computed, so it reads back bit for bit.
 //!
@@ -15,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dissect::{IouTally, QuantileTally};
 use super::neighbors::NeighborTally;
 use super::top::TopTally;
 use super::{Dataset, Shard, Skipped};
@@ -30,6 +32,10 @@ pub const VERSION: u32 = 1;
 pub enum Tally {
     TopPatches(TopTally),
     Neighbors(NeighborTally),
+    /// dissect's first pass: per unit the largest activations
+    DissectQuantile(QuantileTally),
+    /// dissect's second pass: IoU counts
+    Dissect(IouTally),
 }
 
 impl Tally {
@@ -37,6 +43,8 @@ impl Tally {
         match self {
             Tally::TopPatches(_) => "top-patches",
             Tally::Neighbors(_) => "neighbors",
+            Tally::DissectQuantile(_) => "dissect-quantile",
+            Tally::Dissect(_) => "dissect",
         }
     }
 }
@@ -149,6 +157,8 @@ impl Partial {
             acc.tally = match (acc.tally, s.tally) {
                 (Tally::TopPatches(a), Tally::TopPatches(b)) => Tally::TopPatches(a.merge(b)?),
                 (Tally::Neighbors(a), Tally::Neighbors(b)) => Tally::Neighbors(a.merge(b)),
+                (Tally::DissectQuantile(a), Tally::DissectQuantile(b)) => Tally::DissectQuantile(a.merge(b)?),
+                (Tally::Dissect(a), Tally::Dissect(b)) => Tally::Dissect(a.merge(b)?),
                 _ => unreachable!("commands compared above"),
             };
         }
