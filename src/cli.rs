@@ -108,6 +108,11 @@ fn dataset_commands() -> Vec<Command> {
         .arg(Arg::new("thresholds").long("thresholds").value_parser(value_parser!(PathBuf)).help("dissect-thresholds.json from `deepviz merge` of the first pass's shards: run the second pass only"))
         .arg(Arg::new("quantile").long("quantile").default_value("0.005").value_parser(parse_fraction).help("the top fraction of a unit's activations its mask keeps"))
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(u64).range(1..=100)).help("top images shown per unit"));
+    let tsne = dataset_args(Command::new("tsne").about("An exact 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html; for up to a few thousand images"))
+        .arg(Arg::new("layer").long("layer").help("layer (PyTorch module path) [default: the last feature layer]"))
+        .arg(Arg::new("perplexity").long("perplexity").default_value("30").value_parser(parse_finite).help("t-SNE perplexity (at most (images - 1) / 3 is used)"))
+        .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the random start"))
+        .arg(Arg::new("tile").long("tile").default_value("48").value_parser(value_parser!(u64).range(4..=512)).help("side of each image's cell in the mosaic, in pixels"));
     let merge = Command::new("merge")
         .about("Combine the partial states of every shard of one dataset job (--shard i/N) into its result, exactly as one pass would have made it")
         .arg(Arg::new("states").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("the N partial-state files (*.shard-i-of-N.json)"))
@@ -128,7 +133,7 @@ fn dataset_commands() -> Vec<Command> {
         .arg(Arg::new("size").long("size").default_value("64").value_parser(value_parser!(u64).range(8..=4096)).help("side of each picture in pixels"))
         .arg(Arg::new("broden").long("broden").action(ArgAction::SetTrue).help("write the Broden layout (index.csv, images/ with label images, label.csv, category.csv) with a `color` category named from the pixels and a `shape` category from the planted regions: a dataset for `deepviz dissect` whose answer is known"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    vec![top, neighbors, dissect, merge, filters, gen]
+    vec![top, neighbors, dissect, tsne, merge, filters, gen]
 }
 
 fn parse_shard(s: &str) -> std::result::Result<crate::dataset::Shard, String> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
-use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, Dataset, Partial, Shard, Tally};
+use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, tsne::Tsne, Dataset, Partial, Shard, Tally};
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
@@ -330,6 +330,14 @@ impl WithBackend for DatasetCmd<'_> {
                     }
                 }
             }
+            "tsne" => Tsne {
+                layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
+                perplexity: *m.get_one::<f32>("perplexity").expect("has a default") as f64,
+                seed: *m.get_one::<u64>("seed").expect("has a default"),
+                tile: num("tile") as u32,
+                batch_size,
+            }
+            .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
             _ => Neighbors {
                 layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
                 k: num("k"),
@@ -407,7 +415,7 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "merge" => merge(m)?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
-        command @ ("top-patches" | "neighbors" | "dissect") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
+        command @ ("top-patches" | "neighbors" | "dissect" | "tsne") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,
         method => {

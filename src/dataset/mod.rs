@@ -14,6 +14,7 @@
 //!   the Broden layout.
 //! - `broden.rs`: the Broden layout (index.csv, label images, label and category tables).
 //! - `dissect.rs`: `dissect`, Network Dissection: per-unit thresholds, then IoU with concepts.
+//! - `tsne.rs`: `tsne`, an exact t-SNE of pooled features and its "cnn embed" mosaic.
 //!
 //! A dataset command runs as: [`stream`] the shard's images through the engine into a
 //! [`Partial`] (a single pass is shard `0/1`), then [`Partial::merge`] the shards, then
@@ -28,6 +29,7 @@ pub mod rf;
 mod state;
 pub mod synth;
 pub mod top;
+pub mod tsne;
 
 pub use state::{Partial, Tally};
 
@@ -296,5 +298,6 @@ pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_js
         Tally::Neighbors(n) => neighbors::finish(p, n, ds, out),
         Tally::DissectQuantile(q) => dissect::finish_quantile(p, q, out),
         Tally::Dissect(d) => dissect::finish(p, d, ds, out),
+        Tally::Tsne(t) => tsne::finish(p, t, ds, out),
     }
 }

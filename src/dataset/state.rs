@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::dissect::{IouTally, QuantileTally};
 use super::neighbors::NeighborTally;
 use super::top::TopTally;
+use super::tsne::TsneTally;
 use super::{Dataset, Shard, Skipped};
 use crate::error::{Error, Result};
 
@@ -36,6 +37,7 @@ pub enum Tally {
     DissectQuantile(QuantileTally),
     /// dissect's second pass: IoU counts
     Dissect(IouTally),
+    Tsne(TsneTally),
 }
 
 impl Tally {
@@ -45,6 +47,7 @@ impl Tally {
             Tally::Neighbors(_) => "neighbors",
             Tally::DissectQuantile(_) => "dissect-quantile",
             Tally::Dissect(_) => "dissect",
+            Tally::Tsne(_) => "tsne",
         }
     }
 }
@@ -159,6 +162,7 @@ impl Partial {
                 (Tally::Neighbors(a), Tally::Neighbors(b)) => Tally::Neighbors(a.merge(b)),
                 (Tally::DissectQuantile(a), Tally::DissectQuantile(b)) => Tally::DissectQuantile(a.merge(b)?),
                 (Tally::Dissect(a), Tally::Dissect(b)) => Tally::Dissect(a.merge(b)?),
+                (Tally::Tsne(a), Tally::Tsne(b)) => Tally::Tsne(a.merge(b)?),
                 _ => unreachable!("commands compared above"),
             };
         }
