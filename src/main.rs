@@ -364,6 +364,21 @@ fn merge(m: &ArgMatches) -> Result<Report> {
     Ok(Report { json, text })
 }
 
+fn dissect_compare(m: &ArgMatches) -> Result<Report> {
+    let files: Vec<PathBuf> = m.get_many::<PathBuf>("compare").expect("present").cloned().collect();
+    let read = |f: &PathBuf| -> Result<Value> {
+        deepviz::job::inputs::check_regular_file(f)?;
+        serde_json::from_slice(&std::fs::read(f).map_err(|e| Error::io(f, e))?).map_err(|e| Error::InvalidArgument(format!("{}: not a dissect.json: {e}", f.display())))
+    };
+    let (a, b) = (read(&files[0])?, read(&files[1])?);
+    let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));
+    files.iter().for_each(|f| out.protect(f));
+    let names = [files[0].display().to_string(), files[1].display().to_string()];
+    let json = dataset::dissect::compare(&a, &b, [&names[0], &names[1]], &mut out)?;
+    let text = out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect();
+    Ok(Report { json, text })
+}
+
 fn filters(m: &ArgMatches) -> Result<Report> {
     let model = load_model(m)?;
     let (picture, mut json) = dataset::filters::filter_grid(&model, m.get_one::<String>("layer").map(String::as_str))?;
@@ -415,6 +430,7 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "merge" => merge(m)?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
+        "dissect" if m.contains_id("compare") => dissect_compare(m)?,
         command @ ("top-patches" | "neighbors" | "dissect" | "tsne") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,

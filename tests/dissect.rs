@@ -180,7 +180,9 @@ fn planted_detectors_are_found_with_the_iou_computed_by_hand_and_shards_merge_ex
     assert_eq!(best[1].map(|b| b.0), Some(stripes), "unit 1 is the stripes detector: {:?}", best[1]);
     assert!((iou[0][red] - want_red).abs() < 2e-3, "red IoU {} vs by hand {want_red}", iou[0][red]);
     assert!((iou[1][stripes] - want_stripes).abs() < 2e-3, "stripes IoU {} vs by hand {want_stripes}", iou[1][stripes]);
-    assert!(want_red > 0.3 && want_stripes > 0.1, "the planted detectors detect: red {want_red}, stripes {want_stripes}");
+    // both are detectors by the paper's bar (IoU > 0.04); red is a near-perfect one (0.69 at the
+    // time of writing), stripes a coarse one (0.11: a 4x-pooled map against a patch's outline)
+    assert!(want_red > 0.5 && want_stripes > deepviz::dataset::dissect::IOU_DETECTOR, "the planted detectors detect: red {want_red}, stripes {want_stripes}");
 
     // both passes sharded (another batch size), through their files, merge to one pass exactly
     let shards = |i| Shard { index: i, count: 3 };
@@ -325,6 +327,21 @@ fn the_command_line_end_to_end_sharded_and_bad_input() {
     assert_eq!(std::fs::read(one.join("dissect.csv")).unwrap(), std::fs::read(m2.join("dissect.csv")).unwrap());
     check_report(&m2);
 
+    // another layer, then both side by side
+    let other = root.join("other");
+    ok(&["dissect", &d, "--layer", "_blocks.5", "--device", "cpu", "--top", "2", "--out", &s(&other)]);
+    let cmp = root.join("compare");
+    let json = ok(&["dissect", "--compare", &s(&one.join("dissect.json")), &s(&other.join("dissect.json")), "--out", &s(&cmp), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let (a, b) = (json_of(&one), json_of(&other));
+    assert_eq!((v["a"]["layer"].clone(), v["b"]["layer"].clone()), (a["layer"].clone(), b["layer"].clone()));
+    for (i, c) in v["categories"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(c["category"], a["categories"][i]["category"]);
+        assert_eq!((c["a"]["unique_detectors"].clone(), c["b"]["unique_detectors"].clone()), (a["categories"][i]["unique_detectors"].clone(), b["categories"][i]["unique_detectors"].clone()));
+    }
+    browser_check(&cmp);
+    fails(&["dissect", "--compare", &s(&one.join("dissect.csv")), &s(&other.join("dissect.json")), "--out", &s(&root.join("nocmp"))], 1, "not a dissect.json", &root.join("nocmp"));
+
     // thresholds of another layer are refused
     let bad = root.join("bad");
     let b = s(&bad);
@@ -433,5 +450,19 @@ fn tsne_on_the_command_line_sharded_equals_one_pass() {
     ok(&["merge", "--out", &s(&merged), &s(&shards.join("tsne.shard-0000-of-0002.json")), &s(&shards.join("tsne.shard-0001-of-0002.json"))]);
     for f in ["tsne.csv", "tsne.png"] {
         assert_eq!(std::fs::read(one.join(f)).unwrap(), std::fs::read(merged.join(f)).unwrap(), "{f}: merged shards differ from one pass");
+    }
+}
+
+#[test]
+fn the_mask_skipping_cold_pixels_is_the_thresholded_upsampling() {
+    use deepviz::imageio::colormap::{upsample_bilinear, upsample_bilinear_above};
+    for (i, &(h, w, oh, ow)) in [(7, 13, 29, 45), (1, 1, 5, 3), (12, 12, 48, 48), (5, 3, 5, 3), (9, 4, 17, 33)].iter().enumerate() {
+        let map: Vec<f32> = common::seeded(900 + i as u64, h * w).iter().map(|v| v.max(0.0)).collect();
+        let mut sorted = map.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        for t in [sorted[0], sorted[sorted.len() / 10], sorted[sorted.len() / 2], 0.0, -1.0] {
+            let want: Vec<usize> = upsample_bilinear(&map, h, w, oh, ow).iter().enumerate().filter(|(_, &v)| v > t).map(|(j, _)| j).collect();
+            assert_eq!(upsample_bilinear_above(&map, h, w, oh, ow, t), want, "{h}x{w} -> {oh}x{ow} above {t}");
+        }
     }
 }

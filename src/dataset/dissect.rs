@@ -47,7 +47,7 @@ use super::{as_maps, stream_with, Dataset, Partial, Shard, Skipped, Tally};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::imageio::colormap::upsample_bilinear;
+use crate::imageio::colormap::{upsample_bilinear, upsample_bilinear_above};
 use crate::imageio::{self, Preprocess};
 use crate::job::{png_bytes, Progress};
 use crate::output::OutputSet;
@@ -254,8 +254,7 @@ impl IouTally {
             if !map.iter().any(|&v| v > t) {
                 return;
             }
-            let up = upsample_bilinear(map, hw[0], hw[1], sh, sw);
-            let on: Vec<usize> = up.iter().enumerate().filter(|(_, &v)| v > t).map(|(i, _)| i).collect();
+            let on = upsample_bilinear_above(map, hw[0], hw[1], sh, sw, t);
             if on.is_empty() {
                 return;
             }
@@ -696,4 +695,83 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// Two dissections side by side (two models, or two layers): from their `dissect.json`, a
+/// table of detectors and unique detectors per category, a paired histogram
+/// (`compare.png`: per category A's bar, then B's), each side's units ranked by IoU, and
+/// `compare.json`, `index.html` in `out`.
+pub fn compare(a: &Value, b: &Value, names: [&str; 2], out: &mut OutputSet) -> Result<Value> {
+    for (v, n) in [(a, names[0]), (b, names[1])] {
+        if v["command"] != "dissect" || !v["units"].is_array() || !v["categories"].is_array() {
+            return Err(Error::InvalidArgument(format!("{n}: not a dissect.json (written by `deepviz dissect` or `deepviz merge`)")));
+        }
+    }
+    // the union of both sides' categories, in A's order then B's new ones
+    let mut cats: Vec<String> = vec![];
+    for v in [a, b] {
+        for c in v["categories"].as_array().into_iter().flatten() {
+            let c = c["category"].as_str().unwrap_or("").to_string();
+            if !cats.contains(&c) {
+                cats.push(c);
+            }
+        }
+    }
+    let count = |v: &Value, c: &str, key: &str| v["categories"].as_array().into_iter().flatten().find(|x| x["category"] == c).and_then(|x| x[key].as_u64()).unwrap_or(0) as usize;
+    let mut bars = vec![];
+    let mut rows = String::from("<h2>Detectors per category</h2>\n<table>\n<tr><th>category</th><th>A: unique</th><th>A: units</th><th>B: unique</th><th>B: units</th></tr>\n");
+    let mut per_cat = vec![];
+    for c in &cats {
+        let (ua, ub) = (count(a, c, "unique_detectors"), count(b, c, "unique_detectors"));
+        bars.extend([ua, ub]);
+        rows += &format!("<tr><td>{}</td><td>{ua}</td><td>{}</td><td>{ub}</td><td>{}</td></tr>\n", report::escape(c), count(a, c, "units"), count(b, c, "units"));
+        per_cat.push(json!({"category": c, "a": {"unique_detectors": ua, "units": count(a, c, "units")}, "b": {"unique_detectors": ub, "units": count(b, c, "units")}}));
+    }
+    rows += "</table>\n";
+    // paired bars: A in the category's colour, B in a lighter shade of it
+    let mut img = histogram(&bars);
+    let (bar, gap) = (40u32, 16u32);
+    for (i, _) in bars.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        let x0 = gap + i as u32 * (bar + gap);
+        for y in 0..img.height() {
+            for x in x0..x0 + bar {
+                let p = img.get_pixel_mut(x, y);
+                if p.0 != [255, 255, 255] && p.0 != [0, 0, 0] {
+                    *p = Rgb(CATEGORY_COLOURS[(i / 2) % CATEGORY_COLOURS.len()].map(|c| c / 2 + 128));
+                }
+            }
+        }
+    }
+    // recolour A's bars by category (histogram colours by bar index)
+    for (i, _) in bars.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let x0 = gap + i as u32 * (bar + gap);
+        for y in 0..img.height() {
+            for x in x0..x0 + bar {
+                let p = img.get_pixel_mut(x, y);
+                if p.0 != [255, 255, 255] && p.0 != [0, 0, 0] {
+                    *p = Rgb(CATEGORY_COLOURS[(i / 2) % CATEGORY_COLOURS.len()]);
+                }
+            }
+        }
+    }
+    out.add("compare.png", &png_bytes(&img)?)?;
+    let ranked = |v: &Value| -> String {
+        let mut us: Vec<&Value> = v["units"].as_array().into_iter().flatten().collect();
+        us.sort_by(|x, y| y["iou"].as_f64().unwrap_or(0.0).total_cmp(&x["iou"].as_f64().unwrap_or(0.0)));
+        let mut s = String::from("<table>\n<tr><th>unit</th><th>concept</th><th>category</th><th>IoU</th></tr>\n");
+        for u in us.iter().take(50) {
+            s += &format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td></tr>\n", u["unit"], report::escape(u["label"].as_str().unwrap_or("")), report::escape(u["category"].as_str().unwrap_or("")), u["iou"].as_f64().unwrap_or(0.0));
+        }
+        s + "</table>\n"
+    };
+    let side = |v: &Value, n: &str| json!({"file": n, "layer": v["layer"], "dataset": v["dataset"], "images": v["images"], "units": v["units"].as_array().map_or(0, Vec::len), "detectors": v["detectors"], "unique_detectors": v["unique_detectors"]});
+    let summary = json!({"command": "dissect-compare", "a": side(a, names[0]), "b": side(b, names[1]), "categories": per_cat});
+    out.add("compare.json", &serde_json::to_vec_pretty(&summary).expect("JSON serialises"))?;
+    let describe = |v: &Value, n: &str| format!("<code>{}</code> (layer <code>{}</code>, {} units, {} detectors, {} unique)", report::escape(n), report::escape(v["layer"].as_str().unwrap_or("?")), v["units"].as_array().map_or(0, Vec::len), v["detectors"], v["unique_detectors"]);
+    let intro = format!("Two Network Dissections side by side: A = {}, B = {}.", describe(a, names[0]), describe(b, names[1]));
+    let legend = cats.iter().enumerate().map(|(i, c)| format!("{} {}", colour_word(i), report::escape(c))).collect::<Vec<_>>().join(", ");
+    let body = format!("{rows}<div style=\"display:flex;gap:2em\"><div><h2>A: units by IoU</h2>\n{}</div><div><h2>B: units by IoU</h2>\n{}</div></div>\n", ranked(a), ranked(b));
+    let fig = Figure { file: "compare.png".into(), caption: format!("unique detectors per category, A (dark) then B (light): {legend}") };
+    out.add("index.html", report::page_with("dissect: compare", &intro, &[fig], &body, &["compare.json"]).as_bytes())?;
+    Ok(summary)
 }
