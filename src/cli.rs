@@ -107,7 +107,7 @@ fn dataset_commands() -> Vec<Command> {
         .arg(Arg::new("layer").long("layer").required_unless_present("compare").help("layer (PyTorch module path); `deepviz layers` lists them"))
         .arg(Arg::new("thresholds").long("thresholds").value_parser(value_parser!(PathBuf)).help("dissect-thresholds.json from `deepviz merge` of the first pass's shards: run the second pass only"))
         .arg(Arg::new("quantile").long("quantile").default_value("0.005").value_parser(parse_fraction).help("the top fraction of a unit's activations its mask keeps"))
-        .mut_arg("dataset", |a| a.required_unless_present("compare"))
+        .mut_arg("dataset", |a| a.required(false).required_unless_present("compare"))
         .arg(Arg::new("compare").long("compare").num_args(2).value_names(["A", "B"]).value_parser(value_parser!(PathBuf)).conflicts_with_all(["thresholds", "shard"]).help("instead of dissecting: two dissect.json files (two models, or two layers) side by side: compare.png, compare.json, index.html"))
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(u64).range(1..=100)).help("top images shown per unit"));
     let tsne = dataset_args(Command::new("tsne").about("An exact 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html; for up to a few thousand images"))
