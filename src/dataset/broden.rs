@@ -89,8 +89,11 @@ fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
+/// A CSV file: its header, and its rows with their line numbers.
+type Csv = (Vec<String>, Vec<(usize, Vec<String>)>);
+
 /// A CSV file as (header, rows), each row as long as the header; errors name file and line.
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>)> {
+fn read_csv(path: &Path) -> Result<Csv> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let header: Vec<String> = lines.next().map(|(_, l)| split_csv(l.trim_end_matches('\r')).into_iter().map(|s| s.trim().to_string()).collect()).ok_or_else(|| Error::InvalidArgument(format!("{}: empty (a CSV with a header line expected)", path.display())))?;

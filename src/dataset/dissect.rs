@@ -338,6 +338,7 @@ fn layer_shape(model: &crate::model::Model, layer: &str) -> Result<(crate::model
 /// Run the model to `layer` over the shard's images, each loaded with `extra` (its labels), and
 /// hand each image's `[c, h, w]` maps to `each`. An unreadable image is skipped; an error of
 /// `extra` (a label image) stops the pass.
+#[allow(clippy::too_many_arguments)]
 fn run_pass<B: Backend, T: Send + 'static>(
     eng: &Engine<B>,
     ds: &Dataset,
