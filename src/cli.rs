@@ -127,6 +127,18 @@ fn dataset_commands() -> Vec<Command> {
         .arg(Arg::new("k").long("k").default_value("5").value_parser(value_parser!(u64).range(1..=1000)).help("neighbours per query"))
         .arg(Arg::new("metric").long("metric").default_value("cosine").value_parser(["cosine", "l2"]).help("feature distance: 1 - cosine similarity, or Euclidean"))
         .arg(Arg::new("queries").long("queries").num_args(1..).required(true).value_parser(value_parser!(PathBuf)).help("query image files"));
+    let dissect = dataset_args(Command::new("dissect").about("Network Dissection (Bau et al. 2017) of a layer over a dataset in the Broden layout (index.csv, images/, label.csv, category.csv): per unit its top-0.5% activation threshold (exact), then the IoU of its thresholded, upsampled maps with every concept's masks; each unit's best concept: dissect.json, dissect.csv, detectors.png, top images per unit, index.html. With --shard: the first pass's state (dissect-quantile.shard-i-of-N.json; `deepviz merge` makes dissect-thresholds.json), or with --thresholds the second pass's (dissect.shard-i-of-N.json; merge makes the result)"))
+        .arg(Arg::new("layer").long("layer").required_unless_present("compare").help("layer (PyTorch module path); `deepviz layers` lists them"))
+        .arg(Arg::new("thresholds").long("thresholds").value_parser(value_parser!(PathBuf)).help("dissect-thresholds.json from `deepviz merge` of the first pass's shards: run the second pass only"))
+        .arg(Arg::new("quantile").long("quantile").default_value("0.005").value_parser(parse_fraction).help("the top fraction of a unit's activations its mask keeps"))
+        .mut_arg("dataset", |a| a.required(false).required_unless_present("compare"))
+        .arg(Arg::new("compare").long("compare").num_args(2).value_names(["A", "B"]).value_parser(value_parser!(PathBuf)).conflicts_with_all(["thresholds", "shard"]).help("instead of dissecting: two dissect.json files (two models, or two layers) side by side: compare.png, compare.json, index.html"))
+        .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(u64).range(1..=100)).help("top images shown per unit"));
+    let tsne = dataset_args(Command::new("tsne").about("An exact 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html; for up to a few thousand images"))
+        .arg(Arg::new("layer").long("layer").help("layer (PyTorch module path) [default: the last feature layer]"))
+        .arg(Arg::new("perplexity").long("perplexity").default_value("30").value_parser(parse_finite).help("t-SNE perplexity (at most (images - 1) / 3 is used)"))
+        .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the random start"))
+        .arg(Arg::new("tile").long("tile").default_value("48").value_parser(value_parser!(u64).range(4..=512)).help("side of each image's cell in the mosaic, in pixels"));
     let merge = Command::new("merge")
         .about("Combine the partial states of every shard of one dataset job (--shard i/N) into its result, exactly as one pass would have made it")
         .arg(Arg::new("states").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("the N partial-state files (*.shard-i-of-N.json)"))
@@ -145,12 +157,22 @@ fn dataset_commands() -> Vec<Command> {
         .arg(Arg::new("count").long("count").default_value("32").value_parser(value_parser!(u64).range(1..=100_000)))
         .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)))
         .arg(Arg::new("size").long("size").default_value("64").value_parser(value_parser!(u64).range(8..=4096)).help("side of each picture in pixels"))
+        .arg(Arg::new("broden").long("broden").action(ArgAction::SetTrue).help("write the Broden layout (index.csv, images/ with label images, label.csv, category.csv) with a `color` category named from the pixels and a `shape` category from the planted regions: a dataset for `deepviz dissect` whose answer is known"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    vec![top, neighbors, merge, filters, gen]
+    vec![top, neighbors, dissect, tsne, merge, filters, gen]
 }
 
 fn parse_shard(s: &str) -> std::result::Result<crate::dataset::Shard, String> {
     s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("a fraction in (0, 1), not {s}"))
+    }
 }
 
 fn parse_finite(s: &str) -> std::result::Result<f32, String> {

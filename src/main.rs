@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
-use deepviz::dataset::{self, neighbors::Neighbors, top::TopPatches, Dataset, Partial, Shard};
+use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, tsne::Tsne, Dataset, Partial, Shard, Tally};
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, MaximizeJob, Progress, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
@@ -346,6 +346,30 @@ impl WithBackend for DatasetCmd<'_> {
                 batch_size,
             }
             .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
+            "dissect" => {
+                let job = Dissect { layer: m.get_one::<String>("layer").expect("required").clone(), quantile: *m.get_one::<f64>("quantile").expect("has a default"), top: num("top"), batch_size };
+                let shard_or_all = shard.unwrap_or(Shard::ALL);
+                match (m.get_one::<PathBuf>("thresholds"), shard) {
+                    // a first-pass shard
+                    (None, Some(_)) => job.thresholds(&eng, &ds, shard_or_all, &mut progress_bar())?,
+                    // the second pass (a shard, or all of it) with the merged thresholds
+                    (Some(f), _) => job.counts(&eng, &ds, &dataset::dissect::Thresholds::read(f)?, shard_or_all, &mut progress_bar())?,
+                    // both passes
+                    (None, None) => {
+                        let p = job.thresholds(&eng, &ds, Shard::ALL, &mut progress_bar())?;
+                        let Tally::DissectQuantile(q) = &p.tally else { unreachable!("a first pass") };
+                        job.counts(&eng, &ds, &dataset::dissect::Thresholds::of(&p, q), Shard::ALL, &mut progress_bar())?
+                    }
+                }
+            }
+            "tsne" => Tsne {
+                layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
+                perplexity: *m.get_one::<f32>("perplexity").expect("has a default") as f64,
+                seed: *m.get_one::<u64>("seed").expect("has a default"),
+                tile: num("tile") as u32,
+                batch_size,
+            }
+            .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
             _ => Neighbors {
                 layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
                 k: num("k"),
@@ -369,6 +393,21 @@ fn merge(m: &ArgMatches) -> Result<Report> {
     for f in out.commit()? {
         text += &format!("wrote {}\n", f.display());
     }
+    Ok(Report { json, text })
+}
+
+fn dissect_compare(m: &ArgMatches) -> Result<Report> {
+    let files: Vec<PathBuf> = m.get_many::<PathBuf>("compare").expect("present").cloned().collect();
+    let read = |f: &PathBuf| -> Result<Value> {
+        deepviz::job::inputs::check_regular_file(f)?;
+        serde_json::from_slice(&std::fs::read(f).map_err(|e| Error::io(f, e))?).map_err(|e| Error::InvalidArgument(format!("{}: not a dissect.json: {e}", f.display())))
+    };
+    let (a, b) = (read(&files[0])?, read(&files[1])?);
+    let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));
+    files.iter().for_each(|f| out.protect(f));
+    let names = [files[0].display().to_string(), files[1].display().to_string()];
+    let json = dataset::dissect::compare(&a, &b, [&names[0], &names[1]], &mut out)?;
+    let text = out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect();
     Ok(Report { json, text })
 }
 
@@ -398,11 +437,20 @@ fn filters(m: &ArgMatches) -> Result<Report> {
 
 fn gen_dataset(m: &ArgMatches) -> Result<Report> {
     let num = |name: &str| *m.get_one::<u64>(name).expect("has a default");
-    let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("required"));
-    let planted = dataset::synth::generate(&mut out, num("count") as usize, num("seed"), num("size") as u32)?;
+    let dir = m.get_one::<PathBuf>("out").expect("required");
+    let mut out = OutputSet::new(dir);
+    let (count, seed, size) = (num("count") as usize, num("seed"), num("size") as u32);
+    let planted = if m.get_flag("broden") {
+        let mut images = OutputSet::new(dir.join("images"));
+        let planted = dataset::synth::generate_broden(&mut out, &mut images, count, seed, size)?;
+        images.commit()?; // the pictures first: the folder is a dataset once index.csv exists
+        planted
+    } else {
+        dataset::synth::generate(&mut out, count, seed, size)?
+    };
     let json = Value::Array(planted.iter().map(|p| json!({"image": p.name, "colour": p.colour, "shape": p.shape, "box": p.bbox})).collect());
-    let n = out.commit()?.len();
-    Ok(Report { json, text: format!("wrote {n} pictures into {}\n", m.get_one::<PathBuf>("out").expect("required").display()) })
+    out.commit()?;
+    Ok(Report { json, text: format!("wrote {} pictures into {}\n", planted.len(), dir.display()) })
 }
 
 fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
@@ -414,7 +462,8 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "merge" => merge(m)?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
-        command @ ("top-patches" | "neighbors") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
+        "dissect" if m.contains_id("compare") => dissect_compare(m)?,
+        command @ ("top-patches" | "neighbors" | "dissect" | "tsne") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,
         // a gradient at the pixels, like saliency: fp32 on the GPU unless asked

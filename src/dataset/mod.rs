@@ -10,12 +10,18 @@
 //! - `neighbors.rs`: `neighbors`, exact nearest neighbours by features and by pixels.
 //! - `filters.rs`: `filters`, a convolution's weights as pictures.
 //! - `report.rs`: the static HTML report written beside each command's files.
-//! - `synth.rs`: a generated dataset with planted colours and shapes (tests, demos).
+//! - `synth.rs`: a generated dataset with planted colours and shapes (tests, demos), also in
+//!   the Broden layout.
+//! - `broden.rs`: the Broden layout (index.csv, label images, label and category tables).
+//! - `dissect.rs`: `dissect`, Network Dissection: per-unit thresholds, then IoU with concepts.
+//! - `tsne.rs`: `tsne`, an exact t-SNE of pooled features and its "cnn embed" mosaic.
 //!
 //! A dataset command runs as: [`stream`] the shard's images through the engine into a
 //! [`Partial`] (a single pass is shard `0/1`), then [`Partial::merge`] the shards, then
 //! [`finish`] renders the merged state into an [`OutputSet`].
 
+pub mod broden;
+pub mod dissect;
 pub mod filters;
 pub mod neighbors;
 pub mod report;
@@ -23,6 +29,7 @@ pub mod rf;
 mod state;
 pub mod synth;
 pub mod top;
+pub mod tsne;
 
 pub use state::{Partial, Tally};
 
@@ -65,11 +72,17 @@ fn is_image(p: &Path) -> bool {
 
 impl Dataset {
     /// A folder (searched recursively; hidden files and folders skipped, symlinked folders not
-    /// followed; sorted by relative path, byte order) or a list file (one image path a line,
-    /// relative to the list's folder; blank lines and `#` comments ignored; the list's order).
+    /// followed; sorted by relative path, byte order), a Broden folder (`index.csv` and
+    /// `images/`: the images `index.csv` lists with some annotation, in its order; see
+    /// [`broden`]) or a list file (one image path a line, relative to the list's folder; blank
+    /// lines and `#` comments ignored; the list's order).
     pub fn open(path: &Path) -> Result<Dataset> {
         let m = std::fs::metadata(path).map_err(|e| Error::InvalidArgument(format!("dataset {}: {e}", path.display())))?;
-        let (files, names) = if m.is_dir() {
+        let (files, names) = if m.is_dir() && broden::Broden::is_broden(path) {
+            let b = broden::Broden::open(path)?;
+            let names: Vec<String> = b.rows.iter().map(|r| r.image.clone()).collect();
+            (names.iter().map(|n| b.file(n)).collect(), names)
+        } else if m.is_dir() {
             let mut found = vec![];
             walk(path, path, &mut found)?;
             found.sort();
@@ -192,11 +205,11 @@ pub fn load_crop(path: &Path, pre: &Preprocess) -> Result<RgbImage> {
 /// parallel on a background thread up to [`PREFETCH_BATCHES`] ahead. An image that cannot be
 /// read is skipped and reported in its batch's `skipped`; a batch may then be empty.
 pub fn stream(ds: &Dataset, indices: Vec<usize>, pre: Preprocess, batch: usize) -> Receiver<DsBatch> {
-    let (tx, rx) = sync_channel(PREFETCH_BATCHES);
     let files = ds.files.clone();
+    let (tx, rx) = sync_channel(PREFETCH_BATCHES);
+    let items = stream_with(indices, batch, move |i| load_crop(&files[i], &pre));
     std::thread::spawn(move || {
-        for chunk in indices.chunks(batch.max(1)) {
-            let decoded: Vec<(usize, Result<RgbImage>)> = chunk.par_iter().map(|&i| (i, load_crop(&files[i], &pre))).collect();
+        for decoded in items {
             let mut b = DsBatch { indices: vec![], pictures: vec![], x: Tensor::zeros(&[0]), skipped: vec![] };
             for (i, r) in decoded {
                 match r {
@@ -210,6 +223,21 @@ pub fn stream(ds: &Dataset, indices: Vec<usize>, pre: Preprocess, batch: usize) 
             b.x = imageio::to_tensor(&b.pictures, &pre);
             if tx.send(b).is_err() {
                 return; // the consumer stopped (an error): stop decoding
+            }
+        }
+    });
+    rx
+}
+
+/// Whatever `load` makes of each index of `indices`, in batches of `batch`, made in parallel on
+/// a background thread up to [`PREFETCH_BATCHES`] ahead ([`stream`] is this with pictures).
+pub fn stream_with<T: Send + 'static>(indices: Vec<usize>, batch: usize, load: impl Fn(usize) -> T + Send + Sync + 'static) -> Receiver<Vec<(usize, T)>> {
+    let (tx, rx) = sync_channel(PREFETCH_BATCHES);
+    std::thread::spawn(move || {
+        for chunk in indices.chunks(batch.max(1)) {
+            let made: Vec<(usize, T)> = chunk.par_iter().map(|&i| (i, load(i))).collect();
+            if tx.send(made).is_err() {
+                return; // the consumer stopped (an error): stop
             }
         }
     });
@@ -268,5 +296,8 @@ pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_js
     match &p.tally {
         Tally::TopPatches(t) => top::finish(p, t, ds, out),
         Tally::Neighbors(n) => neighbors::finish(p, n, ds, out),
+        Tally::DissectQuantile(q) => dissect::finish_quantile(p, q, out),
+        Tally::Dissect(d) => dissect::finish(p, d, ds, out),
+        Tally::Tsne(t) => tsne::finish(p, t, ds, out),
     }
 }

@@ -3,7 +3,8 @@
 //! A partial state is one JSON file (`{command}.shard-{i}-of-{N}.json`): an envelope naming the
 //! command, its parameters, the model and the dataset (its folder and a fingerprint of its
 //! listing), the shard, the images it read and skipped, and the command's tally — top-k hits
-//! per unit with their activation maps, or feature vectors. JSON because the states are small
+//! per unit with their activation maps, feature vectors, or dissection's per-unit largest
+//! values (base64 f32) and integer IoU counts. JSON because the states are small
 //! (k hits per unit; one vector per image) and a person can read them; every float is written
 //! as the f64 equal to the f32 the engine computed, so it reads back bit for bit.
 //!
@@ -15,8 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dissect::{IouTally, QuantileTally};
 use super::neighbors::NeighborTally;
 use super::top::TopTally;
+use super::tsne::TsneTally;
 use super::{Dataset, Shard, Skipped};
 use crate::error::{Error, Result};
 
@@ -30,6 +33,11 @@ pub const VERSION: u32 = 1;
 pub enum Tally {
     TopPatches(TopTally),
     Neighbors(NeighborTally),
+    /// dissect's first pass: per unit the largest activations
+    DissectQuantile(QuantileTally),
+    /// dissect's second pass: IoU counts
+    Dissect(IouTally),
+    Tsne(TsneTally),
 }
 
 impl Tally {
@@ -37,6 +45,9 @@ impl Tally {
         match self {
             Tally::TopPatches(_) => "top-patches",
             Tally::Neighbors(_) => "neighbors",
+            Tally::DissectQuantile(_) => "dissect-quantile",
+            Tally::Dissect(_) => "dissect",
+            Tally::Tsne(_) => "tsne",
         }
     }
 }
@@ -149,6 +160,9 @@ impl Partial {
             acc.tally = match (acc.tally, s.tally) {
                 (Tally::TopPatches(a), Tally::TopPatches(b)) => Tally::TopPatches(a.merge(b)?),
                 (Tally::Neighbors(a), Tally::Neighbors(b)) => Tally::Neighbors(a.merge(b)),
+                (Tally::DissectQuantile(a), Tally::DissectQuantile(b)) => Tally::DissectQuantile(a.merge(b)?),
+                (Tally::Dissect(a), Tally::Dissect(b)) => Tally::Dissect(a.merge(b)?),
+                (Tally::Tsne(a), Tally::Tsne(b)) => Tally::Tsne(a.merge(b)?),
                 _ => unreachable!("commands compared above"),
             };
         }

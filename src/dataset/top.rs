@@ -79,7 +79,7 @@ fn slot(list: &[Hit], k: usize, value: f64, image: usize) -> Option<usize> {
 
 impl TopTally {
     /// Add one image's map of the unit at position `u` of `units`.
-    fn offer(&mut self, u: usize, image: usize, map: &[f32]) -> Result<()> {
+    pub(crate) fn offer(&mut self, u: usize, image: usize, map: &[f32]) -> Result<()> {
         let mut best = 0;
         for (i, &v) in map.iter().enumerate() {
             if v.is_nan() {

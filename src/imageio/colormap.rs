@@ -131,6 +131,33 @@ pub fn upsample_bilinear(map: &[f32], h: usize, w: usize, out_h: usize, out_w: u
     out
 }
 
+/// The pixels (row-major indices of `out_h × out_w`) where [`upsample_bilinear`] of the map
+/// exceeds `t`, bit for bit the same test, but computing only pixels one of whose four taps
+/// exceeds `t`: the weights are convex, so the others cannot. What dissection's masks need: a
+/// unit's mask is mostly empty, and this skips the rest.
+pub fn upsample_bilinear_above(map: &[f32], h: usize, w: usize, out_h: usize, out_w: usize, t: f32) -> Vec<usize> {
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 || map.len() < h * w {
+        return upsample_bilinear(map, h, w, out_h, out_w).iter().enumerate().filter(|(_, &v)| v > t).map(|(i, _)| i).collect();
+    }
+    let hot: Vec<bool> = map[..h * w].iter().map(|&v| v > t).collect();
+    let row_hot: Vec<bool> = hot.chunks(w).map(|r| r.iter().any(|&b| b)).collect();
+    let (ys, xs) = (taps(h, out_h), taps(w, out_w));
+    let mut on = vec![];
+    for (oy, &(y0, y1, wy0, wy1)) in ys.iter().enumerate() {
+        if !(row_hot[y0] || row_hot[y1]) {
+            continue;
+        }
+        let (r0, r1) = (&map[y0 * w..(y0 + 1) * w], &map[y1 * w..(y1 + 1) * w]);
+        let (h0, h1) = (&hot[y0 * w..(y0 + 1) * w], &hot[y1 * w..(y1 + 1) * w]);
+        for (ox, &(x0, x1, wx0, wx1)) in xs.iter().enumerate() {
+            if (h0[x0] || h0[x1] || h1[x0] || h1[x1]) && wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]) > t {
+                on.push(oy * out_w + ox);
+            }
+        }
+    }
+    on
+}
+
 /// For each output index along one axis: (i0, i1, weight of i0, weight of i1), as PyTorch's
 /// `area_pixel_compute_source_index` and `upsample_bilinear2d` compute them.
 fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {

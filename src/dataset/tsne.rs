@@ -1,0 +1,306 @@
+//! `tsne`: a 2-D t-SNE (van der Maaten & Hinton, JMLR 2008) of a layer's feature vectors over a
+//! dataset (global-average-pooled when the layer is spatial), drawn as the "cnn embed" mosaic
+//! of Karpathy's CNN-codes pages: each image in the cell of a grid nearest to its embedded
+//! position. Exact gradients (O(n²) a step) on the host: meant for up to a few thousand images.
+//!
+//! As van der Maaten's reference (`bhtsne`'s exact path and `tsne.py`): the features are
+//! centred and scaled by their largest magnitude; per point, a binary search (50 steps at most,
+//! tolerance 1e-5) for the precision giving the perplexity (entropy `log(perplexity)`, natural
+//! log) over squared Euclidean distances; `P` symmetrised (`(P + Pᵀ) / 2n`, at least 1e-12);
+//! early exaggeration 12 for the first 250 iterations; momentum 0.5 then 0.8; learning rate 200
+//! (below 9600 points `max(n / 48, 50)`, as scikit-learn's "auto": 200 overshoots small sets);
+//! gains (+0.2 where the gradient's sign flips, ×0.8 where it stays, at least 0.01); the
+//! embedding recentred after each step. The start is `N(0, 1e-4)` from the seed (SplitMix64 and
+//! Box–Muller), and every sum runs in a fixed order, so a seed gives the same picture on every
+//! run, thread count and sharding.
+//!
+//! Sharding: each shard's state holds its images' feature vectors; `merge` concatenates them
+//! in image order and then runs t-SNE once, so it equals the single pass.
+
+use image::{imageops, Rgb, RgbImage};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::dissect::Values;
+use super::report::{self, Figure};
+use super::{pass, Dataset, Partial, Shard, Tally};
+use crate::backend::Backend;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::imageio::Preprocess;
+use crate::job::{png_bytes, Progress};
+use crate::output::OutputSet;
+
+/// Iterations of gradient descent, and when exaggeration and the low momentum stop (bhtsne).
+pub const ITERATIONS: usize = 1000;
+const STOP_LYING: usize = 250;
+const EXAGGERATION: f64 = 12.0;
+/// The learning rate's most (bhtsne's fixed rate); smaller sets get `max(n / 48, 50)`, as
+/// scikit-learn's and openTSNE's "auto" (Belkina et al. 2019): 200 makes small sets overshoot.
+const LEARNING_RATE: f64 = 200.0;
+
+/// The job.
+#[derive(Clone, Debug)]
+pub struct Tsne {
+    pub layer: String,
+    pub perplexity: f64,
+    pub seed: u64,
+    /// side of each image's cell in the mosaic
+    pub tile: u32,
+    pub batch_size: usize,
+}
+
+/// The state: each image's feature vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TsneTally {
+    pub layer: String,
+    pub perplexity: f64,
+    pub seed: u64,
+    pub tile: u32,
+    pub input_hw: [usize; 2],
+    /// (image, its pooled features), by image index
+    pub features: Vec<(usize, Values)>,
+}
+
+impl TsneTally {
+    pub fn merge(mut self, other: TsneTally) -> Result<TsneTally> {
+        if (&self.layer, self.perplexity, self.seed, self.tile) != (&other.layer, other.perplexity, other.seed, other.tile) {
+            return Err(Error::InvalidArgument("tsne states of different layers or parameters".into()));
+        }
+        self.features.extend(other.features);
+        self.features.sort_by_key(|f| f.0);
+        Ok(self)
+    }
+}
+
+impl Tsne {
+    /// One pass over the shard's images: the shard's features.
+    pub fn run<B: Backend>(&self, eng: &Engine<B>, ds: &Dataset, shard: Shard, progress: &mut dyn FnMut(Progress)) -> Result<Partial> {
+        if !(self.perplexity >= 1.0 && self.perplexity.is_finite()) {
+            return Err(Error::InvalidArgument(format!("--perplexity {}: at least 1", self.perplexity)));
+        }
+        let model = eng.model();
+        let layer = model.resolve(&self.layer)?;
+        let name = model.name(layer).to_string();
+        let mut features = vec![];
+        let mut images = vec![];
+        let skipped = pass(eng, ds, shard, layer, self.batch_size, progress, "tsne", |b, a| {
+            let (c, hw) = (a.shape[1], a.shape[2] * a.shape[3]);
+            for (j, &image) in b.indices.iter().enumerate() {
+                let item = a.item(j);
+                let f: Vec<f32> = (0..c).map(|ch| (item[ch * hw..(ch + 1) * hw].iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect();
+                if f.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::InvalidArgument(format!("layer `{name}`: a non-finite feature on image {image}")));
+                }
+                features.push((image, Values(f)));
+                images.push(image);
+            }
+            Ok(())
+        })?;
+        let params = json!({"layer": name, "perplexity": self.perplexity, "seed": self.seed, "tile": self.tile, "input_hw": model.preprocess.size});
+        let t = TsneTally { layer: name, perplexity: self.perplexity, seed: self.seed, tile: self.tile, input_hw: model.preprocess.size, features };
+        let mut p = Partial::new(model, ds, shard, params, Tally::Tsne(t));
+        p.images = images;
+        p.skipped = skipped;
+        Ok(p)
+    }
+}
+
+/// Squared Euclidean distances between rows of `x` (`n × d`), row-major `n × n`.
+fn sq_distances(x: &[Vec<f64>]) -> Vec<f64> {
+    let n = x.len();
+    let mut d = vec![0.0; n * n];
+    d.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, r) in row.iter_mut().enumerate() {
+            *r = x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+        }
+    });
+    d
+}
+
+/// The joint probabilities `P` (row-major `n × n`) of the points `x` at `perplexity`.
+pub fn joint_probabilities(x: &[Vec<f64>], perplexity: f64) -> Vec<f64> {
+    let n = x.len();
+    let d = sq_distances(x);
+    let log_u = perplexity.ln();
+    let mut p = vec![0.0; n * n];
+    p.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        let di = &d[i * n..(i + 1) * n];
+        let (mut beta, mut lo, mut hi) = (1.0f64, f64::NEG_INFINITY, f64::INFINITY);
+        for _ in 0..50 {
+            let mut sum = 0.0;
+            let mut dp = 0.0;
+            for j in 0..n {
+                row[j] = if j == i { 0.0 } else { (-beta * di[j]).exp() };
+                sum += row[j];
+                dp += di[j] * row[j];
+            }
+            let sum = sum.max(f64::MIN_POSITIVE);
+            let h = sum.ln() + beta * dp / sum;
+            row.iter_mut().for_each(|v| *v /= sum);
+            let diff = h - log_u;
+            if diff.abs() < 1e-5 {
+                break;
+            }
+            if diff > 0.0 {
+                lo = beta;
+                beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
+            } else {
+                hi = beta;
+                beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
+            }
+        }
+    });
+    let mut sym = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            sym[i * n + j] = ((p[i * n + j] + p[j * n + i]) / (2.0 * n as f64)).max(1e-12);
+        }
+    }
+    sym
+}
+
+/// Normal numbers from a seed: SplitMix64 and Box–Muller.
+fn normals(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u, v) = (next().max(1e-300), next());
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        })
+        .collect()
+}
+
+/// The 2-D embedding (`n` rows of `[x, y]`) of the points `x`, exact t-SNE.
+pub fn embed(x: &[Vec<f64>], perplexity: f64, seed: u64, iterations: usize) -> Result<Vec<[f64; 2]>> {
+    let n = x.len();
+    if n < 2 {
+        return Err(Error::InvalidArgument(format!("t-SNE needs at least 2 images, not {n}")));
+    }
+    // perplexity at most (n - 1) / 3, as the reference requires
+    let perplexity = perplexity.min((n - 1) as f64 / 3.0).max(1.0);
+    // centre, and scale by the largest magnitude (bhtsne)
+    let dim = x[0].len();
+    let mean: Vec<f64> = (0..dim).map(|k| x.iter().map(|r| r[k]).sum::<f64>() / n as f64).collect();
+    let mut xs: Vec<Vec<f64>> = x.iter().map(|r| r.iter().zip(&mean).map(|(a, m)| a - m).collect()).collect();
+    let max = xs.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    if max > 0.0 {
+        xs.iter_mut().flatten().for_each(|v| *v /= max);
+    }
+    let p = joint_probabilities(&xs, perplexity);
+    let rate = (n as f64 / EXAGGERATION / 4.0).clamp(50.0, LEARNING_RATE);
+    let mut y: Vec<[f64; 2]> = normals(seed, 2 * n).chunks(2).map(|c| [1e-2 * c[0], 1e-2 * c[1]]).collect();
+    let mut update = vec![[0.0f64; 2]; n];
+    let mut gains = vec![[1.0f64; 2]; n];
+    let mut grad = vec![[0.0f64; 2]; n];
+    for it in 0..iterations {
+        let exaggeration = if it < STOP_LYING { EXAGGERATION } else { 1.0 };
+        let momentum = if it < STOP_LYING { 0.5 } else { 0.8 };
+        // Z = sum over i != j of 1 / (1 + |y_i - y_j|^2), rows summed in order
+        let rows: Vec<f64> = (0..n).into_par_iter().map(|i| (0..n).filter(|&j| j != i).map(|j| 1.0 / (1.0 + dist2(y[i], y[j]))).sum()).collect();
+        let z: f64 = rows.iter().sum();
+        grad.par_iter_mut().enumerate().for_each(|(i, g)| {
+            let mut acc = [0.0; 2];
+            for j in 0..n {
+                if j == i {
+                    continue;
+                }
+                let num = 1.0 / (1.0 + dist2(y[i], y[j]));
+                let m = (exaggeration * p[i * n + j] - num / z) * num;
+                acc[0] += m * (y[i][0] - y[j][0]);
+                acc[1] += m * (y[i][1] - y[j][1]);
+            }
+            *g = [4.0 * acc[0], 4.0 * acc[1]];
+        });
+        for i in 0..n {
+            for k in 0..2 {
+                let same = (grad[i][k] > 0.0) == (update[i][k] > 0.0);
+                gains[i][k] = if same { gains[i][k] * 0.8 } else { gains[i][k] + 0.2 }.max(0.01);
+                update[i][k] = momentum * update[i][k] - rate * gains[i][k] * grad[i][k];
+                y[i][k] += update[i][k];
+            }
+        }
+        let c = [y.iter().map(|v| v[0]).sum::<f64>() / n as f64, y.iter().map(|v| v[1]).sum::<f64>() / n as f64];
+        y.iter_mut().for_each(|v| *v = [v[0] - c[0], v[1] - c[1]]);
+    }
+    Ok(y)
+}
+
+fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
+}
+
+/// Grid cells (column, row) on a `g × g` grid for the points `y`: each point, in order, takes
+/// the free cell nearest its position scaled to the grid (ties: the lower cell index).
+pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
+    let lo = [y.iter().map(|v| v[0]).fold(f64::INFINITY, f64::min), y.iter().map(|v| v[1]).fold(f64::INFINITY, f64::min)];
+    let hi = [y.iter().map(|v| v[0]).fold(f64::NEG_INFINITY, f64::max), y.iter().map(|v| v[1]).fold(f64::NEG_INFINITY, f64::max)];
+    let scale = |v: f64, k: usize| if hi[k] > lo[k] { (v - lo[k]) / (hi[k] - lo[k]) * (g - 1) as f64 } else { 0.0 };
+    let mut free = vec![true; g * g];
+    y.iter()
+        .map(|v| {
+            let (px, py) = (scale(v[0], 0), scale(v[1], 1));
+            let best = (0..g * g).filter(|&c| free[c]).min_by(|&a, &b| {
+                let d = |c: usize| ((c % g) as f64 - px).powi(2) + ((c / g) as f64 - py).powi(2);
+                d(a).total_cmp(&d(b)).then(a.cmp(&b))
+            });
+            let c = best.expect("the grid has a cell per point");
+            free[c] = false;
+            (c % g, c / g)
+        })
+        .collect()
+}
+
+/// Render the merged state: the embedding (`tsne.csv`: name,x,y), the mosaic (`tsne.png`),
+/// `tsne.json`, `index.html`.
+pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> Result<Value> {
+    let x: Vec<Vec<f64>> = t.features.iter().map(|(_, f)| f.0.iter().map(|&v| v as f64).collect()).collect();
+    let y = embed(&x, t.perplexity, t.seed, ITERATIONS)?;
+    let mut csv = String::from("name,x,y\n");
+    for ((i, _), v) in t.features.iter().zip(&y) {
+        let name = &ds.names[*i];
+        let name = if name.contains([',', '"', '\n']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.clone() };
+        csv += &format!("{name},{},{}\n", v[0], v[1]);
+    }
+    out.add("tsne.csv", csv.as_bytes())?;
+    // the mosaic: a grid with about twice as many cells as images, so that the layout shows
+    let g = ((2.0 * y.len() as f64).sqrt().ceil() as usize).max(2);
+    let cells = snap_to_grid(&y, g);
+    let pre = Preprocess { size: t.input_hw, ..Preprocess::imagenet(t.input_hw) };
+    let pictures: Vec<RgbImage> = t.features.par_iter().map(|(i, _)| super::load_crop(&ds.files[*i], &pre).map(|img| imageops::resize(&img, t.tile, t.tile, imageops::FilterType::Triangle))).collect::<Result<_>>()?;
+    let mut mosaic = RgbImage::from_pixel(g as u32 * t.tile, g as u32 * t.tile, Rgb([255, 255, 255]));
+    for (pic, &(cx, cy)) in pictures.iter().zip(&cells) {
+        imageops::overlay(&mut mosaic, pic, (cx as u32 * t.tile) as i64, (cy as u32 * t.tile) as i64);
+    }
+    out.add("tsne.png", &png_bytes(&mosaic)?)?;
+    let perplexity = t.perplexity.min((y.len() - 1) as f64 / 3.0).max(1.0);
+    let summary = json!({
+        "command": "tsne",
+        "layer": t.layer,
+        "dataset": p.dataset,
+        "images": p.images.len(),
+        "skipped": p.skipped.iter().map(|s| json!({"image": ds.names.get(s.image), "error": s.error})).collect::<Vec<_>>(),
+        "shards": p.shards.len(),
+        "perplexity": perplexity,
+        "seed": t.seed,
+        "iterations": ITERATIONS,
+        "grid": g,
+        "points": t.features.iter().zip(&y).zip(&cells).map(|(((i, _), v), c)| json!({"image": ds.names[*i], "x": v[0], "y": v[1], "cell": [c.0, c.1]})).collect::<Vec<_>>(),
+    });
+    out.add("tsne.json", &serde_json::to_vec_pretty(&summary).expect("JSON serialises"))?;
+    let intro = format!(
+        "t-SNE (exact, perplexity {perplexity}, seed {}, {ITERATIONS} iterations) of layer <code>{}</code>'s global-average-pooled features over {} images of {} ({} skipped): each image in the free cell of a {g}x{g} grid nearest its embedded position.",
+        t.seed, report::escape(&t.layer), p.images.len(), report::escape(&p.dataset), p.skipped.len()
+    );
+    let fig = Figure { file: "tsne.png".into(), caption: format!("the cnn-embed mosaic of {}", t.layer) };
+    out.add("index.html", report::page("tsne", &intro, &[fig], &["tsne.csv", "tsne.json"]).as_bytes())?;
+    Ok(summary)
+}
