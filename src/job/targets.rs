@@ -64,7 +64,8 @@ pub fn parse_target(s: &str) -> Result<TargetName> {
 }
 
 impl TargetName {
-    fn resolve(&self, model: &Model) -> Result<Target> {
+    /// The target on `model`, its layer resolved (an unknown layer is an error listing close matches).
+    pub fn resolve(&self, model: &Model) -> Result<Target> {
         Ok(match self {
             TargetName::Class(c) => Target::Class(*c),
             TargetName::Unit { layer, channel } => Target::Channel { layer: model.resolve(layer)?, channel: *channel },
