@@ -65,7 +65,7 @@ def test_from_torch_matches_autograd_and_hooks(resnet, x):
 def test_torch_tensors_come_back_as_torch_on_their_device(resnet, x):
     for dev in DEVICES:
         model = deepviz.Model.from_torch(resnet, arch="resnet18", device="cuda" if dev == "cuda" else "cpu")
-        xd = x.to(dev).requires_grad_(True)
+        xd = x.clone().to(dev).requires_grad_(True)  # a tensor that needs grad is detached, not refused
         cam = deepviz.GradCAM(model, target_layers=["layer3"])(input_tensor=xd, targets=[1, 2])
         assert isinstance(cam, torch.Tensor) and cam.device.type == dev and cam.shape == (2, 64, 80)
         dream = deepviz.DeepDream(model, "layer2", octaves=1, steps=1)(x.to(dev))
