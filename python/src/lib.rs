@@ -61,6 +61,13 @@ impl<T> OrPy<T> for deepviz::Result<T> {
     }
 }
 
+/// A row of `Model.layers()`: module path, the node it yields, its op, its output shape.
+type LayerRow = (String, String, String, Vec<usize>);
+/// What `Engine.attribute` returns: maps, targets, per-item figures by name.
+type Attributed = (Array, Vec<Py<PyAny>>, Vec<(String, Array)>);
+/// A class of `Engine.classify`: class, name, logit, probability.
+type Class = (usize, String, f32, f32);
+
 /// A loaded, validated model (`.safetensors` with an architecture of the zoo, or ONNX).
 #[pyclass(name = "Model", module = "deepviz._native", frozen)]
 pub struct PyModel {
@@ -129,7 +136,7 @@ impl PyModel {
 
     /// Every layer name (PyTorch module path) as `deepviz layers` lists it: (path, node it yields,
     /// op, output shape for one image).
-    fn layers(&self) -> PyResult<Vec<(String, String, String, Vec<usize>)>> {
+    fn layers(&self) -> PyResult<Vec<LayerRow>> {
         Ok(self.inner.layer_table().py_err()?.into_iter().map(|r| (r.path, r.node, r.op.to_string(), r.shape)).collect())
     }
 
@@ -291,7 +298,7 @@ impl PyEngine {
         seed: Option<u64>,
         masks: Option<usize>,
         resize: bool,
-    ) -> PyResult<(Array, Vec<Py<PyAny>>, Vec<(String, Array)>)> {
+    ) -> PyResult<Attributed> {
         let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
         let model = on_engine!(&self.eng, e => e.model_arc().clone());
         let targets = parse_targets(&model, targets, x.shape[0])?;
@@ -334,7 +341,7 @@ impl PyEngine {
 
     /// The top `k` classes of each item of `x`: lists of (class, name, logit, probability).
     #[pyo3(signature = (x, k=5))]
-    fn classify(&self, py: Python<'_>, x: &Bound<'_, PyAny>, k: usize) -> PyResult<Vec<Vec<(usize, String, f32, f32)>>> {
+    fn classify(&self, py: Python<'_>, x: &Bound<'_, PyAny>, k: usize) -> PyResult<Vec<Vec<Class>>> {
         let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
         let p = py.detach(|| on_engine!(&self.eng, e => viz::classify(e, &x, k.max(1)))).py_err()?;
         Ok(p.into_iter().map(|v| v.into_iter().map(|q| (q.class, q.name, q.logit, q.prob)).collect()).collect())
