@@ -234,14 +234,13 @@ class Model:
         if precision is None and (self.device == "auto" or self.device.startswith("cuda")):
             info = _METHODS.get(method)
             precision = info["gpu_precision"] if info else "tf32"
-        key = precision
-        if key not in self._engines:
+        if precision not in self._engines:
             eng = _native.Engine(self._model, self.device, precision)
-            if eng.note:
+            if eng.note and not any(e.note for e in self._engines.values()):
+                # `auto` fell back to the CPU: said once per model, as the CLI says it once per run
                 warnings.warn(f"deepviz: {eng.note}", RuntimeWarning, stacklevel=3)
-            # `auto` that fell back to the CPU: one engine for every precision
-            self._engines[key] = eng
-        return self._engines[key]
+            self._engines[precision] = eng
+        return self._engines[precision]
 
     def classify(self, x, k=5):
         """The top ``k`` classes of each input: lists of dicts (class, name, logit, prob)."""
