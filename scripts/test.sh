@@ -14,3 +14,5 @@ echo "== cargo test (all targets) =="
 cargo test --locked --all-targets 2>&1
 echo "== doc tests =="
 cargo test --locked --doc 2>&1
+echo "== python package =="
+bash scripts/test_python.sh 2>&1

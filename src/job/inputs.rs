@@ -121,37 +121,17 @@ fn stem_of(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into())
 }
 
-/// The items of an `.npy` tensor `[n, 3, h, w]` or `[3, h, w]`: finite, at most
-/// [`imageio::MAX_INPUT_SIDE`] a side.
+/// The items of an `.npy` tensor `[n, 3, h, w]` or `[3, h, w]`: checked by [`check_input`], at
+/// most [`MAX_NPY_ITEMS`] of them.
 fn npy_items(path: &Path, t: Tensor, pre: &Preprocess) -> Result<Vec<Item>> {
     let stem = stem_of(path);
-    let t = match t.rank() {
-        3 => {
-            let s = t.shape.clone();
-            t.reshape(&[1, s[0], s[1], s[2]])?
-        }
-        4 => t,
-        _ => return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
-    };
+    let t = check_input(&path.display().to_string(), t)?;
     let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
-    if c != 3 || h == 0 || w == 0 || n == 0 {
-        return Err(Error::shape(format!("{}", path.display()), "a float32 [n, 3, h, w] tensor", &t.shape));
-    }
-    if h.max(w) > imageio::MAX_INPUT_SIDE {
-        return Err(Error::InvalidArgument(format!(
-            "{}: a {h}x{w} input; at most {} pixels a side are allowed (imageio::MAX_INPUT_SIDE)",
-            path.display(),
-            imageio::MAX_INPUT_SIDE
-        )));
-    }
     if n > MAX_NPY_ITEMS {
         return Err(Error::InvalidArgument(format!(
             "{}: {n} images in one .npy; at most {MAX_NPY_ITEMS} are allowed (job::inputs::MAX_NPY_ITEMS): split the file",
             path.display()
         )));
-    }
-    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::InvalidArgument(format!("{}: value {} at index {i} is not a finite number", path.display(), t.data[i])));
     }
     (0..n)
         .map(|i| {
@@ -161,6 +141,34 @@ fn npy_items(path: &Path, t: Tensor, pre: &Preprocess) -> Result<Vec<Item>> {
             Ok(Item { source: path.to_path_buf(), stem, picture, x })
         })
         .collect()
+}
+
+/// A preprocessed input tensor `what` as every job takes it: `[n, 3, h, w]` (or `[3, h, w]`,
+/// made `[1, 3, h, w]`), n, h, w > 0, at most [`imageio::MAX_INPUT_SIDE`] a side, every value
+/// finite. The `.npy` inputs of the CLI and the arrays of the Python package go through it.
+pub fn check_input(what: &str, t: Tensor) -> Result<Tensor> {
+    let t = match t.rank() {
+        3 => {
+            let s = t.shape.clone();
+            t.reshape(&[1, s[0], s[1], s[2]])?
+        }
+        4 => t,
+        _ => return Err(Error::shape(what, "a float32 [n, 3, h, w] or [3, h, w] tensor", &t.shape)),
+    };
+    let [n, c, h, w] = t.shape[..] else { unreachable!("rank 4") };
+    if c != 3 || h == 0 || w == 0 || n == 0 {
+        return Err(Error::shape(what, "a float32 [n, 3, h, w] tensor", &t.shape));
+    }
+    if h.max(w) > imageio::MAX_INPUT_SIDE {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: a {h}x{w} input; at most {} pixels a side are allowed (imageio::MAX_INPUT_SIDE)",
+            imageio::MAX_INPUT_SIDE
+        )));
+    }
+    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument(format!("{what}: value {} at index {i} is not a finite number", t.data[i])));
+    }
+    Ok(t)
 }
 
 /// The item of a decoded image: the centre crop at the model's size and its tensor.

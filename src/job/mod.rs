@@ -236,22 +236,14 @@ impl Default for DreamJob {
 impl DreamJob {
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Value>> {
         let model = eng.model();
-        let layer = model.resolve(self.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
-        if layer == model.input() {
-            return Err(Error::InvalidArgument("dream needs a layer inside the network, not its input".into()));
-        }
-        let dream = DeepDream { objective: Objective::layer(layer), ..self.dream.clone() };
+        // an unknown layer is an error before any input is read
+        let layer = self.dream_layer(eng)?;
         let pre = model.preprocess;
         let mut records = vec![];
         for batch in inputs.batches(&pre, self.batch_size) {
             let batch = batch?;
             let [_, _, h, w] = batch.x.shape[..] else { unreachable!("batches are [n, 3, h, w]") };
-            progress(Progress::Start { total: dream.total_steps(h, w), what: format!("dream {}", model.name(layer)) });
-            let y = dream.run(eng, &batch.x, &pre, &mut || progress(Progress::Advance(1)))?;
-            progress(Progress::Finish);
-            if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::InvalidArgument(format!("the dream diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
-            }
+            let y = self.dream_tensor(eng, &batch.x, progress)?;
             for (j, it) in batch.items.iter().enumerate() {
                 let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
                 let mut files = vec![out.add(&format!("{}_dream.png", it.stem), &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre))?)?];
@@ -266,6 +258,32 @@ impl DreamJob {
             }
         }
         Ok(records)
+    }
+
+    /// The layer dreamed at: the `layer` field resolved, or the architecture's default.
+    pub fn dream_layer<B: Backend>(&self, eng: &Engine<B>) -> Result<crate::model::Layer> {
+        let model = eng.model();
+        let layer = model.resolve(self.layer.as_deref().unwrap_or(&model.graph.heads.dream_layer))?;
+        if layer == model.input() {
+            return Err(Error::InvalidArgument("dream needs a layer inside the network, not its input".into()));
+        }
+        Ok(layer)
+    }
+
+    /// The dream of one preprocessed batch `x` `[n, 3, h, w]` (the CLI's files and the Python
+    /// package's arrays): the dreamed batch, normalised, or an error if it diverged.
+    pub fn dream_tensor<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, progress: &mut dyn FnMut(Progress)) -> Result<Tensor> {
+        let model = eng.model();
+        let layer = self.dream_layer(eng)?;
+        let dream = DeepDream { objective: Objective::layer(layer), ..self.dream.clone() };
+        let [_, _, h, w] = x.shape[..] else { return Err(Error::shape("DeepDream input", "[n, 3, h, w]", &x.shape)) };
+        progress(Progress::Start { total: dream.total_steps(h, w), what: format!("dream {}", model.name(layer)) });
+        let y = dream.run(eng, x, &model.preprocess, &mut || progress(Progress::Advance(1)))?;
+        progress(Progress::Finish);
+        if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("the dream diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+        }
+        Ok(y)
     }
 }
 

@@ -64,7 +64,7 @@ pub fn parse_target(s: &str) -> Result<TargetName> {
 }
 
 impl TargetName {
-    /// The target in `model` (its layer resolved from the module path).
+    /// The target on `model`, its layer resolved (an unknown layer is an error listing close matches).
     pub fn resolve(&self, model: &Model) -> Result<Target> {
         Ok(match self {
             TargetName::Class(c) => Target::Class(*c),

@@ -1,0 +1,156 @@
+"""Every method of the Python package equals what the `deepviz` command computes on the same
+input (its `--raw` arrays), on the CPU engine with the default model."""
+
+import json
+
+import numpy as np
+import pytest
+
+import deepviz
+
+from conftest import ROOT
+
+
+def close(a, b, what, rtol=1e-5):
+    """a == b up to float noise relative to b's scale; on failure, the worst element."""
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs {b.shape}"
+    scale = float(np.abs(b).max()) or 1.0
+    err = np.abs(a.astype(np.float64) - b)
+    i = np.unravel_index(int(err.argmax()), err.shape)
+    assert err[i] <= rtol * scale, f"{what}: worst at {i}: {a[i]} vs {b[i]} (scale {scale})"
+
+
+def cli_maps(cli, tmp_path, method, image, stems, *args):
+    out = tmp_path / method
+    cli(method, "--image", image, "--out", out, "--raw", "--device", "cpu", *args)
+    return np.stack([np.load(out / f"{s}_{method}.npy") for s in stems])
+
+
+def test_saliency_and_gradcam_match_the_cli_on_a_sample(cli, model, chelsea, tmp_path):
+    png = ROOT / "samples" / "chelsea.png"
+    sal = deepviz.Saliency(model).attribute(chelsea, target=285)
+    assert sal.shape == (1, 224, 224) and sal.dtype == np.float32
+    close(sal, cli_maps(cli, tmp_path, "saliency", png, ["chelsea"], "--class", 285), "saliency")
+    cam = deepviz.GradCAM(model, target_layers=["_blocks.8"]).attribute(chelsea, target=285)
+    close(cam, cli_maps(cli, tmp_path, "gradcam", png, ["chelsea"], "--class", 285, "--layer", "_blocks.8"), "gradcam")
+    assert cam.shape == (1, 14, 14)  # _blocks.8 at 224: 14x14
+
+
+# (method, python call, CLI options): every method of the registry, on the small batch
+CASES = {
+    "saliency": (lambda m, x: deepviz.Saliency(m).attribute(x), []),
+    "gradxinput": (lambda m, x: deepviz.InputXGradient(m).attribute(x, target=[281, 281]), ["--class", 281]),
+    "guided": (lambda m, x: deepviz.GuidedBackprop(m).attribute(x), []),
+    "deconvnet": (lambda m, x: deepviz.Deconvolution(m).attribute(x), []),
+    "smoothgrad": (
+        lambda m, x: deepviz.NoiseTunnel(deepviz.Saliency(m)).attribute(x, nt_samples=3, stdevs=0.1, seed=4),
+        ["--samples", 3, "--noise", 0.1, "--seed", 4],
+    ),
+    "ig": (lambda m, x: deepviz.IntegratedGradients(m).attribute(x, baselines="black", n_steps=4), ["--samples", 4, "--baseline", "black"]),
+    "cam": (lambda m, x: deepviz.CAM(m).attribute(x), []),
+    "gradcam": (lambda m, x: deepviz.GradCAM(m).attribute(x), []),
+    "guided-gradcam": (lambda m, x: deepviz.GuidedGradCam(m, "_blocks.6").attribute(x), ["--layer", "_blocks.6"]),
+    "gradcampp": (lambda m, x: deepviz.GradCAMPlusPlus(m, target_layers=["_blocks.4"]).attribute(x), ["--layer", "_blocks.4"]),
+    "xgradcam": (lambda m, x: deepviz.XGradCAM(m).attribute(x), []),
+    "layercam": (lambda m, x: deepviz.LayerCAM(m, ["_blocks.3"]).attribute(x), ["--layer", "_blocks.3"]),
+    "eigencam": (lambda m, x: deepviz.EigenCAM(m).attribute(x), []),
+    "scorecam": (lambda m, x: deepviz.ScoreCAM(m, ["_blocks.1"], batch_size=8).attribute(x), ["--layer", "_blocks.1", "--masks", 8]),
+    "ablationcam": (lambda m, x: deepviz.AblationCAM(m, ["_blocks.1"]).attribute(x), ["--layer", "_blocks.1"]),
+}
+
+
+def test_every_method_of_the_registry_is_covered():
+    assert sorted(CASES) == sorted(m["name"] for m in deepviz.methods())
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_method_matches_the_cli(method, cli, model, small, tmp_path):
+    x, path = small
+    call, args = CASES[method]
+    ours = call(model, x)
+    assert ours.dtype == np.float32 and ours.ndim == 3 and ours.shape[0] == 2
+    assert np.isfinite(ours).all() and np.abs(ours).max() > 0, f"{method}: an all-zero map proves nothing"
+    close(ours, cli_maps(cli, tmp_path, method, path, ["small_0", "small_1"], *args), method)
+
+
+def test_the_generic_call_and_the_registry(model, small):
+    x, _ = small
+    info = {m["name"]: m for m in deepviz.methods()}
+    assert info["gradcam"]["layer"] and not info["saliency"]["layer"]
+    assert "Selvaraju" in info["gradcam"]["paper"] and "Selvaraju" in deepviz.GradCAM.__doc__
+    a = deepviz.attribute(model, "gradcam", x, target=281, layer="_blocks.8")
+    b = deepviz.GradCAM(model, target_layers="_blocks.8").attribute(x, target=[281, 281])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pytorch_grad_cam_call_is_the_normalised_upsampled_map(model, small):
+    x, _ = small
+    method = deepviz.GradCAM(model, target_layers=["_blocks.8"])
+
+    class ClassifierOutputTarget:  # pytorch-grad-cam's target objects carry `category`
+        def __init__(self, category):
+            self.category = category
+
+    pic = method(input_tensor=x, targets=[ClassifierOutputTarget(281), 967])
+    assert pic.shape == (2, 72, 88) and pic.dtype == np.float32
+    assert pic.min() == 0.0 and np.allclose(pic.reshape(2, -1).max(axis=1), 1.0)
+    raw = method.attribute(x, target=[281, 967])
+    up = np.stack([bilinear(r, 72, 88) for r in raw])
+    lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+    close(pic, (up - lo) / (hi - lo), "normalised upsampled Grad-CAM")
+
+
+def bilinear(a, h, w):
+    """PyTorch's bilinear resize (align_corners=False) of a 2-d array, in numpy."""
+
+    def axis(n_in, n_out):
+        src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0)
+        i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+        return i0, np.minimum(i0 + 1, n_in - 1), src - i0
+
+    y0, y1, fy = axis(a.shape[0], h)
+    x0, x1, fx = axis(a.shape[1], w)
+    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
+    bot = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
+    return top * (1 - fy[:, None]) + bot * fy[:, None]
+
+
+def test_top_class_targets_and_integrated_gradients_delta(model, chelsea):
+    top = model.classify(chelsea, k=3)[0]
+    assert [p["name"] for p in top][:1] == ["Egyptian cat"] and abs(sum(p["prob"] for p in top) - 1) < 0.5
+    sal_top = deepviz.Saliency(model).attribute(chelsea)
+    sal_cls = deepviz.Saliency(model).attribute(chelsea, target=top[0]["class"])
+    np.testing.assert_array_equal(sal_top, sal_cls)
+    x = np.ascontiguousarray(chelsea[:, :, ::4, ::4])
+    maps, delta = deepviz.IntegratedGradients(model).attribute(x, target=285, n_steps=8, return_convergence_delta=True)
+    assert delta.shape == (1,) and np.isfinite(delta).all()
+
+
+def test_classify_matches_the_cli(cli, model, chelsea):
+    out = json.loads(cli("classify", "--image", ROOT / "samples" / "chelsea.png", "--json", "--device", "cpu"))
+    theirs = out[0]["top"]
+    ours = model.classify(chelsea, k=5)[0]
+    assert [p["class"] for p in ours] == [p["class"] for p in theirs]
+    assert np.allclose([p["logit"] for p in ours], [p["logit"] for p in theirs], rtol=1e-5)
+
+
+def test_deepdream_matches_the_cli(cli, model, small, tmp_path):
+    x, path = small
+    x1 = np.ascontiguousarray(x[:1])
+    np.save(tmp_path / "one.npy", x1)
+    opts = dict(octaves=2, octave_scale=1.2, steps=2, jitter=4, seed=3)
+    ours = deepviz.DeepDream(model, "_blocks.4", **opts)(x1)
+    cli("dream", "--image", tmp_path / "one.npy", "--out", tmp_path / "d", "--raw", "--device", "cpu", "--layer", "_blocks.4",
+        "--octaves", 2, "--octave-scale", 1.2, "--steps", 2, "--jitter", 4, "--seed", 3)
+    theirs = np.load(tmp_path / "d" / "one_dream.npy")
+    assert ours.shape == x1.shape and ours.dtype == np.float32
+    assert np.abs(ours - x1).max() > 1e-3, "the dream changed nothing"
+    close(ours, theirs, "dream")
+
+
+def test_emulated_gpu_engine_agrees_with_the_cpu(model, small):
+    x, _ = small
+    x = np.ascontiguousarray(x[:1, :, :40, :40])
+    cpu = deepviz.GradCAM(model, ["_blocks.4"]).attribute(x, target=1)
+    emu = deepviz.GradCAM(model.to("emu"), ["_blocks.4"]).attribute(x, target=1)
+    close(emu, cpu, "gradcam emu vs cpu", rtol=1e-3)
