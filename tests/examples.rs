@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+const EXAMPLES: [&str; 4] = ["saliency", "gradcam_folder", "deepdream", "backend"];
+
 /// The examples' binaries, built in this test's profile (`cargo test --all-targets` has built
 /// them already; built here otherwise).
 fn example(name: &str) -> PathBuf {
@@ -13,8 +15,12 @@ fn example(name: &str) -> PathBuf {
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..").join("examples");
     let bin = dir.join(name);
     if !bin.exists() {
-        let status = Command::new(env!("CARGO")).args(["build", "--locked", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo");
-        assert!(status.success(), "building example {name}");
+        // `cargo test --all-targets` builds the examples as test harnesses only: build the four
+        // binaries in one call (in parallel, linking once each) rather than one at a time
+        let mut args = vec!["build", "--locked"];
+        EXAMPLES.iter().for_each(|e| args.extend(["--example", e]));
+        let status = Command::new(env!("CARGO")).args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo");
+        assert!(status.success(), "building the examples");
     }
     bin
 }
