@@ -199,7 +199,8 @@ fn next(rng: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
+/// A shift in [-j, j] (at most size − 1) from the SplitMix64 stream `rng`.
+pub(super) fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
     let j = j.min(size.saturating_sub(1));
     (next(rng) % (2 * j as u64 + 1)) as isize - j as isize
 }

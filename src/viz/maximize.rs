@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::dream::pixel_range;
+use super::dream::{jitter, pixel_range};
 use super::ops;
 use super::target::{self, Target};
 use crate::backend::{Backend, Binary, Conv2dGeom, Random, Reduce, Role, Unary};
@@ -145,14 +145,4 @@ impl<B: Backend> Blur<B> {
     fn apply(&self, be: &B, x: &B::T) -> Result<B::T> {
         be.binary(&be.conv2d(&be.conv2d(x, &self.v, None, &self.gv)?, &self.h, None, &self.gh)?, &self.norm, Binary::Div)
     }
-}
-
-fn jitter(rng: &mut u64, j: usize, size: usize) -> isize {
-    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *rng;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let j = j.min(size.saturating_sub(1));
-    (z % (2 * j as u64 + 1)) as isize - j as isize
 }
