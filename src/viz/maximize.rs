@@ -13,12 +13,10 @@
 //! step, the seeds built on the device ([`super::target`]), no host round trip until the end.
 //! A batch optimises one picture per target at once.
 
-use std::sync::Arc;
-
 use super::dream::{jitter, pixel_range};
-use super::ops;
+use super::ops::{self, GaussianBlur};
 use super::target::{self, Target};
-use crate::backend::{Backend, Binary, Conv2dGeom, Random, Reduce, Role, Unary};
+use crate::backend::{Backend, Binary, Random, Reduce, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Preprocess;
@@ -84,7 +82,7 @@ impl Maximize {
         let range = pixel_range(be, pre, c)?;
         let mut img = be.unary(&be.random(&shape, self.seed, Random::Normal)?, Unary::Affine(self.init_noise, 0.0))?;
         img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
-        let blur = if self.blur_every > 0 && self.blur_sigma > 0.0 { Some(Blur::<B>::new(be, c, h, w, self.blur_sigma)?) } else { None };
+        let blur = if self.blur_every > 0 && self.blur_sigma > 0.0 { Some(GaussianBlur::<B>::new(be, c, h, w, self.blur_sigma, ((3.0 * self.blur_sigma).ceil() as usize).clamp(1, h.min(w) / 2))?) } else { None };
         let mut rng = self.seed ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..self.steps {
             let (dy, dx) = (jitter(&mut rng, self.jitter, h), jitter(&mut rng, self.jitter, w));
@@ -116,33 +114,5 @@ impl Maximize {
     pub fn scores<B: Backend>(eng: &Engine<B>, x: &Tensor, targets: &[Target]) -> Result<Vec<f32>> {
         let t = target::forward(eng, &eng.upload(x)?, Some(targets), &[])?;
         Ok(eng.download(&target::score(eng, &t.acts, &t.seeds)?)?.data)
-    }
-}
-
-/// A separable Gaussian blur as two depthwise convolutions, normalised at the borders (zero
-/// padding would darken them), prepared once.
-struct Blur<B: Backend> {
-    v: B::W,
-    h: B::W,
-    gv: Conv2dGeom,
-    gh: Conv2dGeom,
-    norm: B::T,
-}
-
-impl<B: Backend> Blur<B> {
-    fn new(be: &B, c: usize, h: usize, w: usize, sigma: f32) -> Result<Self> {
-        let r = ((3.0 * sigma).ceil() as usize).clamp(1, h.min(w) / 2);
-        let taps: Vec<f32> = (0..2 * r + 1).map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
-        let total: f32 = taps.iter().sum();
-        let kernel = |shape: Vec<usize>| -> Result<B::W> { be.weight(&Arc::new(Tensor::new(shape, (0..c).flat_map(|_| taps.iter().map(|t| t / total)).collect())?), Role::ConvWeight) };
-        let gv = Conv2dGeom { stride: [1, 1], pad: [r, r, 0, 0], dilation: [1, 1], groups: c };
-        let gh = Conv2dGeom { stride: [1, 1], pad: [0, 0, r, r], dilation: [1, 1], groups: c };
-        let (v, hk) = (kernel(vec![c, 1, 2 * r + 1, 1])?, kernel(vec![c, 1, 1, 2 * r + 1])?);
-        let ones = be.full(&[1, c, h, w], 1.0)?;
-        let norm = be.conv2d(&be.conv2d(&ones, &v, None, &gv)?, &hk, None, &gh)?;
-        Ok(Blur { v, h: hk, gv, gh, norm })
-    }
-    fn apply(&self, be: &B, x: &B::T) -> Result<B::T> {
-        be.binary(&be.conv2d(&be.conv2d(x, &self.v, None, &self.gv)?, &self.h, None, &self.gh)?, &self.norm, Binary::Div)
     }
 }

@@ -1,7 +1,8 @@
 //! The math of the methods, built from the backend's generic primitives ([`Unary`], [`Binary`],
 //! [`Reduce`]), so a new method adds no backend op.
 
-use crate::backend::{Backend, Binary, Reduce, Unary};
+use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
+use crate::tensor::Tensor;
 use crate::error::Result;
 
 /// The axes of `x` after the batch axis (every axis of an item).
@@ -52,4 +53,32 @@ pub fn per_item<B: Backend>(be: &B, x: &B::T, f: Option<Unary>, op: Reduce) -> R
 /// The values of a per-item tensor `[n, 1, …]` on the host.
 pub fn per_item_values<B: Backend>(be: &B, x: &B::T) -> Result<Vec<f32>> {
     Ok(be.download(x)?.data)
+}
+
+/// A separable Gaussian blur as two depthwise convolutions, normalised at the borders (zero
+/// padding would darken them), prepared once.
+pub(crate) struct GaussianBlur<B: Backend> {
+    v: B::W,
+    h: B::W,
+    gv: Conv2dGeom,
+    gh: Conv2dGeom,
+    norm: B::T,
+}
+
+impl<B: Backend> GaussianBlur<B> {
+    /// σ in pixels, `r` taps each side, for `[_, c, h, w]` tensors.
+    pub(crate) fn new(be: &B, c: usize, h: usize, w: usize, sigma: f32, r: usize) -> Result<Self> {
+        let taps: Vec<f32> = (0..2 * r + 1).map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+        let total: f32 = taps.iter().sum();
+        let kernel = |shape: Vec<usize>| -> Result<B::W> { be.weight(&std::sync::Arc::new(Tensor::new(shape, (0..c).flat_map(|_| taps.iter().map(|t| t / total)).collect())?), Role::ConvWeight) };
+        let gv = Conv2dGeom { stride: [1, 1], pad: [r, r, 0, 0], dilation: [1, 1], groups: c };
+        let gh = Conv2dGeom { stride: [1, 1], pad: [0, 0, r, r], dilation: [1, 1], groups: c };
+        let (v, hk) = (kernel(vec![c, 1, 2 * r + 1, 1])?, kernel(vec![c, 1, 1, 2 * r + 1])?);
+        let ones = be.full(&[1, c, h, w], 1.0)?;
+        let norm = be.conv2d(&be.conv2d(&ones, &v, None, &gv)?, &hk, None, &gh)?;
+        Ok(GaussianBlur { v, h: hk, gv, gh, norm })
+    }
+    pub(crate) fn apply(&self, be: &B, x: &B::T) -> Result<B::T> {
+        be.binary(&be.conv2d(&be.conv2d(x, &self.v, None, &self.gv)?, &self.h, None, &self.gh)?, &self.norm, Binary::Div)
+    }
 }

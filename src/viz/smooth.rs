@@ -21,7 +21,7 @@
 use std::str::FromStr;
 
 use super::{attribution, ops, target, Attributed, Attribution, LayerUse, MethodInfo, MethodOptions, Opt, Target, Targets};
-use crate::backend::{Backend, Binary, Conv2dGeom, Precision, Random, Reduce, Role, Unary};
+use crate::backend::{Backend, Binary, Precision, Random, Reduce, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
 use crate::imageio::Colormap;
@@ -285,22 +285,7 @@ impl<'e, B: Backend> IntegratedGradients<'e, B> {
                 // separable Gaussian, σ = 5% of the smaller side, as one depthwise conv per axis
                 let sigma = 0.05 * s[2].min(s[3]) as f32;
                 let r = (3.0 * sigma).ceil().max(1.0) as usize;
-                let taps: Vec<f32> = (0..2 * r + 1).map(|i| (-((i as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
-                let total: f32 = taps.iter().sum();
-                let c = s[1];
-                let kernel = |vertical: bool| -> Result<B::W> {
-                    let shape = if vertical { vec![c, 1, 2 * r + 1, 1] } else { vec![c, 1, 1, 2 * r + 1] };
-                    let data = (0..c).flat_map(|_| taps.iter().map(|t| t / total)).collect();
-                    be.weight(&std::sync::Arc::new(Tensor::new(shape, data)?), Role::ConvWeight)
-                };
-                // zero padding would darken the border: the blur is normalised by the blurred ones
-                let blur = |t: &B::T| -> Result<B::T> {
-                    let v = Conv2dGeom { stride: [1, 1], pad: [r, r, 0, 0], dilation: [1, 1], groups: c };
-                    let h = Conv2dGeom { stride: [1, 1], pad: [0, 0, r, r], dilation: [1, 1], groups: c };
-                    be.conv2d(&be.conv2d(t, &kernel(true)?, None, &v)?, &kernel(false)?, None, &h)
-                };
-                let norm = blur(&be.full(&[1, c, s[2], s[3]], 1.0)?)?;
-                be.binary(&blur(x)?, &norm, Binary::Div)
+                super::ops::GaussianBlur::new(be, s[1], s[2], s[3], sigma, r)?.apply(be, x)
             }
         }
     }
