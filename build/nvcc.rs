@@ -24,7 +24,7 @@ const GENCODE: &[&str] = &[
 ];
 
 pub fn build() {
-    for v in ["NVCC", "CUDA_HOME", "PATH", "CARGO_FEATURE_CUDA"] {
+    for v in ["NVCC", "CUDA_HOME", "CARGO_FEATURE_CUDA"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -98,8 +98,14 @@ fn compile(nvcc: &Path, src: &Path, out: &Path) -> Result<(PathBuf, String), Str
     Ok((fatbin, log))
 }
 
+/// The nvcc to use: `NVCC`, then `CUDA_HOME/bin/nvcc`, then the pinned one that
+/// scripts/install_nvcc.sh puts in .toolchain (CUDA 13.0, whose PTX the lent GPUs' driver
+/// loads; a newer nvcc on PATH may make PTX that driver rejects), then the first on PATH.
+/// PATH is watched (rerun-if-env-changed) only when the search reaches it: a PATH that only
+/// differs (a Python venv's bin in front, as scripts/test_python.sh sets for maturin) must not
+/// rerun this script, which would make cargo compile deepviz again.
 fn find_nvcc(root: &Path) -> Option<PathBuf> {
-    let works = |p: &Path| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+    let works = |p: &Path| p.is_file() && Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("NVCC") {
         candidates.push(PathBuf::from(p));
@@ -107,11 +113,12 @@ fn find_nvcc(root: &Path) -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("CUDA_HOME") {
         candidates.push(PathBuf::from(h).join("bin/nvcc"));
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nvcc")));
-    }
     candidates.push(root.join(".toolchain/cuda/bin/nvcc"));
-    candidates.into_iter().find(|p| p.is_file() && works(p))
+    if let Some(found) = candidates.into_iter().find(|p| works(p)) {
+        return Some(found);
+    }
+    println!("cargo:rerun-if-env-changed=PATH");
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("nvcc")).find(|p| works(p))
 }
 
 fn write(path: &Path, text: &str) {

@@ -5,14 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_cargo
+# each step's start, in minutes since this script began (CI's budget is 30 minutes)
+step() { printf '== %s (at %dm%02ds) ==\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
 bash scripts/install_nvcc.sh   # the pinned nvcc from PyPI, for the CUDA kernels (seconds)
 # headless Chromium for the report's browser test (tests/dissect.rs); installed once, as root
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
-echo "== cargo test (all targets) =="
+step "cargo test (all targets)"
 cargo test --locked --all-targets 2>&1
-echo "== doc tests =="
+step "doc tests"
 cargo test --locked --doc 2>&1
-echo "== python package =="
+step "python package"
 bash scripts/test_python.sh 2>&1
+step "done"

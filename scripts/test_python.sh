@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The Python package (python/): build it, install it and run its tests. Called by scripts/test.sh
-# after `cargo test`, whose compiled dependencies and `deepviz` binary it reuses: the native
-# module builds into the root's target/debug with the dev profile (python/Cargo.toml repeats the
-# root's profiles and its Cargo.lock the root's versions); what compiles anew is pyo3, the crates
-# whose features its proc macros change, deepviz itself and the module. The tests compare every
-# method with target/debug/deepviz (DEEPVIZ_CLI).
+# after `cargo test`, whose compiled crates and `deepviz` binary it reuses: python/ is a member
+# of the root's workspace, so maturin's build (dev profile, the root's target folder) resolves
+# the same features as `cargo test` did and compiles only the module itself. The tests compare
+# every method with target/debug/deepviz (DEEPVIZ_CLI).
 #
 # The venv (DEEPVIZ_PY_VENV, default .toolchain/python-venv, git-ignored) is made once with the
 # pinned tools below; running again reuses it. pytest finding no test is a failure.
@@ -27,8 +26,14 @@ echo "== python package: build and install (maturin, dev profile) =="
 export PATH="$venv/bin:$PATH"  # the pinned maturin, for pip's build backend
 # --no-build-isolation: the pinned maturin of the venv builds it (pyproject.toml pins the same
 # one for a plain `pip install ./python`)
+rlibs() { stat -c '%n %Y' target/debug/deps/libdeepviz-*.rlib 2>/dev/null | sort; }
+before=$(rlibs)
 CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --locked" \
   "$venv/bin/pip" install ${DEEPVIZ_PIP_VERBOSE:+-v} --quiet --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall ./python
+if [ -n "$before" ] && [ "$(rlibs)" != "$before" ]; then
+  # not an error (the build is right), but CI time: see the comment in python/Cargo.toml
+  echo "note: maturin compiled deepviz again instead of reusing cargo test's (features or environment differ)" >&2
+fi
 echo "== python package: pytest =="
 cli=${DEEPVIZ_CLI:-$PWD/target/debug/deepviz}
 [ -x "$cli" ] || cargo build --locked --profile test --bin deepviz

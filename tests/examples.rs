@@ -8,21 +8,24 @@ use std::process::{Command, Output};
 
 const EXAMPLES: [&str; 4] = ["saliency", "gradcam_folder", "deepdream", "backend"];
 
-/// The examples' binaries, built in this test's profile (`cargo test --all-targets` has built
-/// them already; built here otherwise).
+/// The examples' binaries, built (once per test process) in this test's profile.
 fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().expect("the test binary");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..").join("examples");
-    let bin = dir.join(name);
-    if !bin.exists() {
+    BUILT.get_or_init(|| {
         // `cargo test --all-targets` builds the examples as test harnesses only: build the four
-        // binaries in one call (in parallel, linking once each) rather than one at a time
-        let mut args = vec!["build", "--locked"];
+        // binaries in one call (in parallel, linking once each), in this test's own profile,
+        // whose deepviz is already compiled (`--profile test` builds plain binaries with the
+        // test profile's settings, into the same folder). Always asked, so a binary left from
+        // older sources is never run; cargo does nothing when they are up to date.
+        let profile = if dir.parent().and_then(Path::file_name).is_some_and(|d| d == "release") { "--release" } else { "--profile=test" };
+        let mut args = vec!["build", "--locked", profile];
         EXAMPLES.iter().for_each(|e| args.extend(["--example", e]));
         let status = Command::new(env!("CARGO")).args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("cargo");
         assert!(status.success(), "building the examples");
-    }
-    bin
+    });
+    dir.join(name)
 }
 
 fn run(name: &str, args: &[&str]) -> Output {
