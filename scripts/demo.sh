@@ -8,7 +8,7 @@ need_cargo
 bash scripts/install_nvcc.sh   # the pinned nvcc from PyPI, for the CUDA kernels (seconds)
 img="${1:-samples/chelsea.png}"
 out="${2:-out}"
-cargo build --locked --release --quiet
+cargo build --locked --release --quiet -p deepviz --bin deepviz   # not the Python module (python/)
 bin=target/release/deepviz
 $bin classify --image "$img"
 $bin saliency --image "$img" --out "$out" --raw
