@@ -1,7 +1,8 @@
 //! The engine's overheads, held without a GPU: every zoo architecture and job traced on the
 //! recording device (`deepviz trace`, batch 1 at the architecture's input size), against the
 //! committed figures in `benches/trace/baseline.json`. A figure that grows — launches,
-//! allocations, frees, host syncs, bytes copied, multiply-adds executed — fails the test; the
+//! allocations, frees, host syncs, bytes copied, device bytes moved and held, multiply-adds
+//! executed — fails the test; the
 //! useful multiply-adds must not change at all (they are the model's). A figure that improves
 //! is reported; rewrite the file with `DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace`.
 //! The standing targets are checked too: resnet50 saliency allocates nothing, does not
@@ -17,7 +18,7 @@ use deepviz::model::Model;
 use deepviz::zoo::ARCHS;
 use serde_json::{json, Value};
 
-const FIGURES: &[&str] = &["launches", "allocations", "frees", "host_syncs", "bytes_host_to_device", "bytes_device_to_host", "executed_macs"];
+const FIGURES: &[&str] = &["launches", "allocations", "frees", "host_syncs", "bytes_host_to_device", "bytes_device_to_host", "device_bytes", "device_memory_peak", "executed_macs"];
 
 fn baseline_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/trace/baseline.json")

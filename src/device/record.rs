@@ -7,6 +7,13 @@
 //! synchronize, a free (`cuMemFree` synchronises) — made after the job's first launch and before
 //! its last, so each one stalls the pipeline. The input's upload before the first launch and
 //! the results' downloads after the last are not syncs of the job.
+//!
+//! Device memory, two figures: `device_bytes`, each launch's compulsory traffic — the sizes of
+//! the distinct allocations its pointer arguments point into, each counted whole, once per
+//! launch (what the kernel would move if every buffer went through DRAM exactly once; a kernel
+//! that touches part of a buffer is counted for all of it, so this is an upper bound that moves
+//! with every fused-away tensor); and `device_memory_peak`, the most bytes allocated at once
+//! during the job, the caching allocator's blocks included.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +25,8 @@ use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Event {
-    Launch(String),
+    /// a kernel and the bytes of the distinct allocations its arguments point into
+    Launch(String, usize),
     Alloc(usize),
     Free,
     Upload(usize),
@@ -37,6 +45,9 @@ impl Event {
 struct State {
     next: u64,
     live: HashMap<u64, usize>,
+    /// bytes allocated now, and the most since [`RecordingDevice::start`]
+    live_bytes: usize,
+    peak_bytes: usize,
     recording: bool,
     events: Vec<Event>,
 }
@@ -62,6 +73,10 @@ pub struct Trace {
     pub host_syncs: usize,
     pub bytes_host_to_device: usize,
     pub bytes_device_to_host: usize,
+    /// each launch's buffers, whole, once per launch (see the module documentation)
+    pub device_bytes: usize,
+    /// the most bytes allocated at once
+    pub device_memory_peak: usize,
     pub executed_macs: u64,
     pub useful_macs: u64,
     /// launches per kernel name
@@ -79,6 +94,8 @@ impl Trace {
             "host_syncs": self.host_syncs,
             "bytes_host_to_device": self.bytes_host_to_device,
             "bytes_device_to_host": self.bytes_device_to_host,
+            "device_bytes": self.device_bytes,
+            "device_memory_peak": self.device_memory_peak,
             "executed_macs": self.executed_macs,
             "useful_macs": self.useful_macs,
             "mac_efficiency": if self.executed_macs > 0 { self.useful_macs as f64 / self.executed_macs as f64 } else { 1.0 },
@@ -108,6 +125,7 @@ impl RecordingDevice {
     pub fn start(&self) {
         let mut s = self.st();
         s.events.clear();
+        s.peak_bytes = s.live_bytes;
         s.recording = true;
     }
 
@@ -116,15 +134,16 @@ impl RecordingDevice {
         let mut s = self.st();
         s.recording = false;
         let ev = &s.events;
-        let first = ev.iter().position(|e| matches!(e, Event::Launch(_)));
-        let last = ev.iter().rposition(|e| matches!(e, Event::Launch(_)));
-        let mut t = Trace::default();
+        let first = ev.iter().position(|e| matches!(e, Event::Launch(..)));
+        let last = ev.iter().rposition(|e| matches!(e, Event::Launch(..)));
+        let mut t = Trace { device_memory_peak: s.peak_bytes, ..Trace::default() };
         let mut per: HashMap<&str, usize> = HashMap::new();
         let mut work: HashMap<&str, (u64, u64)> = HashMap::new();
         for (i, e) in ev.iter().enumerate() {
             match e {
-                Event::Launch(k) => {
+                Event::Launch(k, bytes) => {
                     t.launches += 1;
+                    t.device_bytes += bytes;
                     *per.entry(k.as_str()).or_default() += 1;
                 }
                 Event::Alloc(_) => t.allocations += 1,
@@ -176,13 +195,20 @@ impl Device for RecordingDevice {
             // 256-byte aligned, as cuMemAlloc
             s.next += (bytes.max(1) as u64).div_ceil(256) * 256;
             s.live.insert(p, bytes);
+            s.live_bytes += bytes;
+            s.peak_bytes = s.peak_bytes.max(s.live_bytes);
             p
         };
         self.record(Event::Alloc(bytes));
         Ok(DevicePtr(p))
     }
     fn free(&self, ptr: DevicePtr) {
-        self.st().live.remove(&ptr.0);
+        {
+            let mut s = self.st();
+            if let Some(bytes) = s.live.remove(&ptr.0) {
+                s.live_bytes -= bytes;
+            }
+        }
         self.record(Event::Free);
     }
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
@@ -203,17 +229,25 @@ impl Device for RecordingDevice {
         if !self.has_kernel(kernel) {
             return Err(Error::Device(format!("recording device: no kernel `{kernel}`")));
         }
-        {
+        let bytes = {
             let s = self.st();
+            // the allocations the pointers point into, each once
+            let mut bases: Vec<(u64, usize)> = Vec::new();
             for a in args {
                 if let Arg::Ptr(p) = a {
-                    if p.0 != 0 && !s.live.iter().any(|(&b, &size)| p.0 >= b && p.0 < b + size.max(1) as u64) {
-                        return Err(Error::Device(format!("recording device: `{kernel}` gets a pointer {:#x} outside every allocation", p.0)));
+                    if p.0 == 0 {
+                        continue;
+                    }
+                    match s.live.iter().find(|(&b, &size)| p.0 >= b && p.0 < b + size.max(1) as u64) {
+                        Some((&b, &size)) if !bases.iter().any(|&(x, _)| x == b) => bases.push((b, size)),
+                        Some(_) => {}
+                        None => return Err(Error::Device(format!("recording device: `{kernel}` gets a pointer {:#x} outside every allocation", p.0))),
                     }
                 }
             }
-        }
-        self.record(Event::Launch(kernel.to_string()));
+            bases.iter().map(|&(_, size)| size).sum()
+        };
+        self.record(Event::Launch(kernel.to_string(), bytes));
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
