@@ -52,6 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         alpha: 0.5,
         raw: false,
         batch_size: batch,
+        full_size: false,
+        colormap: None,
     };
     let method = attribution(&eng, &job, &MethodOptions::default())?;
     let xs: Vec<_> = inputs.batches(&model.preprocess, batch).map(|b| b.map(|b| b.x)).collect::<deepviz::Result<_>>()?;

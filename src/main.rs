@@ -172,6 +172,8 @@ impl WithBackend for MapCmd<'_> {
             alpha: *m.get_one::<f32>("alpha").expect("has a default"),
             raw: m.get_flag("raw"),
             batch_size: batch_size(m),
+            full_size: m.get_flag("full-size"),
+            colormap: m.get_one::<String>("colormap").map(|c| c.parse()).transpose()?,
         };
         let mut out = output_set(m, &inputs);
         let records = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;

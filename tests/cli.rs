@@ -115,6 +115,36 @@ fn dream_writes_picture() {
     assert_eq!(npy_shape(&d.join("chelsea_dream.npy")), vec![1, 3, 224, 224]);
 }
 
+/// `--full-size` writes the overlay at the photo's own size and the JSON's crop box says where
+/// the map lies in it; `--colormap` changes the heat map's colours; an `.npy` input (already
+/// the network's input) has neither.
+#[test]
+fn full_size_overlay_crop_box_and_colormap() {
+    let d = tmp("full");
+    let img = sample("chelsea.png"); // 451 x 300
+    let out = ok(&["gradcam", "--image", img.to_str().unwrap(), "--out", d.to_str().unwrap(), "--full-size", "--colormap", "gray", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(png_size(&d.join("chelsea_gradcam_overlay_full.png")), (451, 300));
+    let c = &v[0]["crop"];
+    assert_eq!(c["image_size"], serde_json::json!([451, 300]), "{out}");
+    // 451 x 300 -> 336 x 224, centre crop at 56: x = 56 * 451 / 336
+    assert!((c["x"].as_f64().unwrap() - 56.0 * 451.0 / 336.0).abs() < 1e-9 && c["y"] == 0.0, "{out}");
+    assert!((c["width"].as_f64().unwrap() - 224.0 * 451.0 / 336.0).abs() < 1e-9 && c["height"] == 300.0, "{out}");
+    let heat = image::open(d.join("chelsea_gradcam.png")).unwrap().to_rgb8();
+    assert!(heat.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "--colormap gray gives grey pixels");
+    // outside the crop: the photo darkened to half
+    let photo = image::open(&img).unwrap().to_rgb8();
+    let full = image::open(d.join("chelsea_gradcam_overlay_full.png")).unwrap().to_rgb8();
+    assert_eq!(full.get_pixel(10, 150).0, photo.get_pixel(10, 150).0.map(|v| v / 2));
+
+    let x = deepviz::Tensor::full(&[1, 3, 224, 224], 0.1);
+    let p = d.join("t.npy");
+    deepviz::imageio::write_npy(&p, &x).unwrap();
+    let out = ok(&["gradcam", "--image", p.to_str().unwrap(), "--out", d.to_str().unwrap(), "--full-size", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v[0].get("crop").is_none() && !d.join("t_gradcam_overlay_full.png").exists(), "{out}");
+}
+
 #[test]
 fn npy_input_batch_goes_through() {
     let d = tmp("npy");

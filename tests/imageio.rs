@@ -5,8 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use deepviz::imageio::{
-    atomic_write, colorize, load_rgb, normalize_map, overlay, read_npy, resize_crop, to_rgb,
-    to_tensor, upsample_bilinear, write_npy, write_png, Colormap, Preprocess,
+    atomic_write, colorize, crop_box, load_rgb, normalize_map, overlay, overlay_in_box, read_npy,
+    resize_crop, to_rgb, to_tensor, upsample_bilinear, write_npy, write_png, Colormap, CropBox,
+    Preprocess,
 };
 use deepviz::{Error, Tensor};
 use image::{Rgb, RgbImage};
@@ -441,6 +442,57 @@ fn load_rgb_refuses_decompression_bombs() {
 
 // ---------------------------------------------------------------------------------------------
 // Preprocessing
+
+/// The crop box says where resize_crop cut: on a linear ramp (R = x, G = y), which the triangle
+/// filter keeps linear away from the edges, each picture pixel holds the original coordinate of
+/// its centre as mapped through the box.
+#[test]
+fn crop_box_is_where_resize_crop_cut() {
+    let ramp = |w: u32, h: u32| RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 0]));
+    for (w, h, size) in [(240u32, 180u32, [64usize, 64usize]), (150, 250, [56, 40]), (200, 120, [120, 200]), (97, 61, [40, 40])] {
+        let (img, b) = (ramp(w, h), crop_box(w, h, size));
+        assert_eq!(b.image_size, [w, h]);
+        assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.width <= w as f64 + 1e-9 && b.y + b.height <= h as f64 + 1e-9, "{b:?}");
+        let pic = resize_crop(&img, size);
+        let (th, tw) = (size[0] as u32, size[1] as u32);
+        for c in 2..tw - 2 {
+            let want = b.x + (c as f64 + 0.5) * b.width / tw as f64 - 0.5;
+            let got = pic.get_pixel(c, th / 2).0[0] as f64;
+            assert!((got - want).abs() <= 1.0, "{w}x{h} -> {size:?}: column {c} holds x = {got}, the box says {want:.2} ({b:?})");
+        }
+        for r in 2..th - 2 {
+            let want = b.y + (r as f64 + 0.5) * b.height / th as f64 - 0.5;
+            let got = pic.get_pixel(tw / 2, r).0[1] as f64;
+            assert!((got - want).abs() <= 1.0, "{w}x{h} -> {size:?}: row {r} holds y = {got}, the box says {want:.2} ({b:?})");
+        }
+    }
+    // already at size: the whole image
+    assert_eq!(crop_box(13, 7, [7, 13]), CropBox { x: 0.0, y: 0.0, width: 13.0, height: 7.0, image_size: [13, 7] });
+}
+
+/// On the whole image at the map's size, the full-size overlay is the plain overlay; over a
+/// window, the pixels outside it are the original halved and the inside is blended.
+#[test]
+fn overlay_in_box_matches_overlay_and_darkens_outside() {
+    let base = pattern(13, 7);
+    let map: Vec<f32> = (0..13 * 7).map(|i| (i % 11) as f32 / 10.0).collect();
+    let whole = CropBox { x: 0.0, y: 0.0, width: 13.0, height: 7.0, image_size: [13, 7] };
+    assert_eq!(overlay_in_box(&base, &map, 7, 13, &whole, Colormap::Turbo, 0.6), overlay(&base, &map, Colormap::Turbo, 0.6));
+    let window = CropBox { x: 3.0, y: 2.0, width: 6.0, height: 4.0, image_size: [13, 7] };
+    let full = overlay_in_box(&base, &map, 7, 13, &window, Colormap::Turbo, 1.0);
+    // alpha 1: inside, the colours of the map resampled to the window's 6x4 pixels
+    let heat = colorize(&upsample_bilinear(&map, 7, 13, 4, 6), 4, 6, Colormap::Turbo);
+    for (x, y, px) in full.enumerate_pixels() {
+        let inside = (3..9).contains(&x) && (2..6).contains(&y);
+        let halved = base.get_pixel(x, y).0.map(|v| v / 2);
+        if inside {
+            let want = heat.get_pixel(x - 3, y - 2).0;
+            assert!((0..3).all(|k| want[k].abs_diff(px.0[k]) <= 1), "({x}, {y}): {:?}, want {want:?}", px.0);
+        } else {
+            assert_eq!(px.0, halved, "({x}, {y}) outside the window");
+        }
+    }
+}
 
 #[test]
 fn resize_crop_leaves_exact_size_untouched() {

@@ -7,6 +7,9 @@
 //! than panicking.
 
 use image::{Rgb, RgbImage};
+use rayon::prelude::*;
+
+use super::CropBox;
 
 /// How values in [0, 1] become colours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +20,27 @@ pub enum Colormap {
     Inferno,
     /// Black → white.
     Gray,
+}
+
+impl Colormap {
+    /// Every colormap, by [`Colormap::name`].
+    pub const ALL: [Colormap; 3] = [Colormap::Turbo, Colormap::Inferno, Colormap::Gray];
+
+    /// Its name on the command line: `turbo`, `inferno`, `gray`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Colormap::Turbo => "turbo",
+            Colormap::Inferno => "inferno",
+            Colormap::Gray => "gray",
+        }
+    }
+}
+
+impl std::str::FromStr for Colormap {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Colormap::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| crate::Error::InvalidArgument(format!("unknown colormap `{s}`; known: turbo, inferno, gray")))
+    }
 }
 
 /// Scale to [0, 1] by min and max. NaN is ignored when finding the range and maps to 0; a map
@@ -203,6 +227,49 @@ pub fn overlay(
             px.0[k] = ((1.0 - a) * px.0[k] as f32 + a * c.0[k] as f32).round() as u8;
         }
     }
+    out
+}
+
+/// [`overlay`] on the original image: `map01` (`h × w`, normalised to [0, 1]) covers `crop`
+/// of `base` — the window the network's input was cut from ([`super::crop_box`]) — and is
+/// resampled bilinearly there (pixel centres, edges clamped, as [`upsample_bilinear`]), then
+/// blended as [`overlay`] blends. Pixels outside the window, which the network never saw, are
+/// darkened to half.
+pub fn overlay_in_box(base: &RgbImage, map01: &[f32], h: usize, w: usize, crop: &CropBox, cmap: Colormap, alpha: f32) -> RgbImage {
+    let a = if alpha.is_nan() { 0.0 } else { alpha.clamp(0.0, 1.0) };
+    let mut out = base.clone();
+    let bw = base.width() as usize;
+    if h == 0 || w == 0 || bw == 0 || !(crop.width > 0.0 && crop.height > 0.0) {
+        return out;
+    }
+    let at = |y: usize, x: usize| map01.get(y * w + x).copied().unwrap_or(0.0);
+    // source coordinate (align_corners = false) of an output pixel centre, clamped to the map
+    let src = |p: usize, start: f64, len: f64, n: usize| -> Option<(usize, usize, f32)> {
+        let c = p as f64 + 0.5;
+        if c < start || c >= start + len {
+            return None;
+        }
+        let f = ((c - start) * n as f64 / len - 0.5).clamp(0.0, (n - 1) as f64);
+        let i0 = f.floor() as usize;
+        Some((i0, (i0 + 1).min(n - 1), (f - i0 as f64) as f32))
+    };
+    let cols: Vec<Option<(usize, usize, f32)>> = (0..bw).map(|x| src(x, crop.x, crop.width, w)).collect();
+    out.par_chunks_mut(bw * 3).enumerate().for_each(|(y, row)| {
+        let ry = src(y, crop.y, crop.height, h);
+        for (x, px) in row.chunks_mut(3).enumerate() {
+            match (ry, cols[x]) {
+                (Some((y0, y1, ty)), Some((x0, x1, tx))) => {
+                    let top = at(y0, x0) * (1.0 - tx) + at(y0, x1) * tx;
+                    let bottom = at(y1, x0) * (1.0 - tx) + at(y1, x1) * tx;
+                    let c = color(cmap, top * (1.0 - ty) + bottom * ty);
+                    for k in 0..3 {
+                        px[k] = ((1.0 - a) * px[k] as f32 + a * c.0[k] as f32).round() as u8;
+                    }
+                }
+                _ => px.iter_mut().for_each(|v| *v /= 2),
+            }
+        }
+    });
     out
 }
 

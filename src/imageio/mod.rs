@@ -13,7 +13,7 @@
 pub mod colormap;
 pub mod npy;
 
-pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, upsample_bilinear, Colormap, CLIP_BINS};
+pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
 pub use npy::{parse_npy, read_npy, write_npy};
 
 use std::fs;
@@ -166,8 +166,28 @@ pub fn resize_crop(img: &RgbImage, size: [usize; 2]) -> RgbImage {
     if (h, w) == (th, tw) {
         return img.clone();
     }
-    if w == 0 || h == 0 || th == 0 || tw == 0 {
+    let Some(ResizeCrop { nw, nh, left, top }) = resize_crop_geometry(w, h, tw, th) else {
         return RgbImage::new(tw, th);
+    };
+    if (nh, nw) == (h, w) {
+        return imageops::crop_imm(img, left, top, tw, th).to_image();
+    }
+    // only the crop is resampled: a 1x16384 strip would otherwise become 224 x 3.7M pixels
+    resize_window(img, nw, nh, left, top, tw, th)
+}
+
+/// [`resize_crop`]'s arithmetic: the resized size `nw x nh` and the crop's offset.
+struct ResizeCrop {
+    nw: u32,
+    nh: u32,
+    left: u32,
+    top: u32,
+}
+
+/// The resize and centre crop of a `w x h` image to `tw x th` (`None` for an empty one).
+fn resize_crop_geometry(w: u32, h: u32, tw: u32, th: u32) -> Option<ResizeCrop> {
+    if w == 0 || h == 0 || th == 0 || tw == 0 {
+        return None;
     }
     let (h64, w64, th64, tw64) = (h as u64, w as u64, th as u64, tw as u64);
     // Which side binds: the one whose target/source ratio is larger.
@@ -177,13 +197,35 @@ pub fn resize_crop(img: &RgbImage, size: [usize; 2]) -> RgbImage {
         ((h64 * tw64 / w64).max(th64), tw64)
     };
     let (nh, nw) = (nh.min(u32::MAX as u64) as u32, nw.min(u32::MAX as u64) as u32);
-    let top = half_even_half(nh - th);
-    let left = half_even_half(nw - tw);
-    if (nh, nw) == (h, w) {
-        return imageops::crop_imm(img, left, top, tw, th).to_image();
+    Some(ResizeCrop { nw, nh, left: half_even_half(nw - tw), top: half_even_half(nh - th) })
+}
+
+/// Where [`resize_crop`]'s picture lies in the image it came from: the window
+/// `[x, x + width) x [y, y + height)` of the original, in its pixels (fractional: the resize is
+/// rarely an integer scale). A map over the network's input covers exactly this window.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct CropBox {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+    /// the original image's (width, height)
+    pub image_size: [u32; 2],
+}
+
+/// The [`CropBox`] of [`resize_crop`] for an image of `w x h` pixels and the input size `size`
+/// = (h, w): its resize and crop mapped back by each axis's own scale (the whole image when it
+/// is already at `size`, or empty).
+pub fn crop_box(w: u32, h: u32, size: [usize; 2]) -> CropBox {
+    let th = u32::try_from(size[0]).unwrap_or(u32::MAX);
+    let tw = u32::try_from(size[1]).unwrap_or(u32::MAX);
+    match resize_crop_geometry(w, h, tw, th) {
+        Some(ResizeCrop { nw, nh, left, top }) if (h, w) != (th, tw) => {
+            let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+            CropBox { x: left as f64 * sx, y: top as f64 * sy, width: tw as f64 * sx, height: th as f64 * sy, image_size: [w, h] }
+        }
+        _ => CropBox { x: 0.0, y: 0.0, width: w as f64, height: h as f64, image_size: [w, h] },
     }
-    // only the crop is resampled: a 1x16384 strip would otherwise become 224 x 3.7M pixels
-    resize_window(img, nw, nh, left, top, tw, th)
 }
 
 /// The window `[x0, x0 + tw) x [y0, y0 + th)` of `imageops::resize(img, nw, nh, Triangle)`,

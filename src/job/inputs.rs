@@ -26,12 +26,17 @@ pub const MAX_NPY_ITEMS: usize = 65536;
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "npy"];
 
 /// One input item: where it came from, the stem of its output names, the picture the network
-/// sees (the preprocessed crop, for overlays) and its tensor `[1, 3, h, w]`.
+/// sees (the preprocessed crop, for overlays) and its tensor `[1, 3, h, w]`; for an image file,
+/// where that crop lies in it, and (when [`Batches::keeping_originals`]) the decoded original.
 pub struct Item {
     pub source: PathBuf,
     pub stem: String,
     pub picture: RgbImage,
     pub x: Tensor,
+    /// the crop's window in the original image (`None` for an `.npy` tensor)
+    pub crop: Option<imageio::CropBox>,
+    /// the original image, kept only when asked ([`Batches::keeping_originals`])
+    pub original: Option<RgbImage>,
 }
 
 /// A batch: its items and their stacked tensor `[n, 3, h, w]`.
@@ -88,7 +93,7 @@ impl Inputs {
 
     /// The batches, at most `size` items each, decoded as they are asked for.
     pub fn batches<'a>(&'a self, pre: &'a Preprocess, size: usize) -> Batches<'a> {
-        Batches { inputs: self, pre, size: size.max(1), next_file: 0, pending: vec![], stems: HashSet::new() }
+        Batches { inputs: self, pre, size: size.max(1), next_file: 0, pending: vec![], stems: HashSet::new(), keep_originals: false }
     }
 }
 
@@ -97,11 +102,11 @@ fn is_npy(path: &Path) -> bool {
 }
 
 /// The items of one file: an image gives one, an `.npy` `[n, 3, h, w]` gives n (`{stem}_{i}`).
-fn load_file(path: &Path, pre: &Preprocess) -> Result<Vec<Item>> {
+fn load_file(path: &Path, pre: &Preprocess, keep_original: bool) -> Result<Vec<Item>> {
     if is_npy(path) {
         npy_items(path, imageio::read_npy(path)?, pre)
     } else {
-        Ok(vec![image_item(path, imageio::load_rgb(path)?, pre)])
+        Ok(vec![image_item(path, imageio::load_rgb(path)?, pre, keep_original)])
     }
 }
 
@@ -113,7 +118,7 @@ pub fn decode_items(path: &Path, bytes: &[u8], pre: &Preprocess) -> Result<Vec<I
     if is_npy(path) {
         npy_items(path, imageio::parse_npy(bytes, path)?, pre)
     } else {
-        Ok(vec![image_item(path, imageio::decode_rgb(bytes, path)?, pre)])
+        Ok(vec![image_item(path, imageio::decode_rgb(bytes, path)?, pre, false)])
     }
 }
 
@@ -138,7 +143,7 @@ fn npy_items(path: &Path, t: Tensor, pre: &Preprocess) -> Result<Vec<Item>> {
             let x = Tensor::new(vec![1, c, h, w], t.item(i).to_vec())?;
             let picture = imageio::to_rgb(&x.data, h, w, pre);
             let stem = if n > 1 { format!("{stem}_{i}") } else { stem.clone() };
-            Ok(Item { source: path.to_path_buf(), stem, picture, x })
+            Ok(Item { source: path.to_path_buf(), stem, picture, x, crop: None, original: None })
         })
         .collect()
 }
@@ -172,10 +177,11 @@ pub fn check_input(what: &str, t: Tensor) -> Result<Tensor> {
 }
 
 /// The item of a decoded image: the centre crop at the model's size and its tensor.
-fn image_item(path: &Path, img: RgbImage, pre: &Preprocess) -> Item {
+fn image_item(path: &Path, img: RgbImage, pre: &Preprocess, keep_original: bool) -> Item {
     let picture = imageio::resize_crop(&img, pre.size);
     let x = imageio::to_tensor(std::slice::from_ref(&picture), pre);
-    Item { source: path.to_path_buf(), stem: stem_of(path), picture, x }
+    let crop = Some(imageio::crop_box(img.width(), img.height(), pre.size));
+    Item { source: path.to_path_buf(), stem: stem_of(path), picture, x, crop, original: keep_original.then_some(img) }
 }
 
 /// The iterator of [`Inputs::batches`].
@@ -187,9 +193,17 @@ pub struct Batches<'a> {
     pending: Vec<Item>,
     /// output stems given so far (a repeated stem becomes `stem-2`, `stem-3`, …)
     stems: HashSet<String>,
+    keep_originals: bool,
 }
 
 impl Batches<'_> {
+    /// Keep each image's decoded original in its [`Item`] (for pictures at the original's
+    /// resolution): memory grows by the originals of about one batch.
+    pub fn keeping_originals(mut self) -> Self {
+        self.keep_originals = true;
+        self
+    }
+
     fn fill(&mut self) -> Result<()> {
         while self.pending.len() < self.size + 1 && self.next_file < self.inputs.files.len() {
             // the files still wanted (at least one), decoded and preprocessed in parallel, then
@@ -197,8 +211,8 @@ impl Batches<'_> {
             let want = (self.size + 1 - self.pending.len()).min(self.inputs.files.len() - self.next_file);
             let files = &self.inputs.files[self.next_file..self.next_file + want];
             self.next_file += want;
-            let pre = self.pre;
-            let loaded: Vec<Result<Vec<Item>>> = files.par_iter().map(|f| load_file(f, pre)).collect();
+            let (pre, keep) = (self.pre, self.keep_originals);
+            let loaded: Vec<Result<Vec<Item>>> = files.par_iter().map(|f| load_file(f, pre, keep)).collect();
             for mut it in loaded.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
                 let base = it.stem.clone();
                 let mut k = 2;

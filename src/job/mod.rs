@@ -70,6 +70,11 @@ pub struct MapJob {
     /// also write each raw map as float32 `.npy`
     pub raw: bool,
     pub batch_size: usize,
+    /// also write the overlay at each image's own resolution (`*_overlay_full.png`): the map
+    /// over the window the network saw ([`imageio::CropBox`]), the rest darkened
+    pub full_size: bool,
+    /// the heat maps' colours; `None`: the method's default
+    pub colormap: Option<imageio::Colormap>,
 }
 
 /// One map a job wrote.
@@ -83,6 +88,8 @@ pub struct MapRecord {
     pub files: Vec<PathBuf>,
     /// per-map figures the method reports (Integrated Gradients: `completeness_error`)
     pub extras: Vec<(String, f32)>,
+    /// where the map lies in the original image (image files; not `.npy` tensors)
+    pub crop: Option<imageio::CropBox>,
 }
 
 impl MapRecord {
@@ -93,6 +100,9 @@ impl MapRecord {
             "map_shape": self.map_shape,
             "files": self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         });
+        if let Some(c) = &self.crop {
+            v["crop"] = json!(c);
+        }
         for (name, x) in &self.extras {
             v[name.as_str()] = json!(x);
         }
@@ -137,12 +147,14 @@ impl MapJob {
         if !(percentile > 0.0 && percentile <= 100.0) {
             return Err(Error::InvalidArgument(format!("the clip percentile must be in (0, 100], not {percentile}")));
         }
-        let style = Style { colormap: info.colormap, clip: (percentile < 100.0).then_some(percentile / 100.0), alpha: self.alpha };
+        let style = Style { colormap: self.colormap.unwrap_or(info.colormap), clip: (percentile < 100.0).then_some(percentile / 100.0), alpha: self.alpha };
         let model = eng.model();
         let pre = model.preprocess;
         let mut records = vec![];
         progress(Progress::Start { total: inputs.files.len(), what: info.name.to_string() });
-        for batch in inputs.batches(&pre, self.batch_size) {
+        let batches = inputs.batches(&pre, self.batch_size);
+        let batches = if self.full_size { batches.keeping_originals() } else { batches };
+        for batch in batches {
             let batch = batch?;
             // each (item, target) pair is one map; several targets per image repeat the image
             let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
@@ -177,21 +189,36 @@ impl MapJob {
                 } else {
                     &maps
                 };
-                let rendered = render::pictures(&eng.be, shown, &pictures, &style)?;
-                // encoded in parallel, a map and its overlay per task
-                let encoded: Vec<(Vec<u8>, Vec<u8>)> = rendered.par_iter().map(|(heat, over)| Ok((png_bytes(heat)?, png_bytes(over)?))).collect::<Result<_>>()?;
+                let (rendered, norm) = render::pictures_and_maps(&eng.be, shown, &pictures, &style)?;
+                // encoded in parallel, a map and its overlay (and the full-size one) per task
+                let (ph, pw) = (norm.shape[2], norm.shape[3]);
+                let encoded: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = rendered
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, (heat, over))| {
+                        let it = &batch.items[chunk[k].0];
+                        let full = match (&it.original, &it.crop) {
+                            (Some(orig), Some(crop)) if self.full_size => Some(png_bytes(&imageio::overlay_in_box(orig, norm.item(k), ph, pw, crop, style.colormap, style.alpha))?),
+                            _ => None,
+                        };
+                        Ok((png_bytes(heat)?, png_bytes(over)?, full))
+                    })
+                    .collect::<Result<_>>()?;
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;
                 let ms = eng.be.shape(&maps);
                 let (h, w) = (ms[2], ms[3]);
-                for (k, ((&(i, _), target), (heat, over))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
+                for (k, ((&(i, _), target), (heat, over, full))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
                     let it = &batch.items[i];
                     // an image with several targets: one set of files per target
                     let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
                     let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
                     let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
                     let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
+                    if let Some(full) = full {
+                        files.push(out.add(&name("_overlay_full.png"), &full)?);
+                    }
                     if let Some(raw) = &raw {
                         let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
                         files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
@@ -204,6 +231,7 @@ impl MapJob {
                         map_shape: [h, w],
                         files,
                         extras: extras.iter().map(|(name, v)| (name.to_string(), v[k])).collect(),
+                        crop: it.crop,
                     });
                 }
             }

@@ -64,22 +64,29 @@ pub fn normalized<B: Backend>(be: &B, maps: &B::T, out_hw: [usize; 2], clip: Opt
 /// The heat map and its overlay over `pictures[i]` for every map `[n, 1, h, w]`, at the
 /// pictures' size (all pictures of a batch have one size).
 pub fn pictures<B: Backend>(be: &B, maps: &B::T, pictures: &[RgbImage], style: &Style) -> Result<Vec<(RgbImage, RgbImage)>> {
+    Ok(pictures_and_maps(be, maps, pictures, style)?.0)
+}
+
+/// [`pictures`], and the normalised maps they were coloured from (a host tensor
+/// `[n, 1, H, W]` at the pictures' size), for more pictures of the same maps.
+pub fn pictures_and_maps<B: Backend>(be: &B, maps: &B::T, pictures: &[RgbImage], style: &Style) -> Result<(Vec<(RgbImage, RgbImage)>, Tensor)> {
     let n = be.shape(maps).first().copied().unwrap_or(0);
     if pictures.len() != n {
         return Err(Error::InvalidArgument(format!("{} pictures for {n} maps", pictures.len())));
     }
-    let Some(first) = pictures.first() else { return Ok(vec![]) };
+    let Some(first) = pictures.first() else { return Ok((vec![], Tensor::zeros(&[0, 1, 1, 1]))) };
     let (h, w) = (first.height() as usize, first.width() as usize);
     if pictures.iter().any(|p| (p.height() as usize, p.width() as usize) != (h, w)) {
         return Err(Error::InvalidArgument("the pictures of a batch must have one size".into()));
     }
     let norm = normalized(be, maps, [h, w], style.clip)?;
-    Ok(pictures
+    let pics = pictures
         .par_iter()
         .enumerate()
         .map(|(i, pic)| {
             let m = norm.item(i);
             (colorize(m, h, w, style.colormap), overlay(pic, m, style.colormap, style.alpha))
         })
-        .collect())
+        .collect();
+    Ok((pics, norm))
 }
