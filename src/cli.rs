@@ -217,6 +217,7 @@ fn option_arg(method: &str, o: Opt) -> Arg {
             .help("the method whose maps are smoothed [default: saliency]"),
         Opt::Baseline => arg.value_parser(["zero", "black", "blur", "noise"]).help("the path's start: 0 of the network input (the mean colour), a black picture, the blurred input, uniform noise [default: zero]"),
         Opt::Seed => arg.value_parser(value_parser!(u64)).help("seed of the random noise [default: 0]"),
+        Opt::EigenSmooth => arg.action(ArgAction::SetTrue).help("pytorch-grad-cam's eigen_smooth: the first principal component of the weighted activations instead of their sum over the channels (less noise)"),
         Opt::Masks => arg.value_parser(value_parser!(u64).range(1..=65_536)).help(format!("masked or ablated inputs per forward pass (more is faster while memory lasts) [default: {DEFAULT_MASKS}]")),
     }
 }

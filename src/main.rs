@@ -33,6 +33,7 @@ fn method_options(m: &ArgMatches) -> Result<MethodOptions> {
         baseline: get("baseline").map(|s| s.parse()).transpose()?,
         seed: m.try_get_one::<u64>("seed").ok().flatten().copied(),
         masks: num("masks"),
+        eigen_smooth: m.try_get_one::<bool>("eigen-smooth").ok().flatten().copied().unwrap_or(false),
     })
 }
 

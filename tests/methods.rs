@@ -257,6 +257,50 @@ fn cam_variants_match_their_definitions_by_hand() {
     }
 }
 
+/// `eigen_smooth` (pytorch-grad-cam's): the first principal component of the weighted
+/// activations — w_k·A_k, or ReLU(g)·A for LayerCAM, computed here in f64 from the reference —
+/// instead of their channel sum ([`eigen_projection`] is checked on its own below).
+#[test]
+fn eigen_smooth_projects_the_weighted_activations() {
+    let m = Arc::new(tiny_model());
+    let r = Ref::new(&m);
+    let eng = Engine::new(m, Cpu).unwrap();
+    let x = input(2, 5);
+    let t = [Target::Class(0), Target::Class(2)];
+    let plane = |m: &Map, c: usize| m[c * S * S..(c + 1) * S * S].to_vec();
+    for kind in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
+        let opts = MethodOptions { layer: Some("relu2".into()), eigen_smooth: true, ..Default::default() };
+        let got = map_of(&eng, kind, &opts, &x, &t);
+        let plain = map_of(&eng, kind, &layer("relu2"), &x, &t);
+        for i in 0..2 {
+            let xi = item(&x, i);
+            let (_, _, _, a, _) = r.forward(&xi);
+            let (_, g, _) = r.backward(&xi, [0, 2][i], RuleRef::Gradient);
+            let k = C[2];
+            let wa: Vec<f32> = (0..k)
+                .flat_map(|c| {
+                    let (ac, gc) = (plane(&a, c), plane(&g, c));
+                    let sum_a: f64 = ac.iter().sum();
+                    let w = match kind {
+                        "gradcam" => gc.iter().sum::<f64>() / (S * S) as f64,
+                        "gradcampp" => gc.iter().map(|&g| g.max(0.0) * g * g / (2.0 * g * g + sum_a * g * g * g + 1e-6)).sum(),
+                        "xgradcam" => gc.iter().zip(&ac).map(|(g, a)| g * a / (sum_a + 1e-7)).sum(),
+                        _ => f64::NAN,
+                    };
+                    (0..S * S).map(move |p| (if w.is_nan() { gc[p].max(0.0) * ac[p] } else { w * ac[p] }) as f32).collect::<Vec<_>>()
+                })
+                .collect();
+            let want: Vec<f64> = eigen_projection(&wa, k, S * S).iter().map(|&v| v as f64).collect();
+            let e = rel_rms(got.item(i), &want.iter().map(|&v| v as f32).collect::<Vec<_>>());
+            assert!(e < 1e-4 && want.iter().any(|&v| v > 0.0), "{kind} eigen_smooth, item {i}: relative RMS {e:.2e}");
+            assert_ne!(got.item(i), plain.item(i), "{kind}: eigen_smooth changed nothing");
+        }
+    }
+    // a method without channel weights refuses it
+    let opts = MethodOptions { eigen_smooth: true, ..Default::default() };
+    assert!(attribution(&eng, "saliency", &opts).is_err());
+}
+
 #[test]
 fn score_cam_and_ablation_cam_match_their_definitions_by_hand_for_any_batching() {
     let m = Arc::new(tiny_model());

@@ -403,9 +403,10 @@ class _CAM(_Attribution):
         """The maps ``[N, H, W]`` upsampled to the input and scaled to [0, 1] per image
         (pytorch-grad-cam's ``grayscale_cam``); ``targets`` class numbers or
         ``ClassifierOutputTarget``s, one per input or None (each input's top class)."""
-        if aug_smooth or eigen_smooth:
-            raise ValueError("aug_smooth / eigen_smooth are not implemented in deepviz")
-        return _run(self.model, self._method, input_tensor, targets, resize=True, layer=self.layer, **self._options())[0]
+        if aug_smooth:
+            raise ValueError("aug_smooth is not implemented in deepviz")
+        extra = {"eigen_smooth": True} if eigen_smooth else {}
+        return _run(self.model, self._method, input_tensor, targets, resize=True, layer=self.layer, **self._options(), **extra)[0]
 
     def attribute(self, inputs, target=None):
         """The raw maps ``[N, h, w]`` at the layer's resolution (the CLI's ``--raw`` arrays)."""

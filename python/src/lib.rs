@@ -281,7 +281,7 @@ impl PyEngine {
     /// (float32 `[n, 3, h, w]` or `[3, h, w]`, preprocessed, through DLPack): `(maps [n, h, w],
     /// targets, extras)`. `resize`: upsampled to the input and scaled to [0, 1] per map instead
     /// of raw at the map's own resolution.
-    #[pyo3(signature = (method, x, targets=None, layer=None, samples=None, noise=None, smooth=None, base=None, baseline=None, seed=None, masks=None, resize=false))]
+    #[pyo3(signature = (method, x, targets=None, layer=None, samples=None, noise=None, smooth=None, base=None, baseline=None, seed=None, masks=None, resize=false, eigen_smooth=false))]
     #[allow(clippy::too_many_arguments)]
     fn attribute(
         &self,
@@ -298,11 +298,12 @@ impl PyEngine {
         seed: Option<u64>,
         masks: Option<usize>,
         resize: bool,
+        eigen_smooth: bool,
     ) -> PyResult<Attributed> {
         let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
         let model = on_engine!(&self.eng, e => e.model_arc().clone());
         let targets = parse_targets(&model, targets, x.shape[0])?;
-        let opts = MethodOptions { layer, samples, noise, smooth: parse(smooth)?, base, baseline: parse(baseline)?, seed, masks };
+        let opts = MethodOptions { layer, samples, noise, smooth: parse(smooth)?, base, baseline: parse(baseline)?, seed, masks, eigen_smooth };
         let (maps, resolved, extras) = py.detach(|| on_engine!(&self.eng, e => attribute(e, method, &opts, &x, targets.as_deref(), resize))).py_err()?;
         let n = maps.shape[0];
         let extras = extras.into_iter().map(|(k, v)| Ok((k, Array::new(Tensor::new(vec![n], v).py_err()?)))).collect::<PyResult<_>>()?;

@@ -11,7 +11,7 @@
 //!   target works (a class, a channel or a neuron of a later layer).
 
 use super::target::Targeted;
-use super::{ops, target, Attribution, LayerUse, MethodInfo, Target, Targets};
+use super::{ops, target, Attribution, LayerUse, MethodInfo, Opt, Target, Targets};
 use crate::backend::{Backend, Binary, Precision, Reduce, Unary};
 use crate::engine::{Engine, Rule};
 use crate::error::{Error, Result};
@@ -40,7 +40,7 @@ pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[],
+    options: &[Opt::EigenSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -72,7 +72,7 @@ pub(super) const GRADCAMPP_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[],
+    options: &[Opt::EigenSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -85,7 +85,7 @@ pub(super) const XGRADCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[],
+    options: &[Opt::EigenSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -98,7 +98,7 @@ pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[],
+    options: &[Opt::EigenSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -129,8 +129,35 @@ impl CamWeighting {
 
     /// The map `[n, 1, h, w]` of activations `a` and their gradient `g` (`[n, k, h, w]`).
     pub fn map<B: Backend>(self, be: &B, a: &B::T, g: &B::T) -> Result<B::T> {
+        match self.weights(be, a, g)? {
+            Some(w) => ops::weighted_channel_sum(be, a, &w, true),
+            None => {
+                let m = be.reduce(&self.weighted(be, a, g, None)?, Reduce::Sum, &[1])?;
+                be.unary(&m, Unary::Relu)
+            }
+        }
+    }
+
+    /// pytorch-grad-cam's `eigen_smooth`: the first principal component of the weighted
+    /// activations (w_k·A_k; LayerCAM: ReLU(g)·A) over the positions ([`eigen_projection`],
+    /// as Eigen-CAM takes it of A) instead of their sum over the channels, then ReLU.
+    pub fn map_eigen_smooth<B: Backend>(self, eng: &Engine<B>, a: &B::T, g: &B::T) -> Result<B::T> {
+        let w = self.weights(&eng.be, a, g)?;
+        eigen_maps(eng, &self.weighted(&eng.be, a, g, w.as_ref())?)
+    }
+
+    /// The activations weighted per channel (`w` `[n, k, 1, 1]`), or LayerCAM's per position.
+    fn weighted<B: Backend>(self, be: &B, a: &B::T, g: &B::T, w: Option<&B::T>) -> Result<B::T> {
+        match w {
+            Some(w) => be.binary(a, w, Binary::Mul),
+            None => be.binary(&be.unary(g, Unary::Relu)?, a, Binary::Mul),
+        }
+    }
+
+    /// The channel weights `[n, k, 1, 1]` (`None` for LayerCAM, which weighs each position).
+    fn weights<B: Backend>(self, be: &B, a: &B::T, g: &B::T) -> Result<Option<B::T>> {
         let mul = |x: &B::T, y: &B::T| be.binary(x, y, Binary::Mul);
-        let weights = match self {
+        Ok(Some(match self {
             CamWeighting::GradCam => ops::spatial_mean(be, g)?,
             CamWeighting::GradCamPlusPlus => {
                 let g2 = be.unary(g, Unary::Square)?;
@@ -145,13 +172,19 @@ impl CamWeighting {
                 let sum_a = be.unary(&be.reduce(a, Reduce::Sum, &[2, 3])?, Unary::Affine(1.0, 1e-7))?;
                 be.reduce(&be.binary(&mul(g, a)?, &sum_a, Binary::Div)?, Reduce::Sum, &[2, 3])?
             }
-            CamWeighting::LayerCam => {
-                let m = be.reduce(&mul(&be.unary(g, Unary::Relu)?, a)?, Reduce::Sum, &[1])?;
-                return be.unary(&m, Unary::Relu);
-            }
-        };
-        ops::weighted_channel_sum(be, a, &weights, true)
+            CamWeighting::LayerCam => return Ok(None),
+        }))
     }
+}
+
+/// [`eigen_projection`] of each item of `t` (`[n, k, h, w]`), as maps `[n, 1, h, w]` (on the
+/// host: a `k x k`-free power iteration on the positions' Gram matrix).
+fn eigen_maps<B: Backend>(eng: &Engine<B>, t: &B::T) -> Result<B::T> {
+    let s = eng.be.shape(t).to_vec();
+    let (n, k, h, w) = (s[0], s[1], s[2], s[3]);
+    let host = eng.download(t)?;
+    let maps: Vec<f32> = (0..n).flat_map(|i| eigen_projection(host.item(i), k, h * w)).collect();
+    eng.upload(&crate::tensor::Tensor::new(vec![n, 1, h, w], maps)?)
 }
 
 /// A gradient-weighted class activation map at one layer: Grad-CAM and its variants
@@ -160,6 +193,8 @@ pub struct GradCam<'e, B: Backend> {
     eng: &'e Engine<B>,
     pub layer: Layer,
     pub weighting: CamWeighting,
+    /// pytorch-grad-cam's `eigen_smooth` ([`CamWeighting::map_eigen_smooth`])
+    pub eigen_smooth: bool,
 }
 
 impl<'e, B: Backend> GradCam<'e, B> {
@@ -170,7 +205,12 @@ impl<'e, B: Backend> GradCam<'e, B> {
 
     /// The CAM of `weighting` at the named layer, or the architecture's default when `None`.
     pub fn with(eng: &'e Engine<B>, layer: Option<&str>, weighting: CamWeighting) -> Result<Self> {
-        Ok(GradCam { eng, layer: cam_layer(eng, layer, weighting.info().title)?, weighting })
+        Ok(GradCam { eng, layer: cam_layer(eng, layer, weighting.info().title)?, weighting, eigen_smooth: false })
+    }
+
+    /// With pytorch-grad-cam's `eigen_smooth` on or off ([`CamWeighting::map_eigen_smooth`]).
+    pub fn with_eigen_smooth(self, on: bool) -> Self {
+        GradCam { eigen_smooth: on, ..self }
     }
 
     /// The map from a forward pass that kept the layer.
@@ -187,7 +227,11 @@ impl<'e, B: Backend> GradCam<'e, B> {
         let a = t.acts.get(self.layer).expect("kept by the forward pass");
         feature_map(eng, a, self.weighting.info().title, self.layer)?;
         let ga = eng.backward(&t.acts, t.seeds.clone(), &[self.layer], Rule::Gradient)?.remove(0);
-        self.weighting.map(&eng.be, a, &ga)
+        if self.eigen_smooth {
+            self.weighting.map_eigen_smooth(eng, a, &ga)
+        } else {
+            self.weighting.map(&eng.be, a, &ga)
+        }
     }
 }
 
@@ -342,11 +386,6 @@ impl<B: Backend> Attribution<B> for EigenCam<'_, B> {
         let t = target::forward(eng, x, targets, &[self.layer])?;
         let a = t.acts.get(self.layer).expect("kept by the forward pass");
         feature_map(eng, a, "Eigen-CAM", self.layer)?;
-        let s = eng.be.shape(a).to_vec();
-        let (n, k, h, w) = (s[0], s[1], s[2], s[3]);
-        let host = eng.download(a)?;
-        let maps: Vec<f32> = (0..n).flat_map(|i| eigen_projection(host.item(i), k, h * w)).collect();
-        let map = eng.upload(&crate::tensor::Tensor::new(vec![n, 1, h, w], maps)?)?;
-        Ok((map, t.targets))
+        Ok((eigen_maps(eng, a)?, t.targets))
     }
 }

@@ -104,6 +104,8 @@ pub enum Opt {
     Seed,
     /// [`MethodOptions::masks`]
     Masks,
+    /// [`MethodOptions::eigen_smooth`]
+    EigenSmooth,
 }
 
 impl Opt {
@@ -117,6 +119,7 @@ impl Opt {
             Opt::Baseline => "baseline",
             Opt::Seed => "seed",
             Opt::Masks => "masks",
+            Opt::EigenSmooth => "eigen-smooth",
         }
     }
 }
@@ -164,6 +167,9 @@ pub struct MethodOptions {
     pub seed: Option<u64>,
     /// Score-CAM, Ablation-CAM: changed inputs per forward pass (default [`DEFAULT_MASKS`])
     pub masks: Option<usize>,
+    /// Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM: pytorch-grad-cam's `eigen_smooth`, the first
+    /// principal component of the weighted activations instead of their channel sum
+    pub eigen_smooth: bool,
 }
 
 impl MethodOptions {
@@ -177,6 +183,7 @@ impl MethodOptions {
             (self.baseline.is_some(), Opt::Baseline),
             (self.seed.is_some(), Opt::Seed),
             (self.masks.is_some(), Opt::Masks),
+            (self.eigen_smooth, Opt::EigenSmooth),
         ]
         .into_iter()
         .filter_map(|(on, o)| on.then_some(o))
@@ -210,11 +217,11 @@ pub fn attribution<'e, B: Backend>(eng: &'e Engine<B>, name: &str, opts: &Method
         "smoothgrad" => Box::new(NoiseTunnel::from_options(eng, opts)?),
         "ig" => Box::new(IntegratedGradients::from_options(eng, opts)?),
         "cam" => Box::new(Cam::new(eng)?),
-        "gradcam" => Box::new(GradCam::new(eng, layer)?),
+        "gradcam" => Box::new(GradCam::new(eng, layer)?.with_eigen_smooth(opts.eigen_smooth)),
         "guided-gradcam" => Box::new(GuidedGradCam::new(eng, layer)?),
-        "gradcampp" => Box::new(GradCam::with(eng, layer, CamWeighting::GradCamPlusPlus)?),
-        "xgradcam" => Box::new(GradCam::with(eng, layer, CamWeighting::XGradCam)?),
-        "layercam" => Box::new(GradCam::with(eng, layer, CamWeighting::LayerCam)?),
+        "gradcampp" => Box::new(GradCam::with(eng, layer, CamWeighting::GradCamPlusPlus)?.with_eigen_smooth(opts.eigen_smooth)),
+        "xgradcam" => Box::new(GradCam::with(eng, layer, CamWeighting::XGradCam)?.with_eigen_smooth(opts.eigen_smooth)),
+        "layercam" => Box::new(GradCam::with(eng, layer, CamWeighting::LayerCam)?.with_eigen_smooth(opts.eigen_smooth)),
         "eigencam" => Box::new(EigenCam::new(eng, layer)?),
         "scorecam" => Box::new(ScoreCam::new(eng, layer, masks)?),
         "ablationcam" => Box::new(AblationCam::new(eng, layer, masks)?),
