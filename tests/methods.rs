@@ -172,8 +172,13 @@ fn cam_ref(kind: &str, a: &Map, g: &Map, k: usize) -> Map {
     if kind == "layercam" {
         return (0..S * S).map(|p| (0..k).map(|c| g[c * S * S + p].max(0.0) * a[c * S * S + p]).sum::<f64>().max(0.0)).collect();
     }
+    weighted(a, &cam_weights(kind, a, g, k))
+}
+
+/// The channel weights of Grad-CAM, Grad-CAM++ and XGrad-CAM.
+fn cam_weights(kind: &str, a: &Map, g: &Map, k: usize) -> Vec<f64> {
     let plane = |m: &Map, c: usize| m[c * S * S..(c + 1) * S * S].to_vec();
-    let w: Vec<f64> = (0..k)
+    (0..k)
         .map(|c| {
             let (ac, gc) = (plane(a, c), plane(g, c));
             let sum_a: f64 = ac.iter().sum();
@@ -184,8 +189,7 @@ fn cam_ref(kind: &str, a: &Map, g: &Map, k: usize) -> Map {
                 _ => unreachable!(),
             }
         })
-        .collect();
-    weighted(a, &w)
+        .collect()
 }
 
 fn input(n: usize, seed: u64) -> Tensor {
@@ -277,17 +281,11 @@ fn eigen_smooth_projects_the_weighted_activations() {
             let (_, _, _, a, _) = r.forward(&xi);
             let (_, g, _) = r.backward(&xi, [0, 2][i], RuleRef::Gradient);
             let k = C[2];
+            let w = if kind == "layercam" { vec![f64::NAN; k] } else { cam_weights(kind, &a, &g, k) };
             let wa: Vec<f32> = (0..k)
                 .flat_map(|c| {
-                    let (ac, gc) = (plane(&a, c), plane(&g, c));
-                    let sum_a: f64 = ac.iter().sum();
-                    let w = match kind {
-                        "gradcam" => gc.iter().sum::<f64>() / (S * S) as f64,
-                        "gradcampp" => gc.iter().map(|&g| g.max(0.0) * g * g / (2.0 * g * g + sum_a * g * g * g + 1e-6)).sum(),
-                        "xgradcam" => gc.iter().zip(&ac).map(|(g, a)| g * a / (sum_a + 1e-7)).sum(),
-                        _ => f64::NAN,
-                    };
-                    (0..S * S).map(move |p| (if w.is_nan() { gc[p].max(0.0) * ac[p] } else { w * ac[p] }) as f32).collect::<Vec<_>>()
+                    let (ac, gc, wc) = (plane(&a, c), plane(&g, c), w[c]);
+                    (0..S * S).map(move |p| (if wc.is_nan() { gc[p].max(0.0) * ac[p] } else { wc * ac[p] }) as f32).collect::<Vec<_>>()
                 })
                 .collect();
             let want: Vec<f64> = eigen_projection(&wa, k, S * S).iter().map(|&v| v as f64).collect();
