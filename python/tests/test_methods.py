@@ -100,6 +100,18 @@ def test_pytorch_grad_cam_call_is_the_normalised_upsampled_map(model, small):
     close(pic, (up - lo) / (hi - lo), "normalised upsampled Grad-CAM")
 
 
+def test_eigen_smooth_matches_the_cli(cli, model, small, tmp_path):
+    x, path = small
+    ours = deepviz.attribute(model, "layercam", x, layer="_blocks.3", eigen_smooth=True)
+    close(ours, cli_maps(cli, tmp_path, "layercam", path, ["small_0", "small_1"], "--layer", "_blocks.3", "--eigen-smooth"), "layercam eigen_smooth")
+    method = deepviz.GradCAM(model, target_layers=["_blocks.8"])
+    pic, plain = method(input_tensor=x, eigen_smooth=True), method(input_tensor=x)
+    assert pic.shape == plain.shape and pic.min() == 0.0 and np.allclose(pic.reshape(2, -1).max(axis=1), 1.0)
+    assert not np.allclose(pic, plain), "eigen_smooth changed nothing"
+    with pytest.raises(ValueError, match="aug_smooth"):
+        method(input_tensor=x, aug_smooth=True)
+
+
 def bilinear(a, h, w):
     """PyTorch's bilinear resize (align_corners=False) of a 2-d array, in numpy."""
 
