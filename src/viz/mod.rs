@@ -12,6 +12,9 @@
 //! - `maximize.rs`: [`Maximize`] — class model visualisation (Simonyan et al. 2014) and
 //!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers.
 //! - `classify.rs`: top-k classes with probabilities.
+//! - `evaluate.rs`: judging a map: deletion and insertion curves and their areas (Petsiuk et
+//!   al. 2018, RISE).
+//! - `plot.rs`: line plots and labelled picture grids, drawn without a plotting crate.
 //! - `render.rs`: heat-map pictures (upsample, normalise, clip on the backend; colour and blend
 //!   on the host).
 //!
@@ -23,10 +26,12 @@
 mod cam;
 mod classify;
 mod dream;
+pub mod evaluate;
 mod gradient;
 pub mod linalg;
 mod maximize;
 pub mod ops;
+pub mod plot;
 pub mod render;
 mod saliency;
 mod scorecam;
