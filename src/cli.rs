@@ -1,6 +1,6 @@
 //! The `deepviz` command line as a value: [`command`] builds the clap [`Command`] the binary
 //! parses (one subcommand per attribution method of [`crate::viz::METHODS`], plus `dream`,
-//! `classify`, `layers`, `trace`, `evaluate` and the dataset commands) with the value parsers
+//! `classify`, `layers`, `trace`, `evaluate`, `sanity` and the dataset commands) with the value parsers
 //! that refuse bad numbers at parse time. It lives in the library so that tests and the fuzzer (`fuzz/`) parse exactly what the
 //! binary parses; `src/main.rs` runs what was parsed.
 
@@ -104,7 +104,7 @@ pub fn command() -> Command {
     cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(judge_commands()).subcommands(dataset_commands())
 }
 
-/// `evaluate`: judging an attribution method's maps. The method is a positional
+/// `evaluate` and `sanity`: judging an attribution method's maps. The method is a positional
 /// argument checked by the library (an unknown one is an error, exit 1), and so are the numbers
 /// that make no curve (`--steps 0`).
 fn judge_commands() -> Vec<Command> {
@@ -125,7 +125,14 @@ fn judge_commands() -> Vec<Command> {
     .arg(Arg::new("blur-sigma").long("blur-sigma").default_value(d.blur_sigma.to_string()).value_parser(parse_finite).help("sigma in pixels of the blurred image insertion starts from (RISE: 5)"))
     .arg(Arg::new("random").long("random").action(ArgAction::SetTrue).help("also draw and report each image's curves for a random map (uniform noise): a good map beats it"))
     .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the random maps (image i of the run: seed + i)"));
-    vec![evaluate]
+    let sanity = judged(
+        Command::new("sanity").about("The model-parameter randomisation test (Adebayo et al. 2018): re-initialise the network's convolution and linear layers from the logits down, cumulatively, and compare each image's map after every step with the original (Spearman rank correlation of |map| and of map, SSIM); per map a grid and a plot, sanity_METHOD.json"),
+        "",
+    )
+    .arg(Arg::new("granularity").long("granularity").default_value("layer").help("what one step re-initialises: layer (one convolution or linear layer) or block (a top-level module with its index: layer4.1, _blocks.15)"))
+    .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the re-initialised weights"))
+    .arg(Arg::new("tile").long("tile").default_value("112").value_parser(value_parser!(u32)).help("side of each map in the grid, in pixels"));
+    vec![evaluate, sanity]
 }
 
 /// `--out` alone.

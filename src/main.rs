@@ -1,6 +1,6 @@
 //! The `deepviz` command: parses arguments ([`deepviz::cli::command`]), runs a library job ([`deepviz::job`]), prints. One
 //! subcommand per attribution method of the registry ([`deepviz::viz::METHODS`]), plus
-//! `classify`, `dream`, `layers`, `evaluate` and the dataset commands. Errors are one `error:` line and exit status 1 (usage
+//! `classify`, `dream`, `layers`, `evaluate`, `sanity` and the dataset commands. Errors are one `error:` line and exit status 1 (usage
 //! errors: 2; an interrupt: 130); a closed standard output ends the program quietly.
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
 use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, tsne::Tsne, Dataset, Partial, Shard, Tally};
 use deepviz::engine::Engine;
-use deepviz::job::{self, DeviceChoice, DreamJob, EvaluateJob, Inputs, MapJob, MaximizeJob, Progress, TargetName, TargetSpec, WithBackend};
+use deepviz::job::{self, DeviceChoice, DreamJob, EvaluateJob, Inputs, MapJob, MaximizeJob, Progress, SanityJob, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
 use deepviz::viz::evaluate::DeletionInsertion;
@@ -232,6 +232,43 @@ impl WithBackend for EvaluateCmd<'_> {
         text += &format!("{method}: mean deletion AUC {:.4}, mean insertion AUC {:.4} over {} maps (lower deletion, higher insertion is better)\n", s["mean_deletion_auc"].as_f64().unwrap_or(f64::NAN), s["mean_insertion_auc"].as_f64().unwrap_or(f64::NAN), s["maps"]);
         if let (Some(d), Some(i)) = (s["random_mean_deletion_auc"].as_f64(), s["random_mean_insertion_auc"].as_f64()) {
             text += &format!("random map: mean deletion AUC {d:.4}, mean insertion AUC {i:.4}\n");
+        }
+        for p in out.commit()? {
+            text += &format!("wrote {}\n", p.display());
+        }
+        Ok(Report { json, text })
+    }
+}
+
+struct SanityCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for SanityCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let inputs = Inputs::expand(&m.get_many::<PathBuf>("image").expect("required").cloned().collect::<Vec<_>>())?;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let job = SanityJob {
+            method: m.get_one::<String>("method").expect("required").clone(),
+            options: method_options(m)?,
+            targets: targets(m, &inputs)?,
+            granularity: m.get_one::<String>("granularity").expect("has a default").parse()?,
+            seed: *m.get_one::<u64>("random-seed").expect("has a default"),
+            batch_size: batch_size(m),
+            tile: *m.get_one::<u32>("tile").expect("has a default"),
+        };
+        let mut out = output_set(m, &inputs);
+        let (json, _) = job.run(eng, &inputs, &mut out, &mut progress_bar())?;
+        let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+        let mut text = String::new();
+        for r in json["maps"].as_array().into_iter().flatten() {
+            let last = |k: &str| r[k].as_array().and_then(|a| a.last()).cloned().unwrap_or(Value::Null);
+            text += &format!("{}: class {} ({}): after every layer: Spearman |map| {}, map {}, SSIM {}\n", r["image"].as_str().unwrap_or("?"), r["class"], r["class_name"].as_str().unwrap_or(""), f(&last("spearman_abs")), f(&last("spearman_raw")), f(&last("ssim")));
+        }
+        let steps: Vec<&str> = json["steps"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        text += &format!("{}: mean Spearman |map| per step ({} steps, from the logits down):\n", json["method"].as_str().unwrap_or("?"), steps.len().saturating_sub(1));
+        for (k, name) in steps.iter().enumerate() {
+            text += &format!("  {name:<32} {}  SSIM {}\n", f(&json["mean"]["spearman_abs"][k]), f(&json["mean"]["ssim"][k]));
         }
         for p in out.commit()? {
             text += &format!("wrote {}\n", p.display());
@@ -516,6 +553,10 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "evaluate" => {
             let method = m.get_one::<String>("method").expect("required");
             job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, EvaluateCmd(m))?
+        }
+        "sanity" => {
+            let method = m.get_one::<String>("method").expect("required");
+            job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, SanityCmd(m))?
         }
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,

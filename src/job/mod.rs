@@ -8,6 +8,7 @@
 //! - `device.rs`: choosing the engine ([`DeviceChoice`], [`with_backend`]).
 //! - `evaluate.rs`: [`EvaluateJob`], judging an attribution method by deletion and insertion
 //!   curves (RISE).
+//! - `sanity.rs`: [`SanityJob`], the cascading model-randomisation test (Adebayo et al. 2018).
 //! - `trace.rs`: a job on the recording device ([`trace`]): launches, allocations, host syncs,
 //!   bytes and multiply-adds, without a GPU.
 //!
@@ -18,10 +19,12 @@
 mod device;
 mod evaluate;
 pub mod inputs;
+mod sanity;
 mod targets;
 mod trace;
 
 pub use evaluate::EvaluateJob;
+pub use sanity::SanityJob;
 pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};

@@ -15,6 +15,8 @@
 //! - `evaluate.rs`: judging a map: deletion and insertion curves and their areas (Petsiuk et
 //!   al. 2018, RISE).
 //! - `plot.rs`: line plots and labelled picture grids, drawn without a plotting crate.
+//! - `sanity.rs`: the model-randomisation sanity check (Adebayo et al. 2018): the cascade of
+//!   re-initialised layers, Spearman rank correlation and SSIM of maps.
 //! - `render.rs`: heat-map pictures (upsample, normalise, clip on the backend; colour and blend
 //!   on the host).
 //!
@@ -34,6 +36,7 @@ pub mod ops;
 pub mod plot;
 pub mod render;
 mod saliency;
+pub mod sanity;
 mod scorecam;
 mod smooth;
 mod target;
