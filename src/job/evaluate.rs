@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{png_bytes, target_pairs, target_suffix, upload_pairs, Inputs, Progress, TargetSpec};
 use crate::backend::{Backend, Unary};
+use crate::dataset::dissect::csv_field;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::output::OutputSet;
@@ -144,7 +145,7 @@ impl EvaluateJob {
                     let (_, overlay) = render::pictures(be, &map, std::slice::from_ref(&it.picture), &style)?.remove(0);
                     let file = out.add(&format!("{stem}_{name}_evaluate.png"), &png_bytes(&beside(&overlay, &plot))?)?;
                     for (j, f) in c.fractions.iter().enumerate() {
-                        csv += &format!("{},{class},{f},{},{}", it.source.display(), c.deletion[j], c.insertion[j]);
+                        csv += &format!("{},{class},{f},{},{}", csv_field(&it.source.display().to_string()), c.deletion[j], c.insertion[j]);
                         if self.compare_random {
                             let rc = r.as_ref().unwrap_or(&c);
                             csv += &format!(",{},{}", rc.deletion[j], rc.insertion[j]);
