@@ -1,7 +1,7 @@
 //! The `deepviz` command line as a value: [`command`] builds the clap [`Command`] the binary
 //! parses (one subcommand per attribution method of [`crate::viz::METHODS`], plus `dream`,
-//! `classify`, `layers` and `trace`) with the value parsers that refuse bad numbers at parse
-//! time. It lives in the library so that tests and the fuzzer (`fuzz/`) parse exactly what the
+//! `classify`, `layers`, `trace`, `evaluate`, `sanity` and the dataset commands) with the value parsers
+//! that refuse bad numbers at parse time. It lives in the library so that tests and the fuzzer (`fuzz/`) parse exactly what the
 //! binary parses; `src/main.rs` runs what was parsed.
 
 use std::path::PathBuf;
@@ -103,7 +103,43 @@ pub fn command() -> Command {
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(dataset_commands())
+    cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(judge_commands()).subcommands(dataset_commands())
+}
+
+/// `evaluate` and `sanity`: judging an attribution method's maps. The method is a positional
+/// argument checked by the library (an unknown one is an error, exit 1), and so are the numbers
+/// that make no curve (`--steps 0`).
+fn judge_commands() -> Vec<Command> {
+    let d = crate::viz::evaluate::DeletionInsertion::default();
+    let method = |what: &str| Arg::new("method").required(true).help(format!("the attribution method ({}){what}", METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")));
+    let judged = |cmd: Command, what: &str| {
+        let cmd = out_only(common_args(cmd.arg(method(what)), true, false))
+            .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("target class(es) for every image (one evaluation each); default: each image's top class"))
+            .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"));
+        [Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Base, Opt::Baseline, Opt::Seed, Opt::Masks].into_iter().fold(cmd, |c, o| c.arg(option_arg("", o).help_heading("Method options")))
+    };
+    let evaluate = judged(
+        Command::new("evaluate").about("Judge a method's maps by RISE's deletion and insertion curves (Petsiuk et al. 2018): the class probability as the top-ranked pixels are deleted (replaced by the mean colour) or inserted into a blurred copy, with the areas under both curves; per map a plot, evaluate_METHOD.json / .csv, the mean areas"),
+        ", or `random` (a uniform-noise ranking)",
+    )
+    .arg(Arg::new("steps").long("steps").default_value(d.steps.to_string()).value_parser(value_parser!(usize)).help("points of each curve after the first: fractions 0, 1/S, ..., 1"))
+    .arg(Arg::new("deletion-fill").long("deletion-fill").default_value(d.fill.name()).help("what deleted pixels become: zero (0 of the normalised input, the mean colour; RISE) or black"))
+    .arg(Arg::new("blur-sigma").long("blur-sigma").default_value(d.blur_sigma.to_string()).value_parser(parse_finite).help("sigma in pixels of the blurred image insertion starts from (RISE: 5)"))
+    .arg(Arg::new("random").long("random").action(ArgAction::SetTrue).help("also draw and report each image's curves for a random map (uniform noise): a good map beats it"))
+    .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the random maps (image i of the run: seed + i)"));
+    let sanity = judged(
+        Command::new("sanity").about("The model-parameter randomisation test (Adebayo et al. 2018): re-initialise the network's convolution and linear layers from the logits down, cumulatively, and compare each image's map after every step with the original (Spearman rank correlation of |map| and of map, SSIM); per map a grid and a plot, sanity_METHOD.json"),
+        "",
+    )
+    .arg(Arg::new("granularity").long("granularity").default_value("layer").help("what one step re-initialises: layer (one convolution or linear layer) or block (a top-level module with its index: layer4.1, _blocks.15)"))
+    .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the re-initialised weights"))
+    .arg(Arg::new("tile").long("tile").default_value("112").value_parser(value_parser!(u32)).help("side of each map in the grid, in pixels"));
+    vec![evaluate, sanity]
+}
+
+/// `--out` alone.
+fn out_only(cmd: Command) -> Command {
+    cmd.arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
 }
 
 /// The options every dataset command shares: the dataset, the model, the device, the shard.

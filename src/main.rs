@@ -1,6 +1,6 @@
 //! The `deepviz` command: parses arguments ([`deepviz::cli::command`]), runs a library job ([`deepviz::job`]), prints. One
 //! subcommand per attribution method of the registry ([`deepviz::viz::METHODS`]), plus
-//! `classify`, `dream` and `layers`. Errors are one `error:` line and exit status 1 (usage
+//! `classify`, `dream`, `layers`, `evaluate`, `sanity` and the dataset commands. Errors are one `error:` line and exit status 1 (usage
 //! errors: 2; an interrupt: 130); a closed standard output ends the program quietly.
 
 use std::io::Write;
@@ -12,9 +12,10 @@ use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
 use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, tsne::Tsne, Dataset, Partial, Shard, Tally};
 use deepviz::engine::Engine;
-use deepviz::job::{self, DeviceChoice, DreamJob, Inputs, MapJob, MaximizeJob, Progress, TargetName, TargetSpec, WithBackend};
+use deepviz::job::{self, DeviceChoice, DreamJob, EvaluateJob, Inputs, MapJob, MaximizeJob, Progress, SanityJob, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
+use deepviz::viz::evaluate::DeletionInsertion;
 use deepviz::viz::{Maximize, MethodOptions, METHODS};
 use deepviz::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -133,11 +134,12 @@ fn batch_size(m: &ArgMatches) -> usize {
     *m.get_one::<u64>("batch-size").expect("has a default") as usize
 }
 
-/// The targets of `--class`, `--unit` and `--neuron`, in that order.
+/// The targets of `--class`, `--unit` and `--neuron`, in that order (the commands without
+/// `--unit` / `--neuron` take classes only).
 fn target_names(m: &ArgMatches) -> Result<Vec<TargetName>> {
     let mut each: Vec<TargetName> = m.get_many::<usize>("class").into_iter().flatten().map(|&c| TargetName::Class(c)).collect();
     for (flag, kind) in [("unit", "unit"), ("neuron", "neuron")] {
-        for v in m.get_many::<String>(flag).into_iter().flatten() {
+        for v in m.try_get_many::<String>(flag).ok().flatten().into_iter().flatten() {
             each.push(job::parse_target(&format!("{kind}:{v}"))?);
         }
     }
@@ -191,6 +193,90 @@ impl WithBackend for MapCmd<'_> {
             text += &format!("wrote {}\n", p.display());
         }
         Ok(Report { json: Value::Array(records.iter().map(|r| r.to_json(eng.model())).collect()), text })
+    }
+}
+
+struct EvaluateCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for EvaluateCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let inputs = Inputs::expand(&m.get_many::<PathBuf>("image").expect("required").cloned().collect::<Vec<_>>())?;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let curves = DeletionInsertion {
+            steps: *m.get_one::<usize>("steps").expect("has a default"),
+            fill: m.get_one::<String>("deletion-fill").expect("has a default").parse()?,
+            blur_sigma: *m.get_one::<f32>("blur-sigma").expect("has a default"),
+            batch_size: batch_size(m),
+        };
+        let job = EvaluateJob {
+            method: m.get_one::<String>("method").expect("required").clone(),
+            options: method_options(m)?,
+            targets: targets(m, &inputs)?,
+            curves,
+            compare_random: m.get_flag("random"),
+            seed: *m.get_one::<u64>("random-seed").expect("has a default"),
+            batch_size: batch_size(m),
+        };
+        let mut out = output_set(m, &inputs);
+        let json = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;
+        let method = json["method"].as_str().unwrap_or("?").to_string();
+        let mut text = String::new();
+        for r in json["maps"].as_array().into_iter().flatten() {
+            let c = &r[method.as_str()];
+            text += &format!("{}: class {} ({}): deletion AUC {:.4}, insertion AUC {:.4}", r["image"].as_str().unwrap_or("?"), r["class"], r["class_name"].as_str().unwrap_or(""), c["deletion_auc"].as_f64().unwrap_or(f64::NAN), c["insertion_auc"].as_f64().unwrap_or(f64::NAN));
+            if let Some(rc) = r.get("random").filter(|_| method != "random") {
+                text += &format!(" (random map: {:.4}, {:.4})", rc["deletion_auc"].as_f64().unwrap_or(f64::NAN), rc["insertion_auc"].as_f64().unwrap_or(f64::NAN));
+            }
+            text += "\n";
+        }
+        let s = &json["summary"];
+        text += &format!("{method}: mean deletion AUC {:.4}, mean insertion AUC {:.4} over {} maps (lower deletion, higher insertion is better)\n", s["mean_deletion_auc"].as_f64().unwrap_or(f64::NAN), s["mean_insertion_auc"].as_f64().unwrap_or(f64::NAN), s["maps"]);
+        if let (Some(d), Some(i)) = (s["random_mean_deletion_auc"].as_f64(), s["random_mean_insertion_auc"].as_f64()) {
+            text += &format!("random map: mean deletion AUC {d:.4}, mean insertion AUC {i:.4}\n");
+        }
+        for p in out.commit()? {
+            text += &format!("wrote {}\n", p.display());
+        }
+        Ok(Report { json, text })
+    }
+}
+
+struct SanityCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for SanityCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let inputs = Inputs::expand(&m.get_many::<PathBuf>("image").expect("required").cloned().collect::<Vec<_>>())?;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let job = SanityJob {
+            method: m.get_one::<String>("method").expect("required").clone(),
+            options: method_options(m)?,
+            targets: targets(m, &inputs)?,
+            granularity: m.get_one::<String>("granularity").expect("has a default").parse()?,
+            seed: *m.get_one::<u64>("random-seed").expect("has a default"),
+            batch_size: batch_size(m),
+            tile: *m.get_one::<u32>("tile").expect("has a default"),
+        };
+        let mut out = output_set(m, &inputs);
+        let (json, _) = job.run(eng, &inputs, &mut out, &mut progress_bar())?;
+        let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+        let mut text = String::new();
+        for r in json["maps"].as_array().into_iter().flatten() {
+            let last = |k: &str| r[k].as_array().and_then(|a| a.last()).cloned().unwrap_or(Value::Null);
+            text += &format!("{}: class {} ({}): after every layer: Spearman |map| {}, map {}, SSIM {}\n", r["image"].as_str().unwrap_or("?"), r["class"], r["class_name"].as_str().unwrap_or(""), f(&last("spearman_abs")), f(&last("spearman_raw")), f(&last("ssim")));
+        }
+        let steps: Vec<&str> = json["steps"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        text += &format!("{}: mean Spearman |map| per step ({} steps, from the logits down):\n", json["method"].as_str().unwrap_or("?"), steps.len().saturating_sub(1));
+        for (k, name) in steps.iter().enumerate() {
+            text += &format!("  {name:<32} {}  SSIM {}\n", f(&json["mean"]["spearman_abs"][k]), f(&json["mean"]["ssim"][k]));
+        }
+        for p in out.commit()? {
+            text += &format!("wrote {}\n", p.display());
+        }
+        Ok(Report { json, text })
     }
 }
 
@@ -467,6 +553,14 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "gen-dataset" => gen_dataset(m)?,
         "dissect" if m.contains_id("compare") => dissect_compare(m)?,
         command @ ("top-patches" | "neighbors" | "dissect" | "tsne") => job::with_backend(device(m), precision(m), job::gpu_precision(command), &mut note, DatasetCmd { m, command })?,
+        "evaluate" => {
+            let method = m.get_one::<String>("method").expect("required");
+            job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, EvaluateCmd(m))?
+        }
+        "sanity" => {
+            let method = m.get_one::<String>("method").expect("required");
+            job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, SanityCmd(m))?
+        }
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,
         // a gradient at the pixels, like saliency: fp32 on the GPU unless asked

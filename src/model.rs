@@ -162,6 +162,24 @@ impl Model {
         Ok(model)
     }
 
+    /// The same model (graph, names, preprocessing — and so the same [`Layer`]s) with some
+    /// parameters given new values `(ParamId, tensor)`; the unchanged tensors are shared, not
+    /// copied. A parameter that does not exist, a wrong shape or a non-finite value is an error.
+    pub fn with_params(&self, changes: &[(crate::graph::ParamId, Arc<Tensor>)]) -> Result<Model> {
+        let mut params = self.params.clone();
+        for (id, t) in changes {
+            let spec = self.graph.params.get(*id).ok_or_else(|| Error::model(&self.origin, format!("no parameter #{id} (the model has {})", self.params.len())))?;
+            if t.shape != spec.shape || t.data.len() != t.shape.iter().product::<usize>() {
+                return Err(Error::model(&self.origin, format!("parameter `{}` has shape {:?}, the graph expects {:?}", spec.name, t.shape, spec.shape)));
+            }
+            if let Some(v) = t.data.iter().find(|v| !v.is_finite()) {
+                return Err(Error::tensor(&spec.name, format!("holds {v}")));
+            }
+            params[*id] = t.clone();
+        }
+        Ok(Model { graph: self.graph.clone(), params, uid: self.uid, names: self.names.clone(), preprocess: self.preprocess, classes: self.classes.clone(), origin: self.origin.clone() })
+    }
+
     /// A model file's bytes: safetensors, or ONNX when they look like it.
     pub fn from_bytes(bytes: &[u8], origin: &str, arch: Option<&str>) -> Result<Model> {
         if crate::onnx::is_onnx(bytes) {

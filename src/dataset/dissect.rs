@@ -690,7 +690,7 @@ fn colour_word(i: usize) -> &'static str {
 }
 
 /// A CSV field, quoted when it must be.
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -71,67 +71,102 @@ fn vector(v: Vec<f32>) -> Arc<Tensor> {
     Arc::new(Tensor { shape: vec![v.len()], data: v })
 }
 
+/// The parameters a node's op reads.
+fn op_params(op: &Op) -> Vec<ParamId> {
+    match *op {
+        Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => std::iter::once(weight).chain(bias).collect(),
+        Op::BatchNorm { weight, bias, mean, var, .. } => vec![weight, bias, mean, var],
+        Op::Affine { scale, shift } => vec![scale, shift],
+        _ => vec![],
+    }
+}
+
+/// Per node, the batch norm folded into it: a batch norm folds into the convolution before it
+/// when it is that conv's only consumer.
+fn fold_targets(model: &Model) -> Vec<Option<NodeId>> {
+    let g = &model.graph;
+    let mut consumers = vec![0usize; g.nodes.len()];
+    for n in &g.nodes {
+        for &i in &n.inputs {
+            consumers[i] += 1;
+        }
+    }
+    let mut folds_into: Vec<Option<NodeId>> = vec![None; g.nodes.len()];
+    for (id, n) in g.nodes.iter().enumerate() {
+        if let (Op::BatchNorm { .. }, [src]) = (&n.op, n.inputs.as_slice()) {
+            if matches!(g.nodes[*src].op, Op::Conv { .. }) && consumers[*src] == 1 && *src != g.output {
+                folds_into[*src] = Some(id);
+            }
+        }
+    }
+    folds_into
+}
+
+/// What node `id` needs on `be` (`fold`: the batch norm folded into it, for a convolution).
+fn prepare<B: Backend>(model: &Model, be: &B, id: NodeId, fold: Option<NodeId>) -> Result<Prep<B::W>> {
+    let param = |i: ParamId, role| be.weight(&model.params[i], role);
+    Ok(match &model.graph.nodes[id].op {
+        Op::Conv { weight, bias, .. } => {
+            let (w, b) = (OnceLock::new(), OnceLock::new());
+            let fold = match fold {
+                Some(bn) => {
+                    let (s, t) = bn_affine(model, bn).expect("a batch norm node");
+                    let raw = &model.params[*weight];
+                    let per = raw.numel() / raw.shape[0];
+                    let mut fw = (**raw).clone();
+                    for (o, chunk) in fw.data.chunks_mut(per).enumerate() {
+                        chunk.iter_mut().for_each(|x| *x *= s[o]);
+                    }
+                    let fb: Vec<f32> = match bias {
+                        Some(p) => model.params[*p].data.iter().zip(&s).zip(&t).map(|((b, s), t)| b * s + t).collect(),
+                        None => t,
+                    };
+                    Some(Folded { bn, w: be.weight(&Arc::new(fw), Role::ConvWeight)?, b: be.weight(&vector(fb), Role::Vector)? })
+                }
+                None => {
+                    // never folded: prepared now, like every other weight
+                    let _ = w.set(param(*weight, Role::ConvWeight)?);
+                    let _ = b.set(bias.map(|p| param(p, Role::Vector)).transpose()?);
+                    None
+                }
+            };
+            Prep::Conv { w, b, fold }
+        }
+        Op::Linear { weight, bias } => Prep::Linear { w: param(*weight, Role::LinearWeight)?, b: bias.map(|p| param(p, Role::Vector)).transpose()? },
+        Op::Affine { scale, shift } => Prep::Affine { scale: param(*scale, Role::Vector)?, shift: param(*shift, Role::Vector)? },
+        Op::BatchNorm { .. } => {
+            let (s, t) = bn_affine(model, id).expect("a batch norm node");
+            Prep::Affine { scale: be.weight(&vector(s), Role::Vector)?, shift: be.weight(&vector(t), Role::Vector)? }
+        }
+        _ => Prep::None,
+    })
+}
+
 impl<B: Backend> Engine<B> {
+    /// This engine with some parameters given new values (`(ParamId, tensor)`, shapes as
+    /// before): the model is rebuilt around the shared unchanged tensors
+    /// ([`Model::with_params`]) and only the nodes that read a changed parameter (or fold a
+    /// batch norm that does) are prepared again, so a chain of edits — the cascading
+    /// randomisation of [`crate::viz::sanity`] — uploads each changed layer once and never the
+    /// whole network.
+    pub fn with_params(mut self, changes: &[(ParamId, Arc<Tensor>)]) -> Result<Self> {
+        let model = Arc::new(self.model.with_params(changes)?);
+        let folds_into = fold_targets(&model);
+        let changed = |id: NodeId| op_params(&model.graph.nodes[id].op).iter().any(|p| changes.iter().any(|c| c.0 == *p));
+        for (id, &fold) in folds_into.iter().enumerate() {
+            if changed(id) || fold.is_some_and(changed) {
+                self.prep[id] = prepare(&model, &self.be, id, fold)?;
+            }
+        }
+        self.model = model;
+        Ok(self)
+    }
+
     /// Prepare `model` on `be`.
     pub fn new(model: impl Into<Arc<Model>>, be: B) -> Result<Self> {
         let model: Arc<Model> = model.into();
-        let g = &model.graph;
-        let mut consumers = vec![0usize; g.nodes.len()];
-        for n in &g.nodes {
-            for &i in &n.inputs {
-                consumers[i] += 1;
-            }
-        }
-        // a batch norm folds into the convolution before it when it is that conv's only consumer
-        let mut folds_into: Vec<Option<NodeId>> = vec![None; g.nodes.len()];
-        for (id, n) in g.nodes.iter().enumerate() {
-            if let (Op::BatchNorm { .. }, [src]) = (&n.op, n.inputs.as_slice()) {
-                if matches!(g.nodes[*src].op, Op::Conv { .. }) && consumers[*src] == 1 && *src != g.output {
-                    folds_into[*src] = Some(id);
-                }
-            }
-        }
-        let param = |i: ParamId, role| be.weight(&model.params[i], role);
-        let mut prep = Vec::with_capacity(g.nodes.len());
-        for (id, n) in g.nodes.iter().enumerate() {
-            prep.push(match &n.op {
-                Op::Conv { weight, bias, .. } => {
-                    let (w, b) = (OnceLock::new(), OnceLock::new());
-                    let fold = match folds_into[id] {
-                        Some(bn) => {
-                            let (s, t) = bn_affine(&model, bn).expect("a batch norm node");
-                            let raw = &model.params[*weight];
-                            let per = raw.numel() / raw.shape[0];
-                            let mut fw = (**raw).clone();
-                            for (o, chunk) in fw.data.chunks_mut(per).enumerate() {
-                                chunk.iter_mut().for_each(|x| *x *= s[o]);
-                            }
-                            let fb: Vec<f32> = match bias {
-                                Some(p) => model.params[*p].data.iter().zip(&s).zip(&t).map(|((b, s), t)| b * s + t).collect(),
-                                None => t,
-                            };
-                            Some(Folded { bn, w: be.weight(&Arc::new(fw), Role::ConvWeight)?, b: be.weight(&vector(fb), Role::Vector)? })
-                        }
-                        None => {
-                            // never folded: prepared now, like every other weight
-                            let _ = w.set(param(*weight, Role::ConvWeight)?);
-                            let _ = b.set(bias.map(|p| param(p, Role::Vector)).transpose()?);
-                            None
-                        }
-                    };
-                    Prep::Conv { w, b, fold }
-                }
-                Op::Linear { weight, bias } => {
-                    Prep::Linear { w: param(*weight, Role::LinearWeight)?, b: bias.map(|p| param(p, Role::Vector)).transpose()? }
-                }
-                Op::Affine { scale, shift } => Prep::Affine { scale: param(*scale, Role::Vector)?, shift: param(*shift, Role::Vector)? },
-                Op::BatchNorm { .. } => {
-                    let (s, t) = bn_affine(&model, id).expect("a batch norm node");
-                    Prep::Affine { scale: be.weight(&vector(s), Role::Vector)?, shift: be.weight(&vector(t), Role::Vector)? }
-                }
-                _ => Prep::None,
-            });
-        }
+        let folds_into = fold_targets(&model);
+        let prep = (0..model.graph.nodes.len()).map(|id| prepare(&model, &be, id, folds_into[id])).collect::<Result<Vec<_>>>()?;
         // DEEPVIZ_FUSE=0 runs every op on its own (to compare, or to look at an op's output in
         // a profile); the answer is the same to the bit
         let fuse = std::env::var("DEEPVIZ_FUSE").map_or(true, |v| v != "0");

@@ -6,6 +6,9 @@
 //! - `targets.rs`: what the user asked the maps to explain ([`TargetSpec`]): classes for every
 //!   image, a file mapping images to classes, units and neurons of layers.
 //! - `device.rs`: choosing the engine ([`DeviceChoice`], [`with_backend`]).
+//! - `evaluate.rs`: [`EvaluateJob`], judging an attribution method by deletion and insertion
+//!   curves (RISE).
+//! - `sanity.rs`: [`SanityJob`], the cascading model-randomisation test (Adebayo et al. 2018).
 //! - `trace.rs`: a job on the recording device ([`trace`]): launches, allocations, host syncs,
 //!   bytes and multiply-adds, without a GPU.
 //!
@@ -14,10 +17,14 @@
 //! failure anywhere leaves nothing behind. Nothing here prints.
 
 mod device;
+mod evaluate;
 pub mod inputs;
+mod sanity;
 mod targets;
 mod trace;
 
+pub use evaluate::EvaluateJob;
+pub use sanity::SanityJob;
 pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};
@@ -138,6 +145,31 @@ fn target_suffix<B: Backend>(eng: &Engine<B>, t: &Target) -> String {
     }
 }
 
+/// Each (item, target) pair of a batch, in order: one map each; an item with several targets
+/// repeats, one with none (`None`: its top class) appears once.
+pub(crate) fn target_pairs(per_item: &[Option<Vec<Target>>]) -> Vec<(usize, Option<Target>)> {
+    per_item
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| match t {
+            None => vec![(i, None)],
+            Some(ts) => ts.iter().map(|&t| (i, Some(t))).collect(),
+        })
+        .collect()
+}
+
+/// The inputs of a chunk of [`target_pairs`] on the backend, `[pairs, 3, h, w]` (the batch's
+/// tensor itself when the chunk is the batch).
+pub(crate) fn upload_pairs<B: Backend>(eng: &Engine<B>, batch: &Batch, chunk: &[(usize, Option<Target>)]) -> Result<B::T> {
+    if chunk.len() == batch.items.len() && chunk.iter().enumerate().all(|(k, p)| p.0 == k) {
+        return eng.upload(&batch.x);
+    }
+    let data: Vec<f32> = chunk.iter().flat_map(|&(i, _)| batch.x.item(i).iter().copied()).collect();
+    let mut shape = batch.x.shape.clone();
+    shape[0] = chunk.len();
+    eng.upload(&Tensor::new(shape, data)?)
+}
+
 impl MapJob {
     /// Run on `eng` over `inputs`, writing into `out`.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<MapRecord>> {
@@ -158,25 +190,9 @@ impl MapJob {
             let batch = batch?;
             // each (item, target) pair is one map; several targets per image repeat the image
             let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
-            let pairs: Vec<(usize, Option<Target>)> = per_item
-                .iter()
-                .enumerate()
-                .flat_map(|(i, t)| match t {
-                    None => vec![(i, None)],
-                    Some(ts) => ts.iter().map(|&t| (i, Some(t))).collect(),
-                })
-                .collect();
+            let pairs = target_pairs(&per_item);
             for chunk in pairs.chunks(self.batch_size.max(1)) {
-                let x = if chunk.len() == batch.items.len() && chunk.iter().enumerate().all(|(k, p)| p.0 == k) {
-                    eng.upload(&batch.x)?
-                } else {
-                    let per = batch.x.numel() / batch.x.shape[0];
-                    let data: Vec<f32> = chunk.iter().flat_map(|&(i, _)| batch.x.item(i).iter().copied()).collect();
-                    let mut shape = batch.x.shape.clone();
-                    shape[0] = chunk.len();
-                    debug_assert_eq!(data.len(), per * chunk.len());
-                    eng.upload(&Tensor::new(shape, data)?)?
-                };
+                let x = upload_pairs(eng, &batch, chunk)?;
                 let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
                 let attributed = method.attribute_with_extras(&x, given.as_deref())?;
                 let (maps, targets) = (attributed.map, attributed.targets);

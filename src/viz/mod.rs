@@ -12,6 +12,11 @@
 //! - `maximize.rs`: [`Maximize`] — class model visualisation (Simonyan et al. 2014) and
 //!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers.
 //! - `classify.rs`: top-k classes with probabilities.
+//! - `evaluate.rs`: judging a map: deletion and insertion curves and their areas (Petsiuk et
+//!   al. 2018, RISE).
+//! - `plot.rs`: line plots and labelled picture grids, drawn without a plotting crate.
+//! - `sanity.rs`: the model-randomisation sanity check (Adebayo et al. 2018): the cascade of
+//!   re-initialised layers, Spearman rank correlation and SSIM of maps.
 //! - `render.rs`: heat-map pictures (upsample, normalise, clip on the backend; colour and blend
 //!   on the host).
 //!
@@ -23,12 +28,15 @@
 mod cam;
 mod classify;
 mod dream;
+pub mod evaluate;
 mod gradient;
 pub mod linalg;
 mod maximize;
 pub mod ops;
+pub mod plot;
 pub mod render;
 mod saliency;
+pub mod sanity;
 mod scorecam;
 mod smooth;
 mod target;
