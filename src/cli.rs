@@ -116,7 +116,7 @@ fn judge_commands() -> Vec<Command> {
         let cmd = out_only(common_args(cmd.arg(method(what)), true, false))
             .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("target class(es) for every image (one evaluation each); default: each image's top class"))
             .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"));
-        [Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Base, Opt::Baseline, Opt::Seed, Opt::Masks].into_iter().fold(cmd, |c, o| c.arg(option_arg("", o).help_heading("Method options")))
+        Opt::ALL.into_iter().fold(cmd, |c, o| c.arg(option_arg("", o).help_heading("Method options")))
     };
     let evaluate = judged(
         Command::new("evaluate").about("Judge a method's maps by RISE's deletion and insertion curves (Petsiuk et al. 2018): the class probability as the top-ranked pixels are deleted (replaced by the mean colour) or inserted into a blurred copy, with the areas under both curves; per map a plot, evaluate_METHOD.json / .csv, the mean areas"),

@@ -117,6 +117,9 @@ pub enum Opt {
 }
 
 impl Opt {
+    /// Every option.
+    pub const ALL: [Opt; 8] = [Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Base, Opt::Baseline, Opt::Seed, Opt::Masks, Opt::EigenSmooth];
+
     /// Its CLI flag (without `--`).
     pub fn flag(self) -> &'static str {
         match self {
