@@ -153,16 +153,9 @@ fn curve_ends_are_the_original_probability_and_batches_change_nothing() {
     assert!(eng.be.shape(&map).len() == 4);
 }
 
-/// A fresh folder under the system's temporary folder.
-fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("deepviz-evaluate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn the_command_writes_plots_json_and_csv_and_refuses_bad_input() {
-    let dir = temp("cli");
+    let dir = common::fresh_dir("evaluate-cli");
     let out = dir.join("out");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/chelsea.png");
     let o = common::ok(&["evaluate", "saliency", "--image", sample, "--steps", "3", "--random", "--device", "cpu", "--out", out.to_str().unwrap(), "--json"]);

@@ -158,15 +158,9 @@ fn guided_backprop_survives_the_top_layers_as_the_paper_found() {
     assert!(rho["guided"] > 0.95 && rho["saliency"] < 0.6, "Spearman |map| after _fc and _conv_head: {rho:?}");
 }
 
-fn temp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("deepviz-sanity-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 #[test]
 fn the_command_writes_grids_plots_and_json_and_refuses_bad_input() {
-    let dir = temp("cli");
+    let dir = common::fresh_dir("sanity-cli");
     let out = dir.join("out");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/coffee.png");
     let o = common::ok(&["sanity", "gradcam", "--image", sample, "--granularity", "block", "--device", "cpu", "--out", out.to_str().unwrap(), "--json"]);

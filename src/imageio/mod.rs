@@ -74,6 +74,12 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
+    /// The network's input value of pixel level `p` (in [0, 1]) in channel `c`:
+    /// `(p − mean[c]) / std[c]` (channels past the third use the third's statistics).
+    pub fn normalize(&self, c: usize, p: f32) -> f32 {
+        (p - self.mean[c.min(2)]) / self.std[c.min(2)]
+    }
+
     /// The ImageNet statistics torchvision's models were trained with.
     pub fn imagenet(size: [usize; 2]) -> Self {
         Preprocess {

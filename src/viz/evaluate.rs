@@ -179,9 +179,10 @@ impl DeletionInsertion {
         let counts = pixel_counts(self.steps, h * w);
         let fill = match self.fill {
             Fill::Zero => vec![0.0; c],
-            Fill::Black => (0..c).map(|i| -pre.mean[i % 3] / pre.std[i % 3]).collect(),
+            Fill::Black => (0..c).map(|i| pre.normalize(i, 0.0)).collect(),
         };
-        let fill = be.binary(&be.zeros(&xs)?, &be.upload(&Tensor::new(vec![1, c, 1, 1], fill)?)?, Binary::Add)?;
+        // [1, c, 1, 1]: the blend below broadcasts it over the pixels
+        let fill = be.upload(&Tensor::new(vec![1, c, 1, 1], fill)?)?;
         let r = (self.blur_sigma.ceil() as usize).clamp(1, 64);
         let blurred = GaussianBlur::new(be, c, h, w, self.blur_sigma, r)?.apply(be, x)?;
         // each point's image: `from` where the pixel's rank is past the count, `to` before it;

@@ -270,10 +270,7 @@ impl<'e, B: Backend> IntegratedGradients<'e, B> {
         // a picture p in [0, 1] per channel is (p − mean) / std in the input space
         let picture = |p: Vec<f32>| -> Result<B::T> {
             let per = s[2] * s[3];
-            let data = p.iter().enumerate().map(|(i, &v)| {
-                let c = (i / per) % s[1];
-                (v - pre.mean[c.min(2)]) / pre.std[c.min(2)]
-            });
+            let data = p.iter().enumerate().map(|(i, &v)| pre.normalize((i / per) % s[1], v));
             eng.upload(&Tensor::new(s.clone(), data.collect())?)
         };
         let numel: usize = s.iter().product();

@@ -8,6 +8,7 @@
 //! - [`seeded`], [`seeded_tensor`]: uniform in [-1, 1), splitmix64, identical on every machine.
 //! - [`fd_check`]: an analytic gradient against central differences of an f64 loss.
 //! - [`bin`], [`run`], [`ok`]: the `deepviz` binary of this build, run with arguments.
+//! - [`fresh_dir`]: a path under the system's temporary folder, emptied, for one test.
 #![allow(dead_code)]
 
 pub mod st;
@@ -233,4 +234,12 @@ pub fn ok(args: &[&str]) -> String {
     let o = run(args);
     assert!(o.status.success(), "deepviz {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// `deepviz-{tag}-{pid}` under the system's temporary folder, removed if it was there (not
+/// created: a command's output folder may be made by the command).
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("deepviz-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
