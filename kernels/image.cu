@@ -5,6 +5,7 @@
 //   normalize_fwd         y = (x - mean[c]) / std[c]
 //   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
 //   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
+//   flip_fwd              torch.flip over h and / or w: y[i, j] = x[fy ? h-1-i : i, fx ? w-1-j : j]
 //   blur_gaussian         one pass of a separable Gaussian blur along w or h, radius r =
 //                         ceil(3 sigma), weights exp(-t^2 / 2 sigma^2) normalised to sum 1,
 //                         reflect padding (torchvision's gaussian_blur); run twice (w, then h)
@@ -57,6 +58,16 @@ extern "C" __global__ void roll_fwd_f32(const float* x, float* y, long long n, l
     }
 }
 
+extern "C" __global__ void flip_fwd_f32(const float* x, float* y, long long n, long long c, long long h,
+                                        long long w, int fy, int fx) {
+    idx_t total = n * h * w * c;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t ch = i % c, ix = (i / c) % w, iy = (i / (c * w)) % h, img = i / (c * w * h);
+        idx_t sy = fy ? h - 1 - iy : iy, sx = fx ? w - 1 - ix : ix;
+        y[i] = x[((img * h + sy) * w + sx) * c + ch];
+    }
+}
+
 // Reflect padding without repeating the edge (PyTorch's "reflect": -1 -> 1, len -> len - 2).
 // torch requires radius < len; beyond that the reflection repeats with period 2 (len - 1), so
 // every index lands inside [0, len).
@@ -95,4 +106,4 @@ extern "C" __global__ void blur_gaussian_f32(const float* x, float* y, long long
 }
 
 DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
-                    blur_gaussian_f32)
+                    flip_fwd_f32, blur_gaussian_f32)

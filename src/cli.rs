@@ -61,6 +61,11 @@ pub fn command() -> Command {
             .arg(Arg::new("colormap").long("colormap").value_parser(crate::imageio::Colormap::ALL.map(|c| c.name())).help(format!("the heat maps' colours [default: {}]", m.colormap.name())))
             .arg(Arg::new("full-size").long("full-size").action(ArgAction::SetTrue).help("also write the overlay at each image's own resolution (*_overlay_full.png): the map over the centre crop the network saw, the rest of the image darkened; the JSON's `crop` gives that window in the image's pixels"));
         let sub = m.options.iter().fold(sub, |sub, &o| sub.arg(option_arg(m.name, o)));
+        let sub = if m.options.contains(&Opt::AugSmooth) {
+            sub.mut_arg("layer", |a| a.help("layer(s), PyTorch module paths (e.g. layer4, features.29, blocks.5); several, comma-separated (layer3,layer4), give one map combined as pytorch-grad-cam's target_layers: each ReLU'd, scaled to [0, 1] and resized to the input, averaged; `deepviz layers` lists them"))
+        } else {
+            sub
+        };
         cmd = cmd.subcommand(sub);
     }
     let d = DreamJob::default().dream;
@@ -253,6 +258,7 @@ fn option_arg(method: &str, o: Opt) -> Arg {
             .help("the method whose maps are smoothed [default: saliency]"),
         Opt::Baseline => arg.value_parser(["zero", "black", "blur", "noise"]).help("the path's start: 0 of the network input (the mean colour), a black picture, the blurred input, uniform noise [default: zero]"),
         Opt::Seed => arg.value_parser(value_parser!(u64)).help("seed of the random noise [default: 0]"),
+        Opt::AugSmooth => arg.action(ArgAction::SetTrue).help("pytorch-grad-cam's aug_smooth: the mean map over six copies of the input (flipped left-right or not, times 0.9, 1, 1.1), each map scaled to [0, 1] at the input's size (less noise, 6x the time)"),
         Opt::EigenSmooth => arg.action(ArgAction::SetTrue).help("pytorch-grad-cam's eigen_smooth: the first principal component of the weighted activations instead of their sum over the channels (less noise)"),
         Opt::Masks => arg.value_parser(value_parser!(u64).range(1..=65_536)).help(format!("masked or ablated inputs per forward pass (more is faster while memory lasts) [default: {DEFAULT_MASKS}]")),
     }

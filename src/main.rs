@@ -26,7 +26,8 @@ fn method_options(m: &ArgMatches) -> Result<MethodOptions> {
     let get = |name: &str| m.try_get_one::<String>(name).ok().flatten().cloned();
     let num = |name: &str| m.try_get_one::<u64>(name).ok().flatten().map(|&v| v as usize);
     Ok(MethodOptions {
-        layer: get("layer"),
+        // several layers, comma-separated (module paths have no commas)
+        layers: get("layer").map(|s| s.split(',').map(|l| l.trim().to_string()).collect()).unwrap_or_default(),
         samples: num("samples"),
         noise: m.try_get_one::<f32>("noise").ok().flatten().copied(),
         smooth: get("smooth").map(|s| s.parse()).transpose()?,
@@ -35,6 +36,7 @@ fn method_options(m: &ArgMatches) -> Result<MethodOptions> {
         seed: m.try_get_one::<u64>("seed").ok().flatten().copied(),
         masks: num("masks"),
         eigen_smooth: m.try_get_one::<bool>("eigen-smooth").ok().flatten().copied().unwrap_or(false),
+        aug_smooth: m.try_get_one::<bool>("aug-smooth").ok().flatten().copied().unwrap_or(false),
     })
 }
 

@@ -108,6 +108,26 @@ fn gradcam_at_a_named_layer_and_class() {
 }
 
 #[test]
+fn several_layers_and_aug_smooth_give_one_map_at_the_input_size() {
+    let d = tmp("combined");
+    let image = sample("coffee.png");
+    let out = ok(&[
+        "gradcam", "--image", image.to_str().unwrap(), "--layer", "_blocks.10,_blocks.15", "--aug-smooth", "--class", "968",
+        "--raw", "--json", "--out", d.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["map_shape"], serde_json::json!([224, 224]));
+    assert!(v[0]["layer"].as_str().unwrap().contains(','), "{}", v[0]["layer"]);
+    let m = deepviz::imageio::read_npy(&d.join("coffee_gradcam.npy")).unwrap();
+    assert_eq!(m.shape, vec![224, 224]);
+    assert!(m.data.iter().all(|&x| (0.0..=1.0 + 1e-6).contains(&x)) && m.data.iter().any(|&x| x > 0.5));
+    // several layers are for the CAM methods; aug_smooth is not an option of the others
+    fails(&["guided-gradcam", "--image", image.to_str().unwrap(), "--layer", "_blocks.10,_blocks.15", "--out", d.to_str().unwrap()], "takes one layer");
+    let o = run(&["saliency", "--image", image.to_str().unwrap(), "--aug-smooth", "--out", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn dream_writes_picture() {
     let d = tmp("dream");
     ok(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--out", d.to_str().unwrap(), "--steps", "2", "--octaves", "2", "--raw"]);

@@ -12,6 +12,9 @@
 //! - the rerun-from-a-layer pass (`Engine::forward_from`) reproduces the forward pass across
 //!   residual connections;
 //! - Eigen-CAM's projection on a matrix whose principal component is known;
+//! - several target layers and `aug_smooth` combine the single-layer maps as pytorch-grad-cam
+//!   does (each ReLU'd, min–max scaled, averaged, scaled again; six flipped and scaled inputs,
+//!   their maps flipped back and averaged);
 //! - every method of the registry on the emulated CUDA engine equals the CPU engine.
 
 mod common;
@@ -201,7 +204,7 @@ fn map_of<B: Backend>(eng: &Engine<B>, name: &str, opts: &MethodOptions, x: &Ten
 }
 
 fn layer(name: &str) -> MethodOptions {
-    MethodOptions { layer: Some(name.into()), ..Default::default() }
+    MethodOptions { layers: vec![name.into()], ..Default::default() }
 }
 
 fn check(what: &str, got: &[f32], want: &[f64]) {
@@ -273,7 +276,7 @@ fn eigen_smooth_projects_the_weighted_activations() {
     let t = [Target::Class(0), Target::Class(2)];
     let plane = |m: &Map, c: usize| m[c * S * S..(c + 1) * S * S].to_vec();
     for kind in ["gradcam", "gradcampp", "xgradcam", "layercam"] {
-        let opts = MethodOptions { layer: Some("relu2".into()), eigen_smooth: true, ..Default::default() };
+        let opts = MethodOptions { layers: vec!["relu2".into()], eigen_smooth: true, ..Default::default() };
         let got = map_of(&eng, kind, &opts, &x, &t);
         let plain = map_of(&eng, kind, &layer("relu2"), &x, &t);
         for i in 0..2 {
@@ -307,7 +310,7 @@ fn score_cam_and_ablation_cam_match_their_definitions_by_hand_for_any_batching()
     let x = input(2, 3);
     let t = [Target::Class(0), Target::Class(1)];
     for masks in [1, 3, 64] {
-        let opts = |l: &str| MethodOptions { layer: Some(l.into()), masks: Some(masks), ..Default::default() };
+        let opts = |l: &str| MethodOptions { layers: vec![l.into()], masks: Some(masks), ..Default::default() };
         let score = map_of(&eng, "scorecam", &opts("relu1"), &x, &t);
         let ablation = map_of(&eng, "ablationcam", &opts("relu1"), &x, &t);
         let ablation2 = map_of(&eng, "ablationcam", &opts("relu2"), &x, &t);
@@ -453,9 +456,9 @@ fn smoothgrad_without_noise_is_its_base_method() {
     let x = input(2, 4);
     let t = [Target::Class(2), Target::Class(1)];
     for (base, l) in [("saliency", None), ("gradcam", Some("relu1")), ("ig", None)] {
-        let want = map_of(&eng, base, &MethodOptions { layer: l.map(String::from), ..Default::default() }, &x, &t);
+        let want = map_of(&eng, base, &MethodOptions { layers: l.map(String::from).into_iter().collect(), ..Default::default() }, &x, &t);
         for (kind, square) in [("smoothgrad", false), ("smoothgrad_sq", true), ("vargrad", false)] {
-            let opts = MethodOptions { layer: l.map(String::from), base: Some(base.into()), samples: Some(3), noise: Some(0.0), smooth: Some(kind.parse().unwrap()), ..Default::default() };
+            let opts = MethodOptions { layers: l.map(String::from).into_iter().collect(), base: Some(base.into()), samples: Some(3), noise: Some(0.0), smooth: Some(kind.parse().unwrap()), ..Default::default() };
             let got = map_of(&eng, "smoothgrad", &opts, &x, &t);
             let want: Vec<f32> = match kind {
                 "vargrad" => vec![0.0; want.data.len()],
@@ -554,6 +557,8 @@ fn every_method_on_the_emulated_cuda_engine_equals_the_cpu_engine() {
             "smoothgrad" => MethodOptions { samples: Some(2), ..Default::default() },
             "ig" => MethodOptions { samples: Some(4), ..Default::default() },
             "scorecam" | "ablationcam" => MethodOptions { masks: Some(4), ..Default::default() },
+            // the combination (flip, scale, resize, per-item min / max) on both engines
+            "gradcampp" => MethodOptions { layers: vec!["relu1".into(), "relu2".into()], aug_smooth: true, ..Default::default() },
             _ => MethodOptions::default(),
         };
         let (a, b) = (map_of(&cpu, info.name, &opts, &x, &t), map_of(&gpu, info.name, &opts, &x, &t));
@@ -562,4 +567,87 @@ fn every_method_on_the_emulated_cuda_engine_equals_the_cpu_engine() {
         assert!(e < 1e-5, "{}: relative RMS {e:.2e} between the engines", info.name);
         assert!(a.data.iter().any(|&v| v != 0.0), "{}: an all-zero map proves nothing", info.name);
     }
+}
+
+/// pytorch-grad-cam's `scale_cam_image` of one map (no resize: the tiny network's layers are at
+/// the input's size; the resize is the backend's, tested on its own).
+fn scale_cam(m: &[f64]) -> Map {
+    let lo = m.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = m.iter().map(|v| v - lo).fold(f64::NEG_INFINITY, f64::max);
+    m.iter().map(|v| (v - lo) / (1e-7 + hi)).collect()
+}
+
+/// A plane `[S][S]` mirrored left–right.
+fn mirror(m: &[f64]) -> Map {
+    (0..S * S).map(|p| m[p / S * S + (S - 1 - p % S)]).collect()
+}
+
+/// Several layers and `aug_smooth` against pytorch-grad-cam's recipe written out here, from the
+/// single-layer maps of inputs flipped and scaled on the host.
+#[test]
+fn several_layers_and_aug_smooth_combine_as_pytorch_grad_cam() {
+    let m = Arc::new(tiny_model());
+    let eng = Engine::new(m, Cpu).unwrap();
+    let x = input(2, 21);
+    let t = [Target::Class(1), Target::Class(2)];
+    let augmented = |flip: bool, k: f32| {
+        let mut y = x.clone();
+        for (p, v) in y.data.iter_mut().enumerate() {
+            let (plane, yx) = (p / (S * S), p % (S * S));
+            let src = if flip { plane * S * S + yx / S * S + (S - 1 - yx % S) } else { p };
+            *v = k * x.data[src];
+        }
+        y
+    };
+    for kind in ["gradcam", "eigencam", "scorecam"] {
+        let layers = ["relu1", "relu2"];
+        // pytorch-grad-cam's forward at several layers: ReLU, scale, mean, scale again
+        let forward = |xa: &Tensor| -> Vec<Map> {
+            let per_layer: Vec<Tensor> = layers.iter().map(|l| map_of(&eng, kind, &layer(l), xa, &t)).collect();
+            (0..2)
+                .map(|i| {
+                    let scaled: Vec<Map> = per_layer.iter().map(|p| scale_cam(&p.item(i).iter().map(|&v| (v as f64).max(0.0)).collect::<Vec<_>>())).collect();
+                    scale_cam(&(0..S * S).map(|q| scaled.iter().map(|s| s[q]).sum::<f64>() / layers.len() as f64).collect::<Vec<_>>())
+                })
+                .collect()
+        };
+        let several = MethodOptions { layers: layers.map(String::from).to_vec(), ..Default::default() };
+        let got = map_of(&eng, kind, &several, &x, &t);
+        assert_eq!(got.shape, vec![2, S, S], "{kind}");
+        let want = forward(&x);
+        for i in 0..2 {
+            check(&format!("{kind} at {layers:?}, item {i}"), got.item(i), &want[i]);
+        }
+        // aug_smooth: the mean over the six augmentations of the maps flipped back
+        let mut want = vec![vec![0.0; S * S]; 2];
+        for &(flip, k) in &deepviz::viz::AUGMENTATIONS {
+            for (i, mi) in forward(&augmented(flip, k)).into_iter().enumerate() {
+                let mi = if flip { mirror(&mi) } else { mi };
+                want[i].iter_mut().zip(&mi).for_each(|(w, v)| *w += v / 6.0);
+            }
+        }
+        let smooth = MethodOptions { aug_smooth: true, ..several.clone() };
+        let got = map_of(&eng, kind, &smooth, &x, &t);
+        for i in 0..2 {
+            check(&format!("{kind} aug_smooth at {layers:?}, item {i}"), got.item(i), &want[i]);
+        }
+        // the method's name and its layers
+        let a = attribution(&eng, kind, &smooth).unwrap();
+        assert_eq!((a.info().name, a.layer_name().as_deref()), (kind, Some("relu1,relu2")));
+    }
+    // one layer with aug_smooth is scaled to [0, 1]; targets found on the input as given
+    let one = attribution(&eng, "gradcam", &MethodOptions { aug_smooth: true, ..Default::default() }).unwrap();
+    let (maps, found) = one.attribute(&x, None).unwrap();
+    assert!(maps.data.iter().all(|&v| (0.0..=1.0 + 1e-6).contains(&v)) && maps.data.iter().any(|&v| v > 0.5));
+    let top = attribution(&eng, "gradcam", &MethodOptions::default()).unwrap().attribute(&x, None).unwrap().1;
+    assert_eq!(found, top);
+    // several layers are for the CAM methods; aug_smooth too
+    for (name, opts) in [("saliency", &several_layers()), ("guided-gradcam", &several_layers()), ("cam", &MethodOptions { aug_smooth: true, ..Default::default() })] {
+        let e = attribution(&eng, name, opts).err().unwrap_or_else(|| panic!("{name} took {opts:?}")).to_string();
+        assert!(e.contains("one layer") || e.contains("no layer") || e.contains("aug-smooth"), "{name}: {e}");
+    }
+}
+
+fn several_layers() -> MethodOptions {
+    MethodOptions { layers: vec!["relu1".into(), "relu2".into()], ..Default::default() }
 }

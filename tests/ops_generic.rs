@@ -1,5 +1,5 @@
 //! The generic primitives of the `Backend` trait (unary, broadcast binary, reductions along
-//! axes, iota, full, random) — one test body per primitive, run on every backend: the CPU engine, the
+//! axes, iota, full, random, flip) — one test body per primitive, run on every backend: the CPU engine, the
 //! CUDA engine on the emulated GPU under every schedule, and on the real GPU when there is one.
 //! References are f64 loops written here over row-major NCHW. Shapes break careless indexing
 //! (batch 3, 33 channels, 7x13 planes) and cross the engine's NHWC layout: a [3, 33, 1, 1]
@@ -284,4 +284,38 @@ fn random_body<B: Backend>(be: &B, name: &str) {
 #[test]
 fn random_numbers_are_the_same_on_every_backend() {
     on_every_backend!(random_body);
+}
+
+fn flip_body<B: Backend>(be: &B, name: &str) {
+    // [3, 33, 7, 13] sits in NHWC memory on the GPU; odd sides put a fixed middle row / column
+    for shape in [vec![3, 33, 7, 13], vec![2, 1, 4, 6], vec![1, 3, 1, 1]] {
+        let x = t(&shape, 11);
+        let dx = be.upload(&x).unwrap();
+        for (fy, fx) in [(false, true), (true, false), (true, true), (false, false)] {
+            let got = be.download(&be.flip(&dx, fy, fx).unwrap()).unwrap();
+            assert_eq!(got.shape, shape, "{name}");
+            let (h, w) = (shape[2], shape[3]);
+            let want: Vec<f32> = (0..x.data.len())
+                .map(|i| {
+                    let mut idx = unravel(i, &shape);
+                    if fy {
+                        idx[2] = h - 1 - idx[2];
+                    }
+                    if fx {
+                        idx[3] = w - 1 - idx[3];
+                    }
+                    at(&x, &idx)
+                })
+                .collect();
+            assert_eq!(got.data, want, "{name}: flip {shape:?} vertical {fy} horizontal {fx}");
+        }
+        // a flip is its own inverse
+        let twice = be.flip(&be.flip(&dx, true, true).unwrap(), true, true).unwrap();
+        assert_eq!(be.download(&twice).unwrap().data, x.data, "{name}: flip twice");
+    }
+}
+
+#[test]
+fn flip_mirrors_planes() {
+    on_every_backend!(flip_body);
 }

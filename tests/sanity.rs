@@ -117,7 +117,7 @@ fn the_emulated_gpu_follows_the_cpu_engine_through_the_cascade() {
     let run = |mut maps: Vec<Vec<f32>>, mut eng: Engine<Gpu>| {
         for s in steps {
             eng = eng.with_params(&reinitialised(&model, s, 4).unwrap()).unwrap();
-            maps.push(attribution(&eng, "gradcam", &MethodOptions { layer: Some("layer3".into()), ..Default::default() }).unwrap().attribute(&x, Some(&[Target::Class(1)])).unwrap().0.data);
+            maps.push(attribution(&eng, "gradcam", &MethodOptions { layers: vec!["layer3".into()], ..Default::default() }).unwrap().attribute(&x, Some(&[Target::Class(1)])).unwrap().0.data);
         }
         maps
     };
@@ -125,7 +125,7 @@ fn the_emulated_gpu_follows_the_cpu_engine_through_the_cascade() {
     let mut cpu_eng = Engine::new(model.clone(), Cpu).unwrap();
     for (k, s) in steps.iter().enumerate() {
         cpu_eng = cpu_eng.with_params(&reinitialised(&model, s, 4).unwrap()).unwrap();
-        let want = attribution(&cpu_eng, "gradcam", &MethodOptions { layer: Some("layer3".into()), ..Default::default() }).unwrap().attribute(&x, Some(&[Target::Class(1)])).unwrap().0.data;
+        let want = attribution(&cpu_eng, "gradcam", &MethodOptions { layers: vec!["layer3".into()], ..Default::default() }).unwrap().attribute(&x, Some(&[Target::Class(1)])).unwrap().0.data;
         assert!(common::rel_rms(&gpu[k], &want) < 1e-4, "step {k} ({}): emu vs CPU {}", s.name, common::rel_rms(&gpu[k], &want));
     }
     assert!(Cpu.shape(&Tensor::zeros(&[1])).len() == 1);

@@ -387,14 +387,15 @@ class _CAM(_Attribution):
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         if isinstance(target_layers, str):
             target_layers = [target_layers]
-        if target_layers is not None and len(target_layers) != 1:
-            raise ValueError(f"deepviz takes the map at one layer; got {len(target_layers)}: {target_layers}")
-        layer = target_layers[0] if target_layers else None
-        if layer is not None and not isinstance(layer, str):
-            raise ValueError(f"a layer is named by its module path (a string such as 'layer4'), not {type(layer).__name__}")
-        if layer is not None and not self._takes_layer:
+        target_layers = list(target_layers) if target_layers is not None else []
+        for layer in target_layers:
+            if not isinstance(layer, str):
+                raise ValueError(f"a layer is named by its module path (a string such as 'layer4'), not {type(layer).__name__}")
+        if target_layers and not self._takes_layer:
             raise ValueError(f"{type(self).__name__} takes no layer: it is fixed by the architecture")
-        super().__init__(model, layer)
+        # several layers: one map, combined as pytorch-grad-cam's target_layers (each scaled to
+        # [0, 1] at the input's size, averaged, scaled again)
+        super().__init__(model, target_layers[0] if len(target_layers) == 1 else (target_layers or None))
 
     def _options(self):
         return {}
@@ -402,10 +403,12 @@ class _CAM(_Attribution):
     def __call__(self, input_tensor, targets=None, aug_smooth=False, eigen_smooth=False):
         """The maps ``[N, H, W]`` upsampled to the input and scaled to [0, 1] per image
         (pytorch-grad-cam's ``grayscale_cam``); ``targets`` class numbers or
-        ``ClassifierOutputTarget``s, one per input or None (each input's top class)."""
-        if aug_smooth:
-            raise ValueError("aug_smooth is not implemented in deepviz")
+        ``ClassifierOutputTarget``s, one per input or None (each input's top class).
+        ``aug_smooth``: the mean map over the input flipped left-right or not, times 0.9, 1 and
+        1.1, the targets fixed on the input as given."""
         extra = {"eigen_smooth": True} if eigen_smooth else {}
+        if aug_smooth:
+            extra["aug_smooth"] = True
         return _run(self.model, self._method, input_tensor, targets, resize=True, layer=self.layer, **self._options(), **extra)[0]
 
     def attribute(self, inputs, target=None):

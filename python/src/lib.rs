@@ -222,8 +222,10 @@ fn attribute<B: Backend>(eng: &Engine<B>, method: &str, opts: &MethodOptions, x:
     let a = m.attribute_with_extras(&eng.upload(x)?, targets)?;
     let (n, hw) = (x.shape[0], [x.shape[2], x.shape[3]]);
     // resize: pytorch-grad-cam's output, the map upsampled to the input and scaled to [0, 1] (the
-    // CLI's pictures before colouring)
-    let maps = if resize { render::normalized(&eng.be, &a.map, hw, None)? } else { eng.download(&a.map)? };
+    // CLI's pictures before colouring); a combined CAM (several layers, aug_smooth) is that
+    // output already, and aug_smooth's mean is not scaled again there
+    let combined = opts.layers.len() > 1 || opts.aug_smooth;
+    let maps = if resize && !combined { render::normalized(&eng.be, &a.map, hw, None)? } else { eng.download(&a.map)? };
     let (h, w) = (maps.shape[2], maps.shape[3]);
     let extras = a.extras.iter().map(|(k, t)| Ok((k.to_string(), eng.download(t)?.data))).collect::<deepviz::Result<_>>()?;
     Ok((maps.reshape(&[n, h, w])?, a.targets.resolve(eng)?, extras))
@@ -280,8 +282,9 @@ impl PyEngine {
     /// The maps of the registry's method `method` (a CLI subcommand name) for the batch `x`
     /// (float32 `[n, 3, h, w]` or `[3, h, w]`, preprocessed, through DLPack): `(maps [n, h, w],
     /// targets, extras)`. `resize`: upsampled to the input and scaled to [0, 1] per map instead
-    /// of raw at the map's own resolution.
-    #[pyo3(signature = (method, x, targets=None, layer=None, samples=None, noise=None, smooth=None, base=None, baseline=None, seed=None, masks=None, resize=false, eigen_smooth=false))]
+    /// of raw at the map's own resolution. `layer`: a module path, or a list of them (the CAM
+    /// methods: maps combined as pytorch-grad-cam's `target_layers`).
+    #[pyo3(signature = (method, x, targets=None, layer=None, samples=None, noise=None, smooth=None, base=None, baseline=None, seed=None, masks=None, resize=false, eigen_smooth=false, aug_smooth=false))]
     #[allow(clippy::too_many_arguments)]
     fn attribute(
         &self,
@@ -289,7 +292,7 @@ impl PyEngine {
         method: &str,
         x: &Bound<'_, PyAny>,
         targets: Option<Vec<Bound<'_, PyAny>>>,
-        layer: Option<String>,
+        layer: Option<Bound<'_, PyAny>>,
         samples: Option<usize>,
         noise: Option<f32>,
         smooth: Option<&str>,
@@ -299,11 +302,19 @@ impl PyEngine {
         masks: Option<usize>,
         resize: bool,
         eigen_smooth: bool,
+        aug_smooth: bool,
     ) -> PyResult<Attributed> {
         let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
         let model = on_engine!(&self.eng, e => e.model_arc().clone());
         let targets = parse_targets(&model, targets, x.shape[0])?;
-        let opts = MethodOptions { layer, samples, noise, smooth: parse(smooth)?, base, baseline: parse(baseline)?, seed, masks, eigen_smooth };
+        let layers = match layer {
+            None => vec![],
+            Some(l) => match l.extract::<String>() {
+                Ok(one) => vec![one],
+                Err(_) => l.extract::<Vec<String>>().map_err(|_| PyValueError::new_err("layer: a module path (str) or a list of them"))?,
+            },
+        };
+        let opts = MethodOptions { layers, samples, noise, smooth: parse(smooth)?, base, baseline: parse(baseline)?, seed, masks, eigen_smooth, aug_smooth };
         let (maps, resolved, extras) = py.detach(|| on_engine!(&self.eng, e => attribute(e, method, &opts, &x, targets.as_deref(), resize))).py_err()?;
         let n = maps.shape[0];
         let extras = extras.into_iter().map(|(k, v)| Ok((k, Array::new(Tensor::new(vec![n], v).py_err()?)))).collect::<PyResult<_>>()?;

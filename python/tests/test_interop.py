@@ -64,7 +64,7 @@ def test_unknown_layers_methods_and_options_are_value_errors(model, small):
     with pytest.raises(ValueError, match="unknown baseline"):
         deepviz.IntegratedGradients(model).attribute(x, baselines="grey")
     with pytest.raises(ValueError, match="one layer"):
-        deepviz.GradCAM(model, target_layers=["_blocks.1", "_blocks.3"])
+        deepviz.attribute(model, "guided-gradcam", x, layer=["_blocks.1", "_blocks.3"])
     with pytest.raises(ValueError, match="unknown layer"):
         deepviz.Saliency(model).attribute(x, target="unit:nowhere:1")
     with pytest.raises(ValueError, match="unknown device"):

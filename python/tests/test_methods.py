@@ -108,8 +108,28 @@ def test_eigen_smooth_matches_the_cli(cli, model, small, tmp_path):
     pic, plain = method(input_tensor=x, eigen_smooth=True), method(input_tensor=x)
     assert pic.shape == plain.shape and pic.min() == 0.0 and np.allclose(pic.reshape(2, -1).max(axis=1), 1.0)
     assert not np.allclose(pic, plain), "eigen_smooth changed nothing"
-    with pytest.raises(ValueError, match="aug_smooth"):
-        method(input_tensor=x, aug_smooth=True)
+
+
+def scale_cam(m):
+    """pytorch-grad-cam's scale_cam_image of one map, without the resize."""
+    m = m - m.min()
+    return m / (1e-7 + m.max())
+
+
+def test_several_layers_and_aug_smooth_follow_pytorch_grad_cam(model, small):
+    """pytorch-grad-cam's recipe written out in numpy from deepviz's raw single-layer maps."""
+    x, _ = small
+    layers, targets = ["_blocks.5", "_blocks.8"], [281, 967]
+    h, w = x.shape[2:]
+
+    def forward(xa):
+        scaled = [np.stack([bilinear(scale_cam(np.maximum(r, 0)), h, w) for r in deepviz.GradCAM(model, target_layers=[l]).attribute(xa, target=targets)]) for l in layers]
+        return np.stack([scale_cam(m) for m in np.mean(scaled, axis=0)])
+
+    method = deepviz.GradCAM(model, target_layers=layers)
+    close(method(input_tensor=x, targets=targets), forward(x), "Grad-CAM at two layers")
+    want = np.mean([forward(np.ascontiguousarray(k * (x[..., ::-1] if flip else x)))[..., :: -1 if flip else 1] for flip in (False, True) for k in (0.9, 1.0, 1.1)], axis=0)
+    close(method(input_tensor=x, targets=targets, aug_smooth=True), want, "Grad-CAM aug_smooth at two layers")
 
 
 def bilinear(a, h, w):

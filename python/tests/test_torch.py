@@ -109,3 +109,9 @@ def test_against_pytorch_grad_cam(resnet, x):
         with theirs_cls(model=resnet, target_layers=[resnet.layer4]) as cam:
             theirs = cam(input_tensor=x, targets=targets)
         assert np.abs(ours.numpy() - theirs).max() < 1e-4, ours_cls.__name__
+    # several layers and aug_smooth (ttach's flips and 0.9 / 1 / 1.1), with given targets: without
+    # them pytorch-grad-cam takes each augmented input's own top class, deepviz the input's
+    ours = deepviz.GradCAM(model, target_layers=["layer3", "layer4"])(input_tensor=x, targets=targets, aug_smooth=True)
+    with pgc.GradCAM(model=resnet, target_layers=[resnet.layer3, resnet.layer4]) as cam:
+        theirs = cam(input_tensor=x, targets=targets, aug_smooth=True)
+    assert np.abs(ours.numpy() - theirs).max() < 1e-4, "Grad-CAM, two layers, aug_smooth"

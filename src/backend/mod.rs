@@ -357,6 +357,9 @@ pub trait Backend: Sync {
     fn random(&self, shape: &[usize], seed: u64, dist: Random) -> crate::Result<Self::T>;
     /// circular shift of every plane of `[n, c, h, w]` by (dy, dx)
     fn roll(&self, x: &Self::T, dy: isize, dx: isize) -> crate::Result<Self::T>;
+    /// mirror every plane of `[n, c, h, w]` top–bottom (`vertical`) and / or left–right
+    /// (`horizontal`): `torch.flip(x, dims)` over h and w
+    fn flip(&self, x: &Self::T, vertical: bool, horizontal: bool) -> crate::Result<Self::T>;
     /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`
     fn resize(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
 }

@@ -40,7 +40,7 @@ pub(super) const GRADCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::EigenSmooth],
+    options: &[Opt::EigenSmooth, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -72,7 +72,7 @@ pub(super) const GRADCAMPP_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::EigenSmooth],
+    options: &[Opt::EigenSmooth, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -85,7 +85,7 @@ pub(super) const XGRADCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::EigenSmooth],
+    options: &[Opt::EigenSmooth, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -98,7 +98,7 @@ pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::EigenSmooth],
+    options: &[Opt::EigenSmooth, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -314,7 +314,7 @@ pub(super) const EIGENCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[],
+    options: &[Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 

@@ -8,6 +8,8 @@
 //! - `ops.rs`: the method math built from the backend's generic primitives.
 //! - `saliency.rs`: [`Saliency`] — Simonyan et al. 2014.
 //! - `cam.rs`: [`Cam`] — Zhou et al. 2016; [`GradCam`] — Selvaraju et al. 2017.
+//! - `combine.rs`: [`Combined`] — a CAM method at several layers and / or with pytorch-grad-cam's
+//!   `aug_smooth`.
 //! - `dream.rs`: [`DeepDream`] — Mordvintsev et al. 2015, with [`Objective`] values.
 //! - `maximize.rs`: [`Maximize`] — class model visualisation (Simonyan et al. 2014) and
 //!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers.
@@ -27,6 +29,7 @@
 
 mod cam;
 mod classify;
+mod combine;
 mod dream;
 pub mod evaluate;
 mod gradient;
@@ -46,6 +49,7 @@ pub use gradient::{Gradients, GuidedGradCam};
 pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
 pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
+pub use combine::{Combined, AUGMENTATIONS};
 pub use dream::{pixel_range, DeepDream, Objective};
 pub use maximize::Maximize;
 pub use saliency::Saliency;
@@ -62,7 +66,8 @@ use crate::tensor::Tensor;
 pub enum LayerUse {
     /// no layer (it is taken w.r.t. the input, or the layer is fixed by the architecture)
     None,
-    /// one layer, by default the architecture's last feature layer
+    /// one layer, by default the architecture's last feature layer (the CAM methods, those
+    /// that take [`Opt::AugSmooth`], also several: [`Combined`])
     One,
 }
 
@@ -114,11 +119,13 @@ pub enum Opt {
     Masks,
     /// [`MethodOptions::eigen_smooth`]
     EigenSmooth,
+    /// [`MethodOptions::aug_smooth`] (the methods that take it also take several layers)
+    AugSmooth,
 }
 
 impl Opt {
     /// Every option.
-    pub const ALL: [Opt; 8] = [Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Base, Opt::Baseline, Opt::Seed, Opt::Masks, Opt::EigenSmooth];
+    pub const ALL: [Opt; 9] = [Opt::Samples, Opt::Noise, Opt::Smooth, Opt::Base, Opt::Baseline, Opt::Seed, Opt::Masks, Opt::EigenSmooth, Opt::AugSmooth];
 
     /// Its CLI flag (without `--`).
     pub fn flag(self) -> &'static str {
@@ -131,6 +138,7 @@ impl Opt {
             Opt::Seed => "seed",
             Opt::Masks => "masks",
             Opt::EigenSmooth => "eigen-smooth",
+            Opt::AugSmooth => "aug-smooth",
         }
     }
 }
@@ -162,8 +170,10 @@ pub fn method_info(name: &str) -> Option<&'static MethodInfo> {
 /// Options a method may take (those it does not use must be absent).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MethodOptions {
-    /// the layer, as a PyTorch module path
-    pub layer: Option<String>,
+    /// the layer, as a PyTorch module path; none: the method's default; several (the CAM
+    /// methods, those that take [`Opt::AugSmooth`]): their maps combined as pytorch-grad-cam's
+    /// `target_layers` ([`Combined`])
+    pub layers: Vec<String>,
     /// SmoothGrad: noisy samples (default 50); Integrated Gradients: quadrature points (50)
     pub samples: Option<usize>,
     /// SmoothGrad: noise standard deviation as a fraction of each input's value range (0.15)
@@ -181,6 +191,9 @@ pub struct MethodOptions {
     /// Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM: pytorch-grad-cam's `eigen_smooth`, the first
     /// principal component of the weighted activations instead of their channel sum
     pub eigen_smooth: bool,
+    /// the CAM methods: pytorch-grad-cam's `aug_smooth`, the mean map over six flipped and
+    /// scaled copies of the input ([`Combined`])
+    pub aug_smooth: bool,
 }
 
 impl MethodOptions {
@@ -195,6 +208,7 @@ impl MethodOptions {
             (self.seed.is_some(), Opt::Seed),
             (self.masks.is_some(), Opt::Masks),
             (self.eigen_smooth, Opt::EigenSmooth),
+            (self.aug_smooth, Opt::AugSmooth),
         ]
         .into_iter()
         .filter_map(|(on, o)| on.then_some(o))
@@ -207,7 +221,7 @@ pub fn attribution<'e, B: Backend>(eng: &'e Engine<B>, name: &str, opts: &Method
     let info = method_info(name).ok_or_else(|| {
         Error::InvalidArgument(format!("unknown method `{name}`; known: {}", METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")))
     })?;
-    if info.layer == LayerUse::None && opts.layer.is_some() {
+    if info.layer == LayerUse::None && !opts.layers.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{} takes no layer ({}); --layer is for {}",
             info.name,
@@ -218,7 +232,20 @@ pub fn attribution<'e, B: Backend>(eng: &'e Engine<B>, name: &str, opts: &Method
     if let Some(o) = opts.set().into_iter().find(|o| !info.options.contains(o)) {
         return Err(Error::InvalidArgument(format!("{} takes no --{} option", info.name, o.flag())));
     }
-    let layer = opts.layer.as_deref();
+    if opts.layers.len() > 1 && !info.options.contains(&Opt::AugSmooth) && info.name != smooth::SMOOTHGRAD_INFO.name {
+        return Err(Error::InvalidArgument(format!(
+            "{} takes one layer, not {}; several layers are for {}",
+            info.name,
+            opts.layers.len(),
+            METHODS.iter().filter(|m| m.options.contains(&Opt::AugSmooth)).map(|m| m.name).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if info.options.contains(&Opt::AugSmooth) && (opts.layers.len() > 1 || opts.aug_smooth) {
+        let one = |l: &String| attribution(eng, name, &MethodOptions { layers: vec![l.clone()], aug_smooth: false, ..opts.clone() });
+        let layers = if opts.layers.is_empty() { vec![attribution(eng, name, &MethodOptions { aug_smooth: false, ..opts.clone() })?] } else { opts.layers.iter().map(one).collect::<Result<_>>()? };
+        return Ok(Box::new(Combined::new(layers, opts.aug_smooth)?));
+    }
+    let layer = opts.layers.first().map(String::as_str);
     let masks = opts.masks.unwrap_or(DEFAULT_MASKS);
     Ok(match name {
         "saliency" => Box::new(Saliency::new(eng)),

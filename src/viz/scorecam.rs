@@ -31,7 +31,7 @@ pub(super) const SCORECAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::Masks],
+    options: &[Opt::Masks, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 
@@ -44,7 +44,7 @@ pub(super) const ABLATIONCAM_INFO: MethodInfo = MethodInfo {
     colormap: Colormap::Turbo,
     clip_percentile: 100.0,
     signed: false,
-    options: &[Opt::Masks],
+    options: &[Opt::Masks, Opt::AugSmooth],
     gpu_precision: Precision::Tf32,
 };
 

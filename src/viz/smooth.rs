@@ -127,7 +127,7 @@ impl<'e, B: Backend> NoiseTunnel<'e, B> {
         if base == SMOOTHGRAD_INFO.name {
             return Err(Error::InvalidArgument("SmoothGrad cannot smooth itself".into()));
         }
-        let base = attribution(eng, base, &MethodOptions { layer: opts.layer.clone(), ..Default::default() })?;
+        let base = attribution(eng, base, &MethodOptions { layers: opts.layers.clone(), ..Default::default() })?;
         let mut nt = NoiseTunnel::new(base);
         if let Some(s) = opts.samples {
             nt.samples = s;

@@ -351,6 +351,9 @@ impl Backend for Cpu {
     fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
         Ok(plumbing::roll(x, dy, dx))
     }
+    fn flip(&self, x: &Tensor, vertical: bool, horizontal: bool) -> Result<Tensor> {
+        Ok(plumbing::flip(x, vertical, horizontal))
+    }
     fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         Ok(plumbing::resize_bilinear(x, h, w))
     }

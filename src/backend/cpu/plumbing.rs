@@ -48,6 +48,24 @@ pub fn roll(x: &Tensor, dy: isize, dx: isize) -> Tensor {
     out
 }
 
+/// torch.flip over h (`fy`) and / or w (`fx`) of every plane of `[n, c, h, w]`.
+pub fn flip(x: &Tensor, fy: bool, fx: bool) -> Tensor {
+    let (n, c, h, w) = x.nchw();
+    let mut out = Tensor::zeros(&x.shape);
+    for p in 0..n * c {
+        let src = &x.data[p * h * w..(p + 1) * h * w];
+        let dst = &mut out.data[p * h * w..(p + 1) * h * w];
+        for (i, row) in dst.chunks_exact_mut(w).enumerate() {
+            let s = &src[(if fy { h - 1 - i } else { i }) * w..][..w];
+            row.copy_from_slice(s);
+            if fx {
+                row.reverse();
+            }
+        }
+    }
+    out
+}
+
 pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize) -> Tensor {
     let (n, c, h, w) = x.nchw();
     if (h, w) == (oh, ow) {

@@ -493,6 +493,12 @@ impl Backend for Gpu {
         image::roll(self.device(), x.ptr(), y.ptr(), n, c, h, w, dy as i64, dx as i64)?;
         Ok(y)
     }
+    fn flip(&self, x: &DTensor, vertical: bool, horizontal: bool) -> Result<DTensor> {
+        let (n, c, h, w) = nchw(&x.shape);
+        let y = self.new_tensor(&x.shape)?;
+        image::flip(self.device(), x.ptr(), y.ptr(), n, c, h, w, vertical, horizontal)?;
+        Ok(y)
+    }
     fn resize(&self, x: &DTensor, oh: usize, ow: usize) -> Result<DTensor> {
         let (n, c, h, w) = nchw(&x.shape);
         if (h, w) == (oh, ow) {

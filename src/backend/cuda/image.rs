@@ -1,5 +1,5 @@
 //! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
-//! (de)normalisation, roll, Gaussian blur.
+//! (de)normalisation, roll, flip, Gaussian blur.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
@@ -10,6 +10,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("normalize", "fwd"),
     ("normalize", "bwd"),
     ("roll", "fwd"),
+    ("flip", "fwd"),
     ("blur", "gaussian"),
 ];
 
@@ -45,6 +46,15 @@ pub fn roll(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h:
     // writes every y element.
     let args = [ptr(x), ptr(y), len(n), len(c), len(h), len(w), Arg::I64(dy), Arg::I64(dx)];
     launch(dev, "roll", "fwd", grid_stride(n * h * w * c), &args)
+}
+
+/// torch.flip(x, dims) over h (`fy`) and / or w (`fx`) (y must not alias x).
+#[allow(clippy::too_many_arguments)]
+pub fn flip(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h: usize, w: usize, fy: bool, fx: bool) -> Result<()> {
+    // SAFETY: `flip_fwd_f32(const float* x, float* y, n, c, h, w, int fy, int fx)`; writes every
+    // y element, and every read index is inside x.
+    let args = [ptr(x), ptr(y), len(n), len(c), len(h), len(w), Arg::I32(fy as i32), Arg::I32(fx as i32)];
+    launch(dev, "flip", "fwd", grid_stride(n * h * w * c), &args)
 }
 
 /// y = x blurred by a Gaussian of standard deviation `sigma` (pixels) over h and w of each
