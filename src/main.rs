@@ -126,8 +126,11 @@ fn output_set(m: &ArgMatches, inputs: &Inputs) -> OutputSet {
     for p in &inputs.files {
         out.protect(p);
     }
-    if let Some(model) = m.get_one::<PathBuf>("model") {
-        out.protect(model);
+    // every other file the command reads
+    for name in ["model", "guide", "class-file"] {
+        if let Some(p) = m.try_get_one::<PathBuf>(name).ok().flatten() {
+            out.protect(p);
+        }
     }
     out
 }
@@ -290,7 +293,15 @@ impl WithBackend for DreamCmd<'_> {
         let m = self.0;
         let inputs = Inputs::expand(&m.get_many::<PathBuf>("image").expect("required").cloned().collect::<Vec<_>>())?;
         let eng = Engine::new(load_model(m)?, be)?;
-        let mut job = DreamJob { layer: m.get_one::<String>("layer").cloned(), raw: m.get_flag("raw"), batch_size: batch_size(m), ..DreamJob::default() };
+        let mut job = DreamJob {
+            layer: m.get_one::<String>("layer").cloned(),
+            raw: m.get_flag("raw"),
+            batch_size: batch_size(m),
+            guide: m.get_one::<PathBuf>("guide").cloned(),
+            frames: *m.get_one::<u64>("frames").expect("default") as usize,
+            zoom: *m.get_one::<f32>("zoom").expect("default"),
+            ..DreamJob::default()
+        };
         let d = &mut job.dream;
         (d.octaves, d.octave_scale, d.steps) = (*m.get_one("octaves").expect("default"), *m.get_one("octave-scale").expect("default"), *m.get_one("steps").expect("default"));
         (d.lr, d.jitter, d.seed) = (*m.get_one("lr").expect("default"), *m.get_one("jitter").expect("default"), *m.get_one("seed").expect("default"));

@@ -133,6 +133,21 @@ fn dream_writes_picture() {
     ok(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--out", d.to_str().unwrap(), "--steps", "2", "--octaves", "2", "--raw"]);
     assert_eq!(png_size(&d.join("chelsea_dream.png")), (224, 224));
     assert_eq!(npy_shape(&d.join("chelsea_dream.npy")), vec![1, 3, 224, 224]);
+    // a guide and the zoom loop: one picture per frame; the guide is an input, never overwritten
+    let g = tmp("dream-guide");
+    let guide = g.join("chelsea_dream.png");
+    std::fs::copy(sample("coffee.png"), &guide).unwrap();
+    let before = std::fs::read(&guide).unwrap();
+    let out = ok(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--guide", guide.to_str().unwrap(), "--frames", "2", "--steps", "1", "--octaves", "1", "--out", d.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v[0]["frames"].as_u64(), v[0]["files"].as_array().unwrap().len()), (Some(2), 2));
+    assert_eq!(png_size(&d.join("chelsea_dream_0001.png")), (224, 224));
+    // chelsea's dream in the guide's folder would be the guide's name
+    fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--guide", guide.to_str().unwrap(), "--out", g.to_str().unwrap(), "--steps", "1", "--octaves", "1"], "input");
+    assert_eq!(std::fs::read(&guide).unwrap(), before);
+    std::fs::write(g.join("bad.png"), b"not a png").unwrap();
+    fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--guide", g.join("bad.png").to_str().unwrap(), "--out", d.to_str().unwrap()], "bad.png");
+    fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--zoom", "0.7", "--frames", "2", "--out", d.to_str().unwrap()], "zoom");
 }
 
 /// `--full-size` writes the overlay at the photo's own size and the JSON's crop box says where

@@ -15,6 +15,8 @@
 //! - several target layers and `aug_smooth` combine the single-layer maps as pytorch-grad-cam
 //!   does (each ReLU'd, min–max scaled, averaged, scaled again; six flipped and scaled inputs,
 //!   their maps flipped back and averaged);
+//! - DeepDream's guided objective: its value and one step, from the layer's output by hand; the
+//!   zoom loop's zoom on a ramp, where bilinear interpolation is exact;
 //! - every method of the registry on the emulated CUDA engine equals the CPU engine.
 
 mod common;
@@ -25,10 +27,10 @@ use common::rel_rms;
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::{Act, Backend};
-use deepviz::engine::Engine;
+use deepviz::engine::{Engine, Rule};
 use deepviz::graph::{GraphBuilder, Heads};
 use deepviz::model::Model;
-use deepviz::viz::{attribution, eigen_projection, gauss_legendre, Attribution, IntegratedGradients, MethodOptions, Target, METHODS};
+use deepviz::viz::{attribution, eigen_projection, gauss_legendre, zoom, Attribution, DeepDream, IntegratedGradients, MethodOptions, Objective, Target, METHODS};
 use deepviz::Tensor;
 
 const C: [usize; 3] = [3, 4, 5]; // channels: input, conv1, conv2
@@ -650,4 +652,79 @@ fn several_layers_and_aug_smooth_combine_as_pytorch_grad_cam() {
 
 fn several_layers() -> MethodOptions {
     MethodOptions { layers: vec!["relu1".into(), "relu2".into()], ..Default::default() }
+}
+
+/// DeepDream's guided objective (the notebook's `objective_guide`): the value per item is
+/// Σ_p max_j ⟨A_p, G_j⟩, and one step moves the picture along the gradient whose seed at each
+/// position p is the guide vector G_j*(p) that matches it best — both computed here from the
+/// layer's output, the step from the engine's backward pass with those seeds.
+#[test]
+fn deepdream_guide_objective_and_its_step() {
+    let m = Arc::new(tiny_model());
+    let eng = Engine::new(m.clone(), Cpu).unwrap();
+    let relu2 = m.resolve("relu2").unwrap();
+    let out = |x: &Tensor| eng.download(eng.forward(eng.upload(x).unwrap(), relu2, &[relu2]).unwrap().get(relu2).unwrap()).unwrap();
+    let g = out(&input(1, 31)); // [1, 5, 6, 6]: 36 guide vectors
+    let (c, p) = (C[2], S * S);
+    let dream = DeepDream { jitter: 0, lr: 0.01, ..DeepDream::new(Objective::guide(relu2, &g).unwrap()) };
+    let x = input(2, 32);
+    let a = out(&x);
+    let (mut want_value, mut seeds) = (vec![0f64; 2], vec![0f32; 2 * c * p]);
+    for i in 0..2 {
+        let ai = a.item(i);
+        for q in 0..p {
+            let dot = |j: usize| (0..c).map(|k| ai[k * p + q] as f64 * g.data[k * p + j] as f64).sum::<f64>();
+            // the first of equal maxima, as argmax takes it
+            let best = (0..p).fold(0, |b, j| if dot(j) > dot(b) { j } else { b });
+            want_value[i] += dot(best);
+            for k in 0..c {
+                seeds[(i * c + k) * p + q] = g.data[k * p + best];
+            }
+        }
+    }
+    let mut img = eng.upload(&x).unwrap();
+    let value = dream.step(&eng, &mut img, &m.preprocess, &mut 0).unwrap();
+    check("guided objective", &value, &want_value);
+    // x + lr · g / (mean|g| + 1e-8) per item, clamped to the pixel range
+    let acts = eng.forward(eng.upload(&x).unwrap(), relu2, &[relu2]).unwrap();
+    let seed = eng.upload(&Tensor::new(vec![2, c, S, S], seeds).unwrap()).unwrap();
+    let gx = eng.download(&eng.backward(&acts, vec![(relu2, seed)], &[m.input()], Rule::Gradient).unwrap()[0]).unwrap();
+    let n = 3 * p;
+    let want: Vec<f64> = (0..2 * n)
+        .map(|e| {
+            let (i, ch) = (e / n, e % n / p);
+            let mean = gx.item(i).iter().map(|v| v.abs() as f64).sum::<f64>() / n as f64;
+            let (lo, hi) = ((0.0 - m.preprocess.mean[ch] as f64) / m.preprocess.std[ch] as f64, (1.0 - m.preprocess.mean[ch] as f64) / m.preprocess.std[ch] as f64);
+            (x.data[e] as f64 + 0.01 * gx.data[e] as f64 / (mean + 1e-8)).clamp(lo, hi)
+        })
+        .collect();
+    check("guided step", &eng.download(&img).unwrap().data, &want);
+    // the same step on the emulated CUDA engine (argmax, one-hot, the 1x1 convolutions there)
+    let gpu = Engine::new(m.clone(), Gpu::emulated()).unwrap();
+    let mut gimg = gpu.upload(&x).unwrap();
+    let gvalue = dream.step(&gpu, &mut gimg, &m.preprocess, &mut 0).unwrap();
+    check("guided objective, emulated GPU", &gvalue, &want_value);
+    check("guided step, emulated GPU", &gpu.download(&gimg).unwrap().data, &want);
+    // a guide of another width is refused with the shapes
+    let wrong = Tensor::new(vec![C[1], 4], vec![1.0; C[1] * 4]).unwrap();
+    let mut img = eng.upload(&x).unwrap();
+    let e = DeepDream::new(Objective::guide(relu2, &wrong).unwrap()).step(&eng, &mut img, &m.preprocess, &mut 0).unwrap_err().to_string();
+    assert!(e.contains("guide"), "{e}");
+}
+
+/// The zoom loop's zoom is exact on a ramp a·i + b·j + c (bilinear interpolation reproduces a
+/// linear function): output (i, j) = the ramp at ((1 − s)·i + h·s/2, (1 − s)·j + w·s/2).
+#[test]
+fn dream_zoom_samples_the_centre() {
+    let (h, w, s) = (7usize, 13usize, 0.1f32);
+    let ramp = |i: f64, j: f64, ch: usize| 0.5 * i - 0.25 * j + ch as f64;
+    let x = Tensor::new(vec![1, 2, h, w], (0..2 * h * w).map(|e| ramp((e % (h * w) / w) as f64, (e % w) as f64, e / (h * w)) as f32).collect()).unwrap();
+    let z = zoom(&x, s).unwrap();
+    let s = s as f64;
+    let want: Vec<f64> = (0..2 * h * w).map(|e| ramp((1.0 - s) * (e % (h * w) / w) as f64 + h as f64 * s / 2.0, (1.0 - s) * (e % w) as f64 + w as f64 * s / 2.0, e / (h * w))).collect();
+    check("zoom of a ramp", &z.data, &want);
+    assert_eq!(zoom(&x, 0.0).unwrap().data, x.data);
+    for bad in [-0.1, 0.5, f32::NAN] {
+        assert!(zoom(&x, bad).is_err(), "zoom {bad}");
+    }
 }

@@ -43,7 +43,7 @@ use crate::imageio;
 use crate::output::OutputSet;
 use crate::tensor::Tensor;
 use crate::viz::render::{self, Style};
-use crate::viz::{attribution, classify, method_info, DeepDream, Maximize, MethodOptions, Objective, Target};
+use crate::viz::{attribution, classify, method_info, zoom, DeepDream, Maximize, MethodOptions, Objective, Target};
 
 /// What a long job reports as it goes, for a progress bar.
 #[derive(Clone, Debug, PartialEq)]
@@ -268,12 +268,20 @@ pub struct DreamJob {
     /// also write the dreamed input tensor as `.npy`
     pub raw: bool,
     pub batch_size: usize,
+    /// a guide image: dream towards what it shows at the layer ([`crate::viz::Term::Guide`]) instead of
+    /// amplifying ½‖A‖²
+    pub guide: Option<PathBuf>,
+    /// frames of the notebook's zoom loop (1: one dream); each frame dreams on the previous one
+    /// zoomed into its centre by `zoom` ([`crate::viz::zoom`])
+    pub frames: usize,
+    pub zoom: f32,
 }
 
 impl Default for DreamJob {
-    /// The classic notebook's schedule ([`DeepDream::new`]) at the default layer.
+    /// The classic notebook's schedule ([`DeepDream::new`]) at the default layer; its zoom loop's
+    /// 5% per frame.
     fn default() -> Self {
-        DreamJob { layer: None, dream: DeepDream::new(Objective { terms: vec![] }), raw: false, batch_size: 16 }
+        DreamJob { layer: None, dream: DeepDream::new(Objective { terms: vec![] }), raw: false, batch_size: 16, guide: None, frames: 1, zoom: 0.05 }
     }
 }
 
@@ -282,26 +290,59 @@ impl DreamJob {
         let model = eng.model();
         // an unknown layer is an error before any input is read
         let layer = self.dream_layer(eng)?;
+        let objective = self.objective(eng)?;
         let pre = model.preprocess;
         let mut records = vec![];
         for batch in inputs.batches(&pre, self.batch_size) {
             let batch = batch?;
             let [_, _, h, w] = batch.x.shape[..] else { unreachable!("batches are [n, 3, h, w]") };
-            let y = self.dream_tensor(eng, &batch.x, progress)?;
-            for (j, it) in batch.items.iter().enumerate() {
-                let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
-                let mut files = vec![out.add(&format!("{}_dream.png", it.stem), &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre))?)?];
-                if self.raw {
-                    files.push(out.add(&format!("{}_dream.npy", it.stem), &imageio::npy::npy_bytes(&img))?);
+            let mut files = vec![vec![]; batch.items.len()];
+            let dream = DeepDream { objective: objective.clone(), ..self.dream.clone() };
+            progress(Progress::Start { total: self.frames * dream.total_steps(h, w), what: format!("dream {}", model.name(layer)) });
+            let mut x = batch.x;
+            for frame in 0..self.frames {
+                let y = dream_checked(eng, &dream, &x, progress)?;
+                for (j, it) in batch.items.iter().enumerate() {
+                    let stem = if self.frames > 1 { format!("{}_dream_{frame:04}", it.stem) } else { format!("{}_dream", it.stem) };
+                    let img = Tensor::new(vec![1, 3, h, w], y.item(j).to_vec())?;
+                    files[j].push(out.add(&format!("{stem}.png"), &png_bytes(&imageio::to_rgb(&img.data, h, w, &pre))?)?);
+                    if self.raw {
+                        files[j].push(out.add(&format!("{stem}.npy"), &imageio::npy::npy_bytes(&img))?);
+                    }
                 }
+                if frame + 1 < self.frames {
+                    x = zoom(&y, self.zoom)?;
+                }
+            }
+            progress(Progress::Finish);
+            for (it, files) in batch.items.iter().zip(files) {
                 records.push(json!({
                     "image": it.source.display().to_string(),
                     "layer": model.name(layer),
+                    "guide": self.guide.as_ref().map(|g| g.display().to_string()),
+                    "frames": self.frames,
                     "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
                 }));
             }
         }
         Ok(records)
+    }
+
+    /// The objective: ½‖A‖² at the layer, or the guided objective towards the guide image's
+    /// features there (the guide preprocessed as the inputs are, at the model's input size).
+    pub fn objective<B: Backend>(&self, eng: &Engine<B>) -> Result<Objective> {
+        let layer = self.dream_layer(eng)?;
+        if self.frames == 0 || !(0.0..0.5).contains(&self.zoom) {
+            return Err(Error::InvalidArgument(format!("the zoom loop needs frames >= 1 and a zoom in [0, 0.5) (got {}, {})", self.frames, self.zoom)));
+        }
+        let Some(path) = &self.guide else { return Ok(Objective::layer(layer)) };
+        let guide = Inputs::expand(std::slice::from_ref(path))?;
+        if guide.files.len() != 1 {
+            return Err(Error::InvalidArgument(format!("--guide takes one image, and {} holds {}", path.display(), guide.files.len())));
+        }
+        let x = guide.batches(&eng.model().preprocess, 1).next().expect("one file, one batch")?.x;
+        let acts = eng.forward(eng.upload(&x)?, layer, &[layer])?;
+        Objective::guide(layer, &eng.download(acts.get(layer).expect("kept"))?)
     }
 
     /// The layer dreamed at: the `layer` field resolved, or the architecture's default.
@@ -319,16 +360,22 @@ impl DreamJob {
     pub fn dream_tensor<B: Backend>(&self, eng: &Engine<B>, x: &Tensor, progress: &mut dyn FnMut(Progress)) -> Result<Tensor> {
         let model = eng.model();
         let layer = self.dream_layer(eng)?;
-        let dream = DeepDream { objective: Objective::layer(layer), ..self.dream.clone() };
+        let dream = DeepDream { objective: self.objective(eng)?, ..self.dream.clone() };
         let [_, _, h, w] = x.shape[..] else { return Err(Error::shape("DeepDream input", "[n, 3, h, w]", &x.shape)) };
         progress(Progress::Start { total: dream.total_steps(h, w), what: format!("dream {}", model.name(layer)) });
-        let y = dream.run(eng, x, &model.preprocess, &mut || progress(Progress::Advance(1)))?;
+        let y = dream_checked(eng, &dream, x, progress)?;
         progress(Progress::Finish);
-        if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!("the dream diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
-        }
         Ok(y)
     }
+}
+
+/// `dream.run` with a progress tick per step, and an error if the result is not finite.
+fn dream_checked<B: Backend>(eng: &Engine<B>, dream: &DeepDream, x: &Tensor, progress: &mut dyn FnMut(Progress)) -> Result<Tensor> {
+    let y = dream.run(eng, x, &eng.model().preprocess, &mut || progress(Progress::Advance(1)))?;
+    if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument(format!("the dream diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+    }
+    Ok(y)
 }
 
 /// Activation maximisation ([`Maximize`]): one picture per target, optimised in batches.

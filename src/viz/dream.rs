@@ -3,14 +3,16 @@
 //! circular shift before each step, undone after), gradient normalisation by its mean absolute
 //! value (per image), and clipping to the valid pixel range.
 //!
-//! The objective is a value ([`Objective`]): a weighted sum of ½‖A‖² terms over layers,
-//! composable as `Objective::layer(a) + Objective::layer(b) * 0.5`, so activation maximisation
-//! can grow from it. Randomness comes from an explicit seed.
+//! The objective is a value ([`Objective`]): a weighted sum of terms over layers, composable as
+//! `Objective::layer(a) + Objective::layer(b) * 0.5`; a term is ½‖A‖² or the notebook's guided
+//! objective ([`Term::Guide`]: dream towards what a guide image shows at that layer).
+//! Randomness comes from an explicit seed.
 
 use std::ops::{Add, Mul};
+use std::sync::Arc;
 
 use super::ops;
-use crate::backend::{Backend, Binary, Reduce, Unary};
+use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::engine::{Activations, Rule};
@@ -21,15 +23,47 @@ use crate::tensor::Tensor;
 /// Gradient seeds: d objective / d A at each objective layer.
 type Seeds<B> = Vec<(Layer, <B as Backend>::T)>;
 
-/// Σ weight · ½‖A_layer‖² (summed over the batch item).
+/// What an objective term computes from a layer's output A `[n, c, h, w]` (per batch item).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Term {
+    /// ½‖A‖²: amplify whatever the layer sees (d/dA = A)
+    L2,
+    /// Σ over positions p of max_j ⟨A_p, G_j⟩, G the guide image's features `[c, m]` at the
+    /// same layer (its m positions): each position is pulled towards the guide's feature vector
+    /// it already resembles most (d/dA_p = G_j*(p)), the classic notebook's `objective_guide`
+    Guide(Arc<Tensor>),
+}
+
+/// Σ weight · term(A_layer), summed over each batch item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
-    pub terms: Vec<(Layer, f32)>,
+    pub terms: Vec<(Layer, Term, f32)>,
+}
+
+/// A term with what it needs on the backend (the guide's two 1x1 convolutions: G's columns
+/// as filters for the dot products, G for the seeds).
+enum Prepared<B: Backend> {
+    L2,
+    Guide { dots: B::W, pick: B::W, m: usize },
 }
 
 impl Objective {
+    /// ½‖A‖² at `layer`.
     pub fn layer(layer: Layer) -> Self {
-        Objective { terms: vec![(layer, 1.0)] }
+        Objective { terms: vec![(layer, Term::L2, 1.0)] }
+    }
+    /// The guided objective at `layer` towards `features` `[c, m]` (or `[1, c, h, w]`, as the
+    /// guide image's forward pass gives them).
+    pub fn guide(layer: Layer, features: &Tensor) -> Result<Self> {
+        let g = match features.shape[..] {
+            [c, m] => features.clone().reshape(&[c, m])?,
+            [1, c, h, w] => features.clone().reshape(&[c, h * w])?,
+            _ => return Err(Error::shape("the guide's features", "[c, m] or [1, c, h, w]", &features.shape)),
+        };
+        if let Some(i) = g.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("the guide's features hold {} at index {i}", g.data[i])));
+        }
+        Ok(Objective { terms: vec![(layer, Term::Guide(Arc::new(g)), 1.0)] })
     }
     /// The deepest layer of the objective (where the forward pass can stop).
     fn deepest(&self) -> Option<Layer> {
@@ -38,25 +72,70 @@ impl Objective {
     fn layers(&self) -> Vec<Layer> {
         self.terms.iter().map(|t| t.0).collect()
     }
+    /// The terms made ready on `be` (once per run).
+    fn prepare<B: Backend>(&self, be: &B) -> Result<Vec<Prepared<B>>> {
+        self.terms
+            .iter()
+            .map(|(_, term, _)| {
+                Ok(match term {
+                    Term::L2 => Prepared::L2,
+                    Term::Guide(g) => {
+                        let (c, m) = (g.shape[0], g.shape[1]);
+                        let gt: Vec<f32> = (0..m).flat_map(|j| (0..c).map(move |k| g.data[k * m + j])).collect();
+                        let dots = be.weight(&Arc::new(Tensor::new(vec![m, c, 1, 1], gt)?), Role::ConvWeight)?;
+                        let pick = be.weight(&Arc::new(g.as_ref().clone().reshape(&[c, m, 1, 1])?), Role::ConvWeight)?;
+                        Prepared::Guide { dots, pick, m }
+                    }
+                })
+            })
+            .collect()
+    }
+    /// ⟨A_p, G_j⟩ for every position p and guide position j: `[n, m, h, w]`.
+    fn guide_dots<B: Backend>(&self, be: &B, a: &B::T, dots: &B::W, id: Layer) -> Result<B::T> {
+        let (s, c) = (be.shape(a), self.guide_channels(id));
+        if s.len() != 4 || Some(s[1]) != c {
+            return Err(Error::shape("the guided layer's output", format!("[n, {}, h, w] (the guide's features)", c.unwrap_or(0)), s));
+        }
+        be.conv2d(a, dots, None, &Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 })
+    }
+    fn guide_channels(&self, id: Layer) -> Option<usize> {
+        self.terms.iter().find_map(|(l, t, _)| match t {
+            Term::Guide(g) if *l == id => Some(g.shape[0]),
+            _ => None,
+        })
+    }
     /// The objective per batch item.
-    fn value<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<Vec<f32>> {
+    fn value<B: Backend>(&self, be: &B, acts: &Activations<B>, prepared: &[Prepared<B>]) -> Result<Vec<f32>> {
         let mut value = vec![0.0f32; acts.shapes[0][0]];
-        for &(id, wt) in &self.terms {
+        for ((id, _, wt), p) in self.terms.iter().zip(prepared) {
+            let (id, wt) = (*id, *wt);
             let a = acts.get(id).expect("forward reached the layer");
-            let sq = ops::per_item_values(be, &ops::per_item(be, a, Some(Unary::Square), Reduce::Sum)?)?;
-            for (v, h) in value.iter_mut().zip(sq) {
-                *v += wt * 0.5 * h;
+            let per_item = match p {
+                Prepared::L2 => be.unary(&ops::per_item(be, a, Some(Unary::Square), Reduce::Sum)?, Unary::Affine(0.5, 0.0))?,
+                Prepared::Guide { dots, .. } => ops::per_item(be, &be.reduce(&self.guide_dots(be, a, dots, id)?, Reduce::Max, &[1])?, None, Reduce::Sum)?,
+            };
+            for (v, h) in value.iter_mut().zip(ops::per_item_values(be, &per_item)?) {
+                *v += wt * h;
             }
         }
         Ok(value)
     }
-    /// The gradient seeds: d objective / d A = weight · A.
-    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>) -> Result<Seeds<B>> {
+    /// The gradient seeds: d objective / d A (weight · A; guided: weight · G_j*(p) at p).
+    fn seeds<B: Backend>(&self, be: &B, acts: &Activations<B>, prepared: &[Prepared<B>]) -> Result<Seeds<B>> {
         self.terms
             .iter()
-            .map(|&(id, wt)| {
+            .zip(prepared)
+            .map(|(&(id, _, wt), p)| {
                 let a = acts.get(id).expect("forward reached the layer");
-                Ok((id, if wt == 1.0 { a.clone() } else { be.unary(a, Unary::Affine(wt, 0.0))? }))
+                let d = match p {
+                    Prepared::L2 => a.clone(),
+                    Prepared::Guide { dots, pick, m } => {
+                        let best = be.reduce(&self.guide_dots(be, a, dots, id)?, Reduce::ArgMax, &[1])?;
+                        let one_hot = ops::indicator(be, &best, 1, *m)?;
+                        be.conv2d(&one_hot, pick, None, &Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 })?
+                    }
+                };
+                Ok((id, if wt == 1.0 { d } else { be.unary(&d, Unary::Affine(wt, 0.0))? }))
             })
             .collect()
     }
@@ -73,7 +152,7 @@ impl Add for Objective {
 impl Mul<f32> for Objective {
     type Output = Objective;
     fn mul(mut self, k: f32) -> Objective {
-        self.terms.iter_mut().for_each(|t| t.1 *= k);
+        self.terms.iter_mut().for_each(|t| t.2 *= k);
         self
     }
 }
@@ -103,26 +182,28 @@ impl DeepDream {
     /// objective per item before the step.
     pub fn step<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, pre: &Preprocess, rng: &mut u64) -> Result<Vec<f32>> {
         let range = pixel_range(&eng.be, pre, eng.be.shape(img)[1])?;
-        Ok(self.ascend(eng, img, &range, rng, true)?.unwrap_or_default())
+        let prepared = self.objective.prepare(&eng.be)?;
+        Ok(self.ascend(eng, img, &range, &prepared, rng, true)?.unwrap_or_default())
     }
 
     /// One step as [`DeepDream::run`] makes it (no objective value computed), with the pixel
     /// range made once by [`pixel_range`].
     pub fn advance<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), rng: &mut u64) -> Result<()> {
-        self.ascend(eng, img, range, rng, false).map(|_| ())
+        let prepared = self.objective.prepare(&eng.be)?;
+        self.ascend(eng, img, range, &prepared, rng, false).map(|_| ())
     }
 
     /// The step itself; the objective's value (a reduction and a host round trip per term) only
     /// when asked for — `run` does not need it.
-    fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
+    fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), prepared: &[Prepared<B>], rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
         let be = &eng.be;
         let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
         let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
         let shifted = be.roll(img, dy, dx)?;
         let deepest = self.objective.deepest().ok_or_else(|| Error::InvalidArgument("DeepDream needs an objective with at least one layer".into()))?;
         let acts = eng.forward(shifted, deepest, &self.objective.layers())?;
-        let value = if value { Some(self.objective.value(be, &acts)?) } else { None };
-        let seeds = self.objective.seeds(be, &acts)?;
+        let value = if value { Some(self.objective.value(be, &acts, prepared)?) } else { None };
+        let seeds = self.objective.seeds(be, &acts, prepared)?;
         let g = eng.backward(&acts, seeds, &[eng.model().input()], Rule::Gradient)?.remove(0);
         let g = be.roll(&g, -dy, -dx)?;
         // img += lr · g / (mean |g| + 1e-8), per item, then clamp to the valid pixel range
@@ -153,6 +234,7 @@ impl DeepDream {
         };
         let mut rng = self.seed ^ 0x9E37_79B9_7F4A_7C15;
         let range = pixel_range(be, pre, c)?;
+        let prepared = self.objective.prepare(be)?;
         let x = eng.upload(x)?;
         // octave bases, largest (the input) first
         let bases: Vec<B::T> =
@@ -163,7 +245,7 @@ impl DeepDream {
             let (bh, bw) = (be.shape(base)[2], be.shape(base)[3]);
             img = be.add(base, &be.resize(&detail, bh, bw)?)?;
             for _ in 0..self.steps {
-                self.ascend(eng, &mut img, &range, &mut rng, false)?;
+                self.ascend(eng, &mut img, &range, &prepared, &mut rng, false)?;
                 progress();
             }
             detail = be.binary(&img, base, Binary::Sub)?;
@@ -211,4 +293,43 @@ pub fn pixel_range<B: Backend>(be: &B, pre: &Preprocess, c: usize) -> Result<(B:
     let (lo, hi): (Vec<f32>, Vec<f32>) =
         (0..c).map(|ch| ((0.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)], (1.0 - pre.mean[ch.min(2)]) / pre.std[ch.min(2)])).unzip();
     Ok((be.upload(&Tensor::new(vec![1, c, 1, 1], lo)?)?, be.upload(&Tensor::new(vec![1, c, 1, 1], hi)?)?))
+}
+
+/// One step of the DeepDream notebook's zoom loop: each plane of `x` `[n, c, h, w]` zoomed into
+/// its centre by 1 / (1 − s), bilinearly, as `scipy.ndimage.affine_transform(frame, [1−s, 1−s, 1],
+/// [h·s/2, w·s/2, 0], order=1)`: output pixel (i, j) samples the input at ((1−s)·i + h·s/2,
+/// (1−s)·j + w·s/2). `s` in [0, 0.5).
+pub fn zoom(x: &Tensor, s: f32) -> Result<Tensor> {
+    if !(0.0..0.5).contains(&s) {
+        return Err(Error::InvalidArgument(format!("the zoom per frame must be in [0, 0.5), not {s}")));
+    }
+    let [n, c, h, w] = x.shape[..] else {
+        return Err(Error::shape("the zoomed frame", "[n, c, h, w]", &x.shape));
+    };
+    let s = s as f64;
+    // (index, weight of the next index) along one axis; the samples stay inside the plane
+    let axis = |len: usize| -> Vec<(usize, f32)> {
+        (0..len)
+            .map(|i| {
+                let p = (1.0 - s) * i as f64 + len as f64 * s / 2.0;
+                let i0 = (p.floor() as usize).min(len - 1);
+                (i0, if i0 + 1 < len { (p - i0 as f64) as f32 } else { 0.0 })
+            })
+            .collect()
+    };
+    let (ys, xs) = (axis(h), axis(w));
+    let mut data = Vec::with_capacity(x.data.len());
+    for plane in x.data.chunks_exact(h * w).take(n * c) {
+        for &(y0, fy) in &ys {
+            let y1 = (y0 + 1).min(h - 1);
+            for &(x0, fx) in &xs {
+                let x1 = (x0 + 1).min(w - 1);
+                let at = |y: usize, x: usize| plane[y * w + x];
+                let top = at(y0, x0) + fx * (at(y0, x1) - at(y0, x0));
+                let bottom = at(y1, x0) + fx * (at(y1, x1) - at(y1, x0));
+                data.push(top + fy * (bottom - top));
+            }
+        }
+    }
+    Tensor::new(x.shape.clone(), data)
 }

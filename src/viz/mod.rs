@@ -50,7 +50,7 @@ pub use scorecam::{AblationCam, ScoreCam, DEFAULT_MASKS};
 pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smooth};
 pub use classify::{classify, Prediction};
 pub use combine::{Combined, AUGMENTATIONS};
-pub use dream::{pixel_range, DeepDream, Objective};
+pub use dream::{pixel_range, zoom, DeepDream, Objective, Term};
 pub use maximize::Maximize;
 pub use saliency::Saliency;
 pub use target::{Target, Targets};
