@@ -1,0 +1,349 @@
+//! Weakly supervised segmentation (`viz::segment`, `deepviz segment`): the min-cut against every
+//! cut of small random graphs; the colour mixture recovering a two-colour sample; GrabCut on a
+//! synthetic disc over a textured background seeded by a blurred disc; seeds kept as given even
+//! when they contradict the colours; the mask carried into the original's crop box by hand.
+
+mod common;
+
+use std::time::Instant;
+
+use deepviz::backend::cpu::Cpu;
+use deepviz::engine::Engine;
+use deepviz::imageio::{self, CropBox};
+use deepviz::model::Model;
+use deepviz::viz::{Attribution, Saliency};
+use deepviz::viz::segment::{kmeans, mask_in_box, overlay, GrabCut, Gmm, Graph, Rgb, Seed};
+use image::RgbImage;
+
+/// splitmix64 uniforms in [0, 1) (common::seeded gives [-1, 1)).
+fn uniforms(seed: u64, n: usize) -> Vec<f64> {
+    common::seeded(seed, n).into_iter().map(|u| (u as f64 + 1.0) / 2.0).collect()
+}
+
+/// Standard normals by Box–Muller.
+fn normals(seed: u64, n: usize) -> Vec<f64> {
+    let u = uniforms(seed, 2 * n);
+    (0..n).map(|i| (-2.0 * (1.0 - u[2 * i]).ln()).sqrt() * (2.0 * std::f64::consts::PI * u[2 * i + 1]).cos()).collect()
+}
+
+struct SmallGraph {
+    n: usize,
+    source: Vec<f64>,
+    sink: Vec<f64>,
+    /// (i, j, cap i→j, cap j→i)
+    edges: Vec<(usize, usize, f64, f64)>,
+}
+
+/// The capacity of the cut whose source side is `s` (bit i: node i).
+fn cut_cost(g: &SmallGraph, s: u32) -> f64 {
+    let src = |i: usize| s >> i & 1 == 1;
+    let mut c = 0.0;
+    for i in 0..g.n {
+        c += if src(i) { g.sink[i] } else { g.source[i] };
+    }
+    for &(i, j, a, b) in &g.edges {
+        if src(i) && !src(j) {
+            c += a;
+        }
+        if src(j) && !src(i) {
+            c += b;
+        }
+    }
+    c
+}
+
+/// A random capacity: zero with probability `p_zero`, else an integer (ties) or a fraction.
+fn capacity(u: &mut impl Iterator<Item = f64>, p_zero: f64) -> f64 {
+    let r = u.next().unwrap();
+    if r < p_zero {
+        0.0
+    } else if r < 0.5 + p_zero / 2.0 {
+        (u.next().unwrap() * 5.0).floor()
+    } else {
+        u.next().unwrap() * 7.0
+    }
+}
+
+#[test]
+fn min_cut_equals_the_cheapest_of_all_cuts_on_small_random_graphs() {
+    for t in 0..300u64 {
+        let mut u = uniforms(1000 + t, 600).into_iter();
+        let n = 1 + (u.next().unwrap() * 12.0) as usize;
+        let source: Vec<f64> = (0..n).map(|_| capacity(&mut u, 0.4)).collect();
+        let sink: Vec<f64> = (0..n).map(|_| capacity(&mut u, 0.4)).collect();
+        let mut edges = vec![];
+        for i in 0..n {
+            for j in i + 1..n {
+                if u.next().unwrap() < 0.45 {
+                    edges.push((i, j, capacity(&mut u, 0.3), capacity(&mut u, 0.3)));
+                }
+            }
+        }
+        // a repeated edge adds up
+        if let Some(&(i, j, _, _)) = edges.first() {
+            edges.push((j, i, capacity(&mut u, 0.0), 0.0));
+        }
+        let g = SmallGraph { n, source, sink, edges };
+        let mut mf = Graph::new(n, g.edges.len());
+        for i in 0..n {
+            mf.add_terminal(i, g.source[i], g.sink[i]).unwrap();
+        }
+        for &(i, j, a, b) in &g.edges {
+            mf.add_edge(i, j, a, b).unwrap();
+        }
+        let flow = mf.max_flow();
+        let best = (0..1u32 << n).map(|s| cut_cost(&g, s)).fold(f64::INFINITY, f64::min);
+        let found: u32 = (0..n).filter(|&i| mf.is_source_side(i)).map(|i| 1 << i).sum();
+        let tol = 1e-9 * (1.0 + best);
+        assert!((flow - best).abs() <= tol, "graph {t} ({n} nodes): max flow {flow}, cheapest cut {best}");
+        assert!((cut_cost(&g, found) - best).abs() <= tol, "graph {t}: the cut returned costs {}, the cheapest {best}", cut_cost(&g, found));
+    }
+}
+
+#[test]
+fn max_flow_refuses_bad_capacities_and_nodes() {
+    let mut g = Graph::new(3, 1);
+    assert!(g.add_edge(0, 3, 1.0, 1.0).is_err());
+    assert!(g.add_edge(0, 1, -1.0, 1.0).is_err());
+    assert!(g.add_terminal(1, f64::NAN, 0.0).is_err());
+    assert!(g.add_terminal(1, 0.0, f64::INFINITY).is_err());
+    // a path source → 0 → 1 → 2 → sink with bottleneck 0.5 in the middle
+    g.add_terminal(0, 2.0, 0.0).unwrap();
+    g.add_terminal(2, 0.0, 3.0).unwrap();
+    g.add_edge(0, 1, 1.0, 0.0).unwrap();
+    g.add_edge(1, 2, 0.5, 9.0).unwrap();
+    assert_eq!(g.max_flow(), 0.5);
+    assert_eq!((0..3).map(|i| g.is_source_side(i)).collect::<Vec<_>>(), [true, true, false]);
+}
+
+/// 1400 samples around red (σ 8) and 600 around blue (σ 5).
+fn two_colours() -> (Vec<Rgb>, Vec<usize>) {
+    let z = normals(7, 3 * 2000);
+    let (red, blue) = ([200.0, 40.0, 40.0], [30.0, 60.0, 210.0]);
+    let mut samples = vec![];
+    let mut truth = vec![];
+    for i in 0..2000 {
+        let (m, s, c) = if i % 10 < 7 { (red, 8.0, 0) } else { (blue, 5.0, 1) };
+        samples.push([m[0] + s * z[3 * i], m[1] + s * z[3 * i + 1], m[2] + s * z[3 * i + 2]]);
+        truth.push(c);
+    }
+    (samples, truth)
+}
+
+#[test]
+fn the_colour_mixture_recovers_a_two_colour_sample() {
+    let (samples, truth) = two_colours();
+    let g = Gmm::fit("test", &samples, &kmeans(&samples, 2, 3), 2).unwrap();
+    assert_eq!(g.components.len(), 2);
+    let (want_means, want_w, want_var) = ([[200.0, 40.0, 40.0], [30.0, 60.0, 210.0]], [0.7, 0.3], [64.0, 25.0]);
+    for (m, (w, v)) in want_means.iter().zip(want_w.iter().zip(want_var)) {
+        let c = g.components.iter().find(|c| (c.mean[0] - m[0]).abs() < 20.0).expect("a component near each colour");
+        for k in 0..3 {
+            assert!((c.mean[k] - m[k]).abs() < 1.0, "mean {:?} vs {m:?}", c.mean);
+            // the covariance: the sample's (+ the floor of 1) within 15%, no correlation
+            assert!((c.cov[k][k] - (v + 1.0)).abs() < 0.15 * v, "variance {} vs {v}", c.cov[k][k]);
+            assert!(c.cov[k][(k + 1) % 3].abs() < 0.2 * v);
+        }
+        assert!((c.weight - w).abs() < 1e-9, "weight {} vs {w}", c.weight);
+    }
+    // each sample goes to its colour's component, and the likelihood is the mixture's
+    let a = g.assign(&samples);
+    let red = a[0];
+    assert!(a.iter().zip(&truth).all(|(&a, &t)| (a == red) == (t == 0)));
+    let z = [120.0, 50.0, 120.0];
+    let direct: f64 = g
+        .components
+        .iter()
+        .map(|c| {
+            let d: Vec<f64> = (0..3).map(|k| z[k] - c.mean[k]).collect();
+            // the covariances are near diagonal: check against the full inverse through a solve
+            let inv = invert(&c.cov);
+            let m: f64 = (0..3).flat_map(|i| (0..3).map(move |j| (i, j))).map(|(i, j)| d[i] * inv[i][j] * d[j]).sum();
+            c.weight * (-0.5 * m).exp() / ((2.0 * std::f64::consts::PI).powi(3) * det(&c.cov)).sqrt()
+        })
+        .sum();
+    assert!((g.log_likelihood(&z) - direct.ln()).abs() < 1e-9, "{} vs {}", g.log_likelihood(&z), direct.ln());
+    // seeded: the same seed, the same model; more components than colours still fit
+    assert_eq!(kmeans(&samples, 5, 9), kmeans(&samples, 5, 9));
+    let g5 = Gmm::fit("test", &samples, &kmeans(&samples, 5, 9), 5).unwrap();
+    assert!((g5.components.iter().map(|c| c.weight).sum::<f64>() - 1.0).abs() < 1e-12);
+    // one colour only: one component
+    assert_eq!(Gmm::fit("flat", &[[5.0; 3]; 10], &kmeans(&[[5.0; 3]; 10], 5, 0), 5).unwrap().components.len(), 1);
+    assert!(Gmm::fit("none", &[], &[], 5).is_err());
+}
+
+fn det(a: &[[f64; 3]; 3]) -> f64 {
+    a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+}
+
+/// Gauss–Jordan inverse (an independent route from the library's cofactors).
+fn invert(a: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let mut m = [[0.0; 6]; 3];
+    for i in 0..3 {
+        m[i][..3].copy_from_slice(&a[i]);
+        m[i][3 + i] = 1.0;
+    }
+    for c in 0..3 {
+        let p = (c..3).max_by(|&x, &y| m[x][c].abs().total_cmp(&m[y][c].abs())).unwrap();
+        m.swap(c, p);
+        let d = m[c][c];
+        m[c].iter_mut().for_each(|v| *v /= d);
+        for r in 0..3 {
+            if r != c {
+                let f = m[r][c];
+                for k in 0..6 {
+                    m[r][k] -= f * m[c][k];
+                }
+            }
+        }
+    }
+    let mut r = [[0.0; 3]; 3];
+    for i in 0..3 {
+        r[i].copy_from_slice(&m[i][3..]);
+    }
+    r
+}
+
+/// A reddish disc (noisy) over a textured background of green and blue-grey stripes and noise,
+/// `h × w`; and the disc's pixels.
+fn disc_picture(h: usize, w: usize, cy: f64, cx: f64, r: f64) -> (RgbImage, Vec<bool>) {
+    let noise = uniforms(11, h * w * 3);
+    let mut img = RgbImage::new(w as u32, h as u32);
+    let mut disc = vec![false; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let inside = ((y as f64 - cy).powi(2) + (x as f64 - cx).powi(2)).sqrt() <= r;
+            disc[i] = inside;
+            let base = if inside {
+                [205.0, 70.0, 55.0]
+            } else if (x + 2 * y) % 7 < 3 {
+                [60.0, 150.0, 70.0]
+            } else {
+                [95.0, 100.0, 160.0]
+            };
+            let px: Vec<u8> = (0..3).map(|k| (base[k] + 50.0 * (noise[3 * i + k] - 0.5)).clamp(0.0, 255.0) as u8).collect();
+            img.put_pixel(x as u32, y as u32, image::Rgb([px[0], px[1], px[2]]));
+        }
+    }
+    (img, disc)
+}
+
+/// The disc's indicator blurred by a Gaussian of σ (the "saliency"), plus a little noise.
+fn blurred(disc: &[bool], h: usize, w: usize, sigma: f64) -> Vec<f32> {
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-r..=r).map(|d| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let blur1 = |v: &[f64], along_x: bool| -> Vec<f64> {
+        let mut out = vec![0.0; h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (mut s, mut ws) = (0.0, 0.0);
+                for (t, kv) in (-r..=r).zip(&k) {
+                    let (yy, xx) = if along_x { (y as isize, x as isize + t) } else { (y as isize + t, x as isize) };
+                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                        s += kv * v[yy as usize * w + xx as usize];
+                        ws += kv;
+                    }
+                }
+                out[y * w + x] = s / ws;
+            }
+        }
+        out
+    };
+    let v: Vec<f64> = disc.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
+    let noise = uniforms(5, h * w);
+    blur1(&blur1(&v, true), false).iter().zip(noise).map(|(b, n)| (b + 0.02 * n) as f32).collect()
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    inter as f64 / union as f64
+}
+
+#[test]
+fn grabcut_finds_a_disc_from_a_blurred_disc() {
+    let (h, w) = (61, 83);
+    let (img, disc) = disc_picture(h, w, 33.0, 40.0, 19.0);
+    let map = blurred(&disc, h, w, 4.0);
+    let gc = GrabCut::default();
+    let seeds = gc.seeds(&map).unwrap();
+    let nf = seeds.iter().filter(|&&s| s == Seed::Foreground).count();
+    let nb = seeds.iter().filter(|&&s| s == Seed::Background).count();
+    // the quantiles: 5% and 30% of the pixels (the noise breaks ties)
+    assert_eq!(nf, (h * w) - (0.95 * (h * w - 1) as f64).ceil() as usize);
+    assert_eq!(nb, (0.30 * (h * w - 1) as f64).floor() as usize + 1);
+    let seg = gc.segment(&img, &seeds).unwrap();
+    let got = iou(&seg.mask, &disc);
+    eprintln!("disc: IoU {got:.4}, {} iterations, converged {}, foreground {:.3}", seg.iterations, seg.converged, seg.foreground_fraction());
+    assert!(got > 0.95, "IoU {got}");
+    assert!((1..=5).contains(&seg.iterations));
+    assert_eq!((seg.foreground_seeds, seg.background_seeds), (nf, nb));
+    assert_eq!(seg, gc.segment_map(&img, &map).unwrap(), "deterministic, and segment_map = seeds + segment");
+    // the seeds alone cover little of the disc: the cut did the work
+    assert!(iou(&seeds.iter().map(|&s| s == Seed::Foreground).collect::<Vec<_>>(), &disc) < 0.3);
+}
+
+#[test]
+fn seeds_stay_as_given_even_against_the_colours() {
+    let (h, w) = (37, 45);
+    let (img, disc) = disc_picture(h, w, 18.0, 22.0, 11.0);
+    let mut seeds: Vec<Seed> = disc.iter().enumerate().map(|(i, &d)| if d && i % 5 == 0 { Seed::Foreground } else if !d && i % 3 == 0 { Seed::Background } else { Seed::Unknown }).collect();
+    // contradicting seeds: a background seed at the disc's centre, foreground ones in a corner
+    seeds[18 * w + 22] = Seed::Background;
+    for i in [w + 1, w + 2, 2 * w + 1] {
+        seeds[i] = Seed::Foreground;
+    }
+    let seg = GrabCut { iterations: 3, ..GrabCut::default() }.segment(&img, &seeds).unwrap();
+    for (i, s) in seeds.iter().enumerate() {
+        match s {
+            Seed::Foreground => assert!(seg.mask[i], "foreground seed {i} kept"),
+            Seed::Background => assert!(!seg.mask[i], "background seed {i} kept"),
+            Seed::Unknown => {}
+        }
+    }
+    assert!(iou(&seg.mask, &disc) > 0.9);
+    // without both kinds of seeds, or with a flat map, there is nothing to segment
+    assert!(GrabCut::default().segment(&img, &vec![Seed::Background; h * w]).is_err());
+    assert!(GrabCut::default().seeds(&vec![0.5; h * w]).is_err());
+    assert!(GrabCut::default().seeds(&[0.0, f32::NAN, 1.0]).is_err());
+    assert!(GrabCut { fg_quantile: 0.3, bg_quantile: 0.5, ..GrabCut::default() }.check().is_err());
+    assert!(GrabCut::default().segment(&img, &seeds[1..]).is_err());
+}
+
+#[test]
+fn grabcut_at_the_network_input_size_is_quick() {
+    // no timing assertion: the number is printed (run with --nocapture)
+    let (img, disc) = disc_picture(224, 224, 120.0, 100.0, 60.0);
+    let map = blurred(&disc, 224, 224, 8.0);
+    let t = Instant::now();
+    let seg = GrabCut::default().segment_map(&img, &map).unwrap();
+    eprintln!("224x224 GrabCut: {:.1} ms for {} iterations, IoU {:.4}", t.elapsed().as_secs_f64() * 1e3, seg.iterations, iou(&seg.mask, &disc));
+    assert!(iou(&seg.mask, &disc) > 0.95);
+    // the sample photo seeded by its saliency map: a harder graph (scattered seeds)
+    let eng = Engine::new(Model::default_model().unwrap(), Cpu).unwrap();
+    let pre = eng.model().preprocess;
+    let img = imageio::resize_crop(&imageio::load_rgb(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/chelsea.png").as_ref()).unwrap(), pre.size);
+    let (map, _) = Saliency::new(&eng).attribute(&imageio::to_tensor(std::slice::from_ref(&img), &pre), None).unwrap();
+    let t = Instant::now();
+    let seg = GrabCut::default().segment_map(&img, &map.data).unwrap();
+    eprintln!("chelsea 224x224 GrabCut: {:.1} ms for {} iterations", t.elapsed().as_secs_f64() * 1e3, seg.iterations);
+}
+
+#[test]
+fn the_mask_goes_into_the_crop_box_by_nearest_pixel() {
+    // a 2x3 mask over the window x in [1.5, 7.5), y in [1, 3) of a 9x4 image: each mask column
+    // covers 2 image columns, each row 1 image row; pixel centres decide
+    let mask = [true, false, true, false, true, true];
+    let crop = CropBox { x: 1.5, y: 1.0, width: 6.0, height: 2.0, image_size: [9, 4] };
+    let full = mask_in_box(&mask, 2, 3, &crop);
+    let rows: Vec<String> = full.chunks(9).map(|r| r.iter().map(|&m| if m { '#' } else { '.' }).collect()).collect();
+    // column x's centre x + 0.5: 1.5 → column 0 ... 7.5 is outside
+    assert_eq!(rows, [".........", ".##..##..", "...####..", "........."]);
+    let img = RgbImage::from_pixel(3, 2, image::Rgb([100, 200, 50]));
+    let o = overlay(&img, &[false, false, false, false, false, true]).unwrap();
+    assert_eq!(o.get_pixel(0, 0).0, [30, 60, 15], "background darkened to 30%");
+    assert_eq!(o.get_pixel(1, 1).0, [30, 60, 15], "the boundary is drawn on the foreground side");
+    assert_ne!(o.get_pixel(2, 1).0, [100, 200, 50], "the boundary is drawn");
+    assert!(overlay(&img, &[true]).is_err());
+}
