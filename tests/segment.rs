@@ -1,7 +1,8 @@
 //! Weakly supervised segmentation (`viz::segment`, `deepviz segment`): the min-cut against every
 //! cut of small random graphs; the colour mixture recovering a two-colour sample; GrabCut on a
 //! synthetic disc over a textured background seeded by a blurred disc; seeds kept as given even
-//! when they contradict the colours; the mask carried into the original's crop box by hand.
+//! when they contradict the colours; the mask carried into the original's crop box by hand; the
+//! command on the sample photo, and its one-line errors.
 
 mod common;
 
@@ -346,4 +347,67 @@ fn the_mask_goes_into_the_crop_box_by_nearest_pixel() {
     assert_eq!(o.get_pixel(1, 1).0, [30, 60, 15], "the boundary is drawn on the foreground side");
     assert_ne!(o.get_pixel(2, 1).0, [100, 200, 50], "the boundary is drawn");
     assert!(overlay(&img, &[true]).is_err());
+}
+
+fn white_fraction(path: &std::path::Path) -> f64 {
+    let m = image::open(path).unwrap().to_rgb8();
+    assert!(m.pixels().all(|p| p.0 == [0; 3] || p.0 == [255; 3]), "a black and white mask");
+    m.pixels().filter(|p| p.0 == [255; 3]).count() as f64 / (m.width() * m.height()) as f64
+}
+
+#[test]
+fn the_command_segments_the_cat_and_refuses_bad_input() {
+    let dir = common::fresh_dir("segment-cli");
+    let out = dir.join("out");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/chelsea.png");
+    let o = common::ok(&["segment", "--image", sample, "--raw", "--full-size", "--device", "cpu", "--out", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let rec = &v[0];
+    assert_eq!(rec["class"], 285, "Egyptian cat");
+    assert_eq!(rec["method"], "saliency");
+    assert_eq!(rec["mask_shape"], serde_json::json!([224, 224]));
+    let frac = rec["foreground_fraction"].as_f64().unwrap();
+    eprintln!("chelsea: {rec}");
+    assert!((0.05..0.8).contains(&frac), "foreground fraction {frac}");
+    let (nf, nb) = (rec["seeds"]["foreground"].as_u64().unwrap(), rec["seeds"]["background"].as_u64().unwrap());
+    assert!((2500..=2600).contains(&nf) && (15000..=15100).contains(&nb), "5% and 30% of 224² are seeds: {nf}, {nb}");
+    assert!(rec["crop"]["width"].as_f64().unwrap() > 0.0);
+    for f in ["chelsea_segment_mask.png", "chelsea_segment_overlay.png", "chelsea_segment_mask.npy", "chelsea_segment_mask_full.png", "chelsea_segment_overlay_full.png"] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    assert!((white_fraction(&out.join("chelsea_segment_mask.png")) - frac).abs() < 1e-9);
+    let npy = deepviz::imageio::read_npy(&out.join("chelsea_segment_mask.npy")).unwrap();
+    assert_eq!(npy.shape, [224, 224]);
+    assert!(npy.data.iter().all(|&x| x == 0.0 || x == 1.0));
+    assert!((npy.data.iter().sum::<f32>() as f64 / npy.data.len() as f64 - frac).abs() < 1e-9);
+    let (ow, oh) = image::image_dimensions(sample).unwrap();
+    assert_eq!(image::image_dimensions(out.join("chelsea_segment_mask_full.png")).unwrap(), (ow, oh));
+
+    // bad input: one error line, nothing written
+    let corrupt = dir.join("corrupt.png");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let fresh = dir.join("fresh");
+    let cases: Vec<(Vec<&str>, &str, i32)> = vec![
+        (vec!["--image", sample, "--method", "sailency"], "unknown method", 1),
+        (vec!["--image", sample, "--fg-quantile", "0.2", "--bg-quantile", "0.5"], "quantiles", 1),
+        (vec!["--image", corrupt.to_str().unwrap()], "corrupt.png", 1),
+        (vec!["--image", sample, "--iterations", "0"], "at least 1 iteration", 1),
+        (vec!["--image", sample, "--method", "gradcam", "--samples", "3"], "takes no --samples", 1),
+        (vec!["--image", sample, "--fg-quantile", "1.5"], "1.5", 2),
+    ];
+    for (args, says, code) in cases {
+        let mut all = vec!["segment"];
+        all.extend(args);
+        all.extend(["--device", "cpu", "--out", fresh.to_str().unwrap()]);
+        let o = common::run(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
+        if code == 1 {
+            assert_eq!(err.trim_end().lines().count(), 1, "{all:?}: one line: {err}");
+        }
+        assert!(!fresh.exists(), "{all:?} wrote nothing");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
