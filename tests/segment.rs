@@ -191,9 +191,9 @@ fn invert(a: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
         m[c].iter_mut().for_each(|v| *v /= d);
         for r in 0..3 {
             if r != c {
-                let f = m[r][c];
-                for k in 0..6 {
-                    m[r][k] -= f * m[c][k];
+                let (f, pivot) = (m[r][c], m[c]);
+                for (v, p) in m[r].iter_mut().zip(pivot) {
+                    *v -= f * p;
                 }
             }
         }
