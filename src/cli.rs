@@ -155,6 +155,7 @@ fn segment_command() -> Command {
         .arg(Arg::new("fg-quantile").long("fg-quantile").default_value(g.fg_quantile.to_string()).value_parser(parse_quantile).help("map values at or above this quantile seed the foreground"))
         .arg(Arg::new("bg-quantile").long("bg-quantile").default_value(g.bg_quantile.to_string()).value_parser(parse_quantile).help("map values at or below this quantile seed the background (below --fg-quantile)"))
         .arg(Arg::new("iterations").long("iterations").default_value(g.iterations.to_string()).value_parser(value_parser!(usize)).help("at most this many GrabCut rounds (refit the colour models, cut again); fewer when the mask stops changing"))
+        .arg(Arg::new("largest-component").long("largest-component").action(ArgAction::SetTrue).help("keep only the largest 8-connected foreground region of each mask, as the paper does (drops foreground seeds outside it)"))
         .arg(Arg::new("full-size").long("full-size").action(ArgAction::SetTrue).help("also write the mask and overlay at each image's own resolution (*_segment_mask_full.png, *_segment_overlay_full.png): the mask resized (nearest) into the centre crop the network saw, background elsewhere"))
 }
 

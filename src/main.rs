@@ -297,6 +297,7 @@ impl WithBackend for SegmentCmd<'_> {
             grabcut: GrabCut { fg_quantile: f("fg-quantile"), bg_quantile: f("bg-quantile"), iterations: *m.get_one::<usize>("iterations").expect("has a default"), ..GrabCut::default() },
             raw: m.get_flag("raw"),
             full_size: m.get_flag("full-size"),
+            largest_component: m.get_flag("largest-component"),
             batch_size: batch_size(m),
         };
         let mut out = output_set(m, &inputs);

@@ -13,7 +13,7 @@ use deepviz::engine::Engine;
 use deepviz::imageio::{self, CropBox};
 use deepviz::model::Model;
 use deepviz::viz::{Attribution, Saliency};
-use deepviz::viz::segment::{kmeans, mask_in_box, overlay, GrabCut, Gmm, Graph, Rgb, Seed};
+use deepviz::viz::segment::{kmeans, largest_component, mask_in_box, overlay, GrabCut, Gmm, Graph, Rgb, Seed};
 use image::RgbImage;
 
 /// splitmix64 uniforms in [0, 1) (common::seeded gives [-1, 1)).
@@ -349,6 +349,20 @@ fn the_mask_goes_into_the_crop_box_by_nearest_pixel() {
     assert!(overlay(&img, &[true]).is_err());
 }
 
+#[test]
+fn the_largest_component_is_8_connected() {
+    // a diagonal chain of 4 (one component under 8-connectivity), a block of 3, a lone pixel
+    let rows = ["#....##", ".#...#.", "..#....", "...#..#"];
+    let mask: Vec<bool> = rows.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect();
+    let got = largest_component(&mask, 4, 7).unwrap();
+    let shown: Vec<String> = got.chunks(7).map(|r| r.iter().map(|&m| if m { '#' } else { '.' }).collect()).collect();
+    assert_eq!(shown, ["#......", ".#.....", "..#....", "...#..."]);
+    // equal sizes: the first in row-major order; nothing stays nothing
+    assert_eq!(largest_component(&[false, true, false, true], 1, 4).unwrap(), [false, true, false, false]);
+    assert_eq!(largest_component(&[false; 6], 2, 3).unwrap(), [false; 6]);
+    assert!(largest_component(&[true; 5], 2, 3).is_err());
+}
+
 fn white_fraction(path: &std::path::Path) -> f64 {
     let m = image::open(path).unwrap().to_rgb8();
     assert!(m.pixels().all(|p| p.0 == [0; 3] || p.0 == [255; 3]), "a black and white mask");
@@ -382,6 +396,18 @@ fn the_command_segments_the_cat_and_refuses_bad_input() {
     assert!((npy.data.iter().sum::<f32>() as f64 / npy.data.len() as f64 - frac).abs() < 1e-9);
     let (ow, oh) = image::image_dimensions(sample).unwrap();
     assert_eq!(image::image_dimensions(out.join("chelsea_segment_mask_full.png")).unwrap(), (ow, oh));
+
+    // the largest component: part of the same mask, one 8-connected region
+    let lc = dir.join("lc");
+    let o = common::ok(&["segment", "--image", sample, "--largest-component", "--device", "cpu", "--out", lc.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let part = v[0]["foreground_fraction"].as_f64().unwrap();
+    eprintln!("chelsea, largest component: {part:.4} of the crop (all components: {frac:.4})");
+    assert!(part > 0.0 && part <= frac);
+    let m = image::open(lc.join("chelsea_segment_mask.png")).unwrap().to_rgb8();
+    let whole: Vec<bool> = image::open(out.join("chelsea_segment_mask.png")).unwrap().to_rgb8().pixels().map(|p| p.0[0] == 255).collect();
+    let kept: Vec<bool> = m.pixels().map(|p| p.0[0] == 255).collect();
+    assert_eq!(largest_component(&whole, 224, 224).unwrap(), kept);
 
     // bad input: one error line, nothing written
     let corrupt = dir.join("corrupt.png");

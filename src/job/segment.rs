@@ -15,7 +15,7 @@ use crate::imageio;
 use crate::output::OutputSet;
 use crate::tensor::Tensor;
 use crate::viz::render;
-use crate::viz::segment::{mask_in_box, mask_picture, overlay, GrabCut, Segmentation};
+use crate::viz::segment::{largest_component, mask_in_box, mask_picture, overlay, GrabCut, Segmentation};
 use crate::viz::{attribution, MethodOptions, Target};
 
 /// Segmentation seeded by an attribution method's maps, over files.
@@ -30,6 +30,8 @@ pub struct SegmentJob {
     pub raw: bool,
     /// also write the mask and overlay at each image's own resolution (nearest, in its crop box)
     pub full_size: bool,
+    /// keep only the mask's largest 8-connected foreground component (as Simonyan et al. do)
+    pub largest_component: bool,
     pub batch_size: usize,
 }
 
@@ -73,7 +75,10 @@ impl SegmentJob {
                     .enumerate()
                     .map(|(k, &(i, _))| {
                         let it = &batch.items[i];
-                        let seg = self.grabcut.segment_map(&it.picture, norm.item(k)).map_err(|e| Error::InvalidArgument(format!("{}: {e}", it.source.display())))?;
+                        let mut seg = self.grabcut.segment_map(&it.picture, norm.item(k)).map_err(|e| Error::InvalidArgument(format!("{}: {e}", it.source.display())))?;
+                        if self.largest_component {
+                            seg.mask = largest_component(&seg.mask, h, w)?;
+                        }
                         let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
                         let stem = if several { format!("{}{}", it.stem, target_suffix(eng, &targets[k])) } else { it.stem.clone() };
                         let files = self.encode(&stem, &seg, &it.picture, it.original.as_ref().zip(it.crop.as_ref()))?;
@@ -95,6 +100,7 @@ impl SegmentJob {
                         "seeds": {"foreground": e.seg.foreground_seeds, "background": e.seg.background_seeds},
                         "iterations": e.seg.iterations,
                         "converged": e.seg.converged,
+                        "largest_component": self.largest_component,
                         "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
                     });
                     if let Some(c) = &it.crop {

@@ -1,8 +1,9 @@
 //! Weakly supervised segmentation from an attribution map (Simonyan, Vedaldi, Zisserman 2014,
 //! "Deep Inside Convolutional Networks", §3.1): the map seeds a GrabCut.
 //!
-//! - this file: [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut) and the
-//!   pictures of a mask ([`mask_picture`], [`overlay`], [`mask_in_box`]).
+//! - this file: [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut),
+//!   [`largest_component`], and the pictures of a mask ([`mask_picture`], [`overlay`],
+//!   [`mask_in_box`]).
 //! - `segment/gmm.rs`: [`Gmm`], the colour models, with k-means.
 //! - `segment/maxflow.rs`: [`Graph`], the minimum cut (Boykov–Kolmogorov).
 //!
@@ -288,6 +289,45 @@ fn cut(z: &[Rgb], seeds: &[Seed], fg: &Gmm, bg: &Gmm, pairs: &Pairs, hard: f64) 
         Seed::Background => false,
         Seed::Unknown => g.is_source_side(i),
     }).collect())
+}
+
+/// The largest 8-connected component of a mask's foreground (the first in row-major order
+/// among equals; all background for an empty foreground). Simonyan et al. 2014 (§3.1) take it as
+/// the object's mask after the cut; here it is an option, since it drops foreground seeds.
+pub fn largest_component(mask: &[bool], height: usize, width: usize) -> Result<Vec<bool>> {
+    if mask.len() != height * width {
+        return Err(Error::InvalidArgument(format!("a mask of {} pixels is not {width}x{height}", mask.len())));
+    }
+    let mut label = vec![0u32; mask.len()];
+    let (mut best, mut best_size, mut next) = (0u32, 0usize, 0u32);
+    let mut stack = vec![];
+    for start in 0..mask.len() {
+        if !mask[start] || label[start] != 0 {
+            continue;
+        }
+        next += 1;
+        label[start] = next;
+        stack.push(start);
+        let mut size = 0;
+        while let Some(p) = stack.pop() {
+            size += 1;
+            let (y, x) = ((p / width) as isize, (p % width) as isize);
+            for (dy, dx) in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)] {
+                let (yy, xx) = (y + dy, x + dx);
+                if yy >= 0 && xx >= 0 && (yy as usize) < height && (xx as usize) < width {
+                    let q = yy as usize * width + xx as usize;
+                    if mask[q] && label[q] == 0 {
+                        label[q] = next;
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+        if size > best_size {
+            (best, best_size) = (next, size);
+        }
+    }
+    Ok(label.iter().map(|&l| l != 0 && l == best).collect())
 }
 
 /// Background pixels of an overlay keep this share of their brightness.
