@@ -1,6 +1,6 @@
 //! The `deepviz` command line as a value: [`command`] builds the clap [`Command`] the binary
 //! parses (one subcommand per attribution method of [`crate::viz::METHODS`], plus `dream`,
-//! `classify`, `layers`, `trace`, `evaluate`, `sanity` and the dataset commands) with the value parsers
+//! `classify`, `layers`, `trace`, `evaluate`, `sanity`, `segment` and the dataset commands) with the value parsers
 //! that refuse bad numbers at parse time. It lives in the library so that tests and the fuzzer (`fuzz/`) parse exactly what the
 //! binary parses; `src/main.rs` runs what was parsed.
 
@@ -10,6 +10,7 @@ use clap::{value_parser, Arg, ArgAction, Command};
 
 use crate::backend::Precision;
 use crate::job::{self, DeviceChoice, DreamJob};
+use crate::viz::segment::GrabCut;
 use crate::viz::{LayerUse, Maximize, Opt, DEFAULT_MASKS, METHODS};
 
 /// What `--model` takes, for every subcommand's help.
@@ -111,7 +112,7 @@ pub fn command() -> Command {
         .arg(Arg::new("precision").long("precision").value_parser(|s: &str| s.parse::<Precision>().map_err(|e| e.to_string())).help("arithmetic of the convolutions (fp32, tf32, bf16); default: what a GPU run of the job uses"))
         .arg(Arg::new("size").long("size").value_delimiter(',').num_args(1..=2).value_parser(value_parser!(u64).range(1..=4096)).help("input size H[,W]; default: the model's"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print JSON on stdout"));
-    cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(judge_commands()).subcommands(dataset_commands())
+    cmd.subcommand(dream).subcommand(maximize).subcommand(classify).subcommand(layers).subcommand(trace).subcommands(judge_commands()).subcommand(segment_command()).subcommands(dataset_commands())
 }
 
 /// `evaluate` and `sanity`: judging an attribution method's maps. The method is a positional
@@ -120,12 +121,7 @@ pub fn command() -> Command {
 fn judge_commands() -> Vec<Command> {
     let d = crate::viz::evaluate::DeletionInsertion::default();
     let method = |what: &str| Arg::new("method").required(true).help(format!("the attribution method ({}){what}", METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")));
-    let judged = |cmd: Command, what: &str| {
-        let cmd = out_only(common_args(cmd.arg(method(what)), true, false))
-            .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("target class(es) for every image (one evaluation each); default: each image's top class"))
-            .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"));
-        Opt::ALL.into_iter().fold(cmd, |c, o| c.arg(option_arg("", o).help_heading("Method options")))
-    };
+    let judged = |cmd: Command, what: &str| out_only(method_args(cmd.arg(method(what)), "evaluation"));
     let evaluate = judged(
         Command::new("evaluate").about("Judge a method's maps by RISE's deletion and insertion curves (Petsiuk et al. 2018): the class probability as the top-ranked pixels are deleted (replaced by the mean colour) or inserted into a blurred copy, with the areas under both curves; per map a plot, evaluate_METHOD.json / .csv, the mean areas"),
         ", or `random` (a uniform-noise ranking)",
@@ -143,6 +139,32 @@ fn judge_commands() -> Vec<Command> {
     .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the re-initialised weights"))
     .arg(Arg::new("tile").long("tile").default_value("112").value_parser(value_parser!(u32)).help("side of each map in the grid, in pixels"));
     vec![evaluate, sanity]
+}
+
+/// What a command that runs any attribution method takes: the images, the model, `--layer`,
+/// class targets (one `what` each) and every method option.
+fn method_args(cmd: Command, what: &str) -> Command {
+    let cmd = common_args(cmd, true, false)
+        .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help(format!("target class(es) for every image (one {what} each); default: each image's top class")))
+        .arg(Arg::new("class-file").long("class-file").value_parser(value_parser!(PathBuf)).help("a file of IMAGE,CLASS lines giving each image its class(es)"));
+    Opt::ALL.into_iter().fold(cmd, |c, o| c.arg(option_arg("", o).help_heading("Method options")))
+}
+
+/// `segment`: weakly supervised segmentation seeded by a method's map. The method and the
+/// quantiles' order are checked by the library (exit 1).
+fn segment_command() -> Command {
+    let g = GrabCut::default();
+    let names = METHODS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ");
+    let cmd = Command::new("segment").about(
+        "Weakly supervised segmentation (Simonyan, Vedaldi, Zisserman 2014, §3.1): the map's pixels above its --fg-quantile seed the foreground, those below its --bg-quantile the background, and GrabCut (colour Gaussian mixtures, 8-neighbour graph cut, iterated) labels the rest; per map {stem}_segment_mask.png (white: foreground) and _overlay.png (background darkened, boundary drawn)",
+    );
+    out_args(method_args(cmd, "mask"))
+        .arg(Arg::new("method").long("method").default_value("saliency").help(format!("the attribution method whose map seeds the segmentation ({names})")))
+        .arg(Arg::new("fg-quantile").long("fg-quantile").default_value(g.fg_quantile.to_string()).value_parser(parse_quantile).help("map values at or above this quantile seed the foreground"))
+        .arg(Arg::new("bg-quantile").long("bg-quantile").default_value(g.bg_quantile.to_string()).value_parser(parse_quantile).help("map values at or below this quantile seed the background (below --fg-quantile)"))
+        .arg(Arg::new("iterations").long("iterations").default_value(g.iterations.to_string()).value_parser(value_parser!(usize)).help("at most this many GrabCut rounds (refit the colour models, cut again); fewer when the mask stops changing"))
+        .arg(Arg::new("largest-component").long("largest-component").action(ArgAction::SetTrue).help("keep only the largest 8-connected foreground region of each mask, as the paper does (drops foreground seeds outside it)"))
+        .arg(Arg::new("full-size").long("full-size").action(ArgAction::SetTrue).help("also write the mask and overlay at each image's own resolution (*_segment_mask_full.png, *_segment_overlay_full.png): the mask resized (nearest) into the centre crop the network saw, background elsewhere"))
 }
 
 /// `--out` alone.
@@ -219,6 +241,12 @@ fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
     } else {
         Err(format!("a fraction in (0, 1), not {s}"))
     }
+}
+
+/// A number in [0, 1] as [`parse_unit`] checks it, kept in f64 (0.3 stays 0.3 in the JSON).
+fn parse_quantile(s: &str) -> std::result::Result<f64, String> {
+    parse_unit(s)?;
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 fn parse_finite(s: &str) -> std::result::Result<f32, String> {

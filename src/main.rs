@@ -1,6 +1,6 @@
 //! The `deepviz` command: parses arguments ([`deepviz::cli::command`]), runs a library job ([`deepviz::job`]), prints. One
 //! subcommand per attribution method of the registry ([`deepviz::viz::METHODS`]), plus
-//! `classify`, `dream`, `layers`, `evaluate`, `sanity` and the dataset commands. Errors are one `error:` line and exit status 1 (usage
+//! `classify`, `dream`, `layers`, `evaluate`, `sanity`, `segment` and the dataset commands. Errors are one `error:` line and exit status 1 (usage
 //! errors: 2; an interrupt: 130); a closed standard output ends the program quietly.
 
 use std::io::Write;
@@ -12,10 +12,11 @@ use clap::ArgMatches;
 use deepviz::backend::{Backend, Precision};
 use deepviz::dataset::{self, dissect::Dissect, neighbors::Neighbors, top::TopPatches, tsne::Tsne, Dataset, Partial, Shard, Tally};
 use deepviz::engine::Engine;
-use deepviz::job::{self, DeviceChoice, DreamJob, EvaluateJob, Inputs, MapJob, MaximizeJob, Progress, SanityJob, TargetName, TargetSpec, WithBackend};
+use deepviz::job::{self, DeviceChoice, DreamJob, EvaluateJob, Inputs, MapJob, MaximizeJob, Progress, SanityJob, SegmentJob, TargetName, TargetSpec, WithBackend};
 use deepviz::model::Model;
 use deepviz::output::OutputSet;
 use deepviz::viz::evaluate::DeletionInsertion;
+use deepviz::viz::segment::GrabCut;
 use deepviz::viz::{Maximize, MethodOptions, METHODS};
 use deepviz::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -282,6 +283,50 @@ impl WithBackend for SanityCmd<'_> {
             text += &format!("wrote {}\n", p.display());
         }
         Ok(Report { json, text })
+    }
+}
+
+struct SegmentCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for SegmentCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let inputs = Inputs::expand(&m.get_many::<PathBuf>("image").expect("required").cloned().collect::<Vec<_>>())?;
+        let eng = Engine::new(load_model(m)?, be)?;
+        let f = |k: &str| *m.get_one::<f64>(k).expect("has a default");
+        let job = SegmentJob {
+            method: m.get_one::<String>("method").expect("has a default").clone(),
+            options: method_options(m)?,
+            targets: targets(m, &inputs)?,
+            grabcut: GrabCut { fg_quantile: f("fg-quantile"), bg_quantile: f("bg-quantile"), iterations: *m.get_one::<usize>("iterations").expect("has a default"), ..GrabCut::default() },
+            raw: m.get_flag("raw"),
+            full_size: m.get_flag("full-size"),
+            largest_component: m.get_flag("largest-component"),
+            batch_size: batch_size(m),
+        };
+        let mut out = output_set(m, &inputs);
+        let records = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;
+        let mut text = String::new();
+        for r in &records {
+            let s = &r["seeds"];
+            let what = match r["class_name"].as_str() {
+                Some(name) => format!("class {} ({name})", r["class"]),
+                None => r["target"].as_str().unwrap_or("?").to_string(),
+            };
+            text += &format!(
+                "{}: {what}: foreground {:.1}% ({} foreground and {} background seeds, {} iterations)\n",
+                r["image"].as_str().unwrap_or("?"),
+                100.0 * r["foreground_fraction"].as_f64().unwrap_or(f64::NAN),
+                s["foreground"],
+                s["background"],
+                r["iterations"]
+            );
+        }
+        for p in out.commit()? {
+            text += &format!("wrote {}\n", p.display());
+        }
+        Ok(Report { json: Value::Array(records), text })
     }
 }
 
@@ -573,6 +618,10 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
         "sanity" => {
             let method = m.get_one::<String>("method").expect("required");
             job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, SanityCmd(m))?
+        }
+        "segment" => {
+            let method = m.get_one::<String>("method").expect("has a default");
+            job::with_backend(device(m), precision(m), job::gpu_precision(method), &mut note, SegmentCmd(m))?
         }
         "classify" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, ClassifyCmd(m))?,
         "dream" => job::with_backend(device(m), precision(m), job::gpu_precision(name), &mut note, DreamCmd(m))?,

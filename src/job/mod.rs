@@ -8,6 +8,8 @@
 //! - `device.rs`: choosing the engine ([`DeviceChoice`], [`with_backend`]).
 //! - `evaluate.rs`: [`EvaluateJob`], judging an attribution method by deletion and insertion
 //!   curves (RISE).
+//! - `segment.rs`: [`SegmentJob`], weakly supervised segmentation seeded by a method's maps
+//!   (Simonyan et al. 2014, §3.1; [`crate::viz::segment`]).
 //! - `sanity.rs`: [`SanityJob`], the cascading model-randomisation test (Adebayo et al. 2018).
 //! - `trace.rs`: a job on the recording device ([`trace`]): launches, allocations, host syncs,
 //!   bytes and multiply-adds, without a GPU.
@@ -20,11 +22,13 @@ mod device;
 mod evaluate;
 pub mod inputs;
 mod sanity;
+mod segment;
 mod targets;
 mod trace;
 
 pub use evaluate::EvaluateJob;
 pub use sanity::SanityJob;
+pub use segment::SegmentJob;
 pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};

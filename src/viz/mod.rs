@@ -19,6 +19,9 @@
 //! - `plot.rs`: line plots and labelled picture grids, drawn without a plotting crate.
 //! - `sanity.rs`: the model-randomisation sanity check (Adebayo et al. 2018): the cascade of
 //!   re-initialised layers, Spearman rank correlation and SSIM of maps.
+//! - `segment.rs`: [`segment::GrabCut`] — weakly supervised segmentation from a map (Simonyan
+//!   et al. 2014, §3.1): seeds from its quantiles, GrabCut (Rother et al. 2004) with our own
+//!   Gaussian mixtures and min-cut; host code.
 //! - `render.rs`: heat-map pictures (upsample, normalise, clip on the backend; colour and blend
 //!   on the host).
 //!
@@ -41,6 +44,7 @@ pub mod render;
 mod saliency;
 pub mod sanity;
 mod scorecam;
+pub mod segment;
 mod smooth;
 mod target;
 
