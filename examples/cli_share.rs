@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: batch,
         full_size: false,
         colormap: None,
+        npz: false,
     };
     let method = attribution(&eng, &job, &MethodOptions::default())?;
     let xs: Vec<_> = inputs.batches(&model.preprocess, batch).map(|b| b.map(|b| b.x)).collect::<deepviz::Result<_>>()?;

@@ -60,6 +60,7 @@ pub fn command() -> Command {
             .arg(Arg::new("clip-percentile").long("clip-percentile").value_name("P").value_parser(parse_percentile).help(format!("clip each picture at this percentile of its map before normalising (0 < P <= 100) [default: {}]; the --raw .npy stays unclipped", m.clip_percentile)))
             .arg(Arg::new("alpha").long("alpha").default_value("0.5").value_parser(parse_unit).help("opacity of the heat map in the overlay, in [0, 1]"))
             .arg(Arg::new("colormap").long("colormap").value_parser(crate::imageio::Colormap::ALL.map(|c| c.name())).help(format!("the heat maps' colours [default: {}]", m.colormap.name())))
+            .arg(Arg::new("npz").long("npz").action(ArgAction::SetTrue).help("also write every raw map of the run in one {method}.npz, written as batches finish: maps float32 [N, h, w], and per map its image, stem and target (numpy.load reads it)"))
             .arg(Arg::new("full-size").long("full-size").action(ArgAction::SetTrue).help("also write the overlay at each image's own resolution (*_overlay_full.png): the map over the centre crop the network saw, the rest of the image darkened; the JSON's `crop` gives that window in the image's pixels"));
         let sub = m.options.iter().fold(sub, |sub, &o| sub.arg(option_arg(m.name, o)));
         let sub = if m.options.contains(&Opt::AugSmooth) {

@@ -183,6 +183,7 @@ impl WithBackend for MapCmd<'_> {
             batch_size: batch_size(m),
             full_size: m.get_flag("full-size"),
             colormap: m.get_one::<String>("colormap").map(|c| c.parse()).transpose()?,
+            npz: m.get_flag("npz"),
         };
         let mut out = output_set(m, &inputs);
         let records = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;

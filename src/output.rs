@@ -181,6 +181,18 @@ impl OutputSet {
     /// Stage the file `name` (a plain file name inside the output folder) with `bytes`. Refused
     /// when the name would replace an input, repeats a name of this set, or is not a plain name.
     pub fn add(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        self.stage(name, |tmp, dest| fs::write(tmp, bytes).map_err(|e| Error::io(dest, e))).map(|(dest, ())| dest)
+    }
+
+    /// Stage the file `name` to be written as a stream (a large array written as results
+    /// arrive): its final path and the file, open for writing, in the staging folder. The same
+    /// checks as [`add`](Self::add); the file is committed (or removed) with the rest.
+    pub fn create(&mut self, name: &str) -> Result<(PathBuf, fs::File)> {
+        self.stage(name, |tmp, dest| fs::File::create(tmp).map_err(|e| Error::io(dest, e)))
+    }
+
+    /// Check `name`, then make its staged file at `tmp` with `make(tmp, dest)`.
+    fn stage<T>(&mut self, name: &str, make: impl FnOnce(&Path, &Path) -> Result<T>) -> Result<(PathBuf, T)> {
         let mut comps = Path::new(name).components();
         if !matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) || name.starts_with(".deepviz-partial-") {
             return Err(Error::InvalidArgument(format!("output name {name:?} is not a plain file name")));
@@ -201,10 +213,9 @@ impl OutputSet {
             return Err(interrupted());
         }
         let staging = self.ensure_staging(&mut sets)?;
-        let tmp = staging.join(name);
-        fs::write(&tmp, bytes).map_err(|e| Error::io(&dest, e))?;
+        let made = make(&staging.join(name), &dest)?;
         self.files.push(Staged { name: name.to_string(), dest: dest.clone() });
-        Ok(dest)
+        Ok((dest, made))
     }
 
     /// The names of the staged files, in the order they were added.

@@ -765,3 +765,73 @@ fn atomic_write_leaves_no_temporary_file() {
     assert!(got.iter().all(|&b| b == got[0]));
     assert_eq!(entries(&dir), ["blocker", "out.bin"]);
 }
+
+/// The entries of a zip archive as its central directory lists them (stored, zip64-aware), each
+/// checked against its CRC-32 and its local header's name: (name, data).
+fn unzip(b: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |i: usize| u16::from_le_bytes(b[i..i + 2].try_into().unwrap()) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as u64;
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let end = b.len() - 22;
+    assert_eq!(u32_at(end), 0x0605_4b50, "end of central directory");
+    let (mut n, mut cd) = (u16_at(end + 10) as u64, u32_at(end + 16));
+    if cd == u32::MAX as u64 {
+        let loc = end - 20;
+        assert_eq!(u32_at(loc), 0x0706_4b50, "zip64 locator");
+        let z = u64_at(loc + 8) as usize;
+        assert_eq!(u32_at(z), 0x0606_4b50, "zip64 end record");
+        (n, cd) = (u64_at(z + 32), u64_at(z + 48));
+    }
+    let mut at = cd as usize;
+    (0..n)
+        .map(|_| {
+            assert_eq!(u32_at(at), 0x0201_4b50, "central header");
+            let (crc, mut size, name_len, extra_len, mut offset) = (u32_at(at + 16) as u32, u32_at(at + 24), u16_at(at + 28), u16_at(at + 30), u32_at(at + 42));
+            let name = String::from_utf8(b[at + 46..at + 46 + name_len].to_vec()).unwrap();
+            if size == u32::MAX as u64 {
+                let x = at + 46 + name_len;
+                assert_eq!((u16_at(x), u16_at(x + 2)), (1, 24), "zip64 extra of {name}");
+                (size, offset) = (u64_at(x + 4), u64_at(x + 20));
+            }
+            at += 46 + name_len + extra_len + u16_at(at + 32);
+            let l = offset as usize;
+            assert_eq!(u32_at(l), 0x0403_4b50, "local header of {name}");
+            assert_eq!(&b[l + 30..l + 30 + u16_at(l + 26)], name.as_bytes());
+            let start = l + 30 + u16_at(l + 26) + u16_at(l + 28);
+            let data = b[start..start + size as usize].to_vec();
+            assert_eq!(crc32fast::hash(&data), crc, "CRC-32 of {name}");
+            (name, data)
+        })
+        .collect()
+}
+
+/// A streamed `.npz`: the stacked array and the small ones come back as written, through the
+/// zip64 records, with their CRCs; items of another shape are refused.
+#[test]
+fn npz_stack_streams_a_readable_archive() {
+    use deepviz::imageio::npz::{unicode_npy, NpzStack};
+    let dir = std::env::temp_dir().join(format!("deepviz-npz-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("maps.npz");
+    let mut st = NpzStack::new(&path, fs::File::create(&path).unwrap(), "maps").unwrap();
+    let items: Vec<Vec<f32>> = (0..3).map(|i| (0..6).map(|j| (i * 10 + j) as f32 - 7.5).collect()).collect();
+    for it in &items {
+        st.push(&[2, 3], it).unwrap();
+    }
+    let err = st.push(&[3, 2], &items[0]).unwrap_err().to_string();
+    assert!(err.contains("one shape"), "{err}");
+    assert_eq!(st.len(), 3);
+    let names: Vec<String> = ["a", "bé", "cat_c285"].map(String::from).to_vec();
+    st.finish(&[("stems", unicode_npy(&names))]).unwrap();
+    let entries = unzip(&fs::read(&path).unwrap());
+    assert_eq!(entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["maps.npy", "stems.npy"]);
+    let maps = deepviz::imageio::npy::parse_npy(&entries[0].1, &path).unwrap();
+    assert_eq!((maps.shape.clone(), maps.data), (vec![3, 2, 3], items.concat()));
+    // numpy's fixed-width unicode: UTF-32LE, zero-padded to the longest
+    let s = &entries[1].1;
+    let header = String::from_utf8_lossy(&s[..s.len() - 3 * 8 * 4]);
+    assert!(header.contains("'descr': '<U8'") && header.contains("'shape': (3,)"), "{header}");
+    let body: Vec<u32> = s[s.len() - 96..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(&body[8..11], &['b' as u32, 'é' as u32, 0]);
+    let _ = fs::remove_dir_all(&dir);
+}

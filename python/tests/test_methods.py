@@ -186,3 +186,21 @@ def test_emulated_gpu_engine_agrees_with_the_cpu(model, small):
     cpu = deepviz.GradCAM(model, ["_blocks.4"]).attribute(x, target=1)
     emu = deepviz.GradCAM(model.to("emu"), ["_blocks.4"]).attribute(x, target=1)
     close(emu, cpu, "gradcam emu vs cpu", rtol=1e-3)
+
+
+def test_the_cli_npz_stacks_every_map_of_a_run(cli, tmp_path):
+    """`--npz`: one archive per run that numpy.load reads (its CRCs checked), equal to the
+    per-map .npy files, with each map's image, stem and target."""
+    import zipfile
+
+    out = tmp_path / "npz"
+    cli("gradcam", "--image", ROOT / "samples", "--class", "285,967", "--out", out, "--raw", "--npz", "--device", "cpu")
+    assert zipfile.ZipFile(out / "gradcam.npz").testzip() is None
+    z = np.load(out / "gradcam.npz")
+    assert sorted(z.files) == ["images", "maps", "stems", "targets"]
+    assert z["maps"].shape == (4, 7, 7) and z["maps"].dtype == np.float32
+    assert list(z["stems"]) == ["chelsea_c285", "chelsea_c967", "coffee_c285", "coffee_c967"]
+    assert list(z["targets"]) == ["class:285", "class:967"] * 2
+    assert [p.endswith(n) for p, n in zip(z["images"], ["chelsea.png", "chelsea.png", "coffee.png", "coffee.png"])] == [True] * 4
+    for s, m in zip(z["stems"], z["maps"]):
+        np.testing.assert_array_equal(m, np.load(out / f"{s}_gradcam.npy"))

@@ -12,6 +12,7 @@
 
 pub mod colormap;
 pub mod npy;
+pub mod npz;
 
 pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
 pub use npy::{parse_npy, read_npy, write_npy};

@@ -59,7 +59,7 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 /// The bytes of a `.npy` file holding `t` (`<f4`, C order), for callers that write later.
 /// `t`'s shape must match its data (as [`Tensor::new`] guarantees).
 pub fn npy_bytes(t: &Tensor) -> Vec<u8> {
-    let mut out = header(&t.shape);
+    let mut out = header("<f4", &t.shape);
     out.reserve(t.data.len() * 4);
     for v in &t.data {
         out.extend_from_slice(&v.to_le_bytes());
@@ -67,14 +67,16 @@ pub fn npy_bytes(t: &Tensor) -> Vec<u8> {
     out
 }
 
-/// Magic, version, header length and the padded header dict, as `numpy.save` writes them.
-fn header(shape: &[usize]) -> Vec<u8> {
+/// Magic, version, header length and the padded header dict, as `numpy.save` writes them, for
+/// an array of `descr` (`<f4`, `<i8`, `<U12`, …). Its length does not depend on the first axis's
+/// size (numpy's growth padding), so a header can be rewritten in place once that size is known.
+pub(crate) fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_repr = match dims.len() {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_repr}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
     if let Some(first) = dims.first() {
         dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.len())));
     }

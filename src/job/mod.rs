@@ -86,6 +86,11 @@ pub struct MapJob {
     pub full_size: bool,
     /// the heat maps' colours; `None`: the method's default
     pub colormap: Option<imageio::Colormap>,
+    /// also write every raw map of the run stacked in one `{method}.npz`, streamed as batches
+    /// finish ([`imageio::npz::NpzStack`]): `maps` float32 `[N, h, w]`, and per map `images`
+    /// (the input's path), `stems` (its files' stem) and `targets` (`class:285`,
+    /// `unit:LAYER:C`, …) as unicode arrays
+    pub npz: bool,
 }
 
 /// One map a job wrote.
@@ -187,6 +192,13 @@ impl MapJob {
         let model = eng.model();
         let pre = model.preprocess;
         let mut records = vec![];
+        let mut stack = match self.npz {
+            true => {
+                let (dest, file) = out.create(&format!("{}.npz", info.name))?;
+                Some((imageio::npz::NpzStack::new(&dest, file, "maps")?, [vec![], vec![], vec![]]))
+            }
+            false => None,
+        };
         progress(Progress::Start { total: inputs.files.len(), what: info.name.to_string() });
         let batches = inputs.batches(&pre, self.batch_size);
         let batches = if self.full_size { batches.keeping_originals() } else { batches };
@@ -225,7 +237,7 @@ impl MapJob {
                     })
                     .collect::<Result<_>>()?;
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
-                let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
+                let raw = if self.raw || self.npz { Some(eng.download(&maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;
                 let ms = eng.be.shape(&maps);
                 let (h, w) = (ms[2], ms[3]);
@@ -239,9 +251,15 @@ impl MapJob {
                     if let Some(full) = full {
                         files.push(out.add(&name("_overlay_full.png"), &full)?);
                     }
-                    if let Some(raw) = &raw {
+                    if let (Some(raw), true) = (&raw, self.raw) {
                         let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
                         files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
+                    }
+                    if let (Some(raw), Some((npz, [images, stems, labels]))) = (&raw, &mut stack) {
+                        npz.push(&[h, w], raw.item(k))?;
+                        images.push(it.source.display().to_string());
+                        stems.push(stem.clone());
+                        labels.push(target_label(eng, target));
                     }
                     records.push(MapRecord {
                         image: it.source.clone(),
@@ -256,6 +274,10 @@ impl MapJob {
                 }
             }
             progress(Progress::Advance(batch.items.len()));
+        }
+        if let Some((npz, [images, stems, labels])) = stack {
+            let u = imageio::npz::unicode_npy;
+            npz.finish(&[("images", u(&images)), ("stems", u(&stems)), ("targets", u(&labels))])?;
         }
         progress(Progress::Finish);
         Ok(records)
