@@ -343,7 +343,7 @@ impl WithBackend for DreamCmd<'_> {
             layer: m.get_one::<String>("layer").cloned(),
             raw: m.get_flag("raw"),
             batch_size: batch_size(m),
-            guide: m.get_one::<PathBuf>("guide").cloned(),
+            guide: m.get_one::<PathBuf>("guide").cloned().map(job::Guide::File),
             frames: *m.get_one::<u64>("frames").expect("default") as usize,
             zoom: *m.get_one::<f32>("zoom").expect("default"),
             ..DreamJob::default()

@@ -486,17 +486,22 @@ for _cls in (Saliency, InputXGradient, GuidedBackprop, Deconvolution, GuidedGrad
 class DeepDream:
     """DeepDream (Mordvintsev, Olah, Tyka 2015): gradient ascent on ½‖A_layer‖² with octaves,
     jitter and gradient normalisation, as ``deepviz dream``; ``None`` options take the CLI's
-    defaults (4 octaves × 1.4, 10 steps, lr 0.02, jitter 32, seed 0)."""
+    defaults (4 octaves × 1.4, 10 steps, lr 0.02, jitter 32, seed 0). ``guide``: a preprocessed
+    guide image ``[1, 3, H, W]`` to dream towards instead (each position of the layer pulled to
+    the guide's most similar feature vector, the DeepDream notebook's ``objective_guide``)."""
 
-    def __init__(self, model, layer=None, *, octaves=None, octave_scale=None, steps=None, lr=None, jitter=None, seed=None):
+    def __init__(self, model, layer=None, *, octaves=None, octave_scale=None, steps=None, lr=None, jitter=None, seed=None, guide=None):
         self.model = model
         self.layer = layer
         self.options = dict(octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, jitter=jitter, seed=seed)
+        self.guide = None if guide is None else _input(guide)[0]
 
     def __call__(self, inputs):
         """The dreamed inputs ``[N, 3, H, W]``, normalised like ``inputs``."""
         a, like = _input(inputs)
         opts = {k: v for k, v in self.options.items() if v is not None}
+        if self.guide is not None:
+            opts["guide"] = self.guide
         return _output(self.model.engine("dream").dream(a, layer=self.layer, **opts), like)
 
     dream = __call__

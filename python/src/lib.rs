@@ -323,8 +323,9 @@ impl PyEngine {
     }
 
     /// DeepDream of the batch `x` at `layer` (default: the architecture's), the CLI's schedule
-    /// unless told otherwise: the dreamed batch `[n, 3, h, w]`, normalised like `x`.
-    #[pyo3(signature = (x, layer=None, octaves=None, octave_scale=None, steps=None, lr=None, jitter=None, seed=None))]
+    /// unless told otherwise: the dreamed batch `[n, 3, h, w]`, normalised like `x`; `guide`: a
+    /// preprocessed guide image `[1, 3, h, w]` to dream towards (the notebook's objective_guide).
+    #[pyo3(signature = (x, layer=None, octaves=None, octave_scale=None, steps=None, lr=None, jitter=None, seed=None, guide=None))]
     #[allow(clippy::too_many_arguments)]
     fn dream(
         &self,
@@ -337,9 +338,11 @@ impl PyEngine {
         lr: Option<f32>,
         jitter: Option<usize>,
         seed: Option<u64>,
+        guide: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Array> {
         let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
-        let mut job = DreamJob { layer, ..DreamJob::default() };
+        let guide = guide.map(|g| dlpack::read_f32(&g).map(job::Guide::Tensor)).transpose()?;
+        let mut job = DreamJob { layer, guide, ..DreamJob::default() };
         let d = &mut job.dream;
         d.octaves = octaves.unwrap_or(d.octaves);
         d.octave_scale = octave_scale.unwrap_or(d.octave_scale);

@@ -178,6 +178,13 @@ def test_deepdream_matches_the_cli(cli, model, small, tmp_path):
     assert ours.shape == x1.shape and ours.dtype == np.float32
     assert np.abs(ours - x1).max() > 1e-3, "the dream changed nothing"
     close(ours, theirs, "dream")
+    # a guide: the same picture whether given as a file (the CLI) or as its preprocessed tensor
+    coffee = ROOT / "samples" / "coffee.png"
+    guided = deepviz.DeepDream(model, "_blocks.4", guide=model.load_images(coffee), **opts)(x1)
+    cli("dream", "--image", tmp_path / "one.npy", "--out", tmp_path / "g", "--raw", "--device", "cpu", "--layer", "_blocks.4",
+        "--octaves", 2, "--octave-scale", 1.2, "--steps", 2, "--jitter", 4, "--seed", 3, "--guide", coffee)
+    close(guided, np.load(tmp_path / "g" / "one_dream.npy"), "guided dream")
+    assert np.abs(guided - ours).max() > 1e-3, "the guide changed nothing"
 
 
 def test_emulated_gpu_engine_agrees_with_the_cpu(model, small):

@@ -296,11 +296,19 @@ pub struct DreamJob {
     pub batch_size: usize,
     /// a guide image: dream towards what it shows at the layer ([`crate::viz::Term::Guide`]) instead of
     /// amplifying ½‖A‖²
-    pub guide: Option<PathBuf>,
+    pub guide: Option<Guide>,
     /// frames of the notebook's zoom loop (1: one dream); each frame dreams on the previous one
     /// zoomed into its centre by `zoom` ([`crate::viz::zoom`])
     pub frames: usize,
     pub zoom: f32,
+}
+
+/// DeepDream's guide image: a file (preprocessed as the inputs are) or a preprocessed tensor
+/// `[1, 3, h, w]`.
+#[derive(Clone, Debug)]
+pub enum Guide {
+    File(PathBuf),
+    Tensor(Tensor),
 }
 
 impl Default for DreamJob {
@@ -345,7 +353,11 @@ impl DreamJob {
                 records.push(json!({
                     "image": it.source.display().to_string(),
                     "layer": model.name(layer),
-                    "guide": self.guide.as_ref().map(|g| g.display().to_string()),
+                    "guide": match &self.guide {
+                        Some(Guide::File(p)) => Some(p.display().to_string()),
+                        Some(Guide::Tensor(_)) => Some("a tensor".to_string()),
+                        None => None,
+                    },
                     "frames": self.frames,
                     "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
                 }));
@@ -361,12 +373,20 @@ impl DreamJob {
         if self.frames == 0 || !(0.0..0.5).contains(&self.zoom) {
             return Err(Error::InvalidArgument(format!("the zoom loop needs frames >= 1 and a zoom in [0, 0.5) (got {}, {})", self.frames, self.zoom)));
         }
-        let Some(path) = &self.guide else { return Ok(Objective::layer(layer)) };
-        let guide = Inputs::expand(std::slice::from_ref(path))?;
-        if guide.files.len() != 1 {
-            return Err(Error::InvalidArgument(format!("--guide takes one image, and {} holds {}", path.display(), guide.files.len())));
+        let x = match &self.guide {
+            None => return Ok(Objective::layer(layer)),
+            Some(Guide::Tensor(x)) => inputs::check_input("the guide", x.clone())?,
+            Some(Guide::File(path)) => {
+                let guide = Inputs::expand(std::slice::from_ref(path))?;
+                if guide.files.len() != 1 {
+                    return Err(Error::InvalidArgument(format!("--guide takes one image, and {} holds {}", path.display(), guide.files.len())));
+                }
+                guide.batches(&eng.model().preprocess, 1).next().expect("one file, one batch")?.x
+            }
+        };
+        if x.shape[0] != 1 {
+            return Err(Error::shape("the guide", "one image [1, 3, h, w]", &x.shape));
         }
-        let x = guide.batches(&eng.model().preprocess, 1).next().expect("one file, one batch")?.x;
         let acts = eng.forward(eng.upload(&x)?, layer, &[layer])?;
         Objective::guide(layer, &eng.download(acts.get(layer).expect("kept"))?)
     }
