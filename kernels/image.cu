@@ -6,6 +6,8 @@
 //   normalize_bwd         y = x * std[c] + mean[c]   (denormalize: the inverse map)
 //   roll_fwd              torch.roll by (dy, dx) over h, w: y[i, j] = x[(i - dy) mod h, (j - dx) mod w]
 //   flip_fwd              torch.flip over h and / or w: y[i, j] = x[fy ? h-1-i : i, fx ? w-1-j : j]
+//   crop_fwd              a window: y[i, j] = x[y0 + i, x0 + j], y [n, oh, ow, c]
+//   crop_bwd              its adjoint's write: dst[y0 + i, x0 + j] = src[i, j] (paste a window in place)
 //   blur_gaussian         one pass of a separable Gaussian blur along w or h, radius r =
 //                         ceil(3 sigma), weights exp(-t^2 / 2 sigma^2) normalised to sum 1,
 //                         reflect padding (torchvision's gaussian_blur); run twice (w, then h)
@@ -68,6 +70,24 @@ extern "C" __global__ void flip_fwd_f32(const float* x, float* y, long long n, l
     }
 }
 
+extern "C" __global__ void crop_fwd_f32(const float* x, float* y, long long n, long long c, long long h,
+                                        long long w, long long y0, long long x0, long long oh, long long ow) {
+    idx_t total = n * oh * ow * c;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t ch = i % c, ix = (i / c) % ow, iy = (i / (c * ow)) % oh, img = i / (c * ow * oh);
+        y[i] = x[((img * h + y0 + iy) * w + x0 + ix) * c + ch];
+    }
+}
+
+extern "C" __global__ void crop_bwd_f32(const float* src, float* dst, long long n, long long c, long long h,
+                                        long long w, long long y0, long long x0, long long oh, long long ow) {
+    idx_t total = n * oh * ow * c;
+    for (idx_t i = dv_tid(); i < total; i += dv_stride()) {
+        idx_t ch = i % c, ix = (i / c) % ow, iy = (i / (c * ow)) % oh, img = i / (c * ow * oh);
+        dst[((img * h + y0 + iy) * w + x0 + ix) * c + ch] = src[i];
+    }
+}
+
 // Reflect padding without repeating the edge (PyTorch's "reflect": -1 -> 1, len -> len - 2).
 // torch requires radius < len; beyond that the reflection repeats with period 2 (len - 1), so
 // every index lands inside [0, len).
@@ -106,4 +126,4 @@ extern "C" __global__ void blur_gaussian_f32(const float* x, float* y, long long
 }
 
 DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
-                    flip_fwd_f32, blur_gaussian_f32)
+                    flip_fwd_f32, crop_fwd_f32, crop_bwd_f32, blur_gaussian_f32)

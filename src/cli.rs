@@ -78,6 +78,7 @@ pub fn command() -> Command {
         .arg(Arg::new("lr").long("lr").default_value(d.lr.to_string()).value_parser(parse_finite).help("step size (normalised input units, on g / mean|g|)"))
         .arg(Arg::new("jitter").long("jitter").default_value(d.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
         .arg(Arg::new("seed").long("seed").default_value(d.seed.to_string()).value_parser(value_parser!(u64)))
+        .arg(Arg::new("tile").long("tile").default_value("0").value_parser(value_parser!(usize)).help("0: each octave through the network whole; N (>= 32): pictures larger than N pixels a side go through in tiles of at most N, so memory follows the tile, not the picture (the notebook's calc_grad_tiled; the shift per step is then up to N)"))
         .arg(Arg::new("guide").long("guide").value_parser(value_parser!(PathBuf)).help("a guide image: dream towards what the layer sees in it (each position pulled to the guide's most similar feature vector, the DeepDream notebook's objective_guide) instead of amplifying ½‖A‖²"))
         .arg(Arg::new("frames").long("frames").default_value("1").value_parser(value_parser!(u64).range(1..=100_000)).help("frames of the zoom loop: each frame dreams on the previous one zoomed into its centre ({stem}_dream_0000.png, ...)"))
         .arg(Arg::new("zoom").long("zoom").default_value(DreamJob::default().zoom.to_string()).value_parser(parse_finite).help("zoom per frame of the loop, as a fraction of the side cut away (the notebook's 0.05), in [0, 0.5)"));

@@ -351,6 +351,7 @@ impl WithBackend for DreamCmd<'_> {
         let d = &mut job.dream;
         (d.octaves, d.octave_scale, d.steps) = (*m.get_one("octaves").expect("default"), *m.get_one("octave-scale").expect("default"), *m.get_one("steps").expect("default"));
         (d.lr, d.jitter, d.seed) = (*m.get_one("lr").expect("default"), *m.get_one("jitter").expect("default"), *m.get_one("seed").expect("default"));
+        d.tile = *m.get_one("tile").expect("default");
         let mut out = output_set(m, &inputs);
         let records = job.run(&eng, &inputs, &mut out, &mut progress_bar())?;
         let text = out.commit()?.iter().map(|p| format!("wrote {}\n", p.display())).collect();

@@ -148,6 +148,11 @@ fn dream_writes_picture() {
     std::fs::write(g.join("bad.png"), b"not a png").unwrap();
     fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--guide", g.join("bad.png").to_str().unwrap(), "--out", d.to_str().unwrap()], "bad.png");
     fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--zoom", "0.7", "--frames", "2", "--out", d.to_str().unwrap()], "zoom");
+    // in tiles of at most 100 pixels (3 x 3 of 75); tiles under 32 pixels are refused
+    let t = tmp("dream-tiles");
+    ok(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--tile", "100", "--steps", "1", "--octaves", "1", "--out", t.to_str().unwrap()]);
+    assert_eq!(png_size(&t.join("chelsea_dream.png")), (224, 224));
+    fails(&["dream", "--image", sample("chelsea.png").to_str().unwrap(), "--tile", "16", "--out", d.to_str().unwrap()], "32 pixels");
 }
 
 /// `--full-size` writes the overlay at the photo's own size and the JSON's crop box says where

@@ -15,8 +15,9 @@
 //! - several target layers and `aug_smooth` combine the single-layer maps as pytorch-grad-cam
 //!   does (each ReLU'd, min–max scaled, averaged, scaled again; six flipped and scaled inputs,
 //!   their maps flipped back and averaged);
-//! - DeepDream's guided objective: its value and one step, from the layer's output by hand; the
-//!   zoom loop's zoom on a ramp, where bilinear interpolation is exact;
+//! - DeepDream's guided objective: its value and one step, from the layer's output by hand; a
+//!   tiled step from the tiles' own gradients; the zoom loop's zoom on a ramp, where bilinear
+//!   interpolation is exact;
 //! - every method of the registry on the emulated CUDA engine equals the CPU engine.
 
 mod common;
@@ -727,4 +728,59 @@ fn dream_zoom_samples_the_centre() {
     for bad in [-0.1, 0.5, f32::NAN] {
         assert!(zoom(&x, bad).is_err(), "zoom {bad}");
     }
+}
+
+/// A tiled DeepDream step (jitter 0: no shift) is the step along the tiles' gradients, each
+/// computed on its own and pasted into place: 64x80 in tiles of at most 32 is 2 x 3 tiles of
+/// 32 and 27 / 27 / 26; the value is the tiles' sum. The same on the emulated GPU.
+#[test]
+fn deepdream_in_tiles_steps_along_the_tiles_gradients() {
+    let m = Arc::new(tiny_model());
+    let cpu = Engine::new(m.clone(), Cpu).unwrap();
+    let relu2 = m.resolve("relu2").unwrap();
+    let (h, w) = (64, 80);
+    let x = Tensor::new(vec![2, 3, h, w], common::seeded(41, 2 * 3 * h * w)).unwrap();
+    let dream = DeepDream { jitter: 0, lr: 0.01, tile: 32, ..DeepDream::new(Objective::layer(relu2)) };
+    let (mut g, mut want_value) = (vec![0f32; x.data.len()], vec![0f64; 2]);
+    for (y0, th) in [(0, 32), (32, 32)] {
+        for (x0, tw) in [(0, 27), (27, 27), (54, 26)] {
+            let crop: Vec<f32> = (0..2 * 3 * th * tw).map(|e| { let (p, i, j) = (e / (th * tw), e % (th * tw) / tw, e % tw); x.data[(p * h + y0 + i) * w + x0 + j] }).collect();
+            let acts = cpu.forward(cpu.upload(&Tensor::new(vec![2, 3, th, tw], crop).unwrap()).unwrap(), relu2, &[relu2]).unwrap();
+            let a = acts.get(relu2).unwrap().clone();
+            for (i, v) in want_value.iter_mut().enumerate() {
+                *v += a.item(i).iter().map(|&v| 0.5 * (v as f64).powi(2)).sum::<f64>();
+            }
+            let gt = cpu.download(&cpu.backward(&acts, vec![(relu2, a)], &[m.input()], Rule::Gradient).unwrap()[0]).unwrap();
+            for (e, v) in gt.data.iter().enumerate() {
+                let (p, i, j) = (e / (th * tw), e % (th * tw) / tw, e % tw);
+                g[(p * h + y0 + i) * w + x0 + j] = *v;
+            }
+        }
+    }
+    let n = 3 * h * w;
+    let want: Vec<f64> = (0..2 * n)
+        .map(|e| {
+            let (i, ch) = (e / n, e % n / (h * w));
+            let mean = g[i * n..(i + 1) * n].iter().map(|v| v.abs() as f64).sum::<f64>() / n as f64;
+            let p = &m.preprocess;
+            let (lo, hi) = ((0.0 - p.mean[ch] as f64) / p.std[ch] as f64, (1.0 - p.mean[ch] as f64) / p.std[ch] as f64);
+            (x.data[e] as f64 + 0.01 * g[e] as f64 / (mean + 1e-8)).clamp(lo, hi)
+        })
+        .collect();
+    fn tiled_step<B: Backend>(eng: &Engine<B>, dream: &DeepDream, x: &Tensor) -> (Vec<f32>, Vec<f32>) {
+        let mut img = eng.upload(x).unwrap();
+        let value = dream.step(eng, &mut img, &eng.model().preprocess, &mut 0).unwrap();
+        (value, eng.download(&img).unwrap().data)
+    }
+    for (name, (value, stepped)) in [("cpu", tiled_step(&cpu, &dream, &x)), ("emulated GPU", tiled_step(&Engine::new(m.clone(), Gpu::emulated()).unwrap(), &dream, &x))] {
+        check(&format!("tiled objective, {name}"), &value, &want_value);
+        check(&format!("tiled step, {name}"), &stepped, &want);
+    }
+    // the tiles matter: the whole picture at once steps elsewhere
+    let mut whole = cpu.upload(&x).unwrap();
+    DeepDream { tile: 0, ..dream.clone() }.step(&cpu, &mut whole, &m.preprocess, &mut 0).unwrap();
+    let e = rel_rms(&cpu.download(&whole).unwrap().data, &want.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    assert!(e > 1e-6, "tiling changed nothing: {e:.2e}");
+    let mut img = cpu.upload(&x).unwrap();
+    assert!(DeepDream { tile: 16, ..dream }.step(&cpu, &mut img, &m.preprocess, &mut 0).is_err());
 }

@@ -1,5 +1,5 @@
 //! The generic primitives of the `Backend` trait (unary, broadcast binary, reductions along
-//! axes, iota, full, random, flip) — one test body per primitive, run on every backend: the CPU engine, the
+//! axes, iota, full, random, flip, crop and paste) — one test body per primitive, run on every backend: the CPU engine, the
 //! CUDA engine on the emulated GPU under every schedule, and on the real GPU when there is one.
 //! References are f64 loops written here over row-major NCHW. Shapes break careless indexing
 //! (batch 3, 33 channels, 7x13 planes) and cross the engine's NHWC layout: a [3, 33, 1, 1]
@@ -318,4 +318,39 @@ fn flip_body<B: Backend>(be: &B, name: &str) {
 #[test]
 fn flip_mirrors_planes() {
     on_every_backend!(flip_body);
+}
+
+fn crop_paste_body<B: Backend>(be: &B, name: &str) {
+    let shape = [3, 33, 7, 13];
+    let x = t(&shape, 12);
+    let dx = be.upload(&x).unwrap();
+    for (y0, x0, h, w) in [(0, 0, 7, 13), (2, 5, 4, 8), (6, 12, 1, 1), (1, 0, 5, 13)] {
+        let c = be.download(&be.crop(&dx, y0, x0, h, w).unwrap()).unwrap();
+        assert_eq!(c.shape, vec![3, 33, h, w], "{name}");
+        let want: Vec<f32> = (0..c.data.len()).map(|i| { let k = unravel(i, &c.shape); at(&x, &[k[0], k[1], k[2] + y0, k[3] + x0]) }).collect();
+        assert_eq!(c.data, want, "{name}: crop ({y0}, {x0}) {h}x{w}");
+        // pasting the window back into zeros puts it where it came from, and nothing elsewhere
+        let mut z = be.zeros(&shape).unwrap();
+        be.paste(&mut z, &be.upload(&c).unwrap(), y0, x0).unwrap();
+        let z = be.download(&z).unwrap();
+        for (i, v) in z.data.iter().enumerate() {
+            let k = unravel(i, &shape);
+            let inside = (y0..y0 + h).contains(&k[2]) && (x0..x0 + w).contains(&k[3]);
+            assert_eq!(*v, if inside { x.data[i] } else { 0.0 }, "{name}: paste at {k:?}");
+        }
+    }
+    // a shared tensor is copied before the paste: the other handle keeps its values
+    let mut shared = dx.clone();
+    be.paste(&mut shared, &be.zeros(&[3, 33, 2, 2]).unwrap(), 0, 0).unwrap();
+    assert_eq!(be.download(&dx).unwrap().data, x.data, "{name}: paste wrote through a clone");
+    // windows outside, or of another batch or channel count, are errors
+    assert!(be.crop(&dx, 5, 0, 3, 13).is_err() && be.crop(&dx, 0, 10, 7, 4).is_err(), "{name}");
+    let mut z = be.zeros(&shape).unwrap();
+    assert!(be.paste(&mut z, &be.zeros(&[3, 32, 2, 2]).unwrap(), 0, 0).is_err(), "{name}");
+    assert!(be.paste(&mut z, &be.zeros(&[3, 33, 2, 2]).unwrap(), 6, 0).is_err(), "{name}");
+}
+
+#[test]
+fn crop_and_paste_windows() {
+    on_every_backend!(crop_paste_body);
 }

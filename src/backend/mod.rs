@@ -357,9 +357,25 @@ pub trait Backend: Sync {
     fn random(&self, shape: &[usize], seed: u64, dist: Random) -> crate::Result<Self::T>;
     /// circular shift of every plane of `[n, c, h, w]` by (dy, dx)
     fn roll(&self, x: &Self::T, dy: isize, dx: isize) -> crate::Result<Self::T>;
+    /// the `h x w` window at (`y0`, `x0`) of every plane of `[n, c, H, W]` (an error unless it
+    /// lies inside): `x[:, :, y0:y0+h, x0:x0+w]`
+    fn crop(&self, x: &Self::T, y0: usize, x0: usize, h: usize, w: usize) -> crate::Result<Self::T>;
+    /// `dst[:, :, y0:y0+h, x0:x0+w] = src` in place (`src` `[n, c, h, w]`; an error unless the
+    /// window lies inside `dst` and n, c agree)
+    fn paste(&self, dst: &mut Self::T, src: &Self::T, y0: usize, x0: usize) -> crate::Result<()>;
     /// mirror every plane of `[n, c, h, w]` top–bottom (`vertical`) and / or left–right
     /// (`horizontal`): `torch.flip(x, dims)` over h and w
     fn flip(&self, x: &Self::T, vertical: bool, horizontal: bool) -> crate::Result<Self::T>;
     /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`
     fn resize(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
+}
+
+/// That a window of shape `window` (`[n, c, h, w]`) at (`y0`, `x0`) lies inside `outer`, with
+/// the same n and c ([`Backend::crop`], [`Backend::paste`]).
+pub(crate) fn check_window(what: &str, outer: &[usize], window: &[usize], y0: usize, x0: usize) -> crate::Result<()> {
+    let fits = outer.len() == 4 && window.len() == 4 && outer[..2] == window[..2] && y0 + window[2] <= outer[2] && x0 + window[3] <= outer[3];
+    if !fits {
+        return Err(crate::Error::InvalidArgument(format!("{what}: a window {window:?} at ({y0}, {x0}) does not lie inside {outer:?}")));
+    }
+    Ok(())
 }

@@ -170,12 +170,17 @@ pub struct DeepDream {
     /// maximum circular shift in pixels, drawn uniformly in [-jitter, jitter] per step and axis
     pub jitter: usize,
     pub seed: u64,
+    /// 0: each octave's picture through the network whole; N (>= 32): pictures larger than N
+    /// pixels a side go through in tiles of at most N (the notebook's `calc_grad_tiled`, so
+    /// memory follows the tile, not the picture), the shift per step then up to N (none with
+    /// jitter 0)
+    pub tile: usize,
 }
 
 impl DeepDream {
     /// The defaults of the classic notebook: 4 octaves ×1.4, 10 steps, jitter 32.
     pub fn new(objective: Objective) -> Self {
-        DeepDream { objective, octaves: 4, octave_scale: 1.4, steps: 10, lr: 0.02, jitter: 32, seed: 0 }
+        DeepDream { objective, octaves: 4, octave_scale: 1.4, steps: 10, lr: 0.02, jitter: 32, seed: 0, tile: 0 }
     }
 
     /// One gradient-ascent step on `img` (normalised NCHW, on the backend). Returns the
@@ -198,13 +203,16 @@ impl DeepDream {
     fn ascend<B: Backend>(&self, eng: &Engine<B>, img: &mut B::T, range: &(B::T, B::T), prepared: &[Prepared<B>], rng: &mut u64, value: bool) -> Result<Option<Vec<f32>>> {
         let be = &eng.be;
         let (h, w) = (be.shape(img)[2], be.shape(img)[3]);
-        let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
+        if self.tile != 0 && self.tile < 32 {
+            return Err(Error::InvalidArgument(format!("DeepDream's tiles must be at least 32 pixels a side (or 0: no tiles), not {}", self.tile)));
+        }
+        let tiled = self.tile > 0 && (h > self.tile || w > self.tile);
+        // tiled: the notebook's random shift of up to a tile, so the seams move every step (no
+        // shift at all with jitter 0)
+        let j = if tiled && self.jitter > 0 { self.jitter.max(self.tile) } else { self.jitter };
+        let (dy, dx) = (jitter(rng, j, h), jitter(rng, j, w));
         let shifted = be.roll(img, dy, dx)?;
-        let deepest = self.objective.deepest().ok_or_else(|| Error::InvalidArgument("DeepDream needs an objective with at least one layer".into()))?;
-        let acts = eng.forward(shifted, deepest, &self.objective.layers())?;
-        let value = if value { Some(self.objective.value(be, &acts, prepared)?) } else { None };
-        let seeds = self.objective.seeds(be, &acts, prepared)?;
-        let g = eng.backward(&acts, seeds, &[eng.model().input()], Rule::Gradient)?.remove(0);
+        let (value, g) = if tiled { self.tiled_gradient(eng, &shifted, prepared, value)? } else { self.gradient(eng, shifted, prepared, value)? };
         let g = be.roll(&g, -dy, -dx)?;
         // img += lr · g / (mean |g| + 1e-8), per item, then clamp to the valid pixel range
         let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
@@ -213,6 +221,36 @@ impl DeepDream {
         let moved = be.binary(img, &step, Binary::Add)?;
         *img = be.binary(&be.binary(&moved, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
         Ok(value)
+    }
+
+    /// The objective's gradient at the pixels of `x` (and its value per item when asked).
+    fn gradient<B: Backend>(&self, eng: &Engine<B>, x: B::T, prepared: &[Prepared<B>], value: bool) -> Result<(Option<Vec<f32>>, B::T)> {
+        let be = &eng.be;
+        let deepest = self.objective.deepest().ok_or_else(|| Error::InvalidArgument("DeepDream needs an objective with at least one layer".into()))?;
+        let acts = eng.forward(x, deepest, &self.objective.layers())?;
+        let value = if value { Some(self.objective.value(be, &acts, prepared)?) } else { None };
+        let seeds = self.objective.seeds(be, &acts, prepared)?;
+        Ok((value, eng.backward(&acts, seeds, &[eng.model().input()], Rule::Gradient)?.remove(0)))
+    }
+
+    /// [`DeepDream::gradient`] tile by tile (the objective of each tile on its own, as the
+    /// notebook's `calc_grad_tiled`): the picture cut into the fewest equal tiles of at most
+    /// `tile` pixels a side, each tile's gradient pasted into place; the values summed.
+    fn tiled_gradient<B: Backend>(&self, eng: &Engine<B>, x: &B::T, prepared: &[Prepared<B>], value: bool) -> Result<(Option<Vec<f32>>, B::T)> {
+        let be = &eng.be;
+        let s = be.shape(x).to_vec();
+        let mut g = be.zeros(&s)?;
+        let mut total = value.then(|| vec![0f32; s[0]]);
+        for (y0, th) in tiles(s[2], self.tile) {
+            for (x0, tw) in tiles(s[3], self.tile) {
+                let (v, gt) = self.gradient(eng, be.crop(x, y0, x0, th, tw)?, prepared, value)?;
+                be.paste(&mut g, &gt, y0, x0)?;
+                if let (Some(t), Some(v)) = (&mut total, v) {
+                    t.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        Ok((total, g))
     }
 
     /// Dream on a preprocessed batch; returns the dreamed batch (same shape, normalised).
@@ -332,4 +370,19 @@ pub fn zoom(x: &Tensor, s: f32) -> Result<Tensor> {
         }
     }
     Tensor::new(x.shape.clone(), data)
+}
+
+/// The fewest equal tiles of at most `tile` covering `len`: (start, length) each, the first
+/// `len % k` one longer.
+pub(crate) fn tiles(len: usize, tile: usize) -> Vec<(usize, usize)> {
+    let k = len.div_ceil(tile.max(1)).max(1);
+    let (base, extra) = (len / k, len % k);
+    let mut at = 0;
+    (0..k)
+        .map(|i| {
+            let l = base + usize::from(i < extra);
+            at += l;
+            (at - l, l)
+        })
+        .collect()
 }

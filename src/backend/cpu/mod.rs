@@ -351,6 +351,15 @@ impl Backend for Cpu {
     fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> {
         Ok(plumbing::roll(x, dy, dx))
     }
+    fn crop(&self, x: &Tensor, y0: usize, x0: usize, h: usize, w: usize) -> Result<Tensor> {
+        crate::backend::check_window("crop", &x.shape, &[x.shape.first().copied().unwrap_or(0), x.shape.get(1).copied().unwrap_or(0), h, w], y0, x0)?;
+        Ok(plumbing::crop(x, y0, x0, h, w))
+    }
+    fn paste(&self, dst: &mut Tensor, src: &Tensor, y0: usize, x0: usize) -> Result<()> {
+        crate::backend::check_window("paste", &dst.shape, &src.shape, y0, x0)?;
+        plumbing::paste(dst, src, y0, x0);
+        Ok(())
+    }
     fn flip(&self, x: &Tensor, vertical: bool, horizontal: bool) -> Result<Tensor> {
         Ok(plumbing::flip(x, vertical, horizontal))
     }

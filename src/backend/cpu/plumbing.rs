@@ -48,6 +48,30 @@ pub fn roll(x: &Tensor, dy: isize, dx: isize) -> Tensor {
     out
 }
 
+/// The `oh x ow` window at (y0, x0) of every plane of `[n, c, h, w]` (inside: checked by the
+/// caller).
+pub fn crop(x: &Tensor, y0: usize, x0: usize, oh: usize, ow: usize) -> Tensor {
+    let (n, c, h, w) = x.nchw();
+    let mut data = Vec::with_capacity(n * c * oh * ow);
+    for p in 0..n * c {
+        for i in 0..oh {
+            data.extend_from_slice(&x.data[(p * h + y0 + i) * w + x0..][..ow]);
+        }
+    }
+    Tensor { shape: vec![n, c, oh, ow], data }
+}
+
+/// dst's window at (y0, x0) = src, in place (inside: checked by the caller).
+pub fn paste(dst: &mut Tensor, src: &Tensor, y0: usize, x0: usize) {
+    let (n, c, h, w) = dst.nchw();
+    let (_, _, oh, ow) = src.nchw();
+    for p in 0..n * c {
+        for i in 0..oh {
+            dst.data[(p * h + y0 + i) * w + x0..][..ow].copy_from_slice(&src.data[(p * oh + i) * ow..][..ow]);
+        }
+    }
+}
+
 /// torch.flip over h (`fy`) and / or w (`fx`) of every plane of `[n, c, h, w]`.
 pub fn flip(x: &Tensor, fy: bool, fx: bool) -> Tensor {
     let (n, c, h, w) = x.nchw();

@@ -499,6 +499,19 @@ impl Backend for Gpu {
         image::flip(self.device(), x.ptr(), y.ptr(), n, c, h, w, vertical, horizontal)?;
         Ok(y)
     }
+    fn crop(&self, x: &DTensor, y0: usize, x0: usize, oh: usize, ow: usize) -> Result<DTensor> {
+        super::super::check_window("crop", &x.shape, &[x.shape.first().copied().unwrap_or(0), x.shape.get(1).copied().unwrap_or(0), oh, ow], y0, x0)?;
+        let (n, c, h, w) = nchw(&x.shape);
+        let y = self.new_tensor(&[n, c, oh, ow])?;
+        image::crop(self.device(), x.ptr(), y.ptr(), n, c, h, w, y0, x0, oh, ow)?;
+        Ok(y)
+    }
+    fn paste(&self, dst: &mut DTensor, src: &DTensor, y0: usize, x0: usize) -> Result<()> {
+        super::super::check_window("paste", &dst.shape, &src.shape, y0, x0)?;
+        self.make_unique(dst)?;
+        let ((n, c, h, w), (_, _, oh, ow)) = (nchw(&dst.shape), nchw(&src.shape));
+        image::paste(self.device(), src.ptr(), dst.ptr(), n, c, h, w, y0, x0, oh, ow)
+    }
     fn resize(&self, x: &DTensor, oh: usize, ow: usize) -> Result<DTensor> {
         let (n, c, h, w) = nchw(&x.shape);
         if (h, w) == (oh, ow) {

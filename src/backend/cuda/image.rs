@@ -1,5 +1,5 @@
 //! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
-//! (de)normalisation, roll, flip, Gaussian blur.
+//! (de)normalisation, roll, flip, crop and paste, Gaussian blur.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
@@ -11,6 +11,8 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("normalize", "bwd"),
     ("roll", "fwd"),
     ("flip", "fwd"),
+    ("crop", "fwd"),
+    ("crop", "bwd"),
     ("blur", "gaussian"),
 ];
 
@@ -55,6 +57,26 @@ pub fn flip(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h:
     // y element, and every read index is inside x.
     let args = [ptr(x), ptr(y), len(n), len(c), len(h), len(w), Arg::I32(fy as i32), Arg::I32(fx as i32)];
     launch(dev, "flip", "fwd", grid_stride(n * h * w * c), &args)
+}
+
+/// y `[n, oh, ow, c]` = the window of x `[n, h, w, c]` at (y0, x0) (the caller checks that it
+/// lies inside; y must not alias x).
+#[allow(clippy::too_many_arguments)]
+pub fn crop(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c: usize, h: usize, w: usize, y0: usize, x0: usize, oh: usize, ow: usize) -> Result<()> {
+    // SAFETY: `crop_fwd_f32(const float* x, float* y, n, c, h, w, y0, x0, oh, ow)`; writes every
+    // y element; reads inside x as the window lies inside it.
+    let args = [ptr(x), ptr(y), len(n), len(c), len(h), len(w), len(y0), len(x0), len(oh), len(ow)];
+    launch(dev, "crop", "fwd", grid_stride(n * oh * ow * c), &args)
+}
+
+/// The window of dst `[n, h, w, c]` at (y0, x0) = src `[n, oh, ow, c]`, in place (the caller
+/// checks that it lies inside; src must not alias dst).
+#[allow(clippy::too_many_arguments)]
+pub fn paste(dev: &dyn Device, src: DevicePtr, dst: DevicePtr, n: usize, c: usize, h: usize, w: usize, y0: usize, x0: usize, oh: usize, ow: usize) -> Result<()> {
+    // SAFETY: `crop_bwd_f32(const float* src, float* dst, n, c, h, w, y0, x0, oh, ow)`; reads
+    // every src element, writes only inside dst's window.
+    let args = [ptr(src), ptr(dst), len(n), len(c), len(h), len(w), len(y0), len(x0), len(oh), len(ow)];
+    launch(dev, "crop", "bwd", grid_stride(n * oh * ow * c), &args)
 }
 
 /// y = x blurred by a Gaussian of standard deviation `sigma` (pixels) over h and w of each
