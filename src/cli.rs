@@ -137,6 +137,7 @@ fn judge_commands() -> Vec<Command> {
         Command::new("sanity").about("The model-parameter randomisation test (Adebayo et al. 2018): re-initialise the network's convolution and linear layers from the logits down, cumulatively, and compare each image's map after every step with the original (Spearman rank correlation of |map| and of map, SSIM); per map a grid and a plot, sanity_METHOD.json"),
         "",
     )
+    .arg(Arg::new("upto").long("upto").value_name("STEP").help("stop the cascade after this step (a layer's module path, or a block's with --granularity block, e.g. _blocks.10); default: down to the input"))
     .arg(Arg::new("granularity").long("granularity").default_value("layer").help("what one step re-initialises: layer (one convolution or linear layer) or block (a top-level module with its index: layer4.1, _blocks.15)"))
     .arg(Arg::new("random-seed").long("random-seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the re-initialised weights"))
     .arg(Arg::new("tile").long("tile").default_value("112").value_parser(value_parser!(u32)).help("side of each map in the grid, in pixels"));

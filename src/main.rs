@@ -263,6 +263,7 @@ impl WithBackend for SanityCmd<'_> {
             options: method_options(m)?,
             targets: targets(m, &inputs)?,
             granularity: m.get_one::<String>("granularity").expect("has a default").parse()?,
+            upto: m.get_one::<String>("upto").cloned(),
             seed: *m.get_one::<u64>("random-seed").expect("has a default"),
             batch_size: batch_size(m),
             tile: *m.get_one::<u32>("tile").expect("has a default"),

@@ -182,6 +182,14 @@ fn the_command_writes_grids_plots_and_json_and_refuses_bad_input() {
     for f in ["coffee_gradcam_sanity.png", "coffee_gradcam_sanity_plot.png", "sanity_gradcam.json", "sanity_gradcam_plot.png"] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    // --upto stops the cascade after the step it names; an unknown step is refused with the steps
+    let upto = dir.join("upto");
+    let o = common::ok(&["sanity", "gradcam", "--image", sample, "--granularity", "block", "--upto", "_blocks.14", "--device", "cpu", "--out", upto.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let short: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!((short.last(), short.len()), (Some(&"_blocks.14"), steps.iter().position(|s| *s == "_blocks.14").unwrap() + 1));
+    let e = common::run(&["sanity", "gradcam", "--image", sample, "--upto", "_blocks.99", "--device", "cpu", "--out", upto.to_str().unwrap()]);
+    assert!(e.status.code() == Some(1) && String::from_utf8_lossy(&e.stderr).contains("not a step of the cascade"));
     let grid = image::open(out.join("coffee_gradcam_sanity.png")).unwrap();
     // input, original and one tile per step, 8 to a row of 112-pixel tiles
     assert_eq!(grid.width(), 6 + 8 * 118);

@@ -31,6 +31,9 @@ pub struct SanityJob {
     /// randomised one
     pub targets: TargetSpec,
     pub granularity: Granularity,
+    /// stop the cascade after the step of this name (a layer's module path, or a block's with
+    /// [`Granularity::Block`]); `None`: down to the input
+    pub upto: Option<String>,
     /// the re-initialisation's seed
     pub seed: u64,
     pub batch_size: usize,
@@ -95,9 +98,16 @@ impl SanityJob {
         }
         let model = eng.model_arc().clone();
         let pre = model.preprocess;
-        let steps = cascade(&model, self.granularity);
+        let mut steps = cascade(&model, self.granularity);
         if steps.is_empty() {
             return Err(Error::InvalidArgument("the model has no convolution or linear layer to re-initialise".into()));
+        }
+        if let Some(upto) = &self.upto {
+            let Some(last) = steps.iter().position(|s| &s.name == upto) else {
+                let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::InvalidArgument(format!("--upto {upto}: not a step of the cascade; its steps, from the output: {}", names.join(", "))));
+            };
+            steps.truncate(last + 1);
         }
         let randomised: Vec<Vec<(ParamId, Arc<Tensor>)>> = steps.iter().map(|s| reinitialised(&model, s, self.seed)).collect::<Result<_>>()?;
         let originals: Vec<(ParamId, Arc<Tensor>)> = steps
