@@ -96,6 +96,8 @@ pub fn command() -> Command {
     .arg(Arg::new("blur-sigma").long("blur-sigma").default_value(x.blur_sigma.to_string()).value_parser(parse_finite).help("the blur's σ in pixels"))
     .arg(Arg::new("jitter").long("jitter").default_value(x.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
     .arg(Arg::new("noise").long("noise").default_value(x.init_noise.to_string()).value_parser(parse_finite).help("σ of the starting noise around the mean image (0: the zero image)"))
+    .arg(Arg::new("norm-pct").long("norm-pct").value_name("P").default_value(x.norm_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose norm is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
+    .arg(Arg::new("contribution-pct").long("contribution-pct").value_name("P").default_value(x.contribution_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose contribution |Σ_c x·∂S/∂x| is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
     .arg(Arg::new("size").long("size").value_parser(value_parser!(usize)).help("picture side in pixels [default: the model's input size]"))
     .arg(Arg::new("seed").long("seed").default_value(x.seed.to_string()).value_parser(value_parser!(u64)));
     let classify = common_args(Command::new("classify").about("Top-k classes with probabilities"), false, false)

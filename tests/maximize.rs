@@ -61,8 +61,23 @@ fn maximising_raises_each_targets_score() {
     let (a, b) = (short.run(&eng, &targets[..2], [24, 24], &pre, &mut || {}).unwrap(), short.run(&gpu, &targets[..2], [24, 24], &pre, &mut || {}).unwrap());
     assert!(common::rel_rms(&b.data, &a.data) < 1e-3, "emu vs CPU pictures: {}", common::rel_rms(&b.data, &a.data));
 
+    // Yosinski's clippings: after the last step at least that share of each picture's pixels
+    // is the mean colour (0 in every channel), not all of them, and the score still rises. (The
+    // neuron's picture is left out of the contribution's count: outside its receptive field
+    // every pixel contributes exactly 0, the 60th percentile is 0, and nothing is below it.)
+    for (clip, counted) in [(Maximize { norm_pct: 60.0, ..x.clone() }, 4), (Maximize { contribution_pct: 60.0, ..x.clone() }, 3)] {
+        let y = clip.run(&eng, &targets, size, &pre, &mut || {}).unwrap();
+        for i in 0..counted {
+            let it = y.item(i);
+            let zero = (0..32 * 32).filter(|&p| (0..3).all(|c| it[c * 32 * 32 + p] == 0.0)).count();
+            assert!(zero as f64 >= 0.6 * 1023.0 && zero < 1024, "picture {i}: {zero} of 1024 pixels clipped ({clip:?})");
+        }
+        let end = Maximize::scores(&eng, &y, &targets).unwrap();
+        // (the neuron of this random network stays dead under either clipping: score 0 → 0)
+        assert!(end[..3].iter().zip(&start).all(|(e, s)| e > s), "clipped: {start:?} → {end:?}");
+    }
     // bad settings and targets: errors
-    for bad in [Maximize { steps: 0, ..x.clone() }, Maximize { lr: f32::NAN, ..x.clone() }, Maximize { l2: -1.0, ..x.clone() }] {
+    for bad in [Maximize { steps: 0, ..x.clone() }, Maximize { lr: f32::NAN, ..x.clone() }, Maximize { l2: -1.0, ..x.clone() }, Maximize { norm_pct: 100.0, ..x.clone() }, Maximize { contribution_pct: -1.0, ..x.clone() }] {
         assert!(bad.run(&eng, &targets, size, &pre, &mut || {}).is_err());
     }
     assert!(x.run(&eng, &[], size, &pre, &mut || {}).is_err());

@@ -5,7 +5,9 @@
 //! activation maximisation, as lucid / lucent's `channel` and `neuron` objectives. The
 //! regularisers are those of Yosinski et al. 2015 ("Understanding Neural Networks Through Deep
 //! Visualization"): L2 decay, a Gaussian blur every few steps, random jitter (a circular shift
-//! before each step, undone after), and clipping to the valid pixel range every step.
+//! before each step, undone after), clipping of pixels with a small norm or a small
+//! contribution (below a percentile of the picture's, set to 0 — the mean colour — every step),
+//! and clipping to the valid pixel range every step.
 //!
 //! The step is DeepDream's: x += lr · g / mean|g| per item, with g the gradient of the target's
 //! score minus 2λx (the L2 term's), so `lr` is in units of the normalised input whatever the
@@ -40,6 +42,14 @@ pub struct Maximize {
     /// standard deviation of the starting noise around the mean image (normalised units; 0:
     /// Simonyan et al.'s zero image)
     pub init_noise: f32,
+    /// Yosinski et al.'s clipping of pixels with a small norm: every step, the pixels whose
+    /// norm over the channels is below this percentile of the picture's are set to 0
+    /// (the mean colour); 0: never
+    pub norm_pct: f32,
+    /// Yosinski et al.'s clipping of pixels with a small contribution: every step, the pixels
+    /// whose |Σ_c x·∂S/∂x| (the first-order change of the score were the pixel set to 0) is
+    /// below this percentile of the picture's are set to 0; 0: never
+    pub contribution_pct: f32,
     pub seed: u64,
 }
 
@@ -47,7 +57,7 @@ impl Default for Maximize {
     /// 200 steps of 0.05 with λ = 1e-4, a σ = 0.5 px blur every 4 steps, jitter 8, from the mean
     /// image with noise of σ = 0.1: a recognisable class picture on an ImageNet CNN.
     fn default() -> Self {
-        Maximize { steps: 200, lr: 0.05, l2: 1e-4, blur_every: 4, blur_sigma: 0.5, jitter: 8, init_noise: 0.1, seed: 0 }
+        Maximize { steps: 200, lr: 0.05, l2: 1e-4, blur_every: 4, blur_sigma: 0.5, jitter: 8, init_noise: 0.1, seed: 0, norm_pct: 0.0, contribution_pct: 0.0 }
     }
 }
 
@@ -55,6 +65,13 @@ impl Maximize {
     fn check(&self) -> Result<()> {
         // written so that NaN fails too
         let ok = |v: f32| v >= 0.0 && v.is_finite();
+        let pct = |v: f32| (0.0..100.0).contains(&v);
+        if !pct(self.norm_pct) || !pct(self.contribution_pct) {
+            return Err(Error::InvalidArgument(format!(
+                "the clipping percentiles must be in [0, 100) (got {} and {})",
+                self.norm_pct, self.contribution_pct
+            )));
+        }
         if self.steps == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !ok(self.l2) || !ok(self.init_noise) || !ok(self.blur_sigma) {
             return Err(Error::InvalidArgument(format!(
                 "activation maximisation needs steps >= 1, a finite step size > 0 and finite, non-negative l2, noise and blur (got {}, {}, {}, {}, {})",
@@ -90,6 +107,8 @@ impl Maximize {
             let t = target::forward(eng, &shifted, Some(targets), &[])?;
             let g = eng.backward(&t.acts, t.seeds, &[model.input()], Rule::Gradient)?.remove(0);
             let g = be.roll(&g, -dy, -dx)?;
+            // the score's own gradient, for the contribution of each pixel after the step
+            let score_gradient = (self.contribution_pct > 0.0).then(|| g.clone());
             // d/dx (S − λ‖x‖²) = g − 2λx
             let g = if self.l2 > 0.0 { be.binary(&g, &be.unary(&img, Unary::Affine(-2.0 * self.l2, 0.0))?, Binary::Add)? } else { g };
             let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
@@ -99,6 +118,16 @@ impl Maximize {
                 Some(b) if (step + 1) % self.blur_every == 0 => b.apply(be, &moved)?,
                 _ => moved,
             };
+            if self.norm_pct > 0.0 {
+                let norm = be.unary(&be.reduce(&be.unary(&img, Unary::Square)?, Reduce::Sum, &[1])?, Unary::Sqrt)?;
+                img = keep_above(be, &img, &norm, self.norm_pct)?;
+            }
+            if let Some(gs) = &score_gradient {
+                // as the deep-visualization toolbox does it: of the updated picture, with the
+                // gradient of this step, so a pixel clipped before can come back
+                let c = be.unary(&be.reduce(&be.binary(&img, gs, Binary::Mul)?, Reduce::Sum, &[1])?, Unary::Abs)?;
+                img = keep_above(be, &img, &c, self.contribution_pct)?;
+            }
             img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
             progress();
         }
@@ -115,4 +144,26 @@ impl Maximize {
         let t = target::forward(eng, &eng.upload(x)?, Some(targets), &[])?;
         Ok(eng.download(&target::score(eng, &t.acts, &t.seeds)?)?.data)
     }
+}
+
+/// `x` `[n, c, h, w]` with the pixels whose `v` (`[n, 1, h, w]`) is below the `pct`-th
+/// percentile of its item's set to 0, as the deep-visualization toolbox does it (`v <
+/// np.percentile(v, pct)`: exact, linear interpolation; on the host, one small download a
+/// step).
+fn keep_above<B: Backend>(be: &B, x: &B::T, v: &B::T, pct: f32) -> Result<B::T> {
+    let host = be.download(v)?;
+    let n = host.shape[0];
+    let thresholds: Vec<f32> = (0..n)
+        .map(|i| {
+            let mut s: Vec<f32> = host.item(i).to_vec();
+            s.sort_by(f32::total_cmp);
+            let at = pct as f64 / 100.0 * (s.len() - 1) as f64;
+            let (lo, f) = (at.floor() as usize, at - at.floor());
+            (s[lo] as f64 + f * (s[(lo + 1).min(s.len() - 1)] as f64 - s[lo] as f64)) as f32
+        })
+        .collect();
+    let t = be.upload(&Tensor::new(vec![n, 1, 1, 1], thresholds)?)?;
+    // 1 − step(t − v): 0 where v < t
+    let clipped = be.unary(&be.binary(&t, v, Binary::Sub)?, Unary::Step)?;
+    be.binary(x, &be.unary(&clipped, Unary::Affine(-1.0, 1.0))?, Binary::Mul)
 }
