@@ -5,7 +5,8 @@
 //!   preprocessing ([`resize_crop`], [`Preprocess`], [`to_tensor`], [`to_rgb`]) and safe output
 //!   ([`atomic_write`], [`write_png`]).
 //! - [`npy`]: NumPy `.npy` arrays ([`read_npy`], [`write_npy`]).
-//! - [`colormap`]: heat maps: [`normalize_map`], [`upsample_bilinear`], [`colorize`], [`overlay`].
+//! - [`colormap`]: heat maps: [`normalize_map`], [`upsample_bilinear`], [`colorize`], [`overlay`],
+//!   [`blend`].
 //!
 //! Nothing here panics, prints or exits on bad input: every failure is an [`Error`] that names
 //! the file and says what is wrong with it.
@@ -13,7 +14,7 @@
 pub mod colormap;
 pub mod npy;
 
-pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
+pub use colormap::{blend, clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
 pub use npy::{parse_npy, read_npy, write_npy};
 
 use std::fs;
