@@ -268,35 +268,35 @@ fn resize_window(img: &RgbImage, nw: u32, nh: u32, x0: u32, y0: u32, tw: u32, th
     let cols: Vec<(u32, Vec<f32>)> = (x0..x0 + tw).map(|o| taps(w, nw, o)).collect();
     let rows: Vec<(u32, Vec<f32>)> = (y0..y0 + th).map(|o| taps(h, nh, o)).collect();
     // the source columns the window reads
-    let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0);
-    let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0);
-    // vertical pass over those columns (in f32, accumulated in the crate's order)
-    let cw = (c1 - c0) as usize;
-    let mut tmp = vec![[0f32; 3]; cw * th as usize];
-    for (r, (top, ws)) in rows.iter().enumerate() {
-        for x in 0..cw {
-            let mut t = [0f32; 3];
-            for (i, wt) in ws.iter().enumerate() {
-                let p = img.get_pixel(c0 + x as u32, top + i as u32).0;
-                for k in 0..3 {
-                    t[k] += p[k] as f32 * wt;
-                }
+    let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0) as usize;
+    let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0) as usize;
+    // vertical pass over those columns (in f32, accumulated in the crate's order: each output
+    // value sums its taps from the first), a source row at a time into a row of `tmp`
+    let (cw, src) = (c1 - c0, img.as_raw());
+    let row_len = 3 * w as usize;
+    let mut tmp = vec![0f32; 3 * cw * th as usize];
+    for ((top, ws), acc) in rows.iter().zip(tmp.chunks_exact_mut(3 * cw)) {
+        for (i, &wt) in ws.iter().enumerate() {
+            let start = (*top as usize + i) * row_len + 3 * c0;
+            for (t, &p) in acc.iter_mut().zip(&src[start..start + 3 * cw]) {
+                *t += p as f32 * wt;
             }
-            tmp[r * cw + x] = t;
         }
     }
     // horizontal pass, rounded to the nearest u8
     let mut out = RgbImage::new(tw, th);
-    for (c, (left, ws)) in cols.iter().enumerate() {
-        for y in 0..th as usize {
+    for (acc, row) in tmp.chunks_exact(3 * cw).zip(out.chunks_exact_mut(3 * tw as usize)) {
+        for ((left, ws), px) in cols.iter().zip(row.chunks_exact_mut(3)) {
             let mut t = [0f32; 3];
-            for (i, wt) in ws.iter().enumerate() {
-                let p = tmp[y * cw + (left - c0) as usize + i];
+            let at = 3 * (*left as usize - c0);
+            for (i, &wt) in ws.iter().enumerate() {
                 for k in 0..3 {
-                    t[k] += p[k] * wt;
+                    t[k] += acc[at + 3 * i + k] * wt;
                 }
             }
-            out.put_pixel(c as u32, y as u32, image::Rgb(t.map(|v| v.clamp(0.0, 255.0).round() as u8)));
+            for k in 0..3 {
+                px[k] = colormap::round_u8(t[k].clamp(0.0, 255.0));
+            }
         }
     }
     out
