@@ -271,31 +271,42 @@ fn resize_window(img: &RgbImage, nw: u32, nh: u32, x0: u32, y0: u32, tw: u32, th
     let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0) as usize;
     let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0) as usize;
     // vertical pass over those columns (in f32, accumulated in the crate's order: each output
-    // value sums its taps from the first), a source row at a time into a row of `tmp`
-    let (cw, src) = (c1 - c0, img.as_raw());
+    // value sums its taps from the first), a source row at a time into `acc`, then stored
+    // transposed (`tmp[x][y]`), so that the horizontal pass also sums whole rows
+    let (cw, th_, src) = (c1 - c0, th as usize, img.as_raw());
     let row_len = 3 * w as usize;
-    let mut tmp = vec![0f32; 3 * cw * th as usize];
-    for ((top, ws), acc) in rows.iter().zip(tmp.chunks_exact_mut(3 * cw)) {
+    let mut tmp = vec![0f32; 3 * cw * th_];
+    let mut acc = vec![0f32; 3 * cw];
+    for (y, (top, ws)) in rows.iter().enumerate() {
+        acc.fill(0.0);
         for (i, &wt) in ws.iter().enumerate() {
             let start = (*top as usize + i) * row_len + 3 * c0;
             for (t, &p) in acc.iter_mut().zip(&src[start..start + 3 * cw]) {
                 *t += p as f32 * wt;
             }
         }
+        for (x, px) in acc.chunks_exact(3).enumerate() {
+            tmp[3 * (x * th_ + y)..][..3].copy_from_slice(px);
+        }
     }
-    // horizontal pass, rounded to the nearest u8
+    // horizontal pass, an output column at a time (a row of `tmp` per tap), rounded to the
+    // nearest u8
     let mut out = RgbImage::new(tw, th);
-    for (acc, row) in tmp.chunks_exact(3 * cw).zip(out.chunks_exact_mut(3 * tw as usize)) {
-        for ((left, ws), px) in cols.iter().zip(row.chunks_exact_mut(3)) {
-            let mut t = [0f32; 3];
-            let at = 3 * (*left as usize - c0);
-            for (i, &wt) in ws.iter().enumerate() {
-                for k in 0..3 {
-                    t[k] += acc[at + 3 * i + k] * wt;
-                }
+    let raw: &mut [u8] = out.as_mut();
+    let col_len = 3 * th_;
+    for (c, (left, ws)) in cols.iter().enumerate() {
+        acc.clear();
+        acc.resize(col_len, 0.0);
+        for (i, &wt) in ws.iter().enumerate() {
+            let start = (*left as usize - c0 + i) * col_len;
+            for (t, &p) in acc.iter_mut().zip(&tmp[start..start + col_len]) {
+                *t += p * wt;
             }
+        }
+        for (y, px) in acc.chunks_exact(3).enumerate() {
+            let o = 3 * (y * tw as usize + c);
             for k in 0..3 {
-                px[k] = colormap::round_u8(t[k].clamp(0.0, 255.0));
+                raw[o + k] = colormap::round_u8(px[k].clamp(0.0, 255.0));
             }
         }
     }
