@@ -766,42 +766,6 @@ fn gray_levels_round_as_f32_round() {
     }
 }
 
-/// What one pass over a run's batches gives: each batch's stems and tensor, or its error.
-type Pass = Vec<Result<(Vec<String>, Tensor), String>>;
-
-fn pass(batches: impl Iterator<Item = deepviz::Result<deepviz::job::Batch>>) -> Pass {
-    batches.map(|b| b.map(|b| (b.items.iter().map(|it| it.stem.clone()).collect(), b.x)).map_err(|e| e.to_string())).collect()
-}
-
-/// Batches read ahead on a thread are the batches read in place: the same items, tensors and
-/// stems (a repeated name made unique), the error of a bad file where it falls, then the rest;
-/// and a caller that stops early is not kept waiting for batches it did not ask for.
-#[test]
-fn batches_read_ahead_are_the_batches_in_order() {
-    let dir = scratch("read_ahead");
-    let mut files = vec![];
-    for (i, (w, h)) in [(9, 7), (13, 5), (6, 6), (11, 8), (7, 13), (0, 0), (8, 9), (5, 12)].into_iter().enumerate() {
-        let p = dir.join(format!("f{i}.png"));
-        if w == 0 {
-            fs::write(&p, b"not a png").unwrap();
-        } else {
-            write_png(&p, &pattern(w, h)).unwrap();
-        }
-        files.push(p);
-    }
-    files.insert(2, files[1].clone()); // the same stem again
-    let inputs = deepviz::job::Inputs::expand(&files).unwrap();
-    let pre = Preprocess::imagenet([5, 4]);
-    let plain = pass(inputs.batches(&pre, 3));
-    let ahead = std::thread::scope(|s| pass(inputs.batches(&pre, 3).read_ahead(s)));
-    assert_eq!(plain.len(), 2, "{plain:?}");
-    assert_eq!(plain[0].as_ref().unwrap().0, ["f0", "f1", "f1-2"]);
-    assert!(plain[1].as_ref().is_err_and(|e| e.contains("f5.png")), "{plain:?}");
-    assert_eq!(ahead, plain);
-    let first = std::thread::scope(|s| inputs.batches(&pre, 2).read_ahead(s).next().unwrap().unwrap().items.len());
-    assert_eq!(first, 2);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Output
 

@@ -4,9 +4,8 @@
 //! [`Inputs::expand`] lists every file first (a folder's images in name order) and refuses, before
 //! anything is computed, what cannot be an input: a missing path, something that is neither a
 //! regular file nor a folder (a FIFO would block forever), an empty folder. [`Inputs::batches`]
-//! then decodes and preprocesses as the batches are asked for (a batch's files in parallel), or
-//! one batch ahead on a thread ([`Batches::read_ahead`]); consecutive items of one shape share a
-//! batch (an `.npy` of another size starts a new one).
+//! then decodes and preprocesses as the batches are asked for (a batch's files in parallel); consecutive items of one shape
+//! share a batch (an `.npy` of another size starts a new one).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -203,27 +202,6 @@ impl Batches<'_> {
     pub fn keeping_originals(mut self) -> Self {
         self.keep_originals = true;
         self
-    }
-
-    /// These batches, each decoded while the caller works on the one before it: a thread of
-    /// `scope` runs the iterator and hands each batch over when the caller asks for the next
-    /// (a rendezvous, so at most one decoded batch waits beside the one in use: memory stays
-    /// bounded). What the caller's network leaves idle of the CPU decodes the next files. The
-    /// thread stops when the batches end or the returned iterator is dropped (after the batch
-    /// it is decoding); the scope waits for it.
-    pub fn read_ahead<'s>(self, scope: &'s std::thread::Scope<'s, '_>) -> std::sync::mpsc::IntoIter<Result<Batch>>
-    where
-        Self: 's,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel(0);
-        scope.spawn(move || {
-            for b in self {
-                if tx.send(b).is_err() {
-                    break;
-                }
-            }
-        });
-        rx.into_iter()
     }
 
     fn fill(&mut self) -> Result<()> {

@@ -13,8 +13,7 @@
 //!   bytes and multiply-adds, without a GPU.
 //!
 //! Every job writes into an [`OutputSet`] as each batch finishes (memory stays bounded over a
-//! folder of any size; [`MapJob`] decodes the next batch while it computes one,
-//! [`Batches::read_ahead`]) and returns records of what it wrote; the caller commits the set, so a
+//! folder of any size) and returns records of what it wrote; the caller commits the set, so a
 //! failure anywhere leaves nothing behind. Nothing here prints.
 
 mod device;
@@ -187,77 +186,73 @@ impl MapJob {
         progress(Progress::Start { total: inputs.files.len(), what: info.name.to_string() });
         let batches = inputs.batches(&pre, self.batch_size);
         let batches = if self.full_size { batches.keeping_originals() } else { batches };
-        // the next batch is decoded while this one's maps are computed
-        std::thread::scope(|s| -> Result<()> {
-            for batch in batches.read_ahead(s) {
-                let batch = batch?;
-                // each (item, target) pair is one map; several targets per image repeat the image
-                let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
-                let pairs = target_pairs(&per_item);
-                for chunk in pairs.chunks(self.batch_size.max(1)) {
-                    let x = upload_pairs(eng, &batch, chunk)?;
-                    let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
-                    let attributed = method.attribute_with_extras(&x, given.as_deref())?;
-                    let (maps, targets) = (attributed.map, attributed.targets);
-                    let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
-                    // signed maps: the raw array keeps the sign, the picture shows |map|
-                    let abs;
-                    let shown = if info.signed {
-                        abs = eng.be.unary(&maps, crate::backend::Unary::Abs)?;
-                        &abs
-                    } else {
-                        &maps
-                    };
-                    let (rendered, norm) = render::pictures_and_maps(&eng.be, shown, &pictures, &style)?;
-                    // encoded in parallel, a map and its overlay (and the full-size one) per task
-                    let (ph, pw) = (norm.shape[2], norm.shape[3]);
-                    let encoded: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = rendered
-                        .par_iter()
-                        .enumerate()
-                        .map(|(k, (heat, over))| {
-                            let it = &batch.items[chunk[k].0];
-                            let full = match (&it.original, &it.crop) {
-                                (Some(orig), Some(crop)) if self.full_size => Some(png_bytes(&imageio::overlay_in_box(orig, norm.item(k), ph, pw, crop, style.colormap, style.alpha))?),
-                                _ => None,
-                            };
-                            Ok((png_bytes(heat)?, png_bytes(over)?, full))
-                        })
-                        .collect::<Result<_>>()?;
-                    let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
-                    let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
-                    let resolved = targets.resolve(eng)?;
-                    let ms = eng.be.shape(&maps);
-                    let (h, w) = (ms[2], ms[3]);
-                    for (k, ((&(i, _), target), (heat, over, full))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
-                        let it = &batch.items[i];
-                        // an image with several targets: one set of files per target
-                        let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
-                        let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
-                        let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
-                        let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
-                        if let Some(full) = full {
-                            files.push(out.add(&name("_overlay_full.png"), &full)?);
-                        }
-                        if let Some(raw) = &raw {
-                            let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
-                            files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
-                        }
-                        records.push(MapRecord {
-                            image: it.source.clone(),
-                            target: *target,
-                            class_name: target.class().map(|c| model.class_name(c)),
-                            layer: method.layer_name(),
-                            map_shape: [h, w],
-                            files,
-                            extras: extras.iter().map(|(name, v)| (name.to_string(), v[k])).collect(),
-                            crop: it.crop,
-                        });
+        for batch in batches {
+            let batch = batch?;
+            // each (item, target) pair is one map; several targets per image repeat the image
+            let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
+            let pairs = target_pairs(&per_item);
+            for chunk in pairs.chunks(self.batch_size.max(1)) {
+                let x = upload_pairs(eng, &batch, chunk)?;
+                let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
+                let attributed = method.attribute_with_extras(&x, given.as_deref())?;
+                let (maps, targets) = (attributed.map, attributed.targets);
+                let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
+                // signed maps: the raw array keeps the sign, the picture shows |map|
+                let abs;
+                let shown = if info.signed {
+                    abs = eng.be.unary(&maps, crate::backend::Unary::Abs)?;
+                    &abs
+                } else {
+                    &maps
+                };
+                let (rendered, norm) = render::pictures_and_maps(&eng.be, shown, &pictures, &style)?;
+                // encoded in parallel, a map and its overlay (and the full-size one) per task
+                let (ph, pw) = (norm.shape[2], norm.shape[3]);
+                let encoded: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = rendered
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, (heat, over))| {
+                        let it = &batch.items[chunk[k].0];
+                        let full = match (&it.original, &it.crop) {
+                            (Some(orig), Some(crop)) if self.full_size => Some(png_bytes(&imageio::overlay_in_box(orig, norm.item(k), ph, pw, crop, style.colormap, style.alpha))?),
+                            _ => None,
+                        };
+                        Ok((png_bytes(heat)?, png_bytes(over)?, full))
+                    })
+                    .collect::<Result<_>>()?;
+                let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
+                let raw = if self.raw { Some(eng.download(&maps)?) } else { None };
+                let resolved = targets.resolve(eng)?;
+                let ms = eng.be.shape(&maps);
+                let (h, w) = (ms[2], ms[3]);
+                for (k, ((&(i, _), target), (heat, over, full))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
+                    let it = &batch.items[i];
+                    // an image with several targets: one set of files per target
+                    let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
+                    let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
+                    let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
+                    let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
+                    if let Some(full) = full {
+                        files.push(out.add(&name("_overlay_full.png"), &full)?);
                     }
+                    if let Some(raw) = &raw {
+                        let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
+                        files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
+                    }
+                    records.push(MapRecord {
+                        image: it.source.clone(),
+                        target: *target,
+                        class_name: target.class().map(|c| model.class_name(c)),
+                        layer: method.layer_name(),
+                        map_shape: [h, w],
+                        files,
+                        extras: extras.iter().map(|(name, v)| (name.to_string(), v[k])).collect(),
+                        crop: it.crop,
+                    });
                 }
-                progress(Progress::Advance(batch.items.len()));
             }
-            Ok(())
-        })?;
+            progress(Progress::Advance(batch.items.len()));
+        }
         progress(Progress::Finish);
         Ok(records)
     }
