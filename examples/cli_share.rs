@@ -2,7 +2,10 @@
 //! `deepviz saliency|gradcam IMAGES...` runs (decode, attribute, render, PNG encode, write), and
 //! the same method alone on the same decoded batches, alternating, in one process on the CPU
 //! engine, and prints one JSON line: median milliseconds of each (and of decoding alone) and
-//! the share of the job outside the network, `1 - network / job`.
+//! the share of the job outside the network, `1 - network / job`; the same from the fastest run
+//! of each (`min_share`: less moved by other processes' bursts than the medians), and the
+//! process's CPU time per run, all threads (`*_cpu_ms`: what the outside work costs in CPU,
+//! whatever of it overlaps the network).
 //!
 //!     cargo run --release --example cli_share -- MODEL.safetensors JOB BATCH IMAGES [REPS]
 //!
@@ -13,6 +16,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod common;
 
 use deepviz::backend::cpu::Cpu;
 use deepviz::engine::Engine;
@@ -58,18 +63,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let method = attribution(&eng, &job, &MethodOptions::default())?;
     let xs: Vec<_> = inputs.batches(&model.preprocess, batch).map(|b| b.map(|b| b.x)).collect::<deepviz::Result<_>>()?;
-    let run_job = || -> deepviz::Result<f64> {
-        let t = Instant::now();
+    // (wall ms, CPU ms) of one run
+    let run_job = || -> deepviz::Result<(f64, f64)> {
+        let (t, c) = (Instant::now(), common::cpu_s());
         let mut out = OutputSet::new(dir.join("out"));
         map_job.run(&eng, &inputs, &mut out, &mut |_| {})?;
-        Ok(t.elapsed().as_secs_f64() * 1e3)
+        Ok((t.elapsed().as_secs_f64() * 1e3, (common::cpu_s() - c) * 1e3))
     };
-    let run_net = || -> deepviz::Result<f64> {
-        let t = Instant::now();
+    let run_net = || -> deepviz::Result<(f64, f64)> {
+        let (t, c) = (Instant::now(), common::cpu_s());
         for x in &xs {
             method.attribute(x, None)?;
         }
-        Ok(t.elapsed().as_secs_f64() * 1e3)
+        Ok((t.elapsed().as_secs_f64() * 1e3, (common::cpu_s() - c) * 1e3))
     };
     // decoding and preprocessing alone (part of the job's outside share)
     let run_decode = || -> deepviz::Result<f64> {
@@ -81,10 +87,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     run_job()?;
     run_net()?;
-    let (mut tj, mut tn, mut td) = (vec![], vec![], vec![]);
+    let (mut tj, mut tn, mut td, mut cj, mut cn) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
-        tj.push(run_job()?);
-        tn.push(run_net()?);
+        let (j, c) = run_job()?;
+        tj.push(j);
+        cj.push(c);
+        let (n, c) = run_net()?;
+        tn.push(n);
+        cn.push(c);
         td.push(run_decode()?);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -93,12 +103,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v[v.len() / 2]
     };
     let (j, n, dec) = (med(&mut tj), med(&mut tn), med(&mut td));
+    let (jmin, nmin) = (tj[0], tn[0]);
+    let (jc, nc) = (med(&mut cj), med(&mut cn));
     println!(
-        r#"{{"model":"{}","job":"{job}","batch":{batch},"images":{},"threads":{},"job_ms":{j:.1},"network_ms":{n:.1},"decode_ms":{dec:.1},"outside_share":{:.3}}}"#,
+        r#"{{"model":"{}","job":"{job}","batch":{batch},"images":{},"threads":{},"job_ms":{j:.1},"network_ms":{n:.1},"decode_ms":{dec:.1},"outside_share":{:.3},"job_min_ms":{jmin:.1},"network_min_ms":{nmin:.1},"min_share":{:.3},"job_cpu_ms":{jc:.1},"network_cpu_ms":{nc:.1}}}"#,
         model.graph.arch,
         paths.len(),
         rayon::current_num_threads(),
-        1.0 - n / j
+        1.0 - n / j,
+        1.0 - nmin / jmin
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use deepviz::imageio::{
-    atomic_write, colorize, crop_box, load_rgb, normalize_map, overlay, overlay_in_box, read_npy,
+    atomic_write, blend, colorize, crop_box, load_rgb, normalize_map, overlay, overlay_in_box, read_npy,
     resize_crop, to_rgb, to_tensor, upsample_bilinear, write_npy, write_png, Colormap, CropBox,
     Preprocess,
 };
@@ -725,6 +725,45 @@ fn overlay_blends() {
     let short = overlay(&base, &[1.0; 2], Colormap::Gray, 1.0);
     assert_eq!(short.get_pixel(0, 0).0, [255, 255, 255]);
     assert_eq!(short.get_pixel(4, 2).0, [100, 50, 200]);
+}
+
+/// Every (picture level, colour level) pair at several opacities, including 0.5 where half of
+/// the sums fall exactly on a half: `blend` rounds each as `f32::round` does (half away from
+/// zero), and `overlay` is `blend` of `colorize`.
+#[test]
+fn blend_rounds_as_f32_round_and_overlay_is_blend_of_colorize() {
+    let base = RgbImage::from_fn(256, 256, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8]));
+    let heat = RgbImage::from_fn(256, 256, |x, y| Rgb([y as u8, x as u8, (x + y) as u8]));
+    for a in [0.5, 0.25, 0.3, 0.7, 1.0 / 3.0, 0.999, 1e-3] {
+        let got = blend(&base, &heat, a);
+        for ((g, &p), &c) in got.as_raw().iter().zip(base.as_raw()).zip(heat.as_raw()) {
+            let want = ((1.0 - a) * p as f32 + a * c as f32).round() as u8;
+            assert_eq!(*g, want, "alpha {a}: picture {p}, colour {c}");
+        }
+    }
+    let map: Vec<f32> = (0..91).map(|i| ((i * 37) % 91) as f32 / 90.0).collect();
+    let small = RgbImage::from_fn(13, 7, |x, y| Rgb([(x * 19) as u8, (y * 31) as u8, 77]));
+    for cmap in Colormap::ALL {
+        let heat = colorize(&map, 7, 13, cmap);
+        assert_eq!(overlay(&small, &map, cmap, 0.45), blend(&small, &heat, 0.45), "{cmap:?}");
+    }
+}
+
+/// Levels round half away from zero: around each (k + 0.5) / 255, a sweep of neighbouring f32
+/// values gives the level `(v * 255).round()` gives.
+#[test]
+fn gray_levels_round_as_f32_round() {
+    let mut vs = vec![];
+    for k in 0..255 {
+        let mid = (k as f32 + 0.5) / 255.0;
+        for d in -40i32..=40 {
+            vs.push(f32::from_bits((mid.to_bits() as i32 + d) as u32));
+        }
+    }
+    let img = colorize(&vs, 1, vs.len(), Colormap::Gray);
+    for (p, &v) in img.pixels().zip(&vs) {
+        assert_eq!(p.0[0], (v * 255.0).round() as u8, "{v:e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

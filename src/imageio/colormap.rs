@@ -1,6 +1,7 @@
 //! Heat maps: from a raw attribution map to a picture. Normalise to [0, 1]
 //! ([`normalize_map`]), resample to the image size ([`upsample_bilinear`]), colour
-//! ([`colorize`]) and blend over the input ([`overlay`]).
+//! ([`colorize`]) and blend over the input ([`overlay`], or [`blend`] for a map already
+//! coloured).
 //!
 //! The maps are row-major `h × w` slices of f32. The functions take sizes that callers have
 //! already checked; a slice shorter than its stated size reads as zeros past its end rather
@@ -200,34 +201,73 @@ fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
 /// Colour an `h × w` map of values in [0, 1] (values outside are clamped, NaN reads as 0).
 pub fn colorize(map01: &[f32], h: usize, w: usize, cmap: Colormap) -> RgbImage {
     let mut img = RgbImage::new(w as u32, h as u32);
-    for (px, &v) in img.pixels_mut().zip(map01) {
-        *px = color(cmap, v);
-    }
+    let n = img.len().min(3 * map01.len());
+    colors_into(&mut img.as_mut()[..n], map01, cmap);
     img
+}
+
+/// The colours of `map01`'s values, three bytes each, into `out` (as many as fit). One `match`
+/// per call, not per pixel, so that each map's loop is simple enough to vectorise.
+fn colors_into(out: &mut [u8], map01: &[f32], cmap: Colormap) {
+    fn each(out: &mut [u8], map01: &[f32], f: impl Fn(f32) -> [f32; 3]) {
+        for (px, &v) in out.chunks_exact_mut(3).zip(map01) {
+            px.copy_from_slice(&to_u8(f(clean(v))));
+        }
+    }
+    match cmap {
+        Colormap::Turbo => each(out, map01, turbo),
+        Colormap::Inferno => each(out, map01, inferno),
+        Colormap::Gray => each(out, map01, |v| [v; 3]),
+    }
 }
 
 /// Alpha-blend the coloured map over `base`: `(1 - alpha) * base + alpha * colour`, with
 /// `alpha` clamped to [0, 1] (NaN reads as 0). The map must be at `base`'s size (row-major,
-/// `height × width`); upsample it first with [`upsample_bilinear`].
+/// `height × width`); upsample it first with [`upsample_bilinear`]. Pixels past the end of a
+/// shorter map are left as they are.
 pub fn overlay(
     base: &RgbImage,
     map01_at_base_size: &[f32],
     cmap: Colormap,
     alpha: f32,
 ) -> RgbImage {
-    let a = if alpha.is_nan() {
-        0.0
-    } else {
-        alpha.clamp(0.0, 1.0)
-    };
+    let mut colours = vec![0u8; base.len().min(3 * map01_at_base_size.len())];
+    colors_into(&mut colours, map01_at_base_size, cmap);
+    blend_prefix(base, &colours, alpha)
+}
+
+/// [`overlay`] of a map already coloured: `heat` as [`colorize`] made it from the map (at
+/// `base`'s size), blended over `base`. The same pixels as [`overlay`] of the map, without
+/// computing its colours a second time.
+pub fn blend(base: &RgbImage, heat: &RgbImage, alpha: f32) -> RgbImage {
+    blend_prefix(base, heat.as_raw(), alpha)
+}
+
+/// `base` with its first `colours.len()` bytes blended with `colours` ([`overlay`]'s rule).
+fn blend_prefix(base: &RgbImage, colours: &[u8], alpha: f32) -> RgbImage {
+    let a = clean(alpha);
     let mut out = base.clone();
-    for (px, &v) in out.pixels_mut().zip(map01_at_base_size) {
-        let c = color(cmap, v);
-        for k in 0..3 {
-            px.0[k] = ((1.0 - a) * px.0[k] as f32 + a * c.0[k] as f32).round() as u8;
-        }
+    for (p, &c) in out.iter_mut().zip(colours) {
+        *p = blend_u8(*p, c, a);
     }
     out
+}
+
+/// One channel of [`overlay`]: `(1 - a) * p + a * c`, rounded.
+#[inline]
+fn blend_u8(p: u8, c: u8, a: f32) -> u8 {
+    round_u8((1.0 - a) * p as f32 + a * c as f32)
+}
+
+/// `x.round() as u8` — half away from zero, saturating, NaN to 0 — for every f32, bit for bit,
+/// without `f32::round`: baseline x86-64 has no rounding instruction, so `round` is a call into
+/// libm per value, and a loop of calls does not vectorise. Truncate (`as i32`, exact below 2^31
+/// and saturating above), then add one when the fraction `x - t` (exact) is at least one half;
+/// a negative `x` ends at or below 0 either way and saturates to 0, as `round` does.
+#[inline]
+pub(crate) fn round_u8(x: f32) -> u8 {
+    let t = x as i32 as f32;
+    (if x - t >= 0.5 { t + 1.0 } else { t }) as u8
 }
 
 /// [`overlay`] on the original image: `map01` (`h × w`, normalised to [0, 1]) covers `crop`
@@ -236,7 +276,7 @@ pub fn overlay(
 /// blended as [`overlay`] blends. Pixels outside the window, which the network never saw, are
 /// darkened to half.
 pub fn overlay_in_box(base: &RgbImage, map01: &[f32], h: usize, w: usize, crop: &CropBox, cmap: Colormap, alpha: f32) -> RgbImage {
-    let a = if alpha.is_nan() { 0.0 } else { alpha.clamp(0.0, 1.0) };
+    let a = clean(alpha);
     let mut out = base.clone();
     let bw = base.width() as usize;
     if h == 0 || w == 0 || bw == 0 || !(crop.width > 0.0 && crop.height > 0.0) {
@@ -263,7 +303,7 @@ pub fn overlay_in_box(base: &RgbImage, map01: &[f32], h: usize, w: usize, crop: 
                     let bottom = at(y1, x0) * (1.0 - tx) + at(y1, x1) * tx;
                     let c = color(cmap, top * (1.0 - ty) + bottom * ty);
                     for k in 0..3 {
-                        px[k] = ((1.0 - a) * px[k] as f32 + a * c.0[k] as f32).round() as u8;
+                        px[k] = blend_u8(px[k], c.0[k], a);
                     }
                 }
                 _ => px.iter_mut().for_each(|v| *v /= 2),
@@ -274,13 +314,29 @@ pub fn overlay_in_box(base: &RgbImage, map01: &[f32], h: usize, w: usize, crop: 
 }
 
 fn color(cmap: Colormap, v: f32) -> Rgb<u8> {
-    let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
-    let rgb = match cmap {
+    let v = clean(v);
+    Rgb(to_u8(match cmap {
         Colormap::Turbo => turbo(v),
         Colormap::Inferno => inferno(v),
         Colormap::Gray => [v; 3],
-    };
-    Rgb(rgb.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
+    }))
+}
+
+/// A map value as the colour maps read it (and an opacity as blending does): clamped to
+/// [0, 1], NaN as 0.
+#[inline]
+fn clean(v: f32) -> f32 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(0.0, 1.0)
+    }
+}
+
+/// A colour in [0, 1] (clamped) as 8-bit levels.
+#[inline]
+fn to_u8(rgb: [f32; 3]) -> [u8; 3] {
+    rgb.map(|c| round_u8(c.clamp(0.0, 1.0) * 255.0))
 }
 
 /// Turbo by Google's published polynomial approximation (Anton Mikhailov, "Turbo, an improved

@@ -5,7 +5,8 @@
 //!   preprocessing ([`resize_crop`], [`Preprocess`], [`to_tensor`], [`to_rgb`]) and safe output
 //!   ([`atomic_write`], [`write_png`]).
 //! - [`npy`]: NumPy `.npy` arrays ([`read_npy`], [`write_npy`]).
-//! - [`colormap`]: heat maps: [`normalize_map`], [`upsample_bilinear`], [`colorize`], [`overlay`].
+//! - [`colormap`]: heat maps: [`normalize_map`], [`upsample_bilinear`], [`colorize`], [`overlay`],
+//!   [`blend`].
 //!
 //! Nothing here panics, prints or exits on bad input: every failure is an [`Error`] that names
 //! the file and says what is wrong with it.
@@ -14,7 +15,7 @@ pub mod colormap;
 pub mod npy;
 pub mod npz;
 
-pub use colormap::{clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
+pub use colormap::{blend, clip_threshold, colorize, normalize_map, normalize_map_clipped, overlay, overlay_in_box, upsample_bilinear, Colormap, CLIP_BINS};
 pub use npy::{parse_npy, read_npy, write_npy};
 
 use std::fs;
@@ -268,35 +269,46 @@ fn resize_window(img: &RgbImage, nw: u32, nh: u32, x0: u32, y0: u32, tw: u32, th
     let cols: Vec<(u32, Vec<f32>)> = (x0..x0 + tw).map(|o| taps(w, nw, o)).collect();
     let rows: Vec<(u32, Vec<f32>)> = (y0..y0 + th).map(|o| taps(h, nh, o)).collect();
     // the source columns the window reads
-    let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0);
-    let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0);
-    // vertical pass over those columns (in f32, accumulated in the crate's order)
-    let cw = (c1 - c0) as usize;
-    let mut tmp = vec![[0f32; 3]; cw * th as usize];
-    for (r, (top, ws)) in rows.iter().enumerate() {
-        for x in 0..cw {
-            let mut t = [0f32; 3];
-            for (i, wt) in ws.iter().enumerate() {
-                let p = img.get_pixel(c0 + x as u32, top + i as u32).0;
-                for k in 0..3 {
-                    t[k] += p[k] as f32 * wt;
-                }
+    let c0 = cols.iter().map(|c| c.0).min().unwrap_or(0) as usize;
+    let c1 = cols.iter().map(|c| c.0 + c.1.len() as u32).max().unwrap_or(0) as usize;
+    // vertical pass over those columns (in f32, accumulated in the crate's order: each output
+    // value sums its taps from the first), a source row at a time into `acc`, then stored
+    // transposed (`tmp[x][y]`), so that the horizontal pass also sums whole rows
+    let (cw, th_, src) = (c1 - c0, th as usize, img.as_raw());
+    let row_len = 3 * w as usize;
+    let mut tmp = vec![0f32; 3 * cw * th_];
+    let mut acc = vec![0f32; 3 * cw];
+    for (y, (top, ws)) in rows.iter().enumerate() {
+        acc.fill(0.0);
+        for (i, &wt) in ws.iter().enumerate() {
+            let start = (*top as usize + i) * row_len + 3 * c0;
+            for (t, &p) in acc.iter_mut().zip(&src[start..start + 3 * cw]) {
+                *t += p as f32 * wt;
             }
-            tmp[r * cw + x] = t;
+        }
+        for (x, px) in acc.chunks_exact(3).enumerate() {
+            tmp[3 * (x * th_ + y)..][..3].copy_from_slice(px);
         }
     }
-    // horizontal pass, rounded to the nearest u8
+    // horizontal pass, an output column at a time (a row of `tmp` per tap), rounded to the
+    // nearest u8
     let mut out = RgbImage::new(tw, th);
+    let raw: &mut [u8] = out.as_mut();
+    let col_len = 3 * th_;
     for (c, (left, ws)) in cols.iter().enumerate() {
-        for y in 0..th as usize {
-            let mut t = [0f32; 3];
-            for (i, wt) in ws.iter().enumerate() {
-                let p = tmp[y * cw + (left - c0) as usize + i];
-                for k in 0..3 {
-                    t[k] += p[k] * wt;
-                }
+        acc.clear();
+        acc.resize(col_len, 0.0);
+        for (i, &wt) in ws.iter().enumerate() {
+            let start = (*left as usize - c0 + i) * col_len;
+            for (t, &p) in acc.iter_mut().zip(&tmp[start..start + col_len]) {
+                *t += p * wt;
             }
-            out.put_pixel(c as u32, y as u32, image::Rgb(t.map(|v| v.clamp(0.0, 255.0).round() as u8)));
+        }
+        for (y, px) in acc.chunks_exact(3).enumerate() {
+            let o = 3 * (y * tw as usize + c);
+            for k in 0..3 {
+                raw[o + k] = colormap::round_u8(px[k].clamp(0.0, 255.0));
+            }
         }
     }
     out

@@ -3,7 +3,8 @@
 //! normalise each item to [0, 1] by its min and max — or, with a clip quantile q, by its min and
 //! its q-quantile ([`Reduce::Quantile`], values above clamped to 1), so a few extreme values do
 //! not leave the rest dark. On the host: colour ([`colorize`]) and blend over the picture
-//! ([`overlay`]). Only the normalised maps cross to the host.
+//! ([`blend`], the colours computed once for both pictures). Only the normalised maps cross to
+//! the host.
 //!
 //! A map holding NaN or an infinity is an error naming the item, never a black picture.
 
@@ -12,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::backend::{Backend, Binary, Reduce, Unary};
 use crate::error::{Error, Result};
-use crate::imageio::{colorize, overlay, Colormap};
+use crate::imageio::{blend, colorize, Colormap};
 use crate::tensor::Tensor;
 
 /// How a map becomes a picture.
@@ -84,8 +85,9 @@ pub fn pictures_and_maps<B: Backend>(be: &B, maps: &B::T, pictures: &[RgbImage],
         .par_iter()
         .enumerate()
         .map(|(i, pic)| {
-            let m = norm.item(i);
-            (colorize(m, h, w, style.colormap), overlay(pic, m, style.colormap, style.alpha))
+            let heat = colorize(norm.item(i), h, w, style.colormap);
+            let over = blend(pic, &heat, style.alpha);
+            (heat, over)
         })
         .collect();
     Ok((pics, norm))

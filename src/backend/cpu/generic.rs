@@ -90,6 +90,14 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
         let data = a.data.iter().zip(&b.data).map(|(&x, &y)| binary_value(x, y, op)).collect();
         return Ok(Tensor { shape, data });
     }
+    if let Some(row) = row_broadcast(&a.shape, &b.shape) {
+        // one b per row of a (a map's min against the map): no index arithmetic per element
+        let mut data = Vec::with_capacity(a.data.len());
+        for (r, &y) in a.data.chunks_exact(row).zip(&b.data) {
+            data.extend(r.iter().map(|&x| binary_value(x, y, op)));
+        }
+        return Ok(Tensor { shape, data });
+    }
     let (sa, sb) = (strides(&a.shape), strides(&b.shape));
     let n: usize = shape.iter().product();
     let mut idx = vec![0; shape.len()];
@@ -101,6 +109,14 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor { shape, data })
+}
+
+/// The length of a's rows when `b` holds one value per row of `a`: `b`'s shape is a leading
+/// part of `a`'s followed by ones (`[n, 1, 1, 1]` against `[n, c, h, w]`), rows not empty.
+fn row_broadcast(a: &[usize], b: &[usize]) -> Option<usize> {
+    let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let row: usize = a[k..].iter().product();
+    (a.len() == b.len() && b[k..].iter().all(|&d| d == 1) && row > 0).then_some(row)
 }
 
 pub fn reduce(x: &Tensor, op: Reduce, axes: &[usize]) -> Result<Tensor> {
