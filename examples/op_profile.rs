@@ -87,6 +87,9 @@ impl Backend for Timed {
     fn iota(&self, n: usize) -> Result<Tensor> { Backend::iota(&self.be, n) }
     fn full(&self, s: &[usize], v: f32) -> Result<Tensor> { self.time(|| "full".into(), || Backend::full(&self.be, s, v)) }
     fn roll(&self, x: &Tensor, dy: isize, dx: isize) -> Result<Tensor> { Backend::roll(&self.be, x, dy, dx) }
+    fn flip(&self, x: &Tensor, v: bool, h: bool) -> Result<Tensor> { Backend::flip(&self.be, x, v, h) }
+    fn crop(&self, x: &Tensor, y0: usize, x0: usize, h: usize, w: usize) -> Result<Tensor> { Backend::crop(&self.be, x, y0, x0, h, w) }
+    fn paste(&self, dst: &mut Tensor, src: &Tensor, y0: usize, x0: usize) -> Result<()> { Backend::paste(&self.be, dst, src, y0, x0) }
     fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> { self.time(|| "resize".into(), || Backend::resize(&self.be, x, h, w)) }
     fn random(&self, s: &[usize], seed: u64, dist: deepviz::backend::Random) -> Result<Tensor> { self.time(|| "random".into(), || Backend::random(&self.be, s, seed, dist)) }
 }
