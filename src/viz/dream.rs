@@ -20,6 +20,9 @@ use crate::model::Layer;
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
+/// The guided objective's 1x1 convolutions (dot products with the guide's vectors, and back).
+const POINTWISE: Conv2dGeom = Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 };
+
 /// Gradient seeds: d objective / d A at each objective layer.
 type Seeds<B> = Vec<(Layer, <B as Backend>::T)>;
 
@@ -96,7 +99,7 @@ impl Objective {
         if s.len() != 4 || Some(s[1]) != c {
             return Err(Error::shape("the guided layer's output", format!("[n, {}, h, w] (the guide's features)", c.unwrap_or(0)), s));
         }
-        be.conv2d(a, dots, None, &Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 })
+        be.conv2d(a, dots, None, &POINTWISE)
     }
     fn guide_channels(&self, id: Layer) -> Option<usize> {
         self.terms.iter().find_map(|(l, t, _)| match t {
@@ -132,7 +135,7 @@ impl Objective {
                     Prepared::Guide { dots, pick, m } => {
                         let best = be.reduce(&self.guide_dots(be, a, dots, id)?, Reduce::ArgMax, &[1])?;
                         let one_hot = ops::indicator(be, &best, 1, *m)?;
-                        be.conv2d(&one_hot, pick, None, &Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 })?
+                        be.conv2d(&one_hot, pick, None, &POINTWISE)?
                     }
                 };
                 Ok((id, if wt == 1.0 { d } else { be.unary(&d, Unary::Affine(wt, 0.0))? }))
