@@ -7,12 +7,13 @@
 //! then decodes and preprocesses as the batches are asked for (a batch's files in parallel); consecutive items of one shape
 //! share a batch (an `.npy` of another size starts a new one).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use rayon::prelude::*;
 
+use super::background::{Background, Ticket};
 use crate::error::{Error, Result};
 use crate::imageio::{self, Preprocess};
 use crate::tensor::Tensor;
@@ -93,7 +94,7 @@ impl Inputs {
 
     /// The batches, at most `size` items each, decoded as they are asked for.
     pub fn batches<'a>(&'a self, pre: &'a Preprocess, size: usize) -> Batches<'a> {
-        Batches { inputs: self, pre, size: size.max(1), next_file: 0, pending: vec![], stems: HashSet::new(), keep_originals: false }
+        Batches { inputs: self, pre, size: size.max(1), next_file: 0, pending: vec![], stems: HashSet::new(), keep_originals: false, background: None, ahead: VecDeque::new() }
     }
 }
 
@@ -194,9 +195,32 @@ pub struct Batches<'a> {
     /// output stems given so far (a repeated stem becomes `stem-2`, `stem-3`, …)
     stems: HashSet<String>,
     keep_originals: bool,
+    /// where the next batch's files are decoded while this one is computed
+    background: Option<&'a Background>,
+    /// those files' results, in file order (their files are before `next_file`)
+    ahead: VecDeque<Ticket<Result<Vec<Item>>>>,
 }
 
-impl Batches<'_> {
+impl<'a> Batches<'a> {
+    /// Decode the next batch's files on `background` as soon as a batch is handed out, so
+    /// that its decoding overlaps the work on this one ([`Background`]); the batches are the
+    /// same.
+    pub(crate) fn prefetching(mut self, background: &'a Background) -> Self {
+        self.background = Some(background);
+        self
+    }
+
+    /// The files the next [`Self::fill`] will want, given to the background thread.
+    fn read_ahead(&mut self) {
+        let Some(bg) = self.background else { return };
+        let want = (self.size + 1).saturating_sub(self.pending.len()).min(self.inputs.files.len() - self.next_file);
+        for f in &self.inputs.files[self.next_file..self.next_file + want] {
+            let (f, pre, keep) = (f.clone(), *self.pre, self.keep_originals);
+            self.ahead.push_back(bg.spawn(move || load_file(&f, &pre, keep)));
+        }
+        self.next_file += want;
+    }
+
     /// Keep each image's decoded original in its [`Item`] (for pictures at the original's
     /// resolution): memory grows by the originals of about one batch.
     pub fn keeping_originals(mut self) -> Self {
@@ -205,14 +229,19 @@ impl Batches<'_> {
     }
 
     fn fill(&mut self) -> Result<()> {
-        while self.pending.len() < self.size + 1 && self.next_file < self.inputs.files.len() {
-            // the files still wanted (at least one), decoded and preprocessed in parallel, then
-            // taken in order (the first failure in file order is the one reported)
-            let want = (self.size + 1 - self.pending.len()).min(self.inputs.files.len() - self.next_file);
-            let files = &self.inputs.files[self.next_file..self.next_file + want];
-            self.next_file += want;
-            let (pre, keep) = (self.pre, self.keep_originals);
-            let loaded: Vec<Result<Vec<Item>>> = files.par_iter().map(|f| load_file(f, pre, keep)).collect();
+        while self.pending.len() < self.size + 1 && (!self.ahead.is_empty() || self.next_file < self.inputs.files.len()) {
+            // the files still wanted (at least one), decoded and preprocessed in parallel (or
+            // already on the background thread), then taken in order (the first failure in
+            // file order is the one reported)
+            let loaded: Vec<Result<Vec<Item>>> = if self.ahead.is_empty() {
+                let want = (self.size + 1 - self.pending.len()).min(self.inputs.files.len() - self.next_file);
+                let files = &self.inputs.files[self.next_file..self.next_file + want];
+                self.next_file += want;
+                let (pre, keep) = (self.pre, self.keep_originals);
+                files.par_iter().map(|f| load_file(f, pre, keep)).collect()
+            } else {
+                Background::wait_all(self.ahead.drain(..).collect())
+            };
             for mut it in loaded.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
                 let base = it.stem.clone();
                 let mut k = 2;
@@ -233,6 +262,7 @@ impl Iterator for Batches<'_> {
         if let Err(e) = self.fill() {
             self.next_file = self.inputs.files.len();
             self.pending.clear();
+            self.ahead.clear();
             return Some(Err(e));
         }
         if self.pending.is_empty() {
@@ -245,6 +275,7 @@ impl Iterator for Batches<'_> {
         for it in &items {
             data.extend_from_slice(&it.x.data);
         }
+        self.read_ahead();
         Some(Tensor::new(vec![items.len(), shape[1], shape[2], shape[3]], data).map(|x| Batch { items, x }))
     }
 }

@@ -18,6 +18,7 @@
 //! folder of any size) and returns records of what it wrote; the caller commits the set, so a
 //! failure anywhere leaves nothing behind. Nothing here prints.
 
+mod background;
 mod device;
 mod evaluate;
 pub mod inputs;
@@ -37,7 +38,6 @@ pub use trace::{trace, trace_jobs};
 use std::path::PathBuf;
 
 use image::RgbImage;
-use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::backend::Backend;
@@ -179,8 +179,44 @@ pub(crate) fn upload_pairs<B: Backend>(eng: &Engine<B>, batch: &Batch, chunk: &[
     eng.upload(&Tensor::new(shape, data)?)
 }
 
+/// A map's pictures, encoded: the heat map, the overlay and (`full_size`) the overlay at the
+/// image's own resolution.
+type Encoded = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// A map computed but not yet written: its pictures being encoded on the background thread.
+struct Deferred {
+    pictures: background::Ticket<Result<Encoded>>,
+    /// the raw map `[h, w]` (`--raw`, `--npz`)
+    raw: Option<Vec<f32>>,
+    item: usize,
+    target: Target,
+    stem: String,
+    extras: Vec<(String, f32)>,
+    map_shape: [usize; 2],
+}
+
+/// Where [`MapJob::run`] writes: the output set, the `.npz` stack, the records.
+struct Sink<'o> {
+    out: &'o mut OutputSet,
+    stack: Option<(imageio::npz::NpzStack, [Vec<String>; 3])>,
+    records: Vec<MapRecord>,
+    method: &'static str,
+    layer: Option<String>,
+}
+
+/// A batch's [`Deferred`] maps, and its items.
+struct DeferredBatch {
+    maps: Vec<Deferred>,
+    items: Vec<Item>,
+}
+
 impl MapJob {
     /// Run on `eng` over `inputs`, writing into `out`.
+    ///
+    /// The host work (the next batch's decoding, this one's colouring and PNG encoding) runs on
+    /// a thread below the network's priority while the next batch is computed
+    /// ([`background`]): a batch's files are written into `out` after the next batch's maps,
+    /// in order, from this thread.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<MapRecord>> {
         let info = method_info(&self.method).ok_or_else(|| Error::InvalidArgument(format!("unknown method `{}`", self.method)))?;
         let method = attribution(eng, &self.method, &self.options)?;
@@ -191,96 +227,128 @@ impl MapJob {
         let style = Style { colormap: self.colormap.unwrap_or(info.colormap), clip: (percentile < 100.0).then_some(percentile / 100.0), alpha: self.alpha };
         let model = eng.model();
         let pre = model.preprocess;
-        let mut records = vec![];
-        let mut stack = match self.npz {
+        let stack = match self.npz {
             true => {
                 let (dest, file) = out.create(&format!("{}.npz", info.name))?;
                 Some((imageio::npz::NpzStack::new(&dest, file, "maps")?, [vec![], vec![], vec![]]))
             }
             false => None,
         };
+        let mut sink = Sink { out, stack, records: vec![], method: info.name, layer: method.layer_name() };
         progress(Progress::Start { total: inputs.files.len(), what: info.name.to_string() });
-        let batches = inputs.batches(&pre, self.batch_size);
+        let bg = background::Background::new();
+        let batches = inputs.batches(&pre, self.batch_size).prefetching(&bg);
         let batches = if self.full_size { batches.keeping_originals() } else { batches };
+        let mut waiting: Option<DeferredBatch> = None;
         for batch in batches {
-            let batch = batch?;
+            let mut batch = batch?;
             // each (item, target) pair is one map; several targets per image repeat the image
             let per_item: Vec<Option<Vec<Target>>> = batch.items.iter().map(|it| self.targets.for_item(model, it)).collect::<Result<_>>()?;
             let pairs = target_pairs(&per_item);
+            let originals: Vec<Option<std::sync::Arc<RgbImage>>> = batch.items.iter_mut().map(|it| it.original.take().map(std::sync::Arc::new)).collect();
+            let mut maps = vec![];
             for chunk in pairs.chunks(self.batch_size.max(1)) {
                 let x = upload_pairs(eng, &batch, chunk)?;
                 let given: Option<Vec<Target>> = chunk.iter().map(|p| p.1).collect();
                 let attributed = method.attribute_with_extras(&x, given.as_deref())?;
-                let (maps, targets) = (attributed.map, attributed.targets);
-                let pictures: Vec<RgbImage> = chunk.iter().map(|&(i, _)| batch.items[i].picture.clone()).collect();
+                let (raw_maps, targets) = (attributed.map, attributed.targets);
                 // signed maps: the raw array keeps the sign, the picture shows |map|
                 let abs;
                 let shown = if info.signed {
-                    abs = eng.be.unary(&maps, crate::backend::Unary::Abs)?;
+                    abs = eng.be.unary(&raw_maps, crate::backend::Unary::Abs)?;
                     &abs
                 } else {
-                    &maps
+                    &raw_maps
                 };
-                let (rendered, norm) = render::pictures_and_maps(&eng.be, shown, &pictures, &style)?;
-                // encoded in parallel, a map and its overlay (and the full-size one) per task
-                let (ph, pw) = (norm.shape[2], norm.shape[3]);
-                let encoded: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = rendered
-                    .par_iter()
-                    .enumerate()
-                    .map(|(k, (heat, over))| {
-                        let it = &batch.items[chunk[k].0];
-                        let full = match (&it.original, &it.crop) {
-                            (Some(orig), Some(crop)) if self.full_size => Some(png_bytes(&imageio::overlay_in_box(orig, norm.item(k), ph, pw, crop, style.colormap, style.alpha))?),
+                // a batch's pictures have one size (its items' tensors have one shape)
+                let first = &batch.items[chunk[0].0].picture;
+                let norm = render::normalized(&eng.be, shown, [first.height() as usize, first.width() as usize], style.clip)?;
+                let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
+                let raw = if self.raw || self.npz { Some(eng.download(&raw_maps)?) } else { None };
+                let resolved = targets.resolve(eng)?;
+                let ms = eng.be.shape(&raw_maps);
+                let (h, w) = (ms[2], ms[3]);
+                for (k, (&(i, _), target)) in chunk.iter().zip(&resolved).enumerate() {
+                    let it = &batch.items[i];
+                    // colouring and encoding, a map and its overlay (and the full-size one),
+                    // on the background thread
+                    let (picture, map01, original, crop) = (it.picture.clone(), norm.item(k).to_vec(), originals[i].clone(), it.crop);
+                    let full_size = self.full_size;
+                    let pictures = bg.spawn(move || -> Result<Encoded> {
+                        let (ih, iw) = (picture.height() as usize, picture.width() as usize);
+                        let heat = imageio::colorize(&map01, ih, iw, style.colormap);
+                        let over = imageio::blend(&picture, &heat, style.alpha);
+                        let full = match (original, crop) {
+                            (Some(orig), Some(crop)) if full_size => Some(png_bytes(&imageio::overlay_in_box(&orig, &map01, ih, iw, &crop, style.colormap, style.alpha))?),
                             _ => None,
                         };
-                        Ok((png_bytes(heat)?, png_bytes(over)?, full))
-                    })
-                    .collect::<Result<_>>()?;
-                let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
-                let raw = if self.raw || self.npz { Some(eng.download(&maps)?) } else { None };
-                let resolved = targets.resolve(eng)?;
-                let ms = eng.be.shape(&maps);
-                let (h, w) = (ms[2], ms[3]);
-                for (k, ((&(i, _), target), (heat, over, full))) in chunk.iter().zip(&resolved).zip(encoded).enumerate() {
-                    let it = &batch.items[i];
+                        Ok((png_bytes(&heat)?, png_bytes(&over)?, full))
+                    });
                     // an image with several targets: one set of files per target
                     let several = per_item[i].as_ref().is_some_and(|t| t.len() > 1);
                     let stem = if several { format!("{}{}", it.stem, target_suffix(eng, target)) } else { it.stem.clone() };
-                    let name = |ext: &str| format!("{stem}_{}{ext}", info.name);
-                    let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
-                    if let Some(full) = full {
-                        files.push(out.add(&name("_overlay_full.png"), &full)?);
-                    }
-                    if let (Some(raw), true) = (&raw, self.raw) {
-                        let t = Tensor::new(vec![h, w], raw.item(k).to_vec())?;
-                        files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&t))?);
-                    }
-                    if let (Some(raw), Some((npz, [images, stems, labels]))) = (&raw, &mut stack) {
-                        npz.push(&[h, w], raw.item(k))?;
-                        images.push(it.source.display().to_string());
-                        stems.push(stem.clone());
-                        labels.push(target_label(eng, target));
-                    }
-                    records.push(MapRecord {
-                        image: it.source.clone(),
+                    maps.push(Deferred {
+                        pictures,
+                        raw: raw.as_ref().map(|r| r.item(k).to_vec()),
+                        item: i,
                         target: *target,
-                        class_name: target.class().map(|c| model.class_name(c)),
-                        layer: method.layer_name(),
-                        map_shape: [h, w],
-                        files,
+                        stem,
                         extras: extras.iter().map(|(name, v)| (name.to_string(), v[k])).collect(),
-                        crop: it.crop,
+                        map_shape: [h, w],
                     });
                 }
             }
-            progress(Progress::Advance(batch.items.len()));
+            // the previous batch's pictures had this batch's maps' time to be made
+            if let Some(done) = waiting.replace(DeferredBatch { maps, items: batch.items }) {
+                self.write(eng, &mut sink, done, progress)?;
+            }
         }
-        if let Some((npz, [images, stems, labels])) = stack {
+        if let Some(done) = waiting {
+            self.write(eng, &mut sink, done, progress)?;
+        }
+        if let Some((npz, [images, stems, labels])) = sink.stack {
             let u = imageio::npz::unicode_npy;
             npz.finish(&[("images", u(&images)), ("stems", u(&stems)), ("targets", u(&labels))])?;
         }
         progress(Progress::Finish);
-        Ok(records)
+        Ok(sink.records)
+    }
+
+    /// A batch's files into the sink, as its pictures are ready.
+    fn write<B: Backend>(&self, eng: &Engine<B>, sink: &mut Sink, batch: DeferredBatch, progress: &mut dyn FnMut(Progress)) -> Result<()> {
+        let model = eng.model();
+        let (maps, tickets): (Vec<_>, Vec<_>) = batch.maps.into_iter().map(|d| ((d.raw, d.item, d.target, d.stem, d.extras, d.map_shape), d.pictures)).unzip();
+        for ((raw, i, target, stem, extras, [h, w]), pictures) in maps.into_iter().zip(background::Background::wait_all(tickets)) {
+            let (heat, over, full) = pictures?;
+            let it = &batch.items[i];
+            let name = |ext: &str| format!("{stem}_{}{ext}", sink.method);
+            let out = &mut *sink.out;
+            let mut files = vec![out.add(&name(".png"), &heat)?, out.add(&name("_overlay.png"), &over)?];
+            if let Some(full) = full {
+                files.push(out.add(&name("_overlay_full.png"), &full)?);
+            }
+            if let (Some(raw), true) = (&raw, self.raw) {
+                files.push(out.add(&name(".npy"), &imageio::npy::npy_bytes(&Tensor::new(vec![h, w], raw.clone())?))?);
+            }
+            if let (Some(raw), Some((npz, [images, stems, labels]))) = (&raw, sink.stack.as_mut()) {
+                npz.push(&[h, w], raw)?;
+                images.push(it.source.display().to_string());
+                stems.push(stem.clone());
+                labels.push(target_label(eng, &target));
+            }
+            sink.records.push(MapRecord {
+                image: it.source.clone(),
+                target,
+                class_name: target.class().map(|c| model.class_name(c)),
+                layer: sink.layer.clone(),
+                map_shape: [h, w],
+                files,
+                extras,
+                crop: it.crop,
+            });
+        }
+        progress(Progress::Advance(batch.items.len()));
+        Ok(())
     }
 }
 
