@@ -224,8 +224,7 @@ fn attribute<B: Backend>(eng: &Engine<B>, method: &str, opts: &MethodOptions, x:
     // resize: pytorch-grad-cam's output, the map upsampled to the input and scaled to [0, 1] (the
     // CLI's pictures before colouring); a combined CAM (several layers, aug_smooth) is that
     // output already, and aug_smooth's mean is not scaled again there
-    let combined = opts.layers.len() > 1 || opts.aug_smooth;
-    let maps = if resize && !combined { render::normalized(&eng.be, &a.map, hw, None)? } else { eng.download(&a.map)? };
+    let maps = if resize && !m.scaled() { render::normalized(&eng.be, &a.map, hw, None)? } else { eng.download(&a.map)? };
     let (h, w) = (maps.shape[2], maps.shape[3]);
     let extras = a.extras.iter().map(|(k, t)| Ok((k.to_string(), eng.download(t)?.data))).collect::<deepviz::Result<_>>()?;
     Ok((maps.reshape(&[n, h, w])?, a.targets.resolve(eng)?, extras))

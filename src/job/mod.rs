@@ -390,6 +390,7 @@ impl Default for DreamJob {
 impl DreamJob {
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Value>> {
         let model = eng.model();
+        self.check()?;
         // an unknown layer is an error before any input is read
         let layer = self.dream_layer(eng)?;
         let objective = self.objective(eng)?;
@@ -434,13 +435,18 @@ impl DreamJob {
         Ok(records)
     }
 
+    /// The zoom loop's settings.
+    fn check(&self) -> Result<()> {
+        if self.frames == 0 || !(0.0..0.5).contains(&self.zoom) {
+            return Err(Error::InvalidArgument(format!("the zoom loop needs frames >= 1 and a zoom in [0, 0.5) (got {}, {})", self.frames, self.zoom)));
+        }
+        Ok(())
+    }
+
     /// The objective: ½‖A‖² at the layer, or the guided objective towards the guide image's
     /// features there (the guide preprocessed as the inputs are, at the model's input size).
     pub fn objective<B: Backend>(&self, eng: &Engine<B>) -> Result<Objective> {
         let layer = self.dream_layer(eng)?;
-        if self.frames == 0 || !(0.0..0.5).contains(&self.zoom) {
-            return Err(Error::InvalidArgument(format!("the zoom loop needs frames >= 1 and a zoom in [0, 0.5) (got {}, {})", self.frames, self.zoom)));
-        }
         let x = match &self.guide {
             None => return Ok(Objective::layer(layer)),
             Some(Guide::Tensor(x)) => inputs::check_input("the guide", x.clone())?,

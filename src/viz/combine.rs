@@ -86,6 +86,9 @@ impl<B: Backend> Attribution<B> for Combined<'_, B> {
         let names: Option<Vec<String>> = self.layers.iter().map(|m| m.layer_name()).collect();
         names.map(|n| n.join(","))
     }
+    fn scaled(&self) -> bool {
+        true
+    }
     fn attribute_on_device(&self, x: &B::T, targets: Option<&[Target]>) -> Result<(B::T, Targets<B>)> {
         let eng = self.engine();
         let be = &eng.be;

@@ -303,6 +303,13 @@ pub trait Attribution<B: Backend> {
     fn layer_name(&self) -> Option<String> {
         None
     }
+
+    /// Its maps are already at the input's size and scaled to [0, 1] (a combined CAM:
+    /// [`Combined`]), so a caller that wants pytorch-grad-cam's output takes them as they are
+    /// instead of upsampling and scaling them ([`render::normalized`]).
+    fn scaled(&self) -> bool {
+        false
+    }
 }
 
 /// Maps of a batch with their targets and any per-item figures (`[n, 1]` each, on the backend).
