@@ -37,11 +37,21 @@ pub enum Error {
     #[error("{0}")]
     Device(String),
 
-    #[error("{device}: out of memory: asked for {asked} bytes, {free} of {total} bytes free")]
-    OutOfMemory { device: String, asked: usize, free: usize, total: usize },
+    /// The device's memory is exhausted; `fits`: the largest batch of the same job that should
+    /// fit (the engine's bound on a pass, [`crate::engine::Engine::forward`]), when known.
+    #[error("{device}: out of memory: asked for {asked} bytes, {free} of {total} bytes free{}", fit_hint(.fits))]
+    OutOfMemory { device: String, asked: usize, free: usize, total: usize, fits: Option<usize> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn fit_hint(fits: &Option<usize>) -> String {
+    match fits {
+        None => String::new(),
+        Some(0) => "; not even a batch of one image of this size fits: use a smaller input".into(),
+        Some(k) => format!("; a batch of at most {k} should fit (--batch-size {k})"),
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -111,8 +111,24 @@ fn sizes_are_bounded_before_anything_is_allocated() {
     fails_with(&o, 1, &["5000x5000", "MAX_INPUT_SIDE"]);
     // more activations than the engine may use: refused before the pass allocates
     let o = run_for(&["saliency", "--device", "cpu", "--image", sample("chelsea.png").to_str().unwrap(), "--out", d.join("o").to_str().unwrap()], &[("DEEPVIZ_MEMORY_LIMIT", "20M")], 60);
-    fails_with(&o, 1, &["MiB", "DEEPVIZ_MEMORY_LIMIT"]);
+    fails_with(&o, 1, &["MiB", "DEEPVIZ_MEMORY_LIMIT", "use a smaller input"]);
     assert!(!d.join("o").exists());
+    // a batch too large for the limit: the error names the batch that fits, and it runs
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let one: usize = err.split("needs about ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no size in: {err}"));
+    let limit = format!("{}M", one * 5 / 2 + 1);
+    let chelsea = sample("chelsea.png");
+    let four = [chelsea.to_str().unwrap(); 4];
+    let args = |batch: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = ["saliency", "--device", "cpu", "--batch-size", batch, "--image"].iter().map(|s| s.to_string()).collect();
+        a.extend(four.iter().map(|s| s.to_string()));
+        a.extend(["--out".to_string(), d.join("o").display().to_string()]);
+        a
+    };
+    let o = run_for(&args("4").iter().map(String::as_str).collect::<Vec<_>>(), &[("DEEPVIZ_MEMORY_LIMIT", &limit)], 60);
+    fails_with(&o, 1, &["a batch of at most 2 fits (--batch-size 2)"]);
+    let o = run_for(&args("2").iter().map(String::as_str).collect::<Vec<_>>(), &[("DEEPVIZ_MEMORY_LIMIT", &limit)], 120);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&d);
 }
 

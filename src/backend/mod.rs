@@ -272,6 +272,11 @@ pub trait Backend: Sync {
     fn memory_budget(&self) -> Option<usize> {
         None
     }
+    /// Bytes a job could still have on a device whose memory is finite and known (free, and
+    /// held by a cache of this backend's), to say which batch would fit after running out.
+    fn memory_available(&self) -> Option<usize> {
+        None
+    }
     /// logical NCHW shape
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
     fn upload(&self, t: &Tensor) -> crate::Result<Self::T>;

@@ -323,10 +323,14 @@ impl Device for CudaDevice {
             Ok(p) => Ok(DevicePtr(p)),
             Err(e) if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let (free, total) = cu::mem_get_info().unwrap_or((0, 0));
-                Err(Error::OutOfMemory { device: self.name.clone(), asked: bytes, free, total })
+                Err(Error::OutOfMemory { device: self.name.clone(), asked: bytes, free, total, fits: None })
             }
             Err(e) => Err(self.err(&format!("cuMemAlloc of {bytes} bytes"), e)),
         }
+    }
+
+    fn memory(&self) -> Option<(usize, usize)> {
+        self.mem_info().ok()
     }
 
     fn free(&self, ptr: DevicePtr) {

@@ -77,6 +77,10 @@ impl Schedule {
 pub struct EmuDevice {
     schedule: std::sync::Mutex<Schedule>,
     name: String,
+    /// a device memory of this many bytes ([`EmuDevice::with_memory_limit`]); `None`: the host's
+    limit: Option<usize>,
+    /// bytes of the live allocations
+    used: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for EmuDevice {
@@ -92,7 +96,16 @@ impl EmuDevice {
     }
 
     pub fn with_schedule(schedule: Schedule) -> Self {
-        EmuDevice { schedule: std::sync::Mutex::new(schedule), name: format!("emulated GPU ({schedule:?} schedule)") }
+        EmuDevice { schedule: std::sync::Mutex::new(schedule), name: format!("emulated GPU ({schedule:?} schedule)"), limit: None, used: Default::default() }
+    }
+
+    /// A device of `bytes` of memory, as a GPU's is finite: an allocation past it fails with
+    /// [`Error::OutOfMemory`], as `cuMemAlloc` does (bytes asked, not the emulator's guard
+    /// pages, are counted). For the tests of what a job does when the GPU runs out.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.limit = Some(bytes);
+        self.name = format!("{} with {} MiB", self.name, bytes >> 20);
+        self
     }
 
     pub fn schedule(&self) -> Schedule {
@@ -135,9 +148,16 @@ impl Device for EmuDevice {
     }
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
+        use std::sync::atomic::Ordering;
+        if let Some(limit) = self.limit {
+            if let Err(used) = self.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| (u + bytes <= limit).then_some(u + bytes)) {
+                return Err(Error::OutOfMemory { device: self.name.clone(), asked: bytes, free: limit - used, total: limit, fits: None });
+            }
+        }
         // SAFETY: plain allocation call; null means failure.
         let p = unsafe { dv_emu_malloc(bytes as c_ulong) };
         if p.is_null() {
+            self.used.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
             // SAFETY: no arguments.
             let free = unsafe { dv_emu_available_bytes() };
             return Err(Error::InvalidArgument(format!(
@@ -147,7 +167,16 @@ impl Device for EmuDevice {
         Ok(DevicePtr(p as u64))
     }
 
+    fn memory(&self) -> Option<(usize, usize)> {
+        self.limit.map(|l| (l - self.used.load(std::sync::atomic::Ordering::SeqCst), l))
+    }
+
     fn free(&self, ptr: DevicePtr) {
+        let (mut base, mut size): (*mut c_void, c_ulong) = (std::ptr::null_mut(), 0);
+        // SAFETY: a lookup of the allocation `ptr` starts (writes two values)
+        if unsafe { dv_emu_lookup(ptr.0 as *const c_void, &mut base, &mut size) } != 0 && base as u64 == ptr.0 {
+            self.used.fetch_sub(size as usize, std::sync::atomic::Ordering::SeqCst);
+        }
         // SAFETY: unknown pointers are ignored by the runtime.
         unsafe { dv_emu_free(ptr.0 as *mut c_void) }
     }

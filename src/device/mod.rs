@@ -77,6 +77,10 @@ pub trait Device: Send + Sync {
     /// Allocate `bytes` (uninitialised). Running out of memory is an error naming the size asked
     /// for and what is free.
     fn alloc(&self, bytes: usize) -> Result<DevicePtr>;
+    /// (free, total) bytes of device memory, where the device has a limit to report.
+    fn memory(&self) -> Option<(usize, usize)> {
+        None
+    }
     fn free(&self, ptr: DevicePtr);
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()>;

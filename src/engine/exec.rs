@@ -153,22 +153,58 @@ fn read_by_backward(op: &Op) -> bool {
     matches!(op, Op::Act(_) | Op::ChannelScale | Op::Lrn(_))
 }
 
+/// The engine's bound on the bytes a pass over values of these shapes holds at once: every
+/// value, and room for the backward pass's four largest gradients.
+pub(crate) fn pass_bytes(shapes: &[Vec<usize>]) -> u128 {
+    let sizes = shapes.iter().map(|s| s.iter().product::<usize>() as u128 * 4);
+    sizes.clone().sum::<u128>() + 4 * sizes.max().unwrap_or(0)
+}
+
+/// The largest batch (0 if none) whose pass stays within `bytes` by [`pass_bytes`], for a pass
+/// over `shapes` (their first axis the batch).
+pub(crate) fn batch_that_fits(shapes: &[Vec<usize>], bytes: usize) -> usize {
+    let n = shapes.first().and_then(|s| s.first()).copied().unwrap_or(1).max(1);
+    let per_item = pass_bytes(shapes).div_ceil(n as u128).max(1);
+    (bytes as u128 / per_item).min(usize::MAX as u128) as usize
+}
+
+/// `e`, when the device ran out of memory during a pass over `shapes`, with the batch that
+/// would fit in what the device has left (its free memory and the pool's cached buffers).
+pub(crate) fn with_fit<B: Backend>(be: &B, e: Error, shapes: impl FnOnce() -> Result<Vec<Vec<usize>>>) -> Error {
+    match e {
+        Error::OutOfMemory { device, asked, free, total, fits: None } => {
+            let fits = match (be.memory_available(), shapes()) {
+                (Some(avail), Ok(s)) => {
+                    let n = s.first().and_then(|s| s.first()).copied().unwrap_or(1);
+                    Some(batch_that_fits(&s, avail).min(n.saturating_sub(1)))
+                }
+                _ => None,
+            };
+            Error::OutOfMemory { device, asked, free, total, fits }
+        }
+        e => e,
+    }
+}
+
 pub(crate) fn forward<B: Backend>(eng: &Engine<B>, x: B::T, upto: NodeId, keep: &[NodeId]) -> Result<Activations<B>> {
     let g = &eng.model().graph;
     let be = &eng.be;
     let pshapes: Vec<Vec<usize>> = eng.model().params.iter().map(|p| p.shape.clone()).collect();
     let shapes = infer(g, &pshapes, be.shape(&x), upto)?;
     if let Some(budget) = be.memory_budget() {
-        // every value of the pass, and room for the backward pass's largest gradients
-        let sizes = shapes.iter().map(|s| s.iter().product::<usize>() as u128 * 4);
-        let need = sizes.clone().sum::<u128>() + 4 * sizes.max().unwrap_or(0);
+        let need = pass_bytes(&shapes);
         if need > budget as u128 {
+            let fits = batch_that_fits(&shapes, budget);
             return Err(Error::InvalidArgument(format!(
-                "a {:?} batch needs about {} MiB for the {} engine's activations, more than the {} MiB it may use (DEEPVIZ_MEMORY_LIMIT, or 80% of the memory available): use a smaller batch or input",
+                "a {:?} batch needs about {} MiB for the {} engine's activations, more than the {} MiB it may use (DEEPVIZ_MEMORY_LIMIT, or 80% of the memory available): {}",
                 be.shape(&x),
                 need >> 20,
                 be.name(),
-                budget >> 20
+                budget >> 20,
+                match fits {
+                    0 => "use a smaller input".to_string(),
+                    k => format!("a batch of at most {k} fits (--batch-size {k})"),
+                }
             )));
         }
     }

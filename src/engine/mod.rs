@@ -196,10 +196,18 @@ impl<B: Backend> Engine<B> {
     /// Run the model on `x` up to `upto` (`model().output()` for the whole network), keeping the
     /// outputs of the layers in `keep` (to read with [`Activations::get`], or to seed or ask for
     /// gradients at in [`Engine::backward`]). The input and `upto` are always kept.
+    ///
+    /// Memory: the engine bounds a pass by every value it computes plus room for four of the
+    /// largest gradients. On the CPU a pass past [`Backend::memory_budget`] is refused before it
+    /// starts; on a GPU that runs out, [`Error::OutOfMemory`] (here and in
+    /// [`Engine::backward`]) says which batch would fit in what is left, and the engine stays
+    /// usable (the failed pass's buffers go back to its pool).
     pub fn forward(&self, x: B::T, upto: Layer, keep: &[Layer]) -> Result<Activations<B>> {
         let upto = self.model.check(upto)?;
         let keep = keep.iter().map(|&l| self.model.check(l)).collect::<Result<Vec<_>>>()?;
-        exec::forward(self, x, upto, &keep)
+        let xs = self.be.shape(&x).to_vec();
+        let pshapes = || self.model.params.iter().map(|p| p.shape.clone()).collect::<Vec<_>>();
+        exec::forward(self, x, upto, &keep).map_err(|e| exec::with_fit(&self.be, e, || crate::graph::shapes::infer(&self.model.graph, &pshapes(), &xs, upto)))
     }
 
     /// Gradients at `want` of the objective whose gradients at some layers are `seeds`, passing
@@ -207,7 +215,7 @@ impl<B: Backend> Engine<B> {
     pub fn backward(&self, acts: &Activations<B>, seeds: Vec<(Layer, B::T)>, want: &[Layer], rule: Rule) -> Result<Vec<B::T>> {
         let seeds = seeds.into_iter().map(|(l, t)| Ok((self.model.check(l)?, t))).collect::<Result<Vec<_>>>()?;
         let want = want.iter().map(|&l| self.model.check(l)).collect::<Result<Vec<_>>>()?;
-        exec::backward(self, acts, seeds, &want, rule)
+        exec::backward(self, acts, seeds, &want, rule).map_err(|e| exec::with_fit(&self.be, e, || Ok(acts.shapes.clone())))
     }
 
     /// The layers at or before `from` whose outputs the layers after it (up to `upto`) read: keep

@@ -212,6 +212,9 @@ impl Backend for Gpu {
     fn shape<'a>(&self, t: &'a DTensor) -> &'a [usize] {
         &t.shape
     }
+    fn memory_available(&self) -> Option<usize> {
+        self.dev.memory().map(|(free, _)| free + self.pool.cached_bytes())
+    }
     fn upload(&self, t: &Tensor) -> Result<DTensor> {
         let x = self.upload_raw(&t.data, &t.shape)?;
         if permuted(&t.shape) {
