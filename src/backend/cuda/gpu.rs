@@ -174,6 +174,15 @@ impl Gpu {
         Ok(t)
     }
 
+    /// [`Backend::warp`] or, with `backward`, [`Backend::warp_backward`].
+    fn warp_either(&self, x: &DTensor, theta: &DTensor, backward: bool) -> Result<DTensor> {
+        super::super::check_warp(&x.shape, &theta.shape)?;
+        let (n, c, h, w) = nchw(&x.shape);
+        let y = self.new_tensor(&x.shape)?;
+        image::warp(self.device(), x.ptr(), theta.ptr(), y.ptr(), n, c, h, w, backward)?;
+        Ok(y)
+    }
+
     /// Give `x` a buffer of its own before writing into it in place.
     fn make_unique(&self, x: &mut DTensor) -> Result<()> {
         if Arc::strong_count(&x.buf) > 1 {
@@ -520,6 +529,12 @@ impl Backend for Gpu {
         let y = self.new_tensor(&[n, c, oh, ow])?;
         image::resize_bilinear(self.device(), x.ptr(), y.ptr(), n, c, h, w, oh, ow)?;
         Ok(y)
+    }
+    fn warp(&self, x: &DTensor, theta: &DTensor) -> Result<DTensor> {
+        self.warp_either(x, theta, false)
+    }
+    fn warp_backward(&self, gy: &DTensor, theta: &DTensor) -> Result<DTensor> {
+        self.warp_either(gy, theta, true)
     }
 }
 

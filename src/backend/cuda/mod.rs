@@ -14,7 +14,8 @@
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
 //!   activation, writing into a channel slice), weight repacking; f32 (`conv.cu`) or tensor
 //!   cores (`conv_tc.cu`, TF32 / BF16) by [`crate::backend::Precision`].
-//! - `image.rs`: bilinear resize, (de)normalisation, roll, Gaussian blur.
+//! - `image.rs`: bilinear resize, (de)normalisation, roll, flip, crop / paste, Gaussian blur,
+//!   affine warp and its adjoint.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with
