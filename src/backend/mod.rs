@@ -136,6 +136,11 @@ pub enum Reduce {
     /// the position of the largest element in the row-major order of the reduced axes, as a
     /// number; the first of equal ones; a NaN counts as the largest (torch.argmax)
     ArgMax,
+    /// numpy's `np.percentile(row, q)` (q in [0, 100], method "linear", the row a float32 array and
+    /// q a Python float): with i = (n − 1)·(q / 100) in f64, a and b the values of ranks ⌊i⌋ and
+    /// min(⌊i⌋ + 1, n − 1), t = i − ⌊i⌋ and d = b − a, `a + d·t` (t < 0.5) or `b − d·(1 − t)`,
+    /// in f32; exact, to the sign of a zero. NaN when any element is NaN.
+    Percentile(f32),
     /// the q-quantile (q in (0, 1]) of the finite values by a histogram:
     /// [`crate::imageio::clip_threshold`], or the finite maximum where that clips nothing; NaN
     /// when there is no finite value
@@ -158,6 +163,17 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> crate::Result<Vec<usize>> {
             _ => Err(fail()),
         })
         .collect()
+}
+
+/// The shape of `x` reduced along `axes` (each kept with length 1) by `op`, after checking the
+/// axes and the op's parameter.
+pub fn reduced_shape_of(x: &[usize], axes: &[usize], op: Reduce) -> crate::Result<Vec<usize>> {
+    if let Reduce::Percentile(q) = op {
+        if !(0.0..=100.0).contains(&q) {
+            return Err(crate::Error::InvalidArgument(format!("reduce: a percentile must be in [0, 100], not {q}")));
+        }
+    }
+    reduced_shape(x, axes)
 }
 
 /// The shape of `x` reduced along `axes` (each kept with length 1), after checking the axes.

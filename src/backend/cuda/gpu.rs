@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
-use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
+use crate::backend::{broadcast_shape, reduced_shape_of, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -457,7 +457,7 @@ impl Backend for Gpu {
         Ok(y)
     }
     fn reduce(&self, x: &DTensor, op: Reduce, axes: &[usize]) -> Result<DTensor> {
-        let shape = reduced_shape(&x.shape, axes)?;
+        let shape = reduced_shape_of(&x.shape, axes, op)?;
         let y = self.new_tensor(&shape)?;
         let sx = layout_strides(&x.shape);
         let order = memory_order(&shape);

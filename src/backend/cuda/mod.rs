@@ -8,7 +8,7 @@
 //!   fill, NCHW <-> NHWC, and the generic unary / broadcast binary ops and iota.
 //! - `pool.rs`: max / average / adaptive-average pooling, forward and backward.
 //! - `reduce.rs`: per-channel sums, softmax, top-k, and the generic reductions along any axes
-//!   (sum, mean, max, min, argmax, histogram quantile).
+//!   (sum, mean, max, min, argmax, exact percentile, histogram quantile).
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
