@@ -148,21 +148,9 @@ impl Maximize {
 
 /// `x` `[n, c, h, w]` with the pixels whose `v` (`[n, 1, h, w]`) is below the `pct`-th
 /// percentile of its item's set to 0, as the deep-visualization toolbox does it (`v <
-/// np.percentile(v, pct)`: exact, linear interpolation; on the host, one small download a
-/// step).
+/// np.percentile(v, pct)`: exact, linear interpolation, [`Reduce::Percentile`], on the device).
 fn keep_above<B: Backend>(be: &B, x: &B::T, v: &B::T, pct: f32) -> Result<B::T> {
-    let host = be.download(v)?;
-    let n = host.shape[0];
-    let thresholds: Vec<f32> = (0..n)
-        .map(|i| {
-            let mut s: Vec<f32> = host.item(i).to_vec();
-            s.sort_by(f32::total_cmp);
-            let at = pct as f64 / 100.0 * (s.len() - 1) as f64;
-            let (lo, f) = (at.floor() as usize, at - at.floor());
-            (s[lo] as f64 + f * (s[(lo + 1).min(s.len() - 1)] as f64 - s[lo] as f64)) as f32
-        })
-        .collect();
-    let t = be.upload(&Tensor::new(vec![n, 1, 1, 1], thresholds)?)?;
+    let t = be.reduce(v, Reduce::Percentile(pct), &[1, 2, 3])?;
     // 1 − step(t − v): 0 where v < t
     let clipped = be.unary(&be.binary(&t, v, Binary::Sub)?, Unary::Step)?;
     be.binary(x, &be.unary(&clipped, Unary::Affine(-1.0, 1.0))?, Binary::Mul)
