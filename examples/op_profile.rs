@@ -91,6 +91,8 @@ impl Backend for Timed {
     fn crop(&self, x: &Tensor, y0: usize, x0: usize, h: usize, w: usize) -> Result<Tensor> { Backend::crop(&self.be, x, y0, x0, h, w) }
     fn paste(&self, dst: &mut Tensor, src: &Tensor, y0: usize, x0: usize) -> Result<()> { Backend::paste(&self.be, dst, src, y0, x0) }
     fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> { self.time(|| "resize".into(), || Backend::resize(&self.be, x, h, w)) }
+    fn warp(&self, x: &Tensor, theta: &Tensor) -> Result<Tensor> { self.time(|| "warp".into(), || Backend::warp(&self.be, x, theta)) }
+    fn warp_backward(&self, gy: &Tensor, theta: &Tensor) -> Result<Tensor> { self.time(|| "warp_backward".into(), || Backend::warp_backward(&self.be, gy, theta)) }
     fn random(&self, s: &[usize], seed: u64, dist: deepviz::backend::Random) -> Result<Tensor> { self.time(|| "random".into(), || Backend::random(&self.be, s, seed, dist)) }
 }
 

@@ -9,6 +9,9 @@
 //   reduce_thread / reduce_block   the Backend's generic `Reduce` (sum, mean, max, min,
 //                       argmax) along any axes: one thread per output when the reduced count is
 //                       small, else one block per output with a fixed tree (deterministic)
+//   reduce_percentile   numpy's exact linear percentile along any axes (Reduce::Percentile): two
+//                       radix selections of the order statistics around the rank, then numpy's
+//                       f32 interpolation
 //   reduce_quantile     the q-quantile along any axes by the histogram rule of
 //                       src/imageio/colormap.rs `clip_threshold` (heat-map clipping)
 #include "common.cuh"
@@ -312,5 +315,131 @@ extern "C" __global__ void reduce_quantile_f32(DV_REDUCE_PARAMS, float q) {
     }
 }
 
+// ---- exact percentile --------------------------------------------------------------------------
+// numpy's np.percentile(row, q) ("linear", a float32 row, q a Python float; src/backend/mod.rs
+// Reduce::Percentile): i = (n - 1) * (q / 100) in f64, a and b the values of ranks floor(i) and
+// min(floor(i) + 1, n - 1), t = i - floor(i), d = b - a in f32, then a + d * t (t < 0.5) or
+// b - d * (1 - t) in f32. NaN when the row holds a NaN. One block per output; each order statistic
+// by a radix selection over the values' order-preserving keys, PB_DIGIT_BITS a pass: a histogram
+// of the digit among the elements that share the prefix chosen so far (int atomics: exact counts in
+// any order), then thread 0 walks the bins to the one that holds the rank. The row is read
+// 2 * 32 / PB_DIGIT_BITS times (8 for 8-bit digits): cheap next to the network that made it. A
+// row of at most PB_SMALL elements is ranked by counting instead, by thread 0 alone (no barrier),
+// where the passes' barriers would cost more than the work.
+#define PB_DIGIT_BITS 8                   // 4 passes of a 256-bin shared histogram per statistic
+#define PB_BINS (1 << PB_DIGIT_BITS)
+#define PB_THREADS 256                    // one bin per thread when clearing
+#define PB_SMALL 64                       // up to this many elements, thread 0 ranks them by counting
+                                          // (n^2 compares, no passes: far fewer block barriers)
+
+// The key of a non-NaN float: unsigned order = float order (-0 just below +0).
+__device__ __forceinline__ unsigned dv_order_key(float v) {
+    unsigned u = __float_as_uint(v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float dv_order_value(unsigned k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// The key of the element of rank k (0-based, NaNs excluded) of xo's n_red elements; every thread
+// of the block calls it and gets the answer. smem_* are the caller's shared buffers.
+__device__ __forceinline__ unsigned dv_select_rank(const float* xo, long long n_red, long long r1, long long r2, long long r3,
+                                   long long sr0, long long sr1, long long sr2, long long sr3, unsigned long long k,
+                                   unsigned* smem_hist, unsigned* smem_prefix, unsigned long long* smem_k) {
+    unsigned prefix = 0u, mask = 0u;
+    for (int shift = 32 - PB_DIGIT_BITS; shift >= 0; shift -= PB_DIGIT_BITS) {
+        for (int b = threadIdx.x; b < PB_BINS; b += PB_THREADS) smem_hist[b] = 0u;
+        __syncthreads();
+        for (idx_t r = threadIdx.x; r < n_red; r += PB_THREADS) {
+            float v = xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)];
+            if (isnan(v)) continue;
+            unsigned key = dv_order_key(v);
+            if ((key & mask) == prefix) atomicAdd(&smem_hist[(key >> shift) & (PB_BINS - 1)], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned long long below = 0;
+            int digit = PB_BINS - 1;
+#pragma unroll 1
+            for (int b = 0; b < PB_BINS; ++b) {
+                if (below + smem_hist[b] > k) {
+                    digit = b;
+                    break;
+                }
+                below += smem_hist[b];
+            }
+            *smem_prefix = prefix | ((unsigned)digit << shift);
+            *smem_k = k - below;
+        }
+        __syncthreads();
+        prefix = *smem_prefix;
+        k = *smem_k;
+        mask |= (unsigned)(PB_BINS - 1) << shift;
+        __syncthreads();  // everyone has read the pick before the next pass's thread 0 writes it
+    }
+    return prefix;
+}
+
+// The element of rank k (0-based) of a short NaN-free row, by counting: v holds rank k when fewer
+// than k + 1 elements are below it and at least k + 1 are at or below it.
+__device__ __forceinline__ float dv_rank_by_counting(const float* xo, long long n_red, long long r1, long long r2,
+                                                     long long r3, long long sr0, long long sr1, long long sr2,
+                                                     long long sr3, unsigned long long k) {
+    float pick = NAN;
+#pragma unroll 1
+    for (idx_t i = 0; i < n_red; ++i) {
+        float v = xo[dv_offset4(i, r1, r2, r3, sr0, sr1, sr2, sr3)];
+        unsigned long long below = 0, at_or_below = 0;
+#pragma unroll 1
+        for (idx_t j = 0; j < n_red; ++j) {
+            float u = xo[dv_offset4(j, r1, r2, r3, sr0, sr1, sr2, sr3)];
+            below += u < v;
+            at_or_below += u <= v;
+        }
+        if (below <= k && k < at_or_below) {
+            pick = v;
+            break;
+        }
+    }
+    return pick;
+}
+
+extern "C" __global__ void reduce_percentile_f32(DV_REDUCE_PARAMS, float q) {
+    __shared__ unsigned smem_hist[PB_BINS];
+    __shared__ unsigned smem_prefix;
+    __shared__ unsigned long long smem_k;
+    __shared__ int smem_nan;
+    for (idx_t o = blockIdx.x; o < n_out; o += gridDim.x) {  // uniform per block
+        const float* xo = x + dv_offset4(o, o1, o2, o3, so0, so1, so2, so3);
+        if (threadIdx.x == 0) smem_nan = n_red == 0;
+        __syncthreads();
+        for (idx_t r = threadIdx.x; r < n_red; r += PB_THREADS)
+            if (isnan(xo[dv_offset4(r, r1, r2, r3, sr0, sr1, sr2, sr3)])) smem_nan = 1;  // same value: a benign race
+        __syncthreads();
+        const bool nan = smem_nan != 0;
+        float result = NAN;
+        if (!nan && (n_red > PB_SMALL || threadIdx.x == 0)) {  // uniform per block but for the short rows' threads > 0
+            const double at = dv_dmul_rn((double)(n_red - 1), (double)q / 100.0);
+            const double lo_d = floor(at);
+            unsigned long long lo = (unsigned long long)lo_d;
+            lo = lo < (unsigned long long)(n_red - 1) ? lo : (unsigned long long)(n_red - 1);
+            const unsigned long long hi = lo + 1 < (unsigned long long)n_red ? lo + 1 : lo;
+            const double t = at - lo_d;
+            float a, b;
+            if (n_red <= PB_SMALL) {  // thread 0 alone: no barrier inside
+                a = dv_rank_by_counting(xo, n_red, r1, r2, r3, sr0, sr1, sr2, sr3, lo);
+                b = dv_rank_by_counting(xo, n_red, r1, r2, r3, sr0, sr1, sr2, sr3, hi);
+            } else {
+                a = dv_order_value(dv_select_rank(xo, n_red, r1, r2, r3, sr0, sr1, sr2, sr3, lo, smem_hist, &smem_prefix, &smem_k));
+                b = dv_order_value(dv_select_rank(xo, n_red, r1, r2, r3, sr0, sr1, sr2, sr3, hi, smem_hist, &smem_prefix, &smem_k));
+            }
+            const float d = __fadd_rn(b, -a);
+            result = t >= 0.5 ? __fadd_rn(b, -__fmul_rn(d, (float)(1.0 - t))) : __fadd_rn(a, __fmul_rn(d, (float)t));
+        }
+        if (threadIdx.x == 0) y[o] = result;
+        __syncthreads();  // every thread has read smem_nan before the next output resets it
+    }
+}
+
 DV_REGISTER_KERNELS(channel_sum_fwd_f32, softmax_fwd_f32, topk_fwd_f32, reduce_thread_f32,
-                    reduce_block_f32, reduce_quantile_f32)
+                    reduce_block_f32, reduce_quantile_f32, reduce_percentile_f32)

@@ -84,7 +84,7 @@ pub fn command() -> Command {
         .arg(Arg::new("zoom").long("zoom").default_value(DreamJob::default().zoom.to_string()).value_parser(parse_finite).help("zoom per frame of the loop, as a fraction of the side cut away (the notebook's 0.05), in [0, 0.5)"));
     let x = Maximize::default();
     let maximize = out_args(model_args(Command::new("maximize").about(
-        "Activation maximisation: the picture that most excites each target, by gradient ascent on the picture with L2 decay, blur and jitter (class model visualisation: Simonyan, Vedaldi, Zisserman 2014, Deep Inside Convolutional Networks; regularisers: Yosinski et al. 2015)",
+        "Activation maximisation: the picture that most excites each target, by gradient ascent on the picture with L2 decay, blur, jitter, random scale and rotation (class model visualisation: Simonyan, Vedaldi, Zisserman 2014, Deep Inside Convolutional Networks; regularisers: Yosinski et al. 2015; transforms: lucid / Olah et al. 2017)",
     )))
     .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("class(es) whose pre-softmax score to maximise, e.g. 130,285 (one picture each)"))
     .arg(Arg::new("unit").long("unit").action(ArgAction::Append).help("maximise the mean of a channel of a layer, LAYER:CHANNEL (repeatable)"))
@@ -98,6 +98,8 @@ pub fn command() -> Command {
     .arg(Arg::new("noise").long("noise").default_value(x.init_noise.to_string()).value_parser(parse_finite).help("σ of the starting noise around the mean image (0: the zero image)"))
     .arg(Arg::new("norm-pct").long("norm-pct").value_name("P").default_value(x.norm_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose norm is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
     .arg(Arg::new("contribution-pct").long("contribution-pct").value_name("P").default_value(x.contribution_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose contribution |Σ_c x·∂S/∂x| is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
+    .arg(Arg::new("scale").long("scale").value_name("S,...").value_delimiter(',').default_value(x.scales.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")).value_parser(value_parser!(f32)).help("every step, zoom each picture about its centre by a factor drawn from this list (lucid's random_scale; > 1 magnifies; 1: never)"))
+    .arg(Arg::new("rotate").long("rotate").value_name("DEG").default_value(x.rotate.to_string()).value_parser(value_parser!(f32)).help("every step, turn each picture about its centre by an angle drawn from [-DEG, DEG] (lucid's random_rotate; 0: never); with a scale or a rotation, a second jitter of up to --jitter / 2 pixels follows"))
     .arg(Arg::new("size").long("size").value_parser(value_parser!(usize)).help("picture side in pixels [default: the model's input size]"))
     .arg(Arg::new("seed").long("seed").default_value(x.seed.to_string()).value_parser(value_parser!(u64)));
     let classify = common_args(Command::new("classify").about("Top-k classes with probabilities"), false, false)

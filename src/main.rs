@@ -369,7 +369,7 @@ impl WithBackend for MaximizeCmd<'_> {
         let eng = Engine::new(load_model(m)?, be)?;
         let f = |k: &str| *m.get_one::<f32>(k).expect("has a default");
         let u = |k: &str| *m.get_one::<usize>(k).expect("has a default");
-        let schedule = Maximize { steps: u("steps"), lr: f("lr"), l2: f("l2"), blur_every: u("blur-every"), blur_sigma: f("blur-sigma"), jitter: u("jitter"), init_noise: f("noise"), seed: *m.get_one("seed").expect("has a default"), norm_pct: f("norm-pct"), contribution_pct: f("contribution-pct") };
+        let schedule = Maximize { steps: u("steps"), lr: f("lr"), l2: f("l2"), blur_every: u("blur-every"), blur_sigma: f("blur-sigma"), jitter: u("jitter"), init_noise: f("noise"), seed: *m.get_one("seed").expect("has a default"), norm_pct: f("norm-pct"), contribution_pct: f("contribution-pct"), scales: m.get_many::<f32>("scale").expect("has a default").copied().collect(), rotate: f("rotate") };
         let size = m.get_one::<usize>("size").map(|&s| [s, s]);
         let job = MaximizeJob { targets: target_names(m)?, schedule, size, raw: m.get_flag("raw"), batch_size: batch_size(m) };
         let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));

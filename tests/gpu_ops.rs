@@ -816,6 +816,41 @@ fn image_ops() {
     }
 }
 
+/// The warp kernels through their launch code on maps whose answer is a permutation, exact in
+/// f32: item 0 turned by 180° (theta = -I: y[i, j] = x[h-1-i, w-1-j]), item 1 by 90° on a square
+/// picture (theta = [[0, -1, 0], [1, 0, 0]]: y[i, j] = x[j, w-1-i]); the backward kernel gives the
+/// inverse permutations. (tests/ops_generic.rs holds warp to grid_sample's f64 definition on
+/// general maps, on every backend.)
+#[test]
+fn warp_kernels_turn_pictures_exactly() {
+    for side in [7usize, 6] {
+        let (n, c, h, w) = (2, 3, side, side);
+        let x = seeded(60, n * c * h * w); // NCHW
+        let theta = [-1.0f32, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0];
+        // src[k] = the NCHW index output k reads
+        let src: Vec<usize> = (0..x.len())
+            .map(|k| {
+                let (img, ch, i, j) = (k / (c * h * w), k / (h * w) % c, k / w % h, k % w);
+                let (si, sj) = if img == 0 { (h - 1 - i, w - 1 - j) } else { (j, w - 1 - i) };
+                ((img * c + ch) * h + si) * w + sj
+            })
+            .collect();
+        let want: Vec<f32> = src.iter().map(|&s| x[s]).collect();
+        let mut want_back = vec![0f32; x.len()];
+        for (k, &s) in src.iter().enumerate() {
+            want_back[s] = x[k];
+        }
+        for dev in devices() {
+            let d = dev.as_ref();
+            let (xp, tp, y) = (put(d, &to_nhwc(&x, n, c, h * w)), put(d, &theta), out(d, x.len()));
+            cuda::image::warp(d, xp, tp, y, n, c, h, w, false).unwrap();
+            assert_close(&format!("{}.warp_turn_{side}", d.name()), &to_nchw(&get(d, y, x.len()), n, c, h * w), &want, 0.0, 0.0);
+            cuda::image::warp(d, xp, tp, y, n, c, h, w, true).unwrap();
+            assert_close(&format!("{}.warp_bwd_turn_{side}", d.name()), &to_nchw(&get(d, y, x.len()), n, c, h * w), &want_back, 0.0, 0.0);
+        }
+    }
+}
+
 /// torchvision's reflect padding (no repeated edge), repeated periodically past one reflection.
 fn reflect(i: isize, len: usize) -> usize {
     if len == 1 {

@@ -1,7 +1,8 @@
 //! Activation maximisation (`viz::Maximize`, `deepviz maximize`): the optimised pictures raise
 //! their target's score far above where they started and a class above the other classes;
 //! channel and neuron targets work; the run is deterministic from its seed; the emulated CUDA
-//! engine follows the CPU engine; and bad settings are errors, not panics.
+//! engine follows the CPU engine; scale and rotation keep the score rising; the clippings make the
+//! host wait for nothing per step; and bad settings are errors, not panics.
 
 mod common;
 
@@ -21,8 +22,8 @@ fn maximising_raises_each_targets_score() {
     let layer = model.resolve("layer3").unwrap();
     let targets = [Target::Class(3), Target::Class(7), Target::Channel { layer, channel: 5 }, Target::Neuron { layer, channel: 9, y: 1, x: 1 }];
     // jitter 1: a 32-pixel random-weight network is far from shift-invariant, so a picture
-    // optimised under 8-pixel shifts need not score high unshifted
-    let x = Maximize { steps: 40, lr: 0.1, jitter: 1, ..Maximize::default() };
+    // optimised under 8-pixel shifts need not score high unshifted (scale and rotation: below)
+    let x = Maximize { steps: 40, lr: 0.1, jitter: 1, scales: vec![1.0], rotate: 0.0, ..Maximize::default() };
     let size = [32, 32];
     let y = x.run(&eng, &targets, size, &pre, &mut || {}).unwrap();
     assert_eq!(y.shape, [4, 3, 32, 32]);
@@ -86,6 +87,74 @@ fn maximising_raises_each_targets_score() {
 }
 
 #[test]
+fn scale_and_rotation_keep_the_score_rising() {
+    let model = Arc::new(common::st::fixture_model("resnet18"));
+    let eng = Engine::new(model.clone(), Cpu).unwrap();
+    let pre = model.preprocess;
+    let layer = model.resolve("layer3").unwrap();
+    let targets = [Target::Class(3), Target::Class(7), Target::Channel { layer, channel: 5 }];
+    // the default transforms: zooms 0.95–1.05, turns up to 5°, the second jitter
+    let x = Maximize { steps: 40, lr: 0.1, jitter: 2, ..Maximize::default() };
+    assert!(x.rotate > 0.0 && x.scales.len() > 1);
+    let size = [32, 32];
+    let y = x.run(&eng, &targets, size, &pre, &mut || {}).unwrap();
+    let start = Maximize::scores(&eng, &Tensor::zeros(&y.shape), &targets).unwrap();
+    let end = Maximize::scores(&eng, &y, &targets).unwrap();
+    for (i, t) in targets.iter().enumerate() {
+        assert!(end[i] > start[i] + 1.0 && end[i] > 2.0 * start[i].abs(), "{t:?}: score {} → {}", start[i], end[i]);
+    }
+    // the transforms do something, deterministically from the seed
+    let plain = Maximize { scales: vec![1.0], rotate: 0.0, ..x.clone() }.run(&eng, &targets, size, &pre, &mut || {}).unwrap();
+    assert!(common::rel_rms(&plain.data, &y.data) > 1e-3);
+    let again = x.run(&eng, &targets, size, &pre, &mut || {}).unwrap();
+    assert!(y.data.iter().zip(&again.data).all(|(a, b)| a.to_bits() == b.to_bits()));
+    // a large turn alone, and a zoom alone, still raise the class scores (less: this random
+    // network is far from invariant to either)
+    for one in [Maximize { scales: vec![1.0], rotate: 30.0, ..x.clone() }, Maximize { scales: vec![0.8, 1.25], rotate: 0.0, ..x.clone() }] {
+        let end = Maximize::scores(&eng, &one.run(&eng, &targets[..2], size, &pre, &mut || {}).unwrap(), &targets[..2]).unwrap();
+        assert!(end.iter().zip(&start).all(|(e, s)| e > s), "{one:?}: {start:?} → {end:?}");
+    }
+    // the emulated CUDA engine follows the CPU engine through the warp and its adjoint
+    let short = Maximize { steps: 3, ..x.clone() };
+    let gpu = Engine::new(model.clone(), Gpu::emulated()).unwrap();
+    let (a, b) = (short.run(&eng, &targets[..2], [24, 24], &pre, &mut || {}).unwrap(), short.run(&gpu, &targets[..2], [24, 24], &pre, &mut || {}).unwrap());
+    assert!(common::rel_rms(&b.data, &a.data) < 1e-3, "emu vs CPU pictures: {}", common::rel_rms(&b.data, &a.data));
+    // bad scales and angles: errors that say what is allowed
+    for bad in [vec![], vec![0.0], vec![1.0, -0.5], vec![f32::NAN], vec![f32::INFINITY]] {
+        let e = Maximize { scales: bad.clone(), ..x.clone() }.run(&eng, &targets, size, &pre, &mut || {}).unwrap_err().to_string();
+        assert!(e.contains("scales must be finite and > 0"), "{bad:?}: {e}");
+    }
+    for bad in [180.5, -1.0, f32::NAN, f32::INFINITY] {
+        let e = Maximize { rotate: bad, ..x.clone() }.run(&eng, &targets, size, &pre, &mut || {}).unwrap_err().to_string();
+        assert!(e.contains("[0, 180] degrees"), "{bad}: {e}");
+    }
+}
+
+/// Every step of a run with both clippings on and the transforms, on the recording CUDA device:
+/// the host waits (downloads, uploads, syncs, frees between launches) as often for 6 steps as for
+/// 2 — none per step; the old host percentile downloaded and uploaded twice a step.
+#[test]
+fn clipping_and_transforms_make_the_host_wait_for_nothing_per_step() {
+    use deepviz::device::record::RecordingDevice;
+    let model = Arc::new(deepviz::model::Model::placeholder("resnet18").unwrap());
+    let pre = model.preprocess;
+    let waits = |steps: usize| {
+        let dev = Arc::new(RecordingDevice::new());
+        let eng = Engine::new(model.clone(), Gpu::new(dev.clone())).unwrap();
+        let x = Maximize { steps, norm_pct: 30.0, contribution_pct: 30.0, ..Maximize::default() };
+        let run = || x.run(&eng, &[Target::Class(1), Target::Class(2)], [32, 32], &pre, &mut || {}).unwrap();
+        run(); // weights prepared, constants kept
+        dev.start();
+        run();
+        let t = dev.report();
+        assert!(t.kernels.iter().any(|(k, _)| k == "reduce_percentile_f32") && t.kernels.iter().any(|(k, _)| k == "warp_bwd_f32"), "{:?}", t.kernels);
+        t.host_syncs
+    };
+    let (two, six) = (waits(2), waits(6));
+    assert_eq!(two, six, "host waits: {two} in 2 steps, {six} in 6");
+}
+
+#[test]
 fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
     let dir = std::env::temp_dir().join(format!("deepviz-maximize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,7 +170,7 @@ fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
     }
     assert_eq!(image::open(dir.join("maximize_c130.png")).unwrap().width(), 64);
     // bad input: one error line, status 1, nothing new written
-    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"]] {
+    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"], vec!["--class", "1", "--scale", "1,0"], vec!["--class", "1", "--rotate", "200"], vec!["--class", "1", "--scale", "nan"]] {
         let bad = dir.join("bad");
         let mut a = args.clone();
         let b = bad.to_string_lossy().into_owned();

@@ -136,6 +136,11 @@ pub enum Reduce {
     /// the position of the largest element in the row-major order of the reduced axes, as a
     /// number; the first of equal ones; a NaN counts as the largest (torch.argmax)
     ArgMax,
+    /// numpy's `np.percentile(row, q)` (q in [0, 100], method "linear", the row a float32 array and
+    /// q a Python float): with i = (n − 1)·(q / 100) in f64, a and b the values of ranks ⌊i⌋ and
+    /// min(⌊i⌋ + 1, n − 1), t = i − ⌊i⌋ and d = b − a, `a + d·t` (t < 0.5) or `b − d·(1 − t)`,
+    /// in f32; exact, to the sign of a zero. NaN when any element is NaN.
+    Percentile(f32),
     /// the q-quantile (q in (0, 1]) of the finite values by a histogram:
     /// [`crate::imageio::clip_threshold`], or the finite maximum where that clips nothing; NaN
     /// when there is no finite value
@@ -158,6 +163,17 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> crate::Result<Vec<usize>> {
             _ => Err(fail()),
         })
         .collect()
+}
+
+/// The shape of `x` reduced along `axes` (each kept with length 1) by `op`, after checking the
+/// axes and the op's parameter.
+pub fn reduced_shape_of(x: &[usize], axes: &[usize], op: Reduce) -> crate::Result<Vec<usize>> {
+    if let Reduce::Percentile(q) = op {
+        if !(0.0..=100.0).contains(&q) {
+            return Err(crate::Error::InvalidArgument(format!("reduce: a percentile must be in [0, 100], not {q}")));
+        }
+    }
+    reduced_shape(x, axes)
 }
 
 /// The shape of `x` reduced along `axes` (each kept with length 1), after checking the axes.
@@ -373,6 +389,35 @@ pub trait Backend: Sync {
     fn flip(&self, x: &Self::T, vertical: bool, horizontal: bool) -> crate::Result<Self::T>;
     /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`
     fn resize(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
+    /// every plane of item i of `x` `[n, c, h, w]` resampled under the affine map `theta[i]`
+    /// (`[n, 2, 3]`, output to input, in coordinates normalised to [-1, 1]): PyTorch's
+    /// `grid_sample(x, affine_grid(theta, x.shape), mode="bilinear", padding_mode="zeros",
+    /// align_corners=False)`, to f32 rounding ([`warp_map`]); the identity map returns `x` to the bit
+    /// (finite values). A sample point with a non-finite coordinate reads 0.
+    fn warp(&self, x: &Self::T, theta: &Self::T) -> crate::Result<Self::T>;
+    /// the adjoint of [`Backend::warp`] at the same `theta`: each `gy` value spread onto the four
+    /// pixels its sample point read, with the same weights (⟨warp(x), y⟩ = ⟨x, warp_backward(y)⟩)
+    fn warp_backward(&self, gy: &Self::T, theta: &Self::T) -> crate::Result<Self::T>;
+}
+
+/// That `theta` (`[n, 2, 3]`) gives one affine map per item of `x` (`[n, c, h, w]`)
+/// ([`Backend::warp`]).
+pub(crate) fn check_warp(x: &[usize], theta: &[usize]) -> crate::Result<()> {
+    if x.len() != 4 || theta != [x[0], 2, 3] {
+        return Err(crate::Error::InvalidArgument(format!("warp: theta must be [n, 2, 3] for a batch [n, c, h, w], got theta {theta:?} for {x:?}")));
+    }
+    Ok(())
+}
+
+/// One item's map of [`Backend::warp`] in pixel units: output pixel (ox, oy) samples the input at
+/// `(cx + a[0]·u + a[1]·v + a[2], cy + a[3]·u + a[4]·v + a[5])` with (u, v) = (ox − cx, oy − cy)
+/// and (cx, cy) = ((w − 1) / 2, (h − 1) / 2) the picture's centre. This is `theta`'s map under
+/// align_corners=False (normalised x = (2·ox + 1) / w − 1 = 2u / w), written about the centre so
+/// that the identity is exact. `kernels/image.cu`'s `dv_warp_map` and `dv_warp_point` compute the
+/// same f32 numbers in the same order.
+pub fn warp_map(theta: &[f32], h: usize, w: usize) -> [f32; 6] {
+    let (hf, wf) = (h as f32, w as f32);
+    [theta[0], theta[1] * wf / hf, theta[2] * wf * 0.5, theta[3] * hf / wf, theta[4], theta[5] * hf * 0.5]
 }
 
 /// That a window of shape `window` (`[n, c, h, w]`) at (`y0`, `x0`) lies inside `outer`, with

@@ -314,12 +314,17 @@ impl DeepDream {
     }
 }
 
-fn next(rng: &mut u64) -> u64 {
+pub(super) fn next(rng: &mut u64) -> u64 {
     *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *rng;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A number in [0, 1) from the SplitMix64 stream `rng` (53 bits).
+pub(super) fn unit(rng: &mut u64) -> f64 {
+    (next(rng) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A shift in [-j, j] (at most size − 1) from the SplitMix64 stream `rng`.

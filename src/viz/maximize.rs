@@ -7,15 +7,22 @@
 //! Visualization"): L2 decay, a Gaussian blur every few steps, random jitter (a circular shift
 //! before each step, undone after), clipping of pixels with a small norm or a small
 //! contribution (below a percentile of the picture's, set to 0 — the mean colour — every step),
-//! and clipping to the valid pixel range every step.
+//! and clipping to the valid pixel range every step. The transforms are lucid / lucent's
+//! (Olah et al. 2017, "Feature Visualization", transformation robustness): jitter, then a random
+//! scale and a random rotation about the picture's centre, then a second, smaller jitter — one
+//! bilinear warp per step ([`Backend::warp`], zeros outside: the mean colour, what lucid's
+//! constant padding provides), its gradient taken back through the exact adjoint
+//! ([`Backend::warp_backward`]).
 //!
 //! The step is DeepDream's: x += lr · g / mean|g| per item, with g the gradient of the target's
 //! score minus 2λx (the L2 term's), so `lr` is in units of the normalised input whatever the
 //! scale of the score. Everything runs on the backend: one forward and one backward pass per
-//! step, the seeds built on the device ([`super::target`]), no host round trip until the end.
+//! step, the seeds built on the device ([`super::target`]), the random maps of every step
+//! uploaded once before the first, the clipping percentiles reduced on the device
+//! ([`Reduce::Percentile`]): no host round trip until the end.
 //! A batch optimises one picture per target at once.
 
-use super::dream::{jitter, pixel_range};
+use super::dream::{jitter, next, pixel_range, unit};
 use super::ops::{self, GaussianBlur};
 use super::target::{self, Target};
 use crate::backend::{Backend, Binary, Random, Reduce, Unary};
@@ -50,18 +57,51 @@ pub struct Maximize {
     /// whose |Σ_c x·∂S/∂x| (the first-order change of the score were the pixel set to 0) is
     /// below this percentile of the picture's are set to 0; 0: never
     pub contribution_pct: f32,
+    /// lucid / lucent's `random_scale`: every step, each picture is zoomed about its centre by a
+    /// factor drawn from this list (> 1 magnifies; the picture keeps its size, and what comes
+    /// in at the borders is the mean colour); `[1]`: never
+    pub scales: Vec<f32>,
+    /// lucid / lucent's `random_rotate`: every step, each picture is turned about its centre by
+    /// an angle drawn uniformly from [-rotate, rotate] degrees; 0: never. With a scale or a
+    /// rotation, a second jitter of up to `jitter / 2` pixels follows them, as lucid's
+    /// `standard_transforms` ends.
+    pub rotate: f32,
     pub seed: u64,
 }
 
 impl Default for Maximize {
-    /// 200 steps of 0.05 with λ = 1e-4, a σ = 0.5 px blur every 4 steps, jitter 8, from the mean
-    /// image with noise of σ = 0.1: a recognisable class picture on an ImageNet CNN.
+    /// 200 steps of 0.05 with λ = 1e-4, a σ = 0.5 px blur every 4 steps, jitter 8, scales
+    /// 0.95–1.05 and rotations up to 5°, from the mean image with noise of σ = 0.1: a
+    /// recognisable class picture on an ImageNet CNN.
     fn default() -> Self {
-        Maximize { steps: 200, lr: 0.05, l2: 1e-4, blur_every: 4, blur_sigma: 0.5, jitter: 8, init_noise: 0.1, seed: 0, norm_pct: 0.0, contribution_pct: 0.0 }
+        Maximize {
+            steps: 200,
+            lr: 0.05,
+            l2: 1e-4,
+            blur_every: 4,
+            blur_sigma: 0.5,
+            jitter: 8,
+            init_noise: 0.1,
+            seed: 0,
+            norm_pct: 0.0,
+            contribution_pct: 0.0,
+            scales: DEFAULT_SCALES.to_vec(),
+            rotate: 5.0,
+        }
     }
 }
 
+/// The zoom factors a step draws from by default: lucid's `random_scale` list in the
+/// "Feature Visualization" article's range (lucent's `standard_transforms` uses 0.90–1.10 in
+/// steps of 0.02).
+pub const DEFAULT_SCALES: [f32; 5] = [1.0, 0.975, 1.025, 0.95, 1.05];
+
 impl Maximize {
+    /// Whether a step warps the picture (a scale other than 1, or a rotation).
+    fn warps(&self) -> bool {
+        self.rotate != 0.0 || self.scales.iter().any(|&s| s != 1.0)
+    }
+
     fn check(&self) -> Result<()> {
         // written so that NaN fails too
         let ok = |v: f32| v >= 0.0 && v.is_finite();
@@ -71,6 +111,12 @@ impl Maximize {
                 "the clipping percentiles must be in [0, 100) (got {} and {})",
                 self.norm_pct, self.contribution_pct
             )));
+        }
+        if self.scales.is_empty() || self.scales.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+            return Err(Error::InvalidArgument(format!("the scales must be finite and > 0, at least one (got {:?}; [1]: no scaling)", self.scales)));
+        }
+        if !(0.0..=180.0).contains(&self.rotate) {
+            return Err(Error::InvalidArgument(format!("the rotation must be an angle in [0, 180] degrees (got {}; 0: no rotation)", self.rotate)));
         }
         if self.steps == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !ok(self.l2) || !ok(self.init_noise) || !ok(self.blur_sigma) {
             return Err(Error::InvalidArgument(format!(
@@ -97,15 +143,30 @@ impl Maximize {
         }
         let shape = [targets.len(), c, h, w];
         let range = pixel_range(be, pre, c)?;
+        // every step's maps, uploaded once before anything runs: `[1, 1, steps, n·6]`, a row a step
+        let maps = match self.warps() {
+            true => Some(be.upload(&self.maps(targets.len(), h, w)?)?),
+            false => None,
+        };
         let mut img = be.unary(&be.random(&shape, self.seed, Random::Normal)?, Unary::Affine(self.init_noise, 0.0))?;
         img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
         let blur = if self.blur_every > 0 && self.blur_sigma > 0.0 { Some(GaussianBlur::<B>::new(be, c, h, w, self.blur_sigma, ((3.0 * self.blur_sigma).ceil() as usize).clamp(1, h.min(w) / 2))?) } else { None };
         let mut rng = self.seed ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..self.steps {
             let (dy, dx) = (jitter(&mut rng, self.jitter, h), jitter(&mut rng, self.jitter, w));
-            let shifted = be.roll(&img, dy, dx)?;
-            let t = target::forward(eng, &shifted, Some(targets), &[])?;
-            let g = eng.backward(&t.acts, t.seeds, &[model.input()], Rule::Gradient)?.remove(0);
+            let theta = match &maps {
+                Some(m) => Some(be.reshape(be.crop(m, step, 0, 1, targets.len() * 6)?, &[targets.len(), 2, 3])?),
+                None => None,
+            };
+            let mut seen = be.roll(&img, dy, dx)?;
+            if let Some(th) = &theta {
+                seen = be.warp(&seen, th)?;
+            }
+            let t = target::forward(eng, &seen, Some(targets), &[])?;
+            let mut g = eng.backward(&t.acts, t.seeds, &[model.input()], Rule::Gradient)?.remove(0);
+            if let Some(th) = &theta {
+                g = be.warp_backward(&g, th)?;
+            }
             let g = be.roll(&g, -dy, -dx)?;
             // the score's own gradient, for the contribution of each pixel after the step
             let score_gradient = (self.contribution_pct > 0.0).then(|| g.clone());
@@ -138,6 +199,26 @@ impl Maximize {
         Ok(y)
     }
 
+    /// The affine maps of every step, `[1, 1, steps, n·6]` (one `[n, 2, 3]` theta of
+    /// [`Backend::warp`] per step): per item, a zoom s from `scales` and an angle φ in
+    /// [-rotate, rotate] about the centre, then a shift of up to `jitter / 2` pixels: output
+    /// offset p from the centre samples the input at R(φ)·p / s − shift. Drawn from their own
+    /// SplitMix64 stream, so the first jitter's shifts are those of a run without transforms.
+    fn maps(&self, n: usize, h: usize, w: usize) -> Result<Tensor> {
+        let mut rng = self.seed ^ 0x6A09_E667_F3BC_C908;
+        let mut data = Vec::with_capacity(self.steps * n * 6);
+        for _ in 0..self.steps * n {
+            let s = self.scales[(next(&mut rng) % self.scales.len() as u64) as usize] as f64;
+            let phi = (self.rotate as f64 * (2.0 * unit(&mut rng) - 1.0)).to_radians();
+            let (ty, tx) = (jitter(&mut rng, self.jitter / 2, h) as f64, jitter(&mut rng, self.jitter / 2, w) as f64);
+            let (c, sn) = (phi.cos() / s, phi.sin() / s);
+            let (hf, wf) = (h as f64, w as f64);
+            // the pixel map [[c, -sn, -tx], [sn, c, -ty]] in normalised coordinates
+            data.extend([c, -sn * hf / wf, -2.0 * tx / wf, sn * wf / hf, c, -2.0 * ty / hf].map(|v| v as f32));
+        }
+        Tensor::new(vec![1, 1, self.steps, n * 6], data)
+    }
+
     /// Each picture's target score (the pre-softmax class score, or the channel's mean /
     /// neuron's value), as the optimisation sees it.
     pub fn scores<B: Backend>(eng: &Engine<B>, x: &Tensor, targets: &[Target]) -> Result<Vec<f32>> {
@@ -148,21 +229,9 @@ impl Maximize {
 
 /// `x` `[n, c, h, w]` with the pixels whose `v` (`[n, 1, h, w]`) is below the `pct`-th
 /// percentile of its item's set to 0, as the deep-visualization toolbox does it (`v <
-/// np.percentile(v, pct)`: exact, linear interpolation; on the host, one small download a
-/// step).
+/// np.percentile(v, pct)`: exact, linear interpolation, [`Reduce::Percentile`], on the device).
 fn keep_above<B: Backend>(be: &B, x: &B::T, v: &B::T, pct: f32) -> Result<B::T> {
-    let host = be.download(v)?;
-    let n = host.shape[0];
-    let thresholds: Vec<f32> = (0..n)
-        .map(|i| {
-            let mut s: Vec<f32> = host.item(i).to_vec();
-            s.sort_by(f32::total_cmp);
-            let at = pct as f64 / 100.0 * (s.len() - 1) as f64;
-            let (lo, f) = (at.floor() as usize, at - at.floor());
-            (s[lo] as f64 + f * (s[(lo + 1).min(s.len() - 1)] as f64 - s[lo] as f64)) as f32
-        })
-        .collect();
-    let t = be.upload(&Tensor::new(vec![n, 1, 1, 1], thresholds)?)?;
+    let t = be.reduce(v, Reduce::Percentile(pct), &[1, 2, 3])?;
     // 1 − step(t − v): 0 where v < t
     let clipped = be.unary(&be.binary(&t, v, Binary::Sub)?, Unary::Step)?;
     be.binary(x, &be.unary(&clipped, Unary::Affine(-1.0, 1.0))?, Binary::Mul)

@@ -1,7 +1,7 @@
 //! The CPU engine's generic primitives ([`crate::backend::Unary`], [`Binary`], [`Reduce`]) on
 //! row-major host tensors of rank up to 4. Sums accumulate in f64.
 
-use crate::backend::{broadcast_shape, reduced_shape, Binary, Random, Reduce, Unary};
+use crate::backend::{broadcast_shape, reduced_shape_of, Binary, Random, Reduce, Unary};
 use crate::error::Result;
 use crate::imageio::clip_threshold;
 use crate::tensor::Tensor;
@@ -120,7 +120,7 @@ fn row_broadcast(a: &[usize], b: &[usize]) -> Option<usize> {
 }
 
 pub fn reduce(x: &Tensor, op: Reduce, axes: &[usize]) -> Result<Tensor> {
-    let shape = reduced_shape(&x.shape, axes)?;
+    let shape = reduced_shape_of(&x.shape, axes, op)?;
     let (lo, hi) = (*axes.iter().min().expect("checked"), *axes.iter().max().expect("checked"));
     if hi - lo + 1 == axes.len() {
         // the reduced axes are one run (the usual case: channels, or the spatial axes): output
@@ -190,10 +190,31 @@ fn reduce_row(row: &[f32], op: Reduce) -> f32 {
         Reduce::Max => pick(false).0,
         Reduce::Min => pick(true).0,
         Reduce::ArgMax => pick(false).1 as f32,
+        Reduce::Percentile(q) => percentile(row, q),
         Reduce::Quantile(q) => match clip_threshold(row, q) {
             Some(t) => t,
             None => row.iter().copied().filter(|v| v.is_finite()).fold(f32::NAN, f32::max),
         },
+    }
+}
+
+/// [`Reduce::Percentile`]: numpy's linear percentile of a float32 row, in numpy's arithmetic.
+fn percentile(row: &[f32], q: f32) -> f32 {
+    if row.is_empty() || row.iter().any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
+    let n = row.len();
+    let at = (n - 1) as f64 * (q as f64 / 100.0);
+    let lo = (at.floor() as usize).min(n - 1);
+    let t = at - lo as f64;
+    let mut s = row.to_vec();
+    let (_, &mut a, above) = s.select_nth_unstable_by(lo, f32::total_cmp);
+    let b = above.iter().copied().min_by(f32::total_cmp).unwrap_or(a);
+    let d = b - a;
+    if t >= 0.5 {
+        b - d * (1.0 - t) as f32
+    } else {
+        a + d * t as f32
     }
 }
 

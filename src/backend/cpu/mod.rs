@@ -15,7 +15,7 @@
 //! - `linear.rs`: fully connected forward and backward
 //! - `elementwise.rs`: activations, channel scale, affine, LRN
 //! - `generic.rs`: the generic primitives (unary, broadcast binary, reductions along axes)
-//! - `plumbing.rs`: concat / split, roll, bilinear resize
+//! - `plumbing.rs`: concat / split, roll, flip, crop / paste, bilinear resize, affine warp
 //! - `gemm.rs`: the one matrix product everything above uses (public so `benches/gemm.rs` can time it)
 
 mod conv;
@@ -365,5 +365,13 @@ impl Backend for Cpu {
     }
     fn resize(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         Ok(plumbing::resize_bilinear(x, h, w))
+    }
+    fn warp(&self, x: &Tensor, theta: &Tensor) -> Result<Tensor> {
+        crate::backend::check_warp(&x.shape, &theta.shape)?;
+        Ok(plumbing::warp(x, theta, false))
+    }
+    fn warp_backward(&self, gy: &Tensor, theta: &Tensor) -> Result<Tensor> {
+        crate::backend::check_warp(&gy.shape, &theta.shape)?;
+        Ok(plumbing::warp(gy, theta, true))
     }
 }

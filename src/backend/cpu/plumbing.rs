@@ -1,7 +1,9 @@
 //! The CPU engine's tensor plumbing and image ops: concat / split along channels, roll, bilinear
-//! resize (NCHW host tensors).
+//! resize, affine warp and its adjoint (NCHW host tensors).
 
+use crate::backend::warp_map;
 use crate::imageio::upsample_bilinear;
+use rayon::prelude::*;
 use crate::tensor::Tensor;
 
 pub fn concat(xs: &[&Tensor]) -> Tensor {
@@ -100,4 +102,55 @@ pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize) -> Tensor {
         data.extend(upsample_bilinear(&x.data[p * h * w..(p + 1) * h * w], h, w, oh, ow));
     }
     Tensor { shape: vec![n, c, oh, ow], data }
+}
+
+/// The input position output pixel (ox, oy) of an `h x w` plane samples under the pixel map `a`
+/// ([`warp_map`]), as its top-left tap (x0, y0) and weights ([1 − fx, fx], [1 − fy, fy]); `None`
+/// when the point is not inside (-1, w) x (-1, h) (a non-finite one never is). The taps are
+/// (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1), PyTorch's nw, ne, sw, se; a tap outside
+/// the plane reads 0. The f32 operations of `dv_warp_point` in kernels/image.cu, in its order.
+fn warp_point(a: &[f32; 6], ox: usize, oy: usize, h: usize, w: usize) -> Option<(isize, isize, [f32; 2], [f32; 2])> {
+    let (cx, cy) = ((w - 1) as f32 * 0.5, (h - 1) as f32 * 0.5);
+    let (u, v) = (ox as f32 - cx, oy as f32 - cy);
+    let ix = cx + (a[0] * u + a[1] * v + a[2]);
+    let iy = cy + (a[3] * u + a[4] * v + a[5]);
+    if !(ix > -1.0 && ix < w as f32 && iy > -1.0 && iy < h as f32) {
+        return None;
+    }
+    let (x0, y0) = (ix.floor(), iy.floor());
+    Some((x0 as isize, y0 as isize, [(x0 + 1.0) - ix, ix - x0], [(y0 + 1.0) - iy, iy - y0]))
+}
+
+/// Visit the in-plane taps of every output pixel of an `h x w` plane under `a`: `f(output index,
+/// input index, weight)`, pixels in row-major order, taps in PyTorch's order.
+fn warp_taps(a: &[f32; 6], h: usize, w: usize, mut f: impl FnMut(usize, usize, f32)) {
+    for oy in 0..h {
+        for ox in 0..w {
+            let Some((x0, y0, wx, wy)) = warp_point(a, ox, oy, h, w) else { continue };
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let (x, y) = (x0 + dx as isize, y0 + dy as isize);
+                if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
+                    f(oy * w + ox, y as usize * w + x as usize, wx[dx] * wy[dy]);
+                }
+            }
+        }
+    }
+}
+
+/// [`crate::backend::Backend::warp`] of `x`, or with `backward` its adjoint
+/// [`crate::backend::Backend::warp_backward`] (each plane's values scattered with the forward's
+/// weights); shapes checked by the caller. One plane per thread: the same sums in the same order
+/// on every run.
+pub fn warp(x: &Tensor, theta: &Tensor, backward: bool) -> Tensor {
+    let (_, c, h, w) = x.nchw();
+    let mut out = Tensor::zeros(&x.shape);
+    out.data.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+        let src = &x.data[p * h * w..(p + 1) * h * w];
+        let a = warp_map(&theta.data[p / c * 6..][..6], h, w);
+        match backward {
+            false => warp_taps(&a, h, w, |o, i, wt| dst[o] += wt * src[i]),
+            true => warp_taps(&a, h, w, |o, i, wt| dst[i] += wt * src[o]),
+        }
+    });
+    out
 }

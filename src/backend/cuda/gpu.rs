@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
-use crate::backend::{broadcast_shape, reduced_shape, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
+use crate::backend::{broadcast_shape, reduced_shape_of, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -172,6 +172,15 @@ impl Gpu {
         let t = self.new_tensor(shape)?;
         self.dev.upload(t.ptr(), bytemuck::cast_slice(data))?;
         Ok(t)
+    }
+
+    /// [`Backend::warp`] or, with `backward`, [`Backend::warp_backward`].
+    fn warp_either(&self, x: &DTensor, theta: &DTensor, backward: bool) -> Result<DTensor> {
+        super::super::check_warp(&x.shape, &theta.shape)?;
+        let (n, c, h, w) = nchw(&x.shape);
+        let y = self.new_tensor(&x.shape)?;
+        image::warp(self.device(), x.ptr(), theta.ptr(), y.ptr(), n, c, h, w, backward)?;
+        Ok(y)
     }
 
     /// Give `x` a buffer of its own before writing into it in place.
@@ -451,7 +460,7 @@ impl Backend for Gpu {
         Ok(y)
     }
     fn reduce(&self, x: &DTensor, op: Reduce, axes: &[usize]) -> Result<DTensor> {
-        let shape = reduced_shape(&x.shape, axes)?;
+        let shape = reduced_shape_of(&x.shape, axes, op)?;
         let y = self.new_tensor(&shape)?;
         let sx = layout_strides(&x.shape);
         let order = memory_order(&shape);
@@ -523,6 +532,12 @@ impl Backend for Gpu {
         let y = self.new_tensor(&[n, c, oh, ow])?;
         image::resize_bilinear(self.device(), x.ptr(), y.ptr(), n, c, h, w, oh, ow)?;
         Ok(y)
+    }
+    fn warp(&self, x: &DTensor, theta: &DTensor) -> Result<DTensor> {
+        self.warp_either(x, theta, false)
+    }
+    fn warp_backward(&self, gy: &DTensor, theta: &DTensor) -> Result<DTensor> {
+        self.warp_either(gy, theta, true)
     }
 }
 

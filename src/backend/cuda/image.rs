@@ -1,5 +1,5 @@
 //! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
-//! (de)normalisation, roll, flip, crop and paste, Gaussian blur.
+//! (de)normalisation, roll, flip, crop and paste, Gaussian blur, affine warp and its adjoint.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
@@ -14,6 +14,8 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("crop", "fwd"),
     ("crop", "bwd"),
     ("blur", "gaussian"),
+    ("warp", "fwd"),
+    ("warp", "bwd"),
 ];
 
 /// Largest blur radius: its 2r+1 weights sit in shared memory (8 KiB here, well inside the 48 KiB
@@ -106,4 +108,17 @@ pub fn gaussian_blur(dev: &dyn Device, x: DevicePtr, tmp: DevicePtr, y: DevicePt
         launch(dev, "blur", "gaussian", cfg, &args)?;
     }
     Ok(())
+}
+
+/// y `[n, h, w, c]` = x `[n, h, w, c]` resampled under item i's affine map `theta[i]` (`[n, 2, 3]`,
+/// normalised coordinates: [`crate::backend::Backend::warp`]); with `backward`, the adjoint:
+/// y = warpᵀ x at the same theta ([`crate::backend::Backend::warp_backward`]). y must not alias
+/// x or theta.
+#[allow(clippy::too_many_arguments)]
+pub fn warp(dev: &dyn Device, x: DevicePtr, theta: DevicePtr, y: DevicePtr, n: usize, c: usize, h: usize, w: usize, backward: bool) -> Result<()> {
+    // SAFETY: `warp_fwd_f32` / `warp_bwd_f32(const float* x, const float* theta, float* y, n, c, h,
+    // w)`; the grid-stride loop writes every y element; theta holds 6 floats per item, and every
+    // x read is of a tap inside the picture.
+    let args = [ptr(x), ptr(theta), ptr(y), len(n), len(c), len(h), len(w)];
+    launch(dev, "warp", if backward { "bwd" } else { "fwd" }, grid_stride(n * h * w * c), &args)
 }

@@ -8,13 +8,14 @@
 //!   fill, NCHW <-> NHWC, and the generic unary / broadcast binary ops and iota.
 //! - `pool.rs`: max / average / adaptive-average pooling, forward and backward.
 //! - `reduce.rs`: per-channel sums, softmax, top-k, and the generic reductions along any axes
-//!   (sum, mean, max, min, argmax, histogram quantile).
+//!   (sum, mean, max, min, argmax, exact percentile, histogram quantile).
 //! - `linear.rs`: fully connected forward, backward-data, backward-weight.
 //! - `gemm_tc.rs`: the TF32 tensor-core GEMM (row-major f32, optional accumulate).
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
 //!   activation, writing into a channel slice), weight repacking; f32 (`conv.cu`) or tensor
 //!   cores (`conv_tc.cu`, TF32 / BF16) by [`crate::backend::Precision`].
-//! - `image.rs`: bilinear resize, (de)normalisation, roll, Gaussian blur.
+//! - `image.rs`: bilinear resize, (de)normalisation, roll, flip, crop / paste, Gaussian blur,
+//!   affine warp and its adjoint.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with

@@ -13,6 +13,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("reduce", "thread"),
     ("reduce", "block"),
     ("reduce", "quantile"),
+    ("reduce", "percentile"),
 ];
 
 /// Channels per block and rows of threads of `channel_sum_fwd_f32` (`CSUM_*` in reduce.cu).
@@ -22,7 +23,8 @@ const CSUM_ROWS: u32 = 8;
 const SOFTMAX_THREADS: u32 = 256;
 /// Threads per row of `topk_fwd_f32` (`TOPK_THREADS`).
 const TOPK_THREADS: u32 = 256;
-/// Threads per output of `reduce_block_f32` and `reduce_quantile_f32` (`RB_THREADS`, `QB_THREADS`).
+/// Threads per output of `reduce_block_f32`, `reduce_quantile_f32` and `reduce_percentile_f32`
+/// (`RB_THREADS`, `QB_THREADS`, `PB_THREADS`).
 const RB_THREADS: u32 = 256;
 /// Up to this many reduced elements, one thread per output (`reduce_thread_f32`) beats a block.
 const REDUCE_THREAD_MAX: usize = 64;
@@ -72,7 +74,8 @@ pub fn topk(dev: &dyn Device, x: DevicePtr, values: DevicePtr, indices: DevicePt
     launch(dev, "topk", "fwd", cfg, &[ptr(x), ptr(values), ptr(indices), len(rows), len(cols), len(k)])
 }
 
-/// The kernel-side code of a reduction (`DvReduce` in reduce.cu); Quantile has its own kernel.
+/// The kernel-side code of a reduction (`DvReduce` in reduce.cu); Quantile and Percentile have
+/// their own kernels.
 fn reduce_code(op: Reduce) -> i32 {
     match op {
         Reduce::Sum => 0,
@@ -80,7 +83,7 @@ fn reduce_code(op: Reduce) -> i32 {
         Reduce::Max => 2,
         Reduce::Min => 3,
         Reduce::ArgMax => 4,
-        Reduce::Quantile(_) => -1,
+        Reduce::Quantile(_) | Reduce::Percentile(_) => -1,
     }
 }
 
@@ -101,6 +104,12 @@ pub fn reduce(dev: &dyn Device, x: DevicePtr, y: DevicePtr, out_dims: [usize; 4]
             // SAFETY: `reduce_quantile_f32(<reduce params>, float q)`; the blocks stride over the
             // n_out outputs and thread 0 writes y[o] for each.
             launch(dev, "reduce", "quantile", blocks(RB_THREADS), &args)
+        }
+        Reduce::Percentile(q) => {
+            args.push(Arg::F32(q));
+            // SAFETY: `reduce_percentile_f32(<reduce params>, float q)`; the blocks stride over
+            // the n_out outputs and thread 0 writes y[o] for each.
+            launch(dev, "reduce", "percentile", blocks(RB_THREADS), &args)
         }
         _ if n_red <= REDUCE_THREAD_MAX => {
             args.push(Arg::I32(reduce_code(op)));
