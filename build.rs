@@ -2,7 +2,7 @@
 //! - the default model: `cfg(deepviz_bundled_model)` when `weights/efficientnet_lite0.safetensors`
 //!   is there (a checkout of the repository; the crates.io package leaves the 18.8 MB out), so
 //!   `src/model.rs` embeds it only then;
-//! - the CPU emulation of our CUDA kernels (always): the runtime `emu/*.cpp` plus every
+//! - the CPU emulation of our CUDA kernels (`emu` feature): the runtime `emu/*.cpp` plus every
 //!   `kernels/*.cu` and `tests/emu_kernels/*.cu` (when there: not in the package), compiled as
 //!   C++17 against `emu/cuda_emu.h` into the static library `deepviz_emu` that
 //!   `src/device/emu.rs` calls;
@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     bundled_model();
-    emu();
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_EMU");
+    if std::env::var_os("CARGO_FEATURE_EMU").is_some() {
+        emu();
+    }
     nvcc::build();
 }
 

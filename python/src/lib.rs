@@ -256,7 +256,7 @@ impl PyEngine {
             let cpu = |note: Option<String>| Ok::<_, Error>(PyEngine { eng: Eng::Cpu(Engine::new(model.clone(), Cpu)?), device: "cpu".into(), note });
             match choice {
                 DeviceChoice::Cpu => cpu(None),
-                DeviceChoice::Emu => gpu(Gpu::emulated(), "emu".into()),
+                DeviceChoice::Emu => gpu(job::emu_backend()?, "emu".into()),
                 DeviceChoice::Cuda(n) => gpu(job::cuda_backend(n)?, format!("cuda:{n}")),
                 DeviceChoice::Auto => match job::cuda_backend(0) {
                     Ok(g) => gpu(g, "cuda:0".into()),

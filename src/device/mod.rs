@@ -4,7 +4,7 @@
 //!   argument order, workspace sizes) is written once against this trait, so the emulated device
 //!   exercises exactly the code that drives the real GPU.
 //! - `emu.rs`: the CPU emulation of the CUDA execution model (the same `kernels/*.cu`, compiled
-//!   by the host C++ compiler against `emu/cuda_emu.h`). Always available.
+//!   by the host C++ compiler against `emu/cuda_emu.h`); feature `emu`.
 //! - `cuda.rs` (feature `cuda`): the real GPU through cudarc (driver API, loaded dynamically),
 //!   running the fatbinaries `build.rs` made with nvcc.
 //! - `record.rs`: a device that runs nothing and records what the engine asks of it (launches,
@@ -16,6 +16,7 @@
 
 use crate::error::Result;
 
+#[cfg(feature = "emu")]
 pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

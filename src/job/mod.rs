@@ -29,7 +29,7 @@ mod trace;
 pub use evaluate::EvaluateJob;
 pub use sanity::SanityJob;
 pub use segment::SegmentJob;
-pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
+pub use device::{cuda_backend, emu_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};
 pub use trace::{trace, trace_jobs};

@@ -150,7 +150,8 @@ impl Gpu {
         &self.pool
     }
 
-    /// The CUDA engine on the CPU emulation of the CUDA execution model.
+    /// The CUDA engine on the CPU emulation of the CUDA execution model (feature `emu`).
+    #[cfg(feature = "emu")]
     pub fn emulated() -> Self {
         Gpu::new(Arc::new(crate::device::emu::EmuDevice::new()))
     }
