@@ -1,14 +1,15 @@
 //! Weakly supervised segmentation from an attribution map (Simonyan, Vedaldi, Zisserman 2014,
 //! "Deep Inside Convolutional Networks", §3.1): the map seeds a GrabCut.
 //!
-//! - this file: [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut),
+//! - this file: [`seed_maps`] (an attribution's maps as the seeds read them, on the backend),
+//!   [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut),
 //!   [`largest_component`], and the pictures of a mask ([`mask_picture`], [`overlay`],
 //!   [`mask_in_box`]).
 //! - `segment/gmm.rs`: [`Gmm`], the colour models, with k-means.
 //! - `segment/maxflow.rs`: [`Graph`], the minimum cut (Boykov–Kolmogorov).
 //!
-//! All of it is host code on an RGB picture and a map of the same size; nothing here needs the
-//! network once the map is made.
+//! All but [`seed_maps`] is host code on an RGB picture and a map of the same size; nothing here
+//! needs the network once the map is made.
 
 mod gmm;
 mod maxflow;
@@ -19,8 +20,23 @@ pub use maxflow::Graph;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::backend::{Backend, Unary};
 use crate::error::{Error, Result};
 use crate::imageio::CropBox;
+use crate::tensor::Tensor;
+use crate::viz::render;
+
+/// An attribution method's maps `[n, 1, h', w']` as the seeds read them: |map| for a `signed`
+/// method, upsampled to the network's input `[h, w]` and min-max normalised per map as the
+/// pictures are ([`render::normalized`]), so the quantiles lie in [0, 1]. The CLI's job and the
+/// Python package both take their maps from here.
+pub fn seed_maps<B: Backend>(be: &B, maps: &B::T, signed: bool, hw: [usize; 2]) -> Result<Tensor> {
+    if signed {
+        render::normalized(be, &be.unary(maps, Unary::Abs)?, hw, None)
+    } else {
+        render::normalized(be, maps, hw, None)
+    }
+}
 
 /// What a pixel is before the cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
