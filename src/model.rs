@@ -63,12 +63,14 @@ static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A loaded, validated model.
 pub struct Model {
+    /// the network: named nodes, shapes, parameter slots
     pub graph: Graph,
     /// parameter values (host, PyTorch layouts), indexed by the graph's `ParamId`s
     pub params: Vec<Arc<Tensor>>,
     /// tells this model's [`Layer`]s from other models'
     uid: u64,
     names: HashMap<String, NodeId>,
+    /// how an image becomes the network's input: size, mean, std
     pub preprocess: Preprocess,
     /// class names when the classifier has 1000 outputs (ImageNet); empty otherwise
     pub classes: Vec<String>,
@@ -405,6 +407,7 @@ impl Model {
         shapes::infer(&self.graph, &ps, input, self.graph.nodes.len() - 1)
     }
 
+    /// The name of class `i` from the model's class list, or `class i` beyond its end.
     pub fn class_name(&self, i: usize) -> String {
         self.classes.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
     }

@@ -17,6 +17,7 @@ use crate::backend::{Backend, Precision};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The device a job asks for (the CLI's `--device`, Python's `device=`).
 pub enum DeviceChoice {
     /// the GPU when the CUDA driver sees one, else the CPU engine (with a note saying why)
     Auto,
@@ -47,7 +48,9 @@ impl std::str::FromStr for DeviceChoice {
 
 /// A job generic over the backend it runs on.
 pub trait WithBackend {
+    /// What the job returns.
     type Output;
+    /// Run the job on `be`.
     fn run<B: Backend>(self, be: B) -> Result<Self::Output>;
 }
 

@@ -22,8 +22,11 @@ use crate::viz::{attribution, MethodOptions, Target};
 pub struct SegmentJob {
     /// a method of [`crate::viz::METHODS`] (Simonyan et al. use `saliency`)
     pub method: String,
+    /// the method's options (`--layer`, `--samples`, …)
     pub options: MethodOptions,
+    /// which targets each image's maps explain
     pub targets: TargetSpec,
+    /// the seeds' quantiles and the cuts' settings
     pub grabcut: GrabCut,
     /// also write each mask as a float32 `.npy` of 0 and 1, `[h, w]`
     pub raw: bool,
@@ -31,6 +34,7 @@ pub struct SegmentJob {
     pub full_size: bool,
     /// keep only the mask's largest 8-connected foreground component (as Simonyan et al. do)
     pub largest_component: bool,
+    /// images per forward / backward pass
     pub batch_size: usize,
 }
 

@@ -24,7 +24,10 @@ use crate::error::{Error, Result};
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
-/// The schedule and regularisers of [`Maximize::run`].
+/// The schedule and regularisers of [`Maximize::run`]: activation maximisation (Simonyan,
+/// Vedaldi, Zisserman 2014 §2 for a class; Erhan et al. 2009 for a unit) with the regularisers
+/// of Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization" (module
+/// documentation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Maximize {
     /// gradient-ascent steps
@@ -36,6 +39,7 @@ pub struct Maximize {
     /// blur the picture with a Gaussian of σ = `blur_sigma` pixels every `blur_every` steps
     /// (0: never)
     pub blur_every: usize,
+    /// the blur's standard deviation in pixels
     pub blur_sigma: f32,
     /// maximum circular shift in pixels, drawn per step and axis in [-jitter, jitter]
     pub jitter: usize,
@@ -50,6 +54,7 @@ pub struct Maximize {
     /// whose |Σ_c x·∂S/∂x| (the first-order change of the score were the pixel set to 0) is
     /// below this percentile of the picture's are set to 0; 0: never
     pub contribution_pct: f32,
+    /// the random start's and the jitter's seed
     pub seed: u64,
 }
 

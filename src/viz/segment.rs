@@ -41,6 +41,7 @@ pub fn seed_maps<B: Backend>(be: &B, maps: &B::T, signed: bool, hw: [usize; 2]) 
 /// What a pixel is before the cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seed {
+    /// not a seed: the cut decides
     Unknown,
     /// a hard constraint: foreground
     Foreground,
@@ -73,12 +74,17 @@ pub enum Seed {
 /// ([`VARIANCE_FLOOR`]). k-means starts from `seed`, so a run is deterministic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrabCut {
+    /// pixels at or above this quantile of the map seed the foreground (0.95)
     pub fg_quantile: f64,
+    /// pixels at or below this quantile seed the background (0.30)
     pub bg_quantile: f64,
     /// at most this many cuts (at least 1)
     pub iterations: usize,
+    /// Gaussians per colour model (5)
     pub components: usize,
+    /// γ, the weight of the pairwise (smoothness) term (50)
     pub gamma: f64,
+    /// the k-means start's seed
     pub seed: u64,
 }
 
@@ -91,10 +97,15 @@ impl Default for GrabCut {
 /// A segmentation: the mask (row-major, true for foreground) and how it was reached.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segmentation {
+    /// true for foreground, row-major
     pub mask: Vec<bool>,
+    /// rows
     pub height: usize,
+    /// columns
     pub width: usize,
+    /// pixels seeded as foreground
     pub foreground_seeds: usize,
+    /// pixels seeded as background
     pub background_seeds: usize,
     /// cuts made
     pub iterations: usize,
