@@ -1,7 +1,11 @@
 //! Build steps of the crate:
-//! - the CPU emulation of our CUDA kernels (always): the runtime `emu/*.cpp` plus every
-//!   `kernels/*.cu` and `tests/emu_kernels/*.cu`, compiled as C++17 against `emu/cuda_emu.h` into
-//!   the static library `deepviz_emu` that `src/device/emu.rs` calls;
+//! - the default model: `cfg(deepviz_bundled_model)` when `weights/efficientnet_lite0.safetensors`
+//!   is there (a checkout of the repository; the crates.io package leaves the 18.8 MB out), so
+//!   `src/model.rs` embeds it only then;
+//! - the CPU emulation of our CUDA kernels (`emu` feature): the runtime `emu/*.cpp` plus every
+//!   `kernels/*.cu` and `tests/emu_kernels/*.cu` (when there: not in the package), compiled as
+//!   C++17 against `emu/cuda_emu.h` into the static library `deepviz_emu` that
+//!   `src/device/emu.rs` calls;
 //! - the real-GPU fatbinaries (`cuda` feature): `build/nvcc.rs`.
 
 #[path = "build/nvcc.rs"]
@@ -10,8 +14,23 @@ mod nvcc;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    emu();
+    bundled_model();
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_EMU");
+    if std::env::var_os("CARGO_FEATURE_EMU").is_some() {
+        emu();
+    }
     nvcc::build();
+}
+
+/// Embed the default weights only where the file exists. Watching the folder (always in the
+/// package: the class names) reruns this when the file comes or goes.
+fn bundled_model() {
+    let weights = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("weights");
+    println!("cargo::rustc-check-cfg=cfg(deepviz_bundled_model)");
+    println!("cargo:rerun-if-changed={}", weights.display());
+    if weights.join("efficientnet_lite0.safetensors").is_file() {
+        println!("cargo:rustc-cfg=deepviz_bundled_model");
+    }
 }
 
 /// Every `.{ext}` file of `dir`, sorted (none if the folder does not exist yet).
@@ -33,8 +52,9 @@ fn emu() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let header = root.join("emu/cuda_emu.h");
-    for p in ["emu", "kernels", "tests/emu_kernels"] {
-        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    // (a path that does not exist would rerun this on every build: the package has no tests/)
+    for p in ["emu", "kernels", "tests/emu_kernels"].map(|p| root.join(p)).into_iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
 
     let mut build = cc::Build::new();

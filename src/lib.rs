@@ -19,6 +19,8 @@
 //! - [`dataset`]: dataset commands (top patches, neighbours, filters): streaming, shards, merge, reports.
 //! - [`cli`]: the command line the `deepviz` binary parses (a clap `Command`).
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cli;
 pub mod dataset;

@@ -22,8 +22,13 @@ use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 use crate::zoo;
 
-/// The embedded default: EfficientNet-Lite0 with its ImageNet weights (see weights/README.md).
-static DEFAULT_WEIGHTS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/efficientnet_lite0.safetensors"));
+/// The embedded default: EfficientNet-Lite0 with its ImageNet weights (see weights/README.md),
+/// when the build found the file (build.rs): in a checkout of the repository, not in the crates.io
+/// package, whose size limit (10 MB) the 18.8 MB would break.
+#[cfg(deepviz_bundled_model)]
+static DEFAULT_WEIGHTS: Option<&[u8]> = Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/efficientnet_lite0.safetensors")));
+#[cfg(not(deepviz_bundled_model))]
+static DEFAULT_WEIGHTS: Option<&[u8]> = None;
 static IMAGENET_CLASSES: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/imagenet_classes.txt"));
 
 /// A layer of one model: a node of its graph, checked against the model it came from, so a
@@ -58,12 +63,14 @@ static MODEL_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A loaded, validated model.
 pub struct Model {
+    /// the network: named nodes, shapes, parameter slots
     pub graph: Graph,
     /// parameter values (host, PyTorch layouts), indexed by the graph's `ParamId`s
     pub params: Vec<Arc<Tensor>>,
     /// tells this model's [`Layer`]s from other models'
     uid: u64,
     names: HashMap<String, NodeId>,
+    /// how an image becomes the network's input: size, mean, std
     pub preprocess: Preprocess,
     /// class names when the classifier has 1000 outputs (ImageNet); empty otherwise
     pub classes: Vec<String>,
@@ -122,9 +129,25 @@ impl Model {
         Self::finish(graph, params, &meta, origin)
     }
 
-    /// The embedded default model (EfficientNet-Lite0, ImageNet).
+    /// The embedded default model (EfficientNet-Lite0, ImageNet), or an error saying what to do
+    /// where this build has none.
+    ///
+    /// Why the weights are embedded only sometimes: the 18.8 MB file would put the crates.io
+    /// package over its 10 MB limit, while the CLI built from the repository should work offline
+    /// with no `--model`. So the package leaves the file out and the build embeds it when it is
+    /// there (build.rs), with no feature to remember: a checkout has it, a dependent's build from
+    /// crates.io does not, and loads a model file instead ([`Model::load`]; the repository's
+    /// `weights/efficientnet_lite0.safetensors` is that file).
     pub fn default_model() -> Result<Model> {
-        Self::from_bytes(DEFAULT_WEIGHTS, "embedded default (efficientnet_lite0)", None)
+        match DEFAULT_WEIGHTS {
+            Some(bytes) => Self::from_bytes(bytes, "embedded default (efficientnet_lite0)", None),
+            None => Err(Error::Unsupported(
+                "no default model in this build (the crates.io package leaves out the 18.8 MB weights): pass --model FILE \
+                 (Model::load in the library), e.g. weights/efficientnet_lite0.safetensors from the deepviz repository, \
+                 or build deepviz from a checkout of the repository, which embeds it"
+                    .into(),
+            )),
+        }
     }
 
     /// The architecture `arch` (timm naming for efficientnet_lite0) with placeholder weights:
@@ -384,6 +407,7 @@ impl Model {
         shapes::infer(&self.graph, &ps, input, self.graph.nodes.len() - 1)
     }
 
+    /// The name of class `i` from the model's class list, or `class i` beyond its end.
     pub fn class_name(&self, i: usize) -> String {
         self.classes.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
     }

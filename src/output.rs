@@ -118,6 +118,7 @@ impl OutputSet {
         }
     }
 
+    /// The folder the outputs are committed to.
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
     }

@@ -4,12 +4,16 @@
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
+/// A host tensor: f32 values, row-major (NCHW for images), and its shape.
 pub struct Tensor {
+    /// the dimensions, outermost first
     pub shape: Vec<usize>,
+    /// the values, row-major; as many as the shape's product
     pub data: Vec<f32>,
 }
 
 impl Tensor {
+    /// A tensor of `data` in `shape`, or an error when their sizes differ.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
@@ -17,15 +21,19 @@ impl Tensor {
         }
         Ok(Tensor { shape, data })
     }
+    /// Zeros in `shape`.
     pub fn zeros(shape: &[usize]) -> Self {
         Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
     }
+    /// `v` everywhere in `shape`.
     pub fn full(shape: &[usize], v: f32) -> Self {
         Tensor { shape: shape.to_vec(), data: vec![v; shape.iter().product()] }
     }
+    /// The number of values.
     pub fn numel(&self) -> usize {
         self.data.len()
     }
+    /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
@@ -34,6 +42,7 @@ impl Tensor {
         assert_eq!(self.shape.len(), 4, "expected an NCHW tensor, found shape {:?}", self.shape);
         (self.shape[0], self.shape[1], self.shape[2], self.shape[3])
     }
+    /// The same values in `shape`, or an error when its product differs.
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != self.data.len() {
@@ -47,6 +56,7 @@ impl Tensor {
         let per = self.data.len() / self.shape[0];
         &self.data[i * per..(i + 1) * per]
     }
+    /// Item `i` of the leading (batch) dimension, as a mutable slice.
     pub fn item_mut(&mut self, i: usize) -> &mut [f32] {
         let per = self.data.len() / self.shape[0];
         &mut self.data[i * per..(i + 1) * per]

@@ -55,6 +55,7 @@ __all__ = [
     "ScoreCAM",
     "AblationCAM",
     "DeepDream",
+    "segment",
 ]
 
 __version__ = "0.1.0"
@@ -266,6 +267,29 @@ def attribute(model, method, inputs, target=None, **options):
     as keywords (layer, samples, noise, smooth, base, baseline, seed, masks): its raw maps
     ``[N, h, w]``, as the CLI's ``--raw`` ``.npy`` files hold them."""
     return _run(model, method, inputs, target, **options)[0]
+
+
+def segment(model, inputs, method="saliency", target=None, layer=None, fg_quantile=None, bg_quantile=None, iterations=None, largest_component=False):
+    """Weakly supervised segmentation, the CLI's ``deepviz segment`` (Simonyan, Vedaldi, Zisserman
+    2014, §3.1, with GrabCut: Rother, Kolmogorov, Blake 2004): each input's map by ``method``
+    (default saliency; any method of ``methods()``, ``layer`` for the CAMs) seeds a GrabCut of the
+    picture the input shows, its pixels at or above the map's ``fg_quantile`` (0.95) as
+    foreground, at or below its ``bg_quantile`` (0.30) as background, ``iterations`` (5) rounds at
+    most; ``largest_component`` keeps the largest 8-connected foreground region. Returns the
+    masks, boolean ``[N, H, W]`` (True: foreground), as numpy (or torch for a torch input); the
+    CLI's ``--raw`` ``_segment_mask.npy`` holds the same mask as float32 0 / 1."""
+    if not isinstance(model, Model):
+        raise TypeError(f"expected a deepviz.Model, got {type(model).__name__}")
+    a, like = _input(inputs)
+    masks, _ = model.engine(method).segment(
+        a, method, _targets(target), layer=layer, fg_quantile=fg_quantile, bg_quantile=bg_quantile, iterations=iterations, largest_component=largest_component
+    )
+    m = np.from_dlpack(masks) > 0.5
+    if like is not None:
+        torch = sys.modules["torch"]
+        t = torch.from_numpy(m)
+        return t if like.device.type == "cpu" else t.to(like.device)
+    return m
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ use deepviz::backend::{Backend, Precision};
 use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob};
 use deepviz::model::Model;
+use deepviz::viz::segment::{self, GrabCut};
 use deepviz::viz::{self, render, LayerUse, MethodOptions, Target};
 use deepviz::{Error, Tensor};
 
@@ -230,6 +231,28 @@ fn attribute<B: Backend>(eng: &Engine<B>, method: &str, opts: &MethodOptions, x:
     Ok((maps.reshape(&[n, h, w])?, a.targets.resolve(eng)?, extras))
 }
 
+/// Masks `[n, h, w]` (1 foreground, 0 background) of `x` by `method`'s maps seeding `grabcut`, and
+/// the targets they explain: the CLI's `segment` on the picture `x` shows once de-normalised (the
+/// crop the network saw, as the CLI takes it from a `.npy` input).
+fn segment<B: Backend>(eng: &Engine<B>, method: &str, opts: &MethodOptions, x: &Tensor, targets: Option<&[Target]>, grabcut: &GrabCut, largest: bool) -> deepviz::Result<(Tensor, Vec<Target>)> {
+    grabcut.check()?;
+    let m = viz::attribution(eng, method, opts)?;
+    let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3]);
+    let (maps, resolved) = m.attribute_on_device(&eng.upload(x)?, targets)?;
+    let norm = segment::seed_maps(&eng.be, &maps, m.info().signed, [h, w])?;
+    let pre = eng.model().preprocess;
+    let mut masks = Vec::with_capacity(n * h * w);
+    for k in 0..n {
+        let picture = deepviz::imageio::to_rgb(x.item(k), h, w, &pre);
+        let mut seg = grabcut.segment_map(&picture, norm.item(k))?;
+        if largest {
+            seg.mask = segment::largest_component(&seg.mask, h, w)?;
+        }
+        masks.extend(seg.mask.iter().map(|&f| if f { 1.0 } else { 0.0 }));
+    }
+    Ok((Tensor::new(vec![n, h, w], masks)?, resolved.resolve(eng)?))
+}
+
 /// A target as Python sees it: a class number, or `unit:LAYER:C` / `neuron:LAYER:C:Y:X`.
 fn target_py(py: Python<'_>, model: &Model, t: &Target) -> PyResult<Py<PyAny>> {
     Ok(match *t {
@@ -255,7 +278,7 @@ impl PyEngine {
             let cpu = |note: Option<String>| Ok::<_, Error>(PyEngine { eng: Eng::Cpu(Engine::new(model.clone(), Cpu)?), device: "cpu".into(), note });
             match choice {
                 DeviceChoice::Cpu => cpu(None),
-                DeviceChoice::Emu => gpu(Gpu::emulated(), "emu".into()),
+                DeviceChoice::Emu => gpu(job::emu_backend()?, "emu".into()),
                 DeviceChoice::Cuda(n) => gpu(job::cuda_backend(n)?, format!("cuda:{n}")),
                 DeviceChoice::Auto => match job::cuda_backend(0) {
                     Ok(g) => gpu(g, "cuda:0".into()),
@@ -319,6 +342,35 @@ impl PyEngine {
         let extras = extras.into_iter().map(|(k, v)| Ok((k, Array::new(Tensor::new(vec![n], v).py_err()?)))).collect::<PyResult<_>>()?;
         let resolved = resolved.iter().map(|t| target_py(py, &model, t)).collect::<PyResult<_>>()?;
         Ok((Array::new(maps), resolved, extras))
+    }
+
+    /// Weakly supervised segmentation (the CLI's `segment`, Simonyan et al. 2014 §3.1): each
+    /// item's map by `method` (default saliency; `layer` for the CAMs) seeds a GrabCut of the
+    /// picture `x` shows: `(masks [n, h, w] of 1.0 foreground / 0.0 background, targets)`, the
+    /// CLI's `--raw` `_segment_mask.npy`. Unset settings are the CLI's defaults.
+    #[pyo3(signature = (x, method="saliency", targets=None, layer=None, fg_quantile=None, bg_quantile=None, iterations=None, largest_component=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn segment(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        method: &str,
+        targets: Option<Vec<Bound<'_, PyAny>>>,
+        layer: Option<String>,
+        fg_quantile: Option<f64>,
+        bg_quantile: Option<f64>,
+        iterations: Option<usize>,
+        largest_component: bool,
+    ) -> PyResult<(Array, Vec<Py<PyAny>>)> {
+        let x = job::inputs::check_input("input", dlpack::read_f32(x)?).py_err()?;
+        let model = on_engine!(&self.eng, e => e.model_arc().clone());
+        let targets = parse_targets(&model, targets, x.shape[0])?;
+        let opts = MethodOptions { layers: layer.into_iter().collect(), ..MethodOptions::default() };
+        let d = GrabCut::default();
+        let grabcut = GrabCut { fg_quantile: fg_quantile.unwrap_or(d.fg_quantile), bg_quantile: bg_quantile.unwrap_or(d.bg_quantile), iterations: iterations.unwrap_or(d.iterations), ..d };
+        let (masks, resolved) = py.detach(|| on_engine!(&self.eng, e => segment(e, method, &opts, &x, targets.as_deref(), &grabcut, largest_component))).py_err()?;
+        let resolved = resolved.iter().map(|t| target_py(py, &model, t)).collect::<PyResult<_>>()?;
+        Ok((Array::new(masks), resolved))
     }
 
     /// DeepDream of the batch `x` at `layer` (default: the architecture's), the CLI's schedule

@@ -18,10 +18,13 @@ use crate::tensor::Tensor;
 /// possibly asymmetric, padding by the graph before the op runs ([`same_padding`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeom {
+    /// (vertical, horizontal)
     pub stride: [usize; 2],
     /// top, bottom, left, right
     pub pad: [usize; 4],
+    /// (vertical, horizontal)
     pub dilation: [usize; 2],
+    /// channel groups (the input channels for a depthwise convolution)
     pub groups: usize,
 }
 
@@ -52,10 +55,13 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize, dilation: usize)
 /// last window must start inside the input or left padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2dGeom {
+    /// window (h, w)
     pub kernel: [usize; 2],
+    /// (vertical, horizontal)
     pub stride: [usize; 2],
     /// symmetric padding (h, w); PyTorch requires pad <= kernel / 2
     pub pad: [usize; 2],
+    /// PyTorch's `ceil_mode`: round the output size up
     pub ceil_mode: bool,
     /// average pooling only: divide by the full window (true, PyTorch default) or by the
     /// number of elements inside the padded input
@@ -63,6 +69,7 @@ pub struct Pool2dGeom {
 }
 
 impl Pool2dGeom {
+    /// The output size along axis `d` (0: h, 1: w) for an input of `input`; `None` if empty.
     pub fn out_dim(&self, input: usize, d: usize) -> Option<usize> {
         let (k, s, p) = (self.kernel[d], self.stride[d], self.pad[d]);
         if input + 2 * p < k {
@@ -75,6 +82,7 @@ impl Pool2dGeom {
         }
         Some(out)
     }
+    /// The output (h, w) for an input of (h, w); `None` if empty.
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         Some((self.out_dim(h, 0)?, self.out_dim(w, 1)?))
     }
@@ -92,13 +100,19 @@ pub enum Random {
 /// Elementwise functions of one tensor ([`Backend::unary`]). A NaN stays NaN under every op.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
+    /// -x
     Neg,
+    /// |x|
     Abs,
     /// max(x, 0)
     Relu,
+    /// x²
     Square,
+    /// √x (NaN below 0)
     Sqrt,
+    /// eˣ
     Exp,
+    /// ln x (NaN below 0, −∞ at 0)
     Log,
     /// 1 where x > 0, else 0
     Step,
@@ -113,9 +127,13 @@ pub enum Unary {
 /// Elementwise functions of two tensors ([`Backend::binary`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
+    /// a + b
     Add,
+    /// a − b
     Sub,
+    /// a · b
     Mul,
+    /// a / b
     Div,
     /// the larger; NaN when either is NaN (torch.maximum)
     Max,
@@ -128,10 +146,13 @@ pub enum Binary {
 /// Reductions along axes ([`Backend::reduce`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reduce {
+    /// the sum
     Sum,
+    /// the mean
     Mean,
     /// NaN when any element is NaN (torch.amax)
     Max,
+    /// NaN when any element is NaN (torch.amin)
     Min,
     /// the position of the largest element in the row-major order of the reduced axes, as a
     /// number; the first of equal ones; a NaN counts as the largest (torch.argmax)
@@ -190,13 +211,18 @@ pub fn reduced_shape(x: &[usize], axes: &[usize]) -> crate::Result<Vec<usize>> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     #[default]
+    /// exact f32 on plain cores
     F32,
+    /// TF32 operands on tensor cores (10 mantissa bits), f32 accumulation
     Tf32,
+    /// BF16 operands on tensor cores (7 mantissa bits), f32 accumulation
     Bf16,
 }
 
 impl Precision {
+    /// Every precision, exact first.
     pub const ALL: [Precision; 3] = [Precision::F32, Precision::Tf32, Precision::Bf16];
+    /// The CLI's name: `fp32`, `tf32`, `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "fp32",
@@ -225,10 +251,15 @@ impl std::str::FromStr for Precision {
 /// Elementwise activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
+    /// max(x, 0)
     Relu,
+    /// min(max(x, 0), 6)
     Relu6,
+    /// x · σ(x) (swish)
     Silu,
+    /// σ(x) = 1 / (1 + e⁻ˣ)
     Sigmoid,
+    /// x · min(max(x + 3, 0), 6) / 6
     HardSwish,
 }
 
@@ -246,9 +277,13 @@ impl Act {
 /// `nn.LocalResponseNorm`): y = x / (k + alpha/size * sum_{window} x^2)^beta.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrnGeom {
+    /// channels in the window
     pub size: usize,
+    /// α
     pub alpha: f32,
+    /// β
     pub beta: f32,
+    /// k
     pub k: f32,
 }
 
@@ -281,6 +316,7 @@ pub trait Backend: Sync {
     /// max-pool argmax indices, kept from forward to backward
     type Idx: Send + Sync;
 
+    /// What to call it in messages (`cpu`, `cuda`, `emu`).
     fn name(&self) -> &'static str;
     /// Bytes a job may use for its activations, where running out would abort rather than
     /// fail (host memory); `None` where an allocation that fails is an error the engine reports
@@ -295,15 +331,21 @@ pub trait Backend: Sync {
     }
     /// logical NCHW shape
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
+    /// A host tensor on the backend.
     fn upload(&self, t: &Tensor) -> crate::Result<Self::T>;
+    /// A backend tensor back on the host.
     fn download(&self, t: &Self::T) -> crate::Result<Tensor>;
+    /// A model parameter prepared for its `role` (laid out for the kernels once, at load).
     fn weight(&self, t: &std::sync::Arc<Tensor>, role: Role) -> crate::Result<Self::W>;
+    /// Zeros in `shape`.
     fn zeros(&self, shape: &[usize]) -> crate::Result<Self::T> {
         self.full(shape, 0.0)
     }
 
     // layers, forward and backward (gradients w.r.t. activations only)
+    /// The convolution of `x` by `w` (+ `b`).
     fn conv2d(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>, g: &Conv2dGeom) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::conv2d`] with respect to its input.
     fn conv2d_backward_data(&self, gy: &Self::T, w: &Self::W, x_shape: &[usize], g: &Conv2dGeom) -> crate::Result<Self::T>;
     /// `act(conv2d(x, w, b) + residual)`: a convolution with the rest of its block in its
     /// epilogue (the graph executor's forward fusion, [`crate::engine`]). `residual` has the
@@ -330,14 +372,23 @@ pub trait Backend: Sync {
         let gx = self.conv2d_backward_data(gy, w, x_shape, g)?;
         self.act_backward(mask, &gx, act)
     }
+    /// `x Wᵀ + b` on `[n, k]`.
     fn linear(&self, x: &Self::T, w: &Self::W, b: Option<&Self::W>) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::linear`] with respect to its input.
     fn linear_backward_data(&self, gy: &Self::T, w: &Self::W) -> crate::Result<Self::T>;
+    /// Max pooling, with each output's winning input position (for the backward).
     fn max_pool2d(&self, x: &Self::T, g: &Pool2dGeom) -> crate::Result<(Self::T, Self::Idx)>;
+    /// The gradient of [`Backend::max_pool2d`]: each `gy` element to its window's winner.
     fn max_pool2d_backward(&self, gy: &Self::T, argmax: &Self::Idx, x_shape: &[usize]) -> crate::Result<Self::T>;
+    /// Average pooling.
     fn avg_pool2d(&self, x: &Self::T, g: &Pool2dGeom) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::avg_pool2d`].
     fn avg_pool2d_backward(&self, gy: &Self::T, x_shape: &[usize], g: &Pool2dGeom) -> crate::Result<Self::T>;
+    /// Adaptive average pooling to `out` (h, w), as PyTorch's bins.
     fn adaptive_avg_pool2d(&self, x: &Self::T, out: [usize; 2]) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::adaptive_avg_pool2d`].
     fn adaptive_avg_pool2d_backward(&self, gy: &Self::T, x_shape: &[usize]) -> crate::Result<Self::T>;
+    /// The activation `a` of `x`.
     fn act(&self, x: &Self::T, a: Act) -> crate::Result<Self::T>;
     /// gradient given the forward *input* x
     fn act_backward(&self, x: &Self::T, gy: &Self::T, a: Act) -> crate::Result<Self::T>;
@@ -347,12 +398,17 @@ pub trait Backend: Sync {
     fn channel_scale_backward(&self, x: &Self::T, s: &Self::T, gy: &Self::T) -> crate::Result<(Self::T, Self::T)>;
     /// y = x · scale[c] + shift[c]
     fn affine(&self, x: &Self::T, scale: &Self::W, shift: &Self::W) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::affine`] with respect to its input.
     fn affine_backward(&self, gy: &Self::T, scale: &Self::W) -> crate::Result<Self::T>;
+    /// Local response normalisation ([`LrnGeom`]).
     fn lrn(&self, x: &Self::T, g: &LrnGeom) -> crate::Result<Self::T>;
+    /// The gradient of [`Backend::lrn`] with respect to its input.
     fn lrn_backward(&self, x: &Self::T, gy: &Self::T, g: &LrnGeom) -> crate::Result<Self::T>;
 
     // tensor plumbing
+    /// a + b, a new tensor
     fn add(&self, a: &Self::T, b: &Self::T) -> crate::Result<Self::T>;
+    /// a += b, in place
     fn add_assign(&self, a: &mut Self::T, b: &Self::T) -> crate::Result<()>;
     /// channel concatenation of NCHW tensors with equal n, h, w
     fn concat(&self, xs: &[&Self::T]) -> crate::Result<Self::T>;

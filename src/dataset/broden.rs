@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 /// One label of `label.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Label {
+    /// the label's number in the masks
     pub number: usize,
+    /// its name
     pub name: String,
     /// index into [`Broden::categories`] of the primary category
     pub category: usize,
@@ -41,8 +43,11 @@ pub enum Entry {
 /// One row of `index.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
+    /// the image's path, relative to the dataset's `images/`
     pub image: String,
+    /// the label masks' height
     pub sh: usize,
+    /// the label masks' width
     pub sw: usize,
     /// per category of [`Broden::categories`], its entries (empty: not annotated)
     pub entries: Vec<Vec<Entry>>,
@@ -51,17 +56,22 @@ pub struct Row {
 /// A Broden-layout dataset.
 #[derive(Clone, Debug)]
 pub struct Broden {
+    /// the dataset's folder
     pub root: PathBuf,
+    /// the category names (`color`, `object`, ...), in `index.csv`'s column order
     pub categories: Vec<String>,
     /// indexed by label number (0: none, an empty name); numbers `label.csv` skips have no category
     pub labels: Vec<Option<Label>>,
+    /// the rows of `index.csv`, one per image
     pub rows: Vec<Row>,
 }
 
 /// The labels of one image at its label resolution.
 #[derive(Clone, Debug, Default)]
 pub struct ImageLabels {
+    /// the label masks' height
     pub sh: usize,
+    /// the label masks' width
     pub sw: usize,
     /// per category: whether the image is annotated in it
     pub annotated: Vec<bool>,

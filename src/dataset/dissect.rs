@@ -65,9 +65,13 @@ pub const TILE: u32 = 96;
 /// The job: the layer, the quantile, how many top images per unit.
 #[derive(Clone, Debug)]
 pub struct Dissect {
+    /// the layer's module path
     pub layer: String,
+    /// the activation quantile that thresholds a unit's maps (Bau et al.: 0.995)
     pub quantile: f64,
+    /// top images shown per unit
     pub top: usize,
+    /// images per forward pass
     pub batch_size: usize,
 }
 
@@ -125,8 +129,11 @@ impl<'de> Deserialize<'de> for Values {
 /// The state of the first pass: per unit the largest values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantileTally {
+    /// as [`Dissect::layer`]
     pub layer: String,
+    /// as [`Dissect::quantile`]
     pub quantile: f64,
+    /// the layer's map size
     pub map_hw: [usize; 2],
     /// values kept per unit: `⌈q · (images of the dataset) · h · w⌉`
     pub keep: usize,
@@ -200,10 +207,13 @@ impl QuantileTally {
 /// The state of the second pass: integer counts, and the top images per unit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IouTally {
+    /// as [`Dissect::layer`]
     pub layer: String,
+    /// the dataset's category names
     pub categories: Vec<String>,
     /// by label number: its name and primary category (`None`: no such label)
     pub labels: Vec<Option<(String, usize)>>,
+    /// per unit, the first pass's threshold
     pub thresholds: Vec<f64>,
     /// `|L_c|` summed, per label number
     pub label_area: Vec<u64>,
@@ -222,6 +232,7 @@ fn add(a: &mut [u64], b: &[u64]) {
 }
 
 impl IouTally {
+    /// Both shards' counts added, or why they are not of one job.
     pub fn merge(mut self, other: IouTally) -> Result<IouTally> {
         if (&self.layer, &self.categories, &self.labels, &self.thresholds) != (&other.layer, &other.categories, &other.labels, &other.thresholds) {
             return Err(Error::InvalidArgument("dissect states of different layers, labels or thresholds".into()));
@@ -471,21 +482,32 @@ impl Dissect {
 /// The merged first pass, as `dissect-thresholds.json` holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
+    /// the file format's name
     pub format: String,
+    /// the model's origin
     pub model: String,
+    /// the model's architecture
     pub arch: String,
+    /// the dataset folder or list file
     pub dataset: String,
+    /// the dataset's fingerprint
     pub fingerprint: String,
+    /// the layer's module path
     pub layer: String,
+    /// the activation quantile
     pub quantile: f64,
     /// values read per unit, and the threshold's rank among them (1: the largest)
     pub values: u64,
+    /// the threshold's rank among the values (1: the largest)
     pub rank: usize,
+    /// images read
     pub images: usize,
+    /// per unit, its threshold
     pub thresholds: Vec<f64>,
 }
 
 impl Thresholds {
+    /// The thresholds of the merged first pass `q` of state `p`.
     pub fn of(p: &Partial, q: &QuantileTally) -> Thresholds {
         Thresholds {
             format: THRESHOLDS_FORMAT.into(),
@@ -502,6 +524,7 @@ impl Thresholds {
         }
     }
 
+    /// The thresholds file at `path`, checked.
     pub fn read(path: &std::path::Path) -> Result<Thresholds> {
         crate::job::inputs::check_regular_file(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -102,10 +102,12 @@ impl Dataset {
         Ok(Dataset { root: path.to_path_buf(), files, names })
     }
 
+    /// The number of images.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// No images (never true of a dataset [`Dataset::open`] made).
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -145,7 +147,9 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) -> Result<()> {
 /// shards are balanced whatever the folder's order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
+    /// this shard's number, `0..count`
     pub index: usize,
+    /// the number of shards
     pub count: usize,
 }
 
@@ -182,15 +186,20 @@ impl std::fmt::Display for Shard {
 /// An image that could not be read, and why; a dataset pass skips it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
+    /// the image's index in the dataset
     pub image: usize,
+    /// why it was skipped
     pub error: String,
 }
 
 /// A batch of a dataset: the images' dataset indices, their preprocessed crops (what the
 /// network sees) and their tensor `[n, 3, h, w]`.
 pub struct DsBatch {
+    /// each image's index in the dataset
     pub indices: Vec<usize>,
+    /// the pictures the network sees (the preprocessed crops)
     pub pictures: Vec<RgbImage>,
+    /// their tensor `[n, 3, h, w]`
     pub x: Tensor,
     /// images of this stretch of the dataset that could not be read
     pub skipped: Vec<Skipped>,

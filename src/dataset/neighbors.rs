@@ -28,6 +28,7 @@ pub const THUMB: u32 = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How two feature vectors are compared.
 pub enum Metric {
     /// 1 − cos(a, b)
     Cosine,
@@ -47,6 +48,7 @@ impl std::str::FromStr for Metric {
 }
 
 impl Metric {
+    /// The distance between `a` and `b` under this metric.
     pub fn distance(self, a: &[f64], b: &[f64]) -> f64 {
         match self {
             Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt(),
@@ -70,41 +72,59 @@ impl Metric {
 /// The job.
 #[derive(Clone, Debug)]
 pub struct Neighbors {
+    /// the layer whose global-average-pooled features are compared
     pub layer: String,
+    /// neighbours per query
     pub k: usize,
+    /// how features are compared
     pub metric: Metric,
+    /// the query images
     pub queries: Vec<std::path::PathBuf>,
+    /// images per forward pass
     pub batch_size: usize,
 }
 
 /// One image's vectors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
+    /// the image's index in the dataset
     pub image: usize,
+    /// its feature vector
     pub feature: Vec<f64>,
+    /// its thumbnail's pixels in [0, 1] (the pixel-space baseline)
     pub pixels: Vec<f64>,
 }
 
 /// A query's vectors (its path, absolute).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Query {
+    /// the query's path
     pub path: String,
+    /// its feature vector
     pub feature: Vec<f64>,
+    /// its thumbnail's pixels in [0, 1]
     pub pixels: Vec<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The state of a neighbours pass: the queries' vectors and every image's read so far.
 pub struct NeighborTally {
+    /// as [`Neighbors::layer`]
     pub layer: String,
+    /// as [`Neighbors::k`]
     pub k: usize,
+    /// as [`Neighbors::metric`]
     pub metric: Metric,
+    /// the network input's size (height, width)
     pub input_hw: [usize; 2],
+    /// the queries' vectors
     pub queries: Vec<Query>,
     /// every image read, in image order after a merge
     pub rows: Vec<Row>,
 }
 
 impl NeighborTally {
+    /// Both shards' rows, in image order.
     pub fn merge(mut self, other: NeighborTally) -> NeighborTally {
         self.rows.extend(other.rows);
         self.rows.sort_by_key(|r| r.image);
@@ -132,6 +152,7 @@ pub fn pixel_vector(picture: &RgbImage) -> Vec<f64> {
 }
 
 impl Neighbors {
+    /// Read `shard` of `ds` and the queries: the shard's state.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, ds: &Dataset, shard: Shard, progress: &mut dyn FnMut(Progress)) -> Result<Partial> {
         if self.k == 0 || self.queries.is_empty() {
             return Err(Error::InvalidArgument("neighbors needs --k >= 1 and at least one query image".into()));

@@ -5,7 +5,9 @@
 /// A picture of the report.
 #[derive(Clone, Debug)]
 pub struct Figure {
+    /// the picture's file name, relative to the report
     pub file: String,
+    /// the caption under it
     pub caption: String,
 }
 

@@ -18,8 +18,11 @@ use crate::graph::{Graph, Op};
 /// One axis of a receptive field: unit `i` sees `[lo + i·jump, lo + i·jump + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RfAxis {
+    /// where unit 0's field starts (negative: in the padding)
     pub lo: i64,
+    /// the field's extent in pixels
     pub size: u64,
+    /// the step between neighbouring units' fields, in pixels
     pub jump: u64,
 }
 
@@ -36,7 +39,9 @@ impl RfAxis {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rf {
+    /// the fields of a lattice of units (a feature map), per axis: height, width
     Lattice([RfAxis; 2]),
+    /// every unit sees the whole image (after global pooling or a linear layer)
     Whole,
 }
 

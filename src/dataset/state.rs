@@ -31,16 +31,20 @@ pub const VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Tally {
+    /// top-patches' per-unit best images
     TopPatches(TopTally),
+    /// neighbours' feature and pixel vectors
     Neighbors(NeighborTally),
     /// dissect's first pass: per unit the largest activations
     DissectQuantile(QuantileTally),
     /// dissect's second pass: IoU counts
     Dissect(IouTally),
+    /// t-SNE's feature vectors
     Tsne(TsneTally),
 }
 
 impl Tally {
+    /// The command that made it (`top-patches`, `neighbors`, ...).
     pub fn command(&self) -> &'static str {
         match self {
             Tally::TopPatches(_) => "top-patches",
@@ -55,13 +59,17 @@ impl Tally {
 /// One shard's state (or the merged state of all of them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
+    /// the file format's name, so another JSON is refused
     pub format: String,
+    /// the format's version
     pub version: u32,
     /// the model's origin (file or `embedded …`) and architecture
     pub model: String,
+    /// the model's architecture
     pub arch: String,
     /// the dataset folder or list file, absolute, and [`Dataset::fingerprint`]
     pub dataset: String,
+    /// the dataset's fingerprint, so shards of different datasets do not merge
     pub fingerprint: String,
     /// the command's parameters (layer, k, units, metric…): shards must agree
     pub params: serde_json::Value,
@@ -69,11 +77,14 @@ pub struct Partial {
     pub shards: Vec<Shard>,
     /// dataset indices read, ascending
     pub images: Vec<usize>,
+    /// images that could not be read, and why
     pub skipped: Vec<Skipped>,
+    /// the command's own state
     pub tally: Tally,
 }
 
 impl Partial {
+    /// A shard's state of a pass over `ds` with `model`, its parameters and tally.
     pub fn new(model: &crate::model::Model, ds: &Dataset, shard: Shard, params: serde_json::Value, tally: Tally) -> Partial {
         let root = std::fs::canonicalize(&ds.root).unwrap_or_else(|_| ds.root.clone());
         Partial {
@@ -97,6 +108,7 @@ impl Partial {
         format!("{}.shard-{:04}-of-{:04}.json", self.tally.command(), s.index, s.count)
     }
 
+    /// The state as JSON bytes (what [`Partial::file_name`] holds).
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a state serialises")
     }

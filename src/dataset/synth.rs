@@ -10,15 +10,21 @@ use image::{Rgb, RgbImage};
 use crate::error::{Error, Result};
 use crate::output::OutputSet;
 
+/// The planted shapes' colours: name and RGB.
 pub const COLOURS: &[(&str, [u8; 3])] = &[("red", [220, 30, 30]), ("green", [30, 200, 40]), ("blue", [30, 60, 220]), ("yellow", [230, 220, 30])];
+/// The planted shapes' names.
 pub const SHAPES: &[&str] = &["square", "disc", "stripes"];
 
 /// One generated picture: its file name, what was planted and where (`[x0, y0, x1, y1)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planted {
+    /// `{colour} {shape}`
     pub name: String,
+    /// its colour, one of [`COLOURS`]
     pub colour: &'static str,
+    /// its shape, one of [`SHAPES`]
     pub shape: &'static str,
+    /// its bounding box `[x0, y0, x1, y1)` in pixels
     pub bbox: [u32; 4],
 }
 
@@ -119,6 +125,7 @@ pub fn colour_name(p: [u8; 3]) -> usize {
 pub fn colour_label(i: usize) -> usize {
     1 + i
 }
+/// The Broden label number of shape `j` of [`SHAPES`].
 pub fn shape_label(j: usize) -> usize {
     1 + COLOUR_NAMES.len() + j
 }

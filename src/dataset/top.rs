@@ -34,10 +34,13 @@ pub const GRID_COLUMNS: usize = 8;
 /// The job: which layer, which units, how many images each.
 #[derive(Clone, Debug)]
 pub struct TopPatches {
+    /// the layer's module path
     pub layer: String,
     /// channels of the layer; `None`: all of them
     pub units: Option<Vec<usize>>,
+    /// top images kept per unit
     pub k: usize,
+    /// images per forward pass
     pub batch_size: usize,
 }
 
@@ -45,22 +48,32 @@ pub struct TopPatches {
 /// and the map itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
+    /// the image's index in the dataset
     pub image: usize,
+    /// the map's maximum
     pub value: f64,
+    /// the maximum's row in the map
     pub y: usize,
+    /// the maximum's column in the map
     pub x: usize,
+    /// the unit's map on this image, row-major
     pub map: Vec<f64>,
 }
 
 /// The state of a top-patches pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopTally {
+    /// as [`TopPatches::layer`]
     pub layer: String,
+    /// as [`TopPatches::k`]
     pub k: usize,
+    /// the units, in the order of [`TopTally::hits`]
     pub units: Vec<usize>,
     /// the layer's map size and the network input's
     pub map_hw: [usize; 2],
+    /// the network input's size (height, width)
     pub input_hw: [usize; 2],
+    /// the receptive field of the layer's units
     pub rf: Rf,
     /// per unit (in `units` order), the best hits, best first
     pub hits: Vec<Vec<Hit>>,

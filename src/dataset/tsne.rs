@@ -43,27 +43,37 @@ const LEARNING_RATE: f64 = 200.0;
 /// The job.
 #[derive(Clone, Debug)]
 pub struct Tsne {
+    /// the layer whose global-average-pooled features are embedded
     pub layer: String,
+    /// t-SNE's perplexity (the effective number of neighbours)
     pub perplexity: f64,
+    /// the seed of the embedding's random start
     pub seed: u64,
     /// side of each image's cell in the mosaic
     pub tile: u32,
+    /// images per forward pass
     pub batch_size: usize,
 }
 
 /// The state: each image's feature vector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TsneTally {
+    /// as [`Tsne::layer`]
     pub layer: String,
+    /// as [`Tsne::perplexity`]
     pub perplexity: f64,
+    /// as [`Tsne::seed`]
     pub seed: u64,
+    /// as [`Tsne::tile`]
     pub tile: u32,
+    /// the network's input size (height, width)
     pub input_hw: [usize; 2],
     /// (image, its pooled features), by image index
     pub features: Vec<(usize, Values)>,
 }
 
 impl TsneTally {
+    /// The tally of both shards' images, or why they are not of one job.
     pub fn merge(mut self, other: TsneTally) -> Result<TsneTally> {
         if (&self.layer, self.perplexity, self.seed, self.tile) != (&other.layer, other.perplexity, other.seed, other.tile) {
             return Err(Error::InvalidArgument("tsne states of different layers or parameters".into()));

@@ -223,6 +223,7 @@ impl CudaDevice {
         }
     }
 
+    /// The GPU's number, as the driver counts them.
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }

@@ -95,6 +95,7 @@ impl EmuDevice {
         Self::with_schedule(Schedule::Forward)
     }
 
+    /// Launches run their blocks' threads in `schedule`'s order between barriers.
     pub fn with_schedule(schedule: Schedule) -> Self {
         EmuDevice { schedule: std::sync::Mutex::new(schedule), name: format!("emulated GPU ({schedule:?} schedule)"), limit: None, used: Default::default() }
     }
@@ -108,6 +109,7 @@ impl EmuDevice {
         self
     }
 
+    /// The order launches use now.
     pub fn schedule(&self) -> Schedule {
         *self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }

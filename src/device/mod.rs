@@ -4,7 +4,7 @@
 //!   argument order, workspace sizes) is written once against this trait, so the emulated device
 //!   exercises exactly the code that drives the real GPU.
 //! - `emu.rs`: the CPU emulation of the CUDA execution model (the same `kernels/*.cu`, compiled
-//!   by the host C++ compiler against `emu/cuda_emu.h`). Always available.
+//!   by the host C++ compiler against `emu/cuda_emu.h`); feature `emu`.
 //! - `cuda.rs` (feature `cuda`): the real GPU through cudarc (driver API, loaded dynamically),
 //!   running the fatbinaries `build.rs` made with nvcc.
 //! - `record.rs`: a device that runs nothing and records what the engine asks of it (launches,
@@ -16,6 +16,7 @@
 
 use crate::error::Result;
 
+#[cfg(feature = "emu")]
 pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -28,10 +29,15 @@ pub struct DevicePtr(pub u64);
 /// One kernel argument, passed by value as the kernel's parameter list declares it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Arg {
+    /// a device address (`T*`)
     Ptr(DevicePtr),
+    /// `long long`
     I64(i64),
+    /// `int`
     I32(i32),
+    /// `unsigned`
     U32(u32),
+    /// `float`
     F32(f32),
 }
 
@@ -53,7 +59,9 @@ pub(crate) fn param_slots(args: &[Arg]) -> Vec<u64> {
 /// Launch geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// blocks per grid (x, y, z)
     pub grid: [u32; 3],
+    /// threads per block (x, y, z)
     pub block: [u32; 3],
     /// dynamic shared memory in bytes
     pub shared_bytes: u32,
@@ -72,7 +80,10 @@ pub fn kernel_name(op: &str, variant: &str, dtype: &str) -> String {
     format!("{op}_{variant}_{dtype}")
 }
 
+/// A device that runs our kernels: allocate, copy, launch by name (the real GPU, its CPU
+/// emulation, or a recorder).
 pub trait Device: Send + Sync {
+    /// What to call it in messages.
     fn name(&self) -> &str;
     /// Allocate `bytes` (uninitialised). Running out of memory is an error naming the size asked
     /// for and what is free.
@@ -81,9 +92,13 @@ pub trait Device: Send + Sync {
     fn memory(&self) -> Option<(usize, usize)> {
         None
     }
+    /// Give back an allocation of [`Device::alloc`].
     fn free(&self, ptr: DevicePtr);
+    /// Copy `src` to the device at `dst`.
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()>;
+    /// Copy the device's bytes at `src` into `dst`.
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()>;
+    /// Zero `bytes` bytes at `dst`.
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()>;
     /// Launch `kernel` (a name made by [`kernel_name`]); errors name the kernel.
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()>;

@@ -67,17 +67,25 @@ impl Default for RecordingDevice {
 /// What a recorded job asked of the device ([`RecordingDevice::report`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
+    /// kernel launches
     pub launches: usize,
+    /// device allocations
     pub allocations: usize,
+    /// device frees
     pub frees: usize,
+    /// waits of the host for the device
     pub host_syncs: usize,
+    /// bytes uploaded
     pub bytes_host_to_device: usize,
+    /// bytes downloaded
     pub bytes_device_to_host: usize,
     /// each launch's buffers, whole, once per launch (see the module documentation)
     pub device_bytes: usize,
     /// the most bytes allocated at once
     pub device_memory_peak: usize,
+    /// multiply-adds the kernels execute (padding, tiles' remainders included)
     pub executed_macs: u64,
+    /// multiply-adds the ops need
     pub useful_macs: u64,
     /// launches per kernel name
     pub kernels: Vec<(String, usize)>,
@@ -86,6 +94,7 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// The figures as JSON (what `deepviz trace` prints).
     pub fn to_json(&self) -> Value {
         json!({
             "launches": self.launches,
@@ -106,6 +115,7 @@ impl Trace {
 }
 
 impl RecordingDevice {
+    /// A device that has recorded nothing yet.
     pub fn new() -> Self {
         RecordingDevice { state: Mutex::new(State { next: 1 << 40, ..State::default() }), kernels: crate::backend::cuda::kernel_names() }
     }

@@ -44,8 +44,11 @@ pub(crate) enum Prep<W> {
     Affine { scale: W, shift: W },
 }
 
+/// A model made ready on one backend: its weights uploaded and prepared once (batch norms
+/// folded where nobody looks at the convolution's own output), run forward and backward.
 pub struct Engine<B: Backend> {
     model: Arc<Model>,
+    /// the backend it runs on
     pub be: B,
     prep: Vec<Prep<B::W>>,
     /// small host constants already on the backend ([`Engine::constant`]), newest last
@@ -184,6 +187,7 @@ impl<B: Backend> Engine<B> {
         self.fuse = on;
     }
 
+    /// The model it runs.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -234,6 +238,7 @@ impl<B: Backend> Engine<B> {
         exec::forward_from(self, acts, from, value, upto, repeat.max(1))
     }
 
+    /// `x` (a host tensor `[n, c, h, w]`) on the backend.
     pub fn upload(&self, x: &Tensor) -> Result<B::T> {
         self.be.upload(x)
     }
@@ -262,6 +267,7 @@ impl<B: Backend> Engine<B> {
         Ok(dev)
     }
 
+    /// A backend tensor back on the host.
     pub fn download(&self, x: &B::T) -> Result<Tensor> {
         self.be.download(x)
     }

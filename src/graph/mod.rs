@@ -16,6 +16,7 @@ pub mod shapes;
 
 use crate::backend::{Act, LrnGeom, Pool2dGeom};
 
+/// Index into a graph's nodes (topological order).
 pub type NodeId = usize;
 /// Index into the parameter list (specs while building, tensors once loaded).
 pub type ParamId = usize;
@@ -24,7 +25,9 @@ pub type ParamId = usize;
 /// against the actual input size at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pad {
+    /// (top, bottom, left, right) pixels
     Explicit([usize; 4]),
+    /// TensorFlow's "SAME": the output is ⌈input / stride⌉, any odd pixel of padding at the bottom / right
     Same,
 }
 
@@ -35,27 +38,62 @@ impl Pad {
     }
 }
 
+/// What a node computes, as the PyTorch module (or function) it stands for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
+    /// the image batch `[n, 3, h, w]`
     Input,
+    /// `Conv2d`
     Conv {
+        /// the weight `[cout, cin / groups, kh, kw]`
         weight: ParamId,
+        /// the bias `[cout]`, if any
         bias: Option<ParamId>,
+        /// (vertical, horizontal)
         stride: [usize; 2],
+        /// the padding
         pad: Pad,
+        /// (vertical, horizontal)
         dilation: [usize; 2],
+        /// channel groups (cin for a depthwise convolution)
         groups: usize,
     },
     /// Inference batch norm (running statistics). The engine folds it into the convolution
     /// before it where nobody looks at that convolution's own output, else runs it as an affine
     /// map.
-    BatchNorm { weight: ParamId, bias: ParamId, mean: ParamId, var: ParamId, eps: f32 },
+    BatchNorm {
+        /// γ `[c]`
+        weight: ParamId,
+        /// β `[c]`
+        bias: ParamId,
+        /// running mean `[c]`
+        mean: ParamId,
+        /// running variance `[c]`
+        var: ParamId,
+        /// added to the variance
+        eps: f32,
+    },
     /// y = x * scale[c] + shift[c]
-    Affine { scale: ParamId, shift: ParamId },
-    Linear { weight: ParamId, bias: Option<ParamId> },
+    Affine {
+        /// `[c]`
+        scale: ParamId,
+        /// `[c]`
+        shift: ParamId,
+    },
+    /// `Linear`: y = x Wᵀ + b on `[n, k]`
+    Linear {
+        /// `[out, in]`
+        weight: ParamId,
+        /// `[out]`, if any
+        bias: Option<ParamId>,
+    },
+    /// an elementwise activation
     Act(Act),
+    /// `MaxPool2d`
     MaxPool(Pool2dGeom),
+    /// `AvgPool2d`
     AvgPool(Pool2dGeom),
+    /// `AdaptiveAvgPool2d` to (h, w)
     AdaptiveAvgPool([usize; 2]),
     /// elementwise sum of two inputs (residual)
     Add,
@@ -65,6 +103,7 @@ pub enum Op {
     ChannelScale,
     /// [n, ...] -> [n, prod(...)]
     Flatten,
+    /// `LocalResponseNorm` (AlexNet, GoogLeNet)
     Lrn(LrnGeom),
 }
 
@@ -95,17 +134,23 @@ impl Op {
     }
 }
 
+/// One node: its module path, its op and the nodes it reads.
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// the PyTorch module path (`layer4.1.conv2`)
     pub name: String,
+    /// what it computes
     pub op: Op,
+    /// the nodes whose outputs it reads, in the op's argument order
     pub inputs: Vec<NodeId>,
 }
 
 /// A tensor the architecture expects in the weights file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
+    /// its state-dict name
     pub name: String,
+    /// its shape
     pub shape: Vec<usize>,
 }
 
@@ -125,11 +170,17 @@ pub struct Heads {
 /// a state dict are known but unused (auxiliary heads, `num_batches_tracked`).
 #[derive(Clone, Debug)]
 pub struct Graph {
+    /// the architecture's name (`resnet50`)
     pub arch: String,
+    /// the nodes, in topological order (node 0 is the input)
     pub nodes: Vec<Node>,
+    /// the parameters the nodes expect, by [`ParamId`]
     pub params: Vec<ParamSpec>,
+    /// state-dict name prefixes that are known but unused
     pub ignored_prefixes: Vec<String>,
+    /// the node whose output is the logits
     pub output: NodeId,
+    /// the layers the visualisations default to
     pub heads: Heads,
     /// the input size the architecture was trained at (h, w)
     pub input_size: [usize; 2],
@@ -142,6 +193,7 @@ pub struct GraphBuilder {
 }
 
 impl GraphBuilder {
+    /// A graph of architecture `arch` holding only its input node, at input size 224x224.
     pub fn new(arch: &str) -> Self {
         let input = Node { name: "input".into(), op: Op::Input, inputs: vec![] };
         GraphBuilder {
@@ -157,6 +209,7 @@ impl GraphBuilder {
         }
     }
 
+    /// The input node.
     pub fn input(&self) -> NodeId {
         0
     }
@@ -213,38 +266,47 @@ impl GraphBuilder {
         self.node(name, Op::Linear { weight, bias }, vec![x])
     }
 
+    /// Node `name`: activation `a` of `x`.
     pub fn act(&mut self, name: &str, x: NodeId, a: Act) -> NodeId {
         self.node(name, Op::Act(a), vec![x])
     }
 
+    /// Node `name`: max pooling of `x` by `g`.
     pub fn max_pool(&mut self, name: &str, x: NodeId, g: Pool2dGeom) -> NodeId {
         self.node(name, Op::MaxPool(g), vec![x])
     }
 
+    /// Node `name`: average pooling of `x` by `g`.
     pub fn avg_pool(&mut self, name: &str, x: NodeId, g: Pool2dGeom) -> NodeId {
         self.node(name, Op::AvgPool(g), vec![x])
     }
 
+    /// Node `name`: adaptive average pooling of `x` to `out` (h, w).
     pub fn adaptive_avg_pool(&mut self, name: &str, x: NodeId, out: [usize; 2]) -> NodeId {
         self.node(name, Op::AdaptiveAvgPool(out), vec![x])
     }
 
+    /// Node `name`: `a + b`.
     pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> NodeId {
         self.node(name, Op::Add, vec![a, b])
     }
 
+    /// Node `name`: the channel concatenation of `xs`.
     pub fn concat(&mut self, name: &str, xs: &[NodeId]) -> NodeId {
         self.node(name, Op::Concat, xs.to_vec())
     }
 
+    /// Node `name`: `x` times the per-channel scale `s` `[n, c, 1, 1]` (squeeze-and-excitation).
     pub fn channel_scale(&mut self, name: &str, x: NodeId, s: NodeId) -> NodeId {
         self.node(name, Op::ChannelScale, vec![x, s])
     }
 
+    /// Node `name`: `x` flattened to `[n, everything else]`.
     pub fn flatten(&mut self, name: &str, x: NodeId) -> NodeId {
         self.node(name, Op::Flatten, vec![x])
     }
 
+    /// Node `name`: local response normalisation of `x` by `g`.
     pub fn lrn(&mut self, name: &str, x: NodeId, g: LrnGeom) -> NodeId {
         self.node(name, Op::Lrn(g), vec![x])
     }
@@ -266,6 +328,7 @@ impl GraphBuilder {
         self.g.ignored_prefixes.push(prefix.into());
     }
 
+    /// The input size the architecture was trained at (h, w).
     pub fn set_input_size(&mut self, h: usize, w: usize) {
         self.g.input_size = [h, w];
     }
@@ -291,6 +354,7 @@ impl GraphBuilder {
         }
     }
 
+    /// The graph, its output node and heads set; repeated module names made unique (`name:0`, …).
     pub fn finish(mut self, output: NodeId, heads: Heads) -> Graph {
         self.rename_repeats();
         self.g.output = output;

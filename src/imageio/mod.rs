@@ -213,9 +213,13 @@ fn resize_crop_geometry(w: u32, h: u32, tw: u32, th: u32) -> Option<ResizeCrop> 
 /// rarely an integer scale). A map over the network's input covers exactly this window.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct CropBox {
+    /// left edge, in the original's pixels
     pub x: f64,
+    /// top edge, in the original's pixels
     pub y: f64,
+    /// width, in the original's pixels
     pub width: f64,
+    /// height, in the original's pixels
     pub height: f64,
     /// the original image's (width, height)
     pub image_size: [u32; 2],

@@ -157,6 +157,7 @@ impl NpzStack {
         self.items
     }
 
+    /// No item added yet.
     pub fn is_empty(&self) -> bool {
         self.items == 0
     }

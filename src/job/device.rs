@@ -17,6 +17,7 @@ use crate::backend::{Backend, Precision};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The device a job asks for (the CLI's `--device`, Python's `device=`).
 pub enum DeviceChoice {
     /// the GPU when the CUDA driver sees one, else the CPU engine (with a note saying why)
     Auto,
@@ -47,7 +48,9 @@ impl std::str::FromStr for DeviceChoice {
 
 /// A job generic over the backend it runs on.
 pub trait WithBackend {
+    /// What the job returns.
     type Output;
+    /// Run the job on `be`.
     fn run<B: Backend>(self, be: B) -> Result<Self::Output>;
 }
 
@@ -71,6 +74,20 @@ pub fn cuda_backend(ordinal: usize) -> Result<Gpu> {
     }
 }
 
+/// The CUDA engine on the CPU emulation, or why not (a build without the `emu` feature).
+pub fn emu_backend() -> Result<Gpu> {
+    #[cfg(feature = "emu")]
+    {
+        Ok(Gpu::emulated())
+    }
+    #[cfg(not(feature = "emu"))]
+    {
+        Err(crate::Error::Unsupported(
+            "this deepviz was built without the emulated GPU (feature `emu`, for checking kernels): rebuild with `--features emu`, or use --device cpu / cuda".into(),
+        ))
+    }
+}
+
 /// Run `job` on the backend `choice` names, its convolutions in `precision` (`None`:
 /// `gpu_default` on a real GPU — the job's [`gpu_precision`] — and fp32 on the emulator; see
 /// the module doc). `note` hears, once, why
@@ -88,7 +105,7 @@ pub fn with_backend<J: WithBackend>(choice: DeviceChoice, precision: Option<Prec
     };
     match choice {
         DeviceChoice::Cpu => job.run(on_cpu(None, note)),
-        DeviceChoice::Emu => job.run(Gpu::emulated().with_precision(precision.unwrap_or(Precision::F32))),
+        DeviceChoice::Emu => job.run(emu_backend()?.with_precision(precision.unwrap_or(Precision::F32))),
         DeviceChoice::Cuda(n) => job.run(cuda_backend(n)?.with_precision(precision.unwrap_or(gpu_default))),
         DeviceChoice::Auto => match cuda_backend(0) {
             Ok(g) => job.run(g.with_precision(precision.unwrap_or(gpu_default))),

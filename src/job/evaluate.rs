@@ -25,9 +25,11 @@ pub const RANDOM: &str = "random";
 pub struct EvaluateJob {
     /// a method of [`crate::viz::METHODS`], or [`RANDOM`]
     pub method: String,
+    /// the method's options, as for its own subcommand
     pub options: MethodOptions,
     /// class targets only (the curves are class probabilities)
     pub targets: TargetSpec,
+    /// the deletion / insertion curves' settings
     pub curves: DeletionInsertion,
     /// also draw each image's curves for a random map (the baseline a map should beat)
     pub compare_random: bool,

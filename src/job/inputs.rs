@@ -30,9 +30,13 @@ pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "ti
 /// sees (the preprocessed crop, for overlays) and its tensor `[1, 3, h, w]`; for an image file,
 /// where that crop lies in it, and (when [`Batches::keeping_originals`]) the decoded original.
 pub struct Item {
+    /// the file it came from
     pub source: PathBuf,
+    /// the stem of its output files' names
     pub stem: String,
+    /// the picture the network sees (the preprocessed crop, for overlays)
     pub picture: RgbImage,
+    /// its tensor `[1, 3, h, w]`
     pub x: Tensor,
     /// the crop's window in the original image (`None` for an `.npy` tensor)
     pub crop: Option<imageio::CropBox>,
@@ -42,13 +46,16 @@ pub struct Item {
 
 /// A batch: its items and their stacked tensor `[n, 3, h, w]`.
 pub struct Batch {
+    /// the batch's items, in input order
     pub items: Vec<Item>,
+    /// their stacked tensor `[n, 3, h, w]`
     pub x: Tensor,
 }
 
 /// The files of a run, in order.
 #[derive(Clone, Debug)]
 pub struct Inputs {
+    /// every input file, in order (folders expanded)
     pub files: Vec<PathBuf>,
 }
 

@@ -30,7 +30,7 @@ mod trace;
 pub use evaluate::EvaluateJob;
 pub use sanity::SanityJob;
 pub use segment::SegmentJob;
-pub use device::{cuda_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
+pub use device::{cuda_backend, emu_backend, gpu_precision, with_backend, DeviceChoice, WithBackend};
 pub use inputs::{Batch, Inputs, Item};
 pub use targets::{parse_target, TargetName, TargetSpec, MAX_CLASS_FILE_BYTES};
 pub use trace::{trace, trace_jobs};
@@ -53,9 +53,15 @@ use crate::viz::{attribution, classify, method_info, zoom, DeepDream, Maximize, 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {
     /// the job has this many steps, doing `what`
-    Start { total: usize, what: String },
+    Start {
+        /// the steps
+        total: usize,
+        /// what is being done, for the bar's label
+        what: String,
+    },
     /// this many more steps are done
     Advance(usize),
+    /// the job is done
     Finish,
 }
 
@@ -71,7 +77,9 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
 pub struct MapJob {
     /// a method of [`crate::viz::METHODS`]
     pub method: String,
+    /// the method's options (`--layer`, `--samples`, …)
     pub options: MethodOptions,
+    /// which targets each image's maps explain
     pub targets: TargetSpec,
     /// clip the pictures at this percentile of each map (0 < P <= 100); `None`: the method's
     /// default
@@ -80,6 +88,7 @@ pub struct MapJob {
     pub alpha: f32,
     /// also write each raw map as float32 `.npy`
     pub raw: bool,
+    /// images per forward / backward pass
     pub batch_size: usize,
     /// also write the overlay at each image's own resolution (`*_overlay_full.png`): the map
     /// over the window the network saw ([`imageio::CropBox`]), the rest darkened
@@ -96,11 +105,17 @@ pub struct MapJob {
 /// One map a job wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MapRecord {
+    /// the input it explains
     pub image: PathBuf,
+    /// the target it explains
     pub target: Target,
+    /// the class's name, for a class target
     pub class_name: Option<String>,
+    /// the layer of a layer method (a CAM)
     pub layer: Option<String>,
+    /// the raw map's size (h, w)
     pub map_shape: [usize; 2],
+    /// the files written for it
     pub files: Vec<PathBuf>,
     /// per-map figures the method reports (Integrated Gradients: `completeness_error`)
     pub extras: Vec<(String, f32)>,
@@ -109,6 +124,7 @@ pub struct MapRecord {
 }
 
 impl MapRecord {
+    /// The record as the CLI's `--json` prints it.
     pub fn to_json(&self, model: &crate::model::Model) -> Value {
         let mut v = json!({
             "image": self.image.display().to_string(),
@@ -361,6 +377,7 @@ pub struct DreamJob {
     pub dream: DeepDream,
     /// also write the dreamed input tensor as `.npy`
     pub raw: bool,
+    /// images per pass
     pub batch_size: usize,
     /// a guide image: dream towards what it shows at the layer ([`crate::viz::Term::Guide`]) instead of
     /// amplifying ½‖A‖²
@@ -368,6 +385,7 @@ pub struct DreamJob {
     /// frames of the notebook's zoom loop (1: one dream); each frame dreams on the previous one
     /// zoomed into its centre by `zoom` ([`crate::viz::zoom`])
     pub frames: usize,
+    /// the zoom loop's zoom per frame (0.05: 5%)
     pub zoom: f32,
 }
 
@@ -375,7 +393,9 @@ pub struct DreamJob {
 /// `[1, 3, h, w]`.
 #[derive(Clone, Debug)]
 pub enum Guide {
+    /// an image file
     File(PathBuf),
+    /// a preprocessed tensor `[1, 3, h, w]`
     Tensor(Tensor),
 }
 
@@ -388,6 +408,8 @@ impl Default for DreamJob {
 }
 
 impl DreamJob {
+    /// Run on `eng` over `inputs`, writing each dreamed picture (and with `raw` its `.npy`)
+    /// into `out`; one JSON record per picture.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<Value>> {
         let model = eng.model();
         self.check()?;
@@ -501,12 +523,15 @@ fn dream_checked<B: Backend>(eng: &Engine<B>, dream: &DeepDream, x: &Tensor, pro
 /// Activation maximisation ([`Maximize`]): one picture per target, optimised in batches.
 #[derive(Clone, Debug)]
 pub struct MaximizeJob {
+    /// the units or classes to maximise, one picture each
     pub targets: Vec<TargetName>,
+    /// the optimisation's schedule
     pub schedule: Maximize,
     /// the pictures' size; `None`: the model's input size
     pub size: Option<[usize; 2]>,
     /// also write the optimised input tensor as `.npy`
     pub raw: bool,
+    /// pictures optimised at once
     pub batch_size: usize,
 }
 

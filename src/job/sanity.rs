@@ -26,16 +26,19 @@ use crate::viz::{attribution, method_info, MethodOptions, Target};
 pub struct SanityJob {
     /// a method of [`crate::viz::METHODS`]
     pub method: String,
+    /// the method's options, as for its own subcommand
     pub options: MethodOptions,
     /// class targets; by default each image's top class on the original model, kept for every
     /// randomised one
     pub targets: TargetSpec,
+    /// what one re-initialisation step covers: a layer or a block
     pub granularity: Granularity,
     /// stop the cascade after the step of this name (a layer's module path, or a block's with
     /// [`Granularity::Block`]); `None`: down to the input
     pub upto: Option<String>,
     /// the re-initialisation's seed
     pub seed: u64,
+    /// images per forward / backward pass
     pub batch_size: usize,
     /// side of each map's tile in the grid, in pixels
     pub tile: u32,

@@ -8,14 +8,13 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::{png_bytes, target_pairs, target_suffix, upload_pairs, Inputs, Progress, TargetSpec};
-use crate::backend::{Backend, Unary};
+use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::imageio;
 use crate::output::OutputSet;
 use crate::tensor::Tensor;
-use crate::viz::render;
-use crate::viz::segment::{largest_component, mask_in_box, mask_picture, overlay, GrabCut, Segmentation};
+use crate::viz::segment::{largest_component, mask_in_box, mask_picture, overlay, seed_maps, GrabCut, Segmentation};
 use crate::viz::{attribution, MethodOptions, Target};
 
 /// Segmentation seeded by an attribution method's maps, over files.
@@ -23,8 +22,11 @@ use crate::viz::{attribution, MethodOptions, Target};
 pub struct SegmentJob {
     /// a method of [`crate::viz::METHODS`] (Simonyan et al. use `saliency`)
     pub method: String,
+    /// the method's options (`--layer`, `--samples`, …)
     pub options: MethodOptions,
+    /// which targets each image's maps explain
     pub targets: TargetSpec,
+    /// the seeds' quantiles and the cuts' settings
     pub grabcut: GrabCut,
     /// also write each mask as a float32 `.npy` of 0 and 1, `[h, w]`
     pub raw: bool,
@@ -32,6 +34,7 @@ pub struct SegmentJob {
     pub full_size: bool,
     /// keep only the mask's largest 8-connected foreground component (as Simonyan et al. do)
     pub largest_component: bool,
+    /// images per forward / backward pass
     pub batch_size: usize,
 }
 
@@ -65,10 +68,8 @@ impl SegmentJob {
             for chunk in pairs.chunks(self.batch_size.max(1)) {
                 let x = upload_pairs(eng, &batch, chunk)?;
                 let (maps, targets) = method.attribute_on_device(&x, chunk.iter().map(|p| p.1).collect::<Option<Vec<_>>>().as_deref())?;
-                let maps = if info.signed { be.unary(&maps, Unary::Abs)? } else { maps };
                 let ms = be.shape(&maps).to_vec();
-                // at the input's size, min-max normalised: the same quantiles, in [0, 1]
-                let norm = render::normalized(be, &maps, [h, w], None)?;
+                let norm = seed_maps(be, &maps, info.signed, [h, w])?;
                 let targets = targets.resolve(eng)?;
                 let encoded: Vec<Encoded> = chunk
                     .par_iter()

@@ -35,9 +35,26 @@ pub enum TargetSpec {
 /// A target with its layer named.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TargetName {
+    /// `class:N`
     Class(usize),
-    Unit { layer: String, channel: usize },
-    Neuron { layer: String, channel: usize, y: usize, x: usize },
+    /// `unit:LAYER:C`: the mean of channel C of the layer
+    Unit {
+        /// the layer's module path
+        layer: String,
+        /// the channel's index
+        channel: usize,
+    },
+    /// `neuron:LAYER:C:Y:X`: one activation of the layer
+    Neuron {
+        /// the layer's module path
+        layer: String,
+        /// the channel's index
+        channel: usize,
+        /// the row
+        y: usize,
+        /// the column
+        x: usize,
+    },
 }
 
 /// `class:N`, `unit:LAYER:C` or `neuron:LAYER:C:Y:X` (the layer may contain `:`, as `relu:0`;

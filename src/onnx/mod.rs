@@ -69,8 +69,11 @@ use proto::{AttributeProto, NodeProto, TensorProto};
 /// A model read from an ONNX file: the graph, its parameters in the graph's order, and the
 /// `metadata_props` (deepviz reads `input_size`, `mean`, `std`, as from safetensors metadata).
 pub struct Imported {
+    /// the network as deepviz's graph, nodes named by module path
     pub graph: Graph,
+    /// the parameters, in the order of the graph's parameter slots
     pub params: Vec<Tensor>,
+    /// the model's `metadata_props`
     pub meta: HashMap<String, String>,
 }
 

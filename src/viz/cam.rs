@@ -109,11 +109,14 @@ pub(super) const LAYERCAM_INFO: MethodInfo = MethodInfo {
 pub enum CamWeighting {
     /// w_k = mean_ij g
     GradCam,
-    /// w_k = Σ_ij ReLU(g)·a_ij, a_ij = g² / (2g² + (Σ_ij A_k)·g³ + 1e-6) (0 where g = 0)
+    /// w_k = Σ_ij ReLU(g)·a_ij, a_ij = g² / (2g² + (Σ_ij A_k)·g³ + 1e-6) (0 where g = 0):
+    /// Grad-CAM++ (Chattopadhyay, Sarkar, Howlader, Balasubramanian 2018)
     GradCamPlusPlus,
-    /// w_k = Σ_ij g·A / (Σ_ij A_k + 1e-7)
+    /// w_k = Σ_ij g·A / (Σ_ij A_k + 1e-7): XGrad-CAM (Fu, Hu, Dong, Guo, Gao, Li 2020,
+    /// "Axiom-based Grad-CAM")
     XGradCam,
-    /// no channel weight: Σ_k ReLU(g)·A_k at every position
+    /// no channel weight: Σ_k ReLU(g)·A_k at every position: LayerCAM (Jiang, Zhang, Hou,
+    /// Cheng, Wei 2021)
     LayerCam,
 }
 
@@ -187,11 +190,16 @@ fn eigen_maps<B: Backend>(eng: &Engine<B>, t: &B::T) -> Result<B::T> {
     eng.upload(&crate::tensor::Tensor::new(vec![n, 1, h, w], maps)?)
 }
 
-/// A gradient-weighted class activation map at one layer: Grad-CAM and its variants
-/// ([`CamWeighting`]).
+/// A gradient-weighted class activation map at one layer: Grad-CAM (Selvaraju, Cogswell, Das,
+/// Vedantam, Parikh, Batra 2017, "Grad-CAM: Visual Explanations from Deep Networks via
+/// Gradient-based Localization"): α_k = spatial mean of d score / d A_k, map = ReLU(Σ_k α_k A_k),
+/// with the paper's ReLU, at any named layer (default: the last feature layer before the
+/// classifier's pooling) and for any target; and its variants ([`CamWeighting`]).
 pub struct GradCam<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// the layer A of the map
     pub layer: Layer,
+    /// how the channels are weighted (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM)
     pub weighting: CamWeighting,
     /// pytorch-grad-cam's `eigen_smooth` ([`CamWeighting::map_eigen_smooth`])
     pub eigen_smooth: bool,
@@ -252,14 +260,20 @@ impl<B: Backend> Attribution<B> for GradCam<'_, B> {
     }
 }
 
+/// CAM (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization"): for a
+/// network whose classifier is one linear layer right after global average pooling, the map of
+/// class c is `Σ_k W[c,k]·A_k` at the last feature layer, raw (no bias, no ReLU, no
+/// normalisation). Any other classifier is an error, and so is a target that is not a class.
 pub struct Cam<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// the last feature layer, before the pooling
     pub feature: Layer,
     /// the linear classifier
     pub classifier: Layer,
 }
 
 impl<'e, B: Backend> Cam<'e, B> {
+    /// CAM on `eng`'s model, or why its classifier does not allow it.
     pub fn new(eng: &'e Engine<B>) -> Result<Self> {
         let model = eng.model();
         let Some((feature, linear)) = model.graph.heads.cam.clone() else {
@@ -318,7 +332,8 @@ pub(super) const EIGENCAM_INFO: MethodInfo = MethodInfo {
     gpu_precision: Precision::Tf32,
 };
 
-/// Eigen-CAM, as pytorch-grad-cam's `get_2d_projection`: each item's activations as a
+/// Eigen-CAM (Bany Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal
+/// Components"), as pytorch-grad-cam's `get_2d_projection`: each item's activations as a
 /// (positions × channels) matrix, centred per channel, projected on its first right singular
 /// vector; then a ReLU. One deviation: an SVD's sign is arbitrary (numpy's LAPACK picks one), so
 /// here the projection is oriented to correlate positively with the sum of the activations over
@@ -327,10 +342,12 @@ pub(super) const EIGENCAM_INFO: MethodInfo = MethodInfo {
 /// the forward pass stays on the device.
 pub struct EigenCam<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// the layer whose first principal component is the map
     pub layer: Layer,
 }
 
 impl<'e, B: Backend> EigenCam<'e, B> {
+    /// Eigen-CAM at `layer` (default: the architecture's last feature layer).
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
         Ok(EigenCam { eng, layer: cam_layer(eng, layer, "Eigen-CAM")? })
     }

@@ -6,10 +6,15 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug, PartialEq)]
+/// One of the top classes of an input.
 pub struct Prediction {
+    /// the class index
     pub class: usize,
+    /// the class's name
     pub name: String,
+    /// the pre-softmax score
     pub logit: f32,
+    /// the softmax probability
     pub prob: f32,
 }
 

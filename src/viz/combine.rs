@@ -26,10 +26,15 @@ use crate::error::{Error, Result};
 /// The six augmentations of `aug_smooth`: (flipped left–right, factor).
 pub const AUGMENTATIONS: [(bool, f32); 6] = [(false, 0.9), (false, 1.0), (false, 1.1), (true, 0.9), (true, 1.0), (true, 1.1)];
 
-/// One CAM method at several layers, with or without `aug_smooth` (module docs).
+/// One CAM method at several layers, with or without `aug_smooth`, combined as
+/// pytorch-grad-cam (Jacob Gildenblat's library) does: each layer's map ReLU'd,
+/// min–max scaled and resized to the input, averaged and scaled again; `aug_smooth` averages
+/// six flipped and scaled inputs' maps (the module documentation has the details and the one
+/// deviation).
 pub struct Combined<'e, B: Backend> {
     /// the method at each layer, in the order given
     pub layers: Vec<Box<dyn Attribution<B> + 'e>>,
+    /// also average over pytorch-grad-cam's six test-time augmentations (flips and scales)
     pub aug_smooth: bool,
 }
 

@@ -40,6 +40,7 @@ pub enum Term {
 /// Σ weight · term(A_layer), summed over each batch item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
+    /// (layer, term, weight) triples
     pub terms: Vec<(Layer, Term, f32)>,
 }
 
@@ -161,10 +162,16 @@ impl Mul<f32> for Objective {
 }
 
 #[derive(Clone, Debug)]
+/// DeepDream (Mordvintsev, Olah, Tyka 2015, "Inceptionism: Going Deeper into Neural
+/// Networks"): gradient ascent on the image to amplify what `objective` already sees, over
+/// `octaves` scales, with random jitter, the gradient normalised by its mean absolute value per
+/// image, and the pixels clipped to their valid range. Randomness from `seed`.
 pub struct DeepDream {
+    /// what the gradient ascent maximises
     pub objective: Objective,
     /// number of scales, smallest first; each is `octave_scale` times larger than the previous
     pub octaves: usize,
+    /// the ratio between neighbouring octaves' sizes (> 1)
     pub octave_scale: f32,
     /// gradient-ascent steps per octave
     pub steps: usize,
@@ -172,6 +179,7 @@ pub struct DeepDream {
     pub lr: f32,
     /// maximum circular shift in pixels, drawn uniformly in [-jitter, jitter] per step and axis
     pub jitter: usize,
+    /// the jitter's seed (a run is deterministic)
     pub seed: u64,
     /// 0: each octave's picture through the network whole; N (>= 32): pictures larger than N
     /// pixels a side go through in tiles of at most N (the notebook's `calc_grad_tiled`, so

@@ -53,6 +53,7 @@ impl std::str::FromStr for Fill {
 }
 
 impl Fill {
+    /// The CLI's name of the fill (`zero`, `black`).
     pub fn name(self) -> &'static str {
         match self {
             Fill::Zero => "zero",
@@ -66,6 +67,7 @@ impl Fill {
 pub struct DeletionInsertion {
     /// S: the curves have S + 1 points, at fractions 0, 1/S, …, 1
     pub steps: usize,
+    /// what a deleted pixel becomes
     pub fill: Fill,
     /// σ in pixels of insertion's blurred start
     pub blur_sigma: f32,
@@ -88,7 +90,9 @@ pub struct Curves {
     pub deletion: Vec<f64>,
     /// … with only the top-ranked pixels kept over the blurred image
     pub insertion: Vec<f64>,
+    /// the area under the deletion curve (lower: a better map)
     pub deletion_auc: f64,
+    /// the area under the insertion curve (higher: a better map)
     pub insertion_auc: f64,
 }
 

@@ -77,8 +77,9 @@ pub(super) const GUIDED_GRADCAM_INFO: MethodInfo = MethodInfo {
     gpu_precision: Precision::F32,
 };
 
-/// A map from the input gradient under a rule: guided backpropagation, the deconvnet, or
-/// Gradient × Input.
+/// A map from the input gradient under a rule: guided backpropagation (Springenberg et al. 2015),
+/// the deconvnet (Zeiler & Fergus 2014), or Gradient × Input (Shrikumar et al. 2016); the
+/// constructors say how each is reduced to one value per pixel.
 pub struct Gradients<'e, B: Backend> {
     eng: &'e Engine<B>,
     info: &'static MethodInfo,
@@ -87,12 +88,21 @@ pub struct Gradients<'e, B: Backend> {
 }
 
 impl<'e, B: Backend> Gradients<'e, B> {
+    /// Guided backpropagation (Springenberg, Dosovitskiy, Brox, Riedmiller 2015, "Striving for
+    /// Simplicity: The All Convolutional Net"): the gradient with negative values stopped at every
+    /// ReLU on the way back as well as where the forward input was negative; max |·| over colour
+    /// channels.
     pub fn guided_backprop(eng: &'e Engine<B>) -> Self {
         Gradients { eng, info: &GUIDED_INFO, rule: Rule::GuidedBackprop, times_input: false }
     }
+    /// The deconvnet (Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional
+    /// Networks"): the gradient with every ReLU on the way back applied to the gradient alone; max
+    /// |·| over colour channels.
     pub fn deconvnet(eng: &'e Engine<B>) -> Self {
         Gradients { eng, info: &DECONVNET_INFO, rule: Rule::Deconvnet, times_input: false }
     }
+    /// Gradient × Input (Shrikumar et al. 2016, "Not Just a Black Box"): Σ_c x_c · ∂score/∂x_c,
+    /// signed (captum's `InputXGradient` summed over channels).
     pub fn input_x_gradient(eng: &'e Engine<B>) -> Self {
         Gradients { eng, info: &GRADXINPUT_INFO, rule: Rule::Gradient, times_input: true }
     }
@@ -113,12 +123,16 @@ impl<B: Backend> Attribution<B> for Gradients<'_, B> {
     }
 }
 
-/// Guided Grad-CAM: guided backpropagation gated by the Grad-CAM map at a layer.
+/// Guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM", §3): guided backpropagation times the
+/// Grad-CAM map at a layer upsampled to the input, reduced by max |·| over colour channels
+/// (pytorch-grad-cam multiplies the same two before its `deprocess_image`).
 pub struct GuidedGradCam<'e, B: Backend> {
+    /// the Grad-CAM whose map gates the guided gradient
     pub gradcam: GradCam<'e, B>,
 }
 
 impl<'e, B: Backend> GuidedGradCam<'e, B> {
+    /// Guided Grad-CAM at `layer` (default: the architecture's last feature layer).
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>) -> Result<Self> {
         Ok(GuidedGradCam { gradcam: GradCam::new(eng, layer)? })
     }

@@ -31,7 +31,10 @@ use crate::error::{Error, Result};
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
 
-/// The schedule and regularisers of [`Maximize::run`].
+/// The schedule and regularisers of [`Maximize::run`]: activation maximisation (Simonyan,
+/// Vedaldi, Zisserman 2014 §2 for a class; Erhan et al. 2009 for a unit) with the regularisers
+/// of Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization" (module
+/// documentation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Maximize {
     /// gradient-ascent steps
@@ -43,6 +46,7 @@ pub struct Maximize {
     /// blur the picture with a Gaussian of σ = `blur_sigma` pixels every `blur_every` steps
     /// (0: never)
     pub blur_every: usize,
+    /// the blur's standard deviation in pixels
     pub blur_sigma: f32,
     /// maximum circular shift in pixels, drawn per step and axis in [-jitter, jitter]
     pub jitter: usize,
@@ -66,6 +70,7 @@ pub struct Maximize {
     /// rotation, a second jitter of up to `jitter / 2` pixels follows them, as lucid's
     /// `standard_transforms` ends.
     pub rotate: f32,
+    /// the random start's and the jitter's seed
     pub seed: u64,
 }
 

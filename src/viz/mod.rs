@@ -86,6 +86,7 @@ pub struct MethodInfo {
     pub about: &'static str,
     /// the paper it follows
     pub paper: &'static str,
+    /// whether it takes `--layer`, and how
     pub layer: LayerUse,
     /// the colormap of its pictures
     pub colormap: Colormap,
@@ -273,8 +274,10 @@ pub fn attribution<'e, B: Backend>(eng: &'e Engine<B>, name: &str, opts: &Method
 
 /// An attribution method on one engine: maps for a batch and its targets.
 pub trait Attribution<B: Backend> {
+    /// Its name, paper and defaults.
     fn info(&self) -> &'static MethodInfo;
 
+    /// The engine it runs on.
     fn engine(&self) -> &Engine<B>;
 
     /// The maps `[n, 1, h, w]` of a preprocessed batch `x` (`[n, 3, H, W]` on the backend), for
@@ -314,8 +317,11 @@ pub trait Attribution<B: Backend> {
 
 /// Maps of a batch with their targets and any per-item figures (`[n, 1]` each, on the backend).
 pub struct Attributed<B: Backend> {
+    /// the maps `[n, 1, h, w]`
     pub map: B::T,
+    /// the target each map explains
     pub targets: Targets<B>,
+    /// per-item figures `[n, 1]` by name (for example SmoothGrad's noise level)
     pub extras: Vec<(&'static str, B::T)>,
 }
 

@@ -103,8 +103,11 @@ fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb<u8>) {
 /// One line of a [`LinePlot`].
 #[derive(Clone, Debug)]
 pub struct Series {
+    /// the legend's text
     pub label: String,
+    /// the line's colour
     pub color: Rgb<u8>,
+    /// drawn dashed
     pub dashed: bool,
     /// (x, y) points in data units, drawn in order; a non-finite point leaves a gap
     pub points: Vec<(f64, f64)>,
@@ -113,15 +116,21 @@ pub struct Series {
 /// A line plot: title, axis labels, ticks, grid, and a legend in its top-right corner.
 #[derive(Clone, Debug)]
 pub struct LinePlot {
+    /// the title above the plot
     pub title: String,
+    /// the x axis's label
     pub x_label: String,
+    /// the y axis's label
     pub y_label: String,
+    /// the x axis's (min, max)
     pub x_range: (f64, f64),
+    /// the y axis's (min, max)
     pub y_range: (f64, f64),
     /// x tick positions and their labels; `None`: five even ticks with numbers
     pub x_ticks: Option<Vec<(f64, String)>>,
     /// write the x tick labels bottom to top (long names)
     pub x_ticks_vertical: bool,
+    /// the lines, drawn in order
     pub series: Vec<Series>,
 }
 

@@ -19,6 +19,7 @@ use crate::tensor::Tensor;
 /// How a map becomes a picture.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Style {
+    /// the colours of the normalised map
     pub colormap: Colormap,
     /// normalise by this quantile (in (0, 1]) of each map instead of its maximum; `None` or 1:
     /// by the maximum

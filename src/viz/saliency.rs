@@ -24,11 +24,16 @@ pub(super) const INFO: MethodInfo = MethodInfo {
     gpu_precision: Precision::F32,
 };
 
+/// Saliency (Simonyan, Vedaldi, Zisserman 2014, "Deep Inside Convolutional Networks:
+/// Visualising Image Classification Models and Saliency Maps", §3): the gradient of the target's
+/// pre-softmax score with respect to the (preprocessed) input, reduced to one value per pixel by
+/// the maximum of its absolute value over the colour channels, as captum's `Saliency`.
 pub struct Saliency<'e, B: Backend> {
     eng: &'e Engine<B>,
 }
 
 impl<'e, B: Backend> Saliency<'e, B> {
+    /// Saliency on `eng`.
     pub fn new(eng: &'e Engine<B>) -> Self {
         Saliency { eng }
     }

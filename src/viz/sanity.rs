@@ -60,6 +60,7 @@ impl std::str::FromStr for Granularity {
 pub struct Step {
     /// the layer's module path, or the block's
     pub name: String,
+    /// the graph nodes whose parameters this step re-initialises
     pub nodes: Vec<NodeId>,
 }
 

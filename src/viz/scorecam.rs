@@ -98,14 +98,22 @@ fn scores<B: Backend>(be: &B, logits: B::T, onehot: &B::T, n: usize, r: usize) -
     be.reshape(be.reduce(&be.binary(&l, &oh, Binary::Mul)?, Reduce::Sum, &[2])?, &[n, r, 1, 1])
 }
 
+/// Score-CAM (Wang et al. 2020, "Score-CAM: Score-Weighted Visual Explanations for
+/// Convolutional Neural Networks"): each channel of the layer, upsampled to the input and scaled
+/// to [0, 1], masks the input; the weights are the softmax over channels of the target's score
+/// on the masked inputs; map = ReLU(Σ_k w_k A_k). As pytorch-grad-cam's `ScoreCAM`, except the
+/// upsampling (`align_corners=False` here, `True` there).
 pub struct ScoreCam<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// the layer whose channels mask the input
     pub layer: Layer,
     /// masked inputs per forward pass
     pub masks: usize,
 }
 
 impl<'e, B: Backend> ScoreCam<'e, B> {
+    /// Score-CAM at `layer` (default: the architecture's last feature layer), `masks` masked
+    /// inputs per forward pass.
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>, masks: usize) -> Result<Self> {
         Ok(ScoreCam { eng, layer: rerun_layer(eng, layer, "Score-CAM")?, masks: masks.max(1) })
     }
@@ -152,14 +160,21 @@ impl<B: Backend> Attribution<B> for ScoreCam<'_, B> {
     }
 }
 
+/// Ablation-CAM (Desai & Ramaswamy 2020, "Ablation-CAM: Visual Explanations for Deep
+/// Convolutional Network via Gradient-free Localization"): each channel of the layer zeroed and
+/// the network rerun from it; w_k = (y − y_k) / y; map = ReLU(Σ_k w_k A_k). As
+/// pytorch-grad-cam's `AblationCAM`, except that the channel is always zeroed (the paper).
 pub struct AblationCam<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// the layer whose channels are ablated
     pub layer: Layer,
     /// ablated copies per forward pass
     pub masks: usize,
 }
 
 impl<'e, B: Backend> AblationCam<'e, B> {
+    /// Ablation-CAM at `layer` (default: the architecture's last feature layer), `masks`
+    /// ablated copies per forward pass.
     pub fn new(eng: &'e Engine<B>, layer: Option<&str>, masks: usize) -> Result<Self> {
         Ok(AblationCam { eng, layer: rerun_layer(eng, layer, "Ablation-CAM")?, masks: masks.max(1) })
     }

@@ -1,14 +1,15 @@
 //! Weakly supervised segmentation from an attribution map (Simonyan, Vedaldi, Zisserman 2014,
 //! "Deep Inside Convolutional Networks", §3.1): the map seeds a GrabCut.
 //!
-//! - this file: [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut),
+//! - this file: [`seed_maps`] (an attribution's maps as the seeds read them, on the backend),
+//!   [`GrabCut`] (seeds from the map's quantiles, the iterated graph cut),
 //!   [`largest_component`], and the pictures of a mask ([`mask_picture`], [`overlay`],
 //!   [`mask_in_box`]).
 //! - `segment/gmm.rs`: [`Gmm`], the colour models, with k-means.
 //! - `segment/maxflow.rs`: [`Graph`], the minimum cut (Boykov–Kolmogorov).
 //!
-//! All of it is host code on an RGB picture and a map of the same size; nothing here needs the
-//! network once the map is made.
+//! All but [`seed_maps`] is host code on an RGB picture and a map of the same size; nothing here
+//! needs the network once the map is made.
 
 mod gmm;
 mod maxflow;
@@ -19,12 +20,28 @@ pub use maxflow::Graph;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::backend::{Backend, Unary};
 use crate::error::{Error, Result};
 use crate::imageio::CropBox;
+use crate::tensor::Tensor;
+use crate::viz::render;
+
+/// An attribution method's maps `[n, 1, h', w']` as the seeds read them: |map| for a `signed`
+/// method, upsampled to the network's input `[h, w]` and min-max normalised per map as the
+/// pictures are ([`render::normalized`]), so the quantiles lie in [0, 1]. The CLI's job and the
+/// Python package both take their maps from here.
+pub fn seed_maps<B: Backend>(be: &B, maps: &B::T, signed: bool, hw: [usize; 2]) -> Result<Tensor> {
+    if signed {
+        render::normalized(be, &be.unary(maps, Unary::Abs)?, hw, None)
+    } else {
+        render::normalized(be, maps, hw, None)
+    }
+}
 
 /// What a pixel is before the cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seed {
+    /// not a seed: the cut decides
     Unknown,
     /// a hard constraint: foreground
     Foreground,
@@ -57,12 +74,17 @@ pub enum Seed {
 /// ([`VARIANCE_FLOOR`]). k-means starts from `seed`, so a run is deterministic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrabCut {
+    /// pixels at or above this quantile of the map seed the foreground (0.95)
     pub fg_quantile: f64,
+    /// pixels at or below this quantile seed the background (0.30)
     pub bg_quantile: f64,
     /// at most this many cuts (at least 1)
     pub iterations: usize,
+    /// Gaussians per colour model (5)
     pub components: usize,
+    /// γ, the weight of the pairwise (smoothness) term (50)
     pub gamma: f64,
+    /// the k-means start's seed
     pub seed: u64,
 }
 
@@ -75,10 +97,15 @@ impl Default for GrabCut {
 /// A segmentation: the mask (row-major, true for foreground) and how it was reached.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segmentation {
+    /// true for foreground, row-major
     pub mask: Vec<bool>,
+    /// rows
     pub height: usize,
+    /// columns
     pub width: usize,
+    /// pixels seeded as foreground
     pub foreground_seeds: usize,
+    /// pixels seeded as background
     pub background_seeds: usize,
     /// cuts made
     pub iterations: usize,

@@ -57,8 +57,11 @@ pub(super) const IG_INFO: MethodInfo = MethodInfo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Smooth {
     #[default]
+    /// the mean of the maps (SmoothGrad)
     Mean,
+    /// the mean of their squares (SmoothGrad²)
     MeanSquare,
+    /// their variance (VarGrad)
     Variance,
 }
 
@@ -78,9 +81,13 @@ impl FromStr for Smooth {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Baseline {
     #[default]
+    /// all zeros in the model's input space (the mean colour)
     Zero,
+    /// black (0 in pixel space, normalised)
     Black,
+    /// the input blurred (Gaussian, σ = 5% of the smaller side)
     Blur,
+    /// uniform noise in pixel space, from the seed
     Noise,
 }
 
@@ -105,13 +112,22 @@ fn fixed_targets<B: Backend>(eng: &Engine<B>, x: &B::T, targets: Option<&[Target
     }
 }
 
-/// SmoothGrad around a base method.
+/// SmoothGrad (Smilkov, Thorat, Kim, Viégas, Wattenberg 2017, "SmoothGrad: removing noise by
+/// adding noise") around any base method, as captum's `NoiseTunnel`: the base method's maps of
+/// `samples` noisy copies of the input (Gaussian noise of standard deviation `noise` × (max −
+/// min) of the item), combined by [`Smooth`]. Deviation: deepviz combines the base method's
+/// *maps* (for saliency, max over channels of |g| first), where captum combines its per-channel
+/// attributions.
 pub struct NoiseTunnel<'e, B: Backend> {
+    /// the method whose maps are combined
     pub base: Box<dyn Attribution<B> + 'e>,
+    /// noisy copies per input
     pub samples: usize,
     /// noise standard deviation as a fraction of each item's value range
     pub noise: f32,
+    /// how the copies' maps are combined
     pub kind: Smooth,
+    /// the noise's seed (a run is deterministic)
     pub seed: u64,
 }
 
@@ -234,10 +250,15 @@ pub fn gauss_legendre(n: usize) -> Vec<(f64, f64)> {
     out
 }
 
-/// Integrated Gradients.
+/// Integrated Gradients (Sundararajan, Taly, Yan 2017, "Axiomatic Attribution for Deep
+/// Networks"): (x − x′) ⊙ ∫₀¹ ∂F/∂x(x′ + α(x − x′)) dα, the integral by `steps`-point
+/// Gauss–Legendre quadrature (captum's default rule), summed over colour channels; the
+/// completeness error Σ attributions − (F(x) − F(x′)) is reported with each map.
 pub struct IntegratedGradients<'e, B: Backend> {
     eng: &'e Engine<B>,
+    /// quadrature points on the path
     pub steps: usize,
+    /// the path's start x′
     pub baseline: Baseline,
     /// the seed of the `noise` baseline
     pub seed: u64,
@@ -249,6 +270,7 @@ impl<'e, B: Backend> IntegratedGradients<'e, B> {
         IntegratedGradients { eng, steps: 50, baseline: Baseline::Zero, seed: 0 }
     }
 
+    /// Integrated gradients with `opts`' `samples` (steps) and `baseline`, else the defaults.
     pub fn from_options(eng: &'e Engine<B>, opts: &MethodOptions) -> Result<Self> {
         let mut ig = IntegratedGradients::new(eng);
         if let Some(s) = opts.samples {

@@ -13,9 +13,23 @@ pub enum Target {
     /// the pre-softmax score of a class (a unit of the network's output)
     Class(usize),
     /// the mean over positions of one channel of a layer (lucid's `channel` objective)
-    Channel { layer: Layer, channel: usize },
+    Channel {
+        /// the layer
+        layer: Layer,
+        /// the channel's index
+        channel: usize,
+    },
     /// one activation: a channel at (y, x) of a layer (y = x = 0 for a layer without positions)
-    Neuron { layer: Layer, channel: usize, y: usize, x: usize },
+    Neuron {
+        /// the layer
+        layer: Layer,
+        /// the channel's index
+        channel: usize,
+        /// the row
+        y: usize,
+        /// the column
+        x: usize,
+    },
 }
 
 impl Target {
@@ -60,6 +74,7 @@ impl<B: Backend> Targets<B> {
         Targets { given: Some(targets), top: None }
     }
 
+    /// Every item's target as a value (the top classes read back from the backend).
     pub fn resolve(&self, eng: &Engine<B>) -> Result<Vec<Target>> {
         match (&self.given, &self.top) {
             (Some(t), _) => Ok(t.clone()),

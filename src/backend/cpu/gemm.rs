@@ -26,10 +26,15 @@ const MIN_BLOCK: usize = 32;
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat<'a> {
+    /// the elements
     pub data: &'a [f32],
+    /// number of rows
     pub rows: usize,
+    /// number of columns
     pub cols: usize,
+    /// row stride, in elements
     pub rs: usize,
+    /// column stride, in elements
     pub cs: usize,
 }
 
@@ -104,9 +109,11 @@ impl PackedA {
         #[cfg(not(target_arch = "x86_64"))]
         None
     }
+    /// Rows of the packed matrix.
     pub fn rows(&self) -> usize {
         self.rows
     }
+    /// Columns of the packed matrix.
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -115,7 +122,9 @@ impl PackedA {
 /// A right operand the AVX-512 GEMM packs itself, a block at a time, without the matrix ever
 /// being written out whole (a convolution's column matrix, made from the image as it is packed).
 pub trait PackB: Sync {
+    /// Rows of the matrix (the product's inner dimension).
     fn rows(&self) -> usize;
+    /// Columns of the matrix.
     fn cols(&self) -> usize;
     /// Write rows `p0..p0+kc`, columns `j0..j0+nc` (nc <= [`PACK_NC`]) into `dst` as
     /// [`PACK_NR`]-column panels, `kc` rows of `PACK_NR` floats each, the last panel's columns past
@@ -227,6 +236,7 @@ impl From<bool> for Out<'_> {
 /// origin, rows `ldc` apart). Only the AVX-512 GEMM takes one ([`sgemm_source_epi`]).
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
+    /// added to C first
     pub residual: Option<&'a [f32]>,
     /// ReLU or ReLU6 only ([`crate::backend::Act::is_mask`])
     pub act: Option<Act>,
@@ -235,6 +245,7 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Nothing to do after the product.
     pub fn is_empty(&self) -> bool {
         self.residual.is_none() && self.act.is_none() && self.mask.is_none()
     }
@@ -470,6 +481,7 @@ pub mod avx512 {
         });
     }
 
+    /// The length of [`pack_a`]'s output for an `m x k` matrix.
     pub fn packed_a_len(m: usize, k: usize) -> usize {
         m.div_ceil(MR) * MR * k
     }

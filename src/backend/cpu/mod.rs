@@ -100,9 +100,11 @@ pub struct CpuWeight {
 }
 
 impl CpuWeight {
+    /// A weight, its packings made when first needed.
     pub fn new(t: Arc<Tensor>) -> Self {
         CpuWeight { t, fwd: OnceLock::new(), bwd: OnceLock::new(), flipped: OnceLock::new() }
     }
+    /// The weight tensor.
     pub fn tensor(&self) -> &Tensor {
         &self.t
     }
@@ -157,12 +159,15 @@ impl Cpu {
     pub fn max_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>) {
         pool::max_forward(x, g)
     }
+    /// The gradient of [`Cpu::max_pool2d`]: each `gy` element to its window's winner.
     pub fn max_pool2d_backward(&self, gy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Tensor {
         pool::max_backward(gy, argmax, x_shape)
     }
+    /// Average pooling (the divisor as PyTorch: `count_include_pad`).
     pub fn avg_pool2d(&self, x: &Tensor, g: &Pool2dGeom) -> Tensor {
         pool::avg_forward(x, g)
     }
+    /// The gradient of [`Cpu::avg_pool2d`].
     pub fn avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize], g: &Pool2dGeom) -> Tensor {
         pool::avg_backward(gy, x_shape, g)
     }
@@ -170,9 +175,11 @@ impl Cpu {
     pub fn adaptive_avg_pool2d(&self, x: &Tensor, out: [usize; 2]) -> Tensor {
         pool::adaptive_avg_forward(x, out)
     }
+    /// The gradient of [`Cpu::adaptive_avg_pool2d`].
     pub fn adaptive_avg_pool2d_backward(&self, gy: &Tensor, x_shape: &[usize]) -> Tensor {
         pool::adaptive_avg_backward(gy, x_shape)
     }
+    /// The activation `a` of `x`.
     pub fn act(&self, x: &Tensor, a: Act) -> Tensor {
         elementwise::act(x, a)
     }
@@ -192,12 +199,15 @@ impl Cpu {
     pub fn affine(&self, x: &Tensor, scale: &[f32], shift: &[f32]) -> Tensor {
         elementwise::affine(x, scale, shift)
     }
+    /// The gradient of [`Cpu::affine`] with respect to its input.
     pub fn affine_backward(&self, gy: &Tensor, scale: &[f32]) -> Tensor {
         elementwise::affine_backward(gy, scale)
     }
+    /// Local response normalisation (AlexNet's, as PyTorch's `LocalResponseNorm`).
     pub fn lrn(&self, x: &Tensor, g: &LrnGeom) -> Tensor {
         elementwise::lrn(x, g)
     }
+    /// The gradient of [`Cpu::lrn`] with respect to its input.
     pub fn lrn_backward(&self, x: &Tensor, gy: &Tensor, g: &LrnGeom) -> Tensor {
         elementwise::lrn_backward(x, gy, g)
     }

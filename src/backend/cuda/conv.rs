@@ -16,6 +16,7 @@ use crate::backend::{Act, Conv2dGeom, Precision};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::{Error, Result};
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[
     ("conv2d", "fwd"),
     ("conv2d", "bwd_data"),
@@ -54,12 +55,19 @@ const DW_ROWS: u32 = 8;
 /// The shapes of one convolution: input NHWC `[n, h, w, c]`, weight `cout x (c/groups) x kh x kw`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
+    /// batch
     pub n: usize,
+    /// input height
     pub h: usize,
+    /// input width
     pub w: usize,
+    /// input channels
     pub c: usize,
+    /// output channels
     pub cout: usize,
+    /// kernel height
     pub kh: usize,
+    /// kernel width
     pub kw: usize,
 }
 

@@ -5,6 +5,7 @@ use super::{launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[("gemm", "tf32")];
 
 /// C rows per block (`TILE_M` in gemm_tc.cu): 2 warps of one 16-row mma each.

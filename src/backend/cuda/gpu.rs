@@ -83,13 +83,16 @@ impl Drop for Buffer {
 #[derive(Clone)]
 pub struct DTensor {
     buf: Arc<Buffer>,
+    /// logical NCHW shape
     pub shape: Vec<usize>,
 }
 
 impl DTensor {
+    /// The device address of its first element.
     pub fn ptr(&self) -> DevicePtr {
         self.buf.ptr
     }
+    /// The number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -122,6 +125,8 @@ fn permuted(s: &[usize]) -> bool {
 }
 
 #[derive(Clone)]
+/// The CUDA engine: our kernels on a [`Device`] (the real GPU or its emulation), tensors
+/// NHWC on the device, buffers from a caching pool.
 pub struct Gpu {
     dev: Arc<dyn Device>,
     pool: Arc<MemoryPool>,
@@ -129,6 +134,7 @@ pub struct Gpu {
 }
 
 impl Gpu {
+    /// The CUDA engine on `dev`, convolutions in fp32.
     pub fn new(dev: Arc<dyn Device>) -> Self {
         let pool = Arc::new(MemoryPool { dev: dev.clone(), free: Mutex::new(HashMap::new()) });
         Gpu { dev, pool, precision: Precision::F32 }
@@ -141,6 +147,7 @@ impl Gpu {
         self
     }
 
+    /// The arithmetic of its convolutions.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -150,11 +157,13 @@ impl Gpu {
         &self.pool
     }
 
-    /// The CUDA engine on the CPU emulation of the CUDA execution model.
+    /// The CUDA engine on the CPU emulation of the CUDA execution model (feature `emu`).
+    #[cfg(feature = "emu")]
     pub fn emulated() -> Self {
         Gpu::new(Arc::new(crate::device::emu::EmuDevice::new()))
     }
 
+    /// The device it launches on.
     pub fn device(&self) -> &dyn Device {
         self.dev.as_ref()
     }

@@ -5,6 +5,7 @@ use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
 use crate::error::{Error, Result};
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[
     ("resize_bilinear", "fwd"),
     ("normalize", "fwd"),

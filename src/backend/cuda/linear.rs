@@ -5,6 +5,7 @@ use super::{launch, len, opt_ptr, ptr};
 use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::Result;
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[("linear", "fwd"), ("linear", "bwd_data"), ("linear", "bwd_weight")];
 
 /// Output tile edge of the GEMM (`LIN_TILE` in linear.cu): one thread per output.

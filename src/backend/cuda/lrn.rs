@@ -7,6 +7,7 @@ use crate::backend::LrnGeom;
 use crate::device::{Arg, Device, DevicePtr};
 use crate::error::Result;
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[("lrn", "fwd"), ("lrn", "bwd")];
 
 /// The geometry arguments every LRN kernel ends with: size, alpha, beta, k.

@@ -7,6 +7,7 @@ use crate::backend::Pool2dGeom;
 use crate::device::{Arg, Device, DevicePtr};
 use crate::error::{Error, Result};
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[
     ("max_pool2d", "fwd"),
     ("max_pool2d", "bwd"),
@@ -19,13 +20,18 @@ pub const KERNELS: &[(&str, &str)] = &[
 /// NHWC input dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nhwc {
+    /// batch
     pub n: usize,
+    /// height
     pub h: usize,
+    /// width
     pub w: usize,
+    /// channels
     pub c: usize,
 }
 
 impl Nhwc {
+    /// The number of elements.
     pub fn numel(&self) -> usize {
         self.n * self.h * self.w * self.c
     }
@@ -65,6 +71,7 @@ pub fn max_pool2d_backward(dev: &dyn Device, gy: DevicePtr, argmax: DevicePtr, d
     launch(dev, "max_pool2d", "bwd", grid_stride(dims.numel()), &args)
 }
 
+/// Average pooling of `x` (`dims`) into `y` by `g` (the divisor as PyTorch: `count_include_pad`).
 pub fn avg_pool2d(dev: &dyn Device, x: DevicePtr, dims: Nhwc, g: &Pool2dGeom, y: DevicePtr) -> Result<()> {
     let (oh, ow) = out_hw(dims, g)?;
     let mut args = vec![ptr(x), ptr(y)];
@@ -75,6 +82,7 @@ pub fn avg_pool2d(dev: &dyn Device, x: DevicePtr, dims: Nhwc, g: &Pool2dGeom, y:
     launch(dev, "avg_pool2d", "fwd", grid_stride(dims.n * oh * ow * dims.c), &args)
 }
 
+/// The gradient of [`avg_pool2d`]: `gy` spread over each window into `gx`.
 pub fn avg_pool2d_backward(dev: &dyn Device, gy: DevicePtr, dims: Nhwc, g: &Pool2dGeom, gx: DevicePtr) -> Result<()> {
     let (oh, ow) = out_hw(dims, g)?;
     let mut args = vec![ptr(gy), ptr(gx)];
@@ -94,6 +102,7 @@ pub fn adaptive_avg_pool2d(dev: &dyn Device, x: DevicePtr, dims: Nhwc, out: [usi
     launch(dev, "adaptive_avg_pool2d", "fwd", grid_stride(dims.n * out[0] * out[1] * dims.c), &args)
 }
 
+/// The gradient of adaptive average pooling to `out`: `gy` spread over each bin into `gx`.
 pub fn adaptive_avg_pool2d_backward(dev: &dyn Device, gy: DevicePtr, dims: Nhwc, out: [usize; 2], gx: DevicePtr) -> Result<()> {
     check_adaptive(dims, out)?;
     let args = [ptr(gy), ptr(gx), len(dims.n), len(dims.c), len(dims.h), len(dims.w), len(out[0]), len(out[1])];

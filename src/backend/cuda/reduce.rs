@@ -6,6 +6,7 @@ use crate::device::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::backend::Reduce;
 use crate::error::{Error, Result};
 
+/// The kernels this file launches, as `(op, variant)` of [`crate::device::kernel_name`].
 pub const KERNELS: &[(&str, &str)] = &[
     ("channel_sum", "fwd"),
     ("softmax", "fwd"),

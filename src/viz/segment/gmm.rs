@@ -23,7 +23,9 @@ pub type Rgb = [f64; 3];
 /// One Gaussian of a mixture.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Component {
+    /// the mixture weight (the share of the pixels assigned to it)
     pub weight: f64,
+    /// the mean colour
     pub mean: Rgb,
     /// the covariance, [`VARIANCE_FLOOR`] included
     pub cov: [[f64; 3]; 3],

@@ -73,6 +73,7 @@ impl Graph {
         }
     }
 
+    /// The number of nodes (pixels), terminals not counted.
     pub fn nodes(&self) -> usize {
         self.first.len()
     }
