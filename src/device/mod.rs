@@ -44,6 +44,7 @@ pub enum Arg {
 /// CUDA's `kernelParams` convention, shared by both devices: one 8-byte slot per argument
 /// holding its value as the kernel's parameter type reads it (little-endian, so a 4-byte value
 /// sits in the slot's first bytes). The caller passes pointers to these slots.
+#[cfg(any(feature = "cuda", feature = "emu"))]
 pub(crate) fn param_slots(args: &[Arg]) -> Vec<u64> {
     args.iter()
         .map(|a| match *a {
