@@ -17,6 +17,7 @@
 //! staging folder (hidden, named for the process) is then left behind, and the commit's renames
 //! are each atomic but not all together.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 
 /// What identifies a file whatever the path used to reach it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FileId {
     dev: u64,
     ino: u64,
@@ -101,7 +102,10 @@ pub struct OutputSet {
     /// the staging folder, once the first file was added
     staging: Option<PathBuf>,
     files: Vec<Staged>,
-    protected: Vec<(PathBuf, Vec<FileId>)>,
+    /// the staged files' names (each check is O(1): a run over a folder of any size)
+    names: HashSet<String>,
+    /// the inputs no output may replace, by file identity (the first path given for each)
+    protected: HashMap<FileId, PathBuf>,
     committed: bool,
 }
 
@@ -113,7 +117,8 @@ impl OutputSet {
             key: COUNTER.fetch_add(1, Ordering::Relaxed),
             staging: None,
             files: vec![],
-            protected: vec![],
+            names: HashSet::new(),
+            protected: HashMap::new(),
             committed: false,
         }
     }
@@ -125,16 +130,14 @@ impl OutputSet {
 
     /// Register a file the run reads (an image, a model): no output may replace it.
     pub fn protect(&mut self, path: &Path) {
-        let ids = ids_of(path);
-        if !ids.is_empty() {
-            self.protected.push((path.to_path_buf(), ids));
+        for id in ids_of(path) {
+            self.protected.entry(id).or_insert_with(|| path.to_path_buf());
         }
     }
 
     /// The input `dest` would replace, if any.
     fn clobbers(&self, dest: &Path) -> Option<&Path> {
-        let ids = ids_of(dest);
-        self.protected.iter().find(|(_, p)| p.iter().any(|i| ids.contains(i))).map(|(path, _)| path.as_path())
+        ids_of(dest).iter().find_map(|i| self.protected.get(i)).map(PathBuf::as_path)
     }
 
     /// Where a file named `name` goes.
@@ -199,7 +202,7 @@ impl OutputSet {
             return Err(Error::InvalidArgument(format!("output name {name:?} is not a plain file name")));
         }
         let dest = self.path_of(name);
-        if self.files.iter().any(|f| f.name == name) {
+        if self.names.contains(name) {
             return Err(Error::InvalidArgument(format!("two outputs of this run are both named {}", dest.display())));
         }
         if let Some(input) = self.clobbers(&dest) {
@@ -215,6 +218,7 @@ impl OutputSet {
         }
         let staging = self.ensure_staging(&mut sets)?;
         let made = make(&staging.join(name), &dest)?;
+        self.names.insert(name.to_string());
         self.files.push(Staged { name: name.to_string(), dest: dest.clone() });
         Ok((dest, made))
     }
