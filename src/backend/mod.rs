@@ -329,6 +329,12 @@ pub trait Backend: Sync {
     fn memory_available(&self) -> Option<usize> {
         None
     }
+    /// Its tensors live in host memory and its ops run on the calling thread (the CPU engine):
+    /// host work on its results can as well be done off the job's thread
+    /// ([`crate::job::MapJob`] normalises the pictures' maps there).
+    fn on_host(&self) -> bool {
+        false
+    }
     /// logical NCHW shape
     fn shape<'a>(&self, t: &'a Self::T) -> &'a [usize];
     /// A host tensor on the backend.

@@ -195,6 +195,15 @@ pub(crate) fn upload_pairs<B: Backend>(eng: &Engine<B>, batch: &Batch, chunk: &[
     eng.upload(&Tensor::new(shape, data)?)
 }
 
+/// `maps` `[n, 1, h, w]`, or the error [`render::normalized`] gives for a map with a NaN or an
+/// infinity.
+fn finite_maps(maps: Tensor) -> Result<Tensor> {
+    match (0..maps.shape[0]).find(|&i| maps.item(i).iter().any(|v| !v.is_finite())) {
+        Some(i) => Err(Error::InvalidArgument(format!("the map of item {i} holds NaN or infinite values (the computation diverged)"))),
+        None => Ok(maps),
+    }
+}
+
 /// A map's pictures, encoded: the heat map, the overlay and (`full_size`) the overlay at the
 /// image's own resolution.
 type Encoded = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
@@ -276,9 +285,16 @@ impl MapJob {
                 } else {
                     &raw_maps
                 };
-                // a batch's pictures have one size (its items' tensors have one shape)
-                let first = &batch.items[chunk[0].0].picture;
-                let norm = render::normalized(&eng.be, shown, [first.height() as usize, first.width() as usize], style.clip)?;
+                // the pictures' maps in [0, 1]: a GPU upsamples and normalises the batch on the
+                // device; the CPU engine's maps are on the host already, so each map's task does
+                // it, off this thread (the same code on one map: the same bits)
+                let (norm, host) = if eng.be.on_host() {
+                    (None, Some(finite_maps(eng.download(shown)?)?))
+                } else {
+                    // a batch's pictures have one size (its items' tensors have one shape)
+                    let first = &batch.items[chunk[0].0].picture;
+                    (Some(render::normalized(&eng.be, shown, [first.height() as usize, first.width() as usize], style.clip)?), None)
+                };
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw || self.npz { Some(eng.download(&raw_maps)?) } else { None };
                 let resolved = targets.resolve(eng)?;
@@ -288,10 +304,19 @@ impl MapJob {
                     let it = &batch.items[i];
                     // colouring and encoding, a map and its overlay (and the full-size one),
                     // on the background thread
-                    let (picture, map01, original, crop) = (it.picture.clone(), norm.item(k).to_vec(), originals[i].clone(), it.crop);
+                    let (picture, original, crop) = (it.picture.clone(), originals[i].clone(), it.crop);
+                    let (map01, map) = match (&norm, &host) {
+                        (Some(n), _) => (n.item(k).to_vec(), None),
+                        (None, Some(m)) => (vec![], Some(Tensor::new(vec![1, 1, h, w], m.item(k).to_vec())?)),
+                        (None, None) => unreachable!("one of the two"),
+                    };
                     let full_size = self.full_size;
                     let pictures = bg.spawn(move || -> Result<Encoded> {
                         let (ih, iw) = (picture.height() as usize, picture.width() as usize);
+                        let map01 = match map {
+                            Some(m) => render::normalized(&crate::backend::cpu::Cpu, &m, [ih, iw], style.clip)?.data,
+                            None => map01,
+                        };
                         let heat = imageio::colorize(&map01, ih, iw, style.colormap);
                         let over = imageio::blend(&picture, &heat, style.alpha);
                         let full = match (original, crop) {

@@ -239,6 +239,9 @@ impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
     }
+    fn on_host(&self) -> bool {
+        true
+    }
     fn memory_budget(&self) -> Option<usize> {
         Some(host_memory_budget())
     }
