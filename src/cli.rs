@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{value_parser, Arg, ArgAction, Command};
 
 use crate::backend::Precision;
+use crate::dataset::tsne::{EXACT_MAX, EXACT_UP_TO};
 use crate::job::{self, DeviceChoice, DreamJob};
 use crate::viz::segment::GrabCut;
 use crate::viz::{LayerUse, Maximize, Opt, DEFAULT_MASKS, METHODS};
@@ -209,9 +210,10 @@ fn dataset_commands() -> Vec<Command> {
         .mut_arg("dataset", |a| a.required(false).required_unless_present("compare"))
         .arg(Arg::new("compare").long("compare").num_args(2).value_names(["A", "B"]).value_parser(value_parser!(PathBuf)).conflicts_with_all(["thresholds", "shard"]).help("instead of dissecting: two dissect.json files (two models, or two layers) side by side: compare.png, compare.json, index.html"))
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(u64).range(1..=100)).help("top images shown per unit"));
-    let tsne = dataset_args(Command::new("tsne").about("An exact 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html; for up to a few thousand images"))
+    let tsne = dataset_args(Command::new("tsne").about(format!("A 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html. Exact gradients up to {EXACT_UP_TO} images, Barnes-Hut (van der Maaten, JMLR 2014) beyond")))
         .arg(Arg::new("layer").long("layer").help("layer (PyTorch module path) [default: the last feature layer]"))
         .arg(Arg::new("perplexity").long("perplexity").default_value("30").value_parser(parse_finite).help("t-SNE perplexity (at most (images - 1) / 3 is used)"))
+        .arg(Arg::new("theta").long("theta").default_value("0.5").value_parser(parse_unit).help(format!("Barnes-Hut's accuracy past {EXACT_UP_TO} images: a quadtree cell is summarised where its side / distance < theta; 0 = exact gradients at any size (O(n^2) a step, at most {EXACT_MAX} images)")))
         .arg(Arg::new("seed").long("seed").default_value("0").value_parser(value_parser!(u64)).help("seed of the random start"))
         .arg(Arg::new("tile").long("tile").default_value("48").value_parser(value_parser!(u64).range(4..=512)).help("side of each image's cell in the mosaic, in pixels"));
     let merge = Command::new("merge")

@@ -515,6 +515,7 @@ impl WithBackend for DatasetCmd<'_> {
             "tsne" => Tsne {
                 layer: m.get_one::<String>("layer").cloned().unwrap_or_else(|| eng.model().graph.heads.gradcam_layer.clone()),
                 perplexity: *m.get_one::<f32>("perplexity").expect("has a default") as f64,
+                theta: *m.get_one::<f32>("theta").expect("has a default") as f64,
                 seed: *m.get_one::<u64>("seed").expect("has a default"),
                 tile: num("tile") as u32,
                 batch_size,

@@ -4,8 +4,10 @@
 //! IoU code on the same maps; shards (both passes) merge to one pass exactly; the command line
 //! end to end on the default model (CPU engine and, tiny, the emulated GPU) with its report in
 //! a headless browser; bad input gives one error. And `tsne` (in this file to spare CI a test
-//! binary): well-separated clusters stay apart (k-NN preservation), a seed fixes the result,
-//! and the command line end to end, sharded.
+//! binary): well-separated clusters stay apart (k-NN preservation) with exact gradients and
+//! with Barnes–Hut's (3070 points), a seed fixes the result on any thread count, and the
+//! command line end to end, sharded (Barnes–Hut's gradient against the exact one: the unit
+//! tests of `src/dataset/bhtsne.rs`).
 
 mod common;
 
@@ -389,15 +391,15 @@ fn the_emulated_gpu_engine_agrees_with_the_cpu_engine() {
 
 #[test]
 fn tsne_keeps_clusters_apart_and_is_deterministic() {
-    use deepviz::dataset::tsne::{embed, snap_to_grid};
+    use deepviz::dataset::tsne::{embed, snap_to_grid, Method};
     // 4 clusters of 15 points in 20-D: centres 10 apart per coordinate, unit noise
     let (k, per, dim) = (4, 15, 20);
     let noise = common::seeded(41, k * per * dim);
     let centre = common::seeded(42, k * dim);
     let x: Vec<Vec<f64>> = (0..k * per).map(|i| (0..dim).map(|d| 10.0 * centre[(i / per) * dim + d] as f64 + noise[i * dim + d] as f64).collect()).collect();
-    let y = embed(&x, 10.0, 3, 500).unwrap();
-    assert_eq!(y, embed(&x, 10.0, 3, 500).unwrap(), "a seed fixes the embedding");
-    assert_ne!(y, embed(&x, 10.0, 4, 500).unwrap(), "another seed starts elsewhere");
+    let y = embed(&x, 10.0, Method::Exact, 3, 500).unwrap();
+    assert_eq!(y, embed(&x, 10.0, Method::Exact, 3, 500).unwrap(), "a seed fixes the embedding");
+    assert_ne!(y, embed(&x, 10.0, Method::Exact, 4, 500).unwrap(), "another seed starts elsewhere");
     // k-NN preservation: each point's 5 nearest in the embedding are of its cluster
     let mut same = 0;
     for i in 0..y.len() {
@@ -420,6 +422,80 @@ fn tsne_keeps_clusters_apart_and_is_deterministic() {
     assert_eq!(u.len(), cells.len());
 }
 
+/// `k` clusters of `per` points in `dim`-D: centres 8 apart per coordinate (uniform in ±8),
+/// noise the sum of four uniforms in ±1 (nearly normal, σ ≈ 1.15).
+fn clusters(seed: u64, k: usize, per: usize, dim: usize) -> Vec<Vec<f64>> {
+    let noise = common::seeded(seed, 4 * k * per * dim);
+    let centre = common::seeded(seed + 1, k * dim);
+    (0..k * per).map(|i| (0..dim).map(|d| 8.0 * centre[(i / per) * dim + d] as f64 + noise[4 * (i * dim + d)..][..4].iter().map(|&v| v as f64).sum::<f64>()).collect()).collect()
+}
+
+/// The fraction of each point's `k` nearest in the embedding `y` that share its cluster.
+fn knn_kept(y: &[[f64; 2]], per: usize, k: usize) -> f64 {
+    let same: usize = (0..y.len())
+        .map(|i| {
+            let mut d: Vec<(f64, usize)> = (0..y.len()).filter(|&j| j != i).map(|j| ((y[i][0] - y[j][0]).powi(2) + (y[i][1] - y[j][1]).powi(2), j)).collect();
+            d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            d[..k].iter().filter(|(_, j)| j / per == i / per).count()
+        })
+        .sum();
+    same as f64 / (k * y.len()) as f64
+}
+
+#[test]
+fn barnes_hut_tsne_keeps_ten_clusters_of_3000_points_apart() {
+    use deepviz::dataset::tsne::{embed, Method, ITERATIONS, THETA};
+    let (k, per, dim) = (10, 307, 50);
+    let x = clusters(77, k, per, dim);
+    let method = Method::choose(x.len(), THETA);
+    assert_eq!(method, Method::BarnesHut { theta: THETA }, "past the threshold the default is Barnes-Hut");
+    let y = embed(&x, 30.0, method, 5, ITERATIONS).unwrap();
+    let kept = knn_kept(&y, per, 10);
+    assert!(kept >= 0.95, "only {kept:.3} of 10-NN in the embedding share the cluster");
+}
+
+#[test]
+fn barnes_hut_tsne_gives_the_same_bits_on_every_run_and_thread_count() {
+    use deepviz::dataset::tsne::{embed, Method};
+    let x = clusters(78, 5, 131, 17);
+    let bh = Method::BarnesHut { theta: 0.5 };
+    let on = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| embed(&x, 20.0, bh, 9, 300).unwrap());
+    let y = on(1);
+    assert_eq!(y, on(1), "two runs differ");
+    assert_eq!(y, on(3), "1 and 3 threads differ");
+    assert!(y.iter().flatten().all(|v| v.is_finite()));
+    assert_ne!(y, embed(&x, 20.0, bh, 10, 300).unwrap(), "another seed starts elsewhere");
+    // and θ makes a difference: a coarser tree is another (still converged) picture
+    assert_ne!(y, embed(&x, 20.0, Method::BarnesHut { theta: 0.9 }, 9, 300).unwrap());
+}
+
+#[test]
+fn the_mosaic_grid_is_the_nearest_free_cell_of_a_full_search() {
+    use deepviz::dataset::tsne::snap_to_grid;
+    // the definition: every free cell's distance, ties the lower index
+    let brute = |y: &[[f64; 2]], g: usize| {
+        let (lo, hi) = (|k: usize| y.iter().map(|v| v[k]).fold(f64::INFINITY, f64::min), |k: usize| y.iter().map(|v| v[k]).fold(f64::NEG_INFINITY, f64::max));
+        let scale = |v: f64, k: usize| if hi(k) > lo(k) { (v - lo(k)) / (hi(k) - lo(k)) * (g - 1) as f64 } else { 0.0 };
+        let mut free = vec![true; g * g];
+        y.iter()
+            .map(|v| {
+                let (px, py) = (scale(v[0], 0), scale(v[1], 1));
+                let d = |c: usize| ((c % g) as f64 - px).powi(2) + ((c / g) as f64 - py).powi(2);
+                let c = (0..g * g).filter(|&c| free[c]).min_by(|&a, &b| d(a).total_cmp(&d(b)).then(a.cmp(&b))).unwrap();
+                free[c] = false;
+                (c % g, c / g)
+            })
+            .collect::<Vec<_>>()
+    };
+    let r = common::seeded(60, 2000);
+    // spread out; three tight clumps (rings far from the nearest cell); a full grid; one point
+    let spread: Vec<[f64; 2]> = r.chunks(2).take(300).map(|c| [c[0] as f64, c[1] as f64]).collect();
+    let clumps: Vec<[f64; 2]> = r.chunks(2).take(450).enumerate().map(|(i, c)| [(i % 3) as f64 + 1e-3 * c[0] as f64, (i % 3 == 1) as u8 as f64 + 1e-3 * c[1] as f64]).collect();
+    for (y, g) in [(&spread[..], 25), (&clumps[..], 31), (&spread[..49], 7), (&spread[..1], 2), (&clumps[..7], 3)] {
+        assert_eq!(snap_to_grid(y, g), brute(y, g), "{} points on {g}x{g}", y.len());
+    }
+}
+
 #[test]
 fn tsne_on_the_command_line_sharded_equals_one_pass() {
     let root = tmp("tsne");
@@ -436,6 +512,8 @@ fn tsne_on_the_command_line_sharded_equals_one_pass() {
     let csv = std::fs::read_to_string(one.join("tsne.csv")).unwrap();
     assert_eq!(csv.lines().count(), 13, "{csv}");
     assert!(csv.starts_with("name,x,y\n0000_red_square.png,"), "{csv}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(one.join("tsne.json")).unwrap()).unwrap();
+    assert_eq!((&summary["method"], &summary["theta"]), (&serde_json::json!("exact"), &serde_json::json!(0.0)), "12 images: exact");
     browser_check(&one);
     let shards = root.join("shards");
     for i in 0..2 {

@@ -14,12 +14,14 @@
 //!   the Broden layout.
 //! - `broden.rs`: the Broden layout (index.csv, label images, label and category tables).
 //! - `dissect.rs`: `dissect`, Network Dissection: per-unit thresholds, then IoU with concepts.
-//! - `tsne.rs`: `tsne`, an exact t-SNE of pooled features and its "cnn embed" mosaic.
+//! - `tsne.rs`: `tsne`, a t-SNE of pooled features and its "cnn embed" mosaic; exact gradients
+//!   up to a few thousand images, `bhtsne.rs`: Barnes–Hut's (sparse `P`, a quadtree) beyond.
 //!
 //! A dataset command runs as: [`stream`] the shard's images through the engine into a
 //! [`Partial`] (a single pass is shard `0/1`), then [`Partial::merge`] the shards, then
 //! [`finish`] renders the merged state into an [`OutputSet`].
 
+mod bhtsne;
 pub mod broden;
 pub mod dissect;
 pub mod filters;

@@ -1,18 +1,22 @@
 //! `tsne`: a 2-D t-SNE (van der Maaten & Hinton, JMLR 2008) of a layer's feature vectors over a
 //! dataset (global-average-pooled when the layer is spatial), drawn as the "cnn embed" mosaic
 //! of Karpathy's CNN-codes pages: each image in the cell of a grid nearest to its embedded
-//! position. Exact gradients (O(n²) a step) on the host: meant for up to a few thousand images.
+//! position. On the host, by one of two gradients ([`Method`]): exact (a dense `P`, O(n²) a
+//! step) up to [`EXACT_UP_TO`] images, Barnes–Hut (van der Maaten, JMLR 2014; `bhtsne.rs`: a
+//! sparse `P` over ⌊3·perplexity⌋ neighbours, the repulsion from a quadtree, O(n log n) a step)
+//! beyond, unless θ = 0.
 //!
-//! As van der Maaten's reference (`bhtsne`'s exact path and `tsne.py`): the features are
+//! As van der Maaten's reference (`bhtsne` and `tsne.py`): the features are
 //! centred and scaled by their largest magnitude; per point, a binary search (50 steps at most,
 //! tolerance 1e-5) for the precision giving the perplexity (entropy `log(perplexity)`, natural
-//! log) over squared Euclidean distances; `P` symmetrised (`(P + Pᵀ) / 2n`, at least 1e-12);
-//! early exaggeration 12 for the first 250 iterations; momentum 0.5 then 0.8; learning rate 200
-//! (below 9600 points `max(n / 48, 50)`, as scikit-learn's "auto": 200 overshoots small sets);
-//! gains (+0.2 where the gradient's sign flips, ×0.8 where it stays, at least 0.01); the
-//! embedding recentred after each step. The start is `N(0, 1e-4)` from the seed (SplitMix64 and
-//! Box–Muller), and every sum runs in a fixed order, so a seed gives the same picture on every
-//! run, thread count and sharding.
+//! log) over squared Euclidean distances; `P` symmetrised (`(P + Pᵀ) / 2n`, at least 1e-12 on
+//! the exact path); early exaggeration 12 for the first 250 iterations; momentum 0.5 then 0.8;
+//! learning rate 200 (below 9600 points `max(n / 48, 50)`, as scikit-learn's "auto": 200
+//! overshoots small sets); gains (+0.2 where the gradient's sign flips, ×0.8 where it stays, at
+//! least 0.01); the embedding recentred after each step (one loop, [`descend`], for both
+//! gradients). The start is `N(0, 1e-4)` from the seed (SplitMix64 and Box–Muller), and every
+//! sum runs in a fixed order, so a seed gives the same picture on every run, thread count and
+//! sharding.
 //!
 //! Sharding: each shard's state holds its images' feature vectors; `merge` concatenates them
 //! in image order and then runs t-SNE once, so it equals the single pass.
@@ -47,6 +51,9 @@ pub struct Tsne {
     pub layer: String,
     /// t-SNE's perplexity (the effective number of neighbours)
     pub perplexity: f64,
+    /// Barnes–Hut's accuracy (cell side / distance below which a cell is summarised), used past
+    /// [`EXACT_UP_TO`] images; 0: exact gradients whatever the size
+    pub theta: f64,
     /// the seed of the embedding's random start
     pub seed: u64,
     /// side of each image's cell in the mosaic
@@ -62,6 +69,9 @@ pub struct TsneTally {
     pub layer: String,
     /// as [`Tsne::perplexity`]
     pub perplexity: f64,
+    /// see [`Tsne::theta`]; states written before it existed read as the default
+    #[serde(default = "default_theta")]
+    pub theta: f64,
     /// as [`Tsne::seed`]
     pub seed: u64,
     /// as [`Tsne::tile`]
@@ -72,10 +82,17 @@ pub struct TsneTally {
     pub features: Vec<(usize, Values)>,
 }
 
+/// θ's default (bhtsne's and scikit-learn's).
+pub const THETA: f64 = 0.5;
+
+fn default_theta() -> f64 {
+    THETA
+}
+
 impl TsneTally {
     /// The tally of both shards' images, or why they are not of one job.
     pub fn merge(mut self, other: TsneTally) -> Result<TsneTally> {
-        if (&self.layer, self.perplexity, self.seed, self.tile) != (&other.layer, other.perplexity, other.seed, other.tile) {
+        if (&self.layer, self.perplexity, self.theta, self.seed, self.tile) != (&other.layer, other.perplexity, other.theta, other.seed, other.tile) {
             return Err(Error::InvalidArgument("tsne states of different layers or parameters".into()));
         }
         self.features.extend(other.features);
@@ -89,6 +106,9 @@ impl Tsne {
     pub fn run<B: Backend>(&self, eng: &Engine<B>, ds: &Dataset, shard: Shard, progress: &mut dyn FnMut(Progress)) -> Result<Partial> {
         if !(self.perplexity >= 1.0 && self.perplexity.is_finite()) {
             return Err(Error::InvalidArgument(format!("--perplexity {}: at least 1", self.perplexity)));
+        }
+        if !(0.0..=1.0).contains(&self.theta) {
+            return Err(Error::InvalidArgument(format!("--theta {}: from 0 (exact) to 1 (coarsest); 0.5 is the usual", self.theta)));
         }
         let model = eng.model();
         let layer = model.resolve(&self.layer)?;
@@ -108,8 +128,8 @@ impl Tsne {
             }
             Ok(())
         })?;
-        let params = json!({"layer": name, "perplexity": self.perplexity, "seed": self.seed, "tile": self.tile, "input_hw": model.preprocess.size});
-        let t = TsneTally { layer: name, perplexity: self.perplexity, seed: self.seed, tile: self.tile, input_hw: model.preprocess.size, features };
+        let params = json!({"layer": name, "perplexity": self.perplexity, "theta": self.theta, "seed": self.seed, "tile": self.tile, "input_hw": model.preprocess.size});
+        let t = TsneTally { layer: name, perplexity: self.perplexity, theta: self.theta, seed: self.seed, tile: self.tile, input_hw: model.preprocess.size, features };
         let mut p = Partial::new(model, ds, shard, params, Tally::Tsne(t));
         p.images = images;
         p.skipped = skipped;
@@ -117,62 +137,128 @@ impl Tsne {
     }
 }
 
-/// Squared Euclidean distances between rows of `x` (`n × d`), row-major `n × n`.
-fn sq_distances(x: &[Vec<f64>]) -> Vec<f64> {
-    let n = x.len();
-    let mut d = vec![0.0; n * n];
-    d.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        for (j, r) in row.iter_mut().enumerate() {
-            *r = x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+/// The exact path's limit: its `P` is a dense `n × n` matrix of f64 (3.2 GB at 20000 points).
+pub const EXACT_MAX: usize = 20_000;
+/// Up to this many points the default is exact: here it costs about what Barnes–Hut does (under
+/// a second for 1000 iterations) with no approximation; beyond, Barnes–Hut is faster (measured,
+/// benches/RESULTS.md 2026-12-03: 0.9 s against 0.6 s at 500 points, 19 s against 3 s at 2000).
+pub const EXACT_UP_TO: usize = 500;
+
+/// How the gradient is computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// every pair, O(n²) a step, a dense `P`
+    Exact,
+    /// a sparse `P` over each point's ⌊3·perplexity⌋ nearest neighbours and the repulsion from a
+    /// quadtree summarised where `cell side / distance < theta` (van der Maaten, JMLR 2014)
+    BarnesHut {
+        /// a cell is summarised where its side / distance is below this
+        theta: f64,
+    },
+}
+
+impl Method {
+    /// The method for `n` points at `theta` (0: exact): exact up to [`EXACT_UP_TO`] points,
+    /// Barnes–Hut beyond.
+    pub fn choose(n: usize, theta: f64) -> Method {
+        if theta == 0.0 || n <= EXACT_UP_TO {
+            Method::Exact
+        } else {
+            Method::BarnesHut { theta }
         }
-    });
-    d
+    }
+
+    /// `exact` or `barnes-hut`, and θ (0 for exact)
+    pub fn describe(&self) -> (&'static str, f64) {
+        match *self {
+            Method::Exact => ("exact", 0.0),
+            Method::BarnesHut { theta } => ("barnes-hut", theta),
+        }
+    }
+}
+
+/// Squared Euclidean distances from row `i` of `x` to every row, into `d`.
+pub(super) fn sq_distances_from(x: &[Vec<f64>], i: usize, d: &mut [f64]) {
+    for (j, r) in d.iter_mut().enumerate() {
+        *r = x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+    }
+}
+
+/// One point's conditional probabilities `p_{j|i}` over the squared distances `d` (`row[skip]`,
+/// the point itself, is 0): a binary search (50 steps at most, tolerance 1e-5) for the precision
+/// whose entropy is `log_u`.
+pub(super) fn conditional_row(d: &[f64], skip: Option<usize>, log_u: f64, row: &mut [f64]) {
+    let (mut beta, mut lo, mut hi) = (1.0f64, f64::NEG_INFINITY, f64::INFINITY);
+    for _ in 0..50 {
+        let mut sum = 0.0;
+        let mut dp = 0.0;
+        for (j, (r, &dj)) in row.iter_mut().zip(d).enumerate() {
+            *r = if Some(j) == skip { 0.0 } else { (-beta * dj).exp() };
+            sum += *r;
+            dp += dj * *r;
+        }
+        let sum = sum.max(f64::MIN_POSITIVE);
+        let h = sum.ln() + beta * dp / sum;
+        row.iter_mut().for_each(|v| *v /= sum);
+        let diff = h - log_u;
+        if diff.abs() < 1e-5 {
+            break;
+        }
+        if diff > 0.0 {
+            lo = beta;
+            beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
+        } else {
+            hi = beta;
+            beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
+        }
+    }
 }
 
 /// The joint probabilities `P` (row-major `n × n`) of the points `x` at `perplexity`.
 pub fn joint_probabilities(x: &[Vec<f64>], perplexity: f64) -> Vec<f64> {
     let n = x.len();
-    let d = sq_distances(x);
     let log_u = perplexity.ln();
     let mut p = vec![0.0; n * n];
     p.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        let di = &d[i * n..(i + 1) * n];
-        let (mut beta, mut lo, mut hi) = (1.0f64, f64::NEG_INFINITY, f64::INFINITY);
-        for _ in 0..50 {
-            let mut sum = 0.0;
-            let mut dp = 0.0;
-            for j in 0..n {
-                row[j] = if j == i { 0.0 } else { (-beta * di[j]).exp() };
-                sum += row[j];
-                dp += di[j] * row[j];
-            }
-            let sum = sum.max(f64::MIN_POSITIVE);
-            let h = sum.ln() + beta * dp / sum;
-            row.iter_mut().for_each(|v| *v /= sum);
-            let diff = h - log_u;
-            if diff.abs() < 1e-5 {
-                break;
-            }
-            if diff > 0.0 {
-                lo = beta;
-                beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
-            } else {
-                hi = beta;
-                beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
-            }
-        }
+        let mut d = vec![0.0; n];
+        sq_distances_from(x, i, &mut d);
+        conditional_row(&d, Some(i), log_u, row);
     });
-    let mut sym = vec![0.0; n * n];
+    // symmetrise in place: (P + Pᵀ) / 2n, at least 1e-12
     for i in 0..n {
-        for j in 0..n {
-            sym[i * n + j] = ((p[i * n + j] + p[j * n + i]) / (2.0 * n as f64)).max(1e-12);
+        for j in i..n {
+            let v = ((p[i * n + j] + p[j * n + i]) / (2.0 * n as f64)).max(1e-12);
+            p[i * n + j] = v;
+            p[j * n + i] = v;
         }
     }
-    sym
+    p
+}
+
+/// The exact gradient of the cost at `y` (into `grad`), `P` dense and multiplied by `exaggeration`:
+/// `4 Σ_j (e·p_ij − q_ij) (1 + |y_i − y_j|²)⁻¹ (y_i − y_j)`.
+pub(crate) fn exact_gradient(p: &[f64], y: &[[f64; 2]], exaggeration: f64, grad: &mut [[f64; 2]]) {
+    let n = y.len();
+    // Z = sum over i != j of 1 / (1 + |y_i - y_j|^2), rows summed in order
+    let rows: Vec<f64> = (0..n).into_par_iter().map(|i| (0..n).filter(|&j| j != i).map(|j| 1.0 / (1.0 + dist2(y[i], y[j]))).sum()).collect();
+    let z: f64 = rows.iter().sum();
+    grad.par_iter_mut().enumerate().for_each(|(i, g)| {
+        let mut acc = [0.0; 2];
+        for j in 0..n {
+            if j == i {
+                continue;
+            }
+            let num = 1.0 / (1.0 + dist2(y[i], y[j]));
+            let m = (exaggeration * p[i * n + j] - num / z) * num;
+            acc[0] += m * (y[i][0] - y[j][0]);
+            acc[1] += m * (y[i][1] - y[j][1]);
+        }
+        *g = [4.0 * acc[0], 4.0 * acc[1]];
+    });
 }
 
 /// Normal numbers from a seed: SplitMix64 and Box–Muller.
-fn normals(seed: u64, n: usize) -> Vec<f64> {
+pub(crate) fn normals(seed: u64, n: usize) -> Vec<f64> {
     let mut s = seed;
     let mut next = || {
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -189,14 +275,21 @@ fn normals(seed: u64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The 2-D embedding (`n` rows of `[x, y]`) of the points `x`, exact t-SNE.
-pub fn embed(x: &[Vec<f64>], perplexity: f64, seed: u64, iterations: usize) -> Result<Vec<[f64; 2]>> {
+/// The perplexity used for `n` points: at most `(n - 1) / 3`, as the reference requires.
+pub fn effective_perplexity(perplexity: f64, n: usize) -> f64 {
+    perplexity.min((n - 1) as f64 / 3.0).max(1.0)
+}
+
+/// The 2-D embedding (`n` rows of `[x, y]`) of the points `x` by `method`.
+pub fn embed(x: &[Vec<f64>], perplexity: f64, method: Method, seed: u64, iterations: usize) -> Result<Vec<[f64; 2]>> {
     let n = x.len();
     if n < 2 {
         return Err(Error::InvalidArgument(format!("t-SNE needs at least 2 images, not {n}")));
     }
-    // perplexity at most (n - 1) / 3, as the reference requires
-    let perplexity = perplexity.min((n - 1) as f64 / 3.0).max(1.0);
+    if method == Method::Exact && n > EXACT_MAX {
+        return Err(Error::InvalidArgument(format!("exact t-SNE of {n} images needs a dense {n} x {n} matrix ({:.1} GB); at most {EXACT_MAX}: use Barnes-Hut (--theta 0.5)", (n * n * 8) as f64 / 1e9)));
+    }
+    let perplexity = effective_perplexity(perplexity, n);
     // centre, and scale by the largest magnitude (bhtsne)
     let dim = x[0].len();
     let mean: Vec<f64> = (0..dim).map(|k| x.iter().map(|r| r[k]).sum::<f64>() / n as f64).collect();
@@ -205,7 +298,22 @@ pub fn embed(x: &[Vec<f64>], perplexity: f64, seed: u64, iterations: usize) -> R
     if max > 0.0 {
         xs.iter_mut().flatten().for_each(|v| *v /= max);
     }
-    let p = joint_probabilities(&xs, perplexity);
+    Ok(match method {
+        Method::Exact => {
+            let p = joint_probabilities(&xs, perplexity);
+            descend(n, seed, iterations, |y, e, g| exact_gradient(&p, y, e, g))
+        }
+        Method::BarnesHut { theta } => {
+            let k = (n - 1).min((3.0 * perplexity) as usize);
+            let p = super::bhtsne::SparseP::new(&xs, perplexity, k);
+            descend(n, seed, iterations, |y, e, g| super::bhtsne::gradient(&p, y, e, theta, g))
+        }
+    })
+}
+
+/// Gradient descent from the seed's start, the schedule of bhtsne: `gradient(y, exaggeration,
+/// grad)` writes the cost's gradient at `y` with `P` multiplied by `exaggeration`.
+fn descend(n: usize, seed: u64, iterations: usize, mut gradient: impl FnMut(&[[f64; 2]], f64, &mut [[f64; 2]])) -> Vec<[f64; 2]> {
     let rate = (n as f64 / EXAGGERATION / 4.0).clamp(50.0, LEARNING_RATE);
     let mut y: Vec<[f64; 2]> = normals(seed, 2 * n).chunks(2).map(|c| [1e-2 * c[0], 1e-2 * c[1]]).collect();
     let mut update = vec![[0.0f64; 2]; n];
@@ -214,22 +322,7 @@ pub fn embed(x: &[Vec<f64>], perplexity: f64, seed: u64, iterations: usize) -> R
     for it in 0..iterations {
         let exaggeration = if it < STOP_LYING { EXAGGERATION } else { 1.0 };
         let momentum = if it < STOP_LYING { 0.5 } else { 0.8 };
-        // Z = sum over i != j of 1 / (1 + |y_i - y_j|^2), rows summed in order
-        let rows: Vec<f64> = (0..n).into_par_iter().map(|i| (0..n).filter(|&j| j != i).map(|j| 1.0 / (1.0 + dist2(y[i], y[j]))).sum()).collect();
-        let z: f64 = rows.iter().sum();
-        grad.par_iter_mut().enumerate().for_each(|(i, g)| {
-            let mut acc = [0.0; 2];
-            for j in 0..n {
-                if j == i {
-                    continue;
-                }
-                let num = 1.0 / (1.0 + dist2(y[i], y[j]));
-                let m = (exaggeration * p[i * n + j] - num / z) * num;
-                acc[0] += m * (y[i][0] - y[j][0]);
-                acc[1] += m * (y[i][1] - y[j][1]);
-            }
-            *g = [4.0 * acc[0], 4.0 * acc[1]];
-        });
+        gradient(&y, exaggeration, &mut grad);
         for i in 0..n {
             for k in 0..2 {
                 let same = (grad[i][k] > 0.0) == (update[i][k] > 0.0);
@@ -241,15 +334,18 @@ pub fn embed(x: &[Vec<f64>], perplexity: f64, seed: u64, iterations: usize) -> R
         let c = [y.iter().map(|v| v[0]).sum::<f64>() / n as f64, y.iter().map(|v| v[1]).sum::<f64>() / n as f64];
         y.iter_mut().for_each(|v| *v = [v[0] - c[0], v[1] - c[1]]);
     }
-    Ok(y)
+    y
 }
 
-fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
+pub(super) fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
     (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)
 }
 
 /// Grid cells (column, row) on a `g × g` grid for the points `y`: each point, in order, takes
-/// the free cell nearest its position scaled to the grid (ties: the lower cell index).
+/// the free cell nearest its position scaled to the grid (ties: the lower cell index). Searched
+/// in square rings around the nearest cell, stopping once no further ring can hold a nearer free
+/// cell (a ring `r` away is at least `r − ½` away): near-linear while the grid is half empty, not
+/// `n · g²`. Panics if there are more points than cells.
 pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
     let lo = [y.iter().map(|v| v[0]).fold(f64::INFINITY, f64::min), y.iter().map(|v| v[1]).fold(f64::INFINITY, f64::min)];
     let hi = [y.iter().map(|v| v[0]).fold(f64::NEG_INFINITY, f64::max), y.iter().map(|v| v[1]).fold(f64::NEG_INFINITY, f64::max)];
@@ -258,11 +354,26 @@ pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
     y.iter()
         .map(|v| {
             let (px, py) = (scale(v[0], 0), scale(v[1], 1));
-            let best = (0..g * g).filter(|&c| free[c]).min_by(|&a, &b| {
-                let d = |c: usize| ((c % g) as f64 - px).powi(2) + ((c / g) as f64 - py).powi(2);
-                d(a).total_cmp(&d(b)).then(a.cmp(&b))
-            });
-            let c = best.expect("the grid has a cell per point");
+            let (x0, y0) = (px.round() as isize, py.round() as isize);
+            let mut best: Option<(f64, usize)> = None;
+            for r in 0..g as isize {
+                for cy in (y0 - r).max(0)..=(y0 + r).min(g as isize - 1) {
+                    let edge = (cy - y0).abs() == r;
+                    let step = if edge || r == 0 { 1 } else { 2 * r as usize };
+                    for cx in ((x0 - r)..=(x0 + r)).step_by(step).filter(|&cx| cx >= 0 && cx < g as isize) {
+                        let c = cy as usize * g + cx as usize;
+                        let d = (cx as f64 - px).powi(2) + (cy as f64 - py).powi(2);
+                        if free[c] && best.is_none_or(|b| (d, c) < b) {
+                            best = Some((d, c));
+                        }
+                    }
+                }
+                // a cell in ring r + 1 is at least r + 1/2 away
+                if best.is_some_and(|b| (r as f64 + 0.25).powi(2) > b.0) {
+                    break;
+                }
+            }
+            let (_, c) = best.expect("the grid has a cell per point");
             free[c] = false;
             (c % g, c / g)
         })
@@ -273,7 +384,9 @@ pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
 /// `tsne.json`, `index.html`.
 pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> Result<Value> {
     let x: Vec<Vec<f64>> = t.features.iter().map(|(_, f)| f.0.iter().map(|&v| v as f64).collect()).collect();
-    let y = embed(&x, t.perplexity, t.seed, ITERATIONS)?;
+    let method = Method::choose(x.len(), t.theta);
+    let y = embed(&x, t.perplexity, method, t.seed, ITERATIONS)?;
+    let (method_name, theta) = method.describe();
     let mut csv = String::from("name,x,y\n");
     for ((i, _), v) in t.features.iter().zip(&y) {
         let name = &ds.names[*i];
@@ -291,7 +404,7 @@ pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> 
         imageops::overlay(&mut mosaic, pic, (cx as u32 * t.tile) as i64, (cy as u32 * t.tile) as i64);
     }
     out.add("tsne.png", &png_bytes(&mosaic)?)?;
-    let perplexity = t.perplexity.min((y.len() - 1) as f64 / 3.0).max(1.0);
+    let perplexity = effective_perplexity(t.perplexity, y.len());
     let summary = json!({
         "command": "tsne",
         "layer": t.layer,
@@ -300,6 +413,8 @@ pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> 
         "skipped": p.skipped.iter().map(|s| json!({"image": ds.names.get(s.image), "error": s.error})).collect::<Vec<_>>(),
         "shards": p.shards.len(),
         "perplexity": perplexity,
+        "method": method_name,
+        "theta": theta,
         "seed": t.seed,
         "iterations": ITERATIONS,
         "grid": g,
@@ -307,7 +422,8 @@ pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> 
     });
     out.add("tsne.json", &serde_json::to_vec_pretty(&summary).expect("JSON serialises"))?;
     let intro = format!(
-        "t-SNE (exact, perplexity {perplexity}, seed {}, {ITERATIONS} iterations) of layer <code>{}</code>'s global-average-pooled features over {} images of {} ({} skipped): each image in the free cell of a {g}x{g} grid nearest its embedded position.",
+        "t-SNE ({}, perplexity {perplexity}, seed {}, {ITERATIONS} iterations) of layer <code>{}</code>'s global-average-pooled features over {} images of {} ({} skipped): each image in the free cell of a {g}x{g} grid nearest its embedded position.",
+        if theta > 0.0 { format!("Barnes-Hut, theta {theta}") } else { "exact".into() },
         t.seed, report::escape(&t.layer), p.images.len(), report::escape(&p.dataset), p.skipped.len()
     );
     let fig = Figure { file: "tsne.png".into(), caption: format!("the cnn-embed mosaic of {}", t.layer) };
