@@ -3,7 +3,7 @@
 //! in O(n log n) a step for datasets past a few thousand images.
 //!
 //! - Input similarities: each point's `k = ⌊3·perplexity⌋` nearest neighbours (exact, brute
-//!   force over rows in parallel: no VP-tree, which gains little in the hundreds of dimensions
+//!   force over blocks of rows in parallel: no VP-tree, which gains little in the hundreds of dimensions
 //!   of CNN features), the same binary search for the precision as the exact path over those `k`
 //!   only, then `(P + Pᵀ) / 2n` over the union of the neighbour lists ([`SparseP`]).
 //! - Attraction: over the sparse `P`, exact.
@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::tsne::{conditional_row, dist2, sq_distances_from};
+use super::tsne::{conditional_row, dist2, sq_distances_from, DISTANCE_ROWS};
 
 /// Deeper than this a cell is a leaf, whatever it holds (points closer than 2⁻⁴⁸ of the extent).
 const MAX_DEPTH: usize = 48;
@@ -42,24 +42,16 @@ impl SparseP {
         let n = x.len();
         let log_u = perplexity.ln();
         // per point: its k nearest (ties: the lower index) and p_{j|i} over them
-        let rows: Vec<Vec<(u32, f64)>> = (0..n)
+        let blocks: Vec<Vec<Vec<(u32, f64)>>> = (0..n.div_ceil(DISTANCE_ROWS))
             .into_par_iter()
-            .map(|i| {
-                let mut d = vec![0.0; n];
-                sq_distances_from(x, i, &mut d);
-                let mut order: Vec<(f64, u32)> = d.iter().enumerate().filter(|&(j, _)| j != i).map(|(j, &v)| (v, j as u32)).collect();
-                let by = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                if k < order.len() {
-                    order.select_nth_unstable_by(k - 1, by);
-                    order.truncate(k);
-                }
-                order.sort_unstable_by(by);
-                let dk: Vec<f64> = order.iter().map(|o| o.0).collect();
-                let mut row = vec![0.0; dk.len()];
-                conditional_row(&dk, None, log_u, &mut row);
-                order.iter().map(|o| o.1).zip(row).collect()
+            .map(|b| {
+                let first = b * DISTANCE_ROWS;
+                let mut d = vec![0.0; n * DISTANCE_ROWS.min(n - first)];
+                sq_distances_from(x, first, &mut d);
+                d.chunks(n).enumerate().map(|(r, dr)| neighbours(dr, first + r, k, log_u)).collect()
             })
             .collect();
+        let rows: Vec<Vec<(u32, f64)>> = blocks.into_iter().flatten().collect();
         // (P + Pᵀ) / 2n: every entry and its transpose, sorted, equal positions summed (two at
         // most, and a + b = b + a exactly, so the order they meet in does not matter)
         let mut entries: Vec<(u32, u32, f64)> = Vec::with_capacity(2 * n * k);
@@ -90,6 +82,22 @@ impl SparseP {
         }
         p
     }
+}
+
+/// Point `i`'s `k` nearest (ties: the lower index; `d` its squared distances to every point) and
+/// `p_{j|i}` over them.
+fn neighbours(d: &[f64], i: usize, k: usize, log_u: f64) -> Vec<(u32, f64)> {
+    let mut order: Vec<(f64, u32)> = d.iter().enumerate().filter(|&(j, _)| j != i).map(|(j, &v)| (v, j as u32)).collect();
+    let by = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by);
+    let dk: Vec<f64> = order.iter().map(|o| o.0).collect();
+    let mut row = vec![0.0; dk.len()];
+    conditional_row(&dk, None, log_u, &mut row);
+    order.iter().map(|o| o.1).zip(row).collect()
 }
 
 /// A cell of the quadtree: a square, the centre of mass and count of the points in it, and its
