@@ -784,3 +784,56 @@ fn deepdream_in_tiles_steps_along_the_tiles_gradients() {
     let mut img = cpu.upload(&x).unwrap();
     assert!(DeepDream { tile: 16, ..dream }.step(&cpu, &mut img, &m.preprocess, &mut 0).is_err());
 }
+
+/// Every method of the registry on torchvision architectures as `scripts/export_torch.py`
+/// exports them (PyTorch's module paths; random weights from the golden fixtures' tensor lists),
+/// on the CPU engine: a finite map of the method's shape that is not all zero, for each of two
+/// items and their top classes; for the CAM family also at two named layers with aug_smooth.
+/// CAM needs a linear classifier after global average pooling: squeezenet1_1's is a convolution,
+/// so there it must be a clear error.
+#[test]
+fn every_method_runs_on_torchvision_exports() {
+    let layers: [(&str, [&str; 2]); 4] = [
+        ("resnet18", ["layer3", "layer4"]),
+        ("googlenet", ["inception4e", "inception5b"]),
+        ("mobilenet_v2", ["features.14", "features.18"]),
+        ("squeezenet1_1", ["features.9", "features.12"]),
+    ];
+    for (arch, two) in layers {
+        let m = Arc::new(common::st::fixture_model(arch));
+        let has_cam = m.graph.heads.cam.is_some();
+        let eng = Engine::new(m, Cpu).unwrap();
+        let x = common::seeded_tensor(7, &[2, 3, 64, 64]);
+        for info in METHODS {
+            // Score-CAM runs the network once per channel of its layer (7–13 s each on the
+            // larger three in the dev profile): squeezenet1_1's 512 channels stand for them
+            if info.name == "scorecam" && arch != "squeezenet1_1" {
+                continue;
+            }
+            let takes = |o: deepviz::viz::Opt| info.options.contains(&o);
+            let light = MethodOptions {
+                samples: takes(deepviz::viz::Opt::Samples).then_some(2),
+                masks: takes(deepviz::viz::Opt::Masks).then_some(8),
+                ..Default::default()
+            };
+            let mut runs = vec![("default", light.clone())];
+            // (Score-CAM and Ablation-CAM rerun the network per channel: their combination
+            // is the same code as the others', so it is left to the cheaper ones here)
+            if takes(deepviz::viz::Opt::AugSmooth) && !matches!(info.name, "scorecam" | "ablationcam") {
+                runs.push(("two layers, aug_smooth", MethodOptions { layers: two.iter().map(|s| s.to_string()).collect(), aug_smooth: true, ..light }));
+            }
+            for (what, opts) in runs {
+                let got = attribution(&eng, info.name, &opts).and_then(|a| a.attribute(&x, None));
+                if info.name == "cam" && !has_cam {
+                    let e = got.expect_err("CAM without a linear classifier after pooling").to_string();
+                    assert!(e.contains("CAM"), "{arch}: {e}");
+                    continue;
+                }
+                let (map, targets) = got.unwrap_or_else(|e| panic!("{arch} {} ({what}): {e}", info.name));
+                assert_eq!((map.shape.len(), map.shape[0], targets.len()), (3, 2, 2), "{arch} {} ({what})", info.name);
+                assert!(map.data.iter().all(|v| v.is_finite()), "{arch} {} ({what}): not finite", info.name);
+                assert!(map.data.iter().any(|&v| v != 0.0), "{arch} {} ({what}): all zero", info.name);
+            }
+        }
+    }
+}
