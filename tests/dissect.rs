@@ -415,7 +415,7 @@ fn tsne_keeps_clusters_apart_and_is_deterministic() {
     let gap = (0..k).flat_map(|a| (0..k).filter(move |&b| b > a).map(move |b| (a, b))).map(|(a, b)| ((mean(a)[0] - mean(b)[0]).powi(2) + (mean(a)[1] - mean(b)[1]).powi(2)).sqrt()).fold(f64::INFINITY, f64::min);
     assert!(gap > spread, "clusters overlap: nearest means {gap:.2} apart, a cluster spreads {spread:.2}");
     // the mosaic grid gives each point its own cell
-    let cells = snap_to_grid(&y, 11);
+    let cells = snap_to_grid(&y, 11).unwrap();
     let mut u = cells.clone();
     u.sort();
     u.dedup();
@@ -492,8 +492,10 @@ fn the_mosaic_grid_is_the_nearest_free_cell_of_a_full_search() {
     let spread: Vec<[f64; 2]> = r.chunks(2).take(300).map(|c| [c[0] as f64, c[1] as f64]).collect();
     let clumps: Vec<[f64; 2]> = r.chunks(2).take(450).enumerate().map(|(i, c)| [(i % 3) as f64 + 1e-3 * c[0] as f64, (i % 3 == 1) as u8 as f64 + 1e-3 * c[1] as f64]).collect();
     for (y, g) in [(&spread[..], 25), (&clumps[..], 31), (&spread[..49], 7), (&spread[..1], 2), (&clumps[..7], 3)] {
-        assert_eq!(snap_to_grid(y, g), brute(y, g), "{} points on {g}x{g}", y.len());
+        assert_eq!(snap_to_grid(y, g).unwrap(), brute(y, g), "{} points on {g}x{g}", y.len());
     }
+    let e = snap_to_grid(&spread[..10], 3).expect_err("10 points, 9 cells").to_string();
+    assert!(e.contains("10 points do not fit a 3x3 grid"), "{e}");
 }
 
 #[test]

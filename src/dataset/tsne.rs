@@ -370,13 +370,16 @@ pub(super) fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {
 /// the free cell nearest its position scaled to the grid (ties: the lower cell index). Searched
 /// in square rings around the nearest cell, stopping once no further ring can hold a nearer free
 /// cell (a ring `r` away is at least `r − ½` away): near-linear while the grid is half empty, not
-/// `n · g²`. Panics if there are more points than cells.
-pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
+/// `n · g²`. More points than cells is an error.
+pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Result<Vec<(usize, usize)>> {
+    if y.len() > g * g {
+        return Err(Error::InvalidArgument(format!("{} points do not fit a {g}x{g} grid", y.len())));
+    }
     let lo = [y.iter().map(|v| v[0]).fold(f64::INFINITY, f64::min), y.iter().map(|v| v[1]).fold(f64::INFINITY, f64::min)];
     let hi = [y.iter().map(|v| v[0]).fold(f64::NEG_INFINITY, f64::max), y.iter().map(|v| v[1]).fold(f64::NEG_INFINITY, f64::max)];
     let scale = |v: f64, k: usize| if hi[k] > lo[k] { (v - lo[k]) / (hi[k] - lo[k]) * (g - 1) as f64 } else { 0.0 };
     let mut free = vec![true; g * g];
-    y.iter()
+    Ok(y.iter()
         .map(|v| {
             let (px, py) = (scale(v[0], 0), scale(v[1], 1));
             let (x0, y0) = (px.round() as isize, py.round() as isize);
@@ -398,11 +401,12 @@ pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Vec<(usize, usize)> {
                     break;
                 }
             }
-            let (_, c) = best.expect("the grid has a cell per point");
+            // a free cell exists (no more points than cells), and every ring is searched
+            let (_, c) = best.expect("a free cell: checked above");
             free[c] = false;
             (c % g, c / g)
         })
-        .collect()
+        .collect())
 }
 
 /// Render the merged state: the embedding (`tsne.csv`: name,x,y), the mosaic (`tsne.png`),
@@ -421,7 +425,7 @@ pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> 
     out.add("tsne.csv", csv.as_bytes())?;
     // the mosaic: a grid with about twice as many cells as images, so that the layout shows
     let g = ((2.0 * y.len() as f64).sqrt().ceil() as usize).max(2);
-    let cells = snap_to_grid(&y, g);
+    let cells = snap_to_grid(&y, g)?;
     let pre = Preprocess { size: t.input_hw, ..Preprocess::imagenet(t.input_hw) };
     let pictures: Vec<RgbImage> = t.features.par_iter().map(|(i, _)| super::load_crop(&ds.files[*i], &pre).map(|img| imageops::resize(&img, t.tile, t.tile, imageops::FilterType::Triangle))).collect::<Result<_>>()?;
     let mut mosaic = RgbImage::from_pixel(g as u32 * t.tile, g as u32 * t.tile, Rgb([255, 255, 255]));

@@ -204,6 +204,13 @@ fn finite_maps(maps: Tensor) -> Result<Tensor> {
     }
 }
 
+/// Maps on the host `[n, 1, ·, ·]` on their way to pictures: raw (the CPU engine's; each task
+/// upsamples and normalises its own), or already upsampled and normalised to [0, 1] (a GPU's).
+enum PictureMaps {
+    Raw(Tensor),
+    Scaled(Tensor),
+}
+
 /// A map's pictures, encoded: the heat map, the overlay and (`full_size`) the overlay at the
 /// image's own resolution.
 type Encoded = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
@@ -288,12 +295,12 @@ impl MapJob {
                 // the pictures' maps in [0, 1]: a GPU upsamples and normalises the batch on the
                 // device; the CPU engine's maps are on the host already, so each map's task does
                 // it, off this thread (the same code on one map: the same bits)
-                let (norm, host) = if eng.be.on_host() {
-                    (None, Some(finite_maps(eng.download(shown)?)?))
+                let maps_host = if eng.be.on_host() {
+                    PictureMaps::Raw(finite_maps(eng.download(shown)?)?)
                 } else {
                     // a batch's pictures have one size (its items' tensors have one shape)
                     let first = &batch.items[chunk[0].0].picture;
-                    (Some(render::normalized(&eng.be, shown, [first.height() as usize, first.width() as usize], style.clip)?), None)
+                    PictureMaps::Scaled(render::normalized(&eng.be, shown, [first.height() as usize, first.width() as usize], style.clip)?)
                 };
                 let extras: Vec<(&str, Vec<f32>)> = attributed.extras.iter().map(|(k, t)| Ok((*k, eng.download(t)?.data))).collect::<Result<_>>()?;
                 let raw = if self.raw || self.npz { Some(eng.download(&raw_maps)?) } else { None };
@@ -305,17 +312,16 @@ impl MapJob {
                     // colouring and encoding, a map and its overlay (and the full-size one),
                     // on the background thread
                     let (picture, original, crop) = (it.picture.clone(), originals[i].clone(), it.crop);
-                    let (map01, map) = match (&norm, &host) {
-                        (Some(n), _) => (n.item(k).to_vec(), None),
-                        (None, Some(m)) => (vec![], Some(Tensor::new(vec![1, 1, h, w], m.item(k).to_vec())?)),
-                        (None, None) => unreachable!("one of the two"),
+                    let map = match &maps_host {
+                        PictureMaps::Scaled(n) => PictureMaps::Scaled(Tensor::new(vec![1, 1, n.shape[2], n.shape[3]], n.item(k).to_vec())?),
+                        PictureMaps::Raw(m) => PictureMaps::Raw(Tensor::new(vec![1, 1, h, w], m.item(k).to_vec())?),
                     };
                     let full_size = self.full_size;
                     let pictures = bg.spawn(move || -> Result<Encoded> {
                         let (ih, iw) = (picture.height() as usize, picture.width() as usize);
                         let map01 = match map {
-                            Some(m) => render::normalized(&crate::backend::cpu::Cpu, &m, [ih, iw], style.clip)?.data,
-                            None => map01,
+                            PictureMaps::Raw(m) => render::normalized(&crate::backend::cpu::Cpu, &m, [ih, iw], style.clip)?.data,
+                            PictureMaps::Scaled(n) => n.data,
                         };
                         let heat = imageio::colorize(&map01, ih, iw, style.colormap);
                         let over = imageio::blend(&picture, &heat, style.alpha);
