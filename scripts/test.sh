@@ -20,6 +20,9 @@ step "fuzz crate (cargo check)"
 cargo check --locked --manifest-path fuzz/Cargo.toml --bins 2>&1
 step "doc tests"
 cargo test --locked --doc 2>&1
+# every public item documented (#![warn(missing_docs)]) and every intra-doc link resolved (~1 min)
+step "rustdoc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -p deepviz 2>&1
 step "python package"
 bash scripts/test_python.sh 2>&1
 step "done"

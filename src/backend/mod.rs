@@ -398,11 +398,11 @@ pub trait Backend: Sync {
     fn act(&self, x: &Self::T, a: Act) -> crate::Result<Self::T>;
     /// gradient given the forward *input* x
     fn act_backward(&self, x: &Self::T, gy: &Self::T, a: Act) -> crate::Result<Self::T>;
-    /// y[n,c,h,w] = x[n,c,h,w] · s[n,c,1,1]
+    /// `y[n,c,h,w] = x[n,c,h,w] · s[n,c,1,1]`
     fn channel_scale(&self, x: &Self::T, s: &Self::T) -> crate::Result<Self::T>;
     /// (gx, gs)
     fn channel_scale_backward(&self, x: &Self::T, s: &Self::T, gy: &Self::T) -> crate::Result<(Self::T, Self::T)>;
-    /// y = x · scale[c] + shift[c]
+    /// `y = x · scale[c] + shift[c]`
     fn affine(&self, x: &Self::T, scale: &Self::W, shift: &Self::W) -> crate::Result<Self::T>;
     /// The gradient of [`Backend::affine`] with respect to its input.
     fn affine_backward(&self, gy: &Self::T, scale: &Self::W) -> crate::Result<Self::T>;

@@ -13,7 +13,7 @@
 //! the exact path); early exaggeration 12 for the first 250 iterations; momentum 0.5 then 0.8;
 //! learning rate 200 (below 9600 points `max(n / 48, 50)`, as scikit-learn's "auto": 200
 //! overshoots small sets); gains (+0.2 where the gradient's sign flips, ×0.8 where it stays, at
-//! least 0.01); the embedding recentred after each step (one loop, [`descend`], for both
+//! least 0.01); the embedding recentred after each step (one loop, `descend`, for both
 //! gradients). The start is `N(0, 1e-4)` from the seed (SplitMix64 and Box–Muller), and every
 //! sum runs in a fixed order, so a seed gives the same picture on every run, thread count and
 //! sharding.

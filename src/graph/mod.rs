@@ -73,7 +73,7 @@ pub enum Op {
         /// added to the variance
         eps: f32,
     },
-    /// y = x * scale[c] + shift[c]
+    /// `y = x * scale[c] + shift[c]`
     Affine {
         /// `[c]`
         scale: ParamId,
@@ -99,7 +99,7 @@ pub enum Op {
     Add,
     /// channel concatenation of all inputs
     Concat,
-    /// inputs: (x [n,c,h,w], s [n,c,1,1]) -> x * s
+    /// inputs: (x `[n,c,h,w]`, s `[n,c,1,1]`) -> x * s
     ChannelScale,
     /// [n, ...] -> [n, prod(...)]
     Flatten,
@@ -224,7 +224,7 @@ impl GraphBuilder {
         self.g.nodes.len() - 1
     }
 
-    /// `name.weight` [cout, cin/groups, k0, k1] and, if `bias`, `name.bias` [cout].
+    /// `name.weight` `[cout, cin/groups, k0, k1]` and, if `bias`, `name.bias` `[cout]`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
@@ -250,7 +250,7 @@ impl GraphBuilder {
         self.conv(name, x, cin, cout, [k, k], [stride, stride], Pad::sym(pad, pad), [1, 1], 1, bias)
     }
 
-    /// `name.{weight,bias,running_mean,running_var}` [c] (and `name.num_batches_tracked`, ignored).
+    /// `name.{weight,bias,running_mean,running_var}` `[c]` (and `name.num_batches_tracked`, ignored).
     pub fn batch_norm(&mut self, name: &str, x: NodeId, c: usize, eps: f32) -> NodeId {
         let weight = self.param(format!("{name}.weight"), vec![c]);
         let bias = self.param(format!("{name}.bias"), vec![c]);
@@ -259,7 +259,7 @@ impl GraphBuilder {
         self.node(name, Op::BatchNorm { weight, bias, mean, var, eps }, vec![x])
     }
 
-    /// `name.weight` [out, in] and, if `bias`, `name.bias` [out].
+    /// `name.weight` `[out, in]` and, if `bias`, `name.bias` `[out]`.
     pub fn linear(&mut self, name: &str, x: NodeId, cin: usize, cout: usize, bias: bool) -> NodeId {
         let weight = self.param(format!("{name}.weight"), vec![cout, cin]);
         let bias = bias.then(|| self.param(format!("{name}.bias"), vec![cout]));
@@ -311,7 +311,7 @@ impl GraphBuilder {
         self.node(name, Op::Lrn(g), vec![x])
     }
 
-    /// `name.scale`, `name.shift` [c]: y = x·scale[c] + shift[c].
+    /// `name.scale`, `name.shift` `[c]`: `y = x·scale[c] + shift[c]`.
     pub fn affine(&mut self, name: &str, x: NodeId, c: usize) -> NodeId {
         let scale = self.param(format!("{name}.scale"), vec![c]);
         let shift = self.param(format!("{name}.shift"), vec![c]);

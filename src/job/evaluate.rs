@@ -23,7 +23,7 @@ pub const RANDOM: &str = "random";
 /// Deletion and insertion curves of a method's maps over files.
 #[derive(Clone, Debug)]
 pub struct EvaluateJob {
-    /// a method of [`crate::viz::METHODS`], or [`RANDOM`]
+    /// a method of [`crate::viz::METHODS`], or `random` (the baseline of random maps)
     pub method: String,
     /// the method's options, as for its own subcommand
     pub options: MethodOptions,

@@ -247,7 +247,7 @@ impl MapJob {
     ///
     /// The host work (the next batch's decoding, this one's colouring and PNG encoding) runs on
     /// a thread below the network's priority while the next batch is computed
-    /// ([`background`]): a batch's files are written into `out` after the next batch's maps,
+    /// (`job::background`): a batch's files are written into `out` after the next batch's maps,
     /// in order, from this thread.
     pub fn run<B: Backend>(&self, eng: &Engine<B>, inputs: &Inputs, out: &mut OutputSet, progress: &mut dyn FnMut(Progress)) -> Result<Vec<MapRecord>> {
         let info = method_info(&self.method).ok_or_else(|| Error::InvalidArgument(format!("unknown method `{}`", self.method)))?;

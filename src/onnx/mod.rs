@@ -18,7 +18,7 @@
 //! then name files beside it that deepviz would read unchecked; `onnx.save_model(m, path,
 //! save_as_external_data=False)` puts them back in.
 //!
-//! The mapping onto [`Op`]s (no op is added for ONNX; what cannot be mapped is refused):
+//! The mapping onto [`crate::graph::Op`]s (no op is added for ONNX; what cannot be mapped is refused):
 //! - `Conv` (2-d; groups, dilation, asymmetric pads, `auto_pad` NOTSET / VALID / SAME_UPPER),
 //!   `BatchNormalization` (its own node, as from safetensors: the engine folds it where nobody
 //!   looks at the convolution; `torch.onnx.export` in eval mode usually folds it already),
@@ -26,7 +26,7 @@
 //! - `Relu`, `Clip` [0, 6] (ReLU6) or [0, ∞) (ReLU), `HardSwish`, `Sigmoid`; `x * Sigmoid(x)`
 //!   → SiLU; `x * HardSigmoid(x)` (α = 1/6, β = 1/2) → Hardswish; a lone `HardSigmoid` →
 //!   affine, ReLU6, affine (4-d only);
-//! - `Mul`: also x[n,c,h,w] · s[n,c,1,1] (squeeze-excitation) → channel scale, and by a scalar
+//! - `Mul`: also `x[n,c,h,w] · s[n,c,1,1]` (squeeze-excitation) → channel scale, and by a scalar
 //!   or per-channel constant → affine; `Add` of two equal shapes → add, of a constant → affine;
 //! - `MaxPool`, `AveragePool` (symmetric pads, `ceil_mode`, `count_include_pad`),
 //!   `GlobalAveragePool` and `ReduceMean` over (h, w) → adaptive average pooling;

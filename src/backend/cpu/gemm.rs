@@ -432,8 +432,8 @@ pub fn portable(a: Mat, b: Mat, c: &mut [f32], ldc: usize, out: Out) {
     }
 }
 
-/// The AVX-512 GEMM. A is packed into [`MR`]-row panels over all of k (`[k][MR]` each); B, a
-/// block of [`KC`] x [`NC`] at a time, into [`NR`]-column panels (`[kc][NR]` each), which stay
+/// The AVX-512 GEMM. A is packed into `MR`-row panels over all of k (`[k][MR]` each); B, a
+/// block of `KC` x `NC` at a time, into `NR`-column panels (`[kc][NR]` each), which stay
 /// in L2 while every A panel (in L1) sweeps them. Edges: A and B panels are zero-padded and the
 /// kernel stores only the rows and (by mask) the columns inside C.
 #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,7 @@
 //! the image (never written out whole); 1x1 stride-1 convolutions read their input as it is;
 //! stride-1 backward-data is a forward convolution with flipped weights (no col2im); the bias is
 //! added where the product is stored; elementwise outputs are written once; freed memory is kept
-//! for the next pass ([`keep_freed_memory`]).
+//! for the next pass (`keep_freed_memory`).
 //!
 //! - `conv.rs`: conv2d forward, backward-data, backward-filter (groups, dilation, asymmetric pad);
 //!   `conv/depthwise.rs`: the depthwise case, with its AVX-512 version
@@ -187,7 +187,7 @@ impl Cpu {
     pub fn act_backward(&self, x: &Tensor, gy: &Tensor, a: Act) -> Tensor {
         elementwise::act_backward(x, gy, a)
     }
-    /// y[n,c,h,w] = x[n,c,h,w] * s[n,c] (squeeze-excitation); s has shape [n, c, 1, 1]
+    /// `y[n,c,h,w] = x[n,c,h,w] * s[n,c]` (squeeze-excitation); s has shape `[n, c, 1, 1]`
     pub fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Tensor {
         elementwise::channel_scale(x, s)
     }
@@ -195,7 +195,7 @@ impl Cpu {
     pub fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, gy: &Tensor) -> (Tensor, Tensor) {
         elementwise::channel_scale_backward(x, s, gy)
     }
-    /// y[n,c,h,w] = x[n,c,h,w] * scale[c] + shift[c]
+    /// `y[n,c,h,w] = x[n,c,h,w] * scale[c] + shift[c]`
     pub fn affine(&self, x: &Tensor, scale: &[f32], shift: &[f32]) -> Tensor {
         elementwise::affine(x, scale, shift)
     }

@@ -91,14 +91,14 @@ pub fn channel_scale_backward_scale(dev: &dyn Device, x: DevicePtr, gy: DevicePt
     launch(dev, "channel_scale", "bwd_scale", cfg, &[ptr(x), ptr(gy), ptr(gs), len(batch), len(hw), len(c)])
 }
 
-/// y = x * scale[c] + shift[c] over NHWC (`n` elements, `c` channels, innermost).
+/// `y = x * scale[c] + shift[c]` over NHWC (`n` elements, `c` channels, innermost).
 pub fn affine(dev: &dyn Device, x: DevicePtr, scale: DevicePtr, shift: DevicePtr, y: DevicePtr, n: usize, c: usize) -> Result<()> {
     // SAFETY: `affine_fwd_f32(const float* x, const float* scale, const float* shift, float* y,
     // long long n, long long c)`; writes y[i] for every i < n.
     launch(dev, "affine", "fwd", grid_stride(n), &[ptr(x), ptr(scale), ptr(shift), ptr(y), len(n), len(c)])
 }
 
-/// gx = gy * scale[c]
+/// `gx = gy * scale[c]`
 pub fn affine_backward(dev: &dyn Device, gy: DevicePtr, scale: DevicePtr, gx: DevicePtr, n: usize, c: usize) -> Result<()> {
     // SAFETY: `affine_bwd_f32(const float* gy, const float* scale, float* gx, long long n,
     // long long c)`; writes gx[i] for every i < n.
@@ -210,7 +210,7 @@ pub fn random(dev: &dyn Device, y: DevicePtr, n: usize, c: usize, hw: usize, see
     launch(dev, "random", "fwd", grid_stride(n), &[ptr(y), len(n), len(c), len(hw), Arg::I64(seed as i64), normal])
 }
 
-/// y[i] = i, `n` elements.
+/// `y[i] = i`, `n` elements.
 pub fn iota(dev: &dyn Device, y: DevicePtr, n: usize) -> Result<()> {
     // SAFETY: `iota_fwd_f32(float* y, long long n)`; writes y[i] for every i < n.
     launch(dev, "iota", "fwd", grid_stride(n), &[ptr(y), len(n)])

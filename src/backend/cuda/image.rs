@@ -31,14 +31,14 @@ pub fn resize_bilinear(dev: &dyn Device, x: DevicePtr, y: DevicePtr, n: usize, c
     launch(dev, "resize_bilinear", "fwd", grid_stride(n * oh * ow * c), &[ptr(x), ptr(y), len(n), len(c), len(h), len(w), len(oh), len(ow)])
 }
 
-/// y = (x - mean[c]) / std[c] over `n` elements with `c` channels innermost.
+/// `y = (x - mean[c]) / std[c]` over `n` elements with `c` channels innermost.
 pub fn normalize(dev: &dyn Device, x: DevicePtr, mean: DevicePtr, std: DevicePtr, y: DevicePtr, n: usize, c: usize) -> Result<()> {
     // SAFETY: `normalize_fwd_f32(const float* x, const float* mean, const float* std, float* y,
     // long long n, long long c)`; writes y[i] for every i < n.
     launch(dev, "normalize", "fwd", grid_stride(n), &[ptr(x), ptr(mean), ptr(std), ptr(y), len(n), len(c)])
 }
 
-/// y = x * std[c] + mean[c], the inverse of [`normalize`].
+/// `y = x * std[c] + mean[c]`, the inverse of [`normalize`].
 pub fn denormalize(dev: &dyn Device, x: DevicePtr, mean: DevicePtr, std: DevicePtr, y: DevicePtr, n: usize, c: usize) -> Result<()> {
     // SAFETY: `normalize_bwd_f32(same signature as normalize_fwd_f32)`; writes y[i], i < n.
     launch(dev, "normalize", "bwd", grid_stride(n), &[ptr(x), ptr(mean), ptr(std), ptr(y), len(n), len(c)])
