@@ -357,7 +357,8 @@ impl Model {
 
     fn close_matches(&self, layer: &str) -> String {
         let mut all: Vec<&str> = self.layer_paths();
-        all.sort_by_key(|n| edit_distance(layer, n));
+        // Levenshtein distance in chars
+        all.sort_by_key(|n| strsim::levenshtein(layer, n));
         let near: Vec<String> = all.iter().take(5).map(|n| format!("`{n}`")).collect();
         format!("; close matches: {} (`deepviz layers` lists them all)", near.join(", "))
     }
@@ -496,16 +497,3 @@ fn insert_input_transform(g: &mut Graph, params: &mut Vec<Tensor>) {
     g.output += 1;
 }
 
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + (ca != cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}

@@ -125,3 +125,15 @@ fn hooks_match_pytorch() {
     }
     assert!(seen >= WITH_BN.len(), "only {seen} hooks fixtures in tests/fixtures/hooks");
 }
+
+/// An unknown layer's error lists the nearest module paths first (Levenshtein distance in
+/// characters, `strsim`), ties in the model's order.
+#[test]
+fn an_unknown_layer_names_its_close_matches() {
+    let m = common::st::fixture_model("resnet18");
+    let e = m.resolve("layr4").expect_err("no such layer").to_string();
+    assert!(e.contains("unknown layer `layr4`; close matches: `layer4`, "), "{e}");
+    let e = m.resolve("layer4.1.cnv2").expect_err("no such layer").to_string();
+    assert!(e.contains("close matches: `layer4.1.conv2`, "), "{e}");
+    assert!(e.contains("`deepviz layers` lists them all"), "{e}");
+}
