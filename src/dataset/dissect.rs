@@ -43,12 +43,12 @@ use super::broden::{Broden, ImageLabels};
 use super::report::{self, Figure};
 use super::rf::receptive_fields;
 use super::top::{grid, TopTally};
-use super::{as_maps, stream_with, Dataset, Partial, Shard, Skipped, Tally};
+use super::{Dataset, Framing, Partial, Pass, Shard, Skipped, Tally};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::imageio::colormap::{upsample_bilinear, upsample_bilinear_above};
-use crate::imageio::{self, Preprocess};
+use crate::imageio::Preprocess;
 use crate::job::{png_bytes, Progress};
 use crate::output::OutputSet;
 
@@ -323,16 +323,7 @@ impl IouTally {
     }
 }
 
-/// An image resized whole to the network input (stretched when its aspect differs), so that the
-/// layer's maps cover its label images.
-pub fn load_stretched(path: &std::path::Path, pre: &Preprocess) -> Result<RgbImage> {
-    let img = imageio::load_rgb(path)?;
-    let [h, w] = pre.size;
-    if (img.height() as usize, img.width() as usize) == (h, w) {
-        return Ok(img);
-    }
-    Ok(imageops::resize(&img, w as u32, h as u32, imageops::FilterType::Triangle))
-}
+pub use super::load_stretched;
 
 /// The layer's channels and map size at the model's input size.
 fn layer_shape(model: &crate::model::Model, layer: &str) -> Result<(crate::model::Layer, usize, [usize; 2])> {
@@ -346,55 +337,34 @@ fn layer_shape(model: &crate::model::Model, layer: &str) -> Result<(crate::model
     }
 }
 
-/// Run the model to `layer` over the shard's images, each loaded with `extra` (its labels), and
-/// hand each image's `[c, h, w]` maps to `each`. An unreadable image is skipped; an error of
-/// `extra` (a label image) stops the pass.
-#[allow(clippy::too_many_arguments)]
+/// A [`Pass`] over the stretched images (the maps must cover the label images), each loaded
+/// with `extra` (its labels), handing each image's `[c, h, w]` maps to `each`. An unreadable
+/// image is skipped; an error of `extra` (a label image) stops the pass. Returns the images
+/// read and those skipped.
 fn run_pass<B: Backend, T: Send + 'static>(
     eng: &Engine<B>,
     ds: &Dataset,
-    shard: Shard,
-    layer: crate::model::Layer,
-    batch: usize,
+    pass: Pass,
     progress: &mut dyn FnMut(Progress),
-    what: &str,
     extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
     mut each: impl FnMut(usize, &[f32], T) -> Result<()>,
 ) -> Result<(Vec<usize>, Vec<Skipped>)> {
-    let indices = shard.select(ds.len());
-    progress(Progress::Start { total: indices.len(), what: what.to_string() });
-    let pre = eng.model().preprocess;
-    let files = ds.files.clone();
-    let (mut images, mut skipped) = (vec![], vec![]);
-    for made in stream_with(indices, batch, move |i| (load_stretched(&files[i], &pre), extra(i))) {
-        progress(Progress::Advance(made.len()));
-        let mut pictures = vec![];
-        let mut extras = vec![];
-        for (i, (picture, x)) in made {
-            match picture {
-                Ok(p) => {
-                    pictures.push(p);
-                    extras.push((i, x?));
-                }
-                Err(e) => skipped.push(Skipped { image: i, error: e.to_string() }),
-            }
-        }
-        if pictures.is_empty() {
-            continue;
-        }
-        let x = imageio::to_tensor(&pictures, &pre);
-        let acts = eng.forward(eng.upload(&x)?, layer, &[layer])?;
-        let a = as_maps(eng.download(acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?)?)?;
-        for (j, (i, x)) in extras.into_iter().enumerate() {
+    let mut images = vec![];
+    let skipped = pass.run(eng, ds, progress, extra, |b, a| {
+        for (j, (&i, x)) in b.indices.iter().zip(b.extras.drain(..)).enumerate() {
             each(i, a.item(j), x)?;
             images.push(i);
         }
-    }
-    progress(Progress::Finish);
+        Ok(())
+    })?;
     Ok((images, skipped))
 }
 
 impl Dissect {
+    fn pass<'a>(&self, shard: Shard, layer: crate::model::Layer, what: &'a str) -> Pass<'a> {
+        Pass { shard, layer, batch: self.batch_size, what, framing: Framing::Stretch }
+    }
+
     fn check(&self) -> Result<()> {
         if !(self.quantile > 0.0 && self.quantile < 1.0) {
             return Err(Error::InvalidArgument(format!("--quantile {}: a fraction in (0, 1) expected", self.quantile)));
@@ -413,7 +383,7 @@ impl Dissect {
         let keep = ((self.quantile * (ds.len() * hw) as f64).ceil() as usize).max(1);
         let mut units: Vec<Largest> = (0..c).map(|_| Largest::new(keep)).collect();
         let mut seen = 0u64;
-        let (images, skipped) = run_pass(eng, ds, shard, layer, self.batch_size, progress, "dissect: thresholds", |_| Ok(()), |image, maps, ()| {
+        let (images, skipped) = run_pass(eng, ds, self.pass(shard, layer, "dissect: thresholds"), progress, |_| Ok(()), |image, maps, ()| {
             if let Some(p) = maps.iter().position(|v| v.is_nan()) {
                 return Err(Error::InvalidArgument(format!("layer `{name}` unit {}: NaN on image {image}", p / hw)));
             }
@@ -465,7 +435,7 @@ impl Dissect {
             top,
         };
         let b = broden.clone();
-        let (images, skipped) = run_pass(eng, ds, shard, layer, self.batch_size, progress, "dissect: counts", move |i| b.image_labels(i), |image, maps, labels| {
+        let (images, skipped) = run_pass(eng, ds, self.pass(shard, layer, "dissect: counts"), progress, move |i| b.image_labels(i), |image, maps, labels| {
             if t.label_hw == [0, 0] {
                 t.label_hw = [labels.sh, labels.sw];
             }

@@ -2,8 +2,8 @@
 //! sharded over many machines and merged exactly.
 //!
 //! - this file: [`Dataset`] (the images, found deterministically), [`Shard`] (`i/N`: a
-//!   deterministic subset), [`stream`] (batches decoded on background threads, bounded
-//!   memory, unreadable images skipped and counted).
+//!   deterministic subset), [`Pass`] over a [`stream`] (batches decoded on background threads,
+//!   bounded memory, unreadable images skipped and counted).
 //! - `rf.rs`: receptive fields from the graph ([`rf::receptive_fields`]).
 //! - `state.rs`: partial states ([`Partial`]): what a shard writes, how shards merge.
 //! - `top.rs`: `top-patches`, the top-k images per unit cropped to its receptive field.
@@ -195,8 +195,9 @@ pub struct Skipped {
 }
 
 /// A batch of a dataset: the images' dataset indices, their preprocessed crops (what the
-/// network sees) and their tensor `[n, 3, h, w]`.
-pub struct DsBatch {
+/// network sees), their tensor `[n, 3, h, w]`, and what the pass's `extra` made of each image
+/// (its labels, for Network Dissection; `()` elsewhere).
+pub struct DsBatch<T = ()> {
     /// each image's index in the dataset
     pub indices: Vec<usize>,
     /// the pictures the network sees (the preprocessed crops)
@@ -205,6 +206,8 @@ pub struct DsBatch {
     pub x: Tensor,
     /// images of this stretch of the dataset that could not be read
     pub skipped: Vec<Skipped>,
+    /// what `extra` made of each image of `indices`, in the same order
+    pub extras: Vec<T>,
 }
 
 /// Decode and preprocess one image into the crop the network sees.
@@ -212,27 +215,73 @@ pub fn load_crop(path: &Path, pre: &Preprocess) -> Result<RgbImage> {
     Ok(imageio::resize_crop(&imageio::load_rgb(path)?, pre.size))
 }
 
-/// The images `indices` of `ds` in batches of `batch` (the last may be smaller), decoded in
-/// parallel on a background thread up to [`PREFETCH_BATCHES`] ahead. An image that cannot be
-/// read is skipped and reported in its batch's `skipped`; a batch may then be empty.
-pub fn stream(ds: &Dataset, indices: Vec<usize>, pre: Preprocess, batch: usize) -> Receiver<DsBatch> {
+/// An image resized whole to the network input (stretched when its aspect differs), so that the
+/// layer's maps cover its label images.
+pub fn load_stretched(path: &Path, pre: &Preprocess) -> Result<RgbImage> {
+    let img = imageio::load_rgb(path)?;
+    let [h, w] = pre.size;
+    if (img.height() as usize, img.width() as usize) == (h, w) {
+        return Ok(img);
+    }
+    Ok(image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle))
+}
+
+/// How a pass turns each image into the network's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// the model's preprocessing: resized, centre-cropped ([`load_crop`]); top patches,
+    /// neighbours, t-SNE
+    Crop,
+    /// resized whole, stretched where the aspect differs ([`load_stretched`]): Network
+    /// Dissection, whose label images cover the whole picture
+    Stretch,
+}
+
+impl Framing {
+    /// The picture the network sees of the image at `path`.
+    pub fn load(self, path: &Path, pre: &Preprocess) -> Result<RgbImage> {
+        match self {
+            Framing::Crop => load_crop(path, pre),
+            Framing::Stretch => load_stretched(path, pre),
+        }
+    }
+}
+
+/// The images `indices` of `ds` in batches of `batch` (the last may be smaller), framed by
+/// `framing` and decoded in parallel on a background thread up to [`PREFETCH_BATCHES`] ahead,
+/// with what `extra` makes of each readable one. An image that cannot be read is skipped and
+/// reported in its batch's `skipped` (a batch may then be empty); an error of `extra` (a label
+/// image) is the stream's last item.
+pub fn stream<T: Send + 'static>(
+    ds: &Dataset,
+    indices: Vec<usize>,
+    pre: Preprocess,
+    batch: usize,
+    framing: Framing,
+    extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
+) -> Receiver<Result<DsBatch<T>>> {
     let files = ds.files.clone();
     let (tx, rx) = sync_channel(PREFETCH_BATCHES);
-    let items = stream_with(indices, batch, move |i| load_crop(&files[i], &pre));
+    let items = stream_with(indices, batch, move |i| framing.load(&files[i], &pre).map(|p| (p, extra(i))));
     std::thread::spawn(move || {
         for decoded in items {
-            let mut b = DsBatch { indices: vec![], pictures: vec![], x: Tensor::zeros(&[0]), skipped: vec![] };
+            let mut b = DsBatch { indices: vec![], pictures: vec![], x: Tensor::zeros(&[0]), skipped: vec![], extras: vec![] };
             for (i, r) in decoded {
                 match r {
-                    Ok(p) => {
+                    Ok((p, Ok(e))) => {
                         b.indices.push(i);
                         b.pictures.push(p);
+                        b.extras.push(e);
+                    }
+                    Ok((_, Err(e))) => {
+                        let _ = tx.send(Err(e));
+                        return;
                     }
                     Err(e) => b.skipped.push(Skipped { image: i, error: e.to_string() }),
                 }
             }
             b.x = imageio::to_tensor(&b.pictures, &pre);
-            if tx.send(b).is_err() {
+            if tx.send(Ok(b)).is_err() {
                 return; // the consumer stopped (an error): stop decoding
             }
         }
@@ -255,9 +304,56 @@ pub fn stream_with<T: Send + 'static>(indices: Vec<usize>, batch: usize, load: i
     rx
 }
 
-/// Run the model over the shard's images up to `layer`, handing each batch's activations
-/// (`[n, c, h, w]`; a `[n, c]` layer as `[n, c, 1, 1]`) with the batch to `each`. Returns the
-/// skipped images. Progress counts images (read or skipped).
+/// One pass of the model over a shard's images up to a layer: what every dataset command
+/// (top patches, neighbours, t-SNE, both passes of Network Dissection) runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Pass<'a> {
+    /// the images
+    pub shard: Shard,
+    /// where the network stops
+    pub layer: crate::model::Layer,
+    /// images per forward pass
+    pub batch: usize,
+    /// what the progress bar calls it
+    pub what: &'a str,
+    /// how each image becomes the network's input
+    pub framing: Framing,
+}
+
+impl Pass<'_> {
+    /// Run it, handing each batch (with what `extra` made of each of its images) and its
+    /// activations (`[n, c, h, w]`; a `[n, c]` layer as `[n, c, 1, 1]`) to `each`. Returns the
+    /// skipped images. Progress counts images (read or skipped).
+    pub fn run<B: Backend, T: Send + 'static>(
+        &self,
+        eng: &Engine<B>,
+        ds: &Dataset,
+        progress: &mut dyn FnMut(Progress),
+        extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
+        mut each: impl FnMut(&mut DsBatch<T>, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Skipped>> {
+        let indices = self.shard.select(ds.len());
+        progress(Progress::Start { total: indices.len(), what: self.what.to_string() });
+        let mut skipped = vec![];
+        let layer = self.layer;
+        for b in stream(ds, indices, eng.model().preprocess, self.batch, self.framing, extra) {
+            let mut b = b?;
+            progress(Progress::Advance(b.indices.len() + b.skipped.len()));
+            skipped.extend(b.skipped.iter().cloned());
+            if b.indices.is_empty() {
+                continue;
+            }
+            let acts = eng.forward(eng.upload(&b.x)?, layer, &[layer])?;
+            let a = eng.download(acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?)?;
+            each(&mut b, &as_maps(a)?)?;
+        }
+        progress(Progress::Finish);
+        Ok(skipped)
+    }
+}
+
+/// [`Pass::run`] over the model's crops with nothing extra: run the model over the shard's
+/// images up to `layer`, handing each batch's activations with the batch to `each`.
 pub fn pass<B: Backend>(
     eng: &Engine<B>,
     ds: &Dataset,
@@ -268,22 +364,7 @@ pub fn pass<B: Backend>(
     what: &str,
     mut each: impl FnMut(&DsBatch, &Tensor) -> Result<()>,
 ) -> Result<Vec<Skipped>> {
-    let indices = shard.select(ds.len());
-    progress(Progress::Start { total: indices.len(), what: what.to_string() });
-    let mut skipped = vec![];
-    for b in stream(ds, indices, eng.model().preprocess, batch) {
-        progress(Progress::Advance(b.indices.len() + b.skipped.len()));
-        skipped.extend(b.skipped.iter().cloned());
-        if b.indices.is_empty() {
-            continue;
-        }
-        let acts = eng.forward(eng.upload(&b.x)?, layer, &[layer])?;
-        let a = eng.download(acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?)?;
-        let a = as_maps(a)?;
-        each(&b, &a)?;
-    }
-    progress(Progress::Finish);
-    Ok(skipped)
+    Pass { shard, layer, batch, what, framing: Framing::Crop }.run(eng, ds, progress, |_| Ok(()), |b, a| each(b, a))
 }
 
 /// A layer's output as `[n, c, h, w]` (a `[n, c]` output as `[n, c, 1, 1]`).
