@@ -343,9 +343,8 @@ impl Pass<'_> {
             if b.indices.is_empty() {
                 continue;
             }
-            let acts = eng.forward(eng.upload(&b.x)?, layer, &[layer])?;
-            let a = eng.download(acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?)?;
-            each(&mut b, &as_maps(a)?)?;
+            let a = layer_maps(eng, &b.x, layer)?;
+            each(&mut b, &a)?;
         }
         progress(Progress::Finish);
         Ok(skipped)
@@ -365,6 +364,14 @@ pub fn pass<B: Backend>(
     mut each: impl FnMut(&DsBatch, &Tensor) -> Result<()>,
 ) -> Result<Vec<Skipped>> {
     Pass { shard, layer, batch, what, framing: Framing::Crop }.run(eng, ds, progress, |_| Ok(()), |b, a| each(b, a))
+}
+
+/// The model's activations at `layer` for the batch `x`, on the host as `[n, c, h, w]` (see
+/// [`as_maps`]).
+pub fn layer_maps<B: Backend>(eng: &Engine<B>, x: &Tensor, layer: crate::model::Layer) -> Result<Tensor> {
+    let acts = eng.forward(eng.upload(x)?, layer, &[layer])?;
+    let a = acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?;
+    as_maps(eng.download(a)?)
 }
 
 /// A layer's output as `[n, c, h, w]` (a `[n, c]` output as `[n, c, 1, 1]`).

@@ -169,8 +169,7 @@ impl Neighbors {
         for q in &self.queries {
             let pic = load_crop(q, &pre)?;
             let x = imageio::to_tensor(std::slice::from_ref(&pic), &pre);
-            let acts = eng.forward(eng.upload(&x)?, layer, &[layer])?;
-            let a = super::as_maps(eng.download(acts.get(layer).expect("upto is kept"))?)?;
+            let a = super::layer_maps(eng, &x, layer)?;
             let feature = pooled(&a, 0);
             check_finite(&feature, &q.display().to_string())?;
             let path = std::fs::canonicalize(q).map_err(|e| Error::io(q, e))?;
