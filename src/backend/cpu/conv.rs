@@ -14,7 +14,7 @@
 //! backward-filter runs the batch in order and lets the GEMM split its output across threads,
 //! so its sums do not depend on scheduling.
 
-use super::gemm::{epilogue_scalar, put_panel_row, sgemm, sgemm_packed, sgemm_source_epi, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NC, PACK_NR};
+use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NR};
 use crate::backend::{Act, Conv2dGeom};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -148,15 +148,108 @@ impl PackB for Im2col<'_> {
     fn cols(&self) -> usize {
         self.d.p()
     }
+    /// Straight into the panels, one copy per float: per panel, its output positions as runs
+    /// within one output row (found once), then per row of the block, each run from its input
+    /// row (padding as zeros), the row's kernel tap counted along instead of divided out.
     fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
-        let mut row = [0.0f32; PACK_NC];
-        for kk in 0..kc {
-            im2col_row(self.d, self.x, p0 + kk, j0, &mut row[..nc]);
-            for (jp, chunk) in row[..nc].chunks(PACK_NR).enumerate() {
-                put_panel_row(&mut dst[(jp * kc + kk) * PACK_NR..][..PACK_NR], chunk);
+        const NR: usize = PACK_NR;
+        let (d, sw, khw) = (self.d, self.d.g.stride[1], self.d.kh * self.d.kw);
+        let spans: Vec<(usize, usize, usize)> = (0..d.kw).map(|kx| d.col_span(kx)).collect();
+        #[cfg(target_arch = "x86_64")]
+        let (avx512, mut loads) = (uses_avx512(), [(std::ptr::null::<f32>(), 0u32); NR]);
+        for (jp, panel) in dst[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
+            let c0 = j0 + jp * NR;
+            let cols = NR.min(j0 + nc - c0);
+            // (output row, first output column, length, first lane)
+            let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+            let (mut nruns, mut lane) = (0, 0);
+            while lane < cols {
+                let (oy, ox) = ((c0 + lane) / d.ow, (c0 + lane) % d.ow);
+                let len = (d.ow - ox).min(cols - lane);
+                runs[nruns] = (oy, ox, len, lane);
+                nruns += 1;
+                lane += len;
+            }
+            let (mut ci, mut ky, mut kx) = (p0 / khw, p0 / d.kw % d.kh, p0 % d.kw);
+            for row in panel.chunks_exact_mut(NR) {
+                let plane = &self.x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
+                let (lo, hi, first) = spans[kx];
+                #[cfg(target_arch = "x86_64")]
+                if sw == 1 && avx512 {
+                    // each run's lanes inside the image, as one masked load: lane `l` of the
+                    // run reads `base + l`
+                    let mut nl = 0;
+                    for &(oy, ox0, len, l0) in &runs[..nruns] {
+                        let Some(iy) = d.in_row(oy, ky) else { continue };
+                        let (a, b) = (lo.clamp(ox0, ox0 + len), hi.clamp(ox0, ox0 + len));
+                        if a < b {
+                            let lane = l0 + a - ox0;
+                            let base = plane[iy * d.w + first + (a - lo)..][..b - a].as_ptr().wrapping_sub(lane);
+                            loads[nl] = (base, (((1u64 << (b - a)) - 1) << lane) as u32);
+                            nl += 1;
+                        }
+                    }
+                    // SAFETY: AVX-512F is present (`avx512`); `row` holds NR = 32 floats; each
+                    // load reads only the lanes of its mask, which the slice above bounds-checked
+                    unsafe { put_row_masked(row.as_mut_ptr(), &loads[..nl]) };
+                    (kx, ky, ci) = next_tap(kx, ky, ci, d);
+                    continue;
+                }
+                for &(oy, ox0, len, l0) in &runs[..nruns] {
+                    let seg = &mut row[l0..l0 + len];
+                    let Some(iy) = d.in_row(oy, ky) else {
+                        seg.fill(0.0);
+                        continue;
+                    };
+                    // output columns a..b read inside the image, from input column first + (a-lo)*sw
+                    let ox1 = ox0 + len;
+                    let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+                    seg[..a - ox0].fill(0.0);
+                    seg[b - ox0..].fill(0.0);
+                    if a < b {
+                        let src = &plane[iy * d.w + first + (a - lo) * sw..(iy + 1) * d.w];
+                        let out = &mut seg[a - ox0..b - ox0];
+                        if sw == 1 {
+                            out.copy_from_slice(&src[..b - a]);
+                        } else {
+                            out.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
+                        }
+                    }
+                }
+                row[cols..].fill(0.0);
+                (kx, ky, ci) = next_tap(kx, ky, ci, d);
             }
         }
     }
+}
+
+/// The column matrix's next row after kernel tap `kx`, `ky` of input channel `ci`.
+#[inline(always)]
+fn next_tap(kx: usize, ky: usize, ci: usize, d: &Dims) -> (usize, usize, usize) {
+    match (kx + 1 == d.kw, ky + 1 == d.kh) {
+        (false, _) => (kx + 1, ky, ci),
+        (true, false) => (0, ky + 1, ci),
+        (true, true) => (0, 0, ci + 1),
+    }
+}
+
+/// One packed row of [`PACK_NR`] = 32 lanes: zeros, then each `(base, mask)`'s lanes `l` of
+/// `mask` loaded from `base + l` (masked loads: no other lane is read), then stored whole.
+///
+/// SAFETY: AVX-512F present; `row` is writable for 32 floats; for each load, `base + l` is
+/// readable for every set bit `l` of its mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn put_row_masked(row: *mut f32, loads: &[(*const f32, u32)]) {
+    use std::arch::x86_64::*;
+    const { assert!(PACK_NR == 32) };
+    let (mut v0, mut v1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for &(base, mask) in loads {
+        v0 = _mm512_mask_loadu_ps(v0, mask as u16, base);
+        v1 = _mm512_mask_loadu_ps(v1, (mask >> 16) as u16, base.wrapping_add(16));
+    }
+    _mm512_storeu_ps(row, v0);
+    _mm512_storeu_ps(row.add(16), v1);
 }
 
 /// The adjoint of [`im2col`]: add each column entry into the input position it was read from.
@@ -217,6 +310,26 @@ fn planes_of_bias(shape: [usize; 4], b: Option<&Tensor>) -> Tensor {
     Tensor { shape: shape.to_vec(), data }
 }
 
+/// A tensor of `shape` whose items (the `shape[0]` slices of `item` floats) are made by
+/// `fill(i, item)` in parallel, each zeroed first on the task that fills it: the zeroing and the
+/// first touch of the pages spread over the threads instead of one serial memset on the caller's
+/// thread (`Tensor::zeros`' calloc reuses freed memory and clears it there: ~3% of resnet50's
+/// time, on one core).
+fn par_items(shape: &[usize], item: usize, fill: impl Fn(usize, &mut [f32]) + Send + Sync) -> Tensor {
+    let total: usize = shape.iter().product();
+    debug_assert_eq!(total, shape[0] * item);
+    let mut data: Vec<f32> = Vec::with_capacity(total);
+    data.spare_capacity_mut()[..total].par_chunks_mut(item.max(1)).enumerate().for_each(|(i, chunk)| {
+        chunk.fill(std::mem::MaybeUninit::new(0.0));
+        // SAFETY: every element of `chunk` was initialised on the line above
+        let chunk = unsafe { &mut *(chunk as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        fill(i, chunk);
+    });
+    // SAFETY: the chunks cover `0..total`, and each was initialised above
+    unsafe { data.set_len(total) };
+    Tensor { shape: shape.to_vec(), data }
+}
+
 pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
     forward_packed(x, w, None, b, g)
 }
@@ -273,13 +386,12 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
         return y;
     }
     debug_assert!(b.map_or(true, |b| b.numel() == d.o));
-    // every element is written by the products below (with its bias)
-    let mut y = Tensor::zeros(&[d.n, d.o, d.oh, d.ow]);
     // the AVX-512 GEMM packs the column matrix straight from the image; the portable one
     // multiplies it a band of output rows at a time
     let fused = uses_avx512();
     let band = if d.pointwise() || fused { d.oh } else { d.band_rows() };
-    y.data.par_chunks_mut(d.o * p).enumerate().for_each(|(ni, yn)| {
+    // every element is written by the products below (with its bias)
+    par_items(&[d.n, d.o, d.oh, d.ow], d.o * p, |ni, yn| {
         let xn = x.item(ni);
         let mut col = if d.pointwise() || fused { vec![] } else { vec![0.0; k * band * d.ow] };
         for gi in 0..g.groups {
@@ -310,8 +422,7 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
         if !fused {
             epi.apply(yn, ni * d.o * p);
         }
-    });
-    y
+    })
 }
 
 pub fn backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: &Conv2dGeom) -> Tensor {
@@ -369,13 +480,14 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
         assert_eq!(m.shape, x_shape, "conv2d: backward-data mask shape");
     }
     let epi = Epi { mask, ..Epi::default() };
-    let mut gx = Tensor::zeros(x_shape);
     let (p, k) = (d.p(), d.k());
-    if p == 0 || d.n == 0 || gx.numel() == 0 {
+    if p == 0 || d.n == 0 || d.c * d.h * d.w == 0 {
+        let mut gx = Tensor::zeros(x_shape);
         epi.apply(&mut gx.data, 0);
         return gx;
     }
     if d.cg == 1 {
+        let mut gx = Tensor::zeros(x_shape);
         depthwise::backward_data(&d, gy, w, &mut gx);
         if !epi.is_empty() {
             gx.data.par_chunks_mut(1 << 14).enumerate().for_each(|(i, c)| epi.apply(c, i << 14));
@@ -384,7 +496,8 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
     }
     let in_gemm = d.pointwise() && uses_avx512();
     let band = if d.pointwise() { d.oh } else { d.band_rows() };
-    gx.data.par_chunks_mut(d.c * d.h * d.w).enumerate().for_each(|(ni, gxn)| {
+    // zeroed per image: col2im adds into it
+    par_items(x_shape, d.c * d.h * d.w, |ni, gxn| {
         let gyn = gy.item(ni);
         let mut col = if d.pointwise() { vec![] } else { vec![0.0; k * band * d.ow] };
         for gi in 0..g.groups {
@@ -409,8 +522,7 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
         if !in_gemm {
             epi.apply(gxn, ni * d.c * d.h * d.w);
         }
-    });
-    gx
+    })
 }
 
 pub fn backward_filter(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: &Conv2dGeom) -> (Tensor, Tensor) {
