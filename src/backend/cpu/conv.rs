@@ -82,6 +82,32 @@ impl Dims {
     }
 }
 
+impl Dims {
+    /// Output columns `ox0..ox0 + seg.len()` of one output row for one kernel tap into `seg`:
+    /// the taps' input row `iy` of `plane` (`None`: above or below the image), `span` the tap's
+    /// [`Dims::col_span`]; padding as zeros.
+    fn put_run(&self, seg: &mut [f32], plane: &[f32], iy: Option<usize>, ox0: usize, (lo, hi, first): (usize, usize, usize)) {
+        let Some(iy) = iy else {
+            seg.fill(0.0);
+            return;
+        };
+        // output columns a..b read inside the image, from input column first + (a-lo)*sw
+        let (ox1, sw) = (ox0 + seg.len(), self.g.stride[1]);
+        let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
+        seg[..a - ox0].fill(0.0);
+        seg[b - ox0..].fill(0.0);
+        if a < b {
+            let src = &plane[iy * self.w + first + (a - lo) * sw..(iy + 1) * self.w];
+            let out = &mut seg[a - ox0..b - ox0];
+            if sw == 1 {
+                out.copy_from_slice(&src[..b - a]);
+            } else {
+                out.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
+            }
+        }
+    }
+}
+
 /// `x[j * sx] += a * y[j]` for every j of y (the adjoint of [`axpy`]).
 fn scatter_axpy(x: &mut [f32], sx: usize, a: f32, y: &[f32]) {
     if sx == 1 {
@@ -97,31 +123,12 @@ fn scatter_axpy(x: &mut [f32], sx: usize, a: f32, y: &[f32]) {
 fn im2col_row(d: &Dims, x: &[f32], r: usize, j0: usize, out: &mut [f32]) {
     let (ci, ky, kx) = (r / (d.kh * d.kw), r / d.kw % d.kh, r % d.kw);
     let plane = &x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
-    let (lo, hi, first) = d.col_span(kx);
-    let sw = d.g.stride[1];
+    let span = d.col_span(kx);
     let (mut pos, end, mut o) = (j0, j0 + out.len(), 0);
     while pos < end {
         let (oy, ox0) = (pos / d.ow, pos % d.ow);
         let ox1 = d.ow.min(ox0 + end - pos);
-        let seg = &mut out[o..o + ox1 - ox0];
-        match d.in_row(oy, ky) {
-            None => seg.fill(0.0),
-            Some(iy) => {
-                // output columns a..b read inside the image, from input column first + (a-lo)*sw
-                let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
-                seg[..a - ox0].fill(0.0);
-                seg[b - ox0..].fill(0.0);
-                if a < b {
-                    let src = &plane[iy * d.w + first + (a - lo) * sw..(iy + 1) * d.w];
-                    let dst = &mut seg[a - ox0..b - ox0];
-                    if sw == 1 {
-                        dst.copy_from_slice(&src[..b - a]);
-                    } else {
-                        dst.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
-                    }
-                }
-            }
-        }
+        d.put_run(&mut out[o..o + ox1 - ox0], plane, d.in_row(oy, ky), ox0, span);
         o += ox1 - ox0;
         pos += ox1 - ox0;
     }
@@ -196,25 +203,7 @@ impl PackB for Im2col<'_> {
                     continue;
                 }
                 for &(oy, ox0, len, l0) in &runs[..nruns] {
-                    let seg = &mut row[l0..l0 + len];
-                    let Some(iy) = d.in_row(oy, ky) else {
-                        seg.fill(0.0);
-                        continue;
-                    };
-                    // output columns a..b read inside the image, from input column first + (a-lo)*sw
-                    let ox1 = ox0 + len;
-                    let (a, b) = (lo.clamp(ox0, ox1), hi.clamp(ox0, ox1));
-                    seg[..a - ox0].fill(0.0);
-                    seg[b - ox0..].fill(0.0);
-                    if a < b {
-                        let src = &plane[iy * d.w + first + (a - lo) * sw..(iy + 1) * d.w];
-                        let out = &mut seg[a - ox0..b - ox0];
-                        if sw == 1 {
-                            out.copy_from_slice(&src[..b - a]);
-                        } else {
-                            out.iter_mut().zip(src.iter().step_by(sw)).for_each(|(v, x)| *v = *x);
-                        }
-                    }
+                    d.put_run(&mut row[l0..l0 + len], plane, d.in_row(oy, ky), ox0, (lo, hi, first));
                 }
                 row[cols..].fill(0.0);
                 (kx, ky, ci) = next_tap(kx, ky, ci, d);
