@@ -14,7 +14,7 @@
 //! backward-filter runs the batch in order and lets the GEMM split its output across threads,
 //! so its sums do not depend on scheduling.
 
-use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NR};
+use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi, sgemm_source_epi_raw, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NR};
 use crate::backend::{Act, Conv2dGeom};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -319,6 +319,20 @@ fn par_items(shape: &[usize], item: usize, fill: impl Fn(usize, &mut [f32]) + Se
     Tensor { shape: shape.to_vec(), data }
 }
 
+/// [`par_items`] without the zeroing, for a `fill(i, item)` that writes every float of the
+/// item at the pointer it is given (a product whose first store overwrites).
+///
+/// SAFETY: `fill` writes all `item` floats at its pointer, and reads none it has not written.
+unsafe fn par_items_written(shape: &[usize], item: usize, fill: impl Fn(usize, *mut f32) + Send + Sync) -> Tensor {
+    let total: usize = shape.iter().product();
+    debug_assert_eq!(total, shape[0] * item);
+    let mut data: Vec<f32> = Vec::with_capacity(total);
+    data.spare_capacity_mut()[..total].par_chunks_mut(item.max(1)).enumerate().for_each(|(i, chunk)| fill(i, chunk.as_mut_ptr().cast()));
+    // SAFETY: the chunks cover `0..total`, and `fill` wrote each whole (the caller's promise)
+    unsafe { data.set_len(total) };
+    Tensor { shape: shape.to_vec(), data }
+}
+
 pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Conv2dGeom) -> Tensor {
     forward_packed(x, w, None, b, g)
 }
@@ -375,42 +389,55 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
         return y;
     }
     debug_assert!(b.map_or(true, |b| b.numel() == d.o));
-    // the AVX-512 GEMM packs the column matrix straight from the image; the portable one
-    // multiplies it a band of output rows at a time
-    let fused = uses_avx512();
-    let band = if d.pointwise() || fused { d.oh } else { d.band_rows() };
-    // every element is written by the products below (with its bias)
+    let out_of = |gi: usize| b.map_or(Out::Overwrite, |b| Out::RowBias(&b.data[gi * d.og..(gi + 1) * d.og]));
+    if uses_avx512() {
+        // the AVX-512 GEMM packs the column matrix straight from the image, and writes every
+        // element of each group's `[OG, P]` block (its first store overwrites): the output is
+        // never zeroed
+        let body = |ni: usize, yn: *mut f32| {
+            let xn = x.item(ni);
+            for gi in 0..g.groups {
+                let xg = &xn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
+                let wg = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k);
+                let (pw, off) = (packed.map(|v| &v[gi]), gi * d.og * p);
+                let e = epi.at(ni * d.o * p + off);
+                // SAFETY: `yn` is writable for the image's O·P floats, of which this group's
+                // OG·P from `off` are written by this product only
+                unsafe {
+                    let c = yn.add(off);
+                    if d.pointwise() {
+                        sgemm_source_epi_raw(wg, pw, &Mat::rows(xg, k, p), c, d.og * p, p, out_of(gi), e);
+                    } else {
+                        sgemm_source_epi_raw(wg, pw, &Im2col { d: &d, x: xg }, c, d.og * p, p, out_of(gi), e);
+                    }
+                }
+            }
+        };
+        // SAFETY: `body` writes all O·P floats of each image (every group's block, whole)
+        return unsafe { par_items_written(&[d.n, d.o, d.oh, d.ow], d.o * p, body) };
+    }
+    // the portable GEMM multiplies the column matrix a band of output rows at a time
+    let band = if d.pointwise() { d.oh } else { d.band_rows() };
     par_items(&[d.n, d.o, d.oh, d.ow], d.o * p, |ni, yn| {
         let xn = x.item(ni);
-        let mut col = if d.pointwise() || fused { vec![] } else { vec![0.0; k * band * d.ow] };
+        let mut col = if d.pointwise() { vec![] } else { vec![0.0; k * band * d.ow] };
         for gi in 0..g.groups {
             let xg = &xn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
             let wg = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k);
             let pw = packed.map(|v| &v[gi]);
-            let out = b.map_or(Out::Overwrite, |b| Out::RowBias(&b.data[gi * d.og..(gi + 1) * d.og]));
             for y0 in (0..d.oh).step_by(band) {
                 let rows = band.min(d.oh - y0);
                 let pc = rows * d.ow;
-                let off = gi * d.og * p + y0 * d.ow;
-                let c = &mut yn[off..];
-                if fused {
-                    let e = epi.at(ni * d.o * p + off);
-                    if d.pointwise() {
-                        sgemm_source_epi(wg, pw, &Mat::rows(xg, k, p), c, p, out, e);
-                    } else {
-                        sgemm_source_epi(wg, pw, &Im2col { d: &d, x: xg }, c, p, out, e);
-                    }
-                } else if d.pointwise() {
-                    sgemm_packed(wg, pw, Mat::rows(xg, k, p), c, p, out);
+                let c = &mut yn[gi * d.og * p + y0 * d.ow..];
+                if d.pointwise() {
+                    sgemm_packed(wg, pw, Mat::rows(xg, k, p), c, p, out_of(gi));
                 } else {
                     im2col(&d, xg, y0, rows, &mut col[..k * pc]);
-                    sgemm_packed(wg, pw, Mat::rows(&col, k, pc), c, p, out);
+                    sgemm_packed(wg, pw, Mat::rows(&col, k, pc), c, p, out_of(gi));
                 }
             }
         }
-        if !fused {
-            epi.apply(yn, ni * d.o * p);
-        }
+        epi.apply(yn, ni * d.o * p);
     })
 }
 

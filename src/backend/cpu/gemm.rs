@@ -254,6 +254,15 @@ impl Epilogue<'_> {
 /// Checks shared by the entry points (A `m x k`, B `k x n` already checked in bounds); false
 /// when there is nothing left to multiply (C then holds its result).
 fn check(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, out: Out) -> bool {
+    // SAFETY: `c` is a live slice of `c.len()` floats
+    unsafe { check_raw(m, k, n, c.as_mut_ptr(), c.len(), ldc, out) }
+}
+
+/// [`check`] on C as a pointer to `c_len` floats.
+///
+/// SAFETY: `c` is writable for `c_len` floats (it may be uninitialised unless `out` is
+/// `Accumulate`: only written here).
+unsafe fn check_raw(m: usize, k: usize, n: usize, c: *mut f32, c_len: usize, ldc: usize, out: Out) -> bool {
     assert!(ldc >= n, "sgemm: ldc < n");
     if let Out::RowBias(b) = out {
         assert!(b.len() >= m, "sgemm: {} biases for {m} rows", b.len());
@@ -261,13 +270,16 @@ fn check(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, out: Out) -> b
     if m == 0 || n == 0 {
         return false;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "sgemm: C out of bounds");
+    assert!((m - 1) * ldc + n <= c_len, "sgemm: C out of bounds");
     if k == 0 {
-        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
-            match out {
-                Out::Overwrite => row[..n].fill(0.0),
-                Out::RowBias(b) => row[..n].fill(b[i]),
-                Out::Accumulate => {}
+        for i in 0..m {
+            let v = match out {
+                Out::Overwrite => 0.0,
+                Out::RowBias(b) => b[i],
+                Out::Accumulate => continue,
+            };
+            for j in 0..n {
+                c.add(i * ldc + j).write(v);
             }
         }
         return false;
@@ -313,6 +325,19 @@ pub fn sgemm_source(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut [f3
 
 /// [`sgemm_source`] with an [`Epilogue`] applied in the last store of each tile.
 pub fn sgemm_source_epi(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out, epi: Epilogue) {
+    // SAFETY: `c` is a live slice of `c.len()` floats
+    unsafe { sgemm_source_epi_raw(a, packed, b, c.as_mut_ptr(), c.len(), ldc, out, epi) }
+}
+
+/// [`sgemm_source_epi`] into C given as a pointer to `c_len` floats, which may be uninitialised
+/// unless `out` is `Accumulate`: with `Overwrite` or `RowBias` every element of C's `m x n`
+/// block is written before any is read (the first store of each tile does not read C), so a
+/// caller can skip zeroing an output the product fills whole.
+///
+/// SAFETY: `c` is writable for `c_len` floats, and nothing else reads or writes them during
+/// the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_source_epi_raw(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: *mut f32, c_len: usize, ldc: usize, out: Out, epi: Epilogue) {
     assert!(uses_avx512(), "sgemm_source: only on the AVX-512 path");
     assert!(a.in_bounds(), "sgemm: operand view out of bounds");
     let (m, k, n) = (a.rows, a.cols, b.cols());
@@ -324,14 +349,17 @@ pub fn sgemm_source_epi(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut
     assert!(epi.act.is_none_or(Act::is_mask) && epi.mask.is_none_or(|m| m.1.is_mask()), "sgemm: the epilogue takes ReLU / ReLU6 only");
     if k == 0 && !epi.is_empty() {
         // no product to end with a store: C is the bias or zeros, then the epilogue
-        check(m, k, n, c, ldc, out);
+        if check_raw(m, k, n, c, c_len, ldc, out) || m == 0 || n == 0 {
+            return;
+        }
         for i in 0..m {
-            let row = &mut c[i * ldc..i * ldc + n];
+            // rows 0..m of C were written by `check_raw` (or are C's own, accumulating)
+            let row = std::slice::from_raw_parts_mut(c.add(i * ldc), n);
             epilogue_scalar(row, epi.residual.map(|r| &r[i * ldc..]), epi.act, epi.mask.map(|(t, a)| (&t[i * ldc..], a)));
         }
         return;
     }
-    if !check(m, k, n, c, ldc, out) {
+    if !check_raw(m, k, n, c, c_len, ldc, out) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -723,11 +751,14 @@ pub mod avx512 {
 
     /// `C (+)= A·B` with A packed, split across rayon's threads (checked by the caller).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: &mut [f32], ldc: usize, out: Out, epi: EpiPtr) {
+    ///
+    /// SAFETY: `c` is writable for C's `m x n` block with rows `ldc` apart (checked by the
+    /// caller), touched by nothing else during the call.
+    pub(super) unsafe fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: *mut f32, ldc: usize, out: Out, epi: EpiPtr) {
         let n = b.cols();
         assert!(pa.len() >= packed_a_len(m, k));
         let (blocks, split_rows, per) = split(m, k, n, MR, NR);
-        let cp = SharedC(c.as_mut_ptr());
+        let cp = SharedC(c);
         let run = |blk: usize| {
             #[allow(clippy::redundant_locals)]
             let cp = cp;
