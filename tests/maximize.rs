@@ -130,28 +130,32 @@ fn scale_and_rotation_keep_the_score_rising() {
     }
 }
 
-/// Every step of a run with both clippings on and the transforms, on the recording CUDA device:
-/// the host waits (downloads, uploads, syncs, frees between launches) as often for 6 steps as for
-/// 2 — none per step; the old host percentile downloaded and uploaded twice a step.
+/// Every step of a run with both clippings on and the transforms, and of one in the Fourier
+/// parameterisation, on the recording CUDA device: the host waits (downloads, uploads, syncs,
+/// frees between launches) as often for 6 steps as for 2 — none per step; the old host
+/// percentile downloaded and uploaded twice a step.
 #[test]
 fn clipping_and_transforms_make_the_host_wait_for_nothing_per_step() {
     use deepviz::device::record::RecordingDevice;
     let model = Arc::new(deepviz::model::Model::placeholder("resnet18").unwrap());
     let pre = model.preprocess;
-    let waits = |steps: usize| {
+    let waits = |x: &Maximize, kernel: &str| {
         let dev = Arc::new(RecordingDevice::new());
         let eng = Engine::new(model.clone(), Gpu::new(dev.clone())).unwrap();
-        let x = Maximize { steps, norm_pct: 30.0, contribution_pct: 30.0, ..Maximize::default() };
         let run = || x.run(&eng, &[Target::Class(1), Target::Class(2)], [32, 32], &pre, &mut || {}).unwrap();
         run(); // weights prepared, constants kept
         dev.start();
         run();
         let t = dev.report();
-        assert!(t.kernels.iter().any(|(k, _)| k == "reduce_percentile_f32") && t.kernels.iter().any(|(k, _)| k == "warp_bwd_f32"), "{:?}", t.kernels);
+        assert!(t.kernels.iter().any(|(k, _)| k == kernel) && t.kernels.iter().any(|(k, _)| k == "warp_bwd_f32"), "{:?}", t.kernels);
         t.host_syncs
     };
-    let (two, six) = (waits(2), waits(6));
+    let clipped = |steps| Maximize { steps, norm_pct: 30.0, contribution_pct: 30.0, ..Maximize::default() };
+    let (two, six) = (waits(&clipped(2), "reduce_percentile_f32"), waits(&clipped(6), "reduce_percentile_f32"));
     assert_eq!(two, six, "host waits: {two} in 2 steps, {six} in 6");
+    let fourier = |steps| Maximize { steps, ..Maximize::fourier() };
+    let (two, six) = (waits(&fourier(2), "sigmoid_bwd_f32"), waits(&fourier(6), "sigmoid_bwd_f32"));
+    assert_eq!(two, six, "Fourier parameterisation: host waits: {two} in 2 steps, {six} in 6");
 }
 
 #[test]
