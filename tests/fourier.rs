@@ -244,6 +244,7 @@ fn maximising_a_spectrum_raises_the_score() {
     // the start: the spectrum's noise, a near-grey picture
     let start = Maximize::scores(&eng, &Maximize { steps: 1, lr: 1e-9, ..x.clone() }.run(&eng, &targets, size, &pre, &mut || {}).unwrap(), &targets).unwrap();
     let end = Maximize::scores(&eng, &y, &targets).unwrap();
+    eprintln!("scores {start:?} → {end:?}");
     for (i, t) in targets.iter().enumerate() {
         assert!(end[i] > start[i] + 1.0 && end[i] > 2.0 * start[i].abs(), "{t:?}: score {} → {}", start[i], end[i]);
     }
@@ -286,5 +287,6 @@ fn a_spectrum_raises_a_class_score_of_the_default_model() {
     let x = Maximize { steps: 12, ..Maximize::fourier() };
     let start = Maximize::scores(&eng, &Maximize { steps: 1, lr: 1e-9, ..x.clone() }.run(&eng, &targets, [96, 96], &pre, &mut || {}).unwrap(), &targets).unwrap();
     let end = Maximize::scores(&eng, &x.run(&eng, &targets, [96, 96], &pre, &mut || {}).unwrap(), &targets).unwrap();
-    assert!(end[0] > start[0] + 2.0, "class 285: score {} → {}", start[0], end[0]);
+    eprintln!("class 285: score {} → {}", start[0], end[0]);
+    assert!(end[0] > start[0] + 10.0, "class 285: score {} → {}", start[0], end[0]);
 }

@@ -173,8 +173,17 @@ fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     assert_eq!(image::open(dir.join("maximize_c130.png")).unwrap().width(), 64);
+    // the Fourier parameterisation, with lucid's settings or others
+    for extra in [vec![], vec!["--decay-power", "1.5", "--sd", "0.02", "--no-decorrelate"]] {
+        let f = dir.join("fourier").to_string_lossy().into_owned();
+        let mut a = vec!["--class", "130", "--param", "fourier", "--steps", "3", "--size", "48", "--device", "cpu", "--out", &f, "--json"];
+        a.extend(extra.iter().copied());
+        let o = run(&a);
+        assert!(o.status.success(), "{a:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(image::open(dir.join("fourier/maximize_c130.png")).unwrap().width(), 48);
+    }
     // bad input: one error line, status 1, nothing new written
-    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"], vec!["--class", "1", "--scale", "1,0"], vec!["--class", "1", "--rotate", "200"], vec!["--class", "1", "--scale", "nan"]] {
+    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"], vec!["--class", "1", "--scale", "1,0"], vec!["--class", "1", "--rotate", "200"], vec!["--class", "1", "--scale", "nan"], vec!["--class", "1", "--param", "fourier", "--blur-every", "2"], vec!["--class", "1", "--param", "fourier", "--sd=-1"], vec!["--class", "1", "--param", "fourier", "--decay-power=-1"], vec!["--class", "1", "--sd", "0.1"]] {
         let bad = dir.join("bad");
         let mut a = args.clone();
         let b = bad.to_string_lossy().into_owned();
@@ -185,5 +194,9 @@ fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
         assert!(err.contains("error: ") && !err.contains("panicked"), "{args:?}: {err}");
         assert!(!bad.exists(), "{args:?} wrote output");
     }
+    // an unknown parameterisation: clap's usage error, naming the known ones
+    let o = run(&["--class", "1", "--param", "wavelet", "--device", "cpu", "--out", &dir.join("bad").to_string_lossy()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pixels") && err.contains("fourier"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
