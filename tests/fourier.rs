@@ -21,8 +21,9 @@ use deepviz::Tensor;
 use std::f64::consts::PI;
 
 /// numpy's `irfft2(X, s=(h, w), norm="ortho")` of one plane, as a direct sum: with X
-/// `[h, w/2+1]` complex (re, im interleaved), x[y, x] = Σ_ky Σ_kx c_kx·Re(X[ky, kx]·e^{2πi(ky·y/h
-/// + kx·x/w)}) / √(hw), c_kx = 1 for kx = 0 and (even w) kx = w/2, else 2 (the conjugate twin).
+/// `[h, w/2+1]` complex (re, im interleaved) and θ = 2π(ky·y/h + kx·x/w),
+/// x[y, x] = Σ_ky Σ_kx c_kx·Re(X[ky, kx]·e^{iθ}) / √(hw), c_kx = 1 for kx = 0 and (even w)
+/// kx = w/2, else 2 (the conjugate twin).
 /// numpy transforms the columns in full complex arithmetic and then reads only the real part of
 /// the DC and Nyquist bins of each row: the real part of a sum is this sum of real parts.
 fn irfft2_ref(spec: &[f64], h: usize, w: usize) -> Vec<f64> {
@@ -201,8 +202,8 @@ fn chain_ref(spec: &[f64], n: usize, h: usize, w: usize, decay: f64, decorrelate
 }
 
 /// The chain's input value and the gradient of ⟨r, x(s)⟩ on a backend.
-fn chain_on<B: Backend>(be: B, h: usize, w: usize, decay: f32, decorrelate: bool, pre: &Preprocess, s: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
-    let f = FourierImage::new(&be, h, w, &Fourier { decay_power: decay, sd: 0.0, decorrelate }, pre).unwrap();
+fn chain_on<B: Backend>(be: B, h: usize, w: usize, p: &Fourier, pre: &Preprocess, s: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
+    let f = FourierImage::new(&be, h, w, p, pre).unwrap();
     let (x, t) = f.image(&be, &be.upload(s).unwrap()).unwrap();
     let g = f.backward(&be, &t, &be.upload(r).unwrap()).unwrap();
     (be.download(&x).unwrap(), be.download(&g).unwrap())
@@ -213,14 +214,15 @@ fn the_chain_and_its_gradient_match_a_float64_reference() {
     let pre = Preprocess::imagenet([0, 0]);
     for (h, w, decay, decorrelate) in [(5, 6, 1.0, true), (7, 5, 1.5, false), (4, 9, 0.0, true)] {
         let n = 2;
-        let f = FourierImage::new(&Cpu, h, w, &Fourier { decay_power: decay, sd: 0.0, decorrelate }, &pre).unwrap();
+        let p = Fourier { decay_power: decay, sd: 0.0, decorrelate };
+        let f = FourierImage::new(&Cpu, h, w, &p, &pre).unwrap();
         let shape = f.spectrum_shape(n);
         assert_eq!(shape, [n, 3, h, 2 * (w / 2 + 1)]);
         // spectra large enough that the sigmoid is well away from linear
         let s = Tensor { shape: shape.to_vec(), data: common::seeded(h as u64 + 10 * w as u64, shape.iter().product()).iter().map(|v| v * 0.3).collect() };
         let r = common::seeded_tensor(99, &[n, 3, h, w]);
         let want = chain_ref(&common::f64s(&s.data), n, h, w, decay as f64, decorrelate, &pre);
-        for (name, (x, g)) in [("cpu", chain_on(Cpu, h, w, decay, decorrelate, &pre, &s, &r)), ("emu", chain_on(Gpu::emulated(), h, w, decay, decorrelate, &pre, &s, &r))] {
+        for (name, (x, g)) in [("cpu", chain_on(Cpu, h, w, &p, &pre, &s, &r)), ("emu", chain_on(Gpu::emulated(), h, w, &p, &pre, &s, &r))] {
             let what = format!("chain {h}x{w} decay {decay} decorrelate {decorrelate} {name}");
             common::assert_close(&what, &x.data, &common::f32s(&want), 1e-5, 1e-5);
             let loss = |sv: &[f64]| common::dot(&r.data, &chain_ref(sv, n, h, w, decay as f64, decorrelate, &pre));

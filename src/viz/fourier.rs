@@ -167,7 +167,7 @@ impl<B: Backend> Irfft2<B> {
     fn items(&self, shape: &[usize], plane: &[usize], what: &str) -> Result<(usize, usize)> {
         match shape {
             [n, c, a, b] if [*a, *b] == plane[2..] && n * c > 0 => Ok((*n, *c)),
-            _ => Err(Error::shape(&format!("the inverse Fourier transform's {what}"), &[0, 0, plane[2], plane[3]], shape)),
+            _ => Err(Error::shape(format!("the inverse Fourier transform's {what}"), [0, 0, plane[2], plane[3]], shape)),
         }
     }
 }

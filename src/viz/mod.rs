@@ -59,7 +59,7 @@ pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smo
 pub use classify::{classify, Prediction};
 pub use combine::{Combined, AUGMENTATIONS};
 pub use dream::{pixel_range, zoom, DeepDream, Objective, Term};
-pub use maximize::{Maximize, Param};
+pub use maximize::{Maximize, Param, FOURIER_LR};
 pub use saliency::Saliency;
 pub use target::{Target, Targets};
 
