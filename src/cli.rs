@@ -11,6 +11,7 @@ use clap::{value_parser, Arg, ArgAction, Command};
 use crate::backend::Precision;
 use crate::dataset::tsne::{EXACT_MAX, EXACT_UP_TO};
 use crate::job::{self, DeviceChoice, DreamJob};
+use crate::viz::fourier::Fourier;
 use crate::viz::segment::GrabCut;
 use crate::viz::{LayerUse, Maximize, Opt, DEFAULT_MASKS, METHODS};
 
@@ -83,20 +84,25 @@ pub fn command() -> Command {
         .arg(Arg::new("guide").long("guide").value_parser(value_parser!(PathBuf)).help("a guide image: dream towards what the layer sees in it (each position pulled to the guide's most similar feature vector, the DeepDream notebook's objective_guide) instead of amplifying ½‖A‖²"))
         .arg(Arg::new("frames").long("frames").default_value("1").value_parser(value_parser!(u64).range(1..=100_000)).help("frames of the zoom loop: each frame dreams on the previous one zoomed into its centre ({stem}_dream_0000.png, ...)"))
         .arg(Arg::new("zoom").long("zoom").default_value(DreamJob::default().zoom.to_string()).value_parser(parse_finite).help("zoom per frame of the loop, as a fraction of the side cut away (the notebook's 0.05), in [0, 0.5)"));
-    let x = Maximize::default();
+    let (x, xf) = (Maximize::default(), Maximize::fourier());
+    let lucid = Fourier::default();
     let maximize = out_args(model_args(Command::new("maximize").about(
-        "Activation maximisation: the picture that most excites each target, by gradient ascent on the picture with L2 decay, blur, jitter, random scale and rotation (class model visualisation: Simonyan, Vedaldi, Zisserman 2014, Deep Inside Convolutional Networks; regularisers: Yosinski et al. 2015; transforms: lucid / Olah et al. 2017)",
+        "Activation maximisation: the picture that most excites each target, by gradient ascent on the picture (or, --param fourier, on lucid's decorrelated Fourier spectrum) with L2 decay, blur, jitter, random scale and rotation (class model visualisation: Simonyan, Vedaldi, Zisserman 2014, Deep Inside Convolutional Networks; regularisers: Yosinski et al. 2015; transforms and parameterisation: lucid / Olah et al. 2017)",
     )))
     .arg(Arg::new("class").long("class").value_delimiter(',').value_parser(value_parser!(usize)).help("class(es) whose pre-softmax score to maximise, e.g. 130,285 (one picture each)"))
     .arg(Arg::new("unit").long("unit").action(ArgAction::Append).help("maximise the mean of a channel of a layer, LAYER:CHANNEL (repeatable)"))
     .arg(Arg::new("neuron").long("neuron").action(ArgAction::Append).help("maximise one activation, LAYER:CHANNEL:Y:X (repeatable)"))
     .arg(Arg::new("steps").long("steps").default_value(x.steps.to_string()).value_parser(value_parser!(usize)).help("gradient-ascent steps"))
-    .arg(Arg::new("lr").long("lr").default_value(x.lr.to_string()).value_parser(parse_finite).help("step size (normalised input units, on g / mean|g|)"))
-    .arg(Arg::new("l2").long("l2").default_value(x.l2.to_string()).value_parser(parse_finite).help("λ of the −λ‖x‖² regulariser"))
-    .arg(Arg::new("blur-every").long("blur-every").default_value(x.blur_every.to_string()).value_parser(value_parser!(usize)).help("blur the picture every N steps (0: never)"))
+    .arg(Arg::new("param").long("param").default_value("pixels").value_parser(["pixels", "fourier"]).help("what the step moves: the pixels, or lucid / lucent's decorrelated Fourier spectrum (to_valid_rgb(fft_image(...), decorrelate=True)); fourier changes the defaults of --lr, --l2, --blur-every and --noise"))
+    .arg(Arg::new("decay-power").long("decay-power").value_name("P").value_parser(parse_finite).help(format!("--param fourier: the spectrum's amplitudes scale as 1 / f^P (lucid's decay_power) [default: {}]", lucid.decay_power)))
+    .arg(Arg::new("sd").long("sd").value_name("SD").value_parser(parse_finite).help(format!("--param fourier: σ of the starting spectrum (lucid's sd) [default: {}]", lucid.sd)))
+    .arg(Arg::new("no-decorrelate").long("no-decorrelate").action(ArgAction::SetTrue).help("--param fourier: the three channels are R, G, B, not lucid's decorrelated colour components"))
+    .arg(Arg::new("lr").long("lr").value_parser(parse_finite).help(format!("step size (normalised input units, or spectrum units with --param fourier, on g / mean|g|) [default: {}; fourier: {}]", x.lr, xf.lr)))
+    .arg(Arg::new("l2").long("l2").value_parser(parse_finite).help(format!("λ of the −λ‖x‖² regulariser [default: {}; fourier: {}]", x.l2, xf.l2)))
+    .arg(Arg::new("blur-every").long("blur-every").value_parser(value_parser!(usize)).help(format!("blur the picture every N steps (0: never; pixels only) [default: {}; fourier: {}]", x.blur_every, xf.blur_every)))
     .arg(Arg::new("blur-sigma").long("blur-sigma").default_value(x.blur_sigma.to_string()).value_parser(parse_finite).help("the blur's σ in pixels"))
     .arg(Arg::new("jitter").long("jitter").default_value(x.jitter.to_string()).value_parser(value_parser!(usize)).help("maximum random shift in pixels per step"))
-    .arg(Arg::new("noise").long("noise").default_value(x.init_noise.to_string()).value_parser(parse_finite).help("σ of the starting noise around the mean image (0: the zero image)"))
+    .arg(Arg::new("noise").long("noise").value_parser(parse_finite).help(format!("σ of the starting noise around the mean image (0: the zero image; pixels only) [default: {}; fourier: {}]", x.init_noise, xf.init_noise)))
     .arg(Arg::new("norm-pct").long("norm-pct").value_name("P").default_value(x.norm_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose norm is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
     .arg(Arg::new("contribution-pct").long("contribution-pct").value_name("P").default_value(x.contribution_pct.to_string()).value_parser(parse_finite).help("every step, set the pixels whose contribution |Σ_c x·∂S/∂x| is at or below this percentile to the mean colour (Yosinski et al. 2015; 0: never)"))
     .arg(Arg::new("scale").long("scale").value_name("S,...").value_delimiter(',').default_value(x.scales.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")).value_parser(value_parser!(f32)).help("every step, zoom each picture about its centre by a factor drawn from this list (lucid's random_scale; > 1 magnifies; 1: never)"))

@@ -369,7 +369,24 @@ impl WithBackend for MaximizeCmd<'_> {
         let eng = Engine::new(load_model(m)?, be)?;
         let f = |k: &str| *m.get_one::<f32>(k).expect("has a default");
         let u = |k: &str| *m.get_one::<usize>(k).expect("has a default");
-        let schedule = Maximize { steps: u("steps"), lr: f("lr"), l2: f("l2"), blur_every: u("blur-every"), blur_sigma: f("blur-sigma"), jitter: u("jitter"), init_noise: f("noise"), seed: *m.get_one("seed").expect("has a default"), norm_pct: f("norm-pct"), contribution_pct: f("contribution-pct"), scales: m.get_many::<f32>("scale").expect("has a default").copied().collect(), rotate: f("rotate") };
+        // the defaults of --lr, --l2, --blur-every and --noise are the parameterisation's
+        let param = m.get_one::<String>("param").expect("has a default");
+        let d = Maximize::named(param, m.get_one("decay-power").copied(), m.get_one("sd").copied(), !m.get_flag("no-decorrelate"))?;
+        let schedule = Maximize {
+            steps: u("steps"),
+            lr: m.get_one("lr").copied().unwrap_or(d.lr),
+            l2: m.get_one("l2").copied().unwrap_or(d.l2),
+            blur_every: m.get_one("blur-every").copied().unwrap_or(d.blur_every),
+            blur_sigma: f("blur-sigma"),
+            jitter: u("jitter"),
+            init_noise: m.get_one("noise").copied().unwrap_or(d.init_noise),
+            seed: *m.get_one("seed").expect("has a default"),
+            norm_pct: f("norm-pct"),
+            contribution_pct: f("contribution-pct"),
+            scales: m.get_many::<f32>("scale").expect("has a default").copied().collect(),
+            rotate: f("rotate"),
+            param: d.param,
+        };
         let size = m.get_one::<usize>("size").map(|&s| [s, s]);
         let job = MaximizeJob { targets: target_names(m)?, schedule, size, raw: m.get_flag("raw"), batch_size: batch_size(m) };
         let mut out = OutputSet::new(m.get_one::<PathBuf>("out").expect("has a default"));

@@ -130,28 +130,32 @@ fn scale_and_rotation_keep_the_score_rising() {
     }
 }
 
-/// Every step of a run with both clippings on and the transforms, on the recording CUDA device:
-/// the host waits (downloads, uploads, syncs, frees between launches) as often for 6 steps as for
-/// 2 — none per step; the old host percentile downloaded and uploaded twice a step.
+/// Every step of a run with both clippings on and the transforms, and of one in the Fourier
+/// parameterisation, on the recording CUDA device: the host waits (downloads, uploads, syncs,
+/// frees between launches) as often for 6 steps as for 2 — none per step; the old host
+/// percentile downloaded and uploaded twice a step.
 #[test]
 fn clipping_and_transforms_make_the_host_wait_for_nothing_per_step() {
     use deepviz::device::record::RecordingDevice;
     let model = Arc::new(deepviz::model::Model::placeholder("resnet18").unwrap());
     let pre = model.preprocess;
-    let waits = |steps: usize| {
+    let waits = |x: &Maximize, kernel: &str| {
         let dev = Arc::new(RecordingDevice::new());
         let eng = Engine::new(model.clone(), Gpu::new(dev.clone())).unwrap();
-        let x = Maximize { steps, norm_pct: 30.0, contribution_pct: 30.0, ..Maximize::default() };
         let run = || x.run(&eng, &[Target::Class(1), Target::Class(2)], [32, 32], &pre, &mut || {}).unwrap();
         run(); // weights prepared, constants kept
         dev.start();
         run();
         let t = dev.report();
-        assert!(t.kernels.iter().any(|(k, _)| k == "reduce_percentile_f32") && t.kernels.iter().any(|(k, _)| k == "warp_bwd_f32"), "{:?}", t.kernels);
+        assert!(t.kernels.iter().any(|(k, _)| k == kernel) && t.kernels.iter().any(|(k, _)| k == "warp_bwd_f32"), "{:?}", t.kernels);
         t.host_syncs
     };
-    let (two, six) = (waits(2), waits(6));
+    let clipped = |steps| Maximize { steps, norm_pct: 30.0, contribution_pct: 30.0, ..Maximize::default() };
+    let (two, six) = (waits(&clipped(2), "reduce_percentile_f32"), waits(&clipped(6), "reduce_percentile_f32"));
     assert_eq!(two, six, "host waits: {two} in 2 steps, {six} in 6");
+    let fourier = |steps| Maximize { steps, ..Maximize::fourier() };
+    let (two, six) = (waits(&fourier(2), "sigmoid_bwd_f32"), waits(&fourier(6), "sigmoid_bwd_f32"));
+    assert_eq!(two, six, "Fourier parameterisation: host waits: {two} in 2 steps, {six} in 6");
 }
 
 #[test]
@@ -169,8 +173,17 @@ fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     assert_eq!(image::open(dir.join("maximize_c130.png")).unwrap().width(), 64);
+    // the Fourier parameterisation, with lucid's settings or others
+    for extra in [vec![], vec!["--decay-power", "1.5", "--sd", "0.02", "--no-decorrelate"]] {
+        let f = dir.join("fourier").to_string_lossy().into_owned();
+        let mut a = vec!["--class", "130", "--param", "fourier", "--steps", "3", "--size", "48", "--device", "cpu", "--out", &f, "--json"];
+        a.extend(extra.iter().copied());
+        let o = run(&a);
+        assert!(o.status.success(), "{a:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(image::open(dir.join("fourier/maximize_c130.png")).unwrap().width(), 48);
+    }
     // bad input: one error line, status 1, nothing new written
-    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"], vec!["--class", "1", "--scale", "1,0"], vec!["--class", "1", "--rotate", "200"], vec!["--class", "1", "--scale", "nan"]] {
+    for args in [vec!["--steps", "4"], vec!["--class", "5000"], vec!["--unit", "no.such.layer:1"], vec!["--class", "1", "--lr=-1"], vec!["--class", "1", "--size", "4"], vec!["--class", "1", "--scale", "1,0"], vec!["--class", "1", "--rotate", "200"], vec!["--class", "1", "--scale", "nan"], vec!["--class", "1", "--param", "fourier", "--blur-every", "2"], vec!["--class", "1", "--param", "fourier", "--sd=-1"], vec!["--class", "1", "--param", "fourier", "--decay-power=-1"], vec!["--class", "1", "--sd", "0.1"]] {
         let bad = dir.join("bad");
         let mut a = args.clone();
         let b = bad.to_string_lossy().into_owned();
@@ -181,5 +194,9 @@ fn maximize_cli_writes_one_picture_per_target_and_refuses_bad_input() {
         assert!(err.contains("error: ") && !err.contains("panicked"), "{args:?}: {err}");
         assert!(!bad.exists(), "{args:?} wrote output");
     }
+    // an unknown parameterisation: clap's usage error, naming the known ones
+    let o = run(&["--class", "1", "--param", "wavelet", "--device", "cpu", "--out", &dir.join("bad").to_string_lossy()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pixels") && err.contains("fourier"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

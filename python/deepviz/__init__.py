@@ -55,6 +55,7 @@ __all__ = [
     "ScoreCAM",
     "AblationCAM",
     "DeepDream",
+    "Maximize",
     "segment",
 ]
 
@@ -529,3 +530,32 @@ class DeepDream:
         return _output(self.model.engine("dream").dream(a, layer=self.layer, **opts), like)
 
     dream = __call__
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation maximisation
+
+
+class Maximize:
+    """Activation maximisation, as ``deepviz maximize``: the picture that most excites each
+    target (Simonyan et al. 2014 for a class; lucid / lucent's ``channel`` and ``neuron``
+    objectives for ``"unit:LAYER:C"`` and ``"neuron:LAYER:C:Y:X"``), by gradient ascent with
+    jitter, random scale and rotation. ``param="pixels"`` optimises the pixels (with L2 decay and
+    blur); ``param="fourier"`` is lucid / lucent's default, ``to_valid_rgb(fft_image(...,
+    sd, decay_power), decorrelate)``: a spectrum made into the picture by an inverse real FFT
+    with 1/f scaling, colour decorrelation and a sigmoid. ``None`` options take the CLI's
+    defaults for the parameterisation (pixels: 200 steps of lr 0.05, l2 1e-4; fourier: lr 0.01,
+    no L2, decay_power 1, sd 0.01)."""
+
+    def __init__(self, model, *, size=None, steps=None, lr=None, l2=None, jitter=None, seed=None, param="pixels", decay_power=None, sd=None, decorrelate=True):
+        self.model = model
+        self.options = dict(size=size, steps=steps, lr=lr, l2=l2, jitter=jitter, seed=seed, param=param, decay_power=decay_power, sd=sd, decorrelate=decorrelate)
+
+    def __call__(self, targets):
+        """One picture ``[N, 3, H, W]`` per target (a class number or a unit / neuron string),
+        normalised as the model's input, as numpy."""
+        targets = [targets] if isinstance(targets, (int, str)) else list(targets)
+        opts = {k: v for k, v in self.options.items() if v is not None}
+        return _output(self.model.engine("maximize").maximize(targets, **opts), None)
+
+    maximize = __call__

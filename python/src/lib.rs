@@ -26,7 +26,7 @@ use deepviz::engine::Engine;
 use deepviz::job::{self, DeviceChoice, DreamJob};
 use deepviz::model::Model;
 use deepviz::viz::segment::{self, GrabCut};
-use deepviz::viz::{self, render, LayerUse, MethodOptions, Target};
+use deepviz::viz::{self, render, LayerUse, Maximize, MethodOptions, Target};
 use deepviz::{Error, Tensor};
 
 use dlpack::Array;
@@ -402,6 +402,38 @@ impl PyEngine {
         d.jitter = jitter.unwrap_or(d.jitter);
         d.seed = seed.unwrap_or(d.seed);
         let y = py.detach(|| on_engine!(&self.eng, e => job.dream_tensor(e, &x, &mut |_| {}))).py_err()?;
+        Ok(Array::new(y))
+    }
+
+    /// Activation maximisation (`deepviz maximize`): one picture `[n, 3, size, size]` (default:
+    /// the model's input size) per target (a class number or `unit:LAYER:C` /
+    /// `neuron:LAYER:C:Y:X`), normalised as the model's input. `param`: `pixels`, or `fourier`
+    /// (lucid's decorrelated Fourier spectrum, with `decay_power`, `sd`, `decorrelate`); `None`
+    /// options take the CLI's defaults for that parameterisation.
+    #[pyo3(signature = (targets, size=None, steps=None, lr=None, l2=None, jitter=None, seed=None, param="pixels", decay_power=None, sd=None, decorrelate=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn maximize(
+        &self,
+        py: Python<'_>,
+        targets: Vec<Bound<'_, PyAny>>,
+        size: Option<usize>,
+        steps: Option<usize>,
+        lr: Option<f32>,
+        l2: Option<f32>,
+        jitter: Option<usize>,
+        seed: Option<u64>,
+        param: &str,
+        decay_power: Option<f32>,
+        sd: Option<f32>,
+        decorrelate: bool,
+    ) -> PyResult<Array> {
+        let model = on_engine!(&self.eng, e => e.model_arc().clone());
+        let n = targets.len();
+        let targets = parse_targets(&model, Some(targets), n)?.unwrap_or_default();
+        let d = Maximize::named(param, decay_power, sd, decorrelate).py_err()?;
+        let x = Maximize { steps: steps.unwrap_or(d.steps), lr: lr.unwrap_or(d.lr), l2: l2.unwrap_or(d.l2), jitter: jitter.unwrap_or(d.jitter), seed: seed.unwrap_or(d.seed), ..d };
+        let size = size.map_or(model.preprocess.size, |s| [s, s]);
+        let y = py.detach(|| on_engine!(&self.eng, e => x.run(e, &targets, size, &model.preprocess, &mut || {}))).py_err()?;
         Ok(Array::new(y))
     }
 

@@ -187,6 +187,18 @@ def test_deepdream_matches_the_cli(cli, model, small, tmp_path):
     assert np.abs(guided - ours).max() > 1e-3, "the guide changed nothing"
 
 
+@pytest.mark.parametrize("param", ["pixels", "fourier"])
+def test_maximize_matches_the_cli(param, cli, model, tmp_path):
+    ours = deepviz.Maximize(model, size=40, steps=3, param=param)([285, "unit:_blocks.5:3"])
+    out = tmp_path / param
+    cli("maximize", "--class", 285, "--unit", "_blocks.5:3", "--size", 40, "--steps", 3, "--param", param, "--out", out, "--raw", "--device", "cpu")
+    theirs = np.concatenate([np.load(out / "maximize_c285.npy"), np.load(out / "maximize_unit-_blocks.5._bn2-3.npy")])
+    assert ours.shape == (2, 3, 40, 40) and ours.dtype == np.float32
+    close(ours, theirs, f"maximize {param}")
+    with pytest.raises(ValueError, match="unknown parameterisation"):
+        deepviz.Maximize(model, param="wavelet", steps=1, size=16)(1)
+
+
 def test_emulated_gpu_engine_agrees_with_the_cpu(model, small):
     x, _ = small
     x = np.ascontiguousarray(x[:1, :, :40, :40])

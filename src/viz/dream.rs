@@ -11,17 +11,14 @@
 use std::ops::{Add, Mul};
 use std::sync::Arc;
 
-use super::ops;
-use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
+use super::ops::{self, POINTWISE};
+use crate::backend::{Backend, Binary, Reduce, Role, Unary};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::engine::{Activations, Rule};
 use crate::model::Layer;
 use crate::imageio::Preprocess;
 use crate::tensor::Tensor;
-
-/// The guided objective's 1x1 convolutions (dot products with the guide's vectors, and back).
-const POINTWISE: Conv2dGeom = Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 };
 
 /// Gradient seeds: d objective / d A at each objective layer.
 type Seeds<B> = Vec<(Layer, <B as Backend>::T)>;

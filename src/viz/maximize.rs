@@ -21,8 +21,17 @@
 //! uploaded once before the first, the clipping percentiles reduced on the device
 //! ([`Reduce::Percentile`]): no host round trip until the end.
 //! A batch optimises one picture per target at once.
+//!
+//! What the step moves is a [`Param`]: the picture's pixels (the papers above), or lucid /
+//! lucent's default, a spectrum that a fixed chain turns into the picture — inverse real 2-D
+//! DFT with 1/f scaling, colour decorrelation, sigmoid, the model's normalisation
+//! ([`super::fourier`]; Olah et al. 2017). With a spectrum, the regularisers that act on pixels
+//! (blur, Yosinski's clippings, the clamp) have no pixels to act on and the sigmoid keeps the
+//! picture valid; the L2 term, the jitter and the warps act on the picture the chain makes, and
+//! the step's gradient goes back through the chain to the spectrum.
 
 use super::dream::{jitter, next, pixel_range, unit};
+use super::fourier::{Fourier, FourierImage};
 use super::ops::{self, GaussianBlur};
 use super::target::{self, Target};
 use crate::backend::{Backend, Binary, Random, Reduce, Unary};
@@ -39,7 +48,8 @@ use crate::tensor::Tensor;
 pub struct Maximize {
     /// gradient-ascent steps
     pub steps: usize,
-    /// step size, in units of the normalised input, applied to g / mean|g|
+    /// step size applied to g / mean|g|, in units of the normalised input (pixels) or of the
+    /// spectrum ([`Param::Fourier`])
     pub lr: f32,
     /// λ of the −λ‖x‖² term (on the normalised input)
     pub l2: f32,
@@ -72,6 +82,21 @@ pub struct Maximize {
     pub rotate: f32,
     /// the random start's and the jitter's seed
     pub seed: u64,
+    /// what the step moves: the pixels (default) or lucid's decorrelated Fourier spectrum
+    pub param: Param,
+}
+
+/// What activation maximisation optimises ([`Maximize::param`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Param {
+    /// the picture's pixels, in normalised units (Simonyan et al. 2014, Yosinski et al. 2015)
+    Pixels,
+    /// lucid / lucent's `to_valid_rgb(fft_image(shape, sd, decay_power), decorrelate)`: a
+    /// spectrum per picture and channel, drawn from N(0, sd²), whose amplitudes are scaled by
+    /// 1 / max(f, 1/max(h, w))^decay_power, transformed back to pixels, colour-decorrelated (or
+    /// not), squashed by a sigmoid into the pixel range ([`super::fourier`]);
+    /// `Fourier::default()` is lucid's
+    Fourier(Fourier),
 }
 
 impl Default for Maximize {
@@ -92,9 +117,19 @@ impl Default for Maximize {
             contribution_pct: 0.0,
             scales: DEFAULT_SCALES.to_vec(),
             rotate: 5.0,
+            param: Param::Pixels,
         }
     }
 }
+
+/// The step size of [`Maximize::fourier`] (x += lr · g / mean|g| on the spectrum). The
+/// 1/f scale (56 at the lowest frequencies, 0.89 on average at 224x224, lucid's magic 1/4
+/// included) makes the low frequencies' gradients tens of times the mean |g|, so the step is
+/// far smaller than lucent's Adam lr of 0.05 (Adam normalises each coordinate on its own):
+/// on the default model's class 285 (200 steps, 224 px) 0.05 and above saturate the sigmoid
+/// into flat black, white and primary colours, 0.02 is harsh, 0.01 gives lucid-like pictures
+/// (score 53 against the pixel path's 24), 0.005 and 0.0025 are ever paler.
+pub const FOURIER_LR: f32 = 0.01;
 
 /// The zoom factors a step draws from by default: lucid's `random_scale` list in the
 /// "Feature Visualization" article's range (lucent's `standard_transforms` uses 0.90–1.10 in
@@ -102,6 +137,31 @@ impl Default for Maximize {
 pub const DEFAULT_SCALES: [f32; 5] = [1.0, 0.975, 1.025, 0.95, 1.05];
 
 impl Maximize {
+    /// The schedule for lucid's decorrelated Fourier parameterisation with lucid's settings
+    /// (`Param::Fourier(Fourier::default())`): the default transforms and steps, a step of
+    /// [`FOURIER_LR`] on the spectrum, no blur, no clipping, no L2 (lucent has none) and no
+    /// pixel noise (the spectrum's `sd` is the start).
+    pub fn fourier() -> Self {
+        Maximize { param: Param::Fourier(Fourier::default()), lr: FOURIER_LR, l2: 0.0, blur_every: 0, init_noise: 0.0, ..Maximize::default() }
+    }
+
+    /// The default schedule of the parameterisation called `name`: `pixels`
+    /// ([`Maximize::default`]) or `fourier` ([`Maximize::fourier`], with `decay_power` and `sd`
+    /// where given, else lucid's, and decorrelated colours or not). The Fourier settings with
+    /// `pixels`, or another name, are errors.
+    pub fn named(name: &str, decay_power: Option<f32>, sd: Option<f32>, decorrelate: bool) -> Result<Maximize> {
+        match name {
+            "fourier" => {
+                let lucid = Fourier::default();
+                let p = Fourier { decay_power: decay_power.unwrap_or(lucid.decay_power), sd: sd.unwrap_or(lucid.sd), decorrelate };
+                Ok(Maximize { param: Param::Fourier(p), ..Maximize::fourier() })
+            }
+            "pixels" if decay_power.is_none() && sd.is_none() && decorrelate => Ok(Maximize::default()),
+            "pixels" => Err(Error::InvalidArgument("a decay power, an sd or plain RGB colours (--decay-power, --sd, --no-decorrelate) set the Fourier parameterisation: ask for it (--param fourier)".into())),
+            _ => Err(Error::InvalidArgument(format!("unknown parameterisation `{name}`; known: pixels, fourier"))),
+        }
+    }
+
     /// Whether a step warps the picture (a scale other than 1, or a rotation).
     fn warps(&self) -> bool {
         self.rotate != 0.0 || self.scales.iter().any(|&s| s != 1.0)
@@ -129,6 +189,17 @@ impl Maximize {
                 self.steps, self.lr, self.l2, self.init_noise, self.blur_sigma
             )));
         }
+        if let Param::Fourier(Fourier { decay_power, sd, .. }) = self.param {
+            if !ok(decay_power) || !ok(sd) {
+                return Err(Error::InvalidArgument(format!("the Fourier parameterisation needs a finite decay power >= 0 and a finite sd >= 0 (got {decay_power} and {sd})")));
+            }
+            if (self.blur_every > 0 && self.blur_sigma > 0.0) || self.norm_pct > 0.0 || self.contribution_pct > 0.0 || self.init_noise > 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "the Fourier parameterisation has no pixels to blur, clip or start from noise: set blur-every, norm-pct, contribution-pct and noise to 0 (got {}, {}, {}, {}); its start is the spectrum's sd",
+                    self.blur_every, self.norm_pct, self.contribution_pct, self.init_noise
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -140,46 +211,49 @@ impl Maximize {
             return Err(Error::InvalidArgument("activation maximisation needs at least one target".into()));
         }
         let be = &eng.be;
-        let model = eng.model();
-        let c = 3;
         let [h, w] = size;
         if h < 8 || w < 8 {
             return Err(Error::InvalidArgument(format!("activation maximisation needs a picture of at least 8x8 pixels, not {h}x{w}")));
         }
-        let shape = [targets.len(), c, h, w];
-        let range = pixel_range(be, pre, c)?;
+        let shape = [targets.len(), 3, h, w];
         // every step's maps, uploaded once before anything runs: `[1, 1, steps, n·6]`, a row a step
         let maps = match self.warps() {
             true => Some(be.upload(&self.maps(targets.len(), h, w)?)?),
             false => None,
         };
-        let mut img = be.unary(&be.random(&shape, self.seed, Random::Normal)?, Unary::Affine(self.init_noise, 0.0))?;
+        let mut rng = self.seed ^ 0xD1B5_4A32_D192_ED03;
+        let maps = maps.as_ref();
+        let img = match self.param {
+            Param::Pixels => self.ascend_pixels(eng, targets, &shape, pre, maps, &mut rng, progress)?,
+            Param::Fourier(p) => {
+                let f = FourierImage::new(be, h, w, &p, pre)?;
+                self.ascend_spectrum(eng, targets, &f, p.sd, maps, &mut rng, progress)?
+            }
+        };
+        let y = eng.download(&img)?;
+        if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!("activation maximisation diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+        }
+        Ok(y)
+    }
+
+    /// Gradient ascent on the pixels of pictures `shape` (Simonyan et al.'s class model
+    /// visualisation with Yosinski et al.'s regularisers): the start, the steps, the blur, the
+    /// clippings and the clamp to `range`.
+    #[allow(clippy::too_many_arguments)]
+    fn ascend_pixels<B: Backend>(&self, eng: &Engine<B>, targets: &[Target], shape: &[usize; 4], pre: &Preprocess, maps: Option<&B::T>, rng: &mut u64, progress: &mut dyn FnMut()) -> Result<B::T> {
+        let be = &eng.be;
+        let [_, c, h, w] = *shape;
+        let range = pixel_range(be, pre, c)?;
+        let mut img = be.unary(&be.random(shape, self.seed, Random::Normal)?, Unary::Affine(self.init_noise, 0.0))?;
         img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
         let blur = if self.blur_every > 0 && self.blur_sigma > 0.0 { Some(GaussianBlur::<B>::new(be, c, h, w, self.blur_sigma, ((3.0 * self.blur_sigma).ceil() as usize).clamp(1, h.min(w) / 2))?) } else { None };
-        let mut rng = self.seed ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..self.steps {
-            let (dy, dx) = (jitter(&mut rng, self.jitter, h), jitter(&mut rng, self.jitter, w));
-            let theta = match &maps {
-                Some(m) => Some(be.reshape(be.crop(m, step, 0, 1, targets.len() * 6)?, &[targets.len(), 2, 3])?),
-                None => None,
-            };
-            let mut seen = be.roll(&img, dy, dx)?;
-            if let Some(th) = &theta {
-                seen = be.warp(&seen, th)?;
-            }
-            let t = target::forward(eng, &seen, Some(targets), &[])?;
-            let mut g = eng.backward(&t.acts, t.seeds, &[model.input()], Rule::Gradient)?.remove(0);
-            if let Some(th) = &theta {
-                g = be.warp_backward(&g, th)?;
-            }
-            let g = be.roll(&g, -dy, -dx)?;
+            let g = self.score_gradient(eng, targets, &img, step, maps, rng)?;
             // the score's own gradient, for the contribution of each pixel after the step
             let score_gradient = (self.contribution_pct > 0.0).then(|| g.clone());
-            // d/dx (S − λ‖x‖²) = g − 2λx
-            let g = if self.l2 > 0.0 { be.binary(&g, &be.unary(&img, Unary::Affine(-2.0 * self.l2, 0.0))?, Binary::Add)? } else { g };
-            let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
-            let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
-            let moved = be.binary(&img, &be.binary(&be.unary(&g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?, Binary::Add)?;
+            let g = self.with_l2(be, g, &img)?;
+            let moved = self.ascend(be, &img, &g)?;
             img = match &blur {
                 Some(b) if (step + 1) % self.blur_every == 0 => b.apply(be, &moved)?,
                 _ => moved,
@@ -197,11 +271,61 @@ impl Maximize {
             img = be.binary(&be.binary(&img, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
             progress();
         }
-        let y = eng.download(&img)?;
-        if let Some(i) = y.data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(format!("activation maximisation diverged: value {} at index {i} (try a smaller --lr)", y.data[i])));
+        Ok(img)
+    }
+
+    /// Gradient ascent on the spectra of lucid's Fourier parameterisation `f` ([`Param::Fourier`]),
+    /// started from N(0, sd²): each step makes the pictures from the spectra, takes the score's
+    /// gradient (and the L2 term's) at them back through the chain, and moves the spectra.
+    #[allow(clippy::too_many_arguments)]
+    fn ascend_spectrum<B: Backend>(&self, eng: &Engine<B>, targets: &[Target], f: &FourierImage<B>, sd: f32, maps: Option<&B::T>, rng: &mut u64, progress: &mut dyn FnMut()) -> Result<B::T> {
+        let be = &eng.be;
+        let mut spectrum = be.unary(&be.random(&f.spectrum_shape(targets.len()), self.seed, Random::Normal)?, Unary::Affine(sd, 0.0))?;
+        for step in 0..self.steps {
+            let (img, t) = f.image(be, &spectrum)?;
+            let g = self.with_l2(be, self.score_gradient(eng, targets, &img, step, maps, rng)?, &img)?;
+            spectrum = self.ascend(be, &spectrum, &f.backward(be, &t, &g)?)?;
+            progress();
         }
-        Ok(y)
+        Ok(f.image(be, &spectrum)?.0)
+    }
+
+    /// The gradient of each target's score at the pictures `img` as step `step` shows them to
+    /// the network: shifted by a jitter drawn from `rng`, then warped by the step's map (if
+    /// any), the gradient taken back through both.
+    fn score_gradient<B: Backend>(&self, eng: &Engine<B>, targets: &[Target], img: &B::T, step: usize, maps: Option<&B::T>, rng: &mut u64) -> Result<B::T> {
+        let be = &eng.be;
+        let [_, _, h, w] = be.shape(img)[..] else { return Err(Error::shape("the maximised pictures", "[n, c, h, w]", be.shape(img))) };
+        let (dy, dx) = (jitter(rng, self.jitter, h), jitter(rng, self.jitter, w));
+        let theta = match maps {
+            Some(m) => Some(be.reshape(be.crop(m, step, 0, 1, targets.len() * 6)?, &[targets.len(), 2, 3])?),
+            None => None,
+        };
+        let mut seen = be.roll(img, dy, dx)?;
+        if let Some(th) = &theta {
+            seen = be.warp(&seen, th)?;
+        }
+        let t = target::forward(eng, &seen, Some(targets), &[])?;
+        let mut g = eng.backward(&t.acts, t.seeds, &[eng.model().input()], Rule::Gradient)?.remove(0);
+        if let Some(th) = &theta {
+            g = be.warp_backward(&g, th)?;
+        }
+        be.roll(&g, -dy, -dx)
+    }
+
+    /// d/dx (S − λ‖x‖²) = g − 2λx, from the score's gradient `g` at `x`.
+    fn with_l2<B: Backend>(&self, be: &B, g: B::T, x: &B::T) -> Result<B::T> {
+        match self.l2 > 0.0 {
+            true => be.binary(&g, &be.unary(x, Unary::Affine(-2.0 * self.l2, 0.0))?, Binary::Add),
+            false => Ok(g),
+        }
+    }
+
+    /// DeepDream's step: x + lr · g / mean|g|, the mean per item.
+    fn ascend<B: Backend>(&self, be: &B, x: &B::T, g: &B::T) -> Result<B::T> {
+        let m = ops::per_item(be, g, Some(Unary::Abs), Reduce::Mean)?;
+        let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
+        be.binary(x, &be.binary(&be.unary(g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?, Binary::Add)
     }
 
     /// The affine maps of every step, `[1, 1, steps, n·6]` (one `[n, 2, 3]` theta of

@@ -12,7 +12,10 @@
 //!   `aug_smooth`.
 //! - `dream.rs`: [`DeepDream`] — Mordvintsev et al. 2015, with [`Objective`] values.
 //! - `maximize.rs`: [`Maximize`] — class model visualisation (Simonyan et al. 2014) and
-//!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers.
+//!   activation maximisation of a channel or neuron, with Yosinski et al. 2015's regularisers,
+//!   in pixels or in lucid's decorrelated Fourier parameterisation ([`Param`]).
+//! - `fourier.rs`: [`fourier::FourierImage`] — that parameterisation (Olah et al. 2017): the
+//!   inverse real 2-D DFT as two GEMMs ([`fourier::Irfft2`]), colour decorrelation, sigmoid.
 //! - `classify.rs`: top-k classes with probabilities.
 //! - `evaluate.rs`: judging a map: deletion and insertion curves and their areas (Petsiuk et
 //!   al. 2018, RISE).
@@ -35,6 +38,7 @@ mod classify;
 mod combine;
 mod dream;
 pub mod evaluate;
+pub mod fourier;
 mod gradient;
 pub mod linalg;
 mod maximize;
@@ -55,7 +59,7 @@ pub use smooth::{gauss_legendre, Baseline, IntegratedGradients, NoiseTunnel, Smo
 pub use classify::{classify, Prediction};
 pub use combine::{Combined, AUGMENTATIONS};
 pub use dream::{pixel_range, zoom, DeepDream, Objective, Term};
-pub use maximize::Maximize;
+pub use maximize::{Maximize, Param, FOURIER_LR};
 pub use saliency::Saliency;
 pub use target::{Target, Targets};
 

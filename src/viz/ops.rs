@@ -5,6 +5,10 @@ use crate::backend::{Backend, Binary, Conv2dGeom, Reduce, Role, Unary};
 use crate::tensor::Tensor;
 use crate::error::Result;
 
+/// A 1x1 convolution's geometry: a matrix applied to the channels of every pixel (the guided
+/// dream's dot products, the Fourier parameterisation's column transform and colour matrix).
+pub(crate) const POINTWISE: Conv2dGeom = Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 };
+
 /// The axes of `x` after the batch axis (every axis of an item).
 fn item_axes(rank: usize) -> Vec<usize> {
     (1..rank).collect()
