@@ -14,7 +14,7 @@
 //! backward-filter runs the batch in order and lets the GEMM split its output across threads,
 //! so its sums do not depend on scheduling.
 
-use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi, sgemm_source_epi_raw, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NR};
+use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi_raw, uses_avx512, Epilogue, Mat, Out, PackB, PackedA, PACK_NR};
 use crate::backend::{Act, Conv2dGeom};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -510,12 +510,30 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
         }
         return gx;
     }
-    let in_gemm = d.pointwise() && uses_avx512();
+    let avx512 = uses_avx512();
+    if d.pointwise() && avx512 {
+        // the column matrix is the input gradient itself: the product writes every element of
+        // each group's `[CG, H·W]` block (its first store overwrites), with the mask in its store
+        let body = |ni: usize, gxn: *mut f32| {
+            let gyn = gy.item(ni);
+            for gi in 0..g.groups {
+                let wgt = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k).t();
+                let gyb = Mat::strided(&gyn[gi * d.og * p..], d.og, p, p);
+                let off = gi * d.cg * d.h * d.w;
+                // SAFETY: `gxn` is writable for the image's C·H·W floats, of which this group's
+                // CG·H·W from `off` are written by this product only
+                unsafe { sgemm_source_epi_raw(wgt, packed.map(|v| &v[gi]), &gyb, gxn.add(off), d.cg * p, p, Out::Overwrite, epi.at(ni * d.c * d.h * d.w + off)) };
+            }
+        };
+        // SAFETY: `body` writes all C·H·W floats of each image (every group's block, whole)
+        return unsafe { par_items_written(x_shape, d.c * d.h * d.w, body) };
+    }
     let band = if d.pointwise() { d.oh } else { d.band_rows() };
     // zeroed per image: col2im adds into it
     par_items(x_shape, d.c * d.h * d.w, |ni, gxn| {
         let gyn = gy.item(ni);
-        let mut col = if d.pointwise() { vec![] } else { vec![0.0; k * band * d.ow] };
+        // the column matrix, written whole by each product before col2im reads it
+        let mut col: Vec<f32> = if d.pointwise() { vec![] } else { Vec::with_capacity(k * band * d.ow) };
         for gi in 0..g.groups {
             let gxg = &mut gxn[gi * d.cg * d.h * d.w..(gi + 1) * d.cg * d.h * d.w];
             let wgt = Mat::rows(&w.data[gi * d.og * k..(gi + 1) * d.og * k], d.og, k).t();
@@ -524,20 +542,26 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
                 let rows = band.min(d.oh - y0);
                 let pc = rows * d.ow;
                 let gyb = Mat::strided(&gyn[gi * d.og * p + y0 * d.ow..], d.og, pc, p);
-                if in_gemm {
-                    // the column matrix is the input gradient itself
-                    sgemm_source_epi(wgt, pw, &gyb, gxg, p, Out::Overwrite, epi.at(ni * d.c * d.h * d.w + gi * d.cg * d.h * d.w));
-                } else if d.pointwise() {
+                if d.pointwise() {
                     sgemm_packed(wgt, pw, gyb, gxg, p, Out::Overwrite);
-                } else {
-                    sgemm_packed(wgt, pw, gyb, &mut col, pc, Out::Overwrite);
-                    col2im(&d, &col[..k * pc], y0, rows, gxg);
+                    continue;
                 }
+                if avx512 {
+                    // SAFETY: `col` has room for k·pc floats; the product (k x pc, rows pc
+                    // apart) writes every one of them before anything reads them
+                    unsafe {
+                        sgemm_source_epi_raw(wgt, pw, &gyb, col.as_mut_ptr(), k * pc, pc, Out::Overwrite, Epilogue::default());
+                        col.set_len(k * pc);
+                    }
+                } else {
+                    col.resize(k * pc, 0.0);
+                    sgemm_packed(wgt, pw, gyb, &mut col, pc, Out::Overwrite);
+                }
+                col2im(&d, &col[..k * pc], y0, rows, gxg);
+                col.clear();
             }
         }
-        if !in_gemm {
-            epi.apply(gxn, ni * d.c * d.h * d.w);
-        }
+        epi.apply(gxn, ni * d.c * d.h * d.w);
     })
 }
 
