@@ -37,6 +37,7 @@ PHOTOS = ["samples/chelsea.png", "samples/coffee.png"]
 SIZE = (80, 112)  # (h, w): layer3 is 5x7, layer4 3x4
 SMALL = (40, 72)  # Score-CAM's input (512 masked forward passes per item): layer4 2x3
 IG_STEPS = 32
+SMOOTH_SAMPLES, SMOOTH_NOISE = 8, 0.15
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VERSIONS = {}
 
@@ -86,7 +87,7 @@ def sum_c(t):
 
 def captum_maps(m, x, cls, out, meta):
     from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, InputXGradient,
-                             IntegratedGradients, LayerGradCam, Saliency)
+                             IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency)
 
     t = torch.from_numpy(x)
     target = torch.from_numpy(cls)
@@ -101,7 +102,56 @@ def captum_maps(m, x, cls, out, meta):
     ggc = GuidedGradCam(m, m.layer4)
     out["captum/GuidedGradCam"] = max_abs_c(ggc.attribute(t.clone(), target=target))
     out["captum/GuidedGradCam.bilinear"] = max_abs_c(ggc.attribute(t.clone(), target=target, interpolate_mode="bilinear"))
+    # SmoothGrad with deepviz's noise (module docs of smooth.rs: σ per item, its generator)
+    noise, eps = deepviz_noise(x, SMOOTH_SAMPLES, SMOOTH_NOISE)
+    meta["smoothgrad"] = json.dumps({"samples": SMOOTH_SAMPLES, "noise": SMOOTH_NOISE, "seed": 0,
+                                     "eps_check": [[float(v) for v in e.ravel()[:4]] for e in eps[:2]]})
+    for base, reduce, kw in [(InputXGradient, sum_c, {}), (Saliency, max_abs_c, {"abs": True})]:
+        with given_noise(noise):
+            a = NoiseTunnel(base(m)).attribute(t.clone(), nt_type="smoothgrad", nt_samples=SMOOTH_SAMPLES,
+                                               stdevs=SMOOTH_NOISE, target=target, **kw)
+        out[f"captum/NoiseTunnel.{base.__name__}"] = reduce(a)
     out["captum/LayerGradCam"] = LayerGradCam(m, m.layer4).attribute(t.clone(), target=target)[:, 0].detach().numpy()
+
+
+def deepviz_normal(shape, seed):
+    """deepviz's `Backend::random(shape, seed, Random::Normal)` (src/backend/cpu/generic.rs):
+    SplitMix64 of seed + (counter + 1)·golden ratio, 53-bit uniforms in (0, 1), Box–Muller's
+    cosine branch from counters 2i and 2i + 1, in f64, rounded once to f32."""
+    n = int(np.prod(shape))
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + np.uint64(0x9E3779B97F4A7C15) * (np.arange(2 * n, dtype=np.uint64) + np.uint64(1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    return (np.sqrt(-2.0 * np.log(u[0::2])) * np.cos(2.0 * np.pi * u[1::2])).astype(np.float32).reshape(shape)
+
+
+def deepviz_noise(x, samples, level, seed=0):
+    """What deepviz's SmoothGrad (src/viz/smooth.rs) adds to x: for sample s, the normal draw of
+    seed (seed + s)·0x2545F4914F6CDD1D (mod 2^64) times σ = level·(max − min) of each item, in
+    f32; laid out as captum's NoiseTunnel expands its input (`repeat_interleave`: item 0's
+    samples, then item 1's)."""
+    sigma = np.float32(level) * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+    eps = [deepviz_normal(x.shape, ((seed + s) * 0x2545F4914F6CDD1D) % 2**64) for s in range(samples)]
+    return np.stack([eps[s][i] * sigma[i] for i in range(x.shape[0]) for s in range(samples)]), eps
+
+
+@contextlib.contextmanager
+def given_noise(noise):
+    """`torch.normal`, which captum's NoiseTunnel draws its noise with, returning `noise`."""
+    keep = torch.normal
+
+    def normal(mean, std):
+        assert tuple(std.shape) == noise.shape, (tuple(std.shape), noise.shape)
+        return torch.from_numpy(noise.copy())
+
+    torch.normal = normal
+    try:
+        yield
+    finally:
+        torch.normal = keep
 
 
 def with_raw(cam, x, targets, **kw):
