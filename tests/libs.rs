@@ -2,7 +2,8 @@
 //! pytorch-grad-cam 1.5.7 — on the same model and input: torchvision's resnet18 with the golden
 //! random weights, two real photos at 80x112 (Score-CAM: 40x72), each item's top class
 //! (`tests/fixtures/libs/resnet18.safetensors`, made by `scripts/golden/make_libs.py`; its
-//! README section lists the tensors). Each of our maps is computed on the CPU engine from the
+//! README section lists the tensors). The stored inputs are the CLI's preprocessing of the
+//! photos to within one 8-bit level (PIL's resize there, the image crate's here). Each of our maps is computed on the CPU engine from the
 //! stored input and compared with the library's by two figures:
 //!
 //! - `rel`: max |ours − theirs| / max |theirs|, at most [`REL`] = 1e-3. Float32 engines that
@@ -48,6 +49,7 @@ use std::sync::Arc;
 use deepviz::backend::cpu::Cpu;
 use deepviz::backend::{Backend, Random};
 use deepviz::engine::Engine;
+use deepviz::imageio::{self, Preprocess};
 use deepviz::viz::{attribution, render, MethodOptions, Target};
 use deepviz::Tensor;
 
@@ -279,4 +281,23 @@ fn smoothgrad_with_deepviz_noise_in_captums_noise_tunnel() {
     let peak = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
     let below = got.data.iter().zip(theirs).filter(|(g, w)| **g < **w - 1e-5 * peak).count();
     assert!(below == 0 && r > REL && p > 0.9, "smoothgrad vs captum's NoiseTunnel(Saliency): {below} pixels below it, rel {r:.2e}, r {p:.4}");
+}
+
+#[test]
+fn the_inputs_are_the_clis_preprocessing_of_the_photos() {
+    let f = Fixture::load();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let photos: Vec<String> = serde_json::from_str(&f.meta["photos"]).unwrap();
+    let imgs: Vec<_> = photos.iter().map(|p| imageio::load_rgb(&root.join(p)).unwrap()).collect();
+    for key in ["x", "x_small"] {
+        let x = f.get(key);
+        let p = Preprocess::imagenet([x.shape[2], x.shape[3]]);
+        let ours = imageio::to_tensor(&imgs, &p);
+        assert_eq!(ours.shape, x.shape, "{key}");
+        // in 8-bit levels: PIL's bilinear resize (the script's) and the image crate's round apart
+        let plane = x.shape[2] * x.shape[3];
+        let levels = ours.data.iter().zip(&x.data).enumerate().map(|(i, (a, b))| (a - b).abs() * p.std[(i / plane) % 3] * 255.0).fold(0f32, f32::max);
+        eprintln!("{key}: the CLI's preprocessing is within {levels:.2} levels of the fixture's");
+        assert!(levels <= 1.01, "{key}: {levels} levels from the CLI's preprocessing");
+    }
 }
