@@ -2,9 +2,10 @@
 //! pytorch-grad-cam 1.5.7 — on the same model and input: torchvision's resnet18 with the golden
 //! random weights, two real photos at 80x112 (Score-CAM: 40x72), each item's top class
 //! (`tests/fixtures/libs/resnet18.safetensors`, made by `scripts/golden/make_libs.py`; its
-//! README section lists the tensors). The stored inputs are the CLI's preprocessing of the
-//! photos to within one 8-bit level (PIL's resize there, the image crate's here). Each of our maps is computed on the CPU engine from the
-//! stored input and compared with the library's by two figures:
+//! README section lists the tensors; the stored inputs are the CLI's preprocessing of the
+//! photos to within one 8-bit level: PIL's resize there, the image crate's here). Each of our
+//! maps is computed on the CPU engine from the stored input and compared with the library's by
+//! two figures:
 //!
 //! - `rel`: max |ours − theirs| / max |theirs|, at most [`REL`] = 1e-3. Float32 engines that
 //!   sum in different orders agree to ~1e-5 here; a different definition is off by 1e-1 or
@@ -112,8 +113,8 @@ fn check(what: &str, got: &[f32], want: &[f32], rel: f64) {
     let (r, p) = agreement(got, want);
     eprintln!("{what:48} rel {r:.2e}  r {p:.6}");
     if r > rel || p < PEARSON {
-        common::assert_close(what, got, want, 0.0, 0.0);
-        panic!("{what}: rel {r:.3e} (bound {rel:.0e}), Pearson {p:.6} (bound {PEARSON})");
+        // names the worst element and writes both maps to target/test-failures/
+        common::assert_close(&format!("{what}: rel {r:.3e} (bound {rel:.0e}), Pearson {p:.6} (bound {PEARSON})"), got, want, 0.0, 0.0);
     }
 }
 
@@ -125,7 +126,7 @@ fn opts(layers: &[&str]) -> MethodOptions {
     MethodOptions { layers: layers.iter().map(|s| s.to_string()).collect(), ..Default::default() }
 }
 
-/// Our map of `name` with `o` (raw, `[n, h, w]`), and pytorch-grad-cam's output from it (the
+/// Our map of `name` with `o` (raw, `[n, 1, h, w]`), and pytorch-grad-cam's output from it (the
 /// map upsampled to the input and scaled to [0, 1]; a combined CAM's is already that).
 fn ours(eng: &Engine<Cpu>, name: &str, o: &MethodOptions, x: &Tensor, t: &[Target]) -> (Tensor, Tensor) {
     let a = attribution(eng, name, o).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -135,7 +136,7 @@ fn ours(eng: &Engine<Cpu>, name: &str, o: &MethodOptions, x: &Tensor, t: &[Targe
     (raw, out)
 }
 
-/// The fixture, the engine of its model, its input and targets.
+/// The fixture and the CPU engine of its model.
 fn setup() -> (Fixture, Engine<Cpu>) {
     let f = Fixture::load();
     let eng = Engine::new(Arc::new(common::st::fixture_model("resnet18")), Cpu).unwrap();
