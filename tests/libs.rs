@@ -31,9 +31,10 @@
 //!   (`align_corners=True`); deepviz with half-pixel centres: exact against the library with
 //!   that one module swapped, within [`SCORECAM_REL`] of the library as it is.
 //! - Eigen-CAM (and `eigen_smooth`): the sign of an SVD is arbitrary; deepviz orients the
-//!   projection to correlate positively with the channel sum of the activations. Where numpy's
-//!   sign is the other one, the library's map is the ReLU of the negated projection: compared
-//!   with the library's projection negated.
+//!   projection to correlate positively with the channel sum of what it projects. The library's
+//!   projection is oriented by that rule here (computed from the engine's activations and the
+//!   library's raw Grad-CAM) before the comparison; where numpy's sign was the other one (both
+//!   items under `eigen_smooth`), the library's own output is a different map, not compared.
 //! - SmoothGrad: captum's `NoiseTunnel` draws its noise with `torch.normal` (one σ for the
 //!   batch); the script replaces that call by deepviz's own noise (its generator re-implemented
 //!   in numpy, σ per item), checked here by the first draws. With Gradient × Input as the base
@@ -200,9 +201,16 @@ fn grad_cam_family_at_layer3_and_layer4() {
 fn eigen_cam_and_eigen_smooth_up_to_numpys_sign() {
     let (f, eng) = setup();
     let (x, t) = (f.get("x"), f.targets("cls"));
-    for (name, o, theirs) in [
-        ("eigencam", opts(&["layer4"]), "grad-cam/EigenCAM"),
-        ("gradcam", MethodOptions { eigen_smooth: true, ..opts(&["layer4"]) }, "grad-cam/GradCAM.eigen_smooth"),
+    // deepviz's orientation: the projection correlates positively with the channel sum of what
+    // it projects — layer4's activations (Eigen-CAM), Σ_k α_k A_k (Grad-CAM's eigen_smooth:
+    // the library's raw Grad-CAM, before its ReLU)
+    let layer4 = eng.model().resolve("layer4").unwrap();
+    let a = eng.forward(x.clone(), eng.model().output(), &[layer4]).unwrap().get(layer4).unwrap().clone();
+    let (k, p) = (a.shape[1], a.shape[2] * a.shape[3]);
+    let sum_a: Vec<f32> = (0..a.shape[0]).flat_map(|i| { let item = a.item(i); (0..p).map(move |j| (0..k).map(|c| item[c * p + j]).sum::<f32>()) }).collect();
+    for (name, o, theirs, along) in [
+        ("eigencam", opts(&["layer4"]), "grad-cam/EigenCAM", sum_a),
+        ("gradcam", MethodOptions { eigen_smooth: true, ..opts(&["layer4"]) }, "grad-cam/GradCAM.eigen_smooth", f.get("grad-cam/GradCAM.raw").data.clone()),
     ] {
         let (got, scaled) = ours(&eng, name, &o, x, &t);
         let lib = f.get(&format!("{theirs}.raw"));
@@ -210,12 +218,11 @@ fn eigen_cam_and_eigen_smooth_up_to_numpys_sign() {
         let per = lib.data.len() / n;
         for i in 0..n {
             let (g, l) = (&got.data[i * per..(i + 1) * per], &lib.data[i * per..(i + 1) * per]);
-            let same: Vec<f32> = l.iter().map(|v| v.max(0.0)).collect();
-            let negated: Vec<f32> = l.iter().map(|v| (-v).max(0.0)).collect();
-            let sign_agrees = passes(g, &same, REL);
-            let want = if sign_agrees { same } else { negated };
-            check(&format!("{name} [{i}] vs {theirs}.raw ({})", if sign_agrees { "same sign" } else { "negated" }), g, &want, REL);
-            if sign_agrees {
+            let dot: f64 = l.iter().zip(&along[i * per..(i + 1) * per]).map(|(&u, &v)| u as f64 * v as f64).sum();
+            let s = if dot >= 0.0 { 1.0 } else { -1.0 };
+            let want: Vec<f32> = l.iter().map(|v| (s * v).max(0.0)).collect();
+            check(&format!("{name} [{i}] vs {theirs}.raw ({})", if s > 0.0 { "numpy's sign" } else { "negated" }), g, &want, REL);
+            if s > 0.0 {
                 let o = scaled.item(i).len();
                 check(&format!("{name} [{i}] vs {theirs}"), scaled.item(i), &f.get(theirs).data[i * o..(i + 1) * o], REL);
             }
