@@ -6,6 +6,8 @@
 #
 #   usage: scripts/torch_cpu_env.sh [VENV_DIR]      (default .toolchain/torch)
 #   env:   CUDA_LIBS=stub (default) | real          PYTHON=python3
+#          LIBS=1: also captum 0.9.0 and pytorch-grad-cam (grad-cam) 1.5.7 for
+#                  scripts/golden/make_libs.py (into an existing venv too)
 #
 # The PyPI torch wheel is a CUDA build: torch/_C links (DT_NEEDED) against 12 CUDA
 # libraries, so `import torch` fails without them even on a CPU-only box.
@@ -19,7 +21,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.toolchain/torch}"
+PIP=("$VENV/bin/pip" install --disable-pip-version-check -q)
+# LIBS=1: the attribution libraries, without their dependency lists (grad-cam's names the GUI
+# opencv-python and torch itself), then what they import: ttach, headless OpenCV, scikit-learn
+# (grad-cam's __init__ imports every method), tqdm, matplotlib (captum.attr imports it)
+libs() {
+  [ "${LIBS:-0}" = 1 ] || return 0
+  "$VENV/bin/python" -c "import captum, pytorch_grad_cam" 2>/dev/null && return 0
+  "${PIP[@]}" --no-deps captum==0.9.0 grad-cam==1.5.7 ttach==0.0.3
+  "${PIP[@]}" opencv-python-headless==5.1.0.95 scikit-learn==1.9.1 scipy==1.17.1 tqdm==4.70.1 \
+      matplotlib==3.11.2 packaging==26.4
+}
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, torchvision, timm, efficientnet_lite_pytorch, onnx" 2>/dev/null; then
+  libs
   echo "torch already installed in $VENV"
   exit 0
 fi
@@ -27,7 +41,6 @@ PY="${PYTHON:-python3}"
 MODE="${CUDA_LIBS:-stub}"
 
 "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/pip" install --disable-pip-version-check -q)
 # torch/torchvision without their dependency lists (which would pull triton + nvidia-* = GBs)
 "${PIP[@]}" --no-deps torch==2.15.0 torchvision==0.29.2
 # torch's pure-python deps (+ setuptools>=77.0.3 it declares), torchvision's numpy/pillow, and safetensors
@@ -183,6 +196,7 @@ PYEOF
   *) echo "CUDA_LIBS must be stub or real" >&2; exit 2 ;;
 esac
 
+libs
 "$VENV/bin/python" - <<'PYEOF'
 import torch, torchvision, torch.nn.functional as F
 x = torch.randn(1, 3, 8, 8, requires_grad=True)

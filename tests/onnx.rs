@@ -20,7 +20,6 @@ use deepviz::graph::Op;
 use deepviz::model::Model;
 use deepviz::viz::{Attribution, Cam, GradCam, Saliency, Target};
 use deepviz::Tensor;
-use safetensors::SafeTensors;
 
 fn path(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx").join(file)
@@ -32,17 +31,7 @@ struct Golden {
 }
 
 fn golden(name: &str) -> Golden {
-    let bytes = std::fs::read(path(&format!("{name}.safetensors"))).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let meta = SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
-    let t = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-            (k, Tensor::new(v.shape().to_vec(), data).unwrap())
-        })
-        .collect();
+    let (t, meta) = common::st::read_fixture(&path(&format!("{name}.safetensors")));
     Golden { t, meta }
 }
 

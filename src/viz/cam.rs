@@ -8,7 +8,11 @@
 //! - [`GradCam`]: Selvaraju et al. 2017. At any named layer A, α_k = spatial mean of
 //!   d score / d A_k, map = ReLU(Σ_k α_k A_k) — with the paper's ReLU. Default layer: the last
 //!   feature layer before the classifier's pooling (the zoo names it per architecture). Any
-//!   target works (a class, a channel or a neuron of a later layer).
+//!   target works (a class, a channel or a neuron of a later layer). captum's `LayerGradCam`
+//!   leaves the ReLU out by default (`relu_attributions=False`); pytorch-grad-cam keeps it.
+//!
+//! `tests/libs.rs` checks these and the variants against captum 0.9.0 and pytorch-grad-cam
+//! 1.5.7.
 
 use super::target::Targeted;
 use super::{ops, target, Attribution, LayerUse, MethodInfo, Opt, Target, Targets};

@@ -7,7 +7,10 @@
 //!   `InputXGradient` summed over channels, as captum's `visualize_image_attr` does);
 //! - guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the Grad-CAM map
 //!   upsampled to the input, reduced by max |·| over colour channels (pytorch-grad-cam multiplies
-//!   the same two before its `deprocess_image`).
+//!   the same two before its `deprocess_image`). The upsampling is bilinear: captum's
+//!   `GuidedGradCam` with `interpolate_mode="bilinear"` (its default is nearest neighbour).
+//!
+//! `tests/libs.rs` checks each against captum 0.9.0.
 //!
 //! As everywhere in deepviz, x is the *preprocessed* (normalised) input the network sees.
 
@@ -124,8 +127,9 @@ impl<B: Backend> Attribution<B> for Gradients<'_, B> {
 }
 
 /// Guided Grad-CAM (Selvaraju et al. 2017, "Grad-CAM", §3): guided backpropagation times the
-/// Grad-CAM map at a layer upsampled to the input, reduced by max |·| over colour channels
-/// (pytorch-grad-cam multiplies the same two before its `deprocess_image`).
+/// Grad-CAM map at a layer upsampled to the input (bilinear; captum's default is nearest
+/// neighbour), reduced by max |·| over colour channels (pytorch-grad-cam multiplies the same two
+/// before its `deprocess_image`).
 pub struct GuidedGradCam<'e, B: Backend> {
     /// the Grad-CAM whose map gates the guided gradient
     pub gradcam: GradCam<'e, B>,

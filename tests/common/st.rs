@@ -99,3 +99,20 @@ pub fn fixture_model(name: &str) -> deepviz::model::Model {
     deepviz::model::Model::from_bytes(&safetensors_bytes(&entries, &[("arch", &arch)]), name, None)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
+
+/// The F32 tensors of a `.safetensors` fixture by name, and its `__metadata__`.
+pub fn read_fixture(path: &std::path::Path) -> (std::collections::HashMap<String, deepviz::Tensor>, std::collections::HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let meta = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap_or_default();
+    let t = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(v.dtype(), Dtype::F32, "{}: tensor {k}", path.display());
+            let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            (k, deepviz::Tensor::new(v.shape().to_vec(), data).unwrap())
+        })
+        .collect();
+    (t, meta)
+}
