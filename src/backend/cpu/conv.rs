@@ -285,17 +285,17 @@ impl Dims {
 }
 
 /// A tensor of `shape` whose every plane `[h, w]` holds its channel's bias (or 0): written once,
-/// so the products accumulate into it instead of into zeros the bias is added to afterwards.
+/// in parallel (a plane per task, its pages first touched there), so the products accumulate
+/// into it instead of into zeros the bias is added to afterwards.
 fn planes_of_bias(shape: [usize; 4], b: Option<&Tensor>) -> Tensor {
     let [n, o, oh, ow] = shape;
-    let p = oh * ow;
-    let Some(b) = b else { return Tensor::zeros(&shape) };
-    let mut data = Vec::with_capacity(n * o * p);
-    for _ in 0..n {
-        for &bo in &b.data {
-            data.resize(data.len() + p, bo);
-        }
-    }
+    let (p, total) = (oh * ow, n * o * oh * ow);
+    let mut data: Vec<f32> = Vec::with_capacity(total);
+    data.spare_capacity_mut()[..total].par_chunks_mut(p.max(1)).with_min_len(MIN_TASK / p.max(1) + 1).enumerate().for_each(|(i, plane)| {
+        plane.fill(std::mem::MaybeUninit::new(b.map_or(0.0, |b| b.data[i % o])));
+    });
+    // SAFETY: the planes cover `0..total` (p == 0: total == 0), each filled above
+    unsafe { data.set_len(total) };
     Tensor { shape: shape.to_vec(), data }
 }
 
