@@ -154,7 +154,7 @@ impl Broden {
                 let (c, n) = part.strip_suffix(')').and_then(|p| p.split_once('(')).ok_or_else(|| bad(format!("category {part:?} is not of the form name(count)")))?;
                 let n: usize = n.trim().parse().map_err(|_| bad(format!("category {part:?}: the count is not a number")))?;
                 if let Some(ci) = categories.iter().position(|x| x == c.trim()) {
-                    if best.map_or(true, |(_, bn)| n > bn) {
+                    if best.is_none_or(|(_, bn)| n > bn) {
                         best = Some((ci, n));
                     }
                 }
@@ -191,7 +191,7 @@ impl Broden {
                 for e in col.map_or("", |c| r[c].as_str()).split(';').map(str::trim).filter(|e| !e.is_empty()) {
                     if e.bytes().all(|b| b.is_ascii_digit()) {
                         let n: usize = e.parse().map_err(|_| bad(format!("label {e:?} is out of range")))?;
-                        if labels.get(n).map_or(true, |l| l.is_none()) {
+                        if labels.get(n).is_none_or(|l| l.is_none()) {
                             return Err(bad(format!("label {n} in column {} is not in label.csv (or not of a category of category.csv)", categories[ci])));
                         }
                         es.push(Entry::Scalar(n));
@@ -244,7 +244,7 @@ impl Broden {
                             return Err(Error::InvalidArgument(format!("{}: {}x{} pixels, index.csv says sh x sw = {}x{}", path.display(), img.height(), img.width(), row.sh, row.sw)));
                         }
                         let plane: Vec<u32> = img.pixels().map(|p| p[0] as u32 + 256 * p[1] as u32).collect();
-                        if let Some(&bad) = plane.iter().find(|&&n| n != 0 && self.labels.get(n as usize).map_or(true, |l| l.is_none())) {
+                        if let Some(&bad) = plane.iter().find(|&&n| n != 0 && self.labels.get(n as usize).is_none_or(|l| l.is_none())) {
                             return Err(Error::InvalidArgument(format!("{}: label {bad} is not in label.csv (or not of a category of category.csv)", path.display())));
                         }
                         out.planes.push(plane);

@@ -319,7 +319,7 @@ impl IouTally {
 
     /// Per unit its best label and IoU (ties: the lowest label number; no label: `None`).
     pub fn best(&self) -> Vec<Option<(usize, f64)>> {
-        self.iou().iter().map(|row| row.iter().enumerate().filter(|(l, _)| self.labels[*l].is_some()).fold(None, |b: Option<(usize, f64)>, (l, &v)| if b.map_or(true, |(_, bv)| v > bv) { Some((l, v)) } else { b })).collect()
+        self.iou().iter().map(|row| row.iter().enumerate().filter(|(l, _)| self.labels[*l].is_some()).fold(None, |b: Option<(usize, f64)>, (l, &v)| if b.is_none_or(|(_, bv)| v > bv) { Some((l, v)) } else { b })).collect()
     }
 }
 

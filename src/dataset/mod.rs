@@ -353,6 +353,7 @@ impl Pass<'_> {
 
 /// [`Pass::run`] over the model's crops with nothing extra: run the model over the shard's
 /// images up to `layer`, handing each batch's activations with the batch to `each`.
+#[allow(clippy::too_many_arguments)]
 pub fn pass<B: Backend>(
     eng: &Engine<B>,
     ds: &Dataset,

@@ -165,7 +165,7 @@ impl NpzStack {
     /// Append one item of shape `shape` (every item must have the first item's shape).
     pub fn push(&mut self, shape: &[usize], data: &[f32]) -> Result<()> {
         if shape.iter().product::<usize>() != data.len() {
-            return Err(Error::shape("a stacked item", format!("{} values", shape.iter().product::<usize>()), &[data.len()]));
+            return Err(Error::shape("a stacked item", format!("{} values", shape.iter().product::<usize>()), [data.len()]));
         }
         match &self.item_shape {
             None => self.item_shape = Some(shape.to_vec()),

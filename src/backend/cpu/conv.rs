@@ -388,7 +388,7 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
         }
         return y;
     }
-    debug_assert!(b.map_or(true, |b| b.numel() == d.o));
+    debug_assert!(b.is_none_or(|b| b.numel() == d.o));
     let out_of = |gi: usize| b.map_or(Out::Overwrite, |b| Out::RowBias(&b.data[gi * d.og..(gi + 1) * d.og]));
     if uses_avx512() {
         // the AVX-512 GEMM packs the column matrix straight from the image, and writes every

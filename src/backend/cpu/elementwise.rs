@@ -105,7 +105,7 @@ pub fn add_assign(a: &mut Tensor, b: &Tensor) {
 
 /// Size of one (n, c) plane, checking that `per_channel` holds one value per channel plane.
 fn plane(x: &Tensor, per_plane: usize) -> usize {
-    debug_assert!(x.rank() >= 2 && per_plane > 0 && x.numel() % per_plane == 0, "shape {:?}", x.shape);
+    debug_assert!(x.rank() >= 2 && per_plane > 0 && x.numel().is_multiple_of(per_plane), "shape {:?}", x.shape);
     x.numel() / per_plane.max(1)
 }
 

@@ -334,8 +334,8 @@ pub fn sgemm_source_epi(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: &mut
 /// block is written before any is read (the first store of each tile does not read C), so a
 /// caller can skip zeroing an output the product fills whole.
 ///
-/// SAFETY: `c` is writable for `c_len` floats, and nothing else reads or writes them during
-/// the call.
+/// # Safety
+/// `c` is writable for `c_len` floats, and nothing else reads or writes them during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm_source_epi_raw(a: Mat, packed: Option<&PackedA>, b: &dyn PackB, c: *mut f32, c_len: usize, ldc: usize, out: Out, epi: Epilogue) {
     assert!(uses_avx512(), "sgemm_source: only on the AVX-512 path");

@@ -26,7 +26,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// y = x·wᵀ + b
 pub fn forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     let (n, fin, fout) = dims(x, w);
-    debug_assert!(b.map_or(true, |b| b.numel() == fout));
+    debug_assert!(b.is_none_or(|b| b.numel() == fout));
     if n <= FEW_ROWS && fin > 0 {
         // yᵀ one weight row at a time (the row stays in cache for every image), in parallel
         let mut yt = vec![0.0; fout * n];

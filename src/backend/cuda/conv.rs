@@ -74,7 +74,7 @@ pub struct ConvShape {
 impl ConvShape {
     /// (oh, ow), or an error when the geometry does not fit.
     pub fn out_hw(&self, g: &Conv2dGeom) -> Result<(usize, usize)> {
-        if g.groups == 0 || self.c % g.groups != 0 || self.cout % g.groups != 0 {
+        if g.groups == 0 || !self.c.is_multiple_of(g.groups) || !self.cout.is_multiple_of(g.groups) {
             return Err(Error::InvalidArgument(format!("conv2d: {} groups do not divide {} -> {} channels", g.groups, self.c, self.cout)));
         }
         g.out_hw(self.h, self.w, self.kh, self.kw).ok_or_else(|| {
@@ -103,7 +103,7 @@ pub fn check_i32(s: &ConvShape, g: &Conv2dGeom, oh: usize, ow: usize, y_stride: 
     ];
     for (what, dims) in tensors {
         let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if n.map_or(true, |n| n > i32::MAX as usize) {
+        if n.is_none_or(|n| n > i32::MAX as usize) {
             return Err(Error::Unsupported(format!(
                 "conv2d: the {what} {dims:?} has {} elements; the GPU conv kernels index in 32 bits (at most {}); split the batch",
                 n.map_or("more than 2^64".to_string(), |n| n.to_string()),
