@@ -98,7 +98,8 @@ impl IouCounts<DTensor> for DeviceIouCounts {
             annotated.extend(im.annotated.iter().map(|&a| a as u32));
         }
         let g = &self.gpu;
-        let (desc, labels, tap_i, tap_w, scalars, annotated) = (g.upload_words(&desc)?, g.upload_words(&labels)?, g.upload_words(&tap_i)?, g.upload_words(&tap_w)?, g.upload_words(&scalars)?, g.upload_words(&annotated)?);
+        // (in buffers of a power of two of words: batches differ in their labels' sizes)
+        let (desc, labels, tap_i, tap_w, scalars, annotated) = (g.upload_words_pow2(&desc)?, g.upload_words_pow2(&labels)?, g.upload_words_pow2(&tap_i)?, g.upload_words_pow2(&tap_w)?, g.upload_words_pow2(&scalars)?, g.upload_words_pow2(&annotated)?);
         let cfg = LaunchConfig { grid: [c as u32, n as u32, 1], block: [THREADS, 1, 1], shared_bytes: 0 };
         let args = [ptr(maps.ptr()), ptr(self.thresholds.ptr()), ptr(desc.ptr()), ptr(labels.ptr()), ptr(tap_i.ptr()), ptr(tap_w.ptr()), ptr(scalars.ptr()), ptr(annotated.ptr()), ptr(self.inter.ptr()), ptr(self.unit_area.ptr()), len(n), len(c), len(h), len(w), len(self.labels), len(self.categories)];
         // SAFETY: `dissect_count_f32(const float* maps, const float* thresholds, const long long*

@@ -189,7 +189,19 @@ impl Gpu {
     /// device as they are, in a buffer of ⌈bytes / 4⌉ f32 words (shape `[words]`).
     pub(crate) fn upload_words<P: bytemuck::Pod>(&self, words: &[P]) -> Result<DTensor> {
         let bytes: &[u8] = bytemuck::cast_slice(words);
-        let t = self.new_tensor(&[bytes.len().div_ceil(4)])?;
+        self.upload_words_into(bytes, bytes.len().div_ceil(4))
+    }
+
+    /// [`Gpu::upload_words`] into a buffer of the next power of two of words: arrays whose
+    /// length changes from call to call (a batch's labels) then reuse a few cached buffers
+    /// instead of allocating one of a new size each time.
+    pub(crate) fn upload_words_pow2<P: bytemuck::Pod>(&self, words: &[P]) -> Result<DTensor> {
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        self.upload_words_into(bytes, bytes.len().div_ceil(4).next_power_of_two())
+    }
+
+    fn upload_words_into(&self, bytes: &[u8], words: usize) -> Result<DTensor> {
+        let t = self.new_tensor(&[words])?;
         self.dev.upload(t.ptr(), bytes)?;
         Ok(t)
     }
