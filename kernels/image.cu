@@ -8,6 +8,8 @@
 //   flip_fwd              torch.flip over h and / or w: y[i, j] = x[fy ? h-1-i : i, fx ? w-1-j : j]
 //   crop_fwd              a window: y[i, j] = x[y0 + i, x0 + j], y [n, oh, ow, c]
 //   crop_bwd              its adjoint's write: dst[y0 + i, x0 + j] = src[i, j] (paste a window in place)
+//   gather_planes_fwd     whole planes by number p = item * c + channel: y[k] = x[p_k / c, :, :, p_k % c],
+//                         y [m, h, w] (one channel: NHWC is NCHW)
 //   warp_fwd              per-item affine warp, PyTorch's grid_sample(affine_grid(theta), bilinear,
 //                         zeros, align_corners=False): a gather of four taps per output
 //   warp_bwd              its exact adjoint as a gather over the inverse map: each input pixel
@@ -244,5 +246,13 @@ extern "C" __global__ void warp_bwd_f32(const float* gy, const float* theta, flo
     }
 }
 
-DV_REGISTER_KERNELS(resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
+extern "C" __global__ void gather_planes_fwd_f32(const float* x, const long long* planes, float* y, long long m,
+                                                 long long c, long long hw) {
+    for (idx_t i = dv_tid(); i < m * hw; i += dv_stride()) {
+        const idx_t k = i / hw, q = i - k * hw, item = planes[k] / c, ch = planes[k] - item * c;
+        y[i] = x[(item * hw + q) * c + ch];
+    }
+}
+
+DV_REGISTER_KERNELS(gather_planes_fwd_f32, resize_bilinear_fwd_f32, normalize_fwd_f32, normalize_bwd_f32, roll_fwd_f32,
                     flip_fwd_f32, crop_fwd_f32, crop_bwd_f32, blur_gaussian_f32, warp_fwd_f32, warp_bwd_f32)

@@ -3,7 +3,10 @@
 //! dissected, and the IoU of each is checked against this file's own threshold, upsampling and
 //! IoU code on the same maps; shards (both passes) merge to one pass exactly; the command line
 //! end to end on the default model (CPU engine and, tiny, the emulated GPU) with its report in
-//! a headless browser; bad input gives one error. And `tsne` (in this file to spare CI a test
+//! a headless browser; bad input gives one error; on a network whose maps are the same bits on
+//! both engines, the GPU engine's device-side counts equal the CPU engine's host counts exactly
+//! (label images of two odd resolutions, two planes, whole-image labels, a silent unit), and
+//! its counting pass downloads no maps (the recording device). And `tsne` (in this file to spare CI a test
 //! binary): well-separated clusters stay apart (k-NN preservation) with exact gradients and
 //! with Barnes–Hut's (3070 points), a seed fixes the result on any thread count, and the
 //! command line end to end, sharded (Barnes–Hut's gradient against the exact one: the unit
@@ -387,6 +390,127 @@ fn the_emulated_gpu_engine_agrees_with_the_cpu_engine() {
         same_label += (c["label"] == e["label"]) as usize;
     }
     assert!(same_label >= 21, "{same_label} of 24 units have the same concept on both engines");
+}
+
+/// Input side of [`exact_units`].
+const EXACT_SIDE: usize = 40;
+
+/// A network whose maps are the same bits on every engine: a 1x1 convolution whose every
+/// output copies or negates one input channel (weights 0 and ±1: every sum is exact), and a
+/// constant −1 that never exceeds its threshold, max-pooled with a 3x2 window, stride 2x3, to a
+/// 19x13 map.
+fn exact_units() -> Model {
+    let mut b = GraphBuilder::new("exact units");
+    let x = b.input();
+    let c = b.conv("conv", x, 3, 7, [1, 1], [1, 1], Pad::sym(0, 0), [1, 1], 1, true);
+    let p = b.max_pool("pool", c, Pool2dGeom { kernel: [3, 2], stride: [2, 3], pad: [0, 0], ceil_mode: false, count_include_pad: true });
+    b.set_input_size(EXACT_SIDE, EXACT_SIDE);
+    let g = b.finish(p, Heads::default());
+    let mut w = vec![0.0f32; 7 * 3];
+    for o in 0..6 {
+        w[o * 3 + o % 3] = if o < 3 { 1.0 } else { -1.0 };
+    }
+    let bias = vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+    let t = |s: Vec<usize>, v: Vec<f32>| Arc::new(Tensor::new(s, v).unwrap());
+    Model::from_graph(g, vec![t(vec![7, 3, 1, 1], w), t(vec![7], bias)], "exact units").unwrap()
+}
+
+/// A Broden-layout dataset of `n` generated pictures whose labels break careless indexing:
+/// label images of two resolutions in one batch, neither a multiple of the 19x13 map (23x31
+/// and 29x17), two label planes (`color`, 5 labels, and `shape`, 3 labels, not annotated on
+/// every third image), and whole-image `scene` labels (one or two an image, none on some).
+fn varied_broden(tag: &str, n: usize) -> PathBuf {
+    let d = tmp(tag).join("data");
+    let mut images = OutputSet::new(d.join("images"));
+    let mut index = String::from("image,split,ih,iw,sh,sw,color,shape,scene\n");
+    let hash = |i: usize, y: usize, x: usize| ((i * 7919 + y * 104729 + x * 1299709) ^ (i * 31 + x * y)) % 97;
+    for i in 0..n {
+        let (img, _) = synth::picture(i, 5, 44);
+        images.add(&format!("{i:04}.png"), &deepviz::job::png_bytes(&img).unwrap()).unwrap();
+        let (sh, sw) = if i % 2 == 0 { (23u32, 31u32) } else { (29, 17) };
+        // colour: bands that follow the picture's rows, with holes (0: no label)
+        let color = image::RgbImage::from_fn(sw, sh, |x, y| image::Rgb([[0, 1, 2, 3, 4, 5][(y as usize * 6 / sh as usize + hash(i, y as usize, x as usize) / 60) % 6], 0, 0]));
+        // shape: a block of label 6 + i / 2 % 3 over a quarter of the picture, 0 elsewhere
+        let shape = image::RgbImage::from_fn(sw, sh, |x, y| image::Rgb([if x < sw / 2 && y > sh / 2 { 6 + (i / 2 % 3) as u8 } else { 0 }, 0, 0]));
+        images.add(&format!("{i:04}_color.png"), &deepviz::job::png_bytes(&color).unwrap()).unwrap();
+        images.add(&format!("{i:04}_shape.png"), &deepviz::job::png_bytes(&shape).unwrap()).unwrap();
+        let shape_cell = if i % 3 == 2 { String::new() } else { format!("{i:04}_shape.png") };
+        let scene = ["9", "10", "9;10", ""][i % 4];
+        index += &format!("{i:04}.png,train,44,44,{sh},{sw},{i:04}_color.png,{shape_cell},{scene}\n");
+    }
+    images.commit().unwrap();
+    let mut labels = String::from("number,name,category,frequency,coverage,syns\n");
+    for (l, (name, cat)) in [("c1", "color"), ("c2", "color"), ("c3", "color"), ("c4", "color"), ("c5", "color"), ("s6", "shape"), ("s7", "shape"), ("s8", "shape"), ("indoor", "scene"), ("outdoor", "scene")].iter().enumerate() {
+        labels += &format!("{},{name},{cat}(3),3,0,\n", l + 1);
+    }
+    let mut out = OutputSet::new(&d);
+    out.add("index.csv", index.as_bytes()).unwrap();
+    out.add("label.csv", labels.as_bytes()).unwrap();
+    out.add("category.csv", b"name,first,last,count,frequency\ncolor,1,5,5,1\nshape,6,8,3,1\nscene,9,10,2,1\n").unwrap();
+    out.commit().unwrap();
+    d
+}
+
+/// [`varied_broden`]'s 7 images, [`exact_units`] on the CPU engine, the job (quantile 0.2 so
+/// that every unit but the constant one has room below its maximum; batches of 3, 3, 1), its
+/// first pass and thresholds.
+fn exact_first_pass(tag: &str) -> (Dataset, Engine<Cpu>, Dissect, Partial, Thresholds) {
+    let ds = Dataset::open(&varied_broden(tag, 7)).unwrap();
+    let cpu = Engine::new(exact_units(), Cpu).unwrap();
+    let job = Dissect { layer: "pool".into(), quantile: 0.2, top: 2, batch_size: 3 };
+    let p1 = job.thresholds(&cpu, &ds, Shard::ALL, &mut |_| {}).unwrap();
+    let Tally::DissectQuantile(q) = &p1.tally else { panic!("a first pass") };
+    let th = Thresholds::of(&p1, q);
+    (ds, cpu, job, p1, th)
+}
+
+#[test]
+fn the_device_counts_equal_the_host_counts_exactly() {
+    use deepviz::backend::cuda::Gpu;
+    let (ds, cpu, job, p1, th) = exact_first_pass("device-counts");
+    let on_cpu = job.counts(&cpu, &ds, &th, Shard::ALL, &mut |_| {}).unwrap();
+    let Tally::Dissect(c) = &on_cpu.tally else { panic!("a second pass") };
+    for d in common::devices() {
+        let name = d.name().to_string();
+        let gpu = Engine::new(exact_units(), Gpu::new(Arc::<dyn deepviz::device::Device>::from(d))).unwrap();
+        assert_eq!(job.thresholds(&gpu, &ds, Shard::ALL, &mut |_| {}).unwrap(), p1, "{name}: the maps differ between the engines: the test needs equal maps");
+        let on_gpu = job.counts(&gpu, &ds, &th, Shard::ALL, &mut |_| {}).unwrap();
+        let Tally::Dissect(e) = &on_gpu.tally else { panic!("a second pass") };
+        for u in 0..7 {
+            assert_eq!(e.inter[u], c.inter[u], "{name}, unit {u}: |M ∩ L| per label, GPU vs CPU engine");
+            assert_eq!(e.unit_area[u], c.unit_area[u], "{name}, unit {u}: |M| per category, GPU vs CPU engine");
+        }
+        assert_eq!(on_gpu, on_cpu, "{name}: the whole second pass (label areas, top images and their maps) differs");
+    }
+    // the test covers what it means to: masks that meet every kind of label, and a silent unit
+    let scene = 2;
+    assert!((0..6).any(|u| c.inter[u][9] > 0 && c.inter[u][10] > 0), "scalar labels counted: {:?}", c.inter);
+    assert!((0..6).any(|u| c.unit_area[u][scene] < c.unit_area[u][0]), "some masks fall on images not annotated in scene");
+    assert!(c.inter[6].iter().all(|&v| v == 0) && c.unit_area[6].iter().all(|&v| v == 0), "the constant unit never fires");
+    assert!((6..9).all(|l| (0..6).any(|u| c.inter[u][l] > 0)), "shape planes counted: {:?}", c.inter);
+}
+
+#[test]
+fn the_gpu_counts_download_no_maps() {
+    use deepviz::backend::cuda::Gpu;
+    use deepviz::device::record::RecordingDevice;
+    let (ds, _, job, _, th) = exact_first_pass("device-trace");
+    let rec = Arc::new(RecordingDevice::new());
+    let eng = Engine::new(exact_units(), Gpu::new(rec.clone())).unwrap();
+    rec.start();
+    let p2 = job.counts(&eng, &ds, &th, Shard::ALL, &mut |_| {}).unwrap();
+    let t = rec.report();
+    let Tally::Dissect(d) = &p2.tally else { panic!("a second pass") };
+    // the recording device reads back zeros: every unit's top 2 are images 0 and 1 (ties go to
+    // the lower index), whose maps are gathered once, in the first batch
+    let (units, hw, labels, categories) = (7, 19 * 13, d.labels.len(), d.categories.len());
+    let maxima = 7 * units * 8; // per image and unit: the maximum and its position, f32 each
+    let hits = 2 * units * hw * 4;
+    let counts = units * (labels + categories) * 8;
+    assert_eq!(t.bytes_device_to_host, maxima + hits + counts, "{t:?}");
+    let maps = 7 * units * hw * 4;
+    eprintln!("counting pass, 7 images: {} bytes down (maps would be {maps}, the host tally's)", t.bytes_device_to_host);
+    assert!(d.top.hits.iter().all(|h| h.iter().map(|h| h.image).collect::<Vec<_>>() == [0, 1]));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The generic primitives of the `Backend` trait (unary, broadcast binary, reductions along
-//! axes, iota, full, random, flip, crop and paste, affine warp and its adjoint) — one test body per primitive, run on every backend: the CPU engine, the
+//! axes, iota, full, random, flip, crop and paste, gathering planes, affine warp and its adjoint) — one test body per primitive, run on every backend: the CPU engine, the
 //! CUDA engine on the emulated GPU under every schedule, and on the real GPU when there is one.
 //! References are f64 loops written here over row-major NCHW. Shapes break careless indexing
 //! (batch 3, 33 channels, 7x13 planes) and cross the engine's NHWC layout: a [3, 33, 1, 1]
@@ -411,6 +411,26 @@ fn crop_paste_body<B: Backend>(be: &B, name: &str) {
 #[test]
 fn crop_and_paste_windows() {
     on_every_backend!(crop_paste_body);
+}
+
+fn gather_planes_body<B: Backend>(be: &B, name: &str) {
+    let (n, c, h, w) = (3, 33, 7, 13);
+    let x = t(&[n, c, h, w], 77);
+    let xd = be.upload(&x).unwrap();
+    // repeats, out of order, the first and the last plane
+    let planes = [2 * c + 32, 0, 40, 40, c - 1, n * c - 1];
+    let got = be.download(&be.gather_planes(&xd, &planes).unwrap()).unwrap();
+    assert_eq!(got.shape, [planes.len(), 1, h, w], "{name}");
+    for (k, &p) in planes.iter().enumerate() {
+        assert_eq!(&got.data[k * h * w..(k + 1) * h * w], &x.data[p * h * w..(p + 1) * h * w], "{name}: plane {p} (item {}, channel {})", p / c, p % c);
+    }
+    assert_eq!(be.download(&be.gather_planes(&xd, &[]).unwrap()).unwrap().shape, [0, 1, h, w], "{name}");
+    assert!(be.gather_planes(&xd, &[n * c]).is_err(), "{name}: a plane past the end");
+}
+
+#[test]
+fn gather_planes_picks_whole_planes() {
+    on_every_backend!(gather_planes_body);
 }
 
 /// PyTorch's `grid_sample(x, affine_grid(theta, x.shape, align_corners=False), "bilinear",

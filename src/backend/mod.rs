@@ -2,6 +2,8 @@
 //!
 //! - `mod.rs` (this file): op parameters (geometry structs) and the [`Backend`] trait.
 //! - `cuda/`: launch code for the CUDA kernels (`kernels/*.cu`), run on any [`crate::device::Device`].
+//! - `dissect.rs`: [`dissect::IouCounts`], Network Dissection's counting pass on a backend's
+//!   own tensors, where it has one (the CUDA engine's: `cuda/dissect.rs`).
 //! - `cpu/`: the CPU reference engine (NCHW, im2col + GEMM + rayon). Every GPU kernel is tested
 //!   against it, so it favours being obviously right over being clever.
 //!
@@ -11,6 +13,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod dissect;
 
 use crate::tensor::Tensor;
 
@@ -449,6 +452,22 @@ pub trait Backend: Sync {
     /// mirror every plane of `[n, c, h, w]` top–bottom (`vertical`) and / or left–right
     /// (`horizontal`): `torch.flip(x, dims)` over h and w
     fn flip(&self, x: &Self::T, vertical: bool, horizontal: bool) -> crate::Result<Self::T>;
+    /// the planes `x[p / c, p % c]` of `x` `[n, c, h, w]` for each plane number `p` of `planes`,
+    /// as `[planes.len(), 1, h, w]` (an error unless each `p < n·c`). The default gathers them on
+    /// the host; a backend whose tensors live elsewhere gathers them there.
+    fn gather_planes(&self, x: &Self::T, planes: &[usize]) -> crate::Result<Self::T> {
+        let (s, hw) = check_planes(self.shape(x), planes)?;
+        let t = self.download(x)?;
+        let data = planes.iter().flat_map(|&p| t.data[p * hw..(p + 1) * hw].iter().copied()).collect();
+        self.upload(&Tensor::new(vec![planes.len(), 1, s[2], s[3]], data)?)
+    }
+    /// Network Dissection's counting pass on this backend's own tensors, where it has one (the
+    /// CUDA engine): counts over `units` with `thresholds`, `labels` label numbers and
+    /// `categories` categories ([`dissect::IouCounts`]). `None` (the default): the caller
+    /// downloads the maps and counts on the host.
+    fn iou_counts(&self, _thresholds: &[f32], _labels: usize, _categories: usize) -> Option<crate::Result<Box<dyn dissect::IouCounts<Self::T>>>> {
+        None
+    }
     /// bilinear resize of every plane of `[n, c, h, w]`, PyTorch `interpolate(align_corners=False)`
     fn resize(&self, x: &Self::T, h: usize, w: usize) -> crate::Result<Self::T>;
     /// every plane of item i of `x` `[n, c, h, w]` resampled under the affine map `theta[i]`
@@ -460,6 +479,15 @@ pub trait Backend: Sync {
     /// the adjoint of [`Backend::warp`] at the same `theta`: each `gy` value spread onto the four
     /// pixels its sample point read, with the same weights (⟨warp(x), y⟩ = ⟨x, warp_backward(y)⟩)
     fn warp_backward(&self, gy: &Self::T, theta: &Self::T) -> crate::Result<Self::T>;
+}
+
+/// That `planes` are plane numbers of a `[n, c, h, w]` tensor ([`Backend::gather_planes`]):
+/// the shape and the size of a plane.
+pub(crate) fn check_planes<'a>(x: &'a [usize], planes: &[usize]) -> crate::Result<(&'a [usize], usize)> {
+    if x.len() != 4 || planes.iter().any(|&p| p >= x[0] * x[1]) {
+        return Err(crate::Error::InvalidArgument(format!("gather_planes: plane numbers {planes:?} of a tensor {x:?} (expected [n, c, h, w] and each below n·c)")));
+    }
+    Ok((x, x[2] * x[3]))
 }
 
 /// That `theta` (`[n, 2, 3]`) gives one affine map per item of `x` (`[n, c, h, w]`)

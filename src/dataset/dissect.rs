@@ -28,8 +28,12 @@
 //! distinct labels detected. As in Lite, an image's unit is skipped when its map's maximum does
 //! not exceed `T_k` (bilinear upsampling cannot exceed the maximum, so its mask is empty).
 //!
-//! The tally runs on the host, on the maps the engine downloads (on the GPU engine too: it is
-//! integer counting over masks that are mostly empty). Images are resized to the network input
+//! Where the counts run: on the CPU engine, on the host over the maps (rayon over units); on
+//! the GPU engine, on the device where the forward left the maps
+//! ([`crate::backend::Backend::iou_counts`], `kernels/dissect.cu`), the same f32 arithmetic to
+//! the bit, so both engines count the same pixels of the same maps; per batch only each
+//! (image, unit)'s maximum and its position come back, and the maps of the few that enter a
+//! unit's top images. Images are resized to the network input
 //! whole (stretched, not centre-cropped), so that the maps cover the label images exactly.
 
 use std::sync::Arc;
@@ -44,7 +48,8 @@ use super::report::{self, Figure};
 use super::rf::receptive_fields;
 use super::top::{grid, TopTally};
 use super::{Dataset, Framing, Partial, Pass, Shard, Skipped, Tally};
-use crate::backend::Backend;
+use crate::backend::dissect::{IouCounts, MaskLabels};
+use crate::backend::{Backend, Reduce};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::imageio::colormap::{upsample_bilinear, upsample_bilinear_above};
@@ -244,9 +249,11 @@ impl IouTally {
         Ok(self)
     }
 
-    /// Add one image's maps (`[c, h, w]`, row-major) against its labels.
-    fn add_image(&mut self, image: usize, maps: &[f32], hw: [usize; 2], labels: &ImageLabels) -> Result<()> {
-        let (sh, sw) = (labels.sh, labels.sw);
+    /// Add one image's `|L_c|` (and note the first label resolution).
+    fn add_labels(&mut self, labels: &ImageLabels) {
+        if self.label_hw == [0, 0] {
+            self.label_hw = [labels.sh, labels.sw];
+        }
         for plane in &labels.planes {
             for &n in plane {
                 if n != 0 {
@@ -255,8 +262,14 @@ impl IouTally {
             }
         }
         for &s in &labels.scalars {
-            self.label_area[s] += (sh * sw) as u64;
+            self.label_area[s] += (labels.sh * labels.sw) as u64;
         }
+    }
+
+    /// Add one image's maps (`[c, h, w]`, row-major) against its labels.
+    fn add_image(&mut self, image: usize, maps: &[f32], hw: [usize; 2], labels: &ImageLabels) -> Result<()> {
+        let (sh, sw) = (labels.sh, labels.sw);
+        self.add_labels(labels);
         let n = hw[0] * hw[1];
         let thresholds = &self.thresholds;
         self.inter.par_iter_mut().zip(self.unit_area.par_iter_mut()).enumerate().for_each(|(u, (inter, area))| {
@@ -288,6 +301,42 @@ impl IouTally {
         });
         for u in 0..self.top.units.len() {
             self.top.offer(u, image, &maps[u * n..(u + 1) * n])?;
+        }
+        Ok(())
+    }
+
+    /// Add a batch whose maps (`[n, c, h, w]`) stay on the backend: the labels' areas here, the
+    /// masks' counts into `counts` there, and the top images from each (image, unit)'s maximum
+    /// and its first position (two reductions, `[n, c]` each downloaded), with the maps of only
+    /// those that make a unit's list gathered and downloaded.
+    fn add_batch<B: Backend>(&mut self, be: &B, counts: &mut dyn IouCounts<B::T>, images: &[usize], maps: &B::T, labels: &[ImageLabels]) -> Result<()> {
+        labels.iter().for_each(|l| self.add_labels(l));
+        let views: Vec<MaskLabels> = labels.iter().map(|l| MaskLabels { hw: [l.sh, l.sw], planes: &l.planes, scalars: &l.scalars, annotated: &l.annotated }).collect();
+        counts.add(maps, &views)?;
+        let (max, arg) = (be.download(&be.reduce(maps, Reduce::Max, &[2, 3])?)?, be.download(&be.reduce(maps, Reduce::ArgMax, &[2, 3])?)?);
+        let c = self.top.units.len();
+        // a hit that enters gets its map after the batch: lists depend on the values alone
+        for (j, &image) in images.iter().enumerate() {
+            for u in 0..c {
+                let value = max.data[j * c + u];
+                if value.is_nan() {
+                    return Err(Error::InvalidArgument(format!("layer `{}` unit {}: NaN on image {image}", self.layer, self.top.units[u])));
+                }
+                self.top.offer_max(u, image, value, arg.data[j * c + u] as usize, Vec::new);
+            }
+        }
+        let missing: Vec<(usize, usize)> = self.top.hits.iter().enumerate().flat_map(|(u, hs)| hs.iter().enumerate().filter(|(_, h)| h.map.is_empty()).map(move |(i, _)| (u, i))).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let at = |image: usize| images.iter().position(|&i| i == image).expect("a hit without its map is of this batch");
+        let planes: Vec<usize> = missing.iter().map(|&(u, i)| at(self.top.hits[u][i].image) * c + u).collect();
+        let got = be.download(&be.gather_planes(maps, &planes)?)?;
+        let hw = got.data.len() / planes.len();
+        for (&(u, i), m) in missing.iter().zip(got.data.chunks(hw)) {
+            let h = &mut self.top.hits[u][i];
+            h.value = m[h.y * self.top.map_hw[1] + h.x] as f64; // the map's own bits (a zero's sign)
+            h.map = m.iter().map(|&v| v as f64).collect();
         }
         Ok(())
     }
@@ -435,12 +484,24 @@ impl Dissect {
             top,
         };
         let b = broden.clone();
-        let (images, skipped) = run_pass(eng, ds, self.pass(shard, layer, "dissect: counts"), progress, move |i| b.image_labels(i), |image, maps, labels| {
-            if t.label_hw == [0, 0] {
-                t.label_hw = [labels.sh, labels.sw];
+        let pass = self.pass(shard, layer, "dissect: counts");
+        let thresholds32: Vec<f32> = t.thresholds.iter().map(|&v| v as f32).collect();
+        let (images, skipped) = match eng.be.iou_counts(&thresholds32, nl, broden.categories.len()) {
+            // the CPU engine: the maps are on the host, count them there
+            None => run_pass(eng, ds, pass, progress, move |i| b.image_labels(i), |image, maps, labels| t.add_image(image, maps, map_hw, &labels))?,
+            // the GPU engine: count where the maps are, download the counts once
+            Some(counts) => {
+                let mut counts = counts?;
+                let mut images = vec![];
+                let skipped = pass.run_kept(eng, ds, progress, move |i| b.image_labels(i), |batch, maps| {
+                    t.add_batch(&eng.be, counts.as_mut(), &batch.indices, maps, &batch.extras)?;
+                    images.extend_from_slice(&batch.indices);
+                    Ok(())
+                })?;
+                (t.inter, t.unit_area) = counts.counts()?;
+                (images, skipped)
             }
-            t.add_image(image, maps, map_hw, &labels)
-        })?;
+        };
         let params = json!({"layer": name, "quantile": self.quantile, "top": self.top, "input_hw": input_hw, "thresholds": thresholds.thresholds});
         let mut p = Partial::new(model, ds, shard, params, Tally::Dissect(t));
         p.images = images;

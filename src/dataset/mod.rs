@@ -332,10 +332,36 @@ impl Pass<'_> {
         extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
         mut each: impl FnMut(&mut DsBatch<T>, &Tensor) -> Result<()>,
     ) -> Result<Vec<Skipped>> {
+        self.run_with(eng, ds, progress, extra, |x| layer_maps(eng, x, self.layer), |b, a| each(b, &a))
+    }
+
+    /// [`Pass::run`] with the activations left where the engine made them (`[n, c, h, w]`; a
+    /// `[n, c]` layer as `[n, c, 1, 1]`): for a tally that runs on the backend and downloads
+    /// only its results (Network Dissection's counts on the GPU engine).
+    pub fn run_kept<B: Backend, T: Send + 'static>(
+        &self,
+        eng: &Engine<B>,
+        ds: &Dataset,
+        progress: &mut dyn FnMut(Progress),
+        extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
+        mut each: impl FnMut(&mut DsBatch<T>, &B::T) -> Result<()>,
+    ) -> Result<Vec<Skipped>> {
+        self.run_with(eng, ds, progress, extra, |x| layer_output(eng, x, self.layer), |b, a| each(b, &a))
+    }
+
+    /// The loop of both: `maps` runs the model on each batch's input.
+    fn run_with<B: Backend, T: Send + 'static, A>(
+        &self,
+        eng: &Engine<B>,
+        ds: &Dataset,
+        progress: &mut dyn FnMut(Progress),
+        extra: impl Fn(usize) -> Result<T> + Send + Sync + 'static,
+        maps: impl Fn(&Tensor) -> Result<A>,
+        mut each: impl FnMut(&mut DsBatch<T>, A) -> Result<()>,
+    ) -> Result<Vec<Skipped>> {
         let indices = self.shard.select(ds.len());
         progress(Progress::Start { total: indices.len(), what: self.what.to_string() });
         let mut skipped = vec![];
-        let layer = self.layer;
         for b in stream(ds, indices, eng.model().preprocess, self.batch, self.framing, extra) {
             let mut b = b?;
             progress(Progress::Advance(b.indices.len() + b.skipped.len()));
@@ -343,8 +369,8 @@ impl Pass<'_> {
             if b.indices.is_empty() {
                 continue;
             }
-            let a = layer_maps(eng, &b.x, layer)?;
-            each(&mut b, &a)?;
+            let a = maps(&b.x)?;
+            each(&mut b, a)?;
         }
         progress(Progress::Finish);
         Ok(skipped)
@@ -371,8 +397,26 @@ pub fn pass<B: Backend>(
 /// [`as_maps`]).
 pub fn layer_maps<B: Backend>(eng: &Engine<B>, x: &Tensor, layer: crate::model::Layer) -> Result<Tensor> {
     let acts = eng.forward(eng.upload(x)?, layer, &[layer])?;
-    let a = acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))?;
-    as_maps(eng.download(a)?)
+    as_maps(eng.download(kept(eng, &acts, layer)?)?)
+}
+
+fn kept<'a, B: Backend>(eng: &Engine<B>, acts: &'a crate::engine::Activations<B>, layer: crate::model::Layer) -> Result<&'a B::T> {
+    acts.get(layer).ok_or_else(|| Error::InvalidArgument(format!("layer `{}` was not kept", eng.model().name(layer))))
+}
+
+/// The model's activations at `layer` for the batch `x`, on the backend as `[n, c, h, w]` (a
+/// `[n, c]` output as `[n, c, 1, 1]`).
+pub fn layer_output<B: Backend>(eng: &Engine<B>, x: &Tensor, layer: crate::model::Layer) -> Result<B::T> {
+    let acts = eng.forward(eng.upload(x)?, layer, &[layer])?;
+    let a = kept(eng, &acts, layer)?;
+    match eng.be.shape(a) {
+        [n, c] => {
+            let s = [*n, *c, 1, 1];
+            eng.be.reshape(a.clone(), &s)
+        }
+        [_, _, _, _] => Ok(a.clone()),
+        s => Err(Error::shape("layer output", "[n, c, h, w] or [n, c]", s)),
+    }
 }
 
 /// A layer's output as `[n, c, h, w]` (a `[n, c]` output as `[n, c, 1, 1]`).

@@ -102,14 +102,20 @@ impl TopTally {
                 best = i;
             }
         }
-        let value = map[best] as f64;
-        if let Some(at) = slot(&self.hits[u], self.k, value, image) {
+        self.offer_max(u, image, map[best], best, || map.iter().map(|&v| v as f64).collect());
+        Ok(())
+    }
+
+    /// Add one image's hit for the unit at position `u` from its map's maximum `value`, first
+    /// at row-major position `best`; `map` makes the map if the hit enters the list. Whether it
+    /// does depends on the value alone.
+    pub(crate) fn offer_max(&mut self, u: usize, image: usize, value: f32, best: usize, map: impl FnOnce() -> Vec<f64>) {
+        if let Some(at) = slot(&self.hits[u], self.k, value as f64, image) {
             let w = self.map_hw[1];
-            let hit = Hit { image, value, y: best / w, x: best % w, map: map.iter().map(|&v| v as f64).collect() };
+            let hit = Hit { image, value: value as f64, y: best / w, x: best % w, map: map() };
             self.hits[u].insert(at, hit);
             self.hits[u].truncate(self.k);
         }
-        Ok(())
     }
 
     /// The tally of both shards: each unit's lists merged in rank order.

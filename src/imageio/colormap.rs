@@ -144,8 +144,8 @@ pub fn upsample_bilinear(map: &[f32], h: usize, w: usize, out_h: usize, out_w: u
         padded = [map, &vec![0.0; h * w - map.len()]].concat();
         &padded
     };
-    let ys = taps(h, out_h);
-    let xs = taps(w, out_w);
+    let ys = bilinear_taps(h, out_h);
+    let xs = bilinear_taps(w, out_w);
     for (oy, &(y0, y1, wy0, wy1)) in ys.iter().enumerate() {
         let (r0, r1) = (&map[y0 * w..(y0 + 1) * w], &map[y1 * w..(y1 + 1) * w]);
         let row = &mut out[oy * out_w..(oy + 1) * out_w];
@@ -166,7 +166,7 @@ pub fn upsample_bilinear_above(map: &[f32], h: usize, w: usize, out_h: usize, ou
     }
     let hot: Vec<bool> = map[..h * w].iter().map(|&v| v > t).collect();
     let row_hot: Vec<bool> = hot.chunks(w).map(|r| r.iter().any(|&b| b)).collect();
-    let (ys, xs) = (taps(h, out_h), taps(w, out_w));
+    let (ys, xs) = (bilinear_taps(h, out_h), bilinear_taps(w, out_w));
     let mut on = vec![];
     for (oy, &(y0, y1, wy0, wy1)) in ys.iter().enumerate() {
         if !(row_hot[y0] || row_hot[y1]) {
@@ -184,8 +184,9 @@ pub fn upsample_bilinear_above(map: &[f32], h: usize, w: usize, out_h: usize, ou
 }
 
 /// For each output index along one axis: (i0, i1, weight of i0, weight of i1), as PyTorch's
-/// `area_pixel_compute_source_index` and `upsample_bilinear2d` compute them.
-fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
+/// `area_pixel_compute_source_index` and `upsample_bilinear2d` compute them (and the CUDA
+/// engine's dissection counts read them: `kernels/dissect.cu`).
+pub fn bilinear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = n_in as f32 / n_out as f32;
     (0..n_out)
         .map(|d| {

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::dissect::DeviceIouCounts;
 use super::{conv, elementwise, image, linear, lrn, pool, reduce};
+use crate::backend::dissect::IouCounts;
 use crate::backend::{broadcast_shape, reduced_shape_of, Act, Backend, Binary, Conv2dGeom, LrnGeom, Pool2dGeom, Precision, Random, Reduce, Role, Unary};
 use crate::device::{Device, DevicePtr};
 use crate::error::{Error, Result};
@@ -180,6 +182,27 @@ impl Gpu {
     fn upload_raw(&self, data: &[f32], shape: &[usize]) -> Result<DTensor> {
         let t = self.new_tensor(shape)?;
         self.dev.upload(t.ptr(), bytemuck::cast_slice(data))?;
+        Ok(t)
+    }
+
+    /// Plain words (u32, i32, i64, f32: the kernels' small index and label arrays) on the
+    /// device as they are, in a buffer of ⌈bytes / 4⌉ f32 words (shape `[words]`).
+    pub(crate) fn upload_words<P: bytemuck::Pod>(&self, words: &[P]) -> Result<DTensor> {
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        self.upload_words_into(bytes, bytes.len().div_ceil(4))
+    }
+
+    /// [`Gpu::upload_words`] into a buffer of the next power of two of words: arrays whose
+    /// length changes from call to call (a batch's labels) then reuse a few cached buffers
+    /// instead of allocating one of a new size each time.
+    pub(crate) fn upload_words_pow2<P: bytemuck::Pod>(&self, words: &[P]) -> Result<DTensor> {
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        self.upload_words_into(bytes, bytes.len().div_ceil(4).next_power_of_two())
+    }
+
+    fn upload_words_into(&self, bytes: &[u8], words: usize) -> Result<DTensor> {
+        let t = self.new_tensor(&[words])?;
+        self.dev.upload(t.ptr(), bytes)?;
         Ok(t)
     }
 
@@ -532,6 +555,18 @@ impl Backend for Gpu {
         self.make_unique(dst)?;
         let ((n, c, h, w), (_, _, oh, ow)) = (nchw(&dst.shape), nchw(&src.shape));
         image::paste(self.device(), src.ptr(), dst.ptr(), n, c, h, w, y0, x0, oh, ow)
+    }
+    fn gather_planes(&self, x: &DTensor, planes: &[usize]) -> Result<DTensor> {
+        let (s, hw) = super::super::check_planes(&x.shape, planes)?;
+        let y = self.new_tensor(&[planes.len(), 1, s[2], s[3]])?;
+        if !planes.is_empty() {
+            let numbers = self.upload_words(&planes.iter().map(|&p| p as i64).collect::<Vec<_>>())?;
+            image::gather_planes(self.device(), x.ptr(), numbers.ptr(), y.ptr(), planes.len(), s[1], hw)?;
+        }
+        Ok(y)
+    }
+    fn iou_counts(&self, thresholds: &[f32], labels: usize, categories: usize) -> Option<Result<Box<dyn IouCounts<DTensor>>>> {
+        Some(DeviceIouCounts::new(self, thresholds, labels, categories).map(|c| Box::new(c) as Box<dyn IouCounts<DTensor>>))
     }
     fn resize(&self, x: &DTensor, oh: usize, ow: usize) -> Result<DTensor> {
         let (n, c, h, w) = nchw(&x.shape);

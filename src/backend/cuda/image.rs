@@ -1,5 +1,6 @@
 //! Launches for `kernels/image.cu`: NHWC image batches `[n, h, w, c]`: bilinear resize,
-//! (de)normalisation, roll, flip, crop and paste, Gaussian blur, affine warp and its adjoint.
+//! (de)normalisation, roll, flip, crop and paste, gathering whole planes, Gaussian blur, affine
+//! warp and its adjoint.
 
 use super::{grid_stride, launch, len, ptr};
 use crate::device::{Arg, Device, DevicePtr};
@@ -14,6 +15,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("flip", "fwd"),
     ("crop", "fwd"),
     ("crop", "bwd"),
+    ("gather_planes", "fwd"),
     ("blur", "gaussian"),
     ("warp", "fwd"),
     ("warp", "bwd"),
@@ -80,6 +82,15 @@ pub fn paste(dev: &dyn Device, src: DevicePtr, dst: DevicePtr, n: usize, c: usiz
     // every src element, writes only inside dst's window.
     let args = [ptr(src), ptr(dst), len(n), len(c), len(h), len(w), len(y0), len(x0), len(oh), len(ow)];
     launch(dev, "crop", "bwd", grid_stride(n * oh * ow * c), &args)
+}
+
+/// y `[m, h, w]` = the planes of x `[n, h, w, c]` numbered `planes` (m device i64 numbers
+/// `item * c + channel`, each below n·c: the caller checks; y must not alias x).
+pub fn gather_planes(dev: &dyn Device, x: DevicePtr, planes: DevicePtr, y: DevicePtr, m: usize, c: usize, hw: usize) -> Result<()> {
+    // SAFETY: `gather_planes_fwd_f32(const float* x, const long long* planes, float* y, m, c, hw)`;
+    // the grid-stride loop writes every one of the m*hw y elements, and reads x inside as each
+    // plane number is below n*c.
+    launch(dev, "gather_planes", "fwd", grid_stride(m * hw), &[ptr(x), ptr(planes), ptr(y), len(m), len(c), len(hw)])
 }
 
 /// y = x blurred by a Gaussian of standard deviation `sigma` (pixels) over h and w of each

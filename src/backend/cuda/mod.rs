@@ -14,8 +14,9 @@
 //! - `conv.rs`: implicit-GEMM and depthwise convolution with a fused epilogue (bias, residual,
 //!   activation, writing into a channel slice), weight repacking; f32 (`conv.cu`) or tensor
 //!   cores (`conv_tc.cu`, TF32 / BF16) by [`crate::backend::Precision`].
-//! - `image.rs`: bilinear resize, (de)normalisation, roll, flip, crop / paste, Gaussian blur,
-//!   affine warp and its adjoint.
+//! - `image.rs`: bilinear resize, (de)normalisation, roll, flip, crop / paste, gathering whole
+//!   planes, Gaussian blur, affine warp and its adjoint.
+//! - `dissect.rs`: Network Dissection's counts (masks against label images) on the device.
 //! - `lrn.rs`: local response normalisation across channels, forward and backward.
 //!
 //! Layout: activations are NHWC (`[n, h, w, c]`) on the device, converted at the boundary with
@@ -23,6 +24,7 @@
 //! ([`conv::repack_weight`]). Every pointer is f32 unless its name says otherwise (`argmax`: u32).
 
 pub mod conv;
+pub mod dissect;
 pub mod elementwise;
 pub mod gemm_tc;
 mod gpu;
@@ -84,7 +86,7 @@ pub fn act_code(a: Option<Act>) -> i32 {
 
 /// Every kernel name this launch code can use; a device must have all of them.
 pub fn kernel_names() -> Vec<String> {
-    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, gemm_tc::KERNELS]
+    [elementwise::KERNELS, pool::KERNELS, reduce::KERNELS, linear::KERNELS, conv::KERNELS, image::KERNELS, lrn::KERNELS, gemm_tc::KERNELS, dissect::KERNELS]
         .iter()
         .flat_map(|k| k.iter().map(|(op, variant)| kernel_name(op, variant, DTYPE)))
         .collect()
