@@ -223,10 +223,7 @@ impl DeepDream {
         let (value, g) = if tiled { self.tiled_gradient(eng, &shifted, prepared, value)? } else { self.gradient(eng, shifted, prepared, value)? };
         let g = be.roll(&g, -dy, -dx)?;
         // img += lr · g / (mean |g| + 1e-8), per item, then clamp to the valid pixel range
-        let m = ops::per_item(be, &g, Some(Unary::Abs), Reduce::Mean)?;
-        let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
-        let step = be.binary(&be.unary(&g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?;
-        let moved = be.binary(img, &step, Binary::Add)?;
+        let moved = ops::normalized_step(be, img, &g, self.lr)?;
         *img = be.binary(&be.binary(&moved, &range.0, Binary::Max)?, &range.1, Binary::Min)?;
         Ok(value)
     }

@@ -253,7 +253,7 @@ impl Maximize {
             // the score's own gradient, for the contribution of each pixel after the step
             let score_gradient = (self.contribution_pct > 0.0).then(|| g.clone());
             let g = self.with_l2(be, g, &img)?;
-            let moved = self.ascend(be, &img, &g)?;
+            let moved = ops::normalized_step(be, &img, &g, self.lr)?;
             img = match &blur {
                 Some(b) if (step + 1) % self.blur_every == 0 => b.apply(be, &moved)?,
                 _ => moved,
@@ -284,7 +284,7 @@ impl Maximize {
         for step in 0..self.steps {
             let (img, t) = f.image(be, &spectrum)?;
             let g = self.with_l2(be, self.score_gradient(eng, targets, &img, step, maps, rng)?, &img)?;
-            spectrum = self.ascend(be, &spectrum, &f.backward(be, &t, &g)?)?;
+            spectrum = ops::normalized_step(be, &spectrum, &f.backward(be, &t, &g)?, self.lr)?;
             progress();
         }
         Ok(f.image(be, &spectrum)?.0)
@@ -319,13 +319,6 @@ impl Maximize {
             true => be.binary(&g, &be.unary(x, Unary::Affine(-2.0 * self.l2, 0.0))?, Binary::Add),
             false => Ok(g),
         }
-    }
-
-    /// DeepDream's step: x + lr · g / mean|g|, the mean per item.
-    fn ascend<B: Backend>(&self, be: &B, x: &B::T, g: &B::T) -> Result<B::T> {
-        let m = ops::per_item(be, g, Some(Unary::Abs), Reduce::Mean)?;
-        let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
-        be.binary(x, &be.binary(&be.unary(g, Unary::Affine(self.lr, 0.0))?, &inv, Binary::Mul)?, Binary::Add)
     }
 
     /// The affine maps of every step, `[1, 1, steps, n·6]` (one `[n, 2, 3]` theta of

@@ -54,6 +54,14 @@ pub fn per_item<B: Backend>(be: &B, x: &B::T, f: Option<Unary>, op: Reduce) -> R
     }
 }
 
+/// DeepDream's normalised step, shared by activation maximisation: `x + lr · g / (mean |g| +
+/// 1e-8)`, the mean per item, so `lr` is in units of `x` whatever the scale of the gradient.
+pub fn normalized_step<B: Backend>(be: &B, x: &B::T, g: &B::T, lr: f32) -> Result<B::T> {
+    let m = per_item(be, g, Some(Unary::Abs), Reduce::Mean)?;
+    let inv = be.unary(&be.unary(&m, Unary::Affine(1.0, 1e-8))?, Unary::Recip)?;
+    be.binary(x, &be.binary(&be.unary(g, Unary::Affine(lr, 0.0))?, &inv, Binary::Mul)?, Binary::Add)
+}
+
 /// The values of a per-item tensor `[n, 1, …]` on the host.
 pub fn per_item_values<B: Backend>(be: &B, x: &B::T) -> Result<Vec<f32>> {
     Ok(be.download(x)?.data)

@@ -18,6 +18,7 @@ use super::gemm::{epilogue_scalar, sgemm, sgemm_packed, sgemm_source_epi_raw, us
 use crate::backend::{Act, Conv2dGeom};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 mod depthwise;
 
@@ -146,6 +147,8 @@ fn im2col(d: &Dims, x: &[f32], y0: usize, rows: usize, col: &mut [f32]) {
 struct Im2col<'a> {
     d: &'a Dims,
     x: &'a [f32],
+    /// [`Dims::col_span`] of each kernel column, found once per convolution
+    spans: &'a [(usize, usize, usize)],
 }
 
 impl PackB for Im2col<'_> {
@@ -161,7 +164,6 @@ impl PackB for Im2col<'_> {
     fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         const NR: usize = PACK_NR;
         let (d, sw, khw) = (self.d, self.d.g.stride[1], self.d.kh * self.d.kw);
-        let spans: Vec<(usize, usize, usize)> = (0..d.kw).map(|kx| d.col_span(kx)).collect();
         #[cfg(target_arch = "x86_64")]
         let (avx512, mut loads) = (uses_avx512(), [(std::ptr::null::<f32>(), 0u32); NR]);
         for (jp, panel) in dst[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
@@ -180,7 +182,7 @@ impl PackB for Im2col<'_> {
             let (mut ci, mut ky, mut kx) = (p0 / khw, p0 / d.kw % d.kh, p0 % d.kw);
             for row in panel.chunks_exact_mut(NR) {
                 let plane = &self.x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
-                let (lo, hi, first) = spans[kx];
+                let (lo, hi, first) = self.spans[kx];
                 #[cfg(target_arch = "x86_64")]
                 if sw == 1 && avx512 {
                     // each run's lanes inside the image, as one masked load: lane `l` of the
@@ -288,15 +290,13 @@ impl Dims {
 /// in parallel (a plane per task, its pages first touched there), so the products accumulate
 /// into it instead of into zeros the bias is added to afterwards.
 fn planes_of_bias(shape: [usize; 4], b: Option<&Tensor>) -> Tensor {
-    let [n, o, oh, ow] = shape;
-    let (p, total) = (oh * ow, n * o * oh * ow);
-    let mut data: Vec<f32> = Vec::with_capacity(total);
-    data.spare_capacity_mut()[..total].par_chunks_mut(p.max(1)).with_min_len(MIN_TASK / p.max(1) + 1).enumerate().for_each(|(i, plane)| {
-        plane.fill(std::mem::MaybeUninit::new(b.map_or(0.0, |b| b.data[i % o])));
-    });
-    // SAFETY: the planes cover `0..total` (p == 0: total == 0), each filled above
-    unsafe { data.set_len(total) };
-    Tensor { shape: shape.to_vec(), data }
+    let [_, o, oh, ow] = shape;
+    let p = oh * ow;
+    let fill = |i: usize, plane: &mut [MaybeUninit<f32>]| {
+        plane.fill(MaybeUninit::new(b.map_or(0.0, |b| b.data[i % o])));
+    };
+    // SAFETY: `fill` writes every float of its plane
+    unsafe { par_chunks_written(&shape, p, MIN_TASK / p.max(1) + 1, fill) }
 }
 
 /// A tensor of `shape` whose items (the `shape[0]` slices of `item` floats) are made by
@@ -305,18 +305,13 @@ fn planes_of_bias(shape: [usize; 4], b: Option<&Tensor>) -> Tensor {
 /// thread (`Tensor::zeros`' calloc reuses freed memory and clears it there: ~3% of resnet50's
 /// time, on one core).
 fn par_items(shape: &[usize], item: usize, fill: impl Fn(usize, &mut [f32]) + Send + Sync) -> Tensor {
-    let total: usize = shape.iter().product();
-    debug_assert_eq!(total, shape[0] * item);
-    let mut data: Vec<f32> = Vec::with_capacity(total);
-    data.spare_capacity_mut()[..total].par_chunks_mut(item.max(1)).enumerate().for_each(|(i, chunk)| {
-        chunk.fill(std::mem::MaybeUninit::new(0.0));
+    let zeroed = |i: usize, chunk: &mut [MaybeUninit<f32>]| {
+        chunk.fill(MaybeUninit::new(0.0));
         // SAFETY: every element of `chunk` was initialised on the line above
-        let chunk = unsafe { &mut *(chunk as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        fill(i, chunk);
-    });
-    // SAFETY: the chunks cover `0..total`, and each was initialised above
-    unsafe { data.set_len(total) };
-    Tensor { shape: shape.to_vec(), data }
+        fill(i, unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) });
+    };
+    // SAFETY: `zeroed` writes every float of its item
+    unsafe { par_chunks_written(shape, item, 1, zeroed) }
 }
 
 /// [`par_items`] without the zeroing, for a `fill(i, item)` that writes every float of the
@@ -324,11 +319,20 @@ fn par_items(shape: &[usize], item: usize, fill: impl Fn(usize, &mut [f32]) + Se
 ///
 /// SAFETY: `fill` writes all `item` floats at its pointer, and reads none it has not written.
 unsafe fn par_items_written(shape: &[usize], item: usize, fill: impl Fn(usize, *mut f32) + Send + Sync) -> Tensor {
+    // SAFETY: the caller's promise
+    unsafe { par_chunks_written(shape, item, 1, |i, chunk: &mut [MaybeUninit<f32>]| fill(i, chunk.as_mut_ptr().cast())) }
+}
+
+/// The one allocation behind the three above: an uninitialised tensor of `shape`, its chunks of
+/// `chunk` floats handed to `fill` in parallel (at least `min_len` chunks a task).
+///
+/// SAFETY: `fill` initialises every float of each chunk it is given.
+unsafe fn par_chunks_written(shape: &[usize], chunk: usize, min_len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Send + Sync) -> Tensor {
     let total: usize = shape.iter().product();
-    debug_assert_eq!(total, shape[0] * item);
+    debug_assert!(chunk == 0 || total % chunk == 0);
     let mut data: Vec<f32> = Vec::with_capacity(total);
-    data.spare_capacity_mut()[..total].par_chunks_mut(item.max(1)).enumerate().for_each(|(i, chunk)| fill(i, chunk.as_mut_ptr().cast()));
-    // SAFETY: the chunks cover `0..total`, and `fill` wrote each whole (the caller's promise)
+    data.spare_capacity_mut()[..total].par_chunks_mut(chunk.max(1)).with_min_len(min_len).enumerate().for_each(|(i, c)| fill(i, c));
+    // SAFETY: the chunks cover `0..total` (chunk == 0: total == 0), each initialised by `fill`
     unsafe { data.set_len(total) };
     Tensor { shape: shape.to_vec(), data }
 }
@@ -394,6 +398,7 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
         // the AVX-512 GEMM packs the column matrix straight from the image, and writes every
         // element of each group's `[OG, P]` block (its first store overwrites): the output is
         // never zeroed
+        let spans: Vec<(usize, usize, usize)> = (0..d.kw).map(|kx| d.col_span(kx)).collect();
         let body = |ni: usize, yn: *mut f32| {
             let xn = x.item(ni);
             for gi in 0..g.groups {
@@ -408,7 +413,7 @@ pub fn forward_epi(x: &Tensor, w: &Tensor, packed: Option<&[PackedA]>, b: Option
                     if d.pointwise() {
                         sgemm_source_epi_raw(wg, pw, &Mat::rows(xg, k, p), c, d.og * p, p, out_of(gi), e);
                     } else {
-                        sgemm_source_epi_raw(wg, pw, &Im2col { d: &d, x: xg }, c, d.og * p, p, out_of(gi), e);
+                        sgemm_source_epi_raw(wg, pw, &Im2col { d: &d, x: xg, spans: &spans }, c, d.og * p, p, out_of(gi), e);
                     }
                 }
             }
@@ -554,11 +559,11 @@ pub fn backward_data_masked(gy: &Tensor, w: &Tensor, packed: Option<&[PackedA]>,
                         col.set_len(k * pc);
                     }
                 } else {
+                    // zeroed once (the first band is the longest); every band overwrites it
                     col.resize(k * pc, 0.0);
                     sgemm_packed(wgt, pw, gyb, &mut col, pc, Out::Overwrite);
                 }
                 col2im(&d, &col[..k * pc], y0, rows, gxg);
-                col.clear();
             }
         }
         epi.apply(gxn, ni * d.c * d.h * d.w);

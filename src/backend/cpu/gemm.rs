@@ -349,7 +349,8 @@ pub unsafe fn sgemm_source_epi_raw(a: Mat, packed: Option<&PackedA>, b: &dyn Pac
     assert!(epi.act.is_none_or(Act::is_mask) && epi.mask.is_none_or(|m| m.1.is_mask()), "sgemm: the epilogue takes ReLU / ReLU6 only");
     if k == 0 && !epi.is_empty() {
         // no product to end with a store: C is the bias or zeros, then the epilogue
-        if check_raw(m, k, n, c, c_len, ldc, out) || m == 0 || n == 0 {
+        check_raw(m, k, n, c, c_len, ldc, out);
+        if n == 0 {
             return;
         }
         for i in 0..m {
@@ -750,10 +751,10 @@ pub mod avx512 {
     }
 
     /// `C (+)= A·B` with A packed, split across rayon's threads (checked by the caller).
-    #[allow(clippy::too_many_arguments)]
     ///
     /// SAFETY: `c` is writable for C's `m x n` block with rows `ldc` apart (checked by the
     /// caller), touched by nothing else during the call.
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn sgemm_par(pa: &[f32], m: usize, k: usize, b: &dyn PackB, c: *mut f32, ldc: usize, out: Out, epi: EpiPtr) {
         let n = b.cols();
         assert!(pa.len() >= packed_a_len(m, k));
