@@ -10,7 +10,6 @@ mod common;
 use std::sync::Arc;
 
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Backend;
 use deepviz::engine::Engine;
 use deepviz::imageio::Preprocess;
@@ -115,7 +114,9 @@ fn irfft2_matches_numpy_and_its_adjoint_is_the_transpose() {
         let s = common::seeded_tensor(h as u64 * 100 + w as u64, &[n, c, h, 2 * bins]);
         let y = common::seeded_tensor(7 + h as u64 * 100 + w as u64, &[n, c, h, w]);
         let want = common::f32s(&irfft2_planes(&s, h, w));
-        for (name, (fwd, adj)) in [("cpu", irfft2_on(Cpu, h, w, &s, &y)), ("emu", irfft2_on(Gpu::emulated(), h, w, &s, &y))] {
+        let mut runs = vec![("cpu".to_string(), irfft2_on(Cpu, h, w, &s, &y))];
+        runs.extend(common::gpus().into_iter().map(|g| (g.name().to_string(), irfft2_on(g, h, w, &s, &y))));
+        for (name, (fwd, adj)) in runs {
             assert_eq!(fwd.shape, [n, c, h, w]);
             assert_eq!(adj.shape, s.shape);
             common::assert_close(&format!("irfft2 {h}x{w} {name}"), &fwd.data, &want, 2e-6, 1e-5);
@@ -222,7 +223,9 @@ fn the_chain_and_its_gradient_match_a_float64_reference() {
         let s = Tensor { shape: shape.to_vec(), data: common::seeded(h as u64 + 10 * w as u64, shape.iter().product()).iter().map(|v| v * 0.3).collect() };
         let r = common::seeded_tensor(99, &[n, 3, h, w]);
         let want = chain_ref(&common::f64s(&s.data), n, h, w, decay as f64, decorrelate, &pre);
-        for (name, (x, g)) in [("cpu", chain_on(Cpu, h, w, &p, &pre, &s, &r)), ("emu", chain_on(Gpu::emulated(), h, w, &p, &pre, &s, &r))] {
+        let mut runs = vec![("cpu".to_string(), chain_on(Cpu, h, w, &p, &pre, &s, &r))];
+        runs.extend(common::gpus().into_iter().map(|g| (g.name().to_string(), chain_on(g, h, w, &p, &pre, &s, &r))));
+        for (name, (x, g)) in runs {
             let what = format!("chain {h}x{w} decay {decay} decorrelate {decorrelate} {name}");
             common::assert_close(&what, &x.data, &common::f32s(&want), 1e-5, 1e-5);
             let loss = |sv: &[f64]| common::dot(&r.data, &chain_ref(sv, n, h, w, decay as f64, decorrelate, &pre));
@@ -264,9 +267,13 @@ fn maximising_a_spectrum_raises_the_score() {
 
     // the emulated GPU follows the CPU engine, with the default transforms
     let short = Maximize { steps: 3, ..Maximize::fourier() };
-    let gpu = Engine::new(model.clone(), Gpu::emulated()).unwrap();
-    let (a, b) = (short.run(&eng, &targets, [24, 27], &pre, &mut || {}).unwrap(), short.run(&gpu, &targets, [24, 27], &pre, &mut || {}).unwrap());
-    assert!(common::rel_rms(&b.data, &a.data) < 1e-4, "emu vs CPU pictures: {}", common::rel_rms(&b.data, &a.data));
+    let a = short.run(&eng, &targets, [24, 27], &pre, &mut || {}).unwrap();
+    for gpu in common::gpus() {
+        let dev = gpu.name();
+        let gpu = Engine::new(model.clone(), gpu).unwrap();
+        let b = short.run(&gpu, &targets, [24, 27], &pre, &mut || {}).unwrap();
+        assert!(common::rel_rms(&b.data, &a.data) < 1e-4, "{dev} vs CPU pictures: {}", common::rel_rms(&b.data, &a.data));
+    }
 
     // settings that make no sense with a spectrum, or bad numbers: errors that say so
     for bad in [Maximize { blur_every: 4, ..x.clone() }, Maximize { norm_pct: 10.0, ..x.clone() }, Maximize { contribution_pct: 10.0, ..x.clone() }, Maximize { init_noise: 0.1, ..x.clone() }] {

@@ -8,7 +8,6 @@
 mod common;
 
 use deepviz::backend::cpu::Cpu;
-use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Backend;
 use std::sync::Arc;
 
@@ -54,20 +53,6 @@ fn conditioned_input(eng: &Engine<Cpu>, h: usize, w: usize) -> (Tensor, Vec<Targ
     panic!("{}: no well-conditioned input among 48 draws", eng.model().origin);
 }
 
-/// The GPU backends to check: the emulated device always, the real one when present.
-fn gpus() -> Vec<Gpu> {
-    #[allow(unused_mut)]
-    let mut v = vec![Gpu::emulated()];
-    #[cfg(feature = "cuda")]
-    match deepviz::device::cuda::CudaDevice::new(0) {
-        Ok(d) => v.push(Gpu::new(std::sync::Arc::new(d))),
-        Err(e) => eprintln!("skipped: no CUDA device ({e})"),
-    }
-    #[cfg(not(feature = "cuda"))]
-    eprintln!("skipped: no CUDA device (built without the `cuda` feature)");
-    v
-}
-
 fn close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape, want.shape, "{what}");
     let e = common::rel_rms(&got.data, &want.data);
@@ -79,7 +64,7 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
     let model = Arc::new(model);
     let cpu = Engine::new(model.clone(), Cpu).unwrap();
     let (x, cls) = conditioned_input(&cpu, h, w);
-    for gpu in gpus() {
+    for gpu in common::gpus() {
         let dev = gpu.name();
         let eng = Engine::new(model.clone(), gpu).unwrap();
         let tag = |m: &str| format!("{name}.{m}.{dev}");

@@ -2,6 +2,9 @@
 //! which batch would fit, and the engine stays usable — on the emulated device with a finite
 //! memory ([`EmuDevice::with_memory_limit`]), as on a real card.
 
+#[cfg(feature = "cuda")]
+mod common;
+
 use std::sync::Arc;
 
 use deepviz::backend::cuda::Gpu;
@@ -50,4 +53,38 @@ fn out_of_memory_names_the_batch_that_fits_and_the_engine_goes_on() {
     let got = Saliency::new(&eng).attribute(&x1, None).unwrap();
     assert_eq!(got.1, want.1);
     assert!(got.0.data == want.0.data, "the maps changed after running out of memory");
+}
+
+/// The same on a real card (skipped without one): a batch about twice what its free memory
+/// holds fails with the device's error, naming a batch that then runs on the same engine.
+#[cfg(feature = "cuda")]
+#[test]
+fn out_of_memory_on_the_card() {
+    use deepviz::device::cuda::CudaDevice;
+    if !CudaDevice::available() {
+        eprintln!("skipped on the real GPU: no CUDA device");
+        return;
+    }
+    let model = Arc::new(Model::default_model().unwrap());
+    let side = 224;
+    let dev = Arc::new(CudaDevice::new(0).unwrap());
+    let eng = Engine::new(model, Gpu::new(dev.clone())).unwrap();
+    let (before, total) = dev.memory().unwrap();
+    let x8 = input(8, side);
+    let want = Saliency::new(&eng).attribute(&x8, None).unwrap();
+    let (after, _) = dev.memory().unwrap();
+    let one = ((before - after) / 8).max(1);
+    let n = (2 * after / one).max(16);
+    eprintln!("card: {total} bytes, {after} free; one item's pass {one} bytes; asking for {n} items");
+    let err = Saliency::new(&eng).attribute(&input(n, side), None).expect_err("twice the free memory cannot fit");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    let Error::OutOfMemory { asked, free, fits: Some(k), .. } = err else { panic!("not the device's out-of-memory error: {msg}") };
+    assert!(asked > free, "{msg}");
+    assert!(k >= 1 && k < n, "{msg}");
+    let (maps, _) = Saliency::new(&eng).attribute(&input(k, side), None).unwrap_or_else(|e| panic!("the batch of {k} it named: {e}"));
+    assert_eq!(maps.shape, [k, side, side]);
+    let got = Saliency::new(&eng).attribute(&x8, None).unwrap();
+    assert_eq!(got.1, want.1);
+    assert!(common::rel_rms(&got.0.data, &want.0.data) < 1e-6, "the maps changed after running out of memory");
 }

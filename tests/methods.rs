@@ -549,12 +549,14 @@ fn layer_or_none(name: &str) -> MethodOptions {
 }
 
 #[test]
-fn every_method_on_the_emulated_cuda_engine_equals_the_cpu_engine() {
+fn every_method_on_the_cuda_engine_equals_the_cpu_engine() {
     let m = Arc::new(tiny_model());
     let cpu = Engine::new(m.clone(), Cpu).unwrap();
-    let gpu = Engine::new(m, Gpu::emulated()).unwrap();
     let x = input(2, 10);
     let t = [Target::Class(0), Target::Class(2)];
+    for gpu in common::gpus() {
+    let dev = gpu.name();
+    let gpu = Engine::new(m.clone(), gpu).unwrap();
     for info in METHODS {
         let opts = match info.name {
             "smoothgrad" => MethodOptions { samples: Some(2), ..Default::default() },
@@ -567,8 +569,9 @@ fn every_method_on_the_emulated_cuda_engine_equals_the_cpu_engine() {
         let (a, b) = (map_of(&cpu, info.name, &opts, &x, &t), map_of(&gpu, info.name, &opts, &x, &t));
         assert_eq!(a.shape, b.shape, "{}", info.name);
         let e = rel_rms(&b.data, &a.data);
-        assert!(e < 1e-5, "{}: relative RMS {e:.2e} between the engines", info.name);
+        assert!(e < 1e-5, "{} on {dev}: relative RMS {e:.2e} between the engines", info.name);
         assert!(a.data.iter().any(|&v| v != 0.0), "{}: an all-zero map proves nothing", info.name);
+    }
     }
 }
 
@@ -732,7 +735,7 @@ fn dream_zoom_samples_the_centre() {
 
 /// A tiled DeepDream step (jitter 0: no shift) is the step along the tiles' gradients, each
 /// computed on its own and pasted into place: 64x80 in tiles of at most 32 is 2 x 3 tiles of
-/// 32 and 27 / 27 / 26; the value is the tiles' sum. The same on the emulated GPU.
+/// 32 and 27 / 27 / 26; the value is the tiles' sum. The same on the CUDA engine (the emulation, and the real GPU when present).
 #[test]
 fn deepdream_in_tiles_steps_along_the_tiles_gradients() {
     let m = Arc::new(tiny_model());
@@ -772,7 +775,9 @@ fn deepdream_in_tiles_steps_along_the_tiles_gradients() {
         let value = dream.step(eng, &mut img, &eng.model().preprocess, &mut 0).unwrap();
         (value, eng.download(&img).unwrap().data)
     }
-    for (name, (value, stepped)) in [("cpu", tiled_step(&cpu, &dream, &x)), ("emulated GPU", tiled_step(&Engine::new(m.clone(), Gpu::emulated()).unwrap(), &dream, &x))] {
+    let mut runs = vec![("cpu".to_string(), tiled_step(&cpu, &dream, &x))];
+    runs.extend(common::gpus().into_iter().map(|g| (g.name().to_string(), tiled_step(&Engine::new(m.clone(), g).unwrap(), &dream, &x))));
+    for (name, (value, stepped)) in runs {
         check(&format!("tiled objective, {name}"), &value, &want_value);
         check(&format!("tiled step, {name}"), &stepped, &want);
     }

@@ -204,14 +204,35 @@ pub fn fd_check(
 
 /// The devices a kernel test runs on: the emulated GPU under every schedule (a missing barrier
 /// shows under at least one), and the real GPU when there is one (else it says it skipped).
+/// `DEEPVIZ_TEST_DEVICES=cuda` leaves the emulation out: the GPU check's compute-sanitizer runs,
+/// which instrument only the card.
 pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
     use deepviz::device::emu::{EmuDevice, Schedule};
     use deepviz::device::Device;
+    let card_only = std::env::var("DEEPVIZ_TEST_DEVICES").is_ok_and(|v| v == "cuda");
     #[allow(unused_mut)]
-    let mut v: Vec<Box<dyn Device>> = Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect();
+    let mut v: Vec<Box<dyn Device>> =
+        if card_only { vec![] } else { Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect() };
     #[cfg(feature = "cuda")]
     match deepviz::device::cuda::CudaDevice::available() {
         true => v.push(Box::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"))),
+        false => eprintln!("skipped on the real GPU: no CUDA device"),
+    }
+    #[cfg(not(feature = "cuda"))]
+    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
+    v
+}
+
+/// The CUDA engines an end-to-end test runs on: the emulated device (default schedule) always,
+/// and the real GPU when there is one (else it says it skipped).
+#[allow(dead_code)]
+pub fn gpus() -> Vec<deepviz::backend::cuda::Gpu> {
+    use deepviz::backend::cuda::Gpu;
+    #[allow(unused_mut)]
+    let mut v = vec![Gpu::emulated()];
+    #[cfg(feature = "cuda")]
+    match deepviz::device::cuda::CudaDevice::available() {
+        true => v.push(Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened")))),
         false => eprintln!("skipped on the real GPU: no CUDA device"),
     }
     #[cfg(not(feature = "cuda"))]

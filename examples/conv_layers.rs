@@ -1,0 +1,140 @@
+//! The CUDA engine's convolutions at resnet50's layer shapes, forward and backward-data, in each
+//! precision: milliseconds per call and TFLOP/s (RESULTS.md, "Owed on the GPU", item 2). Its
+//! PyTorch / cuDNN counterpart is `scripts/gpu/conv_layers_torch.py`, which times the same
+//! shapes and prints the same JSON lines; `scripts/gpu/run.sh` runs both in one call and
+//! prints their ratio.
+//!
+//!     cargo run --release --features cuda --example conv_layers -- [BATCH] [DEVICE] [REPS] [--json FILE]
+//!
+//! (defaults 64, `cuda`, 20; DEVICE `emu` is the dry run on the emulation, at a small batch).
+//! Each shape is timed after two warm-up calls, REPS calls between two device synchronisations
+//! (the launches queue back to back, as in a model's pass); inputs are random, never zeros.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deepviz::backend::cuda::Gpu;
+use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
+use deepviz::device::Device;
+use deepviz::Tensor;
+
+/// (cin, cout, k, stride, hw_in, how many in resnet50)
+pub const RESNET50: [(usize, usize, usize, usize, usize, usize); 23] = [
+    (3, 64, 7, 2, 224, 1),
+    (64, 64, 1, 1, 56, 1),
+    (64, 64, 3, 1, 56, 3),
+    (64, 256, 1, 1, 56, 4),
+    (256, 64, 1, 1, 56, 2),
+    (256, 128, 1, 1, 56, 1),
+    (128, 128, 3, 2, 56, 1),
+    (128, 512, 1, 1, 28, 4),
+    (256, 512, 1, 2, 56, 1),
+    (512, 128, 1, 1, 28, 3),
+    (128, 128, 3, 1, 28, 3),
+    (512, 256, 1, 1, 28, 1),
+    (256, 256, 3, 2, 28, 1),
+    (256, 1024, 1, 1, 14, 6),
+    (512, 1024, 1, 2, 28, 1),
+    (1024, 256, 1, 1, 14, 5),
+    (256, 256, 3, 1, 14, 5),
+    (1024, 512, 1, 1, 14, 1),
+    (512, 512, 3, 2, 14, 1),
+    (512, 2048, 1, 1, 7, 3),
+    (1024, 2048, 1, 2, 14, 1),
+    (2048, 512, 1, 1, 7, 2),
+    (512, 512, 3, 1, 7, 2),
+];
+
+fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+fn main() -> deepviz::Result<()> {
+    let mut pos = vec![];
+    let mut json = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            json = it.next();
+        } else {
+            pos.push(a);
+        }
+    }
+    let batch: usize = pos.first().map_or(64, |s| s.parse().expect("BATCH"));
+    let device = pos.get(1).map_or("cuda", |s| s.as_str()).to_string();
+    let reps: usize = pos.get(2).map_or(20, |s| s.parse().expect("REPS"));
+    let dev: Arc<dyn Device> = match device.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => Arc::new(deepviz::device::cuda::CudaDevice::new(0)?),
+        #[cfg(feature = "emu")]
+        "emu" => Arc::new(deepviz::device::emu::EmuDevice::new()),
+        d => panic!("unknown or unavailable device {d}"),
+    };
+    let mut lines = vec![];
+    let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    println!("{:<28}{:>6}{:>6}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
+    for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
+        let p = k / 2;
+        let g = Conv2dGeom { stride: [s, s], pad: [p; 4], dilation: [1, 1], groups: 1 };
+        let x = random(vec![batch, ci, hw, hw], 1 + i as u64, 2.0);
+        let w = Arc::new(random(vec![co, ci, k, k], 100 + i as u64, 0.1));
+        let b = Arc::new(random(vec![co], 200 + i as u64, 0.1));
+        let oh = (hw + 2 * p - k) / s + 1;
+        let gy = random(vec![batch, co, oh, oh], 300 + i as u64, 1.0);
+        let flop = 2.0 * (batch * co * oh * oh * ci * k * k) as f64;
+        let name = format!("{ci}->{co} k{k} s{s} {hw}x{hw}");
+        for prec in Precision::ALL {
+            let be = Gpu::new(dev.clone()).with_precision(prec);
+            let (xd, gyd) = (be.upload(&x)?, be.upload(&gy)?);
+            let (wd, bd) = (be.weight(&w, Role::ConvWeight)?, be.weight(&b, Role::Vector)?);
+            for pass in ["fwd", "bwd_data"] {
+                let call = || -> deepviz::Result<()> {
+                    match pass {
+                        "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
+                        _ => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
+                    }
+                    Ok(())
+                };
+                call()?;
+                call()?;
+                dev.synchronize()?;
+                let t = Instant::now();
+                for _ in 0..reps {
+                    call()?;
+                }
+                dev.synchronize()?;
+                let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                let tflops = flop / ms / 1e9;
+                println!("{name:<28}{:>6}{pass:>9}{ms:>11.3}{tflops:>10.1}", prec.name());
+                *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
+                *total_flop.entry((prec.name(), pass)).or_insert(0.0) += flop * count as f64;
+                lines.push(format!(
+                    r#"{{"kind":"conv","engine":"deepviz","layer":"{name}","index":{i},"count":{count},"precision":"{}","pass":"{pass}","batch":{batch},"ms":{ms},"tflops":{tflops}}}"#,
+                    prec.name()
+                ));
+            }
+        }
+    }
+    for ((prec, pass), ms) in &total_ms {
+        let f = total_flop[&(*prec, *pass)];
+        println!("resnet50 convs, all {count} weighted by use: {prec} {pass}: {ms:.2} ms, {:.1} TFLOP/s", f / ms / 1e9, count = RESNET50.len());
+    }
+    if let Some(p) = json {
+        let mut f = std::fs::File::create(&p).expect("--json FILE");
+        for l in &lines {
+            writeln!(f, "{l}").expect("write --json FILE");
+        }
+    }
+    Ok(())
+}
