@@ -20,8 +20,9 @@
 //                       k = (phase + pad) mod s + j*s, so each is a dense GEMM over its own taps
 //                       (grid.z = groups * phases): no zero taps.
 //   conv2d_bwd_data_direct  (v3) few input channels per group (cg <= DIRECT_CG: a first layer),
-//                       where a TILE_N-channel tile would be almost all padding: one thread per
-//                       input pixel gathers its cg gradients over the taps that reach it.
+//                       where a TILE_N-channel tile would be almost all padding: one warp per
+//                       input pixel gathers its cg gradients over the taps that reach it, the
+//                       lanes splitting the output channels.
 //   conv2d_bwd_filter   the same GEMM over M = kh*kw*cg, N = og, K = n*oh*ow; writes KKIO.
 //   dwconv2d_fwd / dwconv2d_bwd_data / dwconv2d_bwd_filter
 //                       direct loops for one input channel per group (depthwise, channel
@@ -226,31 +227,42 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
     dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
 }
 
-// v3. gy, wp, gx as v1; cg <= DIRECT_CG. One thread per (input pixel, group), grid-stride; the
-// cg accumulators stay in registers (the channel loops are unrolled over DIRECT_CG).
+// v3. gy, wp, gx as v1; cg <= DIRECT_CG. One warp per (input pixel, group), grid-stride over
+// whole warps: the lanes split the og output channels, so a gy row and a weight row are read
+// coalesced (consecutive lanes, consecutive channels); each lane keeps cg partial sums over the
+// taps that reach the pixel, and a butterfly sum gives the pixel's cg gradients, stored by lanes
+// 0 .. cg-1. With dilation 1 the taps are walked by the stride from the first that can reach
+// (ky = (iy + pt) mod sh, then + sh), not tested one by one. (Before, one thread per pixel read
+// its own 64-channel gy row: a warp's load touched ~16 lines, and resnet50's first layer at batch
+// 64 took 12.5 ms on an H200, 1.2 TFLOP/s; benches/RESULTS.md, 2026-12-04.)
 #define DIRECT_CG 4  // a network's first layer: RGB, or RGBA
 extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
                                                        const float* mask, int act) {
     DV_CONV_INIT;
     DvDiv div_sh(d.sh), div_sw(d.sw);
+    int lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x >> 5);
     int total = d.n * d.h * d.w * d.groups;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    // i is the same on every lane of a warp: the loop and every branch below are warp-uniform
+    for (int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); i < total; i += warps) {
         int g = i % d.groups, pix = i / d.groups;
         int ix = pix % d.w, t = pix / d.w, iy = t % d.h, img = t / d.h;
+        int ty0 = iy + d.pt, tx0 = ix + d.pl;
+        int ky0 = d.dh == 1 ? div_sh.mod(ty0) : 0, ky_step = d.dh == 1 ? d.sh : 1;
+        int kx0 = d.dw == 1 ? div_sw.mod(tx0) : 0, kx_step = d.dw == 1 ? d.sw : 1;
         float acc[DIRECT_CG];
 #pragma unroll
         for (int ci = 0; ci < DIRECT_CG; ++ci) acc[ci] = 0.0f;
-        for (int ky = 0; ky < d.kh; ++ky) {
-            int ty = iy + d.pt - ky * d.dh, oy = div_sh.div(ty);
+        for (int ky = ky0; ky < d.kh; ky += ky_step) {
+            int ty = ty0 - ky * d.dh, oy = div_sh.div(ty);
             if (ty < 0) break;  // ty falls with ky
             if (oy * d.sh != ty || oy >= d.oh) continue;
-            for (int kx = 0; kx < d.kw; ++kx) {
-                int tx = ix + d.pl - kx * d.dw, ox = div_sw.div(tx);
+            for (int kx = kx0; kx < d.kw; kx += kx_step) {
+                int tx = tx0 - kx * d.dw, ox = div_sw.div(tx);
                 if (tx < 0) break;
                 if (ox * d.sw != tx || ox >= d.ow) continue;
                 const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout + g * d.og;
                 const float* wr = wp + (ky * d.kw + kx) * d.cg * d.cout + g * d.og;
-                for (int co = 0; co < d.og; ++co) {
+                for (int co = lane; co < d.og; co += 32) {
                     float v = gr[co];
 #pragma unroll
                     for (int ci = 0; ci < DIRECT_CG; ++ci)
@@ -259,8 +271,10 @@ extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const flo
             }
         }
 #pragma unroll
-        for (int ci = 0; ci < DIRECT_CG; ++ci)
-            if (ci < d.cg) dv_grad_store(gx, mask, act, pix * d.c + g * d.cg + ci, acc[ci]);
+        for (int ci = 0; ci < DIRECT_CG; ++ci) {
+            float v = dv_warp_sum(acc[ci]);
+            if (ci < d.cg && lane == ci) dv_grad_store(gx, mask, act, pix * d.c + g * d.cg + ci, v);
+        }
     }
 }
 

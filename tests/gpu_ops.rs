@@ -475,6 +475,8 @@ fn conv_forward_backward_all_paths() {
         ("depthwise_5x5", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 33, kh: 5, kw: 5 }, geom([1, 1], [2, 2, 2, 2], [1, 1], 33), None),
         // a first layer: 3 input channels, 7x7 stride 2 (the direct backward-data gather)
         ("rgb_7x7_s2", ConvShape { n: 2, h: 13, w: 11, c: 3, cout: 70, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Some(Act::Relu)),
+        // few input channels, dilated and strided: the direct gather's tap-by-tap walk
+        ("rg_dilated_s2x1", ConvShape { n: 2, h: 9, w: 10, c: 2, cout: 40, kh: 3, kw: 3 }, geom([2, 1], [2, 1, 2, 2], [2, 3], 1), Some(Act::Relu6)),
         // stride 2 and 3 with kernels smaller than the stride (phases without taps)
         ("s2_1x1", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 17, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), None),
         ("s3x2_5x2", ConvShape { n: 2, h: 11, w: 9, c: 6, cout: 10, kh: 5, kw: 2 }, geom([3, 2], [2, 1, 1, 0], [1, 1], 2), None),

@@ -354,9 +354,10 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 return Err(Error::InvalidArgument(format!("conv2d: the direct backward-data kernel takes at most {DIRECT_CG} input channels per group")));
             }
             dev.account("conv2d_bwd_data_direct", gathered(), useful);
-            // SAFETY: `conv2d_bwd_data_direct_f32(same signature)`; the grid-stride loop runs
-            // over every (input pixel, group) and writes its cg channels of gx.
-            launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups), &args)
+            // SAFETY: `conv2d_bwd_data_direct_f32(same signature)`; one warp per (input pixel,
+            // group), grid-stride over whole warps (THREADS is a multiple of 32, so no warp is
+            // split by the loop's end), writes its cg channels of gx.
+            launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups * 32), &args)
         }
         BackwardData::TensorCore(prec) => {
             if prec == Precision::F32 || !tc_backward_applies(g) {
