@@ -45,18 +45,23 @@ echo "commit $(cat "$here/commit.txt" 2>/dev/null)" | tee -a "$log"
 # Phase A: the test executables, and compute-sanitizer's four tools over the op suite at the
 # same time (separate processes share the card; nothing is timed in this phase). The
 # out-of-memory test, which takes the whole card, runs after them.
-sanitize() {  # tool
-  local f="$OUT/sanitizer-$1.txt"
-  if DEEPVIZ_TEST_DEVICES=cuda timeout "${SANITIZER_S:-150}" compute-sanitizer --tool "$1" --error-exitcode 9 "$here/tests/gpu_ops" --test-threads=1 --skip no_kernel_spills >"$f" 2>&1 \
-     && DEEPVIZ_TEST_DEVICES=cuda timeout 60 compute-sanitizer --tool "$1" --error-exitcode 9 "$here/tests/tensorcore" --test-threads=1 >>"$f" 2>&1; then
-    echo "ok: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -n 1)" >"$f.verdict"
+sanitize() {  # tool: over every suite whose tests take common::devices(), the card alone
+  local f="$OUT/sanitizer-$1.txt" ok=1 t
+  : >"$f"
+  for t in gpu_ops tensorcore ops_generic dissect; do
+    echo "--- $t" >>"$f"
+    DEEPVIZ_TEST_DEVICES=cuda timeout "${SANITIZER_S:-60}" compute-sanitizer --tool "$1" --error-exitcode 9 "$here/tests/$t" \
+      --test-threads=1 --skip no_kernel_spills >>"$f" 2>&1 || ok=0
+  done
+  if [ $ok = 1 ]; then
+    echo "ok: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | sort | uniq -c | tr -s ' ' | paste -sd';')" >"$f.verdict"
   else
-    echo "FAILED or cut short (rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -n 1)" >"$f.verdict"
+    echo "FAILED or cut short: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | sort | uniq -c | tr -s ' ' | paste -sd';')" >"$f.verdict"
   fi
 }
 pids=()
 if [ "$dev" = cuda ] && command -v compute-sanitizer >/dev/null; then
-  step "compute-sanitizer memcheck, racecheck, synccheck, initcheck over gpu_ops (background)"
+  step "compute-sanitizer memcheck, racecheck, synccheck, initcheck over the op suites, card only (background)"
   for tool in memcheck racecheck synccheck initcheck; do sanitize "$tool" & pids+=($!); done
 fi
 step "op, device and engine tests"
@@ -115,8 +120,8 @@ if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then
   step "PyTorch baseline + export"
   tb=/tmp/deepviz-torch
   rm -rf "$tb"
-  if PYTHONUNBUFFERED=1 timeout 150 python3 "$here/torch_baseline.py" --out "$tb" --export --peaks \
-      --models resnet50,vgg16,googlenet,efficientnet_lite0,resnet18,mobilenet_v2 --jobs saliency,gradcam,cam,dream_step \
+  if PYTHONUNBUFFERED=1 timeout 220 python3 "$here/torch_baseline.py" --out "$tb" --export --peaks \
+      --models resnet50,vgg16,googlenet,efficientnet_lite0 --jobs saliency,gradcam,cam,dream_step \
       --batches 8,64 --dtypes fp32,tf32,bf16,bf16cl --modes eager --iters 10 --warmup 3 >>"$log" 2>&1; then
     record "torch baseline" ok
   else
