@@ -1,9 +1,10 @@
 //! Exact against Barnes–Hut t-SNE (issue 8): wall time by number of points, on 10 Gaussian-ish
 //! clusters in 50-D (centres uniform in ±8 per coordinate, noise the sum of four uniforms in ±1).
 //!
-//! `cargo run --release --example tsne_scale -- [SIZES] [ITERATIONS] [EXACT_ITERATIONS]`
-//! (defaults `2000,5000,10000`, 1000, 1000; EXACT_ITERATIONS 0 skips the exact runs, as do sizes
-//! past `EXACT_MAX`). For each size and method: the affinities alone
+//! `cargo run --release --example tsne_scale -- [SIZES] [ITERATIONS] [EXACT_ITERATIONS] [DEVICE]`
+//! (defaults `2000,5000,10000`, 1000, 1000, `cpu`; EXACT_ITERATIONS 0 skips the exact runs, as
+//! do sizes past `EXACT_MAX`; DEVICE `cuda` or `emu` runs the exact gradient on that device,
+//! `tsne::DeviceGradient`, the affinities and Barnes–Hut staying on the host). For each size and method: the affinities alone
 //! (`embed` with 0 iterations), then `embed` with the method's iterations; the time a step is
 //! their difference over the iterations, and the projected time of 1000 iterations is the
 //! affinities plus 1000 steps (measured, not projected, where the method ran 1000). Before any
@@ -12,7 +13,10 @@
 
 use std::time::Instant;
 
-use deepviz::dataset::tsne::{embed, Method, EXACT_MAX, THETA};
+use deepviz::backend::cpu::Cpu;
+use deepviz::backend::cuda::Gpu;
+use deepviz::backend::Backend;
+use deepviz::dataset::tsne::{embed_on, Method, EXACT_MAX, THETA};
 
 fn clusters(n: usize, dim: usize) -> Vec<Vec<f64>> {
     let mut s = 12345u64;
@@ -42,6 +46,16 @@ fn knn_kept(y: &[[f64; 2]], k: usize) -> f64 {
 
 fn main() -> deepviz::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.get(3).map_or("cpu", |s| s.as_str()) {
+        "cpu" => run(&Cpu, &args),
+        "emu" => run(&Gpu::emulated(), &args),
+        #[cfg(feature = "cuda")]
+        "cuda" => run(&Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0)?)), &args),
+        d => panic!("unknown or unavailable device {d}"),
+    }
+}
+
+fn run<B: Backend>(be: &B, args: &[String]) -> deepviz::Result<()> {
     let sizes: Vec<usize> = args.first().map_or("2000,5000,10000", |s| s).split(',').map(|s| s.parse().expect("SIZES: a comma-separated list")).collect();
     let iterations: usize = args.get(1).map_or(1000, |s| s.parse().expect("ITERATIONS"));
     let exact_iterations: usize = args.get(2).map_or(iterations, |s| s.parse().expect("EXACT_ITERATIONS"));
@@ -54,10 +68,10 @@ fn main() -> deepviz::Result<()> {
                 continue;
             }
             let t = Instant::now();
-            embed(&x, 30.0, method, 0, 0)?;
+            embed_on(be, &x, 30.0, method, 0, 0)?;
             let affinities = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let y = embed(&x, 30.0, method, 0, its)?;
+            let y = embed_on(be, &x, 30.0, method, 0, its)?;
             let total = t.elapsed().as_secs_f64();
             let kept = knn_kept(&y, 10);
             if its >= 1000 && kept < 0.9 {
@@ -67,6 +81,7 @@ fn main() -> deepviz::Result<()> {
             let step = (total - affinities).max(0.0) / its.max(1) as f64;
             let projected = if its == 1000 { format!("{total:.1}") } else { format!("~{:.0} (proj.)", affinities + 1000.0 * step) };
             let (name, theta) = method.describe();
+            let name = if method == Method::Exact && !be.on_host() { format!("{name} ({})", be.name()) } else { name.to_string() };
             println!("{n:>6} {:<16} {affinities:>10.2}s {its:>6} {:>10.2} {projected:>14} {kept:>9.3}", format!("{name} {theta}"), 1e3 * step);
         }
     }

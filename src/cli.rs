@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{value_parser, Arg, ArgAction, Command};
 
 use crate::backend::Precision;
-use crate::dataset::tsne::{EXACT_MAX, EXACT_UP_TO};
+use crate::dataset::tsne::{DEVICE_EXACT_UP_TO, EXACT_MAX, EXACT_UP_TO};
 use crate::job::{self, DeviceChoice, DreamJob};
 use crate::viz::fourier::Fourier;
 use crate::viz::segment::GrabCut;
@@ -216,7 +216,7 @@ fn dataset_commands() -> Vec<Command> {
         .mut_arg("dataset", |a| a.required(false).required_unless_present("compare"))
         .arg(Arg::new("compare").long("compare").num_args(2).value_names(["A", "B"]).value_parser(value_parser!(PathBuf)).conflicts_with_all(["thresholds", "shard"]).help("instead of dissecting: two dissect.json files (two models, or two layers) side by side: compare.png, compare.json, index.html"))
         .arg(Arg::new("top").long("top").default_value("5").value_parser(value_parser!(u64).range(1..=100)).help("top images shown per unit"));
-    let tsne = dataset_args(Command::new("tsne").about(format!("A 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html. Exact gradients up to {EXACT_UP_TO} images, Barnes-Hut (van der Maaten, JMLR 2014) beyond")))
+    let tsne = dataset_args(Command::new("tsne").about(format!("A 2-D t-SNE of a layer's (global-average-pooled) features over a dataset, drawn as the \"cnn embed\" mosaic (each image in the grid cell nearest its embedded position): tsne.csv (name,x,y), tsne.png, tsne.json, index.html. Exact gradients up to {EXACT_UP_TO} images ({DEVICE_EXACT_UP_TO} on a GPU, where they run on the device), Barnes-Hut (van der Maaten, JMLR 2014) beyond")))
         .arg(Arg::new("layer").long("layer").help("layer (PyTorch module path) [default: the last feature layer]"))
         .arg(Arg::new("perplexity").long("perplexity").default_value("30").value_parser(parse_finite).help("t-SNE perplexity (at most (images - 1) / 3 is used)"))
         .arg(Arg::new("theta").long("theta").default_value("0.5").value_parser(parse_unit).help(format!("Barnes-Hut's accuracy past {EXACT_UP_TO} images: a quadtree cell is summarised where its side / distance < theta; 0 = exact gradients at any size (O(n^2) a step, at most {EXACT_MAX} images)")))
@@ -226,6 +226,7 @@ fn dataset_commands() -> Vec<Command> {
         .about("Combine the partial states of every shard of one dataset job (--shard i/N) into its result, exactly as one pass would have made it")
         .arg(Arg::new("states").required(true).num_args(1..).value_parser(value_parser!(PathBuf)).help("the N partial-state files (*.shard-i-of-N.json)"))
         .arg(Arg::new("out").long("out").default_value("deepviz-out").value_parser(value_parser!(PathBuf)).help("output folder"))
+        .arg(Arg::new("device").long("device").default_value("auto").value_parser(|s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string())).help("device for what is left to compute (t-SNE's exact gradient runs on a GPU): auto, cpu, cuda, cuda:N or emu; the single pass's device gives the single pass's result"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print a machine-readable summary (JSON) on stdout"));
     let filters = Command::new("filters")
         .about("A convolution's weights as a picture: the first convolution's filters as RGB tiles, or --layer's as per-channel grey grids (each filter min-max normalised; the conv's own weights, before batch-norm folding)")

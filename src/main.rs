@@ -475,14 +475,14 @@ fn dataset_text(p: &Partial, ds: &Dataset) -> String {
 
 /// Write a pass's result: its partial state (with --shard) or the finished pictures, JSON and
 /// report.
-fn write_dataset_result(m: &ArgMatches, p: &Partial, ds: &Dataset, sharded: bool) -> Result<Report> {
+fn write_dataset_result<B: Backend>(be: &B, m: &ArgMatches, p: &Partial, ds: &Dataset, sharded: bool) -> Result<Report> {
     let mut out = dataset_output_set(m.get_one::<PathBuf>("out").expect("has a default"), ds, &m.get_one::<PathBuf>("model").into_iter().cloned().collect::<Vec<_>>())?;
     let json = if sharded {
         let name = p.file_name();
         out.add(&name, &p.to_bytes())?;
         json!({"state": out.path_of(&name), "shard": p.shards[0], "images": p.images.len(), "skipped": p.skipped.len()})
     } else {
-        dataset::finish(p, ds, &mut out)?
+        dataset::finish(be, p, ds, &mut out)?
     };
     let mut text = dataset_text(p, ds);
     for f in out.commit()? {
@@ -547,21 +547,29 @@ impl WithBackend for DatasetCmd<'_> {
             }
             .run(&eng, &ds, shard.unwrap_or(Shard::ALL), &mut progress_bar())?,
         };
-        write_dataset_result(m, &p, &ds, shard.is_some())
+        write_dataset_result(&eng.be, m, &p, &ds, shard.is_some())
     }
 }
 
-fn merge(m: &ArgMatches) -> Result<Report> {
-    let files: Vec<PathBuf> = m.get_many::<PathBuf>("states").expect("required").cloned().collect();
-    let p = Partial::merge(files.iter().map(|f| Partial::read(f)).collect::<Result<_>>()?)?;
-    let ds = p.open_dataset()?;
-    let mut out = dataset_output_set(m.get_one::<PathBuf>("out").expect("has a default"), &ds, &files)?;
-    let json = dataset::finish(&p, &ds, &mut out)?;
-    let mut text = format!("merged {} shards; ", p.shards.len()) + &dataset_text(&p, &ds);
-    for f in out.commit()? {
-        text += &format!("wrote {}\n", f.display());
+/// `deepviz merge`: on the backend of `--device` (what the states leave to compute, t-SNE's
+/// exact gradient, runs there: the same device as a single pass gives the same result).
+struct MergeCmd<'a>(&'a ArgMatches);
+
+impl WithBackend for MergeCmd<'_> {
+    type Output = Report;
+    fn run<B: Backend>(self, be: B) -> Result<Report> {
+        let m = self.0;
+        let files: Vec<PathBuf> = m.get_many::<PathBuf>("states").expect("required").cloned().collect();
+        let p = Partial::merge(files.iter().map(|f| Partial::read(f)).collect::<Result<_>>()?)?;
+        let ds = p.open_dataset()?;
+        let mut out = dataset_output_set(m.get_one::<PathBuf>("out").expect("has a default"), &ds, &files)?;
+        let json = dataset::finish(&be, &p, &ds, &mut out)?;
+        let mut text = format!("merged {} shards; ", p.shards.len()) + &dataset_text(&p, &ds);
+        for f in out.commit()? {
+            text += &format!("wrote {}\n", f.display());
+        }
+        Ok(Report { json, text })
     }
-    Ok(Report { json, text })
 }
 
 fn dissect_compare(m: &ArgMatches) -> Result<Report> {
@@ -627,7 +635,7 @@ fn run(matches: &ArgMatches) -> Result<(Report, bool)> {
     let report = match name {
         "layers" => layers(m)?,
         "trace" => trace_cmd(m)?,
-        "merge" => merge(m)?,
+        "merge" => job::with_backend(device(m), None, Precision::F32, &mut note, MergeCmd(m))?,
         "filters" => filters(m)?,
         "gen-dataset" => gen_dataset(m)?,
         "dissect" if m.contains_id("compare") => dissect_compare(m)?,

@@ -182,7 +182,7 @@ fn top_k_is_the_brute_force_top_k_and_shards_merge_to_one_pass() {
     let (a, b) = (tmp("top-one"), tmp("top-merged"));
     for (p, d) in [(&one, &a), (&merged, &b)] {
         let mut out = OutputSet::new(d);
-        dataset::finish(p, &ds, &mut out).unwrap();
+        dataset::finish(&Cpu, p, &ds, &mut out).unwrap();
         out.commit().unwrap();
     }
     for f in ["unit_0000.png", "unit_0005.png", "unit_0023.png"] {

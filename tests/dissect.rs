@@ -202,7 +202,7 @@ fn planted_detectors_are_found_with_the_iou_computed_by_hand_and_shards_merge_ex
     // the result renders, its report's pictures all there
     let out = tmp("planted-out");
     let mut o = OutputSet::new(&out);
-    let json = dataset::finish(&p2, &ds, &mut o).unwrap();
+    let json = dataset::finish(&Cpu, &p2, &ds, &mut o).unwrap();
     o.commit().unwrap();
     assert_eq!(json["units"][0]["label"], "red");
     assert!(json["unique_detectors"].as_u64().unwrap() >= 2);
@@ -655,6 +655,21 @@ fn tsne_on_the_command_line_sharded_equals_one_pass() {
     for f in ["tsne.csv", "tsne.png"] {
         assert_eq!(std::fs::read(one.join(f)).unwrap(), std::fs::read(merged.join(f)).unwrap(), "{f}: merged shards differ from one pass");
     }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(merged.join("tsne.json")).unwrap()).unwrap();
+    assert_eq!(summary["gradient_on"], "host");
+    // merged on the (emulated) GPU: the exact gradient on the device, the same bits twice
+    let states = [s(&shards.join("tsne.shard-0000-of-0002.json")), s(&shards.join("tsne.shard-0001-of-0002.json"))];
+    let on_emu = |name: &str| {
+        let dir = root.join(name);
+        ok(&["merge", "--device", "emu", "--out", &s(&dir), &states[0], &states[1]]);
+        dir
+    };
+    let (a, b) = (on_emu("emu-a"), on_emu("emu-b"));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("tsne.json")).unwrap()).unwrap();
+    assert_eq!((&summary["method"], &summary["gradient_on"]), (&serde_json::json!("exact"), &serde_json::json!("emu")));
+    for f in ["tsne.csv", "tsne.png"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}: two device runs differ");
+    }
 }
 
 #[test]
@@ -670,3 +685,51 @@ fn the_mask_skipping_cold_pixels_is_the_thresholded_upsampling() {
         }
     }
 }
+
+/// t-SNE's exact gradient on the device (the backend's generic primitives over `n × n`, in f32)
+/// against the host's f64 loop, with and without the early exaggeration, on the emulated GPU
+/// and the real one when present.
+#[test]
+fn the_device_tsne_gradient_equals_the_host_one() {
+    use deepviz::dataset::tsne::{exact_gradient, joint_probabilities, DeviceGradient};
+    let x = clusters(90, 3, 13, 6);
+    let n = x.len();
+    let p = joint_probabilities(&x, 8.0);
+    let r = common::seeded(91, 2 * n);
+    // the start's scale (1e-2) and a spread-out embedding's
+    for (scale, e) in [(0.01, 12.0), (3.0, 12.0), (3.0, 1.0)] {
+        let y: Vec<[f64; 2]> = (0..n).map(|i| [scale * r[2 * i] as f64, scale * r[2 * i + 1] as f64]).collect();
+        let mut want = vec![[0.0; 2]; n];
+        exact_gradient(&p, &y, e, &mut want);
+        for gpu in common::gpus() {
+            let g = DeviceGradient::new(&gpu, &p).unwrap();
+            let mut got = vec![[f64::NAN; 2]; n];
+            // twice: the exaggerated P is kept between steps
+            for _ in 0..2 {
+                g.gradient(&y, e, &mut got).unwrap();
+            }
+            let (flat_got, flat_want): (Vec<f32>, Vec<f32>) = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (*a as f32, *b as f32)).unzip();
+            let err = common::rel_rms(&flat_got, &flat_want);
+            assert!(err < 1e-5, "{} scale {scale} exaggeration {e}: relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));
+        }
+    }
+}
+
+/// The whole embedding with the gradient on the (emulated) device keeps the clusters apart,
+/// and a seed gives the same bits on every run. (Not the host's bits: t-SNE's gains flip on the
+/// gradient's sign, so f32 and f64 part ways early; both keep every 5-NN at 1000 iterations.)
+#[test]
+fn tsne_on_the_device_keeps_clusters_apart_and_repeats() {
+    use deepviz::backend::cuda::Gpu;
+    use deepviz::dataset::tsne::{embed_on, Method, ITERATIONS};
+    let (k, per) = (4, 12);
+    let x = clusters(92, k, per, 20);
+    let gpu = Gpu::emulated();
+    let y = embed_on(&gpu, &x, 8.0, Method::Exact, 3, ITERATIONS).unwrap();
+    assert_eq!(y, embed_on(&gpu, &x, 8.0, Method::Exact, 3, ITERATIONS).unwrap(), "two runs differ");
+    let host = embed_on(&deepviz::backend::cpu::Cpu, &x, 8.0, Method::Exact, 3, ITERATIONS).unwrap();
+    let (kept, kept_host) = (knn_kept(&y, per, 5), knn_kept(&host, per, 5));
+    eprintln!("5-NN kept: device {kept:.3}, host {kept_host:.3}");
+    assert!(kept >= 0.95, "only {kept:.3} of 5-NN in the embedding share the cluster (host: {kept_host:.3})");
+}
+

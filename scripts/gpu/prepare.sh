@@ -12,8 +12,8 @@ need_cargo
 bash scripts/install_nvcc.sh >/dev/null
 dst=.gpu-check
 rm -rf "$dst" && mkdir -p "$dst/tests" "$dst/bin"
-cargo build --locked --release --features cuda --example compare_torch --example conv_layers --example dissect_rate
-cp target/release/examples/{compare_torch,conv_layers,dissect_rate} "$dst/bin/"
+cargo build --locked --release --features cuda --example compare_torch --example conv_layers --example dissect_rate --example tsne_scale
+cp target/release/examples/{compare_torch,conv_layers,dissect_rate,tsne_scale} "$dst/bin/"
 # the Python package's native module (abi3: loads under the card machine's Python 3.12) for
 # python/tests/test_torch.py with CUDA tensors
 cargo build --locked --release -p deepviz-python

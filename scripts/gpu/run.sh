@@ -164,6 +164,9 @@ for layer in _blocks.15 _blocks.5; do
   timeout 60 "$here/bin/dissect_rate" 256 "$layer" 64 3 "$dev" >>"$log" 2>&1 && record "dissect_rate $layer" "ok (log)" || record "dissect_rate $layer" "FAILED (see log)"
 done
 
+step "t-SNE: the exact gradient on the device against Barnes-Hut on the host"
+timeout 90 "$here/bin/tsne_scale" 2000,10000 1000 1000 "$dev" >>"$log" 2>&1 && record "tsne_scale" "ok (log)" || record "tsne_scale" "FAILED or cut short (see log)"
+
 if [ $have_torch = 1 ]; then
   step "python: torch interop with CUDA tensors"
   if (cd "$here/py" && PYTHONPATH="$here/py" PYTHONUNBUFFERED=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_torch.py) >>"$log" 2>&1; then

@@ -432,8 +432,9 @@ pub fn as_maps(a: Tensor) -> Result<Tensor> {
 }
 
 /// Render a merged (or single-pass) state into `out`: the pictures, the JSON and `index.html`.
-/// Returns the JSON summary.
-pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_json::Value> {
+/// Returns the JSON summary. `be` computes what the state leaves to be computed on a device
+/// (t-SNE's exact gradient, where `be` is a GPU engine).
+pub fn finish<B: Backend>(be: &B, p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_json::Value> {
     if p.images.is_empty() {
         return Err(Error::InvalidArgument(format!("no image of the dataset {} could be read ({} skipped)", p.dataset, p.skipped.len())));
     }
@@ -442,6 +443,6 @@ pub fn finish(p: &Partial, ds: &Dataset, out: &mut OutputSet) -> Result<serde_js
         Tally::Neighbors(n) => neighbors::finish(p, n, ds, out),
         Tally::DissectQuantile(q) => dissect::finish_quantile(p, q, out),
         Tally::Dissect(d) => dissect::finish(p, d, ds, out),
-        Tally::Tsne(t) => tsne::finish(p, t, ds, out),
+        Tally::Tsne(t) => tsne::finish(be, p, t, ds, out),
     }
 }

@@ -1,10 +1,21 @@
 //! `tsne`: a 2-D t-SNE (van der Maaten & Hinton, JMLR 2008) of a layer's feature vectors over a
 //! dataset (global-average-pooled when the layer is spatial), drawn as the "cnn embed" mosaic
 //! of Karpathy's CNN-codes pages: each image in the cell of a grid nearest to its embedded
-//! position. On the host, by one of two gradients ([`Method`]): exact (a dense `P`, O(n²) a
-//! step) up to [`EXACT_UP_TO`] images, Barnes–Hut (van der Maaten, JMLR 2014; `bhtsne.rs`: a
-//! sparse `P` over ⌊3·perplexity⌋ neighbours, the repulsion from a quadtree, O(n log n) a step)
-//! beyond, unless θ = 0.
+//! position. By one of two gradients ([`Method`]): exact (a dense `P`, O(n²) a step) up to
+//! [`EXACT_UP_TO`] images on the host or [`DEVICE_EXACT_UP_TO`] on a GPU, Barnes–Hut (van der
+//! Maaten, JMLR 2014; `bhtsne.rs`: a sparse `P` over ⌊3·perplexity⌋ neighbours, the repulsion
+//! from a quadtree, O(n log n) a step, on the host) beyond, unless θ = 0.
+//!
+//! On a GPU engine the exact gradient runs on the device ([`DeviceGradient`]): `P` stays there
+//! (in f32), and each step is the backend's generic primitives over `n × n` tensors
+//! (broadcast differences, the kernel `1 / (1 + d²)`, its sum `Z`, one `linear` for `Σ_j m_ij
+//! y_j`); only the embedding (`n × 2`) goes up and its gradient comes back, and the step itself
+//! (gains, momentum, recentring) stays on the host in f64. At 10 000 points that is ~20 passes
+//! over a 400 MB matrix a step, where the host's exact step takes 0.4 s on two cores
+//! (`benches/RESULTS.md`). The affinities (`P`) are computed on the host either way. The device's
+//! f32 gradient agrees with the host's f64 one to ~1e-6 relative (tests/dissect.rs), so the
+//! embeddings of the two engines are alike but not equal (t-SNE amplifies rounding); each
+//! engine's is repeatable.
 //!
 //! As van der Maaten's reference (`bhtsne` and `tsne.py`): the features are
 //! centred and scaled by their largest magnitude; per point, a binary search (50 steps at most,
@@ -145,6 +156,10 @@ pub const EXACT_MAX: usize = 20_000;
 /// 2000).
 pub const EXACT_UP_TO: usize = 500;
 
+/// Images up to which a GPU engine uses the exact gradient on the device (its `n × n` f32
+/// matrices: ~6 of 400 MB live at this size); beyond, Barnes–Hut on the host as without a GPU.
+pub const DEVICE_EXACT_UP_TO: usize = 10_000;
+
 /// How the gradient is computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
@@ -166,6 +181,16 @@ impl Method {
             Method::Exact
         } else {
             Method::BarnesHut { theta }
+        }
+    }
+
+    /// [`Method::choose`] where the exact gradient runs on a device (`on_device`): exact up to
+    /// [`DEVICE_EXACT_UP_TO`] points.
+    pub fn choose_on(n: usize, theta: f64, on_device: bool) -> Method {
+        if on_device && n <= DEVICE_EXACT_UP_TO {
+            Method::Exact
+        } else {
+            Method::choose(n, theta)
         }
     }
 
@@ -262,7 +287,7 @@ pub fn joint_probabilities(x: &[Vec<f64>], perplexity: f64) -> Vec<f64> {
 
 /// The exact gradient of the cost at `y` (into `grad`), `P` dense and multiplied by `exaggeration`:
 /// `4 Σ_j (e·p_ij − q_ij) (1 + |y_i − y_j|²)⁻¹ (y_i − y_j)`.
-pub(crate) fn exact_gradient(p: &[f64], y: &[[f64; 2]], exaggeration: f64, grad: &mut [[f64; 2]]) {
+pub fn exact_gradient(p: &[f64], y: &[[f64; 2]], exaggeration: f64, grad: &mut [[f64; 2]]) {
     let n = y.len();
     // Z = sum over i != j of 1 / (1 + |y_i - y_j|^2), rows summed in order
     let rows: Vec<f64> = (0..n).into_par_iter().map(|i| (0..n).filter(|&j| j != i).map(|j| 1.0 / (1.0 + dist2(y[i], y[j]))).sum()).collect();
@@ -305,8 +330,14 @@ pub fn effective_perplexity(perplexity: f64, n: usize) -> f64 {
     perplexity.min((n - 1) as f64 / 3.0).max(1.0)
 }
 
-/// The 2-D embedding (`n` rows of `[x, y]`) of the points `x` by `method`.
+/// The 2-D embedding (`n` rows of `[x, y]`) of the points `x` by `method`, on the host.
 pub fn embed(x: &[Vec<f64>], perplexity: f64, method: Method, seed: u64, iterations: usize) -> Result<Vec<[f64; 2]>> {
+    embed_on(&crate::backend::cpu::Cpu, x, perplexity, method, seed, iterations)
+}
+
+/// [`embed`] with the exact gradient on `be` when it is a device (not [`Backend::on_host`]);
+/// on the host otherwise, and for Barnes–Hut.
+pub fn embed_on<B: Backend>(be: &B, x: &[Vec<f64>], perplexity: f64, method: Method, seed: u64, iterations: usize) -> Result<Vec<[f64; 2]>> {
     let n = x.len();
     if n < 2 {
         return Err(Error::InvalidArgument(format!("t-SNE needs at least 2 images, not {n}")));
@@ -323,17 +354,103 @@ pub fn embed(x: &[Vec<f64>], perplexity: f64, method: Method, seed: u64, iterati
     if max > 0.0 {
         xs.iter_mut().flatten().for_each(|v| *v /= max);
     }
-    Ok(match method {
+    match method {
+        Method::Exact if !be.on_host() => {
+            let g = DeviceGradient::new(be, &joint_probabilities(&xs, perplexity))?;
+            let mut failed = None;
+            let y = descend(n, seed, iterations, |y, e, grad| {
+                if failed.is_none() {
+                    if let Err(err) = g.gradient(y, e, grad) {
+                        failed = Some(err);
+                    }
+                }
+            });
+            failed.map_or(Ok(y), Err)
+        }
         Method::Exact => {
             let p = joint_probabilities(&xs, perplexity);
-            descend(n, seed, iterations, |y, e, g| exact_gradient(&p, y, e, g))
+            Ok(descend(n, seed, iterations, |y, e, g| exact_gradient(&p, y, e, g)))
         }
         Method::BarnesHut { theta } => {
             let k = (n - 1).min((3.0 * perplexity) as usize);
             let p = super::bhtsne::SparseP::new(&xs, perplexity, k);
-            descend(n, seed, iterations, |y, e, g| super::bhtsne::gradient(&p, y, e, theta, g))
+            Ok(descend(n, seed, iterations, |y, e, g| super::bhtsne::gradient(&p, y, e, theta, g)))
         }
-    })
+    }
+}
+
+/// The exact gradient on a backend's device: `P` (`n × n`, f32) uploaded once, then per step
+/// [`DeviceGradient::gradient`] from the backend's generic primitives.
+pub struct DeviceGradient<'a, B: Backend> {
+    be: &'a B,
+    n: usize,
+    p: B::T,
+    /// `P` × the early exaggeration, while it is in use
+    p_exaggerated: std::cell::RefCell<Option<(f64, B::T)>>,
+}
+
+impl<'a, B: Backend> DeviceGradient<'a, B> {
+    /// `P` (row-major `n × n`, as [`joint_probabilities`] gives it) on `be`.
+    pub fn new(be: &'a B, p: &[f64]) -> Result<Self> {
+        let n = (p.len() as f64).sqrt().round() as usize;
+        if n * n != p.len() {
+            return Err(Error::InvalidArgument(format!("t-SNE: P has {} entries, not n x n", p.len())));
+        }
+        let p = be.upload(&crate::Tensor::new(vec![n, n], p.iter().map(|&v| v as f32).collect())?)?;
+        Ok(DeviceGradient { be, n, p, p_exaggerated: std::cell::RefCell::new(None) })
+    }
+
+    /// The cost's gradient at `y` with `P` × `exaggeration`, into `grad`: with `d_ij = |y_i −
+    /// y_j|²`, `w = 1 / (1 + d)`, `Z = Σ_{i≠j} w_ij` and `m = (e·P − w / Z) ⊙ w`, it is `4 (Σ_j m_ij
+    /// · y_i − Σ_j m_ij y_j)`. The diagonal needs no mask: `w_ii = 1` (taken out of `Z`), and a
+    /// term `m_ii (y_i − y_i)` is 0 whatever `m_ii`.
+    pub fn gradient(&self, y: &[[f64; 2]], exaggeration: f64, grad: &mut [[f64; 2]]) -> Result<()> {
+        use crate::backend::{Binary, Reduce, Role, Unary};
+        use crate::Tensor;
+        let (be, n) = (self.be, self.n);
+        if y.len() != n || grad.len() != n {
+            return Err(Error::InvalidArgument(format!("t-SNE: {} points and {} gradients for P of {n}", y.len(), grad.len())));
+        }
+        let column = |k: usize, shape: Vec<usize>| Tensor::new(shape, y.iter().map(|v| v[k] as f32).collect());
+        let mut d = None;
+        for k in 0..2 {
+            let diff = be.binary(&be.upload(&column(k, vec![n, 1])?)?, &be.upload(&column(k, vec![1, n])?)?, Binary::Sub)?;
+            let sq = be.unary(&diff, Unary::Square)?;
+            d = Some(match d {
+                None => sq,
+                Some(d) => be.binary(&d, &sq, Binary::Add)?,
+            });
+        }
+        let d = d.expect("two coordinates");
+        let w = be.unary(&be.unary(&d, Unary::Affine(1.0, 1.0))?, Unary::Recip)?;
+        drop(d);
+        let total = be.download(&be.reduce(&w, Reduce::Sum, &[0, 1])?)?.data[0] as f64;
+        let z = (total - n as f64).max(f64::MIN_POSITIVE);
+        let q = be.unary(&w, Unary::Affine((-1.0 / z) as f32, 0.0))?;
+        let m = {
+            let mut cached = self.p_exaggerated.borrow_mut();
+            let p = if exaggeration == 1.0 {
+                *cached = None;
+                &self.p
+            } else {
+                if cached.as_ref().is_none_or(|(e, _)| *e != exaggeration) {
+                    *cached = Some((exaggeration, be.unary(&self.p, Unary::Affine(exaggeration as f32, 0.0))?));
+                }
+                &cached.as_ref().expect("set above").1
+            };
+            be.binary(&be.binary(p, &q, Binary::Add)?, &w, Binary::Mul)?
+        };
+        drop((q, w));
+        let rows = be.download(&be.reduce(&m, Reduce::Sum, &[1])?)?;
+        // Σ_j m_ij y_j: m (n × n) times the embedding as a linear layer's [2, n] weight
+        let yt = std::sync::Arc::new(Tensor::new(vec![2, n], (0..2).flat_map(|k| y.iter().map(move |v| v[k] as f32)).collect())?);
+        let my = be.download(&be.linear(&m, &be.weight(&yt, Role::LinearWeight)?, None)?)?;
+        for (i, g) in grad.iter_mut().enumerate() {
+            let r = rows.data[i] as f64;
+            *g = [4.0 * (r * y[i][0] - my.data[2 * i] as f64), 4.0 * (r * y[i][1] - my.data[2 * i + 1] as f64)];
+        }
+        Ok(())
+    }
 }
 
 /// Gradient descent from the seed's start, the schedule of bhtsne: `gradient(y, exaggeration,
@@ -411,10 +528,12 @@ pub fn snap_to_grid(y: &[[f64; 2]], g: usize) -> Result<Vec<(usize, usize)>> {
 
 /// Render the merged state: the embedding (`tsne.csv`: name,x,y), the mosaic (`tsne.png`),
 /// `tsne.json`, `index.html`.
-pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> Result<Value> {
+/// The exact gradient runs on `be` where it is a device ([`embed_on`]).
+pub fn finish<B: Backend>(be: &B, p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> Result<Value> {
     let x: Vec<Vec<f64>> = t.features.iter().map(|(_, f)| f.0.iter().map(|&v| v as f64).collect()).collect();
-    let method = Method::choose(x.len(), t.theta);
-    let y = embed(&x, t.perplexity, method, t.seed, ITERATIONS)?;
+    let method = Method::choose_on(x.len(), t.theta, !be.on_host());
+    let y = embed_on(be, &x, t.perplexity, method, t.seed, ITERATIONS)?;
+    let engine = if method == Method::Exact && !be.on_host() { be.name() } else { "host" };
     let (method_name, theta) = method.describe();
     let mut csv = String::from("name,x,y\n");
     for ((i, _), v) in t.features.iter().zip(&y) {
@@ -444,6 +563,7 @@ pub fn finish(p: &Partial, t: &TsneTally, ds: &Dataset, out: &mut OutputSet) -> 
         "perplexity": perplexity,
         "method": method_name,
         "theta": theta,
+        "gradient_on": engine,
         "seed": t.seed,
         "iterations": ITERATIONS,
         "grid": g,
