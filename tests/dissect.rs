@@ -691,10 +691,18 @@ fn the_mask_skipping_cold_pixels_is_the_thresholded_upsampling() {
 /// and the real one when present.
 #[test]
 fn the_device_tsne_gradient_equals_the_host_one() {
-    use deepviz::dataset::tsne::{exact_gradient, joint_probabilities, DeviceGradient};
+    use deepviz::dataset::tsne::{device_sq_distances, exact_gradient, joint_probabilities, joint_probabilities_by, DeviceGradient};
     let x = clusters(90, 3, 13, 6);
     let n = x.len();
     let p = joint_probabilities(&x, 8.0);
+    // the affinities from the device's distances (an f32 Gram matrix) are the host's
+    for gpu in common::gpus() {
+        let d = device_sq_distances(&gpu, &x).unwrap();
+        let pd = joint_probabilities_by(n, 8.0, |first, block| block.copy_from_slice(&d[first * n..first * n + block.len()]));
+        let (a, b): (Vec<f32>, Vec<f32>) = pd.iter().zip(&p).map(|(a, b)| (*a as f32, *b as f32)).unzip();
+        let err = common::rel_rms(&a, &b);
+        assert!(err < 1e-5, "{}: P from the device's distances, relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));
+    }
     let r = common::seeded(91, 2 * n);
     // the start's scale (1e-2) and a spread-out embedding's
     for (scale, e) in [(0.01, 12.0), (3.0, 12.0), (3.0, 1.0)] {

@@ -12,7 +12,8 @@
 //! y_j`); only the embedding (`n × 2`) goes up and its gradient comes back, and the step itself
 //! (gains, momentum, recentring) stays on the host in f64. At 10 000 points that is ~20 passes
 //! over a 400 MB matrix a step, where the host's exact step takes 0.4 s on two cores
-//! (`benches/RESULTS.md`). The affinities (`P`) are computed on the host either way. The device's
+//! (`benches/RESULTS.md`). The affinities' distances come from the device too (one Gram matrix,
+//! [`device_sq_distances`]); the perplexity search per point stays on the host. The device's
 //! f32 gradient agrees with the host's f64 one to ~1e-6 relative (tests/dissect.rs), so the
 //! embeddings of the two engines are alike but not equal (t-SNE amplifies rounding); each
 //! engine's is repeatable.
@@ -264,12 +265,17 @@ pub(super) fn conditional_row(d: &[f64], skip: Option<usize>, log_u: f64, row: &
 
 /// The joint probabilities `P` (row-major `n × n`) of the points `x` at `perplexity`.
 pub fn joint_probabilities(x: &[Vec<f64>], perplexity: f64) -> Vec<f64> {
-    let n = x.len();
+    joint_probabilities_by(x.len(), perplexity, |first, d| sq_distances_from(x, first, d))
+}
+
+/// [`joint_probabilities`] of `n` points whose squared distances `distances(first, d)` writes
+/// into `d`, row-major from row `first` (`d.len() / n` rows).
+pub fn joint_probabilities_by(n: usize, perplexity: f64, distances: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
     let log_u = perplexity.ln();
     let mut p = vec![0.0; n * n];
     p.par_chunks_mut(n * DISTANCE_ROWS).enumerate().for_each(|(b, rows)| {
         let mut d = vec![0.0; rows.len()];
-        sq_distances_from(x, b * DISTANCE_ROWS, &mut d);
+        distances(b * DISTANCE_ROWS, &mut d);
         for (r, (row, dr)) in rows.chunks_mut(n).zip(d.chunks(n)).enumerate() {
             conditional_row(dr, Some(b * DISTANCE_ROWS + r), log_u, row);
         }
@@ -283,6 +289,28 @@ pub fn joint_probabilities(x: &[Vec<f64>], perplexity: f64) -> Vec<f64> {
         }
     }
     p
+}
+
+/// The squared distances between the points `x` (row-major `n × n`) computed on `be`: the Gram
+/// matrix `X Xᵀ` by its `linear` (f32), then `|x_i|² + |x_j|² − 2 x_i·x_j` with the norms in
+/// f64 on the host, at least 0, the diagonal 0. For the exact path's affinities on a GPU,
+/// where the host's O(n²·d) distances are most of the time for CNN features (1280-D); the f32
+/// Gram's rounding moves a distance by ~1e-6 of the largest norm², well inside the perplexity
+/// search's tolerance (tests/dissect.rs compares `P` with the host's).
+pub fn device_sq_distances<B: Backend>(be: &B, x: &[Vec<f64>]) -> Result<Vec<f64>> {
+    use crate::backend::Role;
+    use crate::Tensor;
+    let (n, dim) = (x.len(), x.first().map_or(0, |r| r.len()));
+    let t = std::sync::Arc::new(Tensor::new(vec![n, dim], x.iter().flatten().map(|&v| v as f32).collect())?);
+    let gram = be.download(&be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?)?;
+    let norms: Vec<f64> = x.iter().map(|r| r.iter().map(|v| v * v).sum()).collect();
+    let mut d = vec![0.0; n * n];
+    d.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * gram.data[i * n + j] as f64).max(0.0) };
+        }
+    });
+    Ok(d)
 }
 
 /// The exact gradient of the cost at `y` (into `grad`), `P` dense and multiplied by `exaggeration`:
@@ -356,7 +384,10 @@ pub fn embed_on<B: Backend>(be: &B, x: &[Vec<f64>], perplexity: f64, method: Met
     }
     match method {
         Method::Exact if !be.on_host() => {
-            let g = DeviceGradient::new(be, &joint_probabilities(&xs, perplexity))?;
+            let d = device_sq_distances(be, &xs)?;
+            let p = joint_probabilities_by(n, perplexity, |first, block| block.copy_from_slice(&d[first * n..first * n + block.len()]));
+            drop(d);
+            let g = DeviceGradient::new(be, &p)?;
             let mut failed = None;
             let y = descend(n, seed, iterations, |y, e, grad| {
                 if failed.is_none() {
