@@ -4,7 +4,12 @@
 //! shapes and prints the same JSON lines; `scripts/gpu/run.sh` runs both in one call and
 //! prints their ratio.
 //!
-//!     cargo run --release --features cuda --example conv_layers -- [BATCH] [DEVICE] [REPS] [--json FILE]
+//!     cargo run --release --features cuda --example conv_layers -- [BATCH] [DEVICE] [REPS] [--json FILE] [--stem]
+//!
+//! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
+//! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
+//! 64 and 128 output channels, with and without the fused ReLU mask: what the engine's choice
+//! (`Direct`) costs against the others (RESULTS.md, "Owed on the GPU", item 2).
 //!
 //! (defaults 64, `cuda`, 20; DEVICE `emu` is the dry run on the emulation, at a small batch).
 //! Each shape is timed after two warm-up calls, REPS calls between two device synchronisations
@@ -14,7 +19,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use deepviz::backend::cuda::conv::{backward_data_as, BackwardData, ConvShape};
 use deepviz::backend::cuda::Gpu;
+use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
 use deepviz::device::Device;
 use deepviz::Tensor;
@@ -63,10 +70,13 @@ fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
 fn main() -> deepviz::Result<()> {
     let mut pos = vec![];
     let mut json = None;
+    let mut stem_only = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--json" {
             json = it.next();
+        } else if a == "--stem" {
+            stem_only = true;
         } else {
             pos.push(a);
         }
@@ -81,6 +91,9 @@ fn main() -> deepviz::Result<()> {
         "emu" => Arc::new(deepviz::device::emu::EmuDevice::new()),
         d => panic!("unknown or unavailable device {d}"),
     };
+    if stem_only {
+        return stem(dev.as_ref(), batch, reps);
+    }
     let mut lines = vec![];
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
     println!("{:<28}{:>6}{:>6}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
@@ -134,6 +147,47 @@ fn main() -> deepviz::Result<()> {
         let mut f = std::fs::File::create(&p).expect("--json FILE");
         for l in &lines {
             writeln!(f, "{l}").expect("write --json FILE");
+        }
+    }
+    Ok(())
+}
+
+/// The first layer's backward data by every version, cout 32 / 64 / 128, mask off and on.
+fn stem(dev: &dyn Device, batch: usize, reps: usize) -> deepviz::Result<()> {
+    let g = Conv2dGeom { stride: [2, 2], pad: [3; 4], dilation: [1, 1], groups: 1 };
+    let put = |t: &Tensor| -> deepviz::Result<deepviz::device::DevicePtr> {
+        let p = dev.alloc(t.data.len() * 4)?;
+        dev.upload(p, bytemuck::cast_slice(&t.data))?;
+        Ok(p)
+    };
+    println!("{:<10}{:>6}{:>7}{:>11}{:>10}", "version", "cout", "mask", "ms/call", "TFLOP/s");
+    for cout in [32, 64, 128] {
+        let s = ConvShape { n: batch, h: 224, w: 224, c: 3, cout, kh: 7, kw: 7 };
+        let (oh, ow) = s.out_hw(&g)?;
+        // KKIO weights, gy, the mask (the forward input of the ReLU before the conv: the image
+        // here, whose sign decides), and gx
+        let wp = put(&random(vec![7, 7, 3, cout], 7, 0.1))?;
+        let gy = put(&random(vec![batch, oh, ow, cout], 8, 1.0))?;
+        let mask = put(&random(vec![batch, 224, 224, 3], 9, 2.0))?;
+        let gx = dev.alloc(batch * 224 * 224 * 3 * 4)?;
+        let flop = 2.0 * (batch * cout * oh * ow * 3 * 49) as f64;
+        for v in [BackwardData::Direct, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32), BackwardData::TensorCore(Precision::Bf16)] {
+            for masked in [false, true] {
+                let m = masked.then_some((mask, Act::Relu));
+                let call = || backward_data_as(dev, v, gy, wp, gx, &s, &g, m);
+                call()?;
+                dev.synchronize()?;
+                let t = Instant::now();
+                for _ in 0..reps {
+                    call()?;
+                }
+                dev.synchronize()?;
+                let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                println!("{:<10}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", format!("{v:?}").chars().take(10).collect::<String>(), if masked { "relu" } else { "-" }, flop / ms / 1e9);
+            }
+        }
+        for p in [wp, gy, mask, gx] {
+            dev.free(p);
         }
     }
     Ok(())

@@ -92,6 +92,8 @@ timeout 90 "$here/bin/conv_layers" 64 "$dev" 20 --json /tmp/conv_deepviz.jsonl >
 if [ $have_torch = 1 ]; then
   PYTHONUNBUFFERED=1 timeout 90 python3 "$here/conv_layers_torch.py" --batch 64 --reps 20 --json /tmp/conv_torch.jsonl >>"$log" 2>&1 && record "conv layers torch" ok || record "conv layers torch" "FAILED (see log)"
 fi
+echo "-- the first layer's backward data by version (conv_layers --stem)" >>"$log"
+timeout 60 "$here/bin/conv_layers" 64 "$dev" 10 --stem >>"$log" 2>&1 && record "conv stem versions" "ok (log)" || record "conv stem versions" "FAILED (see log)"
 cat /tmp/conv_deepviz.jsonl /tmp/conv_torch.jsonl >"$OUT/conv_layers.jsonl" 2>/dev/null
 python3 - "$OUT/conv_layers.jsonl" <<'PY' | tee "$OUT/conv_ratios.txt" | tee -a "$log"
 import json, sys
