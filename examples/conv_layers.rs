@@ -171,7 +171,11 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize) -> deepviz::Result<()> {
         let mask = put(&random(vec![batch, 224, 224, 3], 9, 2.0))?;
         let gx = dev.alloc(batch * 224 * 224 * 3 * 4)?;
         let flop = 2.0 * (batch * cout * oh * ow * 3 * 49) as f64;
-        for v in [BackwardData::Direct, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32), BackwardData::TensorCore(Precision::Bf16)] {
+        for v in [BackwardData::Direct, BackwardData::Direct4, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32), BackwardData::TensorCore(Precision::Bf16)] {
+            if !v.applies(&s, &g) {
+                println!("{:<10}{cout:>6}  (does not apply)", format!("{v:?}"));
+                continue;
+            }
             for masked in [false, true] {
                 let m = masked.then_some((mask, Act::Relu));
                 let call = || backward_data_as(dev, v, gy, wp, gx, &s, &g, m);

@@ -23,6 +23,8 @@
 //                       where a TILE_N-channel tile would be almost all padding: one warp per
 //                       input pixel gathers its cg gradients over the taps that reach it, the
 //                       lanes splitting the output channels.
+//   conv2d_bwd_data_direct4 (v3b) v3 for one group, dilation 1, cout % 4 == 0: a pixel pair a
+//                       warp, float4 channels, the weights in shared memory (on trial).
 //   conv2d_bwd_filter   the same GEMM over M = kh*kw*cg, N = og, K = n*oh*ow; writes KKIO.
 //   dwconv2d_fwd / dwconv2d_bwd_data / dwconv2d_bwd_filter
 //                       direct loops for one input channel per group (depthwise, channel
@@ -278,6 +280,69 @@ extern "C" __global__ void conv2d_bwd_data_direct_f32(const float* gy, const flo
     }
 }
 
+// v3b. gy, wp, gx as v1; cg <= DIRECT_CG, groups 1, dilation 1, og = cout a multiple of 4, and
+// the whole KKIO weight tensor in dynamic shared memory (at most 48 KiB: the stem's 7x7x3x64 is
+// 37.6 KiB). One warp per pair of input pixels of one row and one stride phase, (iy, ix) and
+// (iy, ix + sw), which the same taps reach (ox one apart, so only the edges differ: a per-pixel
+// predicate, not a branch): each half-warp takes one pixel, its 16 lanes 4 output channels each
+// (a float4 of the gy row, three float4 weight reads from shared memory, 4 FMAs per input
+// channel), a 16-lane butterfly sum at the end. Against v3: a quarter of the load instructions
+// per FMA, 16-byte loads, weights one shared-memory read away. Written to test the lead that v3
+// waits on its loads (benches/RESULTS.md, 2026-12-04: v3 5.5 ms against cuDNN's ~1 ms); the
+// engine keeps v3 until the card says otherwise (conv_layers --stem times both).
+// Grid: whole warps over n * h * sw * pairs (pairs = ceil(ceil(w / sw) / 2)).
+extern "C" __global__ void conv2d_bwd_data_direct4_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
+                                                        const float* mask, int act) {
+    DV_CONV_INIT;
+    DV_DYNAMIC_SHARED(float, smem_w);
+    int wlen = d.kh * d.kw * d.cg * d.cout;
+    for (int i = threadIdx.x; i < wlen; i += blockDim.x) smem_w[i] = wp[i];
+    __syncthreads();
+    DvDiv div_sh(d.sh), div_sw(d.sw);
+    int lane = threadIdx.x & 31, half = lane >> 4, l16 = lane & 15;
+    int pairs = ((d.w + d.sw - 1) / d.sw + 1) / 2;
+    int total = d.n * d.h * d.sw * pairs, warps = gridDim.x * (blockDim.x >> 5);
+    for (int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); i < total; i += warps) {
+        int m = i % pairs, t = i / pairs, rx = t % d.sw;
+        t /= d.sw;
+        int iy = t % d.h, img = t / d.h;
+        int ix = rx + (2 * m + half) * d.sw, ix_hi = rx + (2 * m + 1) * d.sw;
+        bool valid = ix < d.w;
+        int ty0 = iy + d.pt, ky0 = div_sh.mod(ty0), kx0 = div_sw.mod(rx + d.pl);
+        float acc[DIRECT_CG];
+#pragma unroll
+        for (int ci = 0; ci < DIRECT_CG; ++ci) acc[ci] = 0.0f;
+        for (int ky = ky0; ky < d.kh; ky += d.sh) {
+            int ty = ty0 - ky;
+            if (ty < 0) break;  // ty falls with ky
+            int oy = div_sh.div(ty);
+            if (oy >= d.oh) continue;
+            for (int kx = kx0; kx < d.kw; kx += d.sw) {
+                if (ix_hi + d.pl - kx < 0) break;  // the pair's larger pixel runs out last
+                int tx = ix + d.pl - kx, ox = tx < 0 ? 0 : div_sw.div(tx);
+                bool ok = valid && tx >= 0 && ox < d.ow;
+                const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout;
+                const float* wr = smem_w + (ky * d.kw + kx) * d.cg * d.cout;
+                for (int co = 4 * l16; co < d.og; co += 64) {
+                    float4 v = ok ? *reinterpret_cast<const float4*>(gr + co) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                    for (int ci = 0; ci < DIRECT_CG; ++ci)
+                        if (ci < d.cg) {
+                            float4 w4 = *reinterpret_cast<const float4*>(wr + ci * d.cout + co);
+                            acc[ci] += v.x * w4.x + v.y * w4.y + v.z * w4.z + v.w * w4.w;
+                        }
+                }
+            }
+        }
+#pragma unroll
+        for (int ci = 0; ci < DIRECT_CG; ++ci) {
+            float v = acc[ci];
+            for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (ci < d.cg && l16 == ci && valid) dv_grad_store(gx, mask, act, ((img * d.h + iy) * d.w + ix) * d.c + ci, v);
+        }
+    }
+}
+
 // x [n, h, w, c], gy [n, oh, ow, cout], gwp KKIO. Grid (ceil(kh*kw*cg/TILE_M), ceil(og/TILE_N), groups).
 // K = n*oh*ow output pixels as (ox, oy, image).
 extern "C" __global__ void conv2d_bwd_filter_f32(const float* x, const float* gy, float* gwp, DV_CONV_PARAMS) {
@@ -422,6 +487,6 @@ extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, i
 }
 
 DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_data_phased_f32,
-                    conv2d_bwd_data_direct_f32, conv2d_bwd_filter_f32, dwconv2d_fwd_f32,
-                    dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32, conv2d_repack_weight_f32,
-                    conv2d_unpack_weight_f32)
+                    conv2d_bwd_data_direct_f32, conv2d_bwd_data_direct4_f32, conv2d_bwd_filter_f32,
+                    dwconv2d_fwd_f32, dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32,
+                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32)

@@ -475,6 +475,11 @@ fn conv_forward_backward_all_paths() {
         ("depthwise_5x5", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 33, kh: 5, kw: 5 }, geom([1, 1], [2, 2, 2, 2], [1, 1], 33), None),
         // a first layer: 3 input channels, 7x7 stride 2 (the direct backward-data gather)
         ("rgb_7x7_s2", ConvShape { n: 2, h: 13, w: 11, c: 3, cout: 70, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Some(Act::Relu)),
+        // the paired float4 gather (v3b): more than 64 output channels, an odd phase width (an
+        // unpaired last pixel), fewer than 64 channels, an asymmetric stride
+        ("rgb_7x7_s2_c72", ConvShape { n: 2, h: 13, w: 11, c: 3, cout: 72, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Some(Act::Relu)),
+        ("rgba_3x3_s1_c32", ConvShape { n: 2, h: 9, w: 7, c: 4, cout: 32, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1), None),
+        ("rg_5x3_s3x2_c8", ConvShape { n: 1, h: 10, w: 9, c: 2, cout: 8, kh: 5, kw: 3 }, geom([3, 2], [2, 1, 1, 1], [1, 1], 1), Some(Act::Relu6)),
         // few input channels, dilated and strided: the direct gather's tap-by-tap walk
         ("rg_dilated_s2x1", ConvShape { n: 2, h: 9, w: 10, c: 2, cout: 40, kh: 3, kw: 3 }, geom([2, 1], [2, 1, 2, 2], [2, 3], 1), Some(Act::Relu6)),
         // stride 2 and 3 with kernels smaller than the stride (phases without taps)
@@ -518,8 +523,11 @@ fn conv_forward_backward_all_paths() {
             check_masked(d, &what, cuda::conv::backward_data_version(&s, &g, Precision::F32), gyp, wpk, &s, &g, &plain);
             // every version that applies, not only the one the engine picks
             let cg = s.c / g.groups;
-            for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct] {
-                let applies = (v != BackwardData::Phased || g.dilation == [1, 1]) && (v != BackwardData::Direct || cg <= 4);
+            for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct, BackwardData::Direct4] {
+                let applies = (v != BackwardData::Phased || g.dilation == [1, 1])
+                    && (v != BackwardData::Direct || cg <= 4)
+                    && (v != BackwardData::Direct4 || (cg <= 4 && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0));
+                assert_eq!(applies, v.applies(&s, &g), "{what}: {v:?}");
                 if !applies {
                     assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None).is_err(), "{what}: {v:?} accepted");
                     continue;

@@ -240,6 +240,9 @@ pub enum BackwardData {
     Phased,
     /// v3: the direct gather for few input channels (`conv2d_bwd_data_direct`)
     Direct,
+    /// v3b: v3 with a pair of pixels a warp, float4 channels and the weights in shared memory
+    /// (`conv2d_bwd_data_direct4`); not chosen by the engine until measured on a card
+    Direct4,
     /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}`); stride 1
     /// or dilation 1
     TensorCore(Precision),
@@ -259,6 +262,25 @@ pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> 
         BackwardData::Phased
     } else {
         BackwardData::Gemm
+    }
+}
+
+/// Most bytes of KKIO weights `conv2d_bwd_data_direct4` holds in shared memory (no opt-in
+/// attribute needed below 48 KiB).
+const DIRECT4_SMEM: usize = 48 * 1024;
+
+impl BackwardData {
+    /// Whether this version takes the convolution (`backward_data_as` refuses it otherwise).
+    pub fn applies(self, s: &ConvShape, g: &Conv2dGeom) -> bool {
+        let cg = s.c / g.groups;
+        match self {
+            BackwardData::Depthwise => s.depthwise(g),
+            BackwardData::Gemm => true,
+            BackwardData::Phased => g.dilation == [1, 1],
+            BackwardData::Direct => cg <= DIRECT_CG,
+            BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0 && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
+            BackwardData::TensorCore(p) => p != Precision::F32 && tc_backward_applies(g),
+        }
     }
 }
 
@@ -358,6 +380,23 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             // group), grid-stride over whole warps (THREADS is a multiple of 32, so no warp is
             // split by the loop's end), writes its cg channels of gx.
             launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups * 32), &args)
+        }
+        BackwardData::Direct4 => {
+            if !v.applies(s, g) {
+                return Err(Error::InvalidArgument(format!(
+                    "conv2d: the paired direct backward-data kernel needs at most {DIRECT_CG} input channels, one group, dilation 1, output channels a multiple of 4 and at most {DIRECT4_SMEM} bytes of weights"
+                )));
+            }
+            dev.account("conv2d_bwd_data_direct4", gathered(), useful);
+            let pairs = s.w.div_ceil(g.stride[1]).div_ceil(2);
+            let mut cfg = grid_stride(s.n * s.h * g.stride[1] * pairs * 32);
+            cfg.shared_bytes = (s.kh * s.kw * cg * s.cout * 4) as u32;
+            // SAFETY: `conv2d_bwd_data_direct4_f32(same signature)`; checked above: cg <= 4, one
+            // group, dilation 1, cout % 4 == 0 (16-byte gy rows and weight rows), the weights fit
+            // the dynamic shared memory given; one warp per pixel pair, grid-stride over whole
+            // warps (THREADS a multiple of 32), each in-range pixel's cg channels written once
+            // (every input pixel is in exactly one pair: its stride phase and its column there).
+            launch(dev, "conv2d", "bwd_data_direct4", cfg, &args)
         }
         BackwardData::TensorCore(prec) => {
             if prec == Precision::F32 || !tc_backward_applies(g) {
