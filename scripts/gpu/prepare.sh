@@ -3,7 +3,9 @@
 # release test executables and benchmarks with the `cuda` feature, the deepviz binary, the
 # torch comparison tool, a copy of ../shared/gpu/torch_baseline.py, and scripts/gpu/run.sh.
 # Then, with a GPU lent to the session:
-#   run(command="bash .gpu-check/run.sh", carry=[".gpu-check"], timeout_s=400)
+#   run(command="bash .gpu-check/run.sh", carry=[".gpu-check"], timeout_s=540)
+# (2026-12-04: 376 s for the run before the CLI, stem, t-SNE and wider sanitizer steps were
+# added; expect ~450-500 s, a machine start ~40 s more, of the session's 900 s)
 # Dry run against the emulated device here: DEEPVIZ_GPU_CHECK_DEVICE=emu bash .gpu-check/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,8 +14,8 @@ need_cargo
 bash scripts/install_nvcc.sh >/dev/null
 dst=.gpu-check
 rm -rf "$dst" && mkdir -p "$dst/tests" "$dst/bin"
-cargo build --locked --release --features cuda --example compare_torch --example conv_layers --example dissect_rate --example tsne_scale
-cp target/release/examples/{compare_torch,conv_layers,dissect_rate,tsne_scale} "$dst/bin/"
+cargo build --locked --release --features cuda --example compare_torch --example conv_layers --example dissect_rate --example tsne_scale --bin deepviz
+cp target/release/examples/{compare_torch,conv_layers,dissect_rate,tsne_scale} target/release/deepviz "$dst/bin/"
 # the Python package's native module (abi3: loads under the card machine's Python 3.12) for
 # python/tests/test_torch.py with CUDA tensors
 cargo build --locked --release -p deepviz-python
