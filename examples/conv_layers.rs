@@ -6,9 +6,11 @@
 //!
 //!     cargo run --release --features cuda --example conv_layers -- [BATCH] [DEVICE] [REPS] [--json FILE] [--stem]
 //!
+//! `--layer I` runs only shape I of the table (0-based), `--precision P` only that precision
+//! (for a profiler: `ncu ... conv_layers 64 cuda 1 --layer 16 --precision bf16`).
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
-//! 64 and 128 output channels, with and without the fused ReLU mask: what the engine's choice
+//! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choice
 //! (`Direct`) costs against the others (RESULTS.md, "Owed on the GPU", item 2).
 //!
 //! (defaults 64, `cuda`, 20; DEVICE `emu` is the dry run on the emulation, at a small batch).
@@ -71,10 +73,17 @@ fn main() -> deepviz::Result<()> {
     let mut pos = vec![];
     let mut json = None;
     let mut stem_only = false;
+    let (mut only_layer, mut only_precision, mut stem_cout) = (None::<usize>, None::<String>, None::<usize>);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--json" {
             json = it.next();
+        } else if a == "--layer" {
+            only_layer = Some(it.next().and_then(|v| v.parse().ok()).expect("--layer INDEX"));
+        } else if a == "--precision" {
+            only_precision = Some(it.next().expect("--precision fp32|tf32|bf16"));
+        } else if a == "--cout" {
+            stem_cout = Some(it.next().and_then(|v| v.parse().ok()).expect("--cout N"));
         } else if a == "--stem" {
             stem_only = true;
         } else {
@@ -92,12 +101,15 @@ fn main() -> deepviz::Result<()> {
         d => panic!("unknown or unavailable device {d}"),
     };
     if stem_only {
-        return stem(dev.as_ref(), batch, reps);
+        return stem(dev.as_ref(), batch, reps, stem_cout);
     }
     let mut lines = vec![];
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
     println!("{:<28}{:>6}{:>6}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
     for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
+        if only_layer.is_some_and(|l| l != i) {
+            continue;
+        }
         let p = k / 2;
         let g = Conv2dGeom { stride: [s, s], pad: [p; 4], dilation: [1, 1], groups: 1 };
         let x = random(vec![batch, ci, hw, hw], 1 + i as u64, 2.0);
@@ -108,6 +120,9 @@ fn main() -> deepviz::Result<()> {
         let flop = 2.0 * (batch * co * oh * oh * ci * k * k) as f64;
         let name = format!("{ci}->{co} k{k} s{s} {hw}x{hw}");
         for prec in Precision::ALL {
+            if only_precision.as_deref().is_some_and(|p| p != prec.name()) {
+                continue;
+            }
             let be = Gpu::new(dev.clone()).with_precision(prec);
             let (xd, gyd) = (be.upload(&x)?, be.upload(&gy)?);
             let (wd, bd) = (be.weight(&w, Role::ConvWeight)?, be.weight(&b, Role::Vector)?);
@@ -153,7 +168,7 @@ fn main() -> deepviz::Result<()> {
 }
 
 /// The first layer's backward data by every version, cout 32 / 64 / 128, mask off and on.
-fn stem(dev: &dyn Device, batch: usize, reps: usize) -> deepviz::Result<()> {
+fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -> deepviz::Result<()> {
     let g = Conv2dGeom { stride: [2, 2], pad: [3; 4], dilation: [1, 1], groups: 1 };
     let put = |t: &Tensor| -> deepviz::Result<deepviz::device::DevicePtr> {
         let p = dev.alloc(t.data.len() * 4)?;
@@ -162,6 +177,9 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize) -> deepviz::Result<()> {
     };
     println!("{:<10}{:>6}{:>7}{:>11}{:>10}", "version", "cout", "mask", "ms/call", "TFLOP/s");
     for cout in [32, 64, 128] {
+        if only_cout.is_some_and(|c| c != cout) {
+            continue;
+        }
         let s = ConvShape { n: batch, h: 224, w: 224, c: 3, cout, kh: 7, kw: 7 };
         let (oh, ow) = s.out_hw(&g)?;
         // KKIO weights, gy, the mask (the forward input of the ReLU before the conv: the image

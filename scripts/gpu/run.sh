@@ -94,6 +94,22 @@ if [ $have_torch = 1 ]; then
 fi
 echo "-- the first layer's backward data by version (conv_layers --stem)" >>"$log"
 timeout 60 "$here/bin/conv_layers" 64 "$dev" 10 --stem >>"$log" 2>&1 && record "conv stem versions" "ok (log)" || record "conv stem versions" "FAILED (see log)"
+# ncu (hardware counters; clocks left alone) on the kernels RESULTS.md's "Owed" 1 and 2 ask about:
+# the bf16 forward and backward data of a 3x3 stage-3 layer (shape 16), and the first layer's
+# backward data, v3 and v3b
+if [ "$dev" = cuda ] && command -v ncu >/dev/null; then
+  sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis"
+  for k in conv2d_fwd_bf16_f32 conv2d_bwd_data_bf16_f32; do
+    echo "-- ncu $k (layer 16, bf16, batch 64)" >>"$log"
+    timeout 90 ncu --clock-control none $sections -k "regex:^$k\$" -c 1 "$here/bin/conv_layers" 64 cuda 1 --layer 16 --precision bf16 >>"$log" 2>&1 \
+      && record "ncu $k" "ok (log)" || record "ncu $k" "FAILED (see log)"
+  done
+  for k in conv2d_bwd_data_direct_f32 conv2d_bwd_data_direct4_f32; do
+    echo "-- ncu $k (the first layer, cout 64, batch 64)" >>"$log"
+    timeout 90 ncu --clock-control none $sections -k "regex:^$k\$" -c 1 "$here/bin/conv_layers" 64 cuda 1 --stem --cout 64 >>"$log" 2>&1 \
+      && record "ncu $k" "ok (log)" || record "ncu $k" "FAILED (see log)"
+  done
+fi
 cat /tmp/conv_deepviz.jsonl /tmp/conv_torch.jsonl >"$OUT/conv_layers.jsonl" 2>/dev/null
 python3 - "$OUT/conv_layers.jsonl" <<'PY' | tee "$OUT/conv_ratios.txt" | tee -a "$log"
 import json, sys
