@@ -5,6 +5,15 @@
 //! kernels listed as tensor-core kernels issue HMMA, and those listed as call-free make no CALL
 //! (on these kernels a CALL is a 64-bit integer division or a slow math path, in a loop). The
 //! state of the hot kernels is printed either way.
+//!
+//! And a measure of the tensor-core kernels' main loops, read without a GPU: the smallest loop
+//! (a backward branch) that holds all of a kernel's HMMAs, its instructions per HMMA (static
+//! count: both sides of its branches). On 2026-12-04 the conv kernels' loops held ~75 other
+//! instructions per HMMA (the loaders' per-chunk choice between cp.async and an element
+//! gather, the address arithmetic, the bf16 fragments built from f32 by F2FP) — a kernel that
+//! must issue that much besides its MMAs cannot keep the tensor cores busy, which fits the
+//! card's 45–80 TFLOP/s (benches/RESULTS.md). `mma_loop_instructions_per_hmma` in
+//! expected.json is each kernel's ceiling: lower it as the loops get leaner.
 
 #[cfg(feature = "cuda")]
 #[test]
@@ -25,6 +34,8 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
 
     // kernel -> (instructions, calls, local-memory ops, HMMAs)
     let mut kernels: BTreeMap<String, (usize, usize, usize, usize)> = BTreeMap::new();
+    // kernel -> its instructions as (address, text)
+    let mut listing: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for (stem, image) in deepviz::device::cuda::fatbins() {
         let f = dir.join(format!("{stem}.fatbin"));
         std::fs::write(&f, image).unwrap();
@@ -39,6 +50,9 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
                 continue;
             }
             let (Some(k), Some(ins)) = (&cur, line.split("*/").nth(1)) else { continue };
+            if let Some(a) = line.trim().strip_prefix("/*").and_then(|r| r.split("*/").next()).and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                listing.entry(k.clone()).or_default().push((a, ins.split(';').next().unwrap_or("").trim().to_string()));
+            }
             let op = ins.trim().trim_start_matches(['@', '!']).split_whitespace().find(|w| !w.starts_with('P') || w.len() > 3);
             let Some(op) = op else { continue };
             let e = kernels.get_mut(k).unwrap();
@@ -69,12 +83,48 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
             bad.push(format!("{k}: {calls} CALLs, but benches/sass/expected.json lists it as call-free"));
         }
     }
+    let ceilings = expected["mma_loop_instructions_per_hmma"].as_object().expect("mma_loop_instructions_per_hmma in expected.json");
+    for (k, ceiling) in ceilings {
+        let Some(ins) = listing.get(k) else {
+            bad.push(format!("{k}: listed in mma_loop_instructions_per_hmma but not in the SASS"));
+            continue;
+        };
+        match mma_loop(ins) {
+            None => bad.push(format!("{k}: no loop holds all of its HMMAs")),
+            Some((body, hmma)) => {
+                let per = body as f64 / hmma as f64;
+                eprintln!("{k:<32} main loop: {body} instructions, {hmma} HMMA: {per:.1} per HMMA (ceiling {ceiling})");
+                if per > ceiling.as_f64().unwrap() {
+                    bad.push(format!("{k}: its main loop has {per:.1} instructions per HMMA, above the ceiling {ceiling} in benches/sass/expected.json"));
+                }
+            }
+        }
+    }
     for k in list("tensor_core").iter().chain(&list("call_free")) {
         if !kernels.contains_key(k) {
             bad.push(format!("{k}: listed in benches/sass/expected.json but not in the SASS"));
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// The smallest loop of a kernel's listing (a branch back to an earlier address) that holds all
+/// of its HMMAs: (its instructions, its HMMAs).
+#[cfg(feature = "cuda")]
+fn mma_loop(ins: &[(u64, String)]) -> Option<(usize, usize)> {
+    let hmma: Vec<usize> = ins.iter().enumerate().filter(|(_, (_, t))| t.contains("HMMA")).map(|(i, _)| i).collect();
+    let (&first, &last) = (hmma.first()?, hmma.last()?);
+    let index = |a: u64| ins.iter().position(|(x, _)| *x == a);
+    ins.iter()
+        .enumerate()
+        .filter_map(|(i, (a, t))| {
+            let target = t.split_whitespace().skip_while(|w| !w.starts_with("BRA")).nth(1)?;
+            let target = u64::from_str_radix(target.trim_start_matches("0x"), 16).ok()?;
+            let start = index(target)?;
+            (target < *a && start <= first && i >= last).then_some(i + 1 - start)
+        })
+        .min()
+        .map(|body| (body, hmma.len()))
 }
 
 #[cfg(not(feature = "cuda"))]
