@@ -7,13 +7,12 @@
 //! state of the hot kernels is printed either way.
 //!
 //! And a measure of the tensor-core kernels' main loops, read without a GPU: the smallest loop
-//! (a backward branch) that holds all of a kernel's HMMAs, its instructions per HMMA (static
-//! count: both sides of its branches). On 2026-12-04 the conv kernels' loops held ~75 other
-//! instructions per HMMA (the loaders' per-chunk choice between cp.async and an element
-//! gather, the address arithmetic, the bf16 fragments built from f32 by F2FP) — a kernel that
-//! must issue that much besides its MMAs cannot keep the tensor cores busy, which fits the
-//! card's 45–80 TFLOP/s (benches/RESULTS.md). `mma_loop_instructions_per_hmma` in
-//! expected.json is each kernel's ceiling: lower it as the loops get leaner.
+//! (a backward branch) that holds all of a kernel's HMMAs, its instructions per HMMA. A static
+//! count: both sides of every branch in the loop, so the conv kernels' element-by-element
+//! gather for unaligned channels counts though aligned layers never run it (2026-12-04: 75 a
+//! HMMA in the bf16 forward, ~11 executed on its aligned path by hand; benches/RESULTS.md).
+//! `mma_loop_instructions_per_hmma` in expected.json is each kernel's ceiling: lower it as the
+//! loops get leaner.
 
 #[cfg(feature = "cuda")]
 #[test]
