@@ -120,7 +120,7 @@ fn mma_loop(ins: &[(u64, String)]) -> Option<(usize, usize)> {
             let target = t.split_whitespace().skip_while(|w| !w.starts_with("BRA")).nth(1)?;
             let target = u64::from_str_radix(target.trim_start_matches("0x"), 16).ok()?;
             let start = index(target)?;
-            (target < *a && start <= first && i >= last).then_some(i + 1 - start)
+            (target < *a && start <= first && i >= last).then(|| i + 1 - start)
         })
         .min()
         .map(|body| (body, hmma.len()))
