@@ -69,6 +69,20 @@ fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
     Tensor::new(shape, data).unwrap()
 }
 
+/// Milliseconds a call of `f`: two warm-up calls, then `reps` calls between two device
+/// synchronisations (launched back to back, as in a model's pass).
+fn time_ms(dev: &dyn Device, reps: usize, f: impl Fn() -> deepviz::Result<()>) -> deepviz::Result<f64> {
+    f()?;
+    f()?;
+    dev.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..reps {
+        f()?;
+    }
+    dev.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
 fn main() -> deepviz::Result<()> {
     let mut pos = vec![];
     let mut json = None;
@@ -134,15 +148,7 @@ fn main() -> deepviz::Result<()> {
                     }
                     Ok(())
                 };
-                call()?;
-                call()?;
-                dev.synchronize()?;
-                let t = Instant::now();
-                for _ in 0..reps {
-                    call()?;
-                }
-                dev.synchronize()?;
-                let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                let ms = time_ms(dev.as_ref(), reps, call)?;
                 let tflops = flop / ms / 1e9;
                 println!("{name:<28}{:>6}{pass:>9}{ms:>11.3}{tflops:>10.1}", prec.name());
                 *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
@@ -196,15 +202,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
             }
             for masked in [false, true] {
                 let m = masked.then_some((mask, Act::Relu));
-                let call = || backward_data_as(dev, v, gy, wp, gx, &s, &g, m);
-                call()?;
-                dev.synchronize()?;
-                let t = Instant::now();
-                for _ in 0..reps {
-                    call()?;
-                }
-                dev.synchronize()?;
-                let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m))?;
                 println!("{:<10}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", format!("{v:?}").chars().take(10).collect::<String>(), if masked { "relu" } else { "-" }, flop / ms / 1e9);
             }
         }
