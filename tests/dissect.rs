@@ -697,8 +697,7 @@ fn the_device_tsne_gradient_equals_the_host_one() {
     let p = joint_probabilities(&x, 8.0);
     // the affinities from the device's distances (an f32 Gram matrix) are the host's
     for gpu in common::gpus() {
-        let d = device_sq_distances(&gpu, &x).unwrap();
-        let pd = joint_probabilities_by(n, 8.0, |first, block| block.copy_from_slice(&d[first * n..first * n + block.len()]));
+        let pd = joint_probabilities_by(n, 8.0, device_sq_distances(&gpu, &x).unwrap());
         let (a, b): (Vec<f32>, Vec<f32>) = pd.iter().zip(&p).map(|(a, b)| (*a as f32, *b as f32)).unzip();
         let err = common::rel_rms(&a, &b);
         assert!(err < 1e-5, "{}: P from the device's distances, relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));

@@ -291,26 +291,28 @@ pub fn joint_probabilities_by(n: usize, perplexity: f64, distances: impl Fn(usiz
     p
 }
 
-/// The squared distances between the points `x` (row-major `n × n`) computed on `be`: the Gram
-/// matrix `X Xᵀ` by its `linear` (f32), then `|x_i|² + |x_j|² − 2 x_i·x_j` with the norms in
-/// f64 on the host, at least 0, the diagonal 0. For the exact path's affinities on a GPU,
-/// where the host's O(n²·d) distances are most of the time for CNN features (1280-D); the f32
-/// Gram's rounding moves a distance by ~1e-6 of the largest norm², well inside the perplexity
-/// search's tolerance (tests/dissect.rs compares `P` with the host's).
-pub fn device_sq_distances<B: Backend>(be: &B, x: &[Vec<f64>]) -> Result<Vec<f64>> {
+/// The squared distances between the points `x`, from the Gram matrix `X Xᵀ` computed on `be`
+/// by its `linear` (f32): a filler for [`joint_probabilities_by`] that writes rows `first..` as
+/// `|x_i|² + |x_j|² − 2 x_i·x_j` (norms in f64 on the host), at least 0, the diagonal 0. For
+/// the exact path's affinities on a GPU, where the host's O(n²·d) distances are most of the
+/// time for CNN features (1280-D); the f32 Gram's rounding moves a distance by ~1e-6 of the
+/// largest norm², well inside the perplexity search's tolerance (tests/dissect.rs compares `P`
+/// with the host's).
+pub fn device_sq_distances<B: Backend>(be: &B, x: &[Vec<f64>]) -> Result<impl Fn(usize, &mut [f64]) + Sync> {
     use crate::backend::Role;
     use crate::Tensor;
     let (n, dim) = (x.len(), x.first().map_or(0, |r| r.len()));
     let t = std::sync::Arc::new(Tensor::new(vec![n, dim], x.iter().flatten().map(|&v| v as f32).collect())?);
     let gram = be.download(&be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?)?;
     let norms: Vec<f64> = x.iter().map(|r| r.iter().map(|v| v * v).sum()).collect();
-    let mut d = vec![0.0; n * n];
-    d.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * gram.data[i * n + j] as f64).max(0.0) };
+    Ok(move |first: usize, d: &mut [f64]| {
+        for (r, row) in d.chunks_mut(n).enumerate() {
+            let i = first + r;
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * gram.data[i * n + j] as f64).max(0.0) };
+            }
         }
-    });
-    Ok(d)
+    })
 }
 
 /// The exact gradient of the cost at `y` (into `grad`), `P` dense and multiplied by `exaggeration`:
@@ -384,28 +386,24 @@ pub fn embed_on<B: Backend>(be: &B, x: &[Vec<f64>], perplexity: f64, method: Met
     }
     match method {
         Method::Exact if !be.on_host() => {
-            let d = device_sq_distances(be, &xs)?;
-            let p = joint_probabilities_by(n, perplexity, |first, block| block.copy_from_slice(&d[first * n..first * n + block.len()]));
-            drop(d);
+            let p = joint_probabilities_by(n, perplexity, device_sq_distances(be, &xs)?);
             let g = DeviceGradient::new(be, &p)?;
-            let mut failed = None;
-            let y = descend(n, seed, iterations, |y, e, grad| {
-                if failed.is_none() {
-                    if let Err(err) = g.gradient(y, e, grad) {
-                        failed = Some(err);
-                    }
-                }
-            });
-            failed.map_or(Ok(y), Err)
+            descend(n, seed, iterations, |y, e, grad| g.gradient(y, e, grad))
         }
         Method::Exact => {
             let p = joint_probabilities(&xs, perplexity);
-            Ok(descend(n, seed, iterations, |y, e, g| exact_gradient(&p, y, e, g)))
+            descend(n, seed, iterations, |y, e, g| {
+                exact_gradient(&p, y, e, g);
+                Ok(())
+            })
         }
         Method::BarnesHut { theta } => {
             let k = (n - 1).min((3.0 * perplexity) as usize);
             let p = super::bhtsne::SparseP::new(&xs, perplexity, k);
-            Ok(descend(n, seed, iterations, |y, e, g| super::bhtsne::gradient(&p, y, e, theta, g)))
+            descend(n, seed, iterations, |y, e, g| {
+                super::bhtsne::gradient(&p, y, e, theta, g);
+                Ok(())
+            })
         }
     }
 }
@@ -445,7 +443,8 @@ impl<'a, B: Backend> DeviceGradient<'a, B> {
         let column = |k: usize, shape: Vec<usize>| Tensor::new(shape, y.iter().map(|v| v[k] as f32).collect());
         let mut d = None;
         for k in 0..2 {
-            let diff = be.binary(&be.upload(&column(k, vec![n, 1])?)?, &be.upload(&column(k, vec![1, n])?)?, Binary::Sub)?;
+            let col = be.upload(&column(k, vec![n, 1])?)?;
+            let diff = be.binary(&col, &be.reshape(col.clone(), &[1, n])?, Binary::Sub)?;
             let sq = be.unary(&diff, Unary::Square)?;
             d = Some(match d {
                 None => sq,
@@ -485,8 +484,9 @@ impl<'a, B: Backend> DeviceGradient<'a, B> {
 }
 
 /// Gradient descent from the seed's start, the schedule of bhtsne: `gradient(y, exaggeration,
-/// grad)` writes the cost's gradient at `y` with `P` multiplied by `exaggeration`.
-fn descend(n: usize, seed: u64, iterations: usize, mut gradient: impl FnMut(&[[f64; 2]], f64, &mut [[f64; 2]])) -> Vec<[f64; 2]> {
+/// grad)` writes the cost's gradient at `y` with `P` multiplied by `exaggeration` (a device's
+/// can fail: the first error ends the descent).
+fn descend(n: usize, seed: u64, iterations: usize, mut gradient: impl FnMut(&[[f64; 2]], f64, &mut [[f64; 2]]) -> Result<()>) -> Result<Vec<[f64; 2]>> {
     let rate = (n as f64 / EXAGGERATION / 4.0).clamp(50.0, LEARNING_RATE);
     let mut y: Vec<[f64; 2]> = normals(seed, 2 * n).chunks(2).map(|c| [1e-2 * c[0], 1e-2 * c[1]]).collect();
     let mut update = vec![[0.0f64; 2]; n];
@@ -495,7 +495,7 @@ fn descend(n: usize, seed: u64, iterations: usize, mut gradient: impl FnMut(&[[f
     for it in 0..iterations {
         let exaggeration = if it < STOP_LYING { EXAGGERATION } else { 1.0 };
         let momentum = if it < STOP_LYING { 0.5 } else { 0.8 };
-        gradient(&y, exaggeration, &mut grad);
+        gradient(&y, exaggeration, &mut grad)?;
         for i in 0..n {
             for k in 0..2 {
                 let same = (grad[i][k] > 0.0) == (update[i][k] > 0.0);
@@ -507,7 +507,7 @@ fn descend(n: usize, seed: u64, iterations: usize, mut gradient: impl FnMut(&[[f
         let c = [y.iter().map(|v| v[0]).sum::<f64>() / n as f64, y.iter().map(|v| v[1]).sum::<f64>() / n as f64];
         y.iter_mut().for_each(|v| *v = [v[0] - c[0], v[1] - c[1]]);
     }
-    y
+    Ok(y)
 }
 
 pub(super) fn dist2(a: [f64; 2], b: [f64; 2]) -> f64 {

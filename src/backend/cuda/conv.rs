@@ -278,7 +278,7 @@ impl BackwardData {
             BackwardData::Gemm => true,
             BackwardData::Phased => g.dilation == [1, 1],
             BackwardData::Direct => cg <= DIRECT_CG,
-            BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0 && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
+            BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout.is_multiple_of(4) && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
             BackwardData::TensorCore(p) => p != Precision::F32 && tc_backward_applies(g),
         }
     }
@@ -336,14 +336,23 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
         }
     }
     args.extend([opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))]);
+    if !v.applies(s, g) {
+        return Err(Error::InvalidArgument(match v {
+            BackwardData::Depthwise => "conv2d: the depthwise backward-data kernel needs one input channel per group".into(),
+            BackwardData::Phased => "conv2d: the phased backward-data kernel needs dilation 1".into(),
+            BackwardData::Direct => format!("conv2d: the direct backward-data kernel takes at most {DIRECT_CG} input channels per group"),
+            BackwardData::Direct4 => format!(
+                "conv2d: the paired direct backward-data kernel needs at most {DIRECT_CG} input channels, one group, dilation 1, output channels a multiple of 4 and at most {DIRECT4_SMEM} bytes of weights"
+            ),
+            BackwardData::TensorCore(p) => format!("conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {p}) and stride 1 or dilation 1"),
+            BackwardData::Gemm => unreachable!("the implicit GEMM takes every convolution"),
+        }));
+    }
     let useful = conv_macs(s, g, oh, ow);
     let (cg, og) = (s.c / g.groups, s.cout / g.groups);
     let gathered = || s.n as u64 * gathered_taps(s.h, oh, s.kh, g.stride[0], g.pad[0], g.dilation[0]) * gathered_taps(s.w, ow, s.kw, g.stride[1], g.pad[2], g.dilation[1]) * (cg * s.cout) as u64;
     match v {
         BackwardData::Depthwise => {
-            if !s.depthwise(g) {
-                return Err(Error::InvalidArgument("conv2d: the depthwise backward-data kernel needs one input channel per group".into()));
-            }
             dev.account("dwconv2d_bwd_data", gathered(), useful);
             // SAFETY: `dwconv2d_bwd_data_f32(const float* gy, const float* wp, float* gx,
             // DV_CONV_PARAMS, const float* mask, int act)`; the grid-stride loop writes every gx
@@ -357,9 +366,6 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             launch(dev, "conv2d", "bwd_data", gemm_cfg(s.n * s.h * s.w, cg, g.groups), &args)
         }
         BackwardData::Phased => {
-            if g.dilation != [1, 1] {
-                return Err(Error::InvalidArgument("conv2d: the phased backward-data kernel needs dilation 1".into()));
-            }
             let [sh, sw] = g.stride;
             let executed = phases(s, g).iter().map(|&(pix, taps)| gemm_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_phased", executed, useful);
@@ -372,9 +378,6 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             launch(dev, "conv2d", "bwd_data_phased", cfg, &args)
         }
         BackwardData::Direct => {
-            if cg > DIRECT_CG {
-                return Err(Error::InvalidArgument(format!("conv2d: the direct backward-data kernel takes at most {DIRECT_CG} input channels per group")));
-            }
             dev.account("conv2d_bwd_data_direct", gathered(), useful);
             // SAFETY: `conv2d_bwd_data_direct_f32(same signature)`; one warp per (input pixel,
             // group), grid-stride over whole warps (THREADS is a multiple of 32, so no warp is
@@ -382,16 +385,11 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             launch(dev, "conv2d", "bwd_data_direct", grid_stride(s.n * s.h * s.w * g.groups * 32), &args)
         }
         BackwardData::Direct4 => {
-            if !v.applies(s, g) {
-                return Err(Error::InvalidArgument(format!(
-                    "conv2d: the paired direct backward-data kernel needs at most {DIRECT_CG} input channels, one group, dilation 1, output channels a multiple of 4 and at most {DIRECT4_SMEM} bytes of weights"
-                )));
-            }
             dev.account("conv2d_bwd_data_direct4", gathered(), useful);
             let pairs = s.w.div_ceil(g.stride[1]).div_ceil(2);
             let mut cfg = grid_stride(s.n * s.h * g.stride[1] * pairs * 32);
             cfg.shared_bytes = (s.kh * s.kw * cg * s.cout * 4) as u32;
-            // SAFETY: `conv2d_bwd_data_direct4_f32(same signature)`; checked above: cg <= 4, one
+            // SAFETY: `conv2d_bwd_data_direct4_f32(same signature)`; `applies` checked: cg <= 4, one
             // group, dilation 1, cout % 4 == 0 (16-byte gy rows and weight rows), the weights fit
             // the dynamic shared memory given; one warp per pixel pair, grid-stride over whole
             // warps (THREADS a multiple of 32), each in-range pixel's cg channels written once
@@ -399,9 +397,6 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             launch(dev, "conv2d", "bwd_data_direct4", cfg, &args)
         }
         BackwardData::TensorCore(prec) => {
-            if prec == Precision::F32 || !tc_backward_applies(g) {
-                return Err(Error::InvalidArgument(format!("conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {prec}) and stride 1 or dilation 1")));
-            }
             let executed = phases(s, g).iter().map(|&(pix, taps)| tc_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_tc", executed, useful);
             let [sh, sw] = g.stride;
