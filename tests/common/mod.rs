@@ -202,6 +202,23 @@ pub fn fd_check(
     assert_close(&format!("{what}.fd"), analytic, &want, atol, rtol);
 }
 
+/// The real GPU when there is one (else it says it skipped, and why).
+#[cfg(feature = "cuda")]
+fn card() -> Option<deepviz::device::cuda::CudaDevice> {
+    use deepviz::device::cuda::CudaDevice;
+    let found = CudaDevice::available().then(|| CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"));
+    if found.is_none() {
+        eprintln!("skipped on the real GPU: no CUDA device");
+    }
+    found
+}
+
+#[cfg(not(feature = "cuda"))]
+fn card() -> Option<std::convert::Infallible> {
+    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
+    None
+}
+
 /// The devices a kernel test runs on: the emulated GPU under every schedule (a missing barrier
 /// shows under at least one), and the real GPU when there is one (else it says it skipped).
 /// `DEEPVIZ_TEST_DEVICES=cuda` leaves the emulation out: the GPU check's compute-sanitizer runs,
@@ -210,16 +227,12 @@ pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
     use deepviz::device::emu::{EmuDevice, Schedule};
     use deepviz::device::Device;
     let card_only = std::env::var("DEEPVIZ_TEST_DEVICES").is_ok_and(|v| v == "cuda");
-    #[allow(unused_mut)]
     let mut v: Vec<Box<dyn Device>> =
         if card_only { vec![] } else { Schedule::ALL.iter().map(|&s| Box::new(EmuDevice::with_schedule(s)) as Box<dyn Device>).collect() };
     #[cfg(feature = "cuda")]
-    match deepviz::device::cuda::CudaDevice::available() {
-        true => v.push(Box::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"))),
-        false => eprintln!("skipped on the real GPU: no CUDA device"),
-    }
+    v.extend(card().map(|d| Box::new(d) as Box<dyn Device>));
     #[cfg(not(feature = "cuda"))]
-    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
+    card();
     v
 }
 
@@ -228,15 +241,11 @@ pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
 #[allow(dead_code)]
 pub fn gpus() -> Vec<deepviz::backend::cuda::Gpu> {
     use deepviz::backend::cuda::Gpu;
-    #[allow(unused_mut)]
     let mut v = vec![Gpu::emulated()];
     #[cfg(feature = "cuda")]
-    match deepviz::device::cuda::CudaDevice::available() {
-        true => v.push(Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0).expect("a CUDA device is present but cannot be opened")))),
-        false => eprintln!("skipped on the real GPU: no CUDA device"),
-    }
+    v.extend(card().map(|d| Gpu::new(std::sync::Arc::new(d))));
     #[cfg(not(feature = "cuda"))]
-    eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
+    card();
     v
 }
 
