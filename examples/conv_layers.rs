@@ -7,7 +7,9 @@
 //!     cargo run --release --features cuda --example conv_layers -- [BATCH] [DEVICE] [REPS] [--json FILE] [--stem]
 //!
 //! `--layer I` runs only shape I of the table (0-based), `--precision P` only that precision
-//! (for a profiler: `ncu ... conv_layers 64 cuda 1 --layer 16 --precision bf16`).
+//! (for a profiler: `ncu ... conv_layers 64 cuda 1 --layer 16 --precision bf16`). In tf32 and
+//! bf16 each layer the engine stages by tap slices is also timed staged by gathering (passes
+//! `fwd_gather` / `bwd_data_gather`: the A/B of kernels/conv_tc.cu's two loaders).
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
 //! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choice
@@ -21,7 +23,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, BackwardData, ConvShape};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, forward_fused_as, BackwardData, ConvShape, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -140,11 +142,25 @@ fn main() -> deepviz::Result<()> {
             let be = Gpu::new(dev.clone()).with_precision(prec);
             let (xd, gyd) = (be.upload(&x)?, be.upload(&gy)?);
             let (wd, bd) = (be.weight(&w, Role::ConvWeight)?, be.weight(&b, Role::Vector)?);
-            for pass in ["fwd", "bwd_data"] {
+            // The engine's passes, and in tf32 / bf16, where the engine stages by tap slices, the
+            // same convolution staged by gathering (the A/B of kernels/conv_tc.cu's two loaders),
+            // straight into scratch buffers of the same shapes.
+            let shape = ConvShape { n: batch, h: hw, w: hw, c: ci, cout: co, kh: k, kw: k };
+            let (yd, gxd) = (dev.alloc(batch * oh * oh * co * 4)?, dev.alloc(batch * ci * hw * hw * 4)?);
+            let mut passes = vec!["fwd", "bwd_data"];
+            if prec != Precision::F32 && TcStaging::forward(&shape, &g) == TcStaging::Tap {
+                passes.push("fwd_gather");
+            }
+            if prec != Precision::F32 && backward_data_version(&shape, &g, prec) == BackwardData::TensorCore(prec, TcStaging::Tap) {
+                passes.push("bwd_data_gather");
+            }
+            for pass in passes {
                 let call = || -> deepviz::Result<()> {
                     match pass {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
-                        _ => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
+                        "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
+                        "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
+                        _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None)?,
                     }
                     Ok(())
                 };
@@ -158,6 +174,8 @@ fn main() -> deepviz::Result<()> {
                     prec.name()
                 ));
             }
+            dev.free(yd);
+            dev.free(gxd);
         }
     }
     for ((prec, pass), ms) in &total_ms {
@@ -195,7 +213,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
         let mask = put(&random(vec![batch, 224, 224, 3], 9, 2.0))?;
         let gx = dev.alloc(batch * 224 * 224 * 3 * 4)?;
         let flop = 2.0 * (batch * cout * oh * ow * 3 * 49) as f64;
-        for v in [BackwardData::Direct, BackwardData::Direct4, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32), BackwardData::TensorCore(Precision::Bf16)] {
+        for v in [BackwardData::Direct, BackwardData::Direct4, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32, TcStaging::Gather), BackwardData::TensorCore(Precision::Bf16, TcStaging::Gather)] {
             if !v.applies(&s, &g) {
                 println!("{:<10}{cout:>6}  (does not apply)", format!("{v:?}"));
                 continue;

@@ -10,7 +10,9 @@
 //   dv_cvt_bf16x2          two f32 -> bf16x2 bits (cvt.rn.bf16x2.f32)
 //   dv_cp_async_16 / dv_cp_async_commit / dv_cp_async_wait_group<N> / dv_cp_async_wait_all
 //                          cp.async.cg.shared.global (16 B), commit_group, wait_group, wait_all
-//   dv_lds_f32 / dv_lds_f32x2   shared-memory loads for fragments (checked in the emulation)
+//   dv_cp_async_16_zfill   cp.async.cg.shared.global with src-size 16 or 0 (zeros, no read)
+//   dv_lds_f32 / dv_lds_f32x2 / dv_lds_f32x4   shared-memory loads for fragments (checked in
+//                          the emulation)
 //
 // Fragment layouts (PTX ISA, "Warp-level matrix fragments for mma.m16n8k16 / mma.m16n8k8 with
 // floating point type" and "Warp-level matrix load instruction: ldmatrix"); g = lane >> 2
@@ -246,7 +248,7 @@ __device__ __forceinline__ void dv_ldmatrix_x4(unsigned r[4], const void* smem_r
 // group. Misuse the hardware would leave to chance fails the launch, naming the call site: a
 // misaligned address, a second cp.async into 16 bytes still in flight, a plain store into bytes
 // still in flight (found when they land), a read through dv_ldmatrix_x4 / dv_lds_f32 /
-// dv_lds_f32x2 of bytes still in flight. A plain C++ read of in-flight bytes reads the poison.
+// dv_lds_f32x2 / dv_lds_f32x4 of bytes still in flight. A plain C++ read of in-flight bytes reads the poison.
 #ifdef DV_EMU
 namespace dv_tc_emu {
 struct Copy {
@@ -313,6 +315,15 @@ inline void cp_async_16(void* smem, const void* gmem, const char* file, int line
     b.inflight[(uintptr_t)smem] = Issuer{tid, file, line};
 }
 
+// src-size 0: the 16 bytes land as zeros and the source is not read (its alignment is still
+// the instruction's rule).
+inline void cp_async_16_zfill(void* smem, const void* gmem, bool full, const char* file, int line) {
+    if (full) return cp_async_16(smem, gmem, file, line);
+    static const unsigned char zeros[16] __attribute__((aligned(16))) = {};
+    if ((uintptr_t)gmem & 15) dv_emu::kernel_error("cp.async of 16 bytes: misaligned address", file, line);
+    cp_async_16(smem, zeros, file, line);
+}
+
 inline void cp_async_commit() {
     ThreadQueue& t = async_block().q[lane_linear()];
     t.groups.push_back(std::move(t.open));
@@ -343,6 +354,10 @@ inline void cp_async_wait_group(unsigned pending, const char* file, int line) {
 __device__ __forceinline__ void dv_cp_async_16(void* smem, const void* gmem, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     dv_tc_emu::cp_async_16(smem, gmem, file, line);
 }
+__device__ __forceinline__ void dv_cp_async_16_zfill(void* smem, const void* gmem, bool full, const char* file = __builtin_FILE(),
+                                                    int line = __builtin_LINE()) {
+    dv_tc_emu::cp_async_16_zfill(smem, gmem, full, file, line);
+}
 __device__ __forceinline__ void dv_cp_async_commit() { dv_tc_emu::cp_async_commit(); }
 template <int N>
 __device__ __forceinline__ void dv_cp_async_wait_group(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
@@ -363,10 +378,21 @@ __device__ __forceinline__ float2 dv_lds_f32x2(const float* p, const char* file 
     dv_tc_emu::check_landed(p, 8, "shared-memory load", file, line);
     return *reinterpret_cast<const float2*>(p);
 }
+__device__ __forceinline__ float4 dv_lds_f32x4(const float* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    if ((uintptr_t)p & 15) dv_emu::kernel_error("16-byte shared-memory load: misaligned address", file, line);
+    dv_tc_emu::check_landed(p, 16, "shared-memory load", file, line);
+    return *reinterpret_cast<const float4*>(p);
+}
 #else
 __device__ __forceinline__ void dv_cp_async_16(void* smem, const void* gmem) {
     unsigned addr = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(addr), "l"(gmem) : "memory");
+}
+// As dv_cp_async_16 when `full`; otherwise the 16 bytes become zeros and gmem (still 16-byte
+// aligned, as the instruction requires) is not read: src-size 0, no branch.
+__device__ __forceinline__ void dv_cp_async_16_zfill(void* smem, const void* gmem, bool full) {
+    unsigned addr = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(addr), "l"(gmem), "r"(full ? 16u : 0u) : "memory");
 }
 __device__ __forceinline__ void dv_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // Waits until at most N of this thread's most recently committed groups are still in flight.
@@ -379,4 +405,5 @@ __device__ __forceinline__ void dv_cp_async_wait_group() {
 __device__ __forceinline__ void dv_cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 __device__ __forceinline__ float dv_lds_f32(const float* p) { return *p; }
 __device__ __forceinline__ float2 dv_lds_f32x2(const float* p) { return *reinterpret_cast<const float2*>(p); }
+__device__ __forceinline__ float4 dv_lds_f32x4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 #endif

@@ -239,7 +239,8 @@ fn fresh_allocations_hold_nan() {
 /// The cp.async emulation (kernels/tensorcore.cuh) lands copies as late as the hardware may:
 /// a correct wait + barrier reads the data; a read before the thread's wait, a read of another
 /// thread's copy without the barrier after its wait, and a read of a stage that wait_group left
-/// in flight are each refused with the call site, under every schedule.
+/// in flight are each refused with the call site, under every schedule. A copy with src-size 0
+/// lands zeros without reading its source, and is in flight until its wait like any other.
 #[test]
 fn cp_async_reads_before_their_wait_are_refused() {
     let src: Vec<f32> = (0..128).map(|i| i as f32 * 0.5 - 7.0).collect();
@@ -250,7 +251,11 @@ fn cp_async_reads_before_their_wait_are_refused() {
         let run = |mode: i32| dev.launch("emutest_cp_async_f32", LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 0 }, &[Arg::Ptr(ps), Arg::Ptr(po), Arg::I32(mode)]);
         run(0).unwrap();
         assert_eq!(download_f32(&dev, po, 128), want, "{s:?}");
-        for mode in [1, 2, 3] {
+        // src-size 0: odd threads' chunks are zeros (read by their even neighbours)
+        run(4).unwrap();
+        let zfilled: Vec<f32> = (0..128).map(|i| if (i / 4 + 1) % 2 == 0 { want[i] } else { 0.0 }).collect();
+        assert_eq!(download_f32(&dev, po, 128), zfilled, "{s:?} zfill");
+        for mode in [1, 2, 3, 5] {
             let msg = run(mode).unwrap_err().to_string();
             assert!(msg.contains("has not landed") && msg.contains("emutest.cu"), "{s:?} mode {mode}: {msg}");
         }

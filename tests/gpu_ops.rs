@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_close, assert_close_each, rel_rms, seeded};
-use deepviz::backend::cuda::conv::BackwardData;
+use deepviz::backend::cuda::conv::{BackwardData, TcStaging};
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
 use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom, Precision};
 use deepviz::device::{Device, DevicePtr};
@@ -664,10 +664,14 @@ fn tc_bound(mantissa: i32, sq: &[f64], abs: &[f64], k: usize, lip: f64) -> Vec<f
 }
 
 /// The tensor-core convolutions (TF32, BF16; forward with the whole fused epilogue, backward
-/// data by stride phases) against the f64 reference within [`tc_bound`], on zoo-like shapes:
-/// 3x3 stride 1 and 2, 1x1 stride 1 and 2, a 7x7 stride-2 first layer with 3 channels (the
-/// element-by-element staging path), odd channel counts (ragged tiles), several M blocks, a
-/// dilated grouped conv. The results must also differ from f32 (the operands were rounded).
+/// data by stride phases), each staging that takes the shape, against the f64 reference within
+/// [`tc_bound`], on zoo-like shapes: 3x3 stride 1 and 2, 1x1 stride 1 and 2, a 7x7 stride-2
+/// first layer with 3 channels (the element-by-element staging path), odd channel counts
+/// (ragged tiles), several M blocks, a dilated grouped conv; and for the tap slices, shapes
+/// with whole 32-channel slices: N tails (og 96 and 36), M tails, several taps and slices per
+/// tap, windows past every edge, dilation with groups, stride-2 phases. The results must also
+/// differ from f32 (the operands were rounded). Where a staging does not take a shape it
+/// refuses it; the engine picks the tap slices wherever they apply.
 #[test]
 fn conv_tensor_cores_within_format_tolerance() {
     let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
@@ -678,6 +682,12 @@ fn conv_tensor_cores_within_format_tolerance() {
         ("rgb_7x7_s2", ConvShape { n: 2, h: 17, w: 15, c: 3, cout: 64, kh: 7, kw: 7 }, geom([2, 2], [3, 3, 3, 3], [1, 1], 1), Act::Relu),
         ("1x1_s2_odd", ConvShape { n: 3, h: 7, w: 13, c: 33, cout: 17, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), Act::Relu6),
         ("3x3_dil2_grouped", ConvShape { n: 2, h: 9, w: 10, c: 16, cout: 24, kh: 3, kw: 3 }, geom([1, 1], [2, 1, 2, 2], [2, 2], 2), Act::HardSwish),
+        // whole 32-channel slices both ways (the tap slices forward and backward)
+        ("taps_3x3_s1_n96", ConvShape { n: 2, h: 9, w: 11, c: 64, cout: 96, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1), Act::Relu),
+        ("taps_3x3_s2_asym", ConvShape { n: 3, h: 13, w: 10, c: 32, cout: 64, kh: 3, kw: 3 }, geom([2, 2], [1, 0, 2, 1], [1, 1], 1), Act::Relu6),
+        ("taps_1x1_s2", ConvShape { n: 2, h: 13, w: 11, c: 96, cout: 32, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), Act::Silu),
+        ("taps_5x3_dil2_grouped", ConvShape { n: 2, h: 8, w: 9, c: 64, cout: 128, kh: 5, kw: 3 }, geom([1, 1], [3, 2, 1, 2], [2, 2], 2), Act::HardSwish),
+        ("taps_fwd_only_og36", ConvShape { n: 2, h: 7, w: 9, c: 32, cout: 36, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1), Act::Relu),
     ];
     for (what, s, g, act) in cases {
         let (oh, ow) = s.out_hw(&g).unwrap();
@@ -702,35 +712,50 @@ fn conv_tensor_cores_within_format_tolerance() {
             cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
             let (rp, gyp) = (put(d, &to_nhwc(&res, s.n, s.cout, oh * ow)), put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)));
             for (prec, mantissa) in [(Precision::Tf32, 10), (Precision::Bf16, 7)] {
-                let what = format!("{}.conv_tc_{what}.{prec}", d.name());
-                let y = put(d, &vec![SENTINEL; pix * stride]);
-                cuda::conv::forward_fused(d, prec, xp, wpk, Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act)).unwrap();
-                let all = get(d, y, pix * stride);
-                let got: Vec<f32> = (0..pix).flat_map(|p| all[p * stride + 1..p * stride + 1 + s.cout].to_vec()).collect();
-                let spare: Vec<f32> = (0..pix).flat_map(|p| [all[p * stride], all[p * stride + stride - 2], all[p * stride + stride - 1]]).collect();
-                assert_close(&format!("{what}.fwd.untouched_channels"), &spare, &vec![SENTINEL; 3 * pix], 0.0, 0.0);
-                let k = s.kh * s.kw * cg;
-                let mut tol = tc_bound(mantissa, &ysq, &yabs, k, 1.5);
-                tol.iter_mut().zip(&pre_n).for_each(|(t, &p)| *t += 1.5 * 2f32.powi(-22) * p.abs() as f32);
-                assert_close_each(&format!("{what}.fwd"), &got, &want_y, &tol);
-                assert!(rel_rms(&got, &want_y) > 1e-6, "{what}.fwd: equal to f32 to {:.1e}: were the operands rounded?", rel_rms(&got, &want_y));
+                for staging in [TcStaging::Gather, TcStaging::Tap] {
+                    let what = format!("{}.conv_tc_{what}.{prec}.{staging:?}", d.name());
+                    let y = put(d, &vec![SENTINEL; pix * stride]);
+                    let fwd = cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act));
+                    if staging == TcStaging::Tap && TcStaging::forward(&s, &g) == TcStaging::Gather {
+                        let e = fwd.unwrap_err().to_string();
+                        assert!(e.contains("tap-slice") && e.contains("multiple of 32"), "{what}.fwd: {e}");
+                    } else {
+                        fwd.unwrap();
+                        let all = get(d, y, pix * stride);
+                        let got: Vec<f32> = (0..pix).flat_map(|p| all[p * stride + 1..p * stride + 1 + s.cout].to_vec()).collect();
+                        let spare: Vec<f32> = (0..pix).flat_map(|p| [all[p * stride], all[p * stride + stride - 2], all[p * stride + stride - 1]]).collect();
+                        assert_close(&format!("{what}.fwd.untouched_channels"), &spare, &vec![SENTINEL; 3 * pix], 0.0, 0.0);
+                        let k = s.kh * s.kw * cg;
+                        let mut tol = tc_bound(mantissa, &ysq, &yabs, k, 1.5);
+                        tol.iter_mut().zip(&pre_n).for_each(|(t, &p)| *t += 1.5 * 2f32.powi(-22) * p.abs() as f32);
+                        assert_close_each(&format!("{what}.fwd"), &got, &want_y, &tol);
+                        assert!(rel_rms(&got, &want_y) > 1e-6, "{what}.fwd: equal to f32 to {:.1e}: were the operands rounded?", rel_rms(&got, &want_y));
+                    }
+                    d.free(y);
 
-                let v = BackwardData::TensorCore(prec);
-                let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
-                let plain = get(d, fresh, x.len());
-                check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
-                let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
-                let taps_k = s.kh * s.kw * og;
-                assert_close_each(&format!("{what}.bwd_data"), &got, &f32s(&gx), &tc_bound(mantissa, &gsq, &gabs, taps_k, 1.0));
-                assert!(rel_rms(&got, &f32s(&gx)) > 1e-6, "{what}.bwd_data: equal to f32: were the operands rounded?");
-                if cg > 4 {
-                    assert_eq!(cuda::conv::backward_data_version(&s, &g, prec), v, "{what}: the engine's choice");
+                    let v = BackwardData::TensorCore(prec, staging);
+                    let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
+                    if !v.applies(&s, &g) {
+                        assert_eq!((staging, TcStaging::backward(&s, &g)), (TcStaging::Tap, TcStaging::Gather), "{what}");
+                        let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap_err().to_string();
+                        assert!(e.contains("tap slices"), "{what}.bwd_data: {e}");
+                        d.free(fresh);
+                        continue;
+                    }
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
+                    let plain = get(d, fresh, x.len());
+                    check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
+                    let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
+                    let taps_k = s.kh * s.kw * og;
+                    assert_close_each(&format!("{what}.bwd_data"), &got, &f32s(&gx), &tc_bound(mantissa, &gsq, &gabs, taps_k, 1.0));
+                    assert!(rel_rms(&got, &f32s(&gx)) > 1e-6, "{what}.bwd_data: equal to f32: were the operands rounded?");
+                    if cg > 4 {
+                        assert_eq!(cuda::conv::backward_data_version(&s, &g, prec), BackwardData::TensorCore(prec, TcStaging::backward(&s, &g)), "{what}: the engine's choice");
+                    }
+                    d.free(fresh);
                 }
-                d.free(y);
-                d.free(fresh);
             }
-            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32), gyp, wpk, xp, &s, &g, None).is_err());
+            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None).is_err());
             for p in [xp, wo, wpk, bp, rp, gyp] {
                 d.free(p);
             }

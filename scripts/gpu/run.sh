@@ -95,11 +95,12 @@ fi
 echo "-- the first layer's backward data by version (conv_layers --stem)" >>"$log"
 timeout 60 "$here/bin/conv_layers" 64 "$dev" 10 --stem >>"$log" 2>&1 && record "conv stem versions" "ok (log)" || record "conv stem versions" "FAILED (see log)"
 # ncu (hardware counters; clocks left alone) on the kernels RESULTS.md's "Owed" 1 and 2 ask about:
-# the bf16 forward and backward data of a 3x3 stage-3 layer (shape 16), and the first layer's
+# the bf16 forward and backward data of a 3x3 stage-3 layer (shape 16; the tap-slice kernels the
+# engine runs there, the gather ones' times are in the layer table), and the first layer's
 # backward data, v3 and v3b
 if [ "$dev" = cuda ] && command -v ncu >/dev/null; then
   sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis"
-  for k in conv2d_fwd_bf16_f32 conv2d_bwd_data_bf16_f32; do
+  for k in conv2d_fwd_bf16_tap_f32 conv2d_bwd_data_bf16_tap_f32; do
     echo "-- ncu $k (layer 16, bf16, batch 64)" >>"$log"
     timeout 90 ncu --clock-control none $sections -k "regex:^$k\$" -c 1 "$here/bin/conv_layers" 64 cuda 1 --layer 16 --precision bf16 >>"$log" 2>&1 \
       && record "ncu $k" "ok (log)" || record "ncu $k" "FAILED (see log)"
@@ -132,6 +133,16 @@ for k, o in sorted(ours.items()):
     a[0] += o["ms"] * o["count"]; a[1] += t["ms"] * o["count"]
 for (p, s), (om, tm) in sorted(tot.items()):
     print(f"resnet50 convs weighted by use, {p} {s}: deepviz {om:.2f} ms, cuDNN (best layout) {tm:.2f} ms, speed {tm / om:.2f}x")
+# the two tensor-core stagings side by side: the engine's tap slices against the gather loader
+ab = {}
+for (i, p, s), o in sorted(ours.items()):
+    g = ours.get((i, p, s + "_gather"))
+    if g:
+        print(f"{o['layer']:<26}{p:>5}{s:>9}  tap {o['tflops']:>6.1f} TF/s, gather {g['tflops']:>6.1f} TF/s: tap {g['ms'] / o['ms']:.2f}x as fast")
+        a = ab.setdefault((p, s), [0.0, 0.0])
+        a[0] += o["ms"] * o["count"]; a[1] += g["ms"] * o["count"]
+for (p, s), (tm, gm) in sorted(ab.items()):
+    print(f"tap-slice against gather staging, layers both take, weighted by use, {p} {s}: {tm:.2f} ms against {gm:.2f} ms, {gm / tm:.2f}x")
 PY
 
 if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then

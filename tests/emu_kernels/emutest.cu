@@ -120,11 +120,22 @@ extern "C" __global__ void emutest_shfl_deadlock_f32(float* y, long long n) {
 //   1 reads before any wait (the emulator must refuse)
 //   2 waits for its own copy only, no barrier after the wait: the neighbour's may be in flight
 //   3 two stages: wait_group<1> lands stage 0 (read correctly), stage 1 read without a wait
+//   4 as 0 through dv_cp_async_16_zfill, odd threads with src-size 0: their chunks land as zeros
+//     (the stage held garbage before), and their source, one past the end of src, is never read
+//   5 as 4 but read before any wait: a zero-filled chunk is in flight like any other
 #include "tensorcore.cuh"
 extern "C" __global__ void emutest_cp_async_f32(const float* src, float* out, int mode) {
     __shared__ __align__(16) float smem_stage[2][32 * 4];
     int t = threadIdx.x, nb = (t + 1) % 32;
-    dv_cp_async_16(&smem_stage[0][4 * t], src + 4 * t);
+    if (mode >= 4) {
+        for (int i = 0; i < 4; ++i) smem_stage[0][4 * t + i] = -1.0f;  // garbage the zeros must replace
+        __syncthreads();
+        bool full = t % 2 == 0;
+        dv_cp_async_16_zfill(&smem_stage[0][4 * t], full ? src + 4 * t : src + 128, full);
+        mode = mode == 4 ? 0 : 1;
+    } else {
+        dv_cp_async_16(&smem_stage[0][4 * t], src + 4 * t);
+    }
     dv_cp_async_commit();
     if (mode == 3) {
         dv_cp_async_16(&smem_stage[1][4 * t], src + 4 * t);

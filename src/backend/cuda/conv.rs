@@ -32,6 +32,10 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("conv2d", "fwd_bf16"),
     ("conv2d", "bwd_data_tf32"),
     ("conv2d", "bwd_data_bf16"),
+    ("conv2d", "fwd_tf32_tap"),
+    ("conv2d", "fwd_bf16_tap"),
+    ("conv2d", "bwd_data_tf32_tap"),
+    ("conv2d", "bwd_data_bf16_tap"),
 ];
 
 /// Block tile of the implicit GEMM (`TILE_M`, `TILE_N`, `THREADS` in conv.cu).
@@ -46,6 +50,9 @@ const TC_N: usize = 64;
 const TC_K: usize = 32;
 const TC_THREADS: u32 = 256;
 const TC_SMEM_BYTES: u32 = 3 * (128 * 36 + 32 * 72) * 4;
+/// The tap-slice versions' shared memory (`TS_SMEM_BYTES`): 3 stages of an unpadded 128 x 32
+/// A slice and 32 x 64 B slice, f32.
+const TS_SMEM_BYTES: u32 = 3 * (128 * 32 + 32 * 64) * 4;
 /// Most input channels per group of `conv2d_bwd_data_direct_f32` (`DIRECT_CG` in conv.cu).
 const DIRECT_CG: usize = 4;
 /// Channels per block and rows of threads of `dwconv2d_bwd_filter_f32` (`DW_*` in conv.cu).
@@ -147,18 +154,71 @@ fn gemm_cfg(m: usize, n: usize, groups: usize) -> LaunchConfig {
 }
 
 /// The tensor-core GEMMs' grid for an `[m, n]` product per grid.z slice.
-fn tc_cfg(m: usize, n: usize, z: usize) -> LaunchConfig {
-    LaunchConfig { grid: [m.div_ceil(TC_M).max(1) as u32, n.div_ceil(TC_N).max(1) as u32, z.max(1) as u32], block: [TC_THREADS, 1, 1], shared_bytes: TC_SMEM_BYTES }
+fn tc_cfg(m: usize, n: usize, z: usize, staging: TcStaging) -> LaunchConfig {
+    let shared_bytes = match staging {
+        TcStaging::Gather => TC_SMEM_BYTES,
+        TcStaging::Tap => TS_SMEM_BYTES,
+    };
+    LaunchConfig { grid: [m.div_ceil(TC_M).max(1) as u32, n.div_ceil(TC_N).max(1) as u32, z.max(1) as u32], block: [TC_THREADS, 1, 1], shared_bytes }
+}
+
+/// How a tensor-core convolution stages its operands into shared memory (kernels/conv_tc.cu).
+/// Both compute the same GEMM with the same roundings; the sums may differ in the last bits
+/// (the bf16 versions feed the mma's k in different orders).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcStaging {
+    /// any shape: per slice each 4-channel chunk's tap, bounds and address, and element by
+    /// element where a chunk is ragged or misaligned (`conv2d_*_{tf32,bf16}`)
+    Gather,
+    /// each 32-wide K slice inside one tap (`conv2d_*_{tf32,bf16}_tap`): the reduction's
+    /// channels per group a multiple of 32, whole 4-channel chunks of the other operand, the
+    /// two operand tensors 16-byte aligned; swizzled shared memory
+    Tap,
+}
+
+impl TcStaging {
+    /// The engine's staging for a forward convolution: [`TcStaging::Tap`] wherever it
+    /// applies (the reduction's cg a multiple of 32, og a multiple of 4).
+    pub fn forward(s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
+        let (cg, og) = (s.c / g.groups.max(1), s.cout / g.groups.max(1));
+        if !s.depthwise(g) && cg.is_multiple_of(TC_K) && og.is_multiple_of(4) {
+            TcStaging::Tap
+        } else {
+            TcStaging::Gather
+        }
+    }
+
+    /// The engine's staging for a tensor-core backward data: [`TcStaging::Tap`] wherever it
+    /// applies (the reduction's og a multiple of 32).
+    pub fn backward(s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
+        if (s.cout / g.groups.max(1)).is_multiple_of(TC_K) {
+            TcStaging::Tap
+        } else {
+            TcStaging::Gather
+        }
+    }
+
+    /// Whether a launch of this staging may read these operand tensors: the tap slices copy
+    /// 16-byte chunks straight from them (pool allocations always are; an offset view may not be).
+    fn takes(self, operands: [DevicePtr; 2]) -> Result<()> {
+        if self == TcStaging::Tap && operands.iter().any(|p| !p.0.is_multiple_of(16)) {
+            return Err(Error::InvalidArgument("conv2d: the tap-slice tensor-core kernels need 16-byte aligned input and weight tensors".into()));
+        }
+        Ok(())
+    }
+
+    /// The kernel variant: `fwd_bf16`, `fwd_bf16_tap`, ...
+    fn variant(self, base: &str, p: Precision) -> String {
+        match self {
+            TcStaging::Gather => format!("{base}_{}", p.name()),
+            TcStaging::Tap => format!("{base}_{}_tap", p.name()),
+        }
+    }
 }
 
 /// Multiply-adds a tensor-core launch performs (whole TC_M x TC_N x TC_K tiles).
 fn tc_macs(m: usize, n: usize, k: usize, groups: usize) -> u64 {
     (m.div_ceil(TC_M) * TC_M) as u64 * (n.div_ceil(TC_N) * TC_N) as u64 * (k.div_ceil(TC_K) * TC_K) as u64 * groups as u64
-}
-
-/// The variant suffix of a tensor-core kernel (`conv2d_fwd_tf32_f32`, ...).
-fn tc_variant(base: &str, p: Precision) -> String {
-    format!("{base}_{}", p.name())
 }
 
 /// y `[n, oh, ow, cout]` = act(conv(x, w) + bias), in the arithmetic `prec` names.
@@ -193,6 +253,27 @@ pub fn forward_fused(
     g: &Conv2dGeom,
     act: Option<Act>,
 ) -> Result<()> {
+    forward_fused_as(dev, prec, TcStaging::forward(s, g), x, wp, bias, residual, y, y_stride, y_off, s, g, act)
+}
+
+/// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
+/// benchmarks run each; ignored in f32 and for depthwise convolutions).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_fused_as(
+    dev: &dyn Device,
+    prec: Precision,
+    staging: TcStaging,
+    x: DevicePtr,
+    wp: DevicePtr,
+    bias: Option<DevicePtr>,
+    residual: Option<DevicePtr>,
+    y: DevicePtr,
+    y_stride: usize,
+    y_off: usize,
+    s: &ConvShape,
+    g: &Conv2dGeom,
+    act: Option<Act>,
+) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     if y_off + s.cout > y_stride {
         return Err(Error::InvalidArgument(format!(
@@ -214,12 +295,18 @@ pub fn forward_fused(
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
     } else if prec != Precision::F32 {
         let (m, og, k) = (s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
+        if staging == TcStaging::Tap && staging != TcStaging::forward(s, g) {
+            return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} and output channels per group a multiple of 4 (not {} and {og})", k / (s.kh * s.kw))));
+        }
+        staging.takes([x, wp])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
-        // SAFETY: `conv2d_fwd_{tf32,bf16}_f32(same signature as conv2d_fwd_f32)`; the grid
-        // covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, TC_SMEM_BYTES of
-        // dynamic shared memory; every in-range (m, o) is stored once, by the lane holding it in
-        // the C fragment, at y[m * y_stride + y_off + g * og + o].
-        launch(dev, "conv2d", &tc_variant("fwd", prec), tc_cfg(m, og, g.groups), &args)
+        // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32(same signature as conv2d_fwd_f32)`; the
+        // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
+        // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
+        // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
+        // version's conditions (cg % 32, og % 4, 16-byte aligned x and weights) were checked
+        // just above.
+        launch(dev, "conv2d", &staging.variant("fwd", prec), tc_cfg(m, og, g.groups, staging), &args)
     } else {
         dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
         // SAFETY: `conv2d_fwd_f32(same signature)`; the grid covers M = n*oh*ow by
@@ -243,9 +330,9 @@ pub enum BackwardData {
     /// v3b: v3 with a pair of pixels a warp, float4 channels and the weights in shared memory
     /// (`conv2d_bwd_data_direct4`); not chosen by the engine until measured on a card
     Direct4,
-    /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}`); stride 1
-    /// or dilation 1
-    TensorCore(Precision),
+    /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}[_tap]`),
+    /// staged as named; stride 1 or dilation 1
+    TensorCore(Precision, TcStaging),
 }
 
 /// The version the engine runs for this convolution in the arithmetic `prec` names: the one
@@ -257,7 +344,7 @@ pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> 
     } else if s.c / g.groups <= DIRECT_CG {
         BackwardData::Direct
     } else if prec != Precision::F32 && tc_backward_applies(g) {
-        BackwardData::TensorCore(prec)
+        BackwardData::TensorCore(prec, TcStaging::backward(s, g))
     } else if (g.stride[0] > 1 || g.stride[1] > 1) && g.dilation == [1, 1] {
         BackwardData::Phased
     } else {
@@ -279,7 +366,7 @@ impl BackwardData {
             BackwardData::Phased => g.dilation == [1, 1],
             BackwardData::Direct => cg <= DIRECT_CG,
             BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout.is_multiple_of(4) && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
-            BackwardData::TensorCore(p) => p != Precision::F32 && tc_backward_applies(g),
+            BackwardData::TensorCore(p, st) => p != Precision::F32 && tc_backward_applies(g) && (st == TcStaging::Gather || TcStaging::backward(s, g) == st),
         }
     }
 }
@@ -344,7 +431,10 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             BackwardData::Direct4 => format!(
                 "conv2d: the paired direct backward-data kernel needs at most {DIRECT_CG} input channels, one group, dilation 1, output channels a multiple of 4 and at most {DIRECT4_SMEM} bytes of weights"
             ),
-            BackwardData::TensorCore(p) => format!("conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {p}) and stride 1 or dilation 1"),
+            BackwardData::TensorCore(p, st) => format!(
+                "conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {p}) and stride 1 or dilation 1{}",
+                if st == TcStaging::Tap { format!(", and by tap slices output channels per group a multiple of {TC_K}") } else { String::new() }
+            ),
             BackwardData::Gemm => unreachable!("the implicit GEMM takes every convolution"),
         }));
     }
@@ -396,16 +486,19 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             // (every input pixel is in exactly one pair: its stride phase and its column there).
             launch(dev, "conv2d", "bwd_data_direct4", cfg, &args)
         }
-        BackwardData::TensorCore(prec) => {
+        BackwardData::TensorCore(prec, staging) => {
+            staging.takes([gy, wp])?;
             let executed = phases(s, g).iter().map(|&(pix, taps)| tc_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_tc", executed, useful);
             let [sh, sw] = g.stride;
-            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw);
-            // SAFETY: `conv2d_bwd_data_{tf32,bf16}_f32(same signature as conv2d_bwd_data_f32)`;
-            // grid.z runs over groups x stride phases, which partition the input pixels; each
-            // phase's grid covers its pixels by cg in TC_M x TC_N tiles (TC_SMEM_BYTES of dynamic
-            // shared memory), every in-range (pixel, ci) stored once (zeros where no tap reaches).
-            launch(dev, "conv2d", &tc_variant("bwd_data", prec), cfg, &args)
+            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw, staging);
+            // SAFETY: `conv2d_bwd_data_{tf32,bf16}[_tap]_f32(same signature as
+            // conv2d_bwd_data_f32)`; grid.z runs over groups x stride phases, which partition the
+            // input pixels; each phase's grid covers its pixels by cg in TC_M x TC_N tiles (the
+            // staging's dynamic shared memory, tc_cfg), every in-range (pixel, ci) stored once
+            // (zeros where no tap reaches). The tap version's conditions (og % 32: `applies`;
+            // 16-byte aligned gy and weights: `takes`) were checked above.
+            launch(dev, "conv2d", &staging.variant("bwd_data", prec), cfg, &args)
         }
     }
 }
