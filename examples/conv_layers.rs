@@ -159,7 +159,7 @@ fn main() -> deepviz::Result<()> {
                     match pass {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
-                        "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
+                        "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
                         _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None)?,
                     }
                     Ok(())

@@ -475,6 +475,16 @@ extern "C" __global__ void conv2d_repack_weight_f32(const float* w, float* wp, i
     }
 }
 
+// KKIO [K, cout] (K = kh*kw*cg) -> OHWI rows [cout, K]: the tensor-core forward's B [n][k]
+// (conv2d_fwd_*_tap_f32); i runs over the destination.
+extern "C" __global__ void conv2d_rows_weight_f32(const float* wp, float* rows, int k_total, int cout) {
+    int total = k_total * cout;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int k = i % k_total, oc = i / k_total;
+        rows[i] = wp[k * cout + oc];
+    }
+}
+
 // KKIO -> OIHW; i runs over the destination.
 extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, int cout, int cg, int kh, int kw) {
     int total = cout * cg * kh * kw;
@@ -489,4 +499,4 @@ extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, i
 DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_data_phased_f32,
                     conv2d_bwd_data_direct_f32, conv2d_bwd_data_direct4_f32, conv2d_bwd_filter_f32,
                     dwconv2d_fwd_f32, dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32,
-                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32)
+                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32, conv2d_rows_weight_f32)

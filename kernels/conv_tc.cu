@@ -88,7 +88,7 @@ struct DvPadded {
 // One K slice of tf32 mma for the warp tile at (wm, wn), both stagings: A fragments by
 // ldmatrix.x4 on the f32 rows (an 8x4 f32 block is an 8x8 b16 matrix, and its lane mapping is
 // the tf32 fragment's), B [n][k] the same, B [k][n] two loads per mma tile.
-template <class L, bool BWD>
+template <class L, bool B_NK>
 __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const float* sa, const float* sb, int wm, int wn) {
     int lane = threadIdx.x % 32, gq = lane >> 2, tq = lane % 4;
     int j8 = lane / 8, r8 = lane % 8;  // ldmatrix: this lane's matrix and row
@@ -101,7 +101,7 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
             #pragma unroll
             for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
         }
-        if (BWD) {
+        if constexpr (B_NK) {
             #pragma unroll
             for (int np = 0; np < 2; ++np) {  // matrices: n 0-7 | 8-15 (of the pair) x k 0-3 | 4-7
                 unsigned r[4];
@@ -307,42 +307,38 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
 
 // ---- tap-slice staging: conv2d_{fwd,bwd_data}_{tf32,bf16}_tap_f32 ---------------------------
 // The same GEMMs, for the shapes of every zoo layer past the first: the reduction's channels a
-// multiple of TC_K (k_c = cg forward, og backward), whole 4-channel chunks of B (og % 4 == 0)
-// and 16-byte aligned tensors (the launch code checks all three: `TcStaging::Tap` in conv.rs).
-// Then each K slice lies inside one tap, so staging a slice costs:
+// multiple of TC_K (k_c = cg forward, og backward), whole 4-channel chunks of B, 16-byte
+// aligned tensors (the launch code checks them: `TcStaging::Tap` in conv.rs). B is [n][k] both
+// ways: going back W^T is KKIO read along co; going forward the kernel reads, in place of the
+// KKIO weights, their OHWI rows ([cout][K], K contiguous: conv2d_rows_weight_f32, made once
+// when the engine uploads the weights). Then each K slice lies inside one tap, so staging a
+// slice costs:
 //   - nothing per element: the block steps the slice's tap (tx, ty) and channel c0 as uniform
 //     counters and recomputes its rows' bounds only when the tap changes (every k_c / 32
 //     slices);
 //   - per A row an add and one cp.async whose src-size is 0 where the tap falls outside the
-//     image or the row past M (zeros without a branch); per B chunk the same, its pointer
-//     advancing by a constant.
-// Shared memory is unpadded and swizzled (16-byte chunks XOR a function of the row), 24 KiB a
-// stage instead of 27:
-//   A [m][k] and B [n][k] (rows of 32 floats): chunk c of row r at c ^ dv_sw8(r), with
-//       dv_sw8(r) = (r & 1) << 2 | (r >> 1) & 3: eight consecutive rows take eight different
-//       chunks (ldmatrix's 8 row addresses: conflict-free) and rows 2q, 2q + 1 opposite halves
-//       of the row (a quarter-warp of the bf16 fragments' LDS.128: conflict-free); the 8 threads
-//       that write a row write its 8 chunks.
-//   B [k][n] (rows of 64 floats): float n of row k at n ^ 8 * ((k ^ k >> 2) & 3): the rows t
-//       (tf32) or 4t + j (bf16) that a fragment load's lanes t read fall in 4 different 8-bank
-//       groups; the XOR keeps each 16-byte chunk whole and inside its half row.
+//     image or the row past M (zeros without a branch; the address stays inside the tensor);
+//     per B row the same.
+// Shared memory is unpadded and swizzled, 24 KiB a stage instead of 27: A [m][k] and B [n][k]
+// are rows of 32 floats whose 16-byte chunk c of row r sits at c ^ dv_sw8(r), with
+// dv_sw8(r) = (r & 1) << 2 | (r >> 1) & 3: eight consecutive rows take eight different chunks
+// (ldmatrix's 8 row addresses: conflict-free), rows 2q and 2q + 1 opposite halves of the row (a
+// quarter-warp of the bf16 fragments' LDS.128: conflict-free), and the 8 threads that write a
+// row write its 8 chunks.
 // bf16 fragments: the mma sums over k, so any order of k that A and B share gives the same
 // product. Lane t's k = 2t, 2t+1 | 2t+8, 2t+9 of each 16 (a[0] | a[2], b[0] | b[1]) are taken
-// from the four consecutive floats 4t .. 4t+3 of the slice's 16: one LDS.128 per A row and
-// per B [n][k] row and two cvt.rn.bf16x2, where the gather version needs two LDS.64 (with
-// 2-way bank conflicts) per A row. tf32 fragments as in the gather version.
+// from the four consecutive floats 4t .. 4t+3 of the slice's 16: one LDS.128 per A or B row and
+// two cvt.rn.bf16x2, where the gather version needs two LDS.64 (2-way bank conflicts) per A row
+// and four LDS.32 per B column. tf32 fragments by ldmatrix.x4 for A and B alike.
 #define TS_STAGE_FLOATS (TC_M * TC_K + TC_K * TC_N)       // 6144
 #define TS_SMEM_BYTES (TC_STAGES * TS_STAGE_FLOATS * 4)   // 73728: conv.rs TS_SMEM_BYTES
 
 __device__ __forceinline__ int dv_sw8(int r) { return (r & 1) << 2 | (r >> 1 & 3); }
 // A [m][k] / B [n][k]: the float offset of (r, k) in a stage's rows of TC_K
 __device__ __forceinline__ int dv_ts_rk(int r, int k) { return r * TC_K + (((k >> 2 ^ dv_sw8(r)) << 2) | (k & 3)); }
-// B [k][n]: the float offset of (k, n) in rows of TC_N
-__device__ __forceinline__ int dv_ts_kn(int k, int n) { return k * TC_N + (n ^ ((k ^ k >> 2) & 3) << 3); }
-struct DvSwizzled {
+struct DvSwizzled {  // (B is [n][k] both ways here)
     static __device__ __forceinline__ int a(int r, int k) { return dv_ts_rk(r, k); }
     static __device__ __forceinline__ int nk(int n, int k) { return dv_ts_rk(n, k); }
-    static __device__ __forceinline__ int kn(int k, int n) { return dv_ts_kn(k, n); }
 };
 
 template <int PREC, bool BWD>
@@ -356,9 +352,8 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
     int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane >> 2, tq = lane % 4;
     int wm = (warp / TC_WARPS_N) * 32, wn = (warp % TC_WARPS_N) * 32;
 
-    // This thread's A rows (CH_ROW + 32 i, chunk CH_K): the window corner and the element
-    // offset of its chunk there (used only where the tap is in range), and whether the row is
-    // inside M.
+    // This thread's A rows (CH_ROW + 32 i, chunk CH_K): the window corner, the element offset
+    // of its chunk there (taken only where a tap is in range), and whether the row is inside M.
     int y0[4], x0[4], a_off[4];
     unsigned a_rows = 0;
     #pragma unroll
@@ -369,54 +364,52 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         a_off[i] = ((img * a.src_h + y0[i]) * a.src_w + x0[i]) * a.src_c + a.ch_off + 4 * CH_K;
         a_rows |= (unsigned)(m < m_total) << i;
     }
-    // B: forward, the KKIO rows BKN_ROW + 16 i of the slice, channels n0 + 4 BKN_COL (og % 4 == 0:
-    // a chunk is whole or past N); backward, W^T rows n0 + CH_ROW + 32 i, chunk CH_K.
+    // B [n][k], rows n0 + CH_ROW + 32 i, chunk CH_K: forward, the OHWI rows (`rows`, K floats an
+    // output channel) advancing by TC_K a slice; backward, W^T at each tap's offset in KKIO. A
+    // row past N reads nothing (src-size 0) from an offset kept at 0, so every address stays
+    // inside its tensor.
     int b_off[2];
     unsigned b_rows = 0;
     #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        if (BWD) {
-            int n = n0 + CH_ROW + 32 * i;
-            b_off[i] = n * d.cout + g * d.og + 4 * CH_K;
-            b_rows |= (unsigned)(n < n_total) << i;
-        } else {
-            b_off[i] = (BKN_ROW + 16 * i) * d.cout + g * d.og + n0 + 4 * BKN_COL;
-            b_rows |= (unsigned)(n0 + 4 * BKN_COL < n_total) << i;
-        }
+        int n = n0 + CH_ROW + 32 * i;
+        b_rows |= (unsigned)(n < n_total) << i;
+        if (BWD) b_off[i] = n * d.cout + g * d.og + 4 * CH_K;
+        else b_off[i] = n < n_total ? (g * d.og + n) * k_total + 4 * CH_K : 0;
     }
-    // where each chunk lands in a stage (fixed per thread)
-    // (rows 32 apart share dv_sw8, and rows 16 apart the B [k][n] XOR: one base, constant steps)
-    const int sa_at = dv_ts_rk(CH_ROW, 4 * CH_K);
-    const int sb_at = TC_M * TC_K + (BWD ? dv_ts_rk(CH_ROW, 4 * CH_K) : dv_ts_kn(BKN_ROW, 4 * BKN_COL));
-    const int sb_step = BWD ? 32 * TC_K : 16 * TC_N;
+    // where this thread's chunks land in a stage: rows 32 apart share dv_sw8, so one base and
+    // constant steps, A then B
+    const int s_at = dv_ts_rk(CH_ROW, 4 * CH_K);
 
-    // The next slice to stage: channel c0 of tap (tx, ty); per tap, the A offset, the rows
-    // whose window holds it, and (backward) the tap's offset in the weights.
-    int c0 = 0, tx = 0, ty = 0, a_tap = 0, b_tap = 0;
+    // The next slice to stage: channel c0 of tap (tx, ty). Per tap: which A rows' windows hold
+    // it, and each row's chunk offset there (0 where not: with c0 added it stays inside the
+    // tensor, and src-size 0 reads nothing); backward, each B row's offset at the tap.
+    int c0 = 0, tx = 0, ty = 0, a_cur[4], b_cur[2];
     unsigned a_ok = 0;
     auto new_tap = [&]() {
-        int dy = ty * a.dy, dx = tx * a.dx;
-        a_tap = (dy * a.src_w + dx) * a.src_c;
+        int dy = ty * a.dy, dx = tx * a.dx, a_tap = (dy * a.src_w + dx) * a.src_c;
         a_ok = 0;
         #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            a_ok |= (unsigned)((unsigned)(y0[i] + dy) < (unsigned)a.src_h && (unsigned)(x0[i] + dx) < (unsigned)a.src_w) << i;
-        a_ok &= a_rows;
-        if (BWD) b_tap = ((ky0 + d.sh * ty) * d.kw + kx0 + d.sw * tx) * d.cg * d.cout;
+        for (int i = 0; i < 4; ++i) {
+            bool ok = a_rows >> i & 1 && (unsigned)(y0[i] + dy) < (unsigned)a.src_h && (unsigned)(x0[i] + dx) < (unsigned)a.src_w;
+            a_ok |= (unsigned)ok << i;
+            a_cur[i] = ok ? a_off[i] + a_tap : 0;
+        }
+        if (BWD) {
+            int b_tap = ((ky0 + d.sh * ty) * d.kw + kx0 + d.sw * tx) * d.cg * d.cout;
+            #pragma unroll
+            for (int i = 0; i < 2; ++i) b_cur[i] = b_rows >> i & 1 ? b_off[0] + 32 * i * d.cout + b_tap : 0;  // rows 32 apart
+        }
     };
     new_tap();
     auto stage = [&](int s) {
         float* st = smem + s * TS_STAGE_FLOATS;
         #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            bool ok = a_ok >> i & 1;
-            dv_cp_async_16_zfill(st + sa_at + i * 32 * TC_K, a.src + (ok ? a_off[i] + a_tap + c0 : 0), ok);
-        }
+        for (int i = 0; i < 4; ++i) dv_cp_async_16_zfill(st + s_at + i * 32 * TC_K, a.src + a_cur[i] + c0, a_ok >> i & 1);
         #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            bool ok = b_rows >> i & 1;
-            dv_cp_async_16_zfill(st + sb_at + i * sb_step, wp + (ok ? b_off[i] + (BWD ? b_tap + c0 : 0) : 0), ok);
-            if (!BWD) b_off[i] += TC_K * d.cout;
+            dv_cp_async_16_zfill(st + TC_M * TC_K + s_at + i * 32 * TC_K, wp + (BWD ? b_cur[i] + c0 : b_off[i]), b_rows >> i & 1);
+            if (!BWD && b_rows >> i & 1) b_off[i] += TC_K;
         }
         c0 += TC_K;
         if (c0 == a.k_c) {  // uniform: the next slice starts the next tap
@@ -438,7 +431,7 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         const float* sa = smem + s * TS_STAGE_FLOATS;
         const float* sb = sa + TC_M * TC_K;
         if (PREC == DV_TF32) {
-            dv_tc_slice_tf32<DvSwizzled, BWD>(acc, sa, sb, wm, wn);
+            dv_tc_slice_tf32<DvSwizzled, true>(acc, sa, sb, wm, wn);
         } else {
             #pragma unroll
             for (int ks = 0; ks < TC_K; ks += 16) {
@@ -453,14 +446,8 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
                 }
                 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt) {
-                    int n = wn + nt * 8 + gq;
-                    if (BWD) {
-                        float4 v = dv_lds_f32x4(sb + dv_ts_rk(n, k));
-                        fb[nt][0] = dv_cvt_bf16x2(v.x, v.y), fb[nt][1] = dv_cvt_bf16x2(v.z, v.w);
-                    } else {
-                        fb[nt][0] = dv_cvt_bf16x2(dv_lds_f32(sb + dv_ts_kn(k, n)), dv_lds_f32(sb + dv_ts_kn(k + 1, n)));
-                        fb[nt][1] = dv_cvt_bf16x2(dv_lds_f32(sb + dv_ts_kn(k + 2, n)), dv_lds_f32(sb + dv_ts_kn(k + 3, n)));
-                    }
+                    float4 v = dv_lds_f32x4(sb + dv_ts_rk(wn + nt * 8 + gq, k));
+                    fb[nt][0] = dv_cvt_bf16x2(v.x, v.y), fb[nt][1] = dv_cvt_bf16x2(v.z, v.w);
                 }
                 #pragma unroll
                 for (int mt = 0; mt < 2; ++mt)
@@ -470,25 +457,28 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         }
     };
 
-    // The pipeline as in the gather version (k_total is a multiple of TC_K here).
+    // The pipeline as in the gather version (k_total is a multiple of TC_K here), the stages
+    // read and written counted round instead of divided.
     int slices = k_total / TC_K;
     for (int s = 0; s < TC_STAGES - 1; ++s) {
         if (s < slices) stage(s);
         dv_cp_async_commit();
     }
+    int rs = 0, ws = TC_STAGES - 1;
     for (int kt = 0; kt < slices; ++kt) {
         dv_cp_async_wait_group<TC_STAGES - 2>();
         __syncthreads();
-        int next = kt + TC_STAGES - 1;
-        if (next < slices) stage(next % TC_STAGES);
+        if (kt + TC_STAGES - 1 < slices) stage(ws);
         dv_cp_async_commit();
-        compute(kt % TC_STAGES);
+        compute(rs);
+        rs = rs == TC_STAGES - 1 ? 0 : rs + 1, ws = ws == TC_STAGES - 1 ? 0 : ws + 1;
     }
     dv_tc_epilogue<BWD>(acc, d, g, m_total, n_total, m0, n0, bias, residual, out, y_stride, y_off, act, ry, rx, hy, wx);
 }
 
-// Arguments as conv2d_fwd_f32. Grid (ceil(n*oh*ow/TC_M), ceil(og/TC_N), groups), TC_THREADS
-// threads, TC_SMEM_BYTES of dynamic shared memory.
+// Arguments as conv2d_fwd_f32 (the tap version takes the OHWI rows in wp's place). Grid
+// (ceil(n*oh*ow/TC_M), ceil(og/TC_N), groups), TC_THREADS threads, TC_SMEM_BYTES (TS_SMEM_BYTES)
+// of dynamic shared memory.
 template <int PREC, bool TAP>
 __device__ __forceinline__ void dv_conv_fwd_tc(const float* x, const float* wp, const float* bias, const float* residual,
                                                float* y, const DvConv& d, int y_stride, int y_off, int act) {

@@ -511,7 +511,7 @@ fn conv_forward_backward_all_paths() {
             let (xp, wo, wpk, bp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &w), out(d, wl), put(d, &b));
             cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
             let y = out(d, want_y.len());
-            cuda::conv::forward(d, Precision::F32, xp, wpk, Some(bp), y, &s, &g, act).unwrap();
+            cuda::conv::forward(d, Precision::F32, xp, wpk, None, Some(bp), y, &s, &g, act).unwrap();
             let got = to_nchw(&get(d, y, want_y.len()), s.n, s.cout, oh * ow);
             assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
 
@@ -581,23 +581,23 @@ fn conv_fused_residual_activation_and_concat_slices() {
             cuda::conv::repack_weight(d, wo2, wk2, s.cout, cg, s.kh, s.kw).unwrap();
 
             let y = out(d, pix * s.cout);
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
             let got = to_nchw(&get(d, y, pix * s.cout), s.n, s.cout, oh * ow);
             assert_close(&format!("{what}.residual"), &got, &f32s(&want), 1e-5, 1e-4);
 
             // separately: A = conv(w1) + bias, B = act(conv(w2) + residual)
             let (ya, yb) = (out(d, pix * s.cout), out(d, pix * s.cout));
-            cuda::conv::forward(d, Precision::F32, xp, wk1, Some(bp), ya, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward(d, Precision::F32, xp, wk1, None, Some(bp), ya, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
             let (ya, yb) = (get(d, ya, pix * s.cout), get(d, yb, pix * s.cout));
             // into adjacent slices of one tensor
             let cat = put(d, &vec![SENTINEL; pix * stride]);
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
             let want_cat: Vec<f32> = (0..pix).flat_map(|p| ya[p * s.cout..(p + 1) * s.cout].iter().chain(&yb[p * s.cout..(p + 1) * s.cout]).copied().chain([SENTINEL])).collect();
             assert_close(&format!("{what}.concat"), &get(d, cat, pix * stride), &want_cat, 0.0, 0.0);
 
-            let err = cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, None, cat, stride, s.cout + 2, &s, &g, None);
+            let err = cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, None, None, cat, stride, s.cout + 2, &s, &g, None);
             assert!(err.is_err(), "{what}: a slice past the row must be refused");
         }
     }
@@ -710,12 +710,22 @@ fn conv_tensor_cores_within_format_tolerance() {
             let d = dev.as_ref();
             let (xp, wo, wpk, bp) = (put(d, &to_nhwc(&x, s.n, s.c, s.h * s.w)), put(d, &w), out(d, w.len()), put(d, &b));
             cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
+            // the OHWI rows the tap-slice forward reads: checked against the host's permutation
+            let rows = out(d, w.len());
+            cuda::conv::rows_weight(d, wpk, rows, s.cout, cg, s.kh, s.kw).unwrap();
+            let want_rows: Vec<f32> = (0..w.len()).map(|i| {
+                let (ci, t) = (i % cg, i / cg);
+                let (kx, t) = (t % s.kw, t / s.kw);
+                let (ky, o) = (t % s.kh, t / s.kh);
+                w[((o * cg + ci) * s.kh + ky) * s.kw + kx]
+            }).collect();
+            assert_eq!(get(d, rows, w.len()), want_rows, "{what}: OHWI rows");
             let (rp, gyp) = (put(d, &to_nhwc(&res, s.n, s.cout, oh * ow)), put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)));
             for (prec, mantissa) in [(Precision::Tf32, 10), (Precision::Bf16, 7)] {
                 for staging in [TcStaging::Gather, TcStaging::Tap] {
                     let what = format!("{}.conv_tc_{what}.{prec}.{staging:?}", d.name());
                     let y = put(d, &vec![SENTINEL; pix * stride]);
-                    let fwd = cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act));
+                    let fwd = cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act));
                     if staging == TcStaging::Tap && TcStaging::forward(&s, &g) == TcStaging::Gather {
                         let e = fwd.unwrap_err().to_string();
                         assert!(e.contains("tap-slice") && e.contains("multiple of 32"), "{what}.fwd: {e}");
@@ -756,7 +766,7 @@ fn conv_tensor_cores_within_format_tolerance() {
                 }
             }
             assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None).is_err());
-            for p in [xp, wo, wpk, bp, rp, gyp] {
+            for p in [xp, wo, wpk, rows, bp, rp, gyp] {
                 d.free(p);
             }
         }
@@ -780,7 +790,7 @@ fn conv_refuses_tensors_past_int32() {
         let d = dev.as_ref();
         let p = DevicePtr(0);
         for prec in Precision::ALL {
-            let e = cuda::conv::forward(d, prec, p, p, None, p, &big, &g, None).unwrap_err();
+            let e = cuda::conv::forward(d, prec, p, p, Some(p), None, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
             let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");

@@ -28,6 +28,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("dwconv2d", "bwd_filter"),
     ("conv2d", "repack_weight"),
     ("conv2d", "unpack_weight"),
+    ("conv2d", "rows_weight"),
     ("conv2d", "fwd_tf32"),
     ("conv2d", "fwd_bf16"),
     ("conv2d", "bwd_data_tf32"),
@@ -221,10 +222,12 @@ fn tc_macs(m: usize, n: usize, k: usize, groups: usize) -> u64 {
     (m.div_ceil(TC_M) * TC_M) as u64 * (n.div_ceil(TC_N) * TC_N) as u64 * (k.div_ceil(TC_K) * TC_K) as u64 * groups as u64
 }
 
-/// y `[n, oh, ow, cout]` = act(conv(x, w) + bias), in the arithmetic `prec` names.
+/// y `[n, oh, ow, cout]` = act(conv(x, w) + bias), in the arithmetic `prec` names. `wp` is the
+/// KKIO weight; `rows`, when given, the same weight as OHWI rows ([`rows_weight`]), which the
+/// tensor-core forward staged by tap slices reads (without them it gathers).
 #[allow(clippy::too_many_arguments)]
-pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
-    forward_fused(dev, prec, x, wp, bias, None, y, s.cout, 0, s, g, act)
+pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, rows: Option<DevicePtr>, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
+    forward_fused(dev, prec, x, wp, rows, bias, None, y, s.cout, 0, s, g, act)
 }
 
 /// The forward conv with its whole epilogue fused: act(conv(x, w) + bias + residual), written
@@ -244,6 +247,7 @@ pub fn forward_fused(
     prec: Precision,
     x: DevicePtr,
     wp: DevicePtr,
+    rows: Option<DevicePtr>,
     bias: Option<DevicePtr>,
     residual: Option<DevicePtr>,
     y: DevicePtr,
@@ -253,7 +257,8 @@ pub fn forward_fused(
     g: &Conv2dGeom,
     act: Option<Act>,
 ) -> Result<()> {
-    forward_fused_as(dev, prec, TcStaging::forward(s, g), x, wp, bias, residual, y, y_stride, y_off, s, g, act)
+    let staging = if rows.is_some() { TcStaging::forward(s, g) } else { TcStaging::Gather };
+    forward_fused_as(dev, prec, staging, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act)
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
@@ -265,6 +270,7 @@ pub fn forward_fused_as(
     staging: TcStaging,
     x: DevicePtr,
     wp: DevicePtr,
+    rows: Option<DevicePtr>,
     bias: Option<DevicePtr>,
     residual: Option<DevicePtr>,
     y: DevicePtr,
@@ -295,17 +301,22 @@ pub fn forward_fused_as(
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
     } else if prec != Precision::F32 {
         let (m, og, k) = (s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
-        if staging == TcStaging::Tap && staging != TcStaging::forward(s, g) {
-            return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} and output channels per group a multiple of 4 (not {} and {og})", k / (s.kh * s.kw))));
+        let mut b = wp; // B as the kernel reads it
+        if staging == TcStaging::Tap {
+            if staging != TcStaging::forward(s, g) {
+                return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} and output channels per group a multiple of 4 (not {} and {og})", k / (s.kh * s.kw))));
+            }
+            b = rows.ok_or_else(|| Error::InvalidArgument("conv2d: the tap-slice tensor-core forward reads the weight's OHWI rows (rows_weight); none were given".into()))?;
+            args[1] = ptr(b);
         }
-        staging.takes([x, wp])?;
+        staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
         // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32(same signature as conv2d_fwd_f32)`; the
         // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
         // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
         // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
-        // version's conditions (cg % 32, og % 4, 16-byte aligned x and weights) were checked
-        // just above.
+        // version's conditions (cg % 32, og % 4, the OHWI rows given in the weight's place,
+        // 16-byte aligned x and rows) were checked just above.
         launch(dev, "conv2d", &staging.variant("fwd", prec), tc_cfg(m, og, g.groups, staging), &args)
     } else {
         dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
@@ -530,6 +541,16 @@ pub fn repack_weight(dev: &dyn Device, w: DevicePtr, wp: DevicePtr, cout: usize,
     // SAFETY: `conv2d_repack_weight_f32(const float* w, float* wp, int cout, int cg, int kh,
     // int kw)`; the loop runs over every destination element.
     launch(dev, "conv2d", "repack_weight", grid_stride(cout * cg * kh * kw), &[ptr(w), ptr(wp), int(cout), int(cg), int(kh), int(kw)])
+}
+
+/// KKIO `[kh, kw, cg, cout]` -> OHWI rows `[cout, kh, kw, cg]` (rows must not alias wp): the
+/// weight as the tensor-core forward staged by tap slices reads it, K = kh*kw*cg contiguous per
+/// output channel. The engine makes them once, beside the KKIO weight, where that forward applies.
+pub fn rows_weight(dev: &dyn Device, wp: DevicePtr, rows: DevicePtr, cout: usize, cg: usize, kh: usize, kw: usize) -> Result<()> {
+    check_weight_i32(cout, cg, kh, kw)?;
+    // SAFETY: `conv2d_rows_weight_f32(const float* wp, float* rows, int k_total, int cout)`; the
+    // loop runs over every destination element.
+    launch(dev, "conv2d", "rows_weight", grid_stride(cout * cg * kh * kw), &[ptr(wp), ptr(rows), int(kh * kw * cg), int(cout)])
 }
 
 /// KKIO -> OIHW (w must not alias wp).

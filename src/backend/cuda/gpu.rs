@@ -87,12 +87,19 @@ pub struct DTensor {
     buf: Arc<Buffer>,
     /// logical NCHW shape
     pub shape: Vec<usize>,
+    /// a conv weight's OHWI rows beside its KKIO data, made at upload where the tensor-core
+    /// forward staged by tap slices applies (`conv::rows_weight`); None for everything else
+    rows: Option<Arc<Buffer>>,
 }
 
 impl DTensor {
     /// The device address of its first element.
     pub fn ptr(&self) -> DevicePtr {
         self.buf.ptr
+    }
+    /// A conv weight's OHWI rows, where the upload made them.
+    pub fn rows_ptr(&self) -> Option<DevicePtr> {
+        self.rows.as_ref().map(|r| r.ptr)
     }
     /// The number of elements.
     pub fn numel(&self) -> usize {
@@ -176,7 +183,7 @@ impl Gpu {
     }
 
     fn new_tensor(&self, shape: &[usize]) -> Result<DTensor> {
-        Ok(DTensor { buf: self.alloc(shape.iter().product())?, shape: shape.to_vec() })
+        Ok(DTensor { buf: self.alloc(shape.iter().product())?, shape: shape.to_vec(), rows: None })
     }
 
     fn upload_raw(&self, data: &[f32], shape: &[usize]) -> Result<DTensor> {
@@ -275,8 +282,15 @@ impl Backend for Gpu {
         match role {
             Role::ConvWeight => {
                 let (cout, cg, kh, kw) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
-                let wp = self.new_tensor(&t.shape)?;
+                let mut wp = self.new_tensor(&t.shape)?;
                 conv::repack_weight(self.device(), raw.ptr(), wp.ptr(), cout, cg, kh, kw)?;
+                // the tensor cores' forward by tap slices reads OHWI rows (cg a multiple of 32;
+                // the groups' og % 4 is checked at launch, which gathers otherwise)
+                if self.precision != Precision::F32 && cg.is_multiple_of(32) {
+                    let rows = self.alloc(t.data.len())?;
+                    conv::rows_weight(self.device(), wp.ptr(), rows.ptr, cout, cg, kh, kw)?;
+                    wp.rows = Some(rows);
+                }
                 Ok(wp)
             }
             Role::LinearWeight | Role::Vector => Ok(raw),
@@ -288,7 +302,7 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let (oh, ow) = s.out_hw(g)?;
         let y = self.new_tensor(&[n, s.cout, oh, ow])?;
-        conv::forward(self.device(), self.precision, x.ptr(), w.ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
+        conv::forward(self.device(), self.precision, x.ptr(), w.ptr(), w.rows_ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
         Ok(y)
     }
     fn conv2d_fused(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>, g: &Conv2dGeom, residual: Option<&DTensor>, act: Option<Act>) -> Result<DTensor> {
@@ -301,7 +315,7 @@ impl Backend for Gpu {
                 return Err(Error::shape("conv2d's residual", &y.shape, &r.shape));
             }
         }
-        conv::forward_fused(self.device(), self.precision, x.ptr(), w.ptr(), b.map(|b| b.ptr()), residual.map(|r| r.ptr()), y.ptr(), s.cout, 0, &s, g, act)?;
+        conv::forward_fused(self.device(), self.precision, x.ptr(), w.ptr(), w.rows_ptr(), b.map(|b| b.ptr()), residual.map(|r| r.ptr()), y.ptr(), s.cout, 0, &s, g, act)?;
         Ok(y)
     }
     fn conv2d_backward_data(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom) -> Result<DTensor> {
@@ -457,15 +471,15 @@ impl Backend for Gpu {
         // NHWC memory of a 4-d tensor is not the row-major order of its flattening
         let y = match (permuted(&x.shape), permuted(shape)) {
             (true, false) => self.permute(&x, false)?,
-            (false, true) => self.permute(&DTensor { buf: x.buf.clone(), shape: shape.to_vec() }, true)?,
+            (false, true) => self.permute(&DTensor { buf: x.buf.clone(), shape: shape.to_vec(), rows: None }, true)?,
             // one 4-d layout to another: through the row-major order
             (true, true) if x.shape != shape => {
                 let flat = self.permute(&x, false)?;
-                self.permute(&DTensor { buf: flat.buf, shape: shape.to_vec() }, true)?
+                self.permute(&DTensor { buf: flat.buf, shape: shape.to_vec(), rows: None }, true)?
             }
             _ => x,
         };
-        Ok(DTensor { buf: y.buf, shape: shape.to_vec() })
+        Ok(DTensor { buf: y.buf, shape: shape.to_vec(), rows: None })
     }
 
     fn unary(&self, x: &DTensor, op: Unary) -> Result<DTensor> {
