@@ -121,7 +121,7 @@ fn main() -> deepviz::Result<()> {
     }
     let mut lines = vec![];
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
-    println!("{:<28}{:>6}{:>6}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
+    println!("{:<28}{:>6}{:>16}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
     for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
         if only_layer.is_some_and(|l| l != i) {
             continue;
@@ -166,7 +166,7 @@ fn main() -> deepviz::Result<()> {
                 };
                 let ms = time_ms(dev.as_ref(), reps, call)?;
                 let tflops = flop / ms / 1e9;
-                println!("{name:<28}{:>6}{pass:>9}{ms:>11.3}{tflops:>10.1}", prec.name());
+                println!("{name:<28}{:>6}{pass:>16}{ms:>11.3}{tflops:>10.1}", prec.name());
                 *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
                 *total_flop.entry((prec.name(), pass)).or_insert(0.0) += flop * count as f64;
                 lines.push(format!(
