@@ -3,8 +3,9 @@
 //!
 //! `cargo run --release --example tsne_scale -- [SIZES] [ITERATIONS] [EXACT_ITERATIONS] [DEVICE]`
 //! (defaults `2000,5000,10000`, 1000, 1000, `cpu`; EXACT_ITERATIONS 0 skips the exact runs, as
-//! do sizes past `EXACT_MAX`; DEVICE `cuda` or `emu` runs the exact gradient on that device,
-//! `tsne::DeviceGradient`, the affinities and Barnes–Hut staying on the host). For each size and method: the affinities alone
+//! do sizes past `EXACT_MAX`; DEVICE `cuda` or `emu` runs the exact path on that device, its
+//! affinities (`tsne::device_joint_probabilities`) and its gradient (`tsne::DeviceGradient`),
+//! Barnes–Hut staying on the host). For each size and method: the affinities alone
 //! (`embed` with 0 iterations), then `embed` with the method's iterations; the time a step is
 //! their difference over the iterations, and the projected time of 1000 iterations is the
 //! affinities plus 1000 steps (measured, not projected, where the method ran 1000). Before any

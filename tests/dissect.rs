@@ -686,21 +686,27 @@ fn the_mask_skipping_cold_pixels_is_the_thresholded_upsampling() {
     }
 }
 
-/// t-SNE's exact gradient on the device (the backend's generic primitives over `n × n`, in f32)
-/// against the host's f64 loop, with and without the early exaggeration, on the emulated GPU
-/// and the real one when present.
+/// t-SNE on the device against the host's f64 loops, on the emulated GPU and the real one when
+/// present: the affinities (distances and perplexity search on the device, in f32) and the exact
+/// gradient (the backend's generic primitives over `n × n`), with and without the early
+/// exaggeration.
 #[test]
 fn the_device_tsne_gradient_equals_the_host_one() {
-    use deepviz::dataset::tsne::{device_sq_distances, exact_gradient, joint_probabilities, joint_probabilities_by, DeviceGradient};
+    use deepviz::dataset::tsne::{device_joint_probabilities, exact_gradient, joint_probabilities, DeviceGradient};
     let x = clusters(90, 3, 13, 6);
     let n = x.len();
     let p = joint_probabilities(&x, 8.0);
-    // the affinities from the device's distances (an f32 Gram matrix) are the host's
+    // the affinities from the device's distances (an f32 Gram matrix) and its perplexity search
+    // (all points at once, in f32) are the host's
     for gpu in common::gpus() {
-        let pd = joint_probabilities_by(n, 8.0, device_sq_distances(&gpu, &x).unwrap());
-        let (a, b): (Vec<f32>, Vec<f32>) = pd.iter().zip(&p).map(|(a, b)| (*a as f32, *b as f32)).unzip();
-        let err = common::rel_rms(&a, &b);
-        assert!(err < 1e-5, "{}: P from the device's distances, relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));
+        for perplexity in [8.0, 30.0] {
+            let want = if perplexity == 8.0 { p.clone() } else { joint_probabilities(&x, perplexity) };
+            let pd = device_joint_probabilities(&gpu, &x, perplexity).unwrap();
+            let (a, b): (Vec<f32>, Vec<f32>) = pd.iter().zip(&want).map(|(a, b)| (*a as f32, *b as f32)).unzip();
+            let err = common::rel_rms(&a, &b);
+            eprintln!("{}: P at perplexity {perplexity} searched on the device, relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));
+            assert!(err < 1e-5, "{}: P at perplexity {perplexity} searched on the device, relative RMS {err:.2e}", deepviz::backend::Backend::name(&gpu));
+        }
     }
     let r = common::seeded(91, 2 * n);
     // the start's scale (1e-2) and a spread-out embedding's

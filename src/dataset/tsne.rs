@@ -12,8 +12,9 @@
 //! y_j`); only the embedding (`n × 2`) goes up and its gradient comes back, and the step itself
 //! (gains, momentum, recentring) stays on the host in f64. At 10 000 points that is ~20 passes
 //! over a 400 MB matrix a step, where the host's exact step takes 0.4 s on two cores
-//! (`benches/RESULTS.md`). The affinities' distances come from the device too (one Gram matrix,
-//! [`device_sq_distances`]); the perplexity search per point stays on the host. The device's
+//! (`benches/RESULTS.md`). The affinities come from the device too
+//! ([`device_joint_probabilities`]: one Gram matrix for the distances, then every point's
+//! perplexity search at once, its bookkeeping on the host). The device's
 //! f32 gradient agrees with the host's f64 one to ~1e-6 relative (tests/dissect.rs), so the
 //! embeddings of the two engines are alike but not equal (t-SNE amplifies rounding); each
 //! engine's is repeatable.
@@ -249,16 +250,8 @@ pub(super) fn conditional_row(d: &[f64], skip: Option<usize>, log_u: f64, row: &
         let sum = sum.max(f64::MIN_POSITIVE);
         let h = sum.ln() + beta * dp / sum;
         row.iter_mut().for_each(|v| *v /= sum);
-        let diff = h - log_u;
-        if diff.abs() < 1e-5 {
+        if search_step(h, log_u, &mut beta, &mut lo, &mut hi) {
             break;
-        }
-        if diff > 0.0 {
-            lo = beta;
-            beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
-        } else {
-            hi = beta;
-            beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
         }
     }
 }
@@ -280,7 +273,13 @@ pub fn joint_probabilities_by(n: usize, perplexity: f64, distances: impl Fn(usiz
             conditional_row(dr, Some(b * DISTANCE_ROWS + r), log_u, row);
         }
     });
-    // symmetrise in place: (P + Pᵀ) / 2n, at least 1e-12
+    symmetrise(&mut p, n);
+    p
+}
+
+/// The conditional probabilities (row-major `n × n`) made joint in place: `(P + Pᵀ) / 2n`, at
+/// least 1e-12.
+fn symmetrise(p: &mut [f64], n: usize) {
     for i in 0..n {
         for j in i..n {
             let v = ((p[i * n + j] + p[j * n + i]) / (2.0 * n as f64)).max(1e-12);
@@ -288,31 +287,86 @@ pub fn joint_probabilities_by(n: usize, perplexity: f64, distances: impl Fn(usiz
             p[j * n + i] = v;
         }
     }
-    p
 }
 
-/// The squared distances between the points `x`, from the Gram matrix `X Xᵀ` computed on `be`
-/// by its `linear` (f32): a filler for [`joint_probabilities_by`] that writes rows `first..` as
-/// `|x_i|² + |x_j|² − 2 x_i·x_j` (norms in f64 on the host), at least 0, the diagonal 0. For
-/// the exact path's affinities on a GPU, where the host's O(n²·d) distances are most of the
-/// time for CNN features (1280-D); the f32 Gram's rounding moves a distance by ~1e-6 of the
-/// largest norm², well inside the perplexity search's tolerance (tests/dissect.rs compares `P`
-/// with the host's).
-pub fn device_sq_distances<B: Backend>(be: &B, x: &[Vec<f64>]) -> Result<impl Fn(usize, &mut [f64]) + Sync> {
-    use crate::backend::Role;
+/// One step of a point's search for its precision β (as [`conditional_row`]'s): from the
+/// entropy `h` at `beta` within `(lo, hi)`, whether it is found (within 1e-5 of `log_u`), else
+/// the next β, narrowing the bracket.
+fn search_step(h: f64, log_u: f64, beta: &mut f64, lo: &mut f64, hi: &mut f64) -> bool {
+    let diff = h - log_u;
+    if diff.abs() < 1e-5 {
+        return true;
+    }
+    if diff > 0.0 {
+        *lo = *beta;
+        *beta = if hi.is_finite() { (*beta + *hi) / 2.0 } else { *beta * 2.0 };
+    } else {
+        *hi = *beta;
+        *beta = if lo.is_finite() { (*beta + *lo) / 2.0 } else { *beta / 2.0 };
+    }
+    false
+}
+
+/// [`joint_probabilities`] with the distances and every point's perplexity search on `be`'s
+/// device, in f32: the squared distances from one Gram matrix `X Xᵀ` (`|x_i|² + |x_j|² −
+/// 2 x_i·x_j`, at least 0, the diagonal 0), then the same binary search as [`conditional_row`]
+/// for all points at once, each step three passes over `n × n` (`exp(−β_i d_ij)` off the
+/// diagonal, its row sums and those of `d ⊙ exp`) with only the `n` precisions going up and
+/// the `2n` sums coming back; the search's bookkeeping (its bracket, and which points are
+/// done) stays on the host in f64, a point keeping the β its search ended on. Then one pass
+/// for the conditional rows, which come back (`n²` f32) to be made joint on the host.
+///
+/// For the exact path on a GPU, where the host's O(n²·d) distances and O(50 n²) search are
+/// most of the time before the descent. The f32 sums move an entropy by ~1e-6 (relative), so a
+/// point may end one bisection step off the host's, well inside what the embedding notices;
+/// tests/dissect.rs compares `P` with the host's.
+pub fn device_joint_probabilities<B: Backend>(be: &B, x: &[Vec<f64>], perplexity: f64) -> Result<Vec<f64>> {
+    use crate::backend::{Binary, Reduce, Role, Unary};
     use crate::Tensor;
     let (n, dim) = (x.len(), x.first().map_or(0, |r| r.len()));
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let column = |v: &mut dyn Iterator<Item = f32>| -> Result<B::T> { be.upload(&Tensor::new(vec![n, 1], v.collect())?) };
     let t = std::sync::Arc::new(Tensor::new(vec![n, dim], x.iter().flatten().map(|&v| v as f32).collect())?);
-    let gram = be.download(&be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?)?;
-    let norms: Vec<f64> = x.iter().map(|r| r.iter().map(|v| v * v).sum()).collect();
-    Ok(move |first: usize, d: &mut [f64]| {
-        for (r, row) in d.chunks_mut(n).enumerate() {
-            let i = first + r;
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = if i == j { 0.0 } else { (norms[i] + norms[j] - 2.0 * gram.data[i * n + j] as f64).max(0.0) };
-            }
+    let gram = be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?;
+    let norms = column(&mut x.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>() as f32))?;
+    let norms_row = be.reshape(norms.clone(), &[1, n])?;
+    let d = be.binary(&be.binary(&be.unary(&gram, Unary::Affine(-2.0, 0.0))?, &norms, Binary::Add)?, &norms_row, Binary::Add)?;
+    drop(gram);
+    let idx = be.iota(n)?;
+    let off = be.unary(&be.binary(&be.reshape(idx.clone(), &[n, 1])?, &idx, Binary::Eq)?, Unary::Affine(-1.0, 1.0))?;
+    let d = be.binary(&be.unary(&d, Unary::Relu)?, &off, Binary::Mul)?;
+    // exp(−β_i d_ij) off the diagonal, for the points' precisions β
+    let kernel = |beta: &[f64]| -> Result<B::T> {
+        let nb = column(&mut beta.iter().map(|&b| -b as f32))?;
+        be.binary(&be.unary(&be.binary(&d, &nb, Binary::Mul)?, Unary::Exp)?, &off, Binary::Mul)
+    };
+    let row_sums = |t: &B::T| -> Result<Vec<f32>> { Ok(be.download(&be.reduce(t, Reduce::Sum, &[1])?)?.data) };
+    let log_u = perplexity.ln();
+    let mut beta = vec![1.0f64; n];
+    let (mut lo, mut hi) = (vec![f64::NEG_INFINITY; n], vec![f64::INFINITY; n]);
+    let mut searching: Vec<usize> = (0..n).collect();
+    let mut ended = beta.clone(); // the β each point's search ended on
+    for _ in 0..50 {
+        if searching.is_empty() {
+            break;
         }
-    })
+        let e = kernel(&beta)?;
+        let (sum, dp) = (row_sums(&e)?, row_sums(&be.binary(&d, &e, Binary::Mul)?)?);
+        searching.retain(|&i| {
+            ended[i] = beta[i];
+            let s = (sum[i] as f64).max(f64::MIN_POSITIVE);
+            let h = s.ln() + beta[i] * dp[i] as f64 / s;
+            !search_step(h, log_u, &mut beta[i], &mut lo[i], &mut hi[i])
+        });
+    }
+    let e = kernel(&ended)?;
+    let sum = row_sums(&e)?;
+    let rows = be.binary(&e, &column(&mut sum.iter().map(|&s| s.max(f32::MIN_POSITIVE)))?, Binary::Div)?;
+    let mut p: Vec<f64> = be.download(&rows)?.data.into_iter().map(f64::from).collect();
+    symmetrise(&mut p, n);
+    Ok(p)
 }
 
 /// The exact gradient of the cost at `y` (into `grad`), `P` dense and multiplied by `exaggeration`:
@@ -386,7 +440,7 @@ pub fn embed_on<B: Backend>(be: &B, x: &[Vec<f64>], perplexity: f64, method: Met
     }
     match method {
         Method::Exact if !be.on_host() => {
-            let p = joint_probabilities_by(n, perplexity, device_sq_distances(be, &xs)?);
+            let p = device_joint_probabilities(be, &xs, perplexity)?;
             let g = DeviceGradient::new(be, &p)?;
             descend(n, seed, iterations, |y, e, grad| g.gradient(y, e, grad))
         }
