@@ -160,7 +160,7 @@ fn main() -> deepviz::Result<()> {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
                         "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
-                        _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None)?,
+                        _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None)?,
                     }
                     Ok(())
                 };
@@ -220,7 +220,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
             }
             for masked in [false, true] {
                 let m = masked.then_some((mask, Act::Relu));
-                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m))?;
+                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m, None))?;
                 println!("{:<10}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", format!("{v:?}").chars().take(10).collect::<String>(), if masked { "relu" } else { "-" }, flop / ms / 1e9);
             }
         }

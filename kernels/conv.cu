@@ -475,6 +475,35 @@ extern "C" __global__ void conv2d_repack_weight_f32(const float* w, float* wp, i
     }
 }
 
+// Backward data v5 (BackwardData::Col2im in src/backend/cuda/conv.rs), its second half: gx from
+// the column matrix col [n*oh*ow, kh*kw*c] (one group) that a 1x1 convolution of gy with the
+// KKIO weights read as OHWI rows of kh*kw*c output channels made (col(o, (ky, kx, ci)) =
+// Σ_co gy(o, co) W(ky, kx, ci, co)): gx(p, ci) is the sum, over the taps (ky, kx) by which p
+// reaches an output pixel o, of col(o, (ky*kw + kx)*c + ci), in tap order; with a mask, stored
+// as dv_grad_store does. i runs over gx.
+extern "C" __global__ void conv2d_col2im_f32(const float* col, float* gx, DV_CONV_PARAMS, const float* mask, int act) {
+    DV_CONV_INIT;
+    DvDiv div_sh(d.sh), div_sw(d.sw);
+    int total = d.n * d.h * d.w * d.c, kc = d.kh * d.kw * d.c;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        int ci = i % d.c, t = i / d.c, x = t % d.w;
+        t /= d.w;
+        int y = t % d.h, img = t / d.h;
+        float v = 0.0f;
+        for (int ky = 0; ky < d.kh; ++ky) {
+            int yy = y + d.pt - ky * d.dh, oy = div_sh.div(yy);
+            if (yy < 0 || oy * d.sh != yy || oy >= d.oh) continue;
+            const float* row = col + (img * d.oh + oy) * d.ow * kc + ky * d.kw * d.c + ci;
+            for (int kx = 0; kx < d.kw; ++kx) {
+                int xx = x + d.pl - kx * d.dw, ox = div_sw.div(xx);
+                if (xx < 0 || ox * d.sw != xx || ox >= d.ow) continue;
+                v += row[ox * kc + kx * d.c];
+            }
+        }
+        dv_grad_store(gx, mask, act, i, v);
+    }
+}
+
 // KKIO [K, cout] (K = kh*kw*cg) -> OHWI rows [cout, K]: the tensor-core forward's B [n][k]
 // (conv2d_fwd_*_tap_f32); i runs over the destination.
 extern "C" __global__ void conv2d_rows_weight_f32(const float* wp, float* rows, int k_total, int cout) {
@@ -499,4 +528,4 @@ extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, i
 DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_data_phased_f32,
                     conv2d_bwd_data_direct_f32, conv2d_bwd_data_direct4_f32, conv2d_bwd_filter_f32,
                     dwconv2d_fwd_f32, dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32,
-                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32, conv2d_rows_weight_f32)
+                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32, conv2d_rows_weight_f32, conv2d_col2im_f32)

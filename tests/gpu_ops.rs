@@ -448,9 +448,10 @@ fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> 
 fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk: DevicePtr, s: &ConvShape, g: &Conv2dGeom, plain: &[f32]) {
     let mask: Vec<f32> = seeded(99, plain.len()).iter().map(|&m| m * 9.0 + 2.0).collect();
     let mp = put(d, &mask);
+    let col = matches!(v, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(s, g).unwrap()));
     for a in [Act::Relu, Act::Relu6] {
         let fresh = out(d, plain.len());
-        cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a))).unwrap();
+        cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a)), col).unwrap();
         let got = get(d, fresh, plain.len());
         let want: Vec<f32> = plain.iter().zip(&mask).map(|(&p, &m)| p * if a == Act::Relu { !(m <= 0.0) as u8 as f32 } else { !(m <= 0.0 || m >= 6.0) as u8 as f32 }).collect();
         let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
@@ -458,8 +459,9 @@ fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk
         d.free(fresh);
     }
     // only ReLU / ReLU6 masks exist
-    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, mp, s, g, Some((mp, Act::Silu))).is_err());
+    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, mp, s, g, Some((mp, Act::Silu)), col).is_err());
     d.free(mp);
+    col.into_iter().for_each(|c| d.free(c));
 }
 
 #[test]
@@ -516,7 +518,7 @@ fn conv_forward_backward_all_paths() {
             assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
 
             let (gyp, gxp, gwk, gwo, gb) = (put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)), out(d, x.len()), out(d, wl), out(d, wl), out(d, s.cout));
-            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None).unwrap();
+            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, None).unwrap();
             let plain = get(d, gxp, x.len());
             let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
             assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
@@ -529,11 +531,11 @@ fn conv_forward_backward_all_paths() {
                     && (v != BackwardData::Direct4 || (cg <= 4 && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0));
                 assert_eq!(applies, v.applies(&s, &g), "{what}: {v:?}");
                 if !applies {
-                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None).is_err(), "{what}: {v:?} accepted");
+                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, None).is_err(), "{what}: {v:?} accepted");
                     continue;
                 }
                 let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap();
                 let plain = get(d, fresh, x.len());
                 let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
                 assert_close(&format!("{what}.bwd_data.{v:?}"), &got, &f32s(&gx), 1e-5, 1e-4);
@@ -669,9 +671,11 @@ fn tc_bound(mantissa: i32, sq: &[f64], abs: &[f64], k: usize, lip: f64) -> Vec<f
 /// first layer with 3 channels (the element-by-element staging path), odd channel counts
 /// (ragged tiles), several M blocks, a dilated grouped conv; and for the tap slices, shapes
 /// with whole 32-channel slices: N tails (og 96 and 36), M tails, several taps and slices per
-/// tap, windows past every edge, dilation with groups, stride-2 phases. The results must also
-/// differ from f32 (the operands were rounded). Where a staging does not take a shape it
-/// refuses it; the engine picks the tap slices wherever they apply.
+/// tap, windows past every edge, dilation with groups, stride-2 phases; and the column-matrix
+/// backward data (v5) on every shape it takes, first layers among them. The results must also
+/// differ from f32 (the operands were rounded). Where a version or staging does not take a
+/// shape it refuses it; the engine picks the tap slices wherever they apply, and v5 for few
+/// input channels.
 #[test]
 fn conv_tensor_cores_within_format_tolerance() {
     let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
@@ -688,6 +692,10 @@ fn conv_tensor_cores_within_format_tolerance() {
         ("taps_1x1_s2", ConvShape { n: 2, h: 13, w: 11, c: 96, cout: 32, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1), Act::Silu),
         ("taps_5x3_dil2_grouped", ConvShape { n: 2, h: 8, w: 9, c: 64, cout: 128, kh: 5, kw: 3 }, geom([1, 1], [3, 2, 1, 2], [2, 2], 2), Act::HardSwish),
         ("taps_fwd_only_og36", ConvShape { n: 2, h: 7, w: 9, c: 32, cout: 36, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1), Act::Relu),
+        // first layers for the column matrix: 3 and 4 channels, odd sizes, asymmetric padding,
+        // stride 2 and a dilated stride 1
+        ("col2im_rgb_7x7_s2_odd", ConvShape { n: 3, h: 13, w: 11, c: 3, cout: 32, kh: 7, kw: 7 }, geom([2, 2], [3, 2, 3, 1], [1, 1], 1), Act::Relu),
+        ("col2im_4ch_3x3_dil2", ConvShape { n: 2, h: 9, w: 10, c: 4, cout: 96, kh: 3, kw: 3 }, geom([1, 1], [2, 2, 2, 2], [2, 2], 1), Act::Relu6),
     ];
     for (what, s, g, act) in cases {
         let (oh, ow) = s.out_hw(&g).unwrap();
@@ -747,12 +755,12 @@ fn conv_tensor_cores_within_format_tolerance() {
                     let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
                     if !v.applies(&s, &g) {
                         assert_eq!((staging, TcStaging::backward(&s, &g)), (TcStaging::Tap, TcStaging::Gather), "{what}");
-                        let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap_err().to_string();
+                        let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
                         assert!(e.contains("tap slices"), "{what}.bwd_data: {e}");
                         d.free(fresh);
                         continue;
                     }
-                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None).unwrap();
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap();
                     let plain = get(d, fresh, x.len());
                     check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
                     let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
@@ -764,8 +772,33 @@ fn conv_tensor_cores_within_format_tolerance() {
                     }
                     d.free(fresh);
                 }
+                // v5, the column matrix (one group, cout % 32), which the engine takes for few
+                // input channels
+                let what = format!("{}.conv_tc_{what}.{prec}.Col2im", d.name());
+                let v = BackwardData::Col2im(prec);
+                let fresh = out(d, x.len());
+                if !v.applies(&s, &g) {
+                    assert!(g.groups > 1 || s.cout % 32 != 0, "{what}: refused");
+                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
+                    assert!(e.contains("column-matrix"), "{what}: {e}");
+                } else {
+                    let col = out(d, cuda::conv::col2im_len(&s, &g).unwrap());
+                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
+                    assert!(e.contains("none was given"), "{what}: {e}");
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, Some(col)).unwrap();
+                    let plain = get(d, fresh, x.len());
+                    check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
+                    let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
+                    assert_close_each(&format!("{what}.bwd_data"), &got, &f32s(&gx), &tc_bound(mantissa, &gsq, &gabs, s.kh * s.kw * og, 1.0));
+                    assert!(rel_rms(&got, &f32s(&gx)) > 1e-6, "{what}.bwd_data: equal to f32: were the operands rounded?");
+                    if cg <= 4 {
+                        assert_eq!(cuda::conv::backward_data_version(&s, &g, prec), v, "{what}: the engine's choice");
+                    }
+                    d.free(col);
+                }
+                d.free(fresh);
             }
-            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None).is_err());
+            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None, None).is_err());
             for p in [xp, wo, wpk, rows, bp, rp, gyp] {
                 d.free(p);
             }
@@ -792,7 +825,7 @@ fn conv_refuses_tensors_past_int32() {
         for prec in Precision::ALL {
             let e = cuda::conv::forward(d, prec, p, p, Some(p), None, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
-            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None).unwrap_err();
+            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
         }
     }

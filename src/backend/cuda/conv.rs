@@ -172,17 +172,17 @@ pub enum TcStaging {
     /// element where a chunk is ragged or misaligned (`conv2d_*_{tf32,bf16}`)
     Gather,
     /// each 32-wide K slice inside one tap (`conv2d_*_{tf32,bf16}_tap`): the reduction's
-    /// channels per group a multiple of 32, whole 4-channel chunks of the other operand, the
-    /// two operand tensors 16-byte aligned; swizzled shared memory
+    /// channels per group a multiple of 32, the two operand tensors 16-byte aligned, and
+    /// forward the weights as OHWI rows ([`rows_weight`]); swizzled shared memory
     Tap,
 }
 
 impl TcStaging {
     /// The engine's staging for a forward convolution: [`TcStaging::Tap`] wherever it
-    /// applies (the reduction's cg a multiple of 32, og a multiple of 4).
+    /// applies (the reduction's cg a multiple of 32; the weights as OHWI rows, which the
+    /// caller gives).
     pub fn forward(s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
-        let (cg, og) = (s.c / g.groups.max(1), s.cout / g.groups.max(1));
-        if !s.depthwise(g) && cg.is_multiple_of(TC_K) && og.is_multiple_of(4) {
+        if !s.depthwise(g) && (s.c / g.groups.max(1)).is_multiple_of(TC_K) {
             TcStaging::Tap
         } else {
             TcStaging::Gather
@@ -304,7 +304,7 @@ pub fn forward_fused_as(
         let mut b = wp; // B as the kernel reads it
         if staging == TcStaging::Tap {
             if staging != TcStaging::forward(s, g) {
-                return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} and output channels per group a multiple of 4 (not {} and {og})", k / (s.kh * s.kw))));
+                return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} (not {})", k / (s.kh * s.kw))));
             }
             b = rows.ok_or_else(|| Error::InvalidArgument("conv2d: the tap-slice tensor-core forward reads the weight's OHWI rows (rows_weight); none were given".into()))?;
             args[1] = ptr(b);
@@ -315,8 +315,8 @@ pub fn forward_fused_as(
         // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
         // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
         // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
-        // version's conditions (cg % 32, og % 4, the OHWI rows given in the weight's place,
-        // 16-byte aligned x and rows) were checked just above.
+        // version's conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte
+        // aligned x and rows) were checked just above.
         launch(dev, "conv2d", &staging.variant("fwd", prec), tc_cfg(m, og, g.groups, staging), &args)
     } else {
         dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
@@ -344,16 +344,35 @@ pub enum BackwardData {
     /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}[_tap]`),
     /// staged as named; stride 1 or dilation 1
     TensorCore(Precision, TcStaging),
+    /// v5, for few input channels: one dense tensor-core GEMM, gy `[n*oh*ow, cout]` times the
+    /// KKIO weights read as OHWI rows of a 1x1 convolution with kh*kw*c outputs (the forward by
+    /// tap slices), into a column matrix `[n*oh*ow, kh*kw*c]` the caller gives
+    /// ([`col2im_len`]), then `conv2d_col2im` sums each input pixel's taps from it. Where v3
+    /// gathers per pixel on plain cores (the first layer: 3 channels, 7x7 stride 2, 49 / 4 taps
+    /// a pixel), this is the GEMM's M = every output pixel, N = 147, K = cout on the tensor
+    /// cores, and one pass over the column matrix. One group, cout a multiple of 32, tf32 or bf16.
+    Col2im(Precision),
+}
+
+/// Floats of the column matrix [`BackwardData::Col2im`] needs: `n*oh*ow*kh*kw*c`.
+pub fn col2im_len(s: &ConvShape, g: &Conv2dGeom) -> Result<usize> {
+    let (oh, ow) = s.out_hw(g)?;
+    Ok(s.n * oh * ow * s.kh * s.kw * s.c)
 }
 
 /// The version the engine runs for this convolution in the arithmetic `prec` names: the one
-/// place it is chosen. (A first layer's few input channels stay on the f32 gather, where a
-/// 64-channel tile would be almost all padding.)
+/// place it is chosen. (A first layer's few input channels take the column matrix in tf32 /
+/// bf16, where a tile of their own phases would be almost all padding, and the f32 gather
+/// otherwise.)
 pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> BackwardData {
     if s.depthwise(g) {
         BackwardData::Depthwise
     } else if s.c / g.groups <= DIRECT_CG {
-        BackwardData::Direct
+        if BackwardData::Col2im(prec).applies(s, g) {
+            BackwardData::Col2im(prec)
+        } else {
+            BackwardData::Direct
+        }
     } else if prec != Precision::F32 && tc_backward_applies(g) {
         BackwardData::TensorCore(prec, TcStaging::backward(s, g))
     } else if (g.stride[0] > 1 || g.stride[1] > 1) && g.dilation == [1, 1] {
@@ -378,6 +397,9 @@ impl BackwardData {
             BackwardData::Direct => cg <= DIRECT_CG,
             BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout.is_multiple_of(4) && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
             BackwardData::TensorCore(p, st) => p != Precision::F32 && tc_backward_applies(g) && (st == TcStaging::Gather || TcStaging::backward(s, g) == st),
+            BackwardData::Col2im(p) => {
+                p != Precision::F32 && g.groups == 1 && s.cout.is_multiple_of(TC_K) && col2im_len(s, g).is_ok_and(|n| n <= i32::MAX as usize)
+            }
         }
     }
 }
@@ -396,13 +418,14 @@ fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usiz
         .sum()
 }
 
-/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`]. With a `mask`
+/// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`] (`col`: the
+/// column matrix of [`col2im_len`] floats where that is [`BackwardData::Col2im`]). With a `mask`
 /// (an `[n, h, w, c]` tensor: the forward input or output of the ReLU / ReLU6 before this
 /// convolution), gx is the gradient at that activation's input instead: each element times the
 /// activation's gradient at the mask, in the kernel's store (the executor's backward fusion).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>) -> Result<()> {
-    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g, mask)
+pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>) -> Result<()> {
+    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g, mask, col)
 }
 
 /// The stride phases of the backward data: for each (ry, rx), the phase's (pixels per image,
@@ -423,7 +446,7 @@ fn phases(s: &ConvShape, g: &Conv2dGeom) -> Vec<(usize, usize)> {
 
 /// [`backward_data`] by a chosen version (the tests and benchmarks run each).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>) -> Result<()> {
+pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     check_i32(s, g, oh, ow, s.cout)?;
     let mut args = vec![ptr(gy), ptr(wp), ptr(gx)];
@@ -445,6 +468,9 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             BackwardData::TensorCore(p, st) => format!(
                 "conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {p}) and stride 1 or dilation 1{}",
                 if st == TcStaging::Tap { format!(", and by tap slices output channels per group a multiple of {TC_K}") } else { String::new() }
+            ),
+            BackwardData::Col2im(p) => format!(
+                "conv2d: the column-matrix backward data needs tf32 or bf16 (not {p}), one group, output channels a multiple of {TC_K} and a column matrix of under 2^31 elements"
             ),
             BackwardData::Gemm => unreachable!("the implicit GEMM takes every convolution"),
         }));
@@ -496,6 +522,23 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             // warps (THREADS a multiple of 32), each in-range pixel's cg channels written once
             // (every input pixel is in exactly one pair: its stride phase and its column there).
             launch(dev, "conv2d", "bwd_data_direct4", cfg, &args)
+        }
+        BackwardData::Col2im(prec) => {
+            let col = col.ok_or_else(|| Error::InvalidArgument(format!("conv2d: the column-matrix backward data needs its column matrix ({} floats); none was given", col2im_len(s, g).unwrap_or(0))))?;
+            let kc = s.kh * s.kw * s.c;
+            // col = gy (1x1, cout channels) times the weights as OHWI rows of kc outputs; the
+            // forward accounts its multiply-adds, which are the backward data's
+            let gemm = ConvShape { n: s.n, h: oh, w: ow, c: s.cout, cout: kc, kh: 1, kw: 1 };
+            let one = Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 };
+            forward_fused_as(dev, prec, TcStaging::Tap, gy, wp, Some(wp), None, None, col, kc, 0, &gemm, &one, None)?;
+            let mut args = vec![ptr(col), ptr(gx)];
+            args.extend(conv_args(s, g, oh, ow));
+            args.extend([opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))]);
+            // SAFETY: `conv2d_col2im_f32(const float* col, float* gx, DV_CONV_PARAMS, const float*
+            // mask, int act)`; col holds the n*oh*ow x kh*kw*c matrix just written (`applies`:
+            // under 2^31 elements; the caller's buffer of col2im_len floats), the grid-stride
+            // loop writes every gx element once (and reads the mask at the same index).
+            launch(dev, "conv2d", "col2im", grid_stride(s.n * s.h * s.w * s.c), &args)
         }
         BackwardData::TensorCore(prec, staging) => {
             staging.takes([gy, wp])?;

@@ -182,6 +182,15 @@ impl Gpu {
         Ok(Arc::new(Buffer { pool: self.pool.clone(), ptr: self.pool.take(bytes)?, bytes }))
     }
 
+    /// The scratch column matrix of the backward data, from the pool, where the engine's version
+    /// for this convolution takes one (`conv::BackwardData::Col2im`).
+    fn col_matrix(&self, s: &conv::ConvShape, g: &Conv2dGeom) -> Result<Option<DTensor>> {
+        match conv::backward_data_version(s, g, self.precision) {
+            conv::BackwardData::Col2im(_) => Ok(Some(self.new_tensor(&[conv::col2im_len(s, g)?])?)),
+            _ => Ok(None),
+        }
+    }
+
     fn new_tensor(&self, shape: &[usize]) -> Result<DTensor> {
         Ok(DTensor { buf: self.alloc(shape.iter().product())?, shape: shape.to_vec(), rows: None })
     }
@@ -322,7 +331,8 @@ impl Backend for Gpu {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None)?;
+        let col = self.col_matrix(&s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr))?;
         Ok(gx)
     }
     fn conv2d_backward_data_masked(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom, mask: &DTensor, act: Act) -> Result<DTensor> {
@@ -332,7 +342,8 @@ impl Backend for Gpu {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)))?;
+        let col = self.col_matrix(&s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr))?;
         Ok(gx)
     }
     fn linear(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>) -> Result<DTensor> {
