@@ -12,8 +12,8 @@
 //! `fwd_gather` / `bwd_data_gather`: the A/B of kernels/conv_tc.cu's two loaders).
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
-//! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choice
-//! (`Direct`) costs against the others (RESULTS.md, "Owed on the GPU", item 2).
+//! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choices
+//! (`Direct` in fp32, `Col2im` in tf32 / bf16) cost against the others (RESULTS.md, "Owed on the GPU", item 2).
 //!
 //! (defaults 64, `cuda`, 20; DEVICE `emu` is the dry run on the emulation, at a small batch).
 //! Each shape is timed after two warm-up calls, REPS calls between two device synchronisations
@@ -23,7 +23,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, forward_fused_as, BackwardData, ConvShape, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, BackwardData, ConvShape, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -199,7 +199,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
         dev.upload(p, bytemuck::cast_slice(&t.data))?;
         Ok(p)
     };
-    println!("{:<10}{:>6}{:>7}{:>11}{:>10}", "version", "cout", "mask", "ms/call", "TFLOP/s");
+    println!("{:<12}{:>6}{:>7}{:>11}{:>10}", "version", "cout", "mask", "ms/call", "TFLOP/s");
     for cout in [32, 64, 128] {
         if only_cout.is_some_and(|c| c != cout) {
             continue;
@@ -212,19 +212,34 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
         let gy = put(&random(vec![batch, oh, ow, cout], 8, 1.0))?;
         let mask = put(&random(vec![batch, 224, 224, 3], 9, 2.0))?;
         let gx = dev.alloc(batch * 224 * 224 * 3 * 4)?;
+        let col = dev.alloc(col2im_len(&s, &g)? * 4)?; // v5's column matrix
         let flop = 2.0 * (batch * cout * oh * ow * 3 * 49) as f64;
-        for v in [BackwardData::Direct, BackwardData::Direct4, BackwardData::Phased, BackwardData::Gemm, BackwardData::TensorCore(Precision::Tf32, TcStaging::Gather), BackwardData::TensorCore(Precision::Bf16, TcStaging::Gather)] {
+        for v in [
+            BackwardData::Direct,
+            BackwardData::Direct4,
+            BackwardData::Phased,
+            BackwardData::Gemm,
+            BackwardData::TensorCore(Precision::Tf32, TcStaging::Gather),
+            BackwardData::TensorCore(Precision::Bf16, TcStaging::Gather),
+            BackwardData::Col2im(Precision::Tf32),
+            BackwardData::Col2im(Precision::Bf16),
+        ] {
+            let name: String = match v {
+                BackwardData::TensorCore(p, _) => format!("TC {p}"),
+                BackwardData::Col2im(p) => format!("Col2im {p}"),
+                v => format!("{v:?}"),
+            };
             if !v.applies(&s, &g) {
-                println!("{:<10}{cout:>6}  (does not apply)", format!("{v:?}"));
+                println!("{name:<12}{cout:>6}  (does not apply)");
                 continue;
             }
             for masked in [false, true] {
                 let m = masked.then_some((mask, Act::Relu));
-                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m, None))?;
-                println!("{:<10}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", format!("{v:?}").chars().take(10).collect::<String>(), if masked { "relu" } else { "-" }, flop / ms / 1e9);
+                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m, Some(col)))?;
+                println!("{name:<12}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", if masked { "relu" } else { "-" }, flop / ms / 1e9);
             }
         }
-        for p in [wp, gy, mask, gx] {
+        for p in [wp, gy, mask, gx, col] {
             dev.free(p);
         }
     }
