@@ -361,7 +361,8 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         int m = m0 + CH_ROW + 32 * i;
         int mx = m % a.m_w, t = m / a.m_w, my = t % a.m_h, img = t / a.m_h;
         y0[i] = my * a.y_mul + a.y_off, x0[i] = mx * a.x_mul + a.x_off;
-        a_off[i] = ((img * a.src_h + y0[i]) * a.src_w + x0[i]) * a.src_c + a.ch_off + 4 * CH_K;
+        // (a row past M would index an image past the last: not computed, never read)
+        a_off[i] = m < m_total ? ((img * a.src_h + y0[i]) * a.src_w + x0[i]) * a.src_c + a.ch_off + 4 * CH_K : 0;
         a_rows |= (unsigned)(m < m_total) << i;
     }
     // B [n][k], rows n0 + CH_ROW + 32 i, chunk CH_K: forward, the OHWI rows (`rows`, K floats an
