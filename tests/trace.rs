@@ -94,3 +94,36 @@ fn engine_overheads_do_not_regress() {
     }
     assert!(worse.is_empty(), "the engine's overheads grew:\n{}", worse.join("\n"));
 }
+
+/// The tensor-core precisions trace too (every launch names a kernel the devices have: a
+/// version missing from a `KERNELS` list fails here, not on a card), and hold the same targets
+/// for resnet50 saliency: no allocation or host wait after the first run (the column matrix of
+/// the first layer's backward data comes from the pool), the tap-slice kernels on every
+/// convolution past the first, the column matrix for the first.
+#[test]
+fn tensor_core_precisions_trace_and_keep_the_targets() {
+    for prec in [Precision::Tf32, Precision::Bf16] {
+        for arch in ARCHS {
+            let model = Arc::new(Model::placeholder(arch).unwrap());
+            for job in trace_jobs() {
+                match trace(model.clone(), job, 1, model.preprocess.size, prec) {
+                    Ok(t) if *arch == "resnet50" && job == "saliency" => {
+                        let v = t.to_json();
+                        assert_eq!(v["allocations"], 0, "{prec} resnet50 saliency allocates after its first run: {v}");
+                        assert_eq!(v["host_syncs"], 0, "{prec} resnet50 saliency makes the host wait mid-job: {v}");
+                        let count = |k: &str| v["kernels"].as_array().unwrap().iter().find(|e| e[0] == k).map_or(0, |e| e[1].as_u64().unwrap());
+                        let p = prec.name();
+                        // the 52 past the stem, and the column matrix's 1x1 product
+                        assert_eq!(count(&format!("conv2d_fwd_{p}_tap_f32")), 53, "{prec}: {v}");
+                        assert_eq!(count(&format!("conv2d_bwd_data_{p}_tap_f32")), 52, "{prec}: {v}");
+                        assert_eq!(count("conv2d_col2im_f32"), 1, "{prec}: {v}");
+                        assert_eq!(count(&format!("conv2d_fwd_{p}_f32")) + count("conv2d_bwd_data_direct_f32"), 1, "{prec}: only the stem's forward gathers: {v}");
+                    }
+                    Ok(_) => {}
+                    Err(e) if job == "cam" && e.to_string().contains("CAM needs") => {}
+                    Err(e) => panic!("{prec} {arch}/{job}: {e}"),
+                }
+            }
+        }
+    }
+}
