@@ -102,3 +102,29 @@ fn out_of_memory_on_the_card() {
     assert_eq!(got.1, want.1);
     assert!(common::rel_rms(&got.0.data, &want.0.data) < 1e-6, "the maps changed after running out of memory");
 }
+
+/// The first layer's backward data in tf32 / bf16 takes a column matrix from the pool (12x gx
+/// for a 7x7 stride-2 stem); on a device with no room for it the direct gather, which needs no
+/// scratch, runs instead: the same gradient as the f32 engine's to the bit (the gather is f32
+/// in every precision), where the column matrix's is rounded.
+#[test]
+fn a_column_matrix_that_does_not_fit_falls_back_to_the_direct_gather() {
+    use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
+    let g = Conv2dGeom { stride: [2, 2], pad: [3; 4], dilation: [1, 1], groups: 1 };
+    let (n, side, cout) = (2, 32, 32);
+    let w = Arc::new(Tensor::new(vec![cout, 3, 7, 7], (0..cout * 3 * 49).map(|i| ((i * 7919 % 997) as f32 / 498.0) - 1.0).collect()).unwrap());
+    let gy = Tensor::new(vec![n, cout, 16, 16], (0..n * cout * 256).map(|i| ((i * 104729 % 1009) as f32 / 504.0) - 1.0).collect()).unwrap();
+    let x_shape = [n, 3, side, side];
+    let run = |dev: Arc<EmuDevice>, prec: Precision| -> Result<Vec<f32>, Error> {
+        let be = Gpu::new(dev).with_precision(prec);
+        let (wd, gyd) = (be.weight(&w, Role::ConvWeight)?, be.upload(&gy)?);
+        Ok(be.download(&be.conv2d_backward_data(&gyd, &wd, &x_shape, &g)?)?.data)
+    };
+    let direct = run(Arc::new(EmuDevice::new()), Precision::F32).unwrap();
+    let col = run(Arc::new(EmuDevice::new()), Precision::Bf16).unwrap();
+    assert_ne!(col, direct, "bf16 by the column matrix equals the f32 gather: was it run?");
+    // room for the weights (OIHW and KKIO), gy, gx and a little, not the 301 KB column matrix
+    let bytes = 4 * (2 * w.data.len() + gy.data.len() + n * 3 * side * side) + (64 << 10);
+    let got = run(Arc::new(EmuDevice::new().with_memory_limit(bytes)), Precision::Bf16).unwrap();
+    assert_eq!(got, direct, "with no room for the column matrix, bf16 should run the f32 gather");
+}

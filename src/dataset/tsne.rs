@@ -328,19 +328,25 @@ pub fn device_joint_probabilities<B: Backend>(be: &B, x: &[Vec<f64>], perplexity
         return Ok(vec![]);
     }
     let column = |v: &mut dyn Iterator<Item = f32>| -> Result<B::T> { be.upload(&Tensor::new(vec![n, 1], v.collect())?) };
-    let t = std::sync::Arc::new(Tensor::new(vec![n, dim], x.iter().flatten().map(|&v| v as f32).collect())?);
-    let gram = be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?;
-    let norms = column(&mut x.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>() as f32))?;
-    let norms_row = be.reshape(norms.clone(), &[1, n])?;
-    let d = be.binary(&be.binary(&be.unary(&gram, Unary::Affine(-2.0, 0.0))?, &norms, Binary::Add)?, &norms_row, Binary::Add)?;
-    drop(gram);
+    // held for the search: d and the off-diagonal mask (2 n² floats); each step adds two
+    // (exp(−β d) masked, and d times it), each temporary dropped as soon as it is used
     let idx = be.iota(n)?;
     let off = be.unary(&be.binary(&be.reshape(idx.clone(), &[n, 1])?, &idx, Binary::Eq)?, Unary::Affine(-1.0, 1.0))?;
-    let d = be.binary(&be.unary(&d, Unary::Relu)?, &off, Binary::Mul)?;
+    let d = {
+        let t = std::sync::Arc::new(Tensor::new(vec![n, dim], x.iter().flatten().map(|&v| v as f32).collect())?);
+        let gram = be.linear(&be.upload(&t)?, &be.weight(&t, Role::LinearWeight)?, None)?;
+        let norms = column(&mut x.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>() as f32))?;
+        let norms_row = be.reshape(norms.clone(), &[1, n])?;
+        let d = be.binary(&be.unary(&gram, Unary::Affine(-2.0, 0.0))?, &norms, Binary::Add)?;
+        drop(gram);
+        let d = be.unary(&be.binary(&d, &norms_row, Binary::Add)?, Unary::Relu)?;
+        be.binary(&d, &off, Binary::Mul)?
+    };
     // exp(−β_i d_ij) off the diagonal, for the points' precisions β
     let kernel = |beta: &[f64]| -> Result<B::T> {
         let nb = column(&mut beta.iter().map(|&b| -b as f32))?;
-        be.binary(&be.unary(&be.binary(&d, &nb, Binary::Mul)?, Unary::Exp)?, &off, Binary::Mul)
+        let e = be.unary(&be.binary(&d, &nb, Binary::Mul)?, Unary::Exp)?;
+        be.binary(&e, &off, Binary::Mul)
     };
     let row_sums = |t: &B::T| -> Result<Vec<f32>> { Ok(be.download(&be.reduce(t, Reduce::Sum, &[1])?)?.data) };
     let log_u = perplexity.ln();
