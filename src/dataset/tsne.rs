@@ -309,7 +309,7 @@ fn search_step(h: f64, log_u: f64, beta: &mut f64, lo: &mut f64, hi: &mut f64) -
 
 /// [`joint_probabilities`] with the distances and every point's perplexity search on `be`'s
 /// device, in f32: the squared distances from one Gram matrix `X Xᵀ` (`|x_i|² + |x_j|² −
-/// 2 x_i·x_j`, at least 0, the diagonal 0), then the same binary search as [`conditional_row`]
+/// 2 x_i·x_j`, at least 0, the diagonal 0), then the same binary search as [`joint_probabilities`]
 /// for all points at once, each step three passes over `n × n` (`exp(−β_i d_ij)` off the
 /// diagonal, its row sums and those of `d ⊙ exp`) with only the `n` precisions going up and
 /// the `2n` sums coming back; the search's bookkeeping (its bracket, and which points are
