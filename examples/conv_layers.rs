@@ -13,7 +13,7 @@
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
 //! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choices
-//! (`Direct` in fp32, `Col2im` in tf32 / bf16) cost against the others (RESULTS.md, "Owed on the GPU", item 2).
+//! (`Col2im` in each precision) cost against the others (RESULTS.md, "Owed on the GPU", item 2).
 //!
 //! (defaults 64, `cuda`, 20; DEVICE `emu` is the dry run on the emulation, at a small batch).
 //! Each shape is timed after two warm-up calls, REPS calls between two device synchronisations
@@ -221,6 +221,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
             BackwardData::Gemm,
             BackwardData::TensorCore(Precision::Tf32, TcStaging::Gather),
             BackwardData::TensorCore(Precision::Bf16, TcStaging::Gather),
+            BackwardData::Col2im(Precision::F32),
             BackwardData::Col2im(Precision::Tf32),
             BackwardData::Col2im(Precision::Bf16),
         ] {

@@ -103,10 +103,10 @@ fn out_of_memory_on_the_card() {
     assert!(common::rel_rms(&got.0.data, &want.0.data) < 1e-6, "the maps changed after running out of memory");
 }
 
-/// The first layer's backward data in tf32 / bf16 takes a column matrix from the pool (12x gx
-/// for a 7x7 stride-2 stem); on a device with no room for it the direct gather, which needs no
-/// scratch, runs instead: the same gradient as the f32 engine's to the bit (the gather is f32
-/// in every precision), where the column matrix's is rounded.
+/// The first layer's backward data takes a column matrix from the pool (12x gx for a 7x7
+/// stride-2 stem); on a device with no room for it the direct gather, which needs no scratch,
+/// runs instead, in every precision: f32 in each, so bf16's gradient then equals f32's to the
+/// bit, where by the column matrix it is rounded (and f32's own differs in summation order).
 #[test]
 fn a_column_matrix_that_does_not_fit_falls_back_to_the_direct_gather() {
     use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -120,11 +120,17 @@ fn a_column_matrix_that_does_not_fit_falls_back_to_the_direct_gather() {
         let (wd, gyd) = (be.weight(&w, Role::ConvWeight)?, be.upload(&gy)?);
         Ok(be.download(&be.conv2d_backward_data(&gyd, &wd, &x_shape, &g)?)?.data)
     };
-    let direct = run(Arc::new(EmuDevice::new()), Precision::F32).unwrap();
-    let col = run(Arc::new(EmuDevice::new()), Precision::Bf16).unwrap();
-    assert_ne!(col, direct, "bf16 by the column matrix equals the f32 gather: was it run?");
     // room for the weights (OIHW and KKIO), gy, gx and a little, not the 301 KB column matrix
     let bytes = 4 * (2 * w.data.len() + gy.data.len() + n * 3 * side * side) + (64 << 10);
-    let got = run(Arc::new(EmuDevice::new().with_memory_limit(bytes)), Precision::Bf16).unwrap();
+    let small = || Arc::new(EmuDevice::new().with_memory_limit(bytes));
+    let direct = run(small(), Precision::F32).unwrap();
+    let got = run(small(), Precision::Bf16).unwrap();
     assert_eq!(got, direct, "with no room for the column matrix, bf16 should run the f32 gather");
+    let col = run(Arc::new(EmuDevice::new()), Precision::Bf16).unwrap();
+    assert_ne!(col, direct, "bf16 by the column matrix equals the f32 gather: was it run?");
+    let col32 = run(Arc::new(EmuDevice::new()), Precision::F32).unwrap();
+    assert_ne!(col32, direct, "f32 by the column matrix equals the gather to the bit: was it run?");
+    let (diff, norm) = col32.iter().zip(&direct).fold((0.0f64, 0.0f64), |(d, n), (&a, &b)| (d + ((a - b) as f64).powi(2), n + (b as f64).powi(2)));
+    let e = (diff / norm).sqrt();
+    assert!(e < 1e-6, "f32 by the column matrix against the gather: relative RMS {e:.1e}");
 }

@@ -518,24 +518,34 @@ fn conv_forward_backward_all_paths() {
             assert_close(&format!("{what}.fwd"), &got, &f32s(&want_y), 1e-5, 1e-4);
 
             let (gyp, gxp, gwk, gwo, gb) = (put(d, &to_nhwc(&gy, s.n, s.cout, oh * ow)), out(d, x.len()), out(d, wl), out(d, wl), out(d, s.cout));
-            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, None).unwrap();
+            // the engine's choice, with v5's scratch where that is v5 (without it, v3: the next
+            // loop runs both)
+            let engine = cuda::conv::backward_data_version(&s, &g, Precision::F32);
+            let col = matches!(engine, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(&s, &g).unwrap()));
+            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, col).unwrap();
+            col.into_iter().for_each(|c| d.free(c));
             let plain = get(d, gxp, x.len());
             let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
             assert_close(&format!("{what}.bwd_data"), &got, &f32s(&gx), 1e-5, 1e-4);
-            check_masked(d, &what, cuda::conv::backward_data_version(&s, &g, Precision::F32), gyp, wpk, &s, &g, &plain);
+            check_masked(d, &what, engine, gyp, wpk, &s, &g, &plain);
             // every version that applies, not only the one the engine picks
             let cg = s.c / g.groups;
-            for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct, BackwardData::Direct4] {
+            for v in [BackwardData::Gemm, BackwardData::Phased, BackwardData::Direct, BackwardData::Direct4, BackwardData::Col2im(Precision::F32)] {
                 let applies = (v != BackwardData::Phased || g.dilation == [1, 1])
                     && (v != BackwardData::Direct || cg <= 4)
-                    && (v != BackwardData::Direct4 || (cg <= 4 && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0));
+                    && (v != BackwardData::Direct4 || (cg <= 4 && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0))
+                    && (v != BackwardData::Col2im(Precision::F32) || g.groups == 1);
                 assert_eq!(applies, v.applies(&s, &g), "{what}: {v:?}");
+                // v5's scratch: the column matrix, then the transposed weights
+                let col = matches!(v, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(&s, &g).unwrap()));
                 if !applies {
-                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, None).is_err(), "{what}: {v:?} accepted");
+                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, col).is_err(), "{what}: {v:?} accepted");
+                    col.into_iter().for_each(|c| d.free(c));
                     continue;
                 }
                 let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap();
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, col).unwrap();
+                col.into_iter().for_each(|c| d.free(c));
                 let plain = get(d, fresh, x.len());
                 let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
                 assert_close(&format!("{what}.bwd_data.{v:?}"), &got, &f32s(&gx), 1e-5, 1e-4);

@@ -346,26 +346,28 @@ pub enum BackwardData {
     /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}[_tap]`),
     /// staged as named; stride 1 or dilation 1
     TensorCore(Precision, TcStaging),
-    /// v5, for few input channels: one dense tensor-core GEMM, gy `[n*oh*ow, cout]` times the
-    /// KKIO weights read as OHWI rows of a 1x1 convolution with kh*kw*c outputs (the forward by
-    /// tap slices), into a column matrix `[n*oh*ow, kh*kw*c]` the caller gives
-    /// ([`col2im_len`]), then `conv2d_col2im` sums each input pixel's taps from it. Where v3
-    /// gathers per pixel on plain cores (the first layer: 3 channels, 7x7 stride 2, 49 / 4 taps
-    /// a pixel), this is the GEMM's M = every output pixel, N = 147, K = cout on the tensor
-    /// cores, and one pass over the column matrix. One group, cout a multiple of 32, tf32 or bf16.
+    /// v5, for few input channels: one dense GEMM, gy `[n*oh*ow, cout]` times the weights as a
+    /// 1x1 convolution with kh*kw*c outputs, into a column matrix `[n*oh*ow, kh*kw*c]` in the
+    /// scratch the caller gives ([`col2im_len`]), then `conv2d_col2im` sums each input pixel's
+    /// taps from it. Where v3 gathers per pixel (the first layer: 3 channels, 7x7 stride 2,
+    /// 49 / 4 taps a pixel), this is a GEMM of M = every output pixel, N = 147, K = cout, and
+    /// one pass over the column matrix. In tf32 / bf16 the tensor-core forward by tap slices
+    /// reads the KKIO weights as its OHWI rows (cout a multiple of 32); in f32 the implicit GEMM
+    /// reads them transposed ([`rows_weight`], into the scratch's tail each call). One group.
     Col2im(Precision),
 }
 
-/// Floats of the column matrix [`BackwardData::Col2im`] needs: `n*oh*ow*kh*kw*c`.
+/// Floats of the scratch [`BackwardData::Col2im`] needs: the column matrix, `n*oh*ow*kh*kw*c`,
+/// then (used in f32) the weights transposed, `kh*kw*c*cout`.
 pub fn col2im_len(s: &ConvShape, g: &Conv2dGeom) -> Result<usize> {
     let (oh, ow) = s.out_hw(g)?;
-    Ok(s.n * oh * ow * s.kh * s.kw * s.c)
+    Ok(s.n * oh * ow * s.kh * s.kw * s.c + s.kh * s.kw * s.c * s.cout)
 }
 
 /// The version the engine runs for this convolution in the arithmetic `prec` names: the one
-/// place it is chosen. (A first layer's few input channels take the column matrix in tf32 /
-/// bf16, where a tile of their own phases would be almost all padding, and the f32 gather
-/// otherwise.)
+/// place it is chosen. (A first layer's few input channels take the column matrix, where a
+/// tile of their own phases would be almost all padding; the per-pixel gather where it does not
+/// apply, or where no scratch is given.)
 pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> BackwardData {
     if s.depthwise(g) {
         BackwardData::Depthwise
@@ -399,9 +401,7 @@ impl BackwardData {
             BackwardData::Direct => cg <= DIRECT_CG,
             BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout.is_multiple_of(4) && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
             BackwardData::TensorCore(p, st) => p != Precision::F32 && tc_backward_applies(g) && (st == TcStaging::Gather || TcStaging::backward(s, g) == st),
-            BackwardData::Col2im(p) => {
-                p != Precision::F32 && g.groups == 1 && s.cout.is_multiple_of(TC_K) && col2im_len(s, g).is_ok_and(|n| n <= i32::MAX as usize)
-            }
+            BackwardData::Col2im(p) => g.groups == 1 && (p == Precision::F32 || s.cout.is_multiple_of(TC_K)) && col2im_len(s, g).is_ok_and(|n| n <= i32::MAX as usize),
         }
     }
 }
@@ -421,13 +421,18 @@ fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usiz
 }
 
 /// gx `[n, h, w, c]` from gy `[n, oh, ow, cout]`, by [`backward_data_version`] (`col`: the
-/// column matrix of [`col2im_len`] floats where that is [`BackwardData::Col2im`]). With a `mask`
+/// scratch of [`col2im_len`] floats where that is [`BackwardData::Col2im`]; without it, v3).
+/// With a `mask`
 /// (an `[n, h, w, c]` tensor: the forward input or output of the ReLU / ReLU6 before this
 /// convolution), gx is the gradient at that activation's input instead: each element times the
 /// activation's gradient at the mask, in the kernel's store (the executor's backward fusion).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>) -> Result<()> {
-    backward_data_as(dev, backward_data_version(s, g, prec), gy, wp, gx, s, g, mask, col)
+    let v = match (backward_data_version(s, g, prec), col) {
+        (BackwardData::Col2im(_), None) => BackwardData::Direct, // no scratch: the gather needs none
+        (v, _) => v,
+    };
+    backward_data_as(dev, v, gy, wp, gx, s, g, mask, col)
 }
 
 /// The stride phases of the backward data: for each (ry, rx), the phase's (pixels per image,
@@ -472,7 +477,8 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 if st == TcStaging::Tap { format!(", and by tap slices output channels per group a multiple of {TC_K}") } else { String::new() }
             ),
             BackwardData::Col2im(p) => format!(
-                "conv2d: the column-matrix backward data needs tf32 or bf16 (not {p}), one group, output channels a multiple of {TC_K} and a column matrix of under 2^31 elements"
+                "conv2d: the column-matrix backward data needs one group, a column matrix of under 2^31 elements and, in {p}, {}",
+                if p == Precision::F32 { "nothing more".to_string() } else { format!("output channels a multiple of {TC_K}") }
             ),
             BackwardData::Gemm => unreachable!("the implicit GEMM takes every convolution"),
         }));
@@ -528,18 +534,27 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
         BackwardData::Col2im(prec) => {
             let col = col.ok_or_else(|| Error::InvalidArgument(format!("conv2d: the column-matrix backward data needs its column matrix ({} floats); none was given", col2im_len(s, g).unwrap_or(0))))?;
             let kc = s.kh * s.kw * s.c;
-            // col = gy (1x1, cout channels) times the weights as OHWI rows of kc outputs; the
-            // forward accounts its multiply-adds, which are the backward data's
+            // col = gy (1x1, cout channels) times the weights as a 1x1 convolution of kc outputs;
+            // the forward accounts its multiply-adds, which are the backward data's
             let gemm = ConvShape { n: s.n, h: oh, w: ow, c: s.cout, cout: kc, kh: 1, kw: 1 };
             let one = Conv2dGeom { stride: [1, 1], pad: [0; 4], dilation: [1, 1], groups: 1 };
-            forward_fused_as(dev, prec, TcStaging::Tap, gy, wp, Some(wp), None, None, col, kc, 0, &gemm, &one, None)?;
+            if prec == Precision::F32 {
+                // its KKIO [cout][kc] is the conv's KKIO [kc][cout] transposed: the OHWI rows
+                let w1 = DevicePtr(col.0 + 4 * (s.n * oh * ow * kc) as u64);
+                rows_weight(dev, wp, w1, s.cout, s.c, s.kh, s.kw)?;
+                forward_fused_as(dev, prec, TcStaging::Gather, gy, w1, None, None, None, col, kc, 0, &gemm, &one, None)?;
+            } else {
+                // the tap slices read [kc][cout] as OHWI rows of the 1x1 product: the KKIO itself
+                forward_fused_as(dev, prec, TcStaging::Tap, gy, wp, Some(wp), None, None, col, kc, 0, &gemm, &one, None)?;
+            }
             let mut args = vec![ptr(col), ptr(gx)];
             args.extend(conv_args(s, g, oh, ow));
             args.extend([opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))]);
             // SAFETY: `conv2d_col2im_f32(const float* col, float* gx, DV_CONV_PARAMS, const float*
             // mask, int act)`; col holds the n*oh*ow x kh*kw*c matrix just written (`applies`:
-            // under 2^31 elements; the caller's buffer of col2im_len floats), the grid-stride
-            // loop writes every gx element once (and reads the mask at the same index).
+            // under 2^31 elements; the caller's scratch of col2im_len floats, the transposed
+            // weights after it), the grid-stride loop writes every gx element once (and reads
+            // the mask at the same index).
             launch(dev, "conv2d", "col2im", grid_stride(s.n * s.h * s.w * s.c), &args)
         }
         BackwardData::TensorCore(prec, staging) => {
