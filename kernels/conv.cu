@@ -413,21 +413,13 @@ extern "C" __global__ void dwconv2d_bwd_data_f32(const float* gy, const float* w
         t /= d.w;
         int iy = t % d.h, img = t / d.h;
         float acc = 0.0f;
-        for (int ky = 0; ky < d.kh; ++ky) {
-            int ty = iy + d.pt - ky * d.dh, oy = div_sh.div(ty);
-            if (ty < 0) break;  // ty falls with ky
-            if (oy * d.sh != ty || oy >= d.oh) continue;
-            for (int kx = 0; kx < d.kw; ++kx) {
-                int tx = ix + d.pl - kx * d.dw, ox = div_sw.div(tx);
-                if (tx < 0) break;
-                if (ox * d.sw != tx || ox >= d.ow) continue;
-                const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout;
-                for (int m = 0; m < d.og; ++m) {
-                    int oc = ci * d.og + m;
-                    acc += gr[oc] * wp[(ky * d.kw + kx) * d.cout + oc];
-                }
+        dv_taps_reaching(d, div_sh, div_sw, iy, ix, [&](int ky, int kx, int oy, int ox) {
+            const float* gr = gy + ((img * d.oh + oy) * d.ow + ox) * d.cout;
+            for (int m = 0; m < d.og; ++m) {
+                int oc = ci * d.og + m;
+                acc += gr[oc] * wp[(ky * d.kw + kx) * d.cout + oc];
             }
-        }
+        });
         dv_grad_store(gx, mask, act, i, acc);
     }
 }
@@ -490,16 +482,9 @@ extern "C" __global__ void conv2d_col2im_f32(const float* col, float* gx, DV_CON
         t /= d.w;
         int y = t % d.h, img = t / d.h;
         float v = 0.0f;
-        for (int ky = 0; ky < d.kh; ++ky) {
-            int yy = y + d.pt - ky * d.dh, oy = div_sh.div(yy);
-            if (yy < 0 || oy * d.sh != yy || oy >= d.oh) continue;
-            const float* row = col + (img * d.oh + oy) * d.ow * kc + ky * d.kw * d.c + ci;
-            for (int kx = 0; kx < d.kw; ++kx) {
-                int xx = x + d.pl - kx * d.dw, ox = div_sw.div(xx);
-                if (xx < 0 || ox * d.sw != xx || ox >= d.ow) continue;
-                v += row[ox * kc + kx * d.c];
-            }
-        }
+        dv_taps_reaching(d, div_sh, div_sw, y, x, [&](int ky, int kx, int oy, int ox) {
+            v += col[((img * d.oh + oy) * d.ow + ox) * kc + (ky * d.kw + kx) * d.c + ci];
+        });
         dv_grad_store(gx, mask, act, i, v);
     }
 }

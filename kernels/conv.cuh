@@ -52,6 +52,25 @@ struct DvPhase {
     }
 };
 
+// The taps by which input pixel (iy, ix) reaches an output pixel: f(ky, kx, oy, ox) for each
+// (ky, kx) with iy + pt - ky*dh = oy*sh, ix + pl - kx*dw = ox*sw and (oy, ox) in range, ky then
+// kx ascending (the gathering backward-data kernels' summation order). div_sh / div_sw divide
+// by the strides.
+template <class F>
+__device__ __forceinline__ void dv_taps_reaching(const DvConv& d, const DvDiv& div_sh, const DvDiv& div_sw, int iy, int ix, F&& f) {
+    for (int ky = 0; ky < d.kh; ++ky) {
+        int ty = iy + d.pt - ky * d.dh, oy = div_sh.div(ty);
+        if (ty < 0) break;  // ty falls with ky
+        if (oy * d.sh != ty || oy >= d.oh) continue;
+        for (int kx = 0; kx < d.kw; ++kx) {
+            int tx = ix + d.pl - kx * d.dw, ox = div_sw.div(tx);
+            if (tx < 0) break;
+            if (ox * d.sw != tx || ox >= d.ow) continue;
+            f(ky, kx, oy, ox);
+        }
+    }
+}
+
 // The fused forward epilogue: output pixel m (of n*oh*ow), channel oc. The residual, when
 // present, is NHWC with the output's shape ([n, oh, ow, cout], contiguous); y rows are y_stride
 // floats apart and this conv owns channels [y_off, y_off + cout) of each. The residual is read

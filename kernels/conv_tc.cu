@@ -127,6 +127,28 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
     }
 }
 
+// The cp.async pipeline both stagings run: TC_STAGES - 1 slices in flight ahead of the one
+// being multiplied. `stage(buffer, kt)` issues slice kt's copies into a stage buffer, in slice
+// order; `compute(buffer)` multiplies one. Slice kt is group kt of every thread; after
+// wait_group<TC_STAGES - 2> this thread's group kt has landed, and the barrier makes everyone's
+// visible and frees the buffer of slice kt - 1. The buffers read and written are counted round.
+template <class Stage, class Compute>
+__device__ __forceinline__ void dv_tc_pipeline(int slices, Stage&& stage, Compute&& compute) {
+    for (int s = 0; s < TC_STAGES - 1; ++s) {
+        if (s < slices) stage(s, s);
+        dv_cp_async_commit();
+    }
+    int rs = 0, ws = TC_STAGES - 1;
+    for (int kt = 0; kt < slices; ++kt) {
+        dv_cp_async_wait_group<TC_STAGES - 2>();
+        __syncthreads();
+        if (kt + TC_STAGES - 1 < slices) stage(ws, kt + TC_STAGES - 1);
+        dv_cp_async_commit();  // possibly empty: keeps the group count in step
+        compute(rs);
+        rs = rs == TC_STAGES - 1 ? 0 : rs + 1, ws = ws == TC_STAGES - 1 ? 0 : ws + 1;
+    }
+}
+
 // The epilogue both stagings share: the C fragment's (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
 // of each of the warp's 2 x 4 mma tiles, stored through the fused forward epilogue or, going
 // back, into the phase's input pixel (with the ReLU mask when given).
@@ -187,7 +209,8 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
 
     // Stage the slice at k0 into buffer s: cp.async for whole aligned chunks, else element by
     // element (zeros outside). Advances kp by one slice.
-    auto stage = [&](int s, int k0) {
+    auto stage = [&](int s, int kt) {
+        int k0 = kt * TC_K;
         float* sa = smem + s * STAGE_FLOATS;
         float* sb = sa + TC_M * SA_STRIDE;
         int kc = k0 + 4 * CH_K;
@@ -240,13 +263,7 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
         kp.step(TC_K, a.k_c, a.k_w);
     };
 
-    float acc[2][4][4];
-    #pragma unroll
-    for (int i = 0; i < 2; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j)
-            #pragma unroll
-            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+    float acc[2][4][4] = {};  // the warp tile's 2 x 4 mma tiles, f32
 
     // One slice on the tensor cores: warp tile 32 x 32 = 2 x 4 mma tiles.
     auto compute = [&](int s) {
@@ -285,23 +302,7 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
         }
     };
 
-    // The pipeline: TC_STAGES - 1 slices in flight ahead of the one being multiplied. Slice kt
-    // is group kt of every thread; after wait_group<TC_STAGES - 2> this thread's group kt has
-    // landed, and the barrier makes everyone's visible and frees the buffer of slice kt - 1.
-    int slices = (k_total + TC_K - 1) / TC_K;
-    for (int s = 0; s < TC_STAGES - 1; ++s) {
-        if (s < slices) stage(s, s * TC_K);
-        dv_cp_async_commit();
-    }
-    for (int kt = 0; kt < slices; ++kt) {
-        dv_cp_async_wait_group<TC_STAGES - 2>();
-        __syncthreads();
-        int next = kt + TC_STAGES - 1;
-        if (next < slices) stage(next % TC_STAGES, next * TC_K);
-        dv_cp_async_commit();  // possibly empty: keeps the group count in step
-        compute(kt % TC_STAGES);
-    }
-
+    dv_tc_pipeline((k_total + TC_K - 1) / TC_K, stage, compute);
     dv_tc_epilogue<BWD>(acc, d, g, m_total, n_total, m0, n0, bias, residual, out, y_stride, y_off, act, ry, rx, hy, wx);
 }
 
@@ -369,15 +370,16 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
     // output channel) advancing by TC_K a slice; backward, W^T at each tap's offset in KKIO. A
     // row past N reads nothing (src-size 0) from an offset kept at 0, so every address stays
     // inside its tensor.
-    int b_off[2];
+    int b_off[2];  // forward: each row's offset in the OHWI rows
     unsigned b_rows = 0;
     #pragma unroll
     for (int i = 0; i < 2; ++i) {
         int n = n0 + CH_ROW + 32 * i;
         b_rows |= (unsigned)(n < n_total) << i;
-        if (BWD) b_off[i] = n * d.cout + g * d.og + 4 * CH_K;
-        else b_off[i] = n < n_total ? (g * d.og + n) * k_total + 4 * CH_K : 0;
+        b_off[i] = !BWD && n < n_total ? (g * d.og + n) * k_total + 4 * CH_K : 0;
     }
+    // backward: row n0 + CH_ROW's chunk in a tap's W^T (the second row is 32 * cout further)
+    const int b_row0 = (n0 + CH_ROW) * d.cout + g * d.og + 4 * CH_K;
     // where this thread's chunks land in a stage: rows 32 apart share dv_sw8, so one base and
     // constant steps, A then B
     const int s_at = dv_ts_rk(CH_ROW, 4 * CH_K);
@@ -399,11 +401,11 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         if (BWD) {
             int b_tap = ((ky0 + d.sh * ty) * d.kw + kx0 + d.sw * tx) * d.cg * d.cout;
             #pragma unroll
-            for (int i = 0; i < 2; ++i) b_cur[i] = b_rows >> i & 1 ? b_off[0] + 32 * i * d.cout + b_tap : 0;  // rows 32 apart
+            for (int i = 0; i < 2; ++i) b_cur[i] = b_rows >> i & 1 ? b_row0 + 32 * i * d.cout + b_tap : 0;
         }
     };
     new_tap();
-    auto stage = [&](int s) {
+    auto stage = [&](int s, int) {  // slices come in order: the counters step with them
         float* st = smem + s * TS_STAGE_FLOATS;
         #pragma unroll
         for (int i = 0; i < 4; ++i) dv_cp_async_16_zfill(st + s_at + i * 32 * TC_K, a.src + a_cur[i] + c0, a_ok >> i & 1);
@@ -420,13 +422,7 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         }
     };
 
-    float acc[2][4][4];
-    #pragma unroll
-    for (int i = 0; i < 2; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j)
-            #pragma unroll
-            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+    float acc[2][4][4] = {};  // the warp tile's 2 x 4 mma tiles, f32
 
     auto compute = [&](int s) {
         const float* sa = smem + s * TS_STAGE_FLOATS;
@@ -458,22 +454,7 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         }
     };
 
-    // The pipeline as in the gather version (k_total is a multiple of TC_K here), the stages
-    // read and written counted round instead of divided.
-    int slices = k_total / TC_K;
-    for (int s = 0; s < TC_STAGES - 1; ++s) {
-        if (s < slices) stage(s);
-        dv_cp_async_commit();
-    }
-    int rs = 0, ws = TC_STAGES - 1;
-    for (int kt = 0; kt < slices; ++kt) {
-        dv_cp_async_wait_group<TC_STAGES - 2>();
-        __syncthreads();
-        if (kt + TC_STAGES - 1 < slices) stage(ws);
-        dv_cp_async_commit();
-        compute(rs);
-        rs = rs == TC_STAGES - 1 ? 0 : rs + 1, ws = ws == TC_STAGES - 1 ? 0 : ws + 1;
-    }
+    dv_tc_pipeline(k_total / TC_K, stage, compute);  // k_total a multiple of TC_K here
     dv_tc_epilogue<BWD>(acc, d, g, m_total, n_total, m0, n0, bias, residual, out, y_stride, y_off, act, ry, rx, hy, wx);
 }
 

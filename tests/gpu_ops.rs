@@ -443,12 +443,18 @@ fn conv_ref(x: &[f32], w: &[f32], gy: &[f32], s: &ConvShape, g: &Conv2dGeom) -> 
 /// `plain` (NHWC, already downloaded) times the activation's gradient at the mask — to the bit,
 /// as the separate act_bwd kernel computes it — under both activations, with a mask that lands
 /// on both sides of 0 and of 6.
+/// The scratch a backward-data version takes: v5's column matrix (then its transposed weights),
+/// NaN-filled on the emulator; none for the others.
+fn scratch(d: &dyn Device, v: BackwardData, s: &ConvShape, g: &Conv2dGeom) -> Option<DevicePtr> {
+    matches!(v, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(s, g).unwrap()))
+}
+
 // negated comparisons: the kernels' own (a NaN passes the gradient on)
 #[allow(clippy::too_many_arguments, clippy::neg_cmp_op_on_partial_ord)]
 fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk: DevicePtr, s: &ConvShape, g: &Conv2dGeom, plain: &[f32]) {
     let mask: Vec<f32> = seeded(99, plain.len()).iter().map(|&m| m * 9.0 + 2.0).collect();
     let mp = put(d, &mask);
-    let col = matches!(v, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(s, g).unwrap()));
+    let col = scratch(d, v, s, g);
     for a in [Act::Relu, Act::Relu6] {
         let fresh = out(d, plain.len());
         cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a)), col).unwrap();
@@ -521,7 +527,7 @@ fn conv_forward_backward_all_paths() {
             // the engine's choice, with v5's scratch where that is v5 (without it, v3: the next
             // loop runs both)
             let engine = cuda::conv::backward_data_version(&s, &g, Precision::F32);
-            let col = matches!(engine, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(&s, &g).unwrap()));
+            let col = scratch(d, engine, &s, &g);
             cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, col).unwrap();
             col.into_iter().for_each(|c| d.free(c));
             let plain = get(d, gxp, x.len());
@@ -536,8 +542,7 @@ fn conv_forward_backward_all_paths() {
                     && (v != BackwardData::Direct4 || (cg <= 4 && g.groups == 1 && g.dilation == [1, 1] && s.cout % 4 == 0))
                     && (v != BackwardData::Col2im(Precision::F32) || g.groups == 1);
                 assert_eq!(applies, v.applies(&s, &g), "{what}: {v:?}");
-                // v5's scratch: the column matrix, then the transposed weights
-                let col = matches!(v, BackwardData::Col2im(_)).then(|| out(d, cuda::conv::col2im_len(&s, &g).unwrap()));
+                let col = scratch(d, v, &s, &g);
                 if !applies {
                     assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, col).is_err(), "{what}: {v:?} accepted");
                     col.into_iter().for_each(|c| d.free(c));

@@ -184,17 +184,22 @@ impl TcStaging {
     /// applies (the reduction's cg a multiple of 32; the weights as OHWI rows, which the
     /// caller gives).
     pub fn forward(s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
-        if !s.depthwise(g) && (s.c / g.groups.max(1)).is_multiple_of(TC_K) {
-            TcStaging::Tap
-        } else {
+        if s.depthwise(g) {
             TcStaging::Gather
+        } else {
+            Self::by_reduction(s.c / g.groups.max(1))
         }
     }
 
     /// The engine's staging for a tensor-core backward data: [`TcStaging::Tap`] wherever it
     /// applies (the reduction's og a multiple of 32).
     pub fn backward(s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
-        if (s.cout / g.groups.max(1)).is_multiple_of(TC_K) {
+        Self::by_reduction(s.cout / g.groups.max(1))
+    }
+
+    /// Tap slices where the reduction's channels per tap make whole 32-wide K slices.
+    fn by_reduction(channels: usize) -> TcStaging {
+        if channels.is_multiple_of(TC_K) {
             TcStaging::Tap
         } else {
             TcStaging::Gather
@@ -306,7 +311,7 @@ pub fn forward_fused_as(
         let mut b = wp; // B as the kernel reads it
         if staging == TcStaging::Tap {
             if staging != TcStaging::forward(s, g) {
-                return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} (not {})", k / (s.kh * s.kw))));
+                return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} (not {})", s.c / g.groups)));
             }
             b = rows.ok_or_else(|| Error::InvalidArgument("conv2d: the tap-slice tensor-core forward reads the weight's OHWI rows (rows_weight); none were given".into()))?;
             args[1] = ptr(b);
@@ -477,8 +482,8 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 if st == TcStaging::Tap { format!(", and by tap slices output channels per group a multiple of {TC_K}") } else { String::new() }
             ),
             BackwardData::Col2im(p) => format!(
-                "conv2d: the column-matrix backward data needs one group, a column matrix of under 2^31 elements and, in {p}, {}",
-                if p == Precision::F32 { "nothing more".to_string() } else { format!("output channels a multiple of {TC_K}") }
+                "conv2d: the column-matrix backward data needs one group and a column matrix of under 2^31 elements{}",
+                if p == Precision::F32 { String::new() } else { format!(", and in {p} output channels a multiple of {TC_K}") }
             ),
             BackwardData::Gemm => unreachable!("the implicit GEMM takes every convolution"),
         }));

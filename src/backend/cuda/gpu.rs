@@ -182,18 +182,18 @@ impl Gpu {
         Ok(Arc::new(Buffer { pool: self.pool.clone(), ptr: self.pool.take(bytes)?, bytes }))
     }
 
-    /// The backward data's version for this convolution (`conv::backward_data_version`) and the
-    /// scratch column matrix it takes, from the pool, where that is `Col2im`. When the column
-    /// matrix does not fit (it is kh*kw/(sh*sw) times gx: 12x for a 7x7 stride-2 stem) the
-    /// direct gather, which needs no scratch, runs instead of failing.
-    fn backward_data_plan(&self, s: &conv::ConvShape, g: &Conv2dGeom) -> Result<(conv::BackwardData, Option<DTensor>)> {
-        match conv::backward_data_version(s, g, self.precision) {
-            v @ conv::BackwardData::Col2im(_) => match self.new_tensor(&[conv::col2im_len(s, g)?]) {
-                Ok(col) => Ok((v, Some(col))),
-                Err(Error::OutOfMemory { .. }) => Ok((conv::BackwardData::Direct, None)),
-                Err(e) => Err(e),
-            },
-            v => Ok((v, None)),
+    /// The scratch of the backward data's column matrix, from the pool, where the engine's
+    /// version for this convolution takes one (`conv::BackwardData::Col2im`); None where it
+    /// does not, or where the matrix does not fit (it is kh*kw/(sh*sw) times gx: 12x for a 7x7
+    /// stride-2 stem), and then `conv::backward_data` runs the direct gather, which needs none.
+    fn col_scratch(&self, s: &conv::ConvShape, g: &Conv2dGeom) -> Result<Option<DTensor>> {
+        if !matches!(conv::backward_data_version(s, g, self.precision), conv::BackwardData::Col2im(_)) {
+            return Ok(None);
+        }
+        match self.new_tensor(&[conv::col2im_len(s, g)?]) {
+            Ok(col) => Ok(Some(col)),
+            Err(Error::OutOfMemory { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -337,8 +337,8 @@ impl Backend for Gpu {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        let (v, col) = self.backward_data_plan(&s, g)?;
-        conv::backward_data_as(self.device(), v, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr))?;
+        let col = self.col_scratch(&s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr))?;
         Ok(gx)
     }
     fn conv2d_backward_data_masked(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom, mask: &DTensor, act: Act) -> Result<DTensor> {
@@ -348,8 +348,8 @@ impl Backend for Gpu {
         let (n, c, h, wd) = nchw(x_shape);
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
-        let (v, col) = self.backward_data_plan(&s, g)?;
-        conv::backward_data_as(self.device(), v, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr))?;
+        let col = self.col_scratch(&s, g)?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr))?;
         Ok(gx)
     }
     fn linear(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>) -> Result<DTensor> {
