@@ -6,7 +6,11 @@
 //! gradcam, cam, dream_step) at the given batch sizes.
 //!
 //!     cargo run --release --features cuda --example compare_torch -- DIR [--device cuda|emu|cpu]
-//!         [--batches 1,8] [--iters 20] [--json FILE]
+//!         [--batches 1,8] [--iters 20] [--json FILE] [--ungraphed-batches 1,8]
+//!
+//! The GPU engines run behind the product's launch queue and CUDA-graph replay
+//! (`deepviz::device::graph`); `--ungraphed-batches` also times those batch sizes with every
+//! kernel launched one by one (rows with `"graphs":false`), the A/B of the graphs.
 //!
 //! Exit status 1 if any comparison is above its bound: 1e-3 relative RMS, or for saliency three
 //! times deepviz's own sensitivity to a 1e-6 change of the input where that is larger (the
@@ -65,10 +69,11 @@ struct Args {
     iters: usize,
     json: Option<PathBuf>,
     precisions: Vec<deepviz::backend::Precision>,
+    ungraphed: Vec<usize>,
 }
 
 fn args() -> Args {
-    let mut a = Args { dir: PathBuf::new(), device: "cuda".into(), batches: vec![1, 8], iters: 20, json: None, precisions: vec![deepviz::backend::Precision::F32] };
+    let mut a = Args { dir: PathBuf::new(), device: "cuda".into(), batches: vec![1, 8], iters: 20, json: None, precisions: vec![deepviz::backend::Precision::F32], ungraphed: vec![] };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
         match s.as_str() {
@@ -76,6 +81,7 @@ fn args() -> Args {
             "--batches" => a.batches = it.next().expect("--batches 1,8").split(',').map(|b| b.parse().unwrap()).collect(),
             "--iters" => a.iters = it.next().expect("--iters N").parse().unwrap(),
             "--json" => a.json = Some(it.next().expect("--json FILE").into()),
+            "--ungraphed-batches" => a.ungraphed = it.next().expect("--ungraphed-batches 1,8").split(',').map(|b| b.parse().unwrap()).collect(),
             "--precisions" => {
                 a.precisions = it
                     .next()
@@ -107,7 +113,8 @@ fn median_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
 
 /// `prec`: the engine's convolution arithmetic; only fp32's comparisons count towards the exit
 /// status (tf32 / bf16 errors are printed and recorded, for information).
-fn run<B: Backend + Clone>(be: B, prec: &str, a: &Args, out: &mut Vec<String>) -> bool {
+/// `plain`: the same engine without graphs, timed at `a.ungraphed`'s batch sizes.
+fn run<B: Backend + Clone>(be: B, plain: Option<B>, prec: &str, a: &Args, out: &mut Vec<String>) -> bool {
     let mut ok = true;
     let mut models: Vec<PathBuf> = std::fs::read_dir(&a.dir)
         .unwrap_or_else(|e| panic!("{}: {e}", a.dir.display()))
@@ -176,48 +183,72 @@ fn run<B: Backend + Clone>(be: B, prec: &str, a: &Args, out: &mut Vec<String>) -
         out.push(sens_json);
 
         // throughput, the baseline's jobs
-        let dream = DeepDream { lr: 0.01, jitter: 0, ..DeepDream::new(Objective::layer(model.resolve(&model.graph.heads.dream_layer).unwrap())) };
-        for &b in &a.batches {
-            let xb = Tensor::new(vec![b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()).unwrap();
-            let mut img = eng.upload(&xb).unwrap();
-            let mut rng = 0u64;
-            let pre = model.preprocess;
-            let jobs: Vec<&str> = ["saliency", "gradcam", "cam", "dream_step"].into_iter().filter(|j| *j != "cam" || cam.is_some()).collect();
-            for job in jobs {
-                let f = || match job {
-                    "saliency" => drop(sal.attribute(&xb, None).unwrap()),
-                    "gradcam" => drop(gc.attribute(&xb, None).unwrap()),
-                    "cam" => drop(cam.as_ref().unwrap().attribute(&xb, None).unwrap()),
-                    _ => drop(dream.step(&eng, &mut img, &pre, &mut rng).unwrap()),
-                };
-                let (med, min, max) = median_ms(a.iters, f);
-                println!("{name:<20} {job:<10} {prec} batch {b:>3}: {med:8.2} ms median ({min:.2}..{max:.2}), {:8.1} images/s", b as f64 * 1e3 / med);
-                out.push(format!(
-                    r#"{{"kind":"bench","model":"{name}","job":"{job}","device":"{}","dtype":"{prec}","batch":{b},"median_ms":{med},"min_ms":{min},"max_ms":{max},"images_per_s":{}}}"#,
-                    eng.be.name(),
-                    b as f64 * 1e3 / med
-                ));
-            }
+        time_jobs(&eng, &name, prec, &a.batches, a.iters, true, [h, w], out);
+        if let Some(p) = &plain {
+            let plain_eng = Engine::new(model.clone(), p.clone()).unwrap();
+            time_jobs(&plain_eng, &name, prec, &a.ungraphed, a.iters, false, [h, w], out);
         }
     }
     ok
 }
 
+/// Time saliency, Grad-CAM, CAM (where the model has its head) and one DeepDream step at each
+/// batch size, as the baseline does.
+#[allow(clippy::too_many_arguments)]
+fn time_jobs<B: Backend>(eng: &Engine<B>, name: &str, prec: &str, batches: &[usize], iters: usize, graphs: bool, [h, w]: [usize; 2], out: &mut Vec<String>) {
+    let model = eng.model();
+    let sal = Saliency::new(eng);
+    let gc = GradCam::new(eng, None).unwrap();
+    let cam = Cam::new(eng).ok();
+    let dream = DeepDream { lr: 0.01, jitter: 0, ..DeepDream::new(Objective::layer(model.resolve(&model.graph.heads.dream_layer).unwrap())) };
+    let tag = if graphs { "" } else { " (no graphs)" };
+    for &b in batches {
+        let xb = Tensor::new(vec![b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()).unwrap();
+        let mut img = eng.upload(&xb).unwrap();
+        let mut rng = 0u64;
+        let pre = model.preprocess;
+        let jobs: Vec<&str> = ["saliency", "gradcam", "cam", "dream_step"].into_iter().filter(|j| *j != "cam" || cam.is_some()).collect();
+        for job in jobs {
+            let f = || match job {
+                "saliency" => drop(sal.attribute(&xb, None).unwrap()),
+                "gradcam" => drop(gc.attribute(&xb, None).unwrap()),
+                "cam" => drop(cam.as_ref().unwrap().attribute(&xb, None).unwrap()),
+                _ => drop(dream.step(eng, &mut img, &pre, &mut rng).unwrap()),
+            };
+            let (med, min, max) = median_ms(iters, f);
+            println!("{name:<20} {job:<10} {prec} batch {b:>3}{tag}: {med:8.2} ms median ({min:.2}..{max:.2}), {:8.1} images/s", b as f64 * 1e3 / med);
+            out.push(format!(
+                r#"{{"kind":"bench","model":"{name}","job":"{job}","device":"{}","dtype":"{prec}","batch":{b},"graphs":{graphs},"median_ms":{med},"min_ms":{min},"max_ms":{max},"images_per_s":{}}}"#,
+                eng.be.name(),
+                b as f64 * 1e3 / med
+            ));
+        }
+    }
+}
+
 fn main() {
     let a = args();
     let mut out = vec![];
-    let gpu = match a.device.as_str() {
+    use deepviz::device::graph::Graphed;
+    // (the engine as the product makes it, the same without graphs)
+    let gpu: Option<(Gpu, Gpu)> = match a.device.as_str() {
         "cpu" => None,
-        "emu" => Some(Gpu::emulated()),
+        "emu" => Some((Gpu::emulated(), Gpu::new(std::sync::Arc::new(deepviz::device::emu::EmuDevice::new())))),
         #[cfg(feature = "cuda")]
-        "cuda" => Some(Gpu::new(std::sync::Arc::new(deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device")))),
+        "cuda" => {
+            let card = || deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device");
+            Some((Gpu::new(std::sync::Arc::new(Graphed::new(card()))), Gpu::new(std::sync::Arc::new(card()))))
+        }
         d => panic!("unknown or unavailable device {d}"),
     };
     let mut ok = true;
     for &p in &a.precisions {
         ok &= match &gpu {
-            None => run(Cpu, p.name(), &a, &mut out),
-            Some(g) => run(g.clone().with_precision(p), p.name(), &a, &mut out),
+            None => run(Cpu, None, p.name(), &a, &mut out),
+            Some((g, plain)) => {
+                let plain = (!a.ungraphed.is_empty()).then(|| plain.clone().with_precision(p));
+                run(g.clone().with_precision(p), plain, p.name(), &a, &mut out)
+            }
         };
     }
     if let Some(p) = &a.json {

@@ -6,7 +6,8 @@
 //! useful multiply-adds must not change at all (they are the model's). A figure that improves
 //! is reported; rewrite the file with `DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace`.
 //! The standing targets are checked too: resnet50 saliency allocates nothing, does not
-//! make the host wait, and executes at most 1.3x its useful multiply-adds.
+//! make the host wait, executes at most 1.3x its useful multiply-adds, and once warm asks the
+//! driver for a handful of graph replays instead of a launch per kernel.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use deepviz::model::Model;
 use deepviz::zoo::ARCHS;
 use serde_json::{json, Value};
 
-const FIGURES: &[&str] = &["launches", "allocations", "frees", "host_syncs", "bytes_host_to_device", "bytes_device_to_host", "device_bytes", "device_memory_peak", "executed_macs"];
+const FIGURES: &[&str] = &["launches", "driver_launches", "allocations", "frees", "host_syncs", "bytes_host_to_device", "bytes_device_to_host", "device_bytes", "device_memory_peak", "executed_macs"];
 
 fn baseline_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/trace/baseline.json")
@@ -53,6 +54,8 @@ fn engine_overheads_do_not_regress() {
     assert_eq!(r50["host_syncs"], 0, "resnet50 saliency makes the host wait mid-job: {r50}");
     let ratio = r50["executed_macs"].as_f64().unwrap() / r50["useful_macs"].as_f64().unwrap();
     assert!(ratio <= 1.3, "resnet50 saliency executes {ratio:.2}x its useful multiply-adds");
+    let (launches, driver) = (r50["launches"].as_u64().unwrap(), r50["driver_launches"].as_u64().unwrap());
+    assert!(driver * 16 <= launches, "resnet50 saliency, warm: {driver} driver launches for {launches} kernels (graphs not replayed?): {r50}");
 
     if std::env::var("DEEPVIZ_UPDATE_TRACE").is_ok() {
         let p = baseline_path();

@@ -33,7 +33,7 @@ for line in sys.stdin:
     except ValueError: continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         if m["target"]["name"] in ("gpu_ops", "gpu_engine", "cuda_device", "emu", "render", "tensorcore",
-                                   "ops_generic", "methods", "fourier", "dissect", "gpu_memory"):
+                                   "ops_generic", "methods", "fourier", "dissect", "gpu_memory", "graph"):
             print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do cp "$exe" "$dst/tests/$name"; done
 cp target/release/ptxas-report.txt "$dst/" 2>/dev/null || true

@@ -72,7 +72,7 @@ run_test() {  # name [filters...]
   echo "-- $t $*" >>"$log"
   if timeout 170 "$here/tests/$t" --test-threads=4 --skip no_kernel_spills "$@" >>"$log" 2>&1; then record "tests $t" ok; else record "tests $t" "FAILED (see log)"; fi
 }
-for t in emu gpu_ops cuda_device gpu_engine render tensorcore ops_generic; do run_test "$t"; done
+for t in emu gpu_ops cuda_device gpu_engine render tensorcore ops_generic graph; do run_test "$t"; done
 run_test methods every_method_on_the_cuda_engine deepdream_in_tiles
 run_test fourier
 run_test dissect the_device_counts_equal_the_host_counts_exactly
@@ -156,9 +156,14 @@ if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then
   else
     record "torch baseline" "FAILED (see log)"
   fi
+  # batch 1, eager and captured in a CUDA graph (the batch-1 targets: <= 0.1x eager, <= 0.7x graph)
+  PYTHONUNBUFFERED=1 timeout 80 python3 "$here/torch_baseline.py" --out "$tb" \
+      --models resnet50,vgg16,googlenet,efficientnet_lite0 --jobs saliency,gradcam,cam,dream_step \
+      --batches 1 --dtypes fp32,tf32,bf16 --modes eager,graph --iters 20 --warmup 3 >>"$log" 2>&1 \
+    && record "torch baseline batch 1" ok || record "torch baseline batch 1" "FAILED or cut short (see log)"
   cp "$tb/baseline.jsonl" "$OUT/torch_baseline.jsonl" 2>/dev/null
   step "deepviz vs PyTorch ($dev)"
-  if set -o pipefail; timeout 170 "$here/bin/compare_torch" "$tb" --device "$dev" --batches 8,64 --iters 5 --precisions fp32,tf32,bf16 --json "$OUT/deepviz.jsonl" 2>&1 | tee -a "$log"; then
+  if set -o pipefail; timeout 170 "$here/bin/compare_torch" "$tb" --device "$dev" --batches 1,8,64 --ungraphed-batches 1,8 --iters 5 --precisions fp32,tf32,bf16 --json "$OUT/deepviz.jsonl" 2>&1 | tee -a "$log"; then
     record "compare vs torch" "ok (<= 1e-3 rel RMS; saliency: or 3x its self-sensitivity)"
   else
     record "compare vs torch" "some above 1e-3 rel RMS, or cut short (see log)"
@@ -174,17 +179,28 @@ if [ -f "$OUT/deepviz.jsonl" ] && [ -f "$OUT/torch_baseline.jsonl" ]; then
 import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1]) if '"bench"' in l]
 theirs = [json.loads(l) for l in open(sys.argv[2])]
-def ms(m, j, b, d):
-    v = [t["ms_median"] for t in theirs if t.get("model") == m and t.get("job") == j and t.get("batch") == b and t.get("dtype") == d and t.get("mode", "eager") == "eager"]
+def ms(m, j, b, d, mode="eager"):
+    v = [t["ms_median"] for t in theirs if t.get("model") == m and t.get("job") == j and t.get("batch") == b and t.get("dtype") == d and t.get("mode", "eager") == mode]
     return min(v) if v else None
-print(f"{'model':<20}{'job':<12}{'dtype':>6}{'batch':>6}{'deepviz ms':>12}{'torch ms':>10}{'speed':>8}")
-for o in ours:
+def best(o, mode="eager"):
     d = o.get("dtype", "fp32")
     # bf16: PyTorch's better of NCHW and channels-last autocast
-    cands = [x for x in ([ms(o["model"], o["job"], o["batch"], d)] + ([ms(o["model"], o["job"], o["batch"], "bf16cl")] if d == "bf16" else [])) if x]
-    t = min(cands) if cands else None
-    ratio = f"{t / o['median_ms']:.2f}x" if t else "-"
-    print(f"{o['model']:<20}{o['job']:<12}{d:>6}{o['batch']:>6}{o['median_ms']:>12.2f}{(t or float('nan')):>10.2f}{ratio:>8}")
+    cands = [x for x in ([ms(o["model"], o["job"], o["batch"], d, mode)] + ([ms(o["model"], o["job"], o["batch"], "bf16cl", mode)] if d == "bf16" else [])) if x]
+    return min(cands) if cands else None
+ratio = lambda t, m: f"{t / m:.2f}x" if t else "-"
+print("speed = PyTorch's time / deepviz's (above 1: deepviz faster); graph: PyTorch captured in a CUDA graph")
+print(f"{'model':<20}{'job':<12}{'dtype':>6}{'batch':>6}{'deepviz ms':>12}{'torch ms':>10}{'speed':>8}{'vs graph':>10}")
+graphed = [o for o in ours if o.get("graphs", True)]
+for o in graphed:
+    t, g = best(o), best(o, "graph")
+    print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{o['median_ms']:>12.2f}{(t or float('nan')):>10.2f}{ratio(t, o['median_ms']):>8}{ratio(g, o['median_ms']):>10}")
+plain = {(o["model"], o["job"], o.get("dtype"), o["batch"]): o["median_ms"] for o in ours if not o.get("graphs", True)}
+if plain:
+    print("deepviz with CUDA graphs against the same kernels launched one by one (ms; speed-up)")
+    for o in graphed:
+        p = plain.get((o["model"], o["job"], o.get("dtype"), o["batch"]))
+        if p:
+            print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{p:>10.2f} -> {o['median_ms']:>8.2f}{p / o['median_ms']:>7.2f}x")
 PY
 fi
 

@@ -11,11 +11,16 @@
 //!   method (`cuCtxSetCurrent` is a thread-local store), so a `CudaDevice` can be used from any
 //!   thread (rayon workers, test threads) without per-thread setup, and two devices on different
 //!   GPUs can be used alternately from one thread.
-//! - Ordering: all work goes to the legacy default stream, so launches, copies and memsets run
-//!   in the order they were issued; `download` waits for the kernels before it. Launches are
-//!   asynchronous: a kernel that faults (illegal address, trap) is reported by the next
-//!   `synchronize` or `download`, naming the last kernel launched. `CUDA_LAUNCH_BLOCKING=1` makes
-//!   every launch wait, so the faulting launch itself reports it.
+//! - Ordering: all work goes to one non-blocking stream of the device's own, so launches, copies
+//!   and memsets run in the order they were issued; `download` waits for the stream before it
+//!   returns, `upload` returns once the host bytes are staged (pageable memory), and a free waits
+//!   for the stream first. Not the legacy default stream: work on it cannot be captured into a
+//!   CUDA graph ([`Capture`], used by [`super::graph::Graphed`]), and it serialises against every
+//!   other library's default-stream work in the process. (Nothing else reads our buffers: the
+//!   Python module copies through the host.) Launches are asynchronous: a kernel that faults
+//!   (illegal address, trap) is reported by the next `synchronize` or `download`, naming the last
+//!   kernel launched (or the graph holding it). `CUDA_LAUNCH_BLOCKING=1` makes every launch wait,
+//!   so the faulting launch itself reports it (and turns graphs off).
 //! - Memory: allocations are `cuMemAlloc`, freed only by `free` (or, with the context, when the
 //!   last reference to it is released). Copies are checked to lie in one allocation.
 
@@ -27,6 +32,7 @@ use std::sync::{Mutex, OnceLock};
 use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys::{self, CUresult};
 
+use super::graph::Capture;
 use super::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::{Error, Result};
 
@@ -55,6 +61,28 @@ pub struct CudaDevice {
     /// the last kernel launched, to name in asynchronous fault reports
     last_kernel: Mutex<Option<String>>,
     name: String,
+    /// the stream all work goes to (null until `new` creates it)
+    stream: sys::CUstream,
+    /// during a capture: kernels recorded so far, and the last one's name
+    capturing: Mutex<Option<(usize, String)>>,
+}
+
+/// A CUDA graph captured from the device's stream, instantiated and ready to launch.
+pub struct CudaGraph {
+    exec: sys::CUgraphExec,
+    /// "a graph of N launches, the last `k`": what a fault report names
+    what: String,
+}
+
+// SAFETY: an executable graph is a plain driver handle, usable from any thread.
+unsafe impl Send for CudaGraph {}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: instantiated once by `end_capture`, destroyed once; a graph still in flight is
+        // freed by the driver when it completes.
+        let _ = unsafe { cu::graph::exec_destroy(self.exec) };
+    }
 }
 
 // SAFETY: the driver API is thread-safe; the context, module and function handles are plain
@@ -161,9 +189,12 @@ impl CudaDevice {
             modules: Vec::new(),
             functions: Mutex::new(HashMap::new()),
             last_kernel: Mutex::new(None),
+            stream: std::ptr::null_mut(),
+            capturing: Mutex::new(None),
             name: format!("{gpu} (CUDA device {ordinal}, sm_{major}{minor}, driver {})", version_string(version)),
         };
         device.bind()?;
+        device.stream = guarded("cuStreamCreate", || cu::stream::create(cu::stream::StreamKind::NonBlocking))?;
         for &(stem, image) in fatbins::FATBINS {
             // cuModuleLoadData reads the fatbinary header in place: give it an 8-byte-aligned,
             // zero-terminated copy (include_bytes! data is only byte-aligned).
@@ -296,6 +327,11 @@ impl CudaDevice {
 impl Drop for CudaDevice {
     fn drop(&mut self) {
         if self.bind().is_ok() {
+            if !self.stream.is_null() {
+                // SAFETY: created by `new`, destroyed once; pending work completes first.
+                let _ = unsafe { cu::stream::synchronize(self.stream) };
+                let _ = unsafe { cu::stream::destroy(self.stream) };
+            }
             for &(_, m) in &self.modules {
                 // SAFETY: loaded by `new`, unloaded once; errors (a faulted context) are moot.
                 let _ = unsafe { cu::module::unload(m) };
@@ -338,8 +374,10 @@ impl Device for CudaDevice {
         if ptr.0 == 0 || self.bind().is_err() {
             return;
         }
-        // SAFETY: pointers come from `alloc`; an unknown one is an error the driver reports,
-        // which `free` has no way to return.
+        // SAFETY: the stream is ours; work queued on it may still use the buffer, so wait for
+        // it. Pointers come from `alloc`; an unknown one is an error the driver reports, which
+        // `free` has no way to return.
+        let _ = unsafe { cu::stream::synchronize(self.stream) };
         let _ = unsafe { cu::free_sync(ptr.0) };
     }
 
@@ -349,9 +387,10 @@ impl Device for CudaDevice {
         }
         self.bind()?;
         self.check_range("upload", dst, src.len())?;
-        // SAFETY: the range lies in a live allocation; the copy finishes reading `src` before
-        // it returns (pageable host memory).
-        unsafe { cu::memcpy_htod_sync(dst.0, src) }.map_err(|e| self.async_err("upload (cuMemcpyHtoD)", e))
+        // SAFETY: the range lies in a live allocation; from pageable host memory the driver
+        // stages `src` before it returns (CUDA's "API synchronization behavior"), so `src` may
+        // be reused at once; the copy runs in stream order.
+        unsafe { cu::memcpy_htod_async(dst.0, src, self.stream) }.map_err(|e| self.async_err("upload (cuMemcpyHtoDAsync)", e))
     }
 
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
@@ -360,8 +399,10 @@ impl Device for CudaDevice {
         }
         self.bind()?;
         self.check_range("download", src, dst.len())?;
-        // SAFETY: the range lies in a live allocation; synchronous, after all earlier work.
-        unsafe { cu::memcpy_dtoh_sync(dst, src.0) }.map_err(|e| self.async_err("download (cuMemcpyDtoH)", e))
+        // SAFETY: the range lies in a live allocation; the copy runs after all earlier work on
+        // the stream, and the stream is waited for before `dst` is handed back.
+        unsafe { cu::memcpy_dtoh_async(dst, src.0, self.stream) }.map_err(|e| self.async_err("download (cuMemcpyDtoHAsync)", e))?;
+        unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| self.async_err("download (cuStreamSynchronize)", e))
     }
 
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
@@ -370,8 +411,8 @@ impl Device for CudaDevice {
         }
         self.bind()?;
         self.check_range("memset", dst, bytes)?;
-        // SAFETY: the range lies in a live allocation.
-        unsafe { cu::memset_d8_sync(dst.0, 0, bytes) }.map_err(|e| self.async_err("memset (cuMemsetD8)", e))
+        // SAFETY: the range lies in a live allocation; in stream order.
+        unsafe { cu::memset_d8_async(dst.0, 0, bytes, self.stream) }.map_err(|e| self.async_err("memset (cuMemsetD8Async)", e))
     }
 
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
@@ -403,18 +444,25 @@ impl Device for CudaDevice {
         // kernelParams: one pointer per parameter, pointing at its slot
         let mut slots: Vec<u64> = super::param_slots(args);
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
-        *self.last_kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel.to_string());
+        match &mut *self.capturing.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((n, last)) => {
+                *n += 1;
+                kernel.clone_into(last);
+            }
+            None => *self.last_kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(kernel.to_string()),
+        }
         let [gx, gy, gz] = cfg.grid;
         let [bx, by, bz] = cfg.block;
         // SAFETY: the driver copies the parameter values (through `params`, pointing at `slots`,
         // both alive here) before cuLaunchKernel returns; their count and types follow the
         // kernel's signature as the launch code in backend::cuda documents at each call.
-        unsafe { cu::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_bytes, cu::stream::null(), &mut params) }
+        unsafe { cu::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_bytes, self.stream, &mut params) }
             .map_err(|e| fail("cuLaunchKernel", e))
     }
 
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
+        // the context, not only the stream: faults of any launch are reported
         cu::ctx::synchronize().map_err(|e| self.async_err("synchronize", e))?;
         *self.last_kernel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
@@ -422,5 +470,43 @@ impl Device for CudaDevice {
 
     fn has_kernel(&self, kernel: &str) -> bool {
         self.bind().is_ok() && self.function(kernel).is_some()
+    }
+}
+
+impl Capture for CudaDevice {
+    type Graph = CudaGraph;
+
+    fn begin_capture(&self) -> Result<()> {
+        self.bind()?;
+        // relaxed: other threads' unrelated driver calls (an allocation by another engine) do
+        // not invalidate this capture; ours never make such calls meanwhile (`Graphed` issues
+        // only launches and memsets between begin and end)
+        // SAFETY: the stream is ours and alive.
+        unsafe { cu::stream::begin_capture(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
+            .map_err(|e| self.err("cuStreamBeginCapture", e))?;
+        *self.capturing.lock().unwrap_or_else(|p| p.into_inner()) = Some((0, String::new()));
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<CudaGraph> {
+        self.bind()?;
+        let (n, last) = self.capturing.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        // SAFETY: ends the capture `begin_capture` started on our stream (also when it was
+        // invalidated, which this reports as an error).
+        let graph = unsafe { cu::stream::end_capture(self.stream) }.map_err(|e| self.err("cuStreamEndCapture", e))?;
+        // SAFETY: a graph just captured; the executable copies what it needs, so the graph is
+        // destroyed either way.
+        let exec = unsafe { cu::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
+        let _ = unsafe { cu::graph::destroy(graph) };
+        let exec = exec.map_err(|e| self.err("cuGraphInstantiate", e))?;
+        Ok(CudaGraph { exec, what: format!("a CUDA graph of {n} launches, the last `{last}`") })
+    }
+
+    fn replay(&self, graph: &CudaGraph) -> Result<()> {
+        self.bind()?;
+        *self.last_kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(graph.what.clone());
+        // SAFETY: an executable graph of this context, launched on our stream; its kernels' buffers
+        // are alive (the same arguments the engine has just asked for, see `Graphed`).
+        unsafe { cu::graph::launch(graph.exec, self.stream) }.map_err(|e| self.async_err("cuGraphLaunch", e))
     }
 }

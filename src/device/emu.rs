@@ -23,6 +23,7 @@
 
 use std::ffi::{c_char, c_int, c_ulong, c_ulonglong, c_void, CString};
 
+use super::graph::{Capture, HostCapture, Op};
 use super::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::{Error, Result};
 
@@ -81,6 +82,8 @@ pub struct EmuDevice {
     limit: Option<usize>,
     /// bytes of the live allocations
     used: std::sync::atomic::AtomicUsize,
+    /// a graph capture in progress ([`Capture`])
+    capture: HostCapture,
 }
 
 impl Default for EmuDevice {
@@ -97,7 +100,7 @@ impl EmuDevice {
 
     /// Launches run their blocks' threads in `schedule`'s order between barriers.
     pub fn with_schedule(schedule: Schedule) -> Self {
-        EmuDevice { schedule: std::sync::Mutex::new(schedule), name: format!("emulated GPU ({schedule:?} schedule)"), limit: None, used: Default::default() }
+        EmuDevice { schedule: std::sync::Mutex::new(schedule), name: format!("emulated GPU ({schedule:?} schedule)"), limit: None, used: Default::default(), capture: HostCapture::default() }
     }
 
     /// A device of `bytes` of memory, as a GPU's is finite: an allocation past it fails with
@@ -151,6 +154,7 @@ impl Device for EmuDevice {
 
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
         use std::sync::atomic::Ordering;
+        self.capture.refuse(&self.name, "an allocation")?;
         if let Some(limit) = self.limit {
             if let Err(used) = self.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| (u + bytes <= limit).then_some(u + bytes)) {
                 return Err(Error::OutOfMemory { device: self.name.clone(), asked: bytes, free: limit - used, total: limit, fits: None });
@@ -174,6 +178,9 @@ impl Device for EmuDevice {
     }
 
     fn free(&self, ptr: DevicePtr) {
+        if self.capture.refuse(&self.name, "a free").is_err() {
+            return;
+        }
         let (mut base, mut size): (*mut c_void, c_ulong) = (std::ptr::null_mut(), 0);
         // SAFETY: a lookup of the allocation `ptr` starts (writes two values)
         if unsafe { dv_emu_lookup(ptr.0 as *const c_void, &mut base, &mut size) } != 0 && base as u64 == ptr.0 {
@@ -184,6 +191,7 @@ impl Device for EmuDevice {
     }
 
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
+        self.capture.refuse(&self.name, "an upload")?;
         self.check_range("upload", dst, src.len())?;
         // SAFETY: the destination range was checked to lie in a live, writable allocation.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.0 as *mut u8, src.len()) };
@@ -191,6 +199,7 @@ impl Device for EmuDevice {
     }
 
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
+        self.capture.refuse(&self.name, "a download")?;
         self.check_range("download", src, dst.len())?;
         // SAFETY: the source range was checked to lie in a live allocation.
         unsafe { std::ptr::copy_nonoverlapping(src.0 as *const u8, dst.as_mut_ptr(), dst.len()) };
@@ -199,6 +208,9 @@ impl Device for EmuDevice {
 
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
         self.check_range("memset", dst, bytes)?;
+        if self.capture.record(|| Op::Memset { dst, bytes }) {
+            return Ok(());
+        }
         // SAFETY: the range was checked to lie in a live, writable allocation.
         unsafe { std::ptr::write_bytes(dst.0 as *mut u8, 0, bytes) };
         Ok(())
@@ -206,6 +218,15 @@ impl Device for EmuDevice {
 
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         let name = c_name(kernel)?;
+        if self.capture.active() {
+            // as cuLaunchKernel during capture: a missing function fails now, the rest on replay
+            if !self.has_kernel(kernel) {
+                return Err(Error::InvalidArgument(format!("emulated device: no kernel `{kernel}`")));
+            }
+            if self.capture.record(|| Op::Launch { kernel: kernel.to_string(), cfg, args: args.to_vec() }) {
+                return Ok(());
+            }
+        }
         // kernelParams: one pointer per parameter, pointing at its slot
         let mut slots: Vec<u64> = super::param_slots(args);
         let kinds: String = args
@@ -247,10 +268,14 @@ impl Device for EmuDevice {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.capture.refuse(&self.name, "a synchronize")?;
         Ok(()) // launches are synchronous
     }
 
     fn reused(&self, ptr: DevicePtr, bytes: usize) {
+        if self.capture.record(|| Op::Reused { ptr, bytes }) {
+            return;
+        }
         if self.check_range("reuse", ptr, bytes).is_ok() {
             // SAFETY: the range lies in a live, writable allocation.
             unsafe { std::ptr::write_bytes(ptr.0 as *mut u8, 0xFF, bytes) };
@@ -261,5 +286,20 @@ impl Device for EmuDevice {
         let Ok(name) = c_name(kernel) else { return false };
         // SAFETY: a valid NUL-terminated string.
         unsafe { dv_emu_has_kernel(name.as_ptr()) != 0 }
+    }
+}
+
+impl Capture for EmuDevice {
+    /// the recorded ops, run in order on replay (every launch checked again as it runs)
+    type Graph = Vec<Op>;
+    fn begin_capture(&self) -> Result<()> {
+        self.capture.begin(&self.name)
+    }
+    fn end_capture(&self) -> Result<Vec<Op>> {
+        self.capture.end(&self.name)
+    }
+    fn replay(&self, graph: &Vec<Op>) -> Result<()> {
+        self.capture.refuse(&self.name, "a graph replay")?;
+        graph.iter().try_for_each(|op| op.issue(self))
     }
 }

@@ -20,10 +20,11 @@ use crate::error::Result;
 pub mod emu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod graph;
 pub mod record;
 
 /// A device allocation: an address on the device (or in the emulator's guarded heap).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DevicePtr(pub u64);
 
 /// One kernel argument, passed by value as the kernel's parameter list declares it.

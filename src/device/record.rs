@@ -20,6 +20,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use super::graph::{Capture, HostCapture, Op};
 use super::{Arg, Device, DevicePtr, LaunchConfig};
 use crate::error::{Error, Result};
 
@@ -33,6 +34,8 @@ enum Event {
     Download(usize),
     Sync,
     Work { kernel: String, executed: u64, useful: u64 },
+    /// a captured graph of this many launches replayed (they are recorded after it, one by one)
+    Replay(usize),
 }
 
 impl Event {
@@ -56,6 +59,7 @@ struct State {
 pub struct RecordingDevice {
     state: Mutex<State>,
     kernels: Vec<String>,
+    capture: HostCapture,
 }
 
 impl Default for RecordingDevice {
@@ -67,8 +71,13 @@ impl Default for RecordingDevice {
 /// What a recorded job asked of the device ([`RecordingDevice::report`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trace {
-    /// kernel launches
+    /// kernel launches (issued one by one or inside replayed graphs)
     pub launches: usize,
+    /// what the host asks the driver to launch: kernels issued one by one plus graph replays
+    /// (each replay one call, whatever it holds)
+    pub driver_launches: usize,
+    /// graph replays
+    pub graph_replays: usize,
     /// device allocations
     pub allocations: usize,
     /// device frees
@@ -98,6 +107,8 @@ impl Trace {
     pub fn to_json(&self) -> Value {
         json!({
             "launches": self.launches,
+            "driver_launches": self.driver_launches,
+            "graph_replays": self.graph_replays,
             "allocations": self.allocations,
             "frees": self.frees,
             "host_syncs": self.host_syncs,
@@ -117,7 +128,7 @@ impl Trace {
 impl RecordingDevice {
     /// A device that has recorded nothing yet.
     pub fn new() -> Self {
-        RecordingDevice { state: Mutex::new(State { next: 1 << 40, ..State::default() }), kernels: crate::backend::cuda::kernel_names() }
+        RecordingDevice { state: Mutex::new(State { next: 1 << 40, ..State::default() }), kernels: crate::backend::cuda::kernel_names(), capture: HostCapture::default() }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,6 +160,7 @@ impl RecordingDevice {
         let mut t = Trace { device_memory_peak: s.peak_bytes, ..Trace::default() };
         let mut per: HashMap<&str, usize> = HashMap::new();
         let mut work: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut in_graphs = 0;
         for (i, e) in ev.iter().enumerate() {
             match e {
                 Event::Launch(k, bytes) => {
@@ -161,6 +173,10 @@ impl RecordingDevice {
                 Event::Upload(b) => t.bytes_host_to_device += b,
                 Event::Download(b) => t.bytes_device_to_host += b,
                 Event::Sync => {}
+                Event::Replay(n) => {
+                    t.graph_replays += 1;
+                    in_graphs += n;
+                }
                 Event::Work { kernel, executed, useful } => {
                     t.executed_macs += executed;
                     t.useful_macs += useful;
@@ -175,6 +191,7 @@ impl RecordingDevice {
                 }
             }
         }
+        t.driver_launches = t.launches - in_graphs + t.graph_replays;
         let mut kernels: Vec<(String, usize)> = per.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         kernels.sort();
         t.kernels = kernels;
@@ -199,6 +216,7 @@ impl Device for RecordingDevice {
         "record (runs nothing)"
     }
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
+        self.capture.refuse(self.name(), "an allocation")?;
         let p = {
             let mut s = self.st();
             let p = s.next;
@@ -213,6 +231,9 @@ impl Device for RecordingDevice {
         Ok(DevicePtr(p))
     }
     fn free(&self, ptr: DevicePtr) {
+        if self.capture.refuse(self.name(), "a free").is_err() {
+            return;
+        }
         {
             let mut s = self.st();
             if let Some(bytes) = s.live.remove(&ptr.0) {
@@ -222,22 +243,29 @@ impl Device for RecordingDevice {
         self.record(Event::Free);
     }
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
+        self.capture.refuse(self.name(), "an upload")?;
         self.check("upload", dst, src.len())?;
         self.record(Event::Upload(src.len()));
         Ok(())
     }
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
+        self.capture.refuse(self.name(), "a download")?;
         self.check("download", src, dst.len())?;
         dst.fill(0);
         self.record(Event::Download(dst.len()));
         Ok(())
     }
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
-        self.check("memset", dst, bytes)
+        self.check("memset", dst, bytes)?;
+        self.capture.record(|| Op::Memset { dst, bytes });
+        Ok(())
     }
-    fn launch(&self, kernel: &str, _cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+    fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         if !self.has_kernel(kernel) {
             return Err(Error::Device(format!("recording device: no kernel `{kernel}`")));
+        }
+        if self.capture.record(|| Op::Launch { kernel: kernel.to_string(), cfg, args: args.to_vec() }) {
+            return Ok(());
         }
         let bytes = {
             let s = self.st();
@@ -261,6 +289,7 @@ impl Device for RecordingDevice {
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
+        self.capture.refuse(self.name(), "a synchronize")?;
         self.record(Event::Sync);
         Ok(())
     }
@@ -269,5 +298,21 @@ impl Device for RecordingDevice {
     }
     fn account(&self, kernel: &str, executed: u64, useful: u64) {
         self.record(Event::Work { kernel: kernel.to_string(), executed, useful });
+    }
+}
+
+impl Capture for RecordingDevice {
+    /// the recorded ops, counted again on each replay
+    type Graph = Vec<Op>;
+    fn begin_capture(&self) -> Result<()> {
+        self.capture.begin(self.name())
+    }
+    fn end_capture(&self) -> Result<Vec<Op>> {
+        self.capture.end(self.name())
+    }
+    fn replay(&self, graph: &Vec<Op>) -> Result<()> {
+        self.capture.refuse(self.name(), "a graph replay")?;
+        self.record(Event::Replay(graph.iter().filter(|op| matches!(op, Op::Launch { .. })).count()));
+        graph.iter().try_for_each(|op| op.issue(self))
     }
 }

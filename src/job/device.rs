@@ -65,7 +65,8 @@ pub fn gpu_precision(job: &str) -> Precision {
 pub fn cuda_backend(ordinal: usize) -> Result<Gpu> {
     #[cfg(feature = "cuda")]
     {
-        Ok(Gpu::new(std::sync::Arc::new(crate::device::cuda::CudaDevice::new(ordinal)?)))
+        use crate::device::graph::Graphed;
+        Ok(Gpu::new(std::sync::Arc::new(Graphed::new(crate::device::cuda::CudaDevice::new(ordinal)?))))
     }
     #[cfg(not(feature = "cuda"))]
     {

@@ -204,7 +204,7 @@ pub fn fd_check(
 
 /// The real GPU when there is one (else it says it skipped, and why).
 #[cfg(feature = "cuda")]
-fn card() -> Option<deepviz::device::cuda::CudaDevice> {
+pub fn card() -> Option<deepviz::device::cuda::CudaDevice> {
     use deepviz::device::cuda::CudaDevice;
     let found = CudaDevice::available().then(|| CudaDevice::new(0).expect("a CUDA device is present but cannot be opened"));
     if found.is_none() {
@@ -214,7 +214,7 @@ fn card() -> Option<deepviz::device::cuda::CudaDevice> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn card() -> Option<std::convert::Infallible> {
+pub fn card() -> Option<std::convert::Infallible> {
     eprintln!("skipped on the real GPU: no CUDA device (built without the `cuda` feature)");
     None
 }
@@ -237,13 +237,14 @@ pub fn devices() -> Vec<Box<dyn deepviz::device::Device>> {
 }
 
 /// The CUDA engines an end-to-end test runs on: the emulated device (default schedule) always,
-/// and the real GPU when there is one (else it says it skipped).
+/// and the real GPU when there is one (else it says it skipped); both behind the launch queue
+/// and graph replay the product uses (`deepviz::device::graph`).
 #[allow(dead_code)]
 pub fn gpus() -> Vec<deepviz::backend::cuda::Gpu> {
     use deepviz::backend::cuda::Gpu;
     let mut v = vec![Gpu::emulated()];
     #[cfg(feature = "cuda")]
-    v.extend(card().map(|d| Gpu::new(std::sync::Arc::new(d))));
+    v.extend(card().map(|d| Gpu::new(std::sync::Arc::new(deepviz::device::graph::Graphed::new(d)))));
     #[cfg(not(feature = "cuda"))]
     card();
     v

@@ -4,7 +4,7 @@
 //! allocate their outputs from a caching [`MemoryPool`] (a dropped buffer waits there for the next
 //! request of its size), and the in-place ops copy first when a buffer is shared.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::dissect::DeviceIouCounts;
@@ -21,18 +21,24 @@ use crate::tensor::Tensor;
 /// Exact sizes keep the emulator's guard pages at the end of every buffer, and a reused buffer is
 /// poisoned again on the emulator ([`Device::reused`]). When the device is out of memory, the
 /// pool gives its cached buffers back and tries once more.
+///
+/// A request takes the cached buffer of lowest address, not the last one returned: the pool's
+/// state after a job is then the set of its buffers whatever order they were dropped in, so a
+/// job repeated at one shape gets the very same addresses every time from its second run on,
+/// launches the same kernels with the same arguments, and replays one captured CUDA graph
+/// ([`crate::device::graph`]). (Last-returned-first alternates between two address sets.)
 pub struct MemoryPool {
     dev: Arc<dyn Device>,
-    free: Mutex<HashMap<usize, Vec<DevicePtr>>>,
+    free: Mutex<HashMap<usize, BTreeSet<DevicePtr>>>,
 }
 
 impl MemoryPool {
-    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Vec<DevicePtr>>> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<usize, BTreeSet<DevicePtr>>> {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take(&self, bytes: usize) -> Result<DevicePtr> {
-        if let Some(p) = self.cached().get_mut(&bytes).and_then(Vec::pop) {
+        if let Some(p) = self.cached().get_mut(&bytes).and_then(BTreeSet::pop_first) {
             self.dev.reused(p, bytes);
             return Ok(p);
         }
@@ -77,7 +83,7 @@ pub struct Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.pool.cached().entry(self.bytes).or_default().push(self.ptr);
+        self.pool.cached().entry(self.bytes).or_default().insert(self.ptr);
     }
 }
 
@@ -166,10 +172,12 @@ impl Gpu {
         &self.pool
     }
 
-    /// The CUDA engine on the CPU emulation of the CUDA execution model (feature `emu`).
+    /// The CUDA engine on the CPU emulation of the CUDA execution model (feature `emu`), behind
+    /// the same launch queue and graph capture as the real GPU's ([`crate::device::graph`]), so
+    /// the emulated engine checks that path too.
     #[cfg(feature = "emu")]
     pub fn emulated() -> Self {
-        Gpu::new(Arc::new(crate::device::emu::EmuDevice::new()))
+        Gpu::new(Arc::new(crate::device::graph::Graphed::new(crate::device::emu::EmuDevice::new())))
     }
 
     /// The device it launches on.
