@@ -3,9 +3,11 @@
 # release test executables and benchmarks with the `cuda` feature, the deepviz binary, the
 # torch comparison tool, a copy of ../shared/gpu/torch_baseline.py, and scripts/gpu/run.sh.
 # Then, with a GPU lent to the session:
-#   run(command="bash .gpu-check/run.sh", carry=[".gpu-check"], timeout_s=540)
-# (2026-12-04: 376 s for the run before the CLI, stem, t-SNE and wider sanitizer steps were
-# added; expect ~450-500 s, a machine start ~40 s more, of the session's 900 s)
+#   run(command="bash .gpu-check/run.sh", carry=[".gpu-check"], timeout_s=590)
+# (2026-12-04: 376 s for the run before the CLI, stem, t-SNE, wider sanitizer, batch-1 and
+# graph A/B steps were added; expect ~500-560 s, a machine start ~40 s more, of the session's
+# 900 s. The steps run in order of what they decide: tests, the CLI on the card, the layer
+# table, ncu, PyTorch and the comparison, dissect, t-SNE, Python; each has its own timeout.)
 # Dry run against the emulated device here: DEEPVIZ_GPU_CHECK_DEVICE=emu bash .gpu-check/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

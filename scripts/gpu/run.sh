@@ -87,6 +87,27 @@ run_test gpu_memory
 # Phase B: timings, nothing else on the card.
 have_torch=0
 python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && have_torch=1
+# first in phase B: cheap, and the last item issue 8 waits for
+step "the CLI's commands on the card (issue 8's and the methods'), each must exit 0 and write its files"
+cli_on_card() {  # name, then the deepviz arguments
+  local name=$1; shift
+  echo "-- deepviz $*" >>"$log"
+  if timeout 60 "$here/bin/deepviz" "$@" >>"$log" 2>&1; then record "cli $name" ok; else record "cli $name" "FAILED (see log)"; fi
+}
+cd_=/tmp/deepviz-cli; rm -rf "$cd_"; mkdir -p "$cd_"
+"$here/bin/deepviz" gen-dataset --out "$cd_/data" --count 96 --size 96 >>"$log" 2>&1
+"$here/bin/deepviz" gen-dataset --out "$cd_/broden" --count 64 --size 96 --broden >>"$log" 2>&1
+photo="$root/samples/chelsea.png"
+cli_on_card filters filters --out "$cd_/filters"
+cli_on_card top-patches top-patches "$cd_/data" --layer _blocks.5 --units 0,1,2 --device "$dev" --out "$cd_/top"
+cli_on_card neighbors neighbors "$cd_/data" --queries "$photo" --device "$dev" --out "$cd_/nn"
+cli_on_card tsne tsne "$cd_/data" --device "$dev" --out "$cd_/tsne"
+grep -h '"gradient_on"' "$cd_/tsne/tsne.json" >>"$log" 2>&1
+cli_on_card dissect dissect "$cd_/broden" --layer _blocks.15 --device "$dev" --out "$cd_/dissect"
+cli_on_card gradcam-aug gradcam --image "$photo" --layer _blocks.15,_blocks.10 --aug-smooth --device "$dev" --out "$cd_/gc"
+cli_on_card dream-tiled dream --image "$photo" --tile 160 --device "$dev" --out "$cd_/dream"
+cli_on_card maximize-fourier maximize --class 285 --param fourier --steps 50 --device "$dev" --out "$cd_/max"
+
 step "convolutions at resnet50's shapes, batch 64: deepviz and cuDNN"
 timeout 90 "$here/bin/conv_layers" 64 "$dev" 20 --json /tmp/conv_deepviz.jsonl >>"$log" 2>&1 && record "conv layers deepviz" ok || record "conv layers deepviz" "FAILED (see log)"
 if [ $have_torch = 1 ]; then
@@ -208,26 +229,6 @@ step "dissect: the counting pass against the plain forward"
 for layer in _blocks.15 _blocks.5; do
   timeout 60 "$here/bin/dissect_rate" 256 "$layer" 64 3 "$dev" >>"$log" 2>&1 && record "dissect_rate $layer" "ok (log)" || record "dissect_rate $layer" "FAILED (see log)"
 done
-
-step "the CLI's commands on the card (issue 8's and the methods'), each must exit 0 and write its files"
-cli_on_card() {  # name, then the deepviz arguments
-  local name=$1; shift
-  echo "-- deepviz $*" >>"$log"
-  if timeout 60 "$here/bin/deepviz" "$@" >>"$log" 2>&1; then record "cli $name" ok; else record "cli $name" "FAILED (see log)"; fi
-}
-cd_=/tmp/deepviz-cli; rm -rf "$cd_"; mkdir -p "$cd_"
-"$here/bin/deepviz" gen-dataset --out "$cd_/data" --count 96 --size 96 >>"$log" 2>&1
-"$here/bin/deepviz" gen-dataset --out "$cd_/broden" --count 64 --size 96 --broden >>"$log" 2>&1
-photo="$root/samples/chelsea.png"
-cli_on_card filters filters --out "$cd_/filters"
-cli_on_card top-patches top-patches "$cd_/data" --layer _blocks.5 --units 0,1,2 --device "$dev" --out "$cd_/top"
-cli_on_card neighbors neighbors "$cd_/data" --queries "$photo" --device "$dev" --out "$cd_/nn"
-cli_on_card tsne tsne "$cd_/data" --device "$dev" --out "$cd_/tsne"
-grep -h '"gradient_on"' "$cd_/tsne/tsne.json" >>"$log" 2>&1
-cli_on_card dissect dissect "$cd_/broden" --layer _blocks.15 --device "$dev" --out "$cd_/dissect"
-cli_on_card gradcam-aug gradcam --image "$photo" --layer _blocks.15,_blocks.10 --aug-smooth --device "$dev" --out "$cd_/gc"
-cli_on_card dream-tiled dream --image "$photo" --tile 160 --device "$dev" --out "$cd_/dream"
-cli_on_card maximize-fourier maximize --class 285 --param fourier --steps 50 --device "$dev" --out "$cd_/max"
 
 step "t-SNE: the exact gradient on the device against Barnes-Hut on the host"
 timeout 90 "$here/bin/tsne_scale" 2000,10000 1000 1000 "$dev" >>"$log" 2>&1 && record "tsne_scale" "ok (log)" || record "tsne_scale" "FAILED or cut short (see log)"
