@@ -54,14 +54,15 @@
 #define B_ROW (threadIdx.x / TILE_N)
 
 // The tiled product C[m, n] = sum_k A(m, k) B(k, n) over one TILE_M x TILE_N tile.
-// `stage(k0, smem_a, smem_b)` fills smem_a[A_COL][A_ROW + 16 i] and smem_b[B_ROW + 4 i][B_COL]
+// `stage(k0, smem_a, smem_b)` fills smem_a[A_COL][A_ROW + 16 i] and smem_b (the forward's
+// weight rows as [B_ROW + 4 i][B_COL], backward data's weight columns as [A_COL][A_ROW + 16 i])
 // (zeros outside the matrices) for the slice starting at k0, called for k0 = 0, TILE_K, ...
 // in order; `row(m)` gives what `store(row, n, v)` needs for output row m, and store is called
 // once for each in-range (m, n).
 template <class Stage, class Row, class Store>
 __device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_total, Stage stage, Row row, Store store) {
     __shared__ float smem_a[TILE_K][TILE_M + 1];  // +1: the k-fastest fill is conflict-free
-    __shared__ float smem_b[TILE_K][TILE_N];
+    __shared__ float smem_b[TILE_K][TILE_N + 1];  // +1: so is backward data's k-fastest fill
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     if (m0 >= m_total || n0 >= n_total) return;  // uniform per block: a tile past a (phase's) end
@@ -92,7 +93,7 @@ __device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_tot
     }
 }
 typedef float (*DvSmemA)[TILE_M + 1];
-typedef float (*DvSmemB)[TILE_N];
+typedef float (*DvSmemB)[TILE_N + 1];
 
 // B of the forward GEMM (and A of nothing else): row k of the KKIO weight, columns g*og + n.
 __device__ __forceinline__ void dv_stage_weight_rows(DvSmemB sb, const float* wp, const DvConv& d, int g, int k0, int k_total) {
@@ -100,6 +101,20 @@ __device__ __forceinline__ void dv_stage_weight_rows(DvSmemB sb, const float* wp
     for (int i = 0; i < MICRO; ++i) {
         int k = k0 + B_ROW + 4 * i;
         sb[B_ROW + 4 * i][B_COL] = (k < k_total && n < d.og) ? wp[k * d.cout + g * d.og + n] : 0.0f;
+    }
+}
+
+// B of the backward-data GEMMs: B(k, n) = wp[tap][ci = n][g*og + co] for the thread's reduction
+// index k0 + A_COL = (tap, co) and columns A_ROW + 16 i of the tile. Threads take A's mapping
+// (k fastest), so a warp reads runs of 16 consecutive co of one weight row: coalesced. (Before,
+// k was fixed per thread and n = B_COL fastest, consecutive lanes reading ci `cout` floats
+// apart: each warp load touched 32 lines, which held fp32 backward data to 0.33x of cuDNN on
+// the H200 while the forward, whose B rows are contiguous, ran at 0.69x.) `in`: k < k_total.
+__device__ __forceinline__ void dv_stage_weight_cols(DvSmemB sb, const float* wp, const DvConv& d, int g, bool in, int tap, int co) {
+    const float* w = wp + (tap * d.cg) * d.cout + g * d.og + co;
+    for (int i = 0; i < MICRO; ++i) {
+        int ci = blockIdx.y * TILE_N + A_ROW + 16 * i;
+        sb[A_COL][A_ROW + 16 * i] = (in && ci < d.cg) ? w[ci * d.cout] : 0.0f;
     }
 }
 
@@ -152,10 +167,8 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
         img_oh[i] = m < m_total ? t / d.h * d.oh : -1;
         ty0[i] = iy + d.pt, tx0[i] = ix + d.pl;
     }
-    DvIdx3 ka;  // A's reduction index as (co, kx, ky)
+    DvIdx3 ka;  // the reduction index of A's column and B's row, k0 + A_COL, as (co, kx, ky)
     ka.step(A_COL, d.og, d.kw);
-    DvIdx3 kb[MICRO];  // B's reduction indices (rows B_ROW + 4 i)
-    for (int i = 0; i < MICRO; ++i) kb[i].step(B_ROW + 4 * i, d.og, d.kw);
     auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
         bool kin = k0 + A_COL < k_total;
         for (int i = 0; i < MICRO; ++i) {
@@ -168,14 +181,8 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
             }
             sa[A_COL][A_ROW + 16 * i] = v;
         }
+        dv_stage_weight_cols(sb, wp, d, g, kin, ka.c * d.kw + ka.b, ka.a);
         ka.step(TILE_K, d.og, d.kw);
-        int ci = blockIdx.y * TILE_N + B_COL;
-        for (int i = 0; i < MICRO; ++i) {
-            bool in = k0 + B_ROW + 4 * i < k_total && ci < d.cg;
-            int tap = kb[i].c * d.kw + kb[i].b;
-            sb[B_ROW + 4 * i][B_COL] = in ? wp[(tap * d.cg + ci) * d.cout + g * d.og + kb[i].a] : 0.0f;
-            kb[i].step(TILE_K, d.og, d.kw);
-        }
     };
     auto row = [](int m) { return m; };
     auto store = [&](int m, int ci, float v) { dv_grad_store(gx, mask, act, m * d.c + g * d.cg + ci, v); };
@@ -201,10 +208,8 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
         img_oh[i] = m < m_total ? t / hy * d.oh : -1;
         oy0[i] = by + qy, ox0[i] = bx + qx;
     }
-    DvIdx3 ka;  // (co, jx, jy)
+    DvIdx3 ka;  // A's column and B's row, k0 + A_COL, as (co, jx, jy)
     ka.step(A_COL, d.og, tkx);
-    DvIdx3 kb[MICRO];
-    for (int i = 0; i < MICRO; ++i) kb[i].step(B_ROW + 4 * i, d.og, tkx);
     auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
         bool kin = k0 + A_COL < k_total;
         for (int i = 0; i < MICRO; ++i) {
@@ -212,14 +217,8 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
             bool in = kin && img_oh[i] >= 0 && oy >= 0 && ox >= 0 && oy < d.oh && ox < d.ow;
             sa[A_COL][A_ROW + 16 * i] = in ? gy[((img_oh[i] + oy) * d.ow + ox) * d.cout + g * d.og + ka.a] : 0.0f;
         }
+        dv_stage_weight_cols(sb, wp, d, g, kin, (ky0 + d.sh * ka.c) * d.kw + kx0 + d.sw * ka.b, ka.a);
         ka.step(TILE_K, d.og, tkx);
-        int ci = blockIdx.y * TILE_N + B_COL;
-        for (int i = 0; i < MICRO; ++i) {
-            bool in = k0 + B_ROW + 4 * i < k_total && ci < d.cg;
-            int tap = (ky0 + d.sh * kb[i].c) * d.kw + kx0 + d.sw * kb[i].b;
-            sb[B_ROW + 4 * i][B_COL] = in ? wp[(tap * d.cg + ci) * d.cout + g * d.og + kb[i].a] : 0.0f;
-            kb[i].step(TILE_K, d.og, tkx);
-        }
     };
     auto row = [&](int m) {  // the input pixel of phase pixel m
         int qx = m % wx, t = m / wx, qy = t % hy, img = t / hy;
