@@ -12,6 +12,10 @@ bash scripts/install_nvcc.sh   # the pinned nvcc from PyPI, for the CUDA kernels
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
+# the tests' scratch folders (std::env::temp_dir(), pytest's tmp_path) go under target/, emptied
+# at each run: ~420 folders a run no longer pile up in /tmp, and the last run's stay to look at
+export TMPDIR="$PWD/target/test-tmp"
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 step "cargo test (all targets)"
 cargo test --locked --all-targets 2>&1
 # the libFuzzer crate (fuzz/, scripts/fuzz.sh) is not run here, only checked against the library
