@@ -9,7 +9,9 @@
 //! `--layer I` runs only shape I of the table (0-based), `--precision P` only that precision
 //! (for a profiler: `ncu ... conv_layers 64 cuda 1 --layer 16 --precision bf16`). In tf32 and
 //! bf16 each layer the engine stages by tap slices is also timed staged by gathering (passes
-//! `fwd_gather` / `bwd_data_gather`: the A/B of kernels/conv_tc.cu's two loaders).
+//! `fwd_gather` / `bwd_data_gather`: the A/B of kernels/conv_tc.cu's two loaders); in fp32
+//! those layers are also timed as 3xTF32 on the tensor cores (passes `fwd_x3` / `bwd_data_x3`:
+//! the A/B of `cuda::conv::f32_tensor_cores`).
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
 //! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choices
@@ -23,7 +25,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, BackwardData, ConvShape, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, rows_weight, BackwardData, ConvShape, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -154,12 +156,24 @@ fn main() -> deepviz::Result<()> {
             if prec != Precision::F32 && backward_data_version(&shape, &g, prec) == BackwardData::TensorCore(prec, TcStaging::Tap) {
                 passes.push("bwd_data_gather");
             }
+            // fp32 as 3xTF32 by tap slices, reading OHWI rows made here (the engine makes them
+            // only when it runs 3xTF32)
+            let x3_rows = dev.alloc(co * ci * k * k * 4)?;
+            rows_weight(dev.as_ref(), wd.ptr(), x3_rows, co, ci, k, k)?;
+            if prec == Precision::F32 && TcStaging::forward(&shape, &g) == TcStaging::Tap {
+                passes.push("fwd_x3");
+            }
+            if prec == Precision::F32 && BackwardData::TensorCore(prec, TcStaging::Tap).applies(&shape, &g) {
+                passes.push("bwd_data_x3");
+            }
             for pass in passes {
                 let call = || -> deepviz::Result<()> {
                     match pass {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
                         "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
+                        "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
+                        "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None)?,
                         _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None)?,
                     }
                     Ok(())
@@ -176,6 +190,7 @@ fn main() -> deepviz::Result<()> {
             }
             dev.free(yd);
             dev.free(gxd);
+            dev.free(x3_rows);
         }
     }
     for ((prec, pass), ms) in &total_ms {

@@ -64,7 +64,10 @@
 #define BKN_COL (threadIdx.x % (TC_N / 4))
 #define BKN_ROW (threadIdx.x / (TC_N / 4))
 
-enum DvPrec { DV_TF32 = 0, DV_BF16 = 1 };
+// DV_TF32X3: f32 operands each split into a TF32 head and a TF32 tail (x - head), three mma per
+// product (tail*head + head*tail + head*head; tail*tail, ~2^-22 relative, dropped): f32-grade
+// products on the tensor cores ("3xTF32", as CUTLASS offers it), for the engine's fp32.
+enum DvPrec { DV_TF32 = 0, DV_BF16 = 1, DV_TF32X3 = 2 };
 
 // Where the A operand comes from: A(m, k) = src[((img*src_h + y)*src_w + x)*src_c + ch_off + ch]
 // for m = (mx, my, img) over m_w x m_h and k = (ch, tx, ty) over k_c x k_w, with
@@ -85,21 +88,31 @@ struct DvPadded {
     static __device__ __forceinline__ int kn(int k, int n) { return k * SB_KN_STRIDE(PREC) + n; }
 };
 
+// x = head + tail as two TF32 values (bits): head rounded from x, tail rounded from the exact
+// remainder x - head (an f32 subtraction without error: head is x to 11 bits).
+__device__ __forceinline__ void dv_split_tf32(float x, unsigned& head, unsigned& tail) {
+    head = dv_cvt_rna_tf32(x);
+    tail = dv_cvt_rna_tf32(x - __uint_as_float(head));
+}
+
 // One K slice of tf32 mma for the warp tile at (wm, wn), both stagings: A fragments by
 // ldmatrix.x4 on the f32 rows (an 8x4 f32 block is an 8x8 b16 matrix, and its lane mapping is
 // the tf32 fragment's), B [n][k] the same, B [k][n] two loads per mma tile.
-template <class L, bool B_NK>
+// X3: 3xTF32 (see DvPrec): the B fragments' heads and tails first, then per A fragment its own.
+template <class L, bool B_NK, bool X3 = false>
 __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const float* sa, const float* sb, int wm, int wn) {
     int lane = threadIdx.x % 32, gq = lane >> 2, tq = lane % 4;
     int j8 = lane / 8, r8 = lane % 8;  // ldmatrix: this lane's matrix and row
     #pragma unroll
     for (int ks = 0; ks < TC_K; ks += 8) {
         unsigned fa[2][4], fb[4][2];
-        #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {  // matrices: rows 0-7 | 8-15 x k 0-3 | 4-7
-            dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
+        if constexpr (!X3) {
             #pragma unroll
-            for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
+            for (int mt = 0; mt < 2; ++mt) {  // matrices: rows 0-7 | 8-15 x k 0-3 | 4-7
+                dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
+                #pragma unroll
+                for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
+            }
         }
         if constexpr (B_NK) {
             #pragma unroll
@@ -116,14 +129,36 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
                 fb[nt][1] = __float_as_uint(dv_lds_f32(sb + L::kn(ks + tq + 4, n)));
             }
         }
-        #pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
+        if constexpr (X3) {
+            unsigned fbt[4][2];  // the tails
             #pragma unroll
-            for (int r = 0; r < 2; ++r) fb[nt][r] = dv_cvt_rna_tf32(__uint_as_float(fb[nt][r]));
-        #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+            for (int nt = 0; nt < 4; ++nt)
+                #pragma unroll
+                for (int r = 0; r < 2; ++r) dv_split_tf32(__uint_as_float(fb[nt][r]), fb[nt][r], fbt[nt][r]);
             #pragma unroll
-            for (int nt = 0; nt < 4; ++nt) dv_mma_m16n8k8_tf32_f32(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);
+            for (int mt = 0; mt < 2; ++mt) {
+                unsigned ta[4];
+                dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
+                #pragma unroll
+                for (int r = 0; r < 4; ++r) dv_split_tf32(__uint_as_float(fa[mt][r]), fa[mt][r], ta[r]);
+                // the small terms first, so the head product adds to sums that already hold them
+                #pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    dv_mma_m16n8k8_tf32_f32(acc[mt][nt], ta, fb[nt], acc[mt][nt]);
+                    dv_mma_m16n8k8_tf32_f32(acc[mt][nt], fa[mt], fbt[nt], acc[mt][nt]);
+                    dv_mma_m16n8k8_tf32_f32(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);
+                }
+            }
+        } else {
+            #pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+                #pragma unroll
+                for (int r = 0; r < 2; ++r) fb[nt][r] = dv_cvt_rna_tf32(__uint_as_float(fb[nt][r]));
+            #pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+                #pragma unroll
+                for (int nt = 0; nt < 4; ++nt) dv_mma_m16n8k8_tf32_f32(acc[mt][nt], fa[mt], fb[nt], acc[mt][nt]);
+        }
     }
 }
 
@@ -427,8 +462,8 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
     auto compute = [&](int s) {
         const float* sa = smem + s * TS_STAGE_FLOATS;
         const float* sb = sa + TC_M * TC_K;
-        if (PREC == DV_TF32) {
-            dv_tc_slice_tf32<DvSwizzled, true>(acc, sa, sb, wm, wn);
+        if (PREC == DV_TF32 || PREC == DV_TF32X3) {
+            dv_tc_slice_tf32<DvSwizzled, true, PREC == DV_TF32X3>(acc, sa, sb, wm, wn);
         } else {
             #pragma unroll
             for (int ks = 0; ks < TC_K; ks += 16) {
@@ -520,6 +555,9 @@ DV_TC_FWD(conv2d_fwd_tf32_tap_f32, DV_TF32, true, DV_TC_TAP_BOUNDS)
 DV_TC_FWD(conv2d_fwd_bf16_tap_f32, DV_BF16, true, DV_TC_TAP_BOUNDS)
 DV_TC_BWD(conv2d_bwd_data_tf32_tap_f32, DV_TF32, true, DV_TC_TAP_BOUNDS)
 DV_TC_BWD(conv2d_bwd_data_bf16_tap_f32, DV_BF16, true, DV_TC_TAP_BOUNDS)
+DV_TC_FWD(conv2d_fwd_tf32x3_tap_f32, DV_TF32X3, true, DV_TC_TAP_BOUNDS)
+DV_TC_BWD(conv2d_bwd_data_tf32x3_tap_f32, DV_TF32X3, true, DV_TC_TAP_BOUNDS)
 
 DV_REGISTER_KERNELS(conv2d_fwd_tf32_f32, conv2d_fwd_bf16_f32, conv2d_bwd_data_tf32_f32, conv2d_bwd_data_bf16_f32,
-                    conv2d_fwd_tf32_tap_f32, conv2d_fwd_bf16_tap_f32, conv2d_bwd_data_tf32_tap_f32, conv2d_bwd_data_bf16_tap_f32)
+                    conv2d_fwd_tf32_tap_f32, conv2d_fwd_bf16_tap_f32, conv2d_bwd_data_tf32_tap_f32, conv2d_bwd_data_bf16_tap_f32,
+                    conv2d_fwd_tf32x3_tap_f32, conv2d_bwd_data_tf32x3_tap_f32)

@@ -164,6 +164,16 @@ for (i, p, s), o in sorted(ours.items()):
         a[0] += o["ms"] * o["count"]; a[1] += g["ms"] * o["count"]
 for (p, s), (tm, gm) in sorted(ab.items()):
     print(f"tap-slice against gather staging, layers both take, weighted by use, {p} {s}: {tm:.2f} ms against {gm:.2f} ms, {gm / tm:.2f}x")
+# fp32 as 3xTF32 on the tensor cores against the exact fp32 kernels (cuda::conv::f32_tensor_cores)
+x3 = {}
+for (i, p, s), o in sorted(ours.items()):
+    t = ours.get((i, p, s + "_x3"))
+    if t:
+        print(f"{o['layer']:<26}{p:>5}{s:>9}  3xTF32 {t['tflops']:>6.1f} TF/s, exact {o['tflops']:>6.1f} TF/s: 3xTF32 {o['ms'] / t['ms']:.2f}x as fast")
+        a = x3.setdefault(s, [0.0, 0.0])
+        a[0] += t["ms"] * o["count"]; a[1] += o["ms"] * o["count"]
+for s, (tm, em) in sorted(x3.items()):
+    print(f"fp32 {s}, layers 3xTF32 takes, weighted by use: 3xTF32 {tm:.2f} ms against exact {em:.2f} ms, {em / tm:.2f}x (above 1: set DEEPVIZ_FP32_TENSOR_CORES=1 as the default)")
 PY
 
 if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then

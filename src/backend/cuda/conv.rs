@@ -8,7 +8,10 @@
 //!
 //! [`Precision`] picks the arithmetic of the forward and backward-data GEMMs: f32 on plain cores
 //! (`kernels/conv.cu`, exact) or tensor cores with TF32 / BF16 operands and f32 accumulation
-//! (`kernels/conv_tc.cu`). Every conv kernel indexes in 32 bits: [`check_i32`] refuses, before
+//! (`kernels/conv_tc.cu`). f32 may also run on the tensor cores by tap slices as 3xTF32 (each
+//! operand a TF32 head plus a TF32 tail, three products: f32-grade, ~2^-21 relative per
+//! product): [`TcStaging::Tap`] in f32 names it, and [`f32_tensor_cores`] says whether the
+//! engine takes it. Every conv kernel indexes in 32 bits: [`check_i32`] refuses, before
 //! any launch, a convolution whose tensors have 2^31 elements or more.
 
 use super::{act_code, grid_stride, launch, opt_ptr, ptr};
@@ -39,6 +42,8 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("conv2d", "fwd_bf16_tap"),
     ("conv2d", "bwd_data_tf32_tap"),
     ("conv2d", "bwd_data_bf16_tap"),
+    ("conv2d", "fwd_tf32x3_tap"),
+    ("conv2d", "bwd_data_tf32x3_tap"),
 ];
 
 /// Block tile of the implicit GEMM (`TILE_M`, `TILE_N`, `THREADS` in conv.cu).
@@ -165,6 +170,23 @@ fn tc_cfg(m: usize, n: usize, z: usize, staging: TcStaging) -> LaunchConfig {
     LaunchConfig { grid: [m.div_ceil(TC_M).max(1) as u32, n.div_ceil(TC_N).max(1) as u32, z.max(1) as u32], block: [TC_THREADS, 1, 1], shared_bytes }
 }
 
+/// Whether the engine's fp32 convolutions run as 3xTF32 on the tensor cores where the tap slices
+/// apply (`DEEPVIZ_FP32_TENSOR_CORES=1`), instead of the exact f32 kernels on plain cores. Off
+/// until a card shows it faster (`examples/conv_layers` times both: passes `fwd_x3`,
+/// `bwd_data_x3`); the tests run it explicitly. Read once per process.
+pub fn f32_tensor_cores() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DEEPVIZ_FP32_TENSOR_CORES").is_ok_and(|v| v.trim() == "1"))
+}
+
+/// The tensor cores' operand format for `p`: f32 runs as 3xTF32.
+fn tc_format(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "tf32x3",
+        p => p.name(),
+    }
+}
+
 /// How a tensor-core convolution stages its operands into shared memory (kernels/conv_tc.cu).
 /// Both compute the same GEMM with the same roundings; the sums may differ in the last bits
 /// (the bf16 versions feed the mma's k in different orders).
@@ -173,9 +195,10 @@ pub enum TcStaging {
     /// any shape: per slice each 4-channel chunk's tap, bounds and address, and element by
     /// element where a chunk is ragged or misaligned (`conv2d_*_{tf32,bf16}`)
     Gather,
-    /// each 32-wide K slice inside one tap (`conv2d_*_{tf32,bf16}_tap`): the reduction's
-    /// channels per group a multiple of 32, the two operand tensors 16-byte aligned, and
-    /// forward the weights as OHWI rows ([`rows_weight`]); swizzled shared memory
+    /// each 32-wide K slice inside one tap (`conv2d_*_{tf32,bf16,tf32x3}_tap`): the
+    /// reduction's channels per group a multiple of 32, the two operand tensors 16-byte aligned,
+    /// and forward the weights as OHWI rows ([`rows_weight`]); swizzled shared memory. The only
+    /// tensor-core staging of f32 (as 3xTF32)
     Tap,
 }
 
@@ -219,7 +242,7 @@ impl TcStaging {
     fn variant(self, base: &str, p: Precision) -> String {
         match self {
             TcStaging::Gather => format!("{base}_{}", p.name()),
-            TcStaging::Tap => format!("{base}_{}_tap", p.name()),
+            TcStaging::Tap => format!("{base}_{}_tap", tc_format(p)),
         }
     }
 }
@@ -246,8 +269,9 @@ pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, r
 /// be y itself only when the slice is the whole tensor (`y_stride == cout`, `y_off == 0`). The
 /// channels of y outside the slice are left as they were.
 ///
-/// `prec` other than f32 runs the tensor-core kernel (depthwise convolutions stay on the
-/// direct f32 kernel: they have no GEMM to speak of).
+/// `prec` other than f32 runs the tensor-core kernel, and f32 with weight rows and tap slices
+/// does too as 3xTF32 (depthwise convolutions stay on the direct f32 kernel: they have no GEMM to
+/// speak of).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_fused(
     dev: &dyn Device,
@@ -269,7 +293,8 @@ pub fn forward_fused(
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
-/// benchmarks run each; ignored in f32 and for depthwise convolutions).
+/// benchmarks run each; ignored for depthwise convolutions). In f32, [`TcStaging::Tap`] runs
+/// 3xTF32 on the tensor cores and [`TcStaging::Gather`] the exact f32 kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_fused_as(
     dev: &dyn Device,
@@ -306,7 +331,7 @@ pub fn forward_fused_as(
         // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
         // the n*oh*ow rows of y (checked above to fit its y_stride).
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
-    } else if prec != Precision::F32 {
+    } else if prec != Precision::F32 || staging == TcStaging::Tap {
         let (m, og, k) = (s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
         let mut b = wp; // B as the kernel reads it
         if staging == TcStaging::Tap {
@@ -318,7 +343,8 @@ pub fn forward_fused_as(
         }
         staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
-        // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32(same signature as conv2d_fwd_f32)`; the
+        // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32` / `conv2d_fwd_tf32x3_tap_f32` (same
+        // signature as conv2d_fwd_f32); the
         // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
         // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
         // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
@@ -348,8 +374,9 @@ pub enum BackwardData {
     /// v3b: v3 with a pair of pixels a warp, float4 channels and the weights in shared memory
     /// (`conv2d_bwd_data_direct4`); not chosen by the engine until measured on a card
     Direct4,
-    /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}[_tap]`),
-    /// staged as named; stride 1 or dilation 1
+    /// v4: v2's stride phases as tensor-core GEMMs (`conv2d_bwd_data_{tf32,bf16}[_tap]`, in
+    /// f32 `conv2d_bwd_data_tf32x3_tap`: tap slices only), staged as named; stride 1 or
+    /// dilation 1
     TensorCore(Precision, TcStaging),
     /// v5, for few input channels: one dense GEMM, gy `[n*oh*ow, cout]` times the weights as a
     /// 1x1 convolution with kh*kw*c outputs, into a column matrix `[n*oh*ow, kh*kw*c]` in the
@@ -384,6 +411,8 @@ pub fn backward_data_version(s: &ConvShape, g: &Conv2dGeom, prec: Precision) -> 
         }
     } else if prec != Precision::F32 && tc_backward_applies(g) {
         BackwardData::TensorCore(prec, TcStaging::backward(s, g))
+    } else if f32_tensor_cores() && BackwardData::TensorCore(prec, TcStaging::Tap).applies(s, g) {
+        BackwardData::TensorCore(prec, TcStaging::Tap)
     } else if (g.stride[0] > 1 || g.stride[1] > 1) && g.dilation == [1, 1] {
         BackwardData::Phased
     } else {
@@ -405,7 +434,7 @@ impl BackwardData {
             BackwardData::Phased => g.dilation == [1, 1],
             BackwardData::Direct => cg <= DIRECT_CG,
             BackwardData::Direct4 => cg <= DIRECT_CG && g.groups == 1 && g.dilation == [1, 1] && s.cout.is_multiple_of(4) && s.kh * s.kw * cg * s.cout * 4 <= DIRECT4_SMEM,
-            BackwardData::TensorCore(p, st) => p != Precision::F32 && tc_backward_applies(g) && (st == TcStaging::Gather || TcStaging::backward(s, g) == st),
+            BackwardData::TensorCore(p, st) => (p != Precision::F32 || st == TcStaging::Tap) && tc_backward_applies(g) && (st == TcStaging::Gather || TcStaging::backward(s, g) == st),
             BackwardData::Col2im(p) => g.groups == 1 && (p == Precision::F32 || s.cout.is_multiple_of(TC_K)) && col2im_len(s, g).is_ok_and(|n| n <= i32::MAX as usize),
         }
     }
@@ -478,7 +507,7 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 "conv2d: the paired direct backward-data kernel needs at most {DIRECT_CG} input channels, one group, dilation 1, output channels a multiple of 4 and at most {DIRECT4_SMEM} bytes of weights"
             ),
             BackwardData::TensorCore(p, st) => format!(
-                "conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (not {p}) and stride 1 or dilation 1{}",
+                "conv2d: the tensor-core backward-data kernel needs tf32 or bf16 (fp32: by tap slices, as 3xTF32; not {p} so) and stride 1 or dilation 1{}",
                 if st == TcStaging::Tap { format!(", and by tap slices output channels per group a multiple of {TC_K}") } else { String::new() }
             ),
             BackwardData::Col2im(p) => format!(

@@ -308,8 +308,9 @@ impl Backend for Gpu {
                 let mut wp = self.new_tensor(&t.shape)?;
                 conv::repack_weight(self.device(), raw.ptr(), wp.ptr(), cout, cg, kh, kw)?;
                 // the tensor cores' forward by tap slices reads OHWI rows (cg a multiple of 32:
-                // exactly where `conv::TcStaging::forward` takes it)
-                if self.precision != Precision::F32 && cg.is_multiple_of(32) {
+                // exactly where `conv::TcStaging::forward` takes it); in f32 only where the
+                // engine runs 3xTF32 there (`conv::f32_tensor_cores`)
+                if (self.precision != Precision::F32 || conv::f32_tensor_cores()) && cg.is_multiple_of(32) {
                     let rows = self.alloc(t.data.len())?;
                     conv::rows_weight(self.device(), wp.ptr(), rows.ptr, cout, cg, kh, kw)?;
                     wp.rows = Some(rows);
