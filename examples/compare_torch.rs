@@ -230,14 +230,25 @@ fn main() {
     let a = args();
     let mut out = vec![];
     use deepviz::device::graph::Graphed;
-    // (the engine as the product makes it, the same without graphs)
+    use std::sync::Arc;
+    // (the engine as the product makes it, the same without graphs, and what its queue did)
+    type Stats = Box<dyn Fn() -> (deepviz::device::graph::GraphStats, Option<String>)>;
+    let mut stats: Option<Stats> = None;
     let gpu: Option<(Gpu, Gpu)> = match a.device.as_str() {
         "cpu" => None,
-        "emu" => Some((Gpu::emulated(), Gpu::new(std::sync::Arc::new(deepviz::device::emu::EmuDevice::new())))),
+        "emu" => {
+            let g = Arc::new(Graphed::new(deepviz::device::emu::EmuDevice::new()));
+            let s = g.clone();
+            stats = Some(Box::new(move || (s.stats(), s.capture_error())));
+            Some((Gpu::new(g), Gpu::new(Arc::new(deepviz::device::emu::EmuDevice::new()))))
+        }
         #[cfg(feature = "cuda")]
         "cuda" => {
             let card = || deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device");
-            Some((Gpu::new(std::sync::Arc::new(Graphed::new(card()))), Gpu::new(std::sync::Arc::new(card()))))
+            let g = Arc::new(Graphed::new(card()));
+            let s = g.clone();
+            stats = Some(Box::new(move || (s.stats(), s.capture_error())));
+            Some((Gpu::new(g), Gpu::new(Arc::new(card()))))
         }
         d => panic!("unknown or unavailable device {d}"),
     };
@@ -250,6 +261,15 @@ fn main() {
                 run(g.clone().with_precision(p), plain, p.name(), &a, &mut out)
             }
         };
+    }
+    if let Some(st) = &stats {
+        // a capture the driver refused leaves its runs eager: failed_captures says so
+        let (st, why) = st();
+        println!("launch queue: {st:?}{}", why.map(|w| format!("; the first failed capture: {w}")).unwrap_or_default());
+        out.push(format!(
+            r#"{{"kind":"graphs","captures":{},"failed_captures":{},"replays":{},"replayed_ops":{},"eager_runs":{},"eager_ops":{}}}"#,
+            st.captures, st.failed_captures, st.replays, st.replayed_ops, st.eager_runs, st.eager_ops
+        ));
     }
     if let Some(p) = &a.json {
         let mut f = std::fs::File::create(p).unwrap();

@@ -110,6 +110,8 @@ struct Queue<G> {
     runs: HashMap<Vec<u64>, Entry<G>>,
     tick: u64,
     stats: GraphStats,
+    /// why the first failed capture failed
+    capture_error: Option<String>,
 }
 
 /// What a [`Graphed`] device has done since it was made.
@@ -149,7 +151,7 @@ impl<D: Capture> Graphed<D> {
     /// ([`graphs_disabled_by_env`]).
     pub fn new(inner: D) -> Self {
         let chunk = if graphs_disabled_by_env() { 0 } else { DEFAULT_CHUNK };
-        Graphed { queue: Mutex::new(Queue { ops: Vec::new(), key: Vec::new(), launches: 0, names: HashMap::new(), runs: HashMap::new(), tick: 0, stats: GraphStats::default() }), chunk, inner }
+        Graphed { queue: Mutex::new(Queue { ops: Vec::new(), key: Vec::new(), launches: 0, names: HashMap::new(), runs: HashMap::new(), tick: 0, stats: GraphStats::default(), capture_error: None }), chunk, inner }
     }
 
     /// Flush by itself every `chunk` launches; 0 passes every call straight through (no graphs).
@@ -166,6 +168,11 @@ impl<D: Capture> Graphed<D> {
     /// What the queue has done so far.
     pub fn stats(&self) -> GraphStats {
         self.q().stats
+    }
+
+    /// Why the first capture that failed did (its runs stay eager), if one has.
+    pub fn capture_error(&self) -> Option<String> {
+        self.q().capture_error.clone()
     }
 
     fn q(&self) -> std::sync::MutexGuard<'_, Queue<D::Graph>> {
@@ -213,9 +220,10 @@ impl<D: Capture> Graphed<D> {
                     q.runs.get_mut(&key).expect("inserted above").graph = Some(g);
                     q.stats.captures += 1;
                 }
-                Err(_) => {
+                Err(e) => {
                     q.runs.get_mut(&key).expect("inserted above").eager = true;
                     q.stats.failed_captures += 1;
+                    q.capture_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
