@@ -147,10 +147,11 @@ pub fn graphs_disabled_by_env() -> bool {
 }
 
 impl<D: Capture> Graphed<D> {
-    /// `inner` behind a queue of [`DEFAULT_CHUNK`] launches, or none if the environment says so
-    /// ([`graphs_disabled_by_env`]).
+    /// `inner` behind a queue of [`DEFAULT_CHUNK`] launches (`DEEPVIZ_GRAPH_CHUNK=N`: N, for
+    /// trying others on a card), or none if the environment says so ([`graphs_disabled_by_env`]).
     pub fn new(inner: D) -> Self {
-        let chunk = if graphs_disabled_by_env() { 0 } else { DEFAULT_CHUNK };
+        let chunk = std::env::var("DEEPVIZ_GRAPH_CHUNK").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_CHUNK);
+        let chunk = if graphs_disabled_by_env() { 0 } else { chunk };
         Graphed { queue: Mutex::new(Queue { ops: Vec::new(), key: Vec::new(), launches: 0, names: HashMap::new(), runs: HashMap::new(), tick: 0, stats: GraphStats::default(), capture_error: None }), chunk, inner }
     }
 
