@@ -62,11 +62,12 @@ fn trace_cmd(m: &ArgMatches) -> Result<Report> {
     json["precision"] = json!(precision.name());
     json["size"] = json!(size);
     let text = format!(
-        "{} {job}, batch {batch}, {}x{}, {precision}: {} launches, {} allocations, {} frees, {} host syncs, {} bytes up, {} bytes down, {:.3e} multiply-adds executed for {:.3e} useful ({:.1}%)\n",
+        "{} {job}, batch {batch}, {}x{}, {precision}: {} launches ({} driver launches), {} allocations, {} frees, {} host syncs, {} bytes up, {} bytes down, {:.3e} multiply-adds executed for {:.3e} useful ({:.1}%), GEMM grids fill {:.0}% of an H200's SMs\n",
         model.graph.arch,
         size[0],
         size[1],
         t.launches,
+        t.driver_launches,
         t.allocations,
         t.frees,
         t.host_syncs,
@@ -74,7 +75,8 @@ fn trace_cmd(m: &ArgMatches) -> Result<Report> {
         t.bytes_device_to_host,
         t.executed_macs as f64,
         t.useful_macs as f64,
-        100.0 * t.useful_macs as f64 / (t.executed_macs.max(1)) as f64
+        100.0 * t.useful_macs as f64 / (t.executed_macs.max(1)) as f64,
+        100.0 * t.sm_fill
     );
     Ok(Report { json, text })
 }

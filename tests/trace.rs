@@ -2,7 +2,7 @@
 //! recording device (`deepviz trace`, batch 1 at the architecture's input size), against the
 //! committed figures in `benches/trace/baseline.json`. A figure that grows — launches,
 //! allocations, frees, host syncs, bytes copied, device bytes moved and held, multiply-adds
-//! executed — fails the test; the
+//! executed — or an `sm_fill` that drops fails the test; the
 //! useful multiply-adds must not change at all (they are the model's). A figure that improves
 //! is reported; rewrite the file with `DEEPVIZ_UPDATE_TRACE=1 cargo test --test trace`.
 //! The standing targets are checked too: resnet50 saliency allocates nothing, does not
@@ -87,6 +87,13 @@ fn engine_overheads_do_not_regress() {
             } else if x < y {
                 better.push(format!("{key}: {f} {x} (baseline {y})"));
             }
+        }
+        // the share of the card the GEMMs' grids fill: higher is better
+        let (x, y) = (v["sm_fill"].as_f64().unwrap(), b["sm_fill"].as_f64().unwrap());
+        if x < y {
+            worse.push(format!("{key}: sm_fill {x} (baseline {y})"));
+        } else if x > y {
+            better.push(format!("{key}: sm_fill {x} (baseline {y})"));
         }
     }
     for b in &better {

@@ -76,6 +76,15 @@ pub enum Op {
         /// how many bytes
         bytes: usize,
     },
+    /// [`Device::account`]: kept in order with the launch it describes
+    Account {
+        /// kernel family
+        kernel: String,
+        /// multiply-adds executed
+        executed: u64,
+        /// multiply-adds needed
+        useful: u64,
+    },
 }
 
 impl Op {
@@ -86,6 +95,10 @@ impl Op {
             Op::Memset { dst, bytes } => dev.memset_zero(*dst, *bytes),
             Op::Reused { ptr, bytes } => {
                 dev.reused(*ptr, *bytes);
+                Ok(())
+            }
+            Op::Account { kernel, executed, useful } => {
+                dev.account(kernel, *executed, *useful);
                 Ok(())
             }
         }
@@ -287,6 +300,7 @@ fn key_op<G>(q: &mut Queue<G>, op: &Op) {
         }
         Op::Memset { dst, bytes } => q.key.extend([2 << 60, dst.0, *bytes as u64]),
         Op::Reused { ptr, bytes } => q.key.extend([3 << 60, ptr.0, *bytes as u64]),
+        Op::Account { executed, useful, .. } => q.key.extend([4 << 60, *executed, *useful]),
     }
 }
 
@@ -337,7 +351,12 @@ impl<D: Capture> Device for Graphed<D> {
         self.inner.has_kernel(kernel)
     }
     fn account(&self, kernel: &str, executed: u64, useful: u64) {
-        self.inner.account(kernel, executed, useful)
+        if self.chunk == 0 {
+            return self.inner.account(kernel, executed, useful);
+        }
+        // in order with the launch it describes (a recording device pairs them); `push`
+        // flushes only at launches, so this cannot fail
+        let _ = self.push(Op::Account { kernel: kernel.to_string(), executed, useful });
     }
     fn reused(&self, ptr: DevicePtr, bytes: usize) {
         if self.chunk == 0 {

@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Event {
-    /// a kernel and the bytes of the distinct allocations its arguments point into
-    Launch(String, usize),
+    /// a kernel, the bytes of the distinct allocations its arguments point into, its blocks
+    Launch(String, usize, u64),
     Alloc(usize),
     Free,
     Upload(usize),
@@ -54,6 +54,9 @@ struct State {
     recording: bool,
     events: Vec<Event>,
 }
+
+/// Streaming multiprocessors of the card `sm_fill` is reckoned for (an H200, the lent GPU).
+pub const SMS: u64 = 132;
 
 /// See the module documentation.
 pub struct RecordingDevice {
@@ -92,6 +95,11 @@ pub struct Trace {
     pub device_bytes: usize,
     /// the most bytes allocated at once
     pub device_memory_peak: usize,
+    /// the GEMM-like launches' multiply-adds, each weighted by the share of an H200's [`SMS`]
+    /// streaming multiprocessors its grid can occupy (blocks / SMs, at most 1): what a grid
+    /// smaller than the card leaves idle (1: every GEMM fills the card; a no-GPU measure of
+    /// batch-1 occupancy, which split-K or smaller tiles would raise)
+    pub sm_fill: f64,
     /// multiply-adds the kernels execute (padding, tiles' remainders included)
     pub executed_macs: u64,
     /// multiply-adds the ops need
@@ -116,6 +124,7 @@ impl Trace {
             "bytes_device_to_host": self.bytes_device_to_host,
             "device_bytes": self.device_bytes,
             "device_memory_peak": self.device_memory_peak,
+            "sm_fill": (self.sm_fill * 1000.0).round() / 1000.0,
             "executed_macs": self.executed_macs,
             "useful_macs": self.useful_macs,
             "mac_efficiency": if self.executed_macs > 0 { self.useful_macs as f64 / self.executed_macs as f64 } else { 1.0 },
@@ -161,12 +170,19 @@ impl RecordingDevice {
         let mut per: HashMap<&str, usize> = HashMap::new();
         let mut work: HashMap<&str, (u64, u64)> = HashMap::new();
         let mut in_graphs = 0;
+        // (multiply-adds, those on launches of fewer blocks than SMS, weighted by the SMs left idle)
+        let (mut work_macs, mut idle_macs) = (0f64, 0f64);
         for (i, e) in ev.iter().enumerate() {
             match e {
-                Event::Launch(k, bytes) => {
+                Event::Launch(k, bytes, blocks) => {
                     t.launches += 1;
                     t.device_bytes += bytes;
                     *per.entry(k.as_str()).or_default() += 1;
+                    // the launch code accounts a GEMM-like launch just before making it
+                    if let Some(Event::Work { executed, .. }) = i.checked_sub(1).map(|j| &ev[j]) {
+                        work_macs += *executed as f64;
+                        idle_macs += *executed as f64 * (1.0 - (*blocks as f64 / SMS as f64).min(1.0));
+                    }
                 }
                 Event::Alloc(_) => t.allocations += 1,
                 Event::Free => t.frees += 1,
@@ -192,6 +208,7 @@ impl RecordingDevice {
             }
         }
         t.driver_launches = t.launches - in_graphs + t.graph_replays;
+        t.sm_fill = if work_macs > 0.0 { 1.0 - idle_macs / work_macs } else { 1.0 };
         let mut kernels: Vec<(String, usize)> = per.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         kernels.sort();
         t.kernels = kernels;
@@ -285,7 +302,8 @@ impl Device for RecordingDevice {
             }
             bases.iter().map(|&(_, size)| size).sum()
         };
-        self.record(Event::Launch(kernel.to_string(), bytes));
+        let blocks = cfg.grid.iter().map(|&g| g as u64).product();
+        self.record(Event::Launch(kernel.to_string(), bytes, blocks));
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
@@ -297,6 +315,9 @@ impl Device for RecordingDevice {
         self.kernels.iter().any(|k| k == kernel)
     }
     fn account(&self, kernel: &str, executed: u64, useful: u64) {
+        if self.capture.record(|| Op::Account { kernel: kernel.to_string(), executed, useful }) {
+            return;
+        }
         self.record(Event::Work { kernel: kernel.to_string(), executed, useful });
     }
 }
