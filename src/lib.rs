@@ -4,7 +4,8 @@
 //! - [`error`]: the one error enum.
 //! - [`tensor`]: the host tensor (NCHW f32) used at the API boundary and by the CPU engine.
 //! - [`backend`]: one method per op ([`backend::Backend`]); `backend::cpu` is the reference engine.
-//! - [`device`]: devices that run our CUDA kernels (the real GPU, its CPU emulation).
+//! - [`device`]: devices that run our CUDA kernels (the real GPU, its CPU emulation, a recorder),
+//!   and the launch queue that replays repeated launches as CUDA graphs.
 //! - [`engine`]: a model made ready on one backend (weights prepared), forward / backward.
 //! - [`graph`]: named-layer DAG, shape inference, forward / backward execution.
 //! - [`zoo`]: architectures (torchvision / timm / efficientnet-lite naming) as graphs.

@@ -10,6 +10,9 @@
 //! - `record.rs`: a device that runs nothing and records what the engine asks of it (launches,
 //!   allocations, copies, host syncs, multiply-adds): `deepviz trace`, the no-GPU measure of the
 //!   engine's overheads.
+//! - `graph.rs`: `Graphed`, the launch queue every engine device sits behind, replaying repeated
+//!   runs of launches as captured graphs (CUDA graphs on the GPU), and the `Capture` trait the
+//!   three devices implement.
 //!
 //! Kernel names are `{op}_{variant}_{dtype}` ([`kernel_name`]); the convention for arguments is
 //! CUDA's `kernelParams`: one pointer per parameter, pointing at the value.
