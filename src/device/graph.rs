@@ -304,28 +304,35 @@ fn key_op<G>(q: &mut Queue<G>, op: &Op) {
     }
 }
 
+// Every call that reaches the device outside the queue holds the queue's lock, so that no other
+// thread's flush can be capturing the stream meanwhile (a copy or an allocation would then be
+// captured, or invalidate the capture and fail): the engine may be shared by threads.
 impl<D: Capture> Device for Graphed<D> {
     fn name(&self) -> &str {
         self.inner.name()
     }
     fn alloc(&self, bytes: usize) -> Result<DevicePtr> {
+        let _q = self.q();
         self.inner.alloc(bytes)
     }
     fn memory(&self) -> Option<(usize, usize)> {
         self.inner.memory()
     }
     fn free(&self, ptr: DevicePtr) {
+        let mut q = self.q();
         // a free that cannot flush first would free under queued work: keep the buffer then
-        if self.flush().is_ok() {
+        if self.flush_locked(&mut q).is_ok() {
             self.inner.free(ptr);
         }
     }
     fn upload(&self, dst: DevicePtr, src: &[u8]) -> Result<()> {
-        self.flush()?;
+        let mut q = self.q();
+        self.flush_locked(&mut q)?;
         self.inner.upload(dst, src)
     }
     fn download(&self, src: DevicePtr, dst: &mut [u8]) -> Result<()> {
-        self.flush()?;
+        let mut q = self.q();
+        self.flush_locked(&mut q)?;
         self.inner.download(src, dst)
     }
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
@@ -344,7 +351,8 @@ impl<D: Capture> Device for Graphed<D> {
         self.push(Op::Launch { kernel: kernel.to_string(), cfg, args: args.to_vec() })
     }
     fn synchronize(&self) -> Result<()> {
-        self.flush()?;
+        let mut q = self.q();
+        self.flush_locked(&mut q)?;
         self.inner.synchronize()
     }
     fn has_kernel(&self, kernel: &str) -> bool {
