@@ -226,43 +226,39 @@ fn time_jobs<B: Backend>(eng: &Engine<B>, name: &str, prec: &str, batches: &[usi
     }
 }
 
+/// What a launch queue has done, and why its first capture failed (if one did).
+type Stats = Box<dyn Fn() -> (deepviz::device::graph::GraphStats, Option<String>)>;
+
+/// The engine on `make()`'s device behind the product's launch queue, the same on a second device
+/// without it, and the queue's counts.
+fn engines<D: deepviz::device::graph::Capture + 'static>(make: impl Fn() -> D) -> ((Gpu, Gpu), Stats) {
+    let g = std::sync::Arc::new(deepviz::device::graph::Graphed::new(make()));
+    let s = g.clone();
+    ((Gpu::new(g), Gpu::new(std::sync::Arc::new(make()))), Box::new(move || (s.stats(), s.capture_error())))
+}
+
 fn main() {
     let a = args();
     let mut out = vec![];
-    use deepviz::device::graph::Graphed;
-    use std::sync::Arc;
     // (the engine as the product makes it, the same without graphs, and what its queue did)
-    type Stats = Box<dyn Fn() -> (deepviz::device::graph::GraphStats, Option<String>)>;
-    let mut stats: Option<Stats> = None;
-    let gpu: Option<(Gpu, Gpu)> = match a.device.as_str() {
+    let gpu: Option<((Gpu, Gpu), Stats)> = match a.device.as_str() {
         "cpu" => None,
-        "emu" => {
-            let g = Arc::new(Graphed::new(deepviz::device::emu::EmuDevice::new()));
-            let s = g.clone();
-            stats = Some(Box::new(move || (s.stats(), s.capture_error())));
-            Some((Gpu::new(g), Gpu::new(Arc::new(deepviz::device::emu::EmuDevice::new()))))
-        }
+        "emu" => Some(engines(deepviz::device::emu::EmuDevice::new)),
         #[cfg(feature = "cuda")]
-        "cuda" => {
-            let card = || deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device");
-            let g = Arc::new(Graphed::new(card()));
-            let s = g.clone();
-            stats = Some(Box::new(move || (s.stats(), s.capture_error())));
-            Some((Gpu::new(g), Gpu::new(Arc::new(card()))))
-        }
+        "cuda" => Some(engines(|| deepviz::device::cuda::CudaDevice::new(0).expect("CUDA device"))),
         d => panic!("unknown or unavailable device {d}"),
     };
     let mut ok = true;
     for &p in &a.precisions {
         ok &= match &gpu {
             None => run(Cpu, None, p.name(), &a, &mut out),
-            Some((g, plain)) => {
+            Some(((g, plain), _)) => {
                 let plain = (!a.ungraphed.is_empty()).then(|| plain.clone().with_precision(p));
                 run(g.clone().with_precision(p), plain, p.name(), &a, &mut out)
             }
         };
     }
-    if let Some(st) = &stats {
+    if let Some((_, st)) = &gpu {
         // a capture the driver refused leaves its runs eager: failed_captures says so
         let (st, why) = st();
         println!("launch queue: {st:?}{}", why.map(|w| format!("; the first failed capture: {w}")).unwrap_or_default());

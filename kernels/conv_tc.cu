@@ -105,15 +105,10 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
     int j8 = lane / 8, r8 = lane % 8;  // ldmatrix: this lane's matrix and row
     #pragma unroll
     for (int ks = 0; ks < TC_K; ks += 8) {
-        unsigned fa[2][4], fb[4][2];
-        if constexpr (!X3) {
-            #pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {  // matrices: rows 0-7 | 8-15 x k 0-3 | 4-7
-                dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
-                #pragma unroll
-                for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
-            }
-        }
+        unsigned fa[2][4], fb[4][2];  // f32 bits as loaded; rounded (or split) below
+        #pragma unroll
+        for (int mt = 0; mt < 2; ++mt)  // matrices: rows 0-7 | 8-15 x k 0-3 | 4-7
+            dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
         if constexpr (B_NK) {
             #pragma unroll
             for (int np = 0; np < 2; ++np) {  // matrices: n 0-7 | 8-15 (of the pair) x k 0-3 | 4-7
@@ -138,7 +133,6 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
             #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
                 unsigned ta[4];
-                dv_ldmatrix_x4(fa[mt], sa + L::a(wm + mt * 16 + (j8 & 1) * 8 + r8, ks + (j8 >> 1) * 4));
                 #pragma unroll
                 for (int r = 0; r < 4; ++r) dv_split_tf32(__uint_as_float(fa[mt][r]), fa[mt][r], ta[r]);
                 // the small terms first, so the head product adds to sums that already hold them
@@ -150,6 +144,10 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
                 }
             }
         } else {
+            #pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+                #pragma unroll
+                for (int r = 0; r < 4; ++r) fa[mt][r] = dv_cvt_rna_tf32(__uint_as_float(fa[mt][r]));
             #pragma unroll
             for (int nt = 0; nt < 4; ++nt)
                 #pragma unroll

@@ -299,7 +299,6 @@ impl Capture for EmuDevice {
         self.capture.end(&self.name)
     }
     fn replay(&self, graph: &Vec<Op>) -> Result<()> {
-        self.capture.refuse(&self.name, "a graph replay")?;
-        graph.iter().try_for_each(|op| op.issue(self))
+        self.capture.replay(self, &self.name, graph)
     }
 }

@@ -193,7 +193,11 @@ impl<D: Capture> Graphed<D> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Queue `op` (flushing at every `chunk`-th launch), or issue it at once with no queue.
     fn push(&self, op: Op) -> Result<()> {
+        if self.chunk == 0 {
+            return op.issue(&self.inner);
+        }
         let mut q = self.q();
         key_op(&mut q, &op);
         let launch = matches!(op, Op::Launch { .. });
@@ -221,35 +225,33 @@ impl<D: Capture> Graphed<D> {
         let key = std::mem::take(&mut q.key);
         q.launches = 0;
         q.tick += 1;
-        let tick = q.tick;
         evict(q);
-        let n = ops.len();
-        let entry = q.runs.entry(key.clone()).or_insert(Entry { seen: 0, graph: None, eager: false, last_used: tick });
-        entry.last_used = tick;
+        let Queue { runs, stats, capture_error, tick, .. } = q;
+        let entry = runs.entry(key).or_insert(Entry { seen: 0, graph: None, eager: false, last_used: *tick });
+        entry.last_used = *tick;
         entry.seen += 1;
-        let (captured, eager, seen) = (entry.graph.is_some(), entry.eager, entry.seen);
-        if !captured && !eager && seen >= 2 {
+        if entry.graph.is_none() && !entry.eager && entry.seen >= 2 {
             match self.capture(&ops) {
                 Ok(g) => {
-                    q.runs.get_mut(&key).expect("inserted above").graph = Some(g);
-                    q.stats.captures += 1;
+                    entry.graph = Some(g);
+                    stats.captures += 1;
                 }
                 Err(e) => {
-                    q.runs.get_mut(&key).expect("inserted above").eager = true;
-                    q.stats.failed_captures += 1;
-                    q.capture_error.get_or_insert_with(|| e.to_string());
+                    entry.eager = true;
+                    stats.failed_captures += 1;
+                    capture_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
-        match &q.runs[&key].graph {
+        match &entry.graph {
             Some(g) => {
                 self.inner.replay(g)?;
-                q.stats.replays += 1;
-                q.stats.replayed_ops += n;
+                stats.replays += 1;
+                stats.replayed_ops += ops.len();
             }
             None => {
-                q.stats.eager_runs += 1;
-                q.stats.eager_ops += n;
+                stats.eager_runs += 1;
+                stats.eager_ops += ops.len();
                 ops.iter().try_for_each(|op| op.issue(&self.inner))?;
             }
         }
@@ -281,8 +283,14 @@ fn evict<G>(q: &mut Queue<G>) {
 fn key_op<G>(q: &mut Queue<G>, op: &Op) {
     match op {
         Op::Launch { kernel, cfg, args } => {
-            let next = q.names.len() as u64;
-            let id = *q.names.entry(kernel.clone()).or_insert(next);
+            let id = match q.names.get(kernel) {
+                Some(&id) => id,
+                None => {
+                    let id = q.names.len() as u64;
+                    q.names.insert(kernel.clone(), id);
+                    id
+                }
+            };
             q.key.push(1 << 60 | id);
             q.key.extend(cfg.grid.iter().chain(&cfg.block).map(|&v| v as u64));
             q.key.push(cfg.shared_bytes as u64);
@@ -336,15 +344,13 @@ impl<D: Capture> Device for Graphed<D> {
         self.inner.download(src, dst)
     }
     fn memset_zero(&self, dst: DevicePtr, bytes: usize) -> Result<()> {
-        if self.chunk == 0 {
-            return self.inner.memset_zero(dst, bytes);
-        }
         self.push(Op::Memset { dst, bytes })
     }
     fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
         if self.chunk == 0 {
             return self.inner.launch(kernel, cfg, args);
         }
+        // a kernel the device lacks fails here, not at a later flush
         if !self.inner.has_kernel(kernel) {
             return Err(Error::InvalidArgument(format!("{}: no kernel `{kernel}` in the modules of kernels/*.cu", self.inner.name())));
         }
@@ -359,19 +365,12 @@ impl<D: Capture> Device for Graphed<D> {
         self.inner.has_kernel(kernel)
     }
     fn account(&self, kernel: &str, executed: u64, useful: u64) {
-        if self.chunk == 0 {
-            return self.inner.account(kernel, executed, useful);
-        }
-        // in order with the launch it describes (a recording device pairs them); `push`
-        // flushes only at launches, so this cannot fail
+        // in order with the launch it describes (a recording device pairs them); neither
+        // issuing nor queueing an account can fail
         let _ = self.push(Op::Account { kernel: kernel.to_string(), executed, useful });
     }
     fn reused(&self, ptr: DevicePtr, bytes: usize) {
-        if self.chunk == 0 {
-            return self.inner.reused(ptr, bytes);
-        }
-        // after the queued ops that may still read the old contents; `push` flushes only at
-        // launches, so this cannot fail
+        // after the queued ops that may still read the old contents; cannot fail either
         let _ = self.push(Op::Reused { ptr, bytes });
     }
 }
@@ -436,6 +435,12 @@ impl HostCapture {
         }
         *st = Some(Ok(Vec::new()));
         Ok(())
+    }
+
+    /// Issue a recorded graph's ops on `dev` in order (refused during a capture).
+    pub(crate) fn replay(&self, dev: &dyn Device, device: &str, ops: &[Op]) -> Result<()> {
+        self.refuse(device, "a graph replay")?;
+        ops.iter().try_for_each(|op| op.issue(dev))
     }
 
     pub(crate) fn end(&self, device: &str) -> Result<Vec<Op>> {
