@@ -6,11 +6,12 @@
 //! gradcam, cam, dream_step) at the given batch sizes.
 //!
 //!     cargo run --release --features cuda --example compare_torch -- DIR [--device cuda|emu|cpu]
-//!         [--batches 1,8] [--iters 20] [--json FILE] [--ungraphed-batches 1,8]
+//!         [--batches 1,8] [--iters 20] [--json FILE] [--ungraphed-batches 1,8] [--unsplit-batches 1]
 //!
 //! The GPU engines run behind the product's launch queue and CUDA-graph replay
 //! (`deepviz::device::graph`); `--ungraphed-batches` also times those batch sizes with every
-//! kernel launched one by one (rows with `"graphs":false`), the A/B of the graphs.
+//! kernel launched one by one (rows with `"graphs":false`), the A/B of the graphs;
+//! `--unsplit-batches` those batch sizes with split-K off (rows with `"split_k":false`), its A/B.
 //!
 //! Exit status 1 if any comparison is above its bound: 1e-3 relative RMS, or for saliency three
 //! times deepviz's own sensitivity to a 1e-6 change of the input where that is larger (the
@@ -70,10 +71,11 @@ struct Args {
     json: Option<PathBuf>,
     precisions: Vec<deepviz::backend::Precision>,
     ungraphed: Vec<usize>,
+    unsplit: Vec<usize>,
 }
 
 fn args() -> Args {
-    let mut a = Args { dir: PathBuf::new(), device: "cuda".into(), batches: vec![1, 8], iters: 20, json: None, precisions: vec![deepviz::backend::Precision::F32], ungraphed: vec![] };
+    let mut a = Args { dir: PathBuf::new(), device: "cuda".into(), batches: vec![1, 8], iters: 20, json: None, precisions: vec![deepviz::backend::Precision::F32], ungraphed: vec![], unsplit: vec![] };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
         match s.as_str() {
@@ -82,6 +84,7 @@ fn args() -> Args {
             "--iters" => a.iters = it.next().expect("--iters N").parse().unwrap(),
             "--json" => a.json = Some(it.next().expect("--json FILE").into()),
             "--ungraphed-batches" => a.ungraphed = it.next().expect("--ungraphed-batches 1,8").split(',').map(|b| b.parse().unwrap()).collect(),
+            "--unsplit-batches" => a.unsplit = it.next().expect("--unsplit-batches 1").split(',').map(|b| b.parse().unwrap()).collect(),
             "--precisions" => {
                 a.precisions = it
                     .next()
@@ -113,8 +116,9 @@ fn median_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
 
 /// `prec`: the engine's convolution arithmetic; only fp32's comparisons count towards the exit
 /// status (tf32 / bf16 errors are printed and recorded, for information).
-/// `plain`: the same engine without graphs, timed at `a.ungraphed`'s batch sizes.
-fn run<B: Backend + Clone>(be: B, plain: Option<B>, prec: &str, a: &Args, out: &mut Vec<String>) -> bool {
+/// `plain`: the same engine without graphs, timed at `a.ungraphed`'s batch sizes; `unsplit`:
+/// with graphs, without split-K, at `a.unsplit`'s.
+fn run<B: Backend + Clone>(be: B, plain: Option<B>, unsplit: Option<B>, prec: &str, a: &Args, out: &mut Vec<String>) -> bool {
     let mut ok = true;
     let mut models: Vec<PathBuf> = std::fs::read_dir(&a.dir)
         .unwrap_or_else(|e| panic!("{}: {e}", a.dir.display()))
@@ -183,25 +187,29 @@ fn run<B: Backend + Clone>(be: B, plain: Option<B>, prec: &str, a: &Args, out: &
         out.push(sens_json);
 
         // throughput, the baseline's jobs
-        time_jobs(&eng, &name, prec, &a.batches, a.iters, true, [h, w], out);
+        time_jobs(&eng, &name, prec, &a.batches, a.iters, (true, true), [h, w], out);
         if let Some(p) = &plain {
             let plain_eng = Engine::new(model.clone(), p.clone()).unwrap();
-            time_jobs(&plain_eng, &name, prec, &a.ungraphed, a.iters, false, [h, w], out);
+            time_jobs(&plain_eng, &name, prec, &a.ungraphed, a.iters, (false, true), [h, w], out);
+        }
+        if let Some(u) = &unsplit {
+            let eng = Engine::new(model.clone(), u.clone()).unwrap();
+            time_jobs(&eng, &name, prec, &a.unsplit, a.iters, (true, false), [h, w], out);
         }
     }
     ok
 }
 
 /// Time saliency, Grad-CAM, CAM (where the model has its head) and one DeepDream step at each
-/// batch size, as the baseline does.
+/// batch size, as the baseline does. `(graphs, split_k)`: what the engine runs with (labels).
 #[allow(clippy::too_many_arguments)]
-fn time_jobs<B: Backend>(eng: &Engine<B>, name: &str, prec: &str, batches: &[usize], iters: usize, graphs: bool, [h, w]: [usize; 2], out: &mut Vec<String>) {
+fn time_jobs<B: Backend>(eng: &Engine<B>, name: &str, prec: &str, batches: &[usize], iters: usize, (graphs, split_k): (bool, bool), [h, w]: [usize; 2], out: &mut Vec<String>) {
     let model = eng.model();
     let sal = Saliency::new(eng);
     let gc = GradCam::new(eng, None).unwrap();
     let cam = Cam::new(eng).ok();
     let dream = DeepDream { lr: 0.01, jitter: 0, ..DeepDream::new(Objective::layer(model.resolve(&model.graph.heads.dream_layer).unwrap())) };
-    let tag = if graphs { "" } else { " (no graphs)" };
+    let tag = format!("{}{}", if graphs { "" } else { " (no graphs)" }, if split_k { "" } else { " (no split-K)" });
     for &b in batches {
         let xb = Tensor::new(vec![b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()).unwrap();
         let mut img = eng.upload(&xb).unwrap();
@@ -218,7 +226,7 @@ fn time_jobs<B: Backend>(eng: &Engine<B>, name: &str, prec: &str, batches: &[usi
             let (med, min, max) = median_ms(iters, f);
             println!("{name:<20} {job:<10} {prec} batch {b:>3}{tag}: {med:8.2} ms median ({min:.2}..{max:.2}), {:8.1} images/s", b as f64 * 1e3 / med);
             out.push(format!(
-                r#"{{"kind":"bench","model":"{name}","job":"{job}","device":"{}","dtype":"{prec}","batch":{b},"graphs":{graphs},"median_ms":{med},"min_ms":{min},"max_ms":{max},"images_per_s":{}}}"#,
+                r#"{{"kind":"bench","model":"{name}","job":"{job}","device":"{}","dtype":"{prec}","batch":{b},"graphs":{graphs},"split_k":{split_k},"median_ms":{med},"min_ms":{min},"max_ms":{max},"images_per_s":{}}}"#,
                 eng.be.name(),
                 b as f64 * 1e3 / med
             ));
@@ -251,10 +259,11 @@ fn main() {
     let mut ok = true;
     for &p in &a.precisions {
         ok &= match &gpu {
-            None => run(Cpu, None, p.name(), &a, &mut out),
+            None => run(Cpu, None, None, p.name(), &a, &mut out),
             Some(((g, plain), _)) => {
                 let plain = (!a.ungraphed.is_empty()).then(|| plain.clone().with_precision(p));
-                run(g.clone().with_precision(p), plain, p.name(), &a, &mut out)
+                let unsplit = (!a.unsplit.is_empty()).then(|| g.clone().with_precision(p).with_split_k(false));
+                run(g.clone().with_precision(p), plain, unsplit, p.name(), &a, &mut out)
             }
         };
     }

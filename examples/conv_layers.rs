@@ -25,7 +25,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, rows_weight, BackwardData, ConvShape, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, rows_weight, BackwardData, ConvShape, SplitK, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -171,10 +171,10 @@ fn main() -> deepviz::Result<()> {
                     match pass {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
-                        "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
-                        "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None)?,
-                        "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None)?,
-                        _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None)?,
+                        "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
+                        "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
+                        "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,
+                        _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,
                     }
                     Ok(())
                 };
@@ -251,7 +251,7 @@ fn stem(dev: &dyn Device, batch: usize, reps: usize, only_cout: Option<usize>) -
             }
             for masked in [false, true] {
                 let m = masked.then_some((mask, Act::Relu));
-                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m, Some(col)))?;
+                let ms = time_ms(dev, reps, || backward_data_as(dev, v, gy, wp, gx, &s, &g, m, Some(col), SplitK::NONE))?;
                 println!("{name:<12}{cout:>6}{:>7}{ms:>11.3}{:>10.1}", if masked { "relu" } else { "-" }, flop / ms / 1e9);
             }
         }

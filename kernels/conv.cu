@@ -57,10 +57,11 @@
 // `stage(k0, smem_a, smem_b)` fills smem_a[A_COL][A_ROW + 16 i] and smem_b (the forward's
 // weight rows as [B_ROW + 4 i][B_COL], backward data's weight columns as [A_COL][A_ROW + 16 i])
 // (zeros outside the matrices) for the slice starting at k0, called for k0 = 0, TILE_K, ...
-// in order; `row(m)` gives what `store(row, n, v)` needs for output row m, and store is called
-// once for each in-range (m, n).
+// in order from k_lo (a multiple of TILE_K) while below k_hi (a split-K part's range; the
+// whole reduction otherwise); `row(m)` gives what `store(row, n, v)` needs for output row m,
+// and store is called once for each in-range (m, n).
 template <class Stage, class Row, class Store>
-__device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_total, Stage stage, Row row, Store store) {
+__device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_lo, int k_hi, Stage stage, Row row, Store store) {
     __shared__ float smem_a[TILE_K][TILE_M + 1];  // +1: the k-fastest fill is conflict-free
     __shared__ float smem_b[TILE_K][TILE_N + 1];  // +1: so is backward data's k-fastest fill
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -70,7 +71,7 @@ __device__ __forceinline__ void dv_gemm_tile(int m_total, int n_total, int k_tot
     for (int i = 0; i < MICRO; ++i)
         for (int j = 0; j < MICRO; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < k_total; k0 += TILE_K) {
+    for (int k0 = k_lo; k0 < k_hi; k0 += TILE_K) {
         stage(k0, smem_a, smem_b);
         __syncthreads();
         for (int kk = 0; kk < TILE_K; ++kk) {
@@ -119,13 +120,18 @@ __device__ __forceinline__ void dv_stage_weight_cols(DvSmemB sb, const float* wp
 }
 
 // x [n, h, w, c], wp KKIO, bias [cout] or null, residual [n, oh, ow, cout] or null, y rows of
-// y_stride >= y_off + cout floats. Grid (ceil(M/TILE_M), ceil(og/TILE_N), groups), THREADS
-// threads; bounds are checked by the staging and by dv_gemm_tile's store.
+// y_stride >= y_off + cout floats. Grid (ceil(M/TILE_M), ceil(og/TILE_N), groups * splits),
+// THREADS threads; bounds are checked by the staging and by dv_gemm_tile's store. With
+// splits > 1, part p of the reduction goes raw into ws[p] ([n*oh*ow, cout] each; DvSplit).
 extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const float* bias,
                                           const float* residual, float* y, DV_CONV_PARAMS,
-                                          int y_stride, int y_off, int act) {
+                                          int y_stride, int y_off, int act, float* ws, int splits) {
     DV_CONV_INIT;
-    int g = blockIdx.z, m_total = d.n * d.oh * d.ow, k_total = d.kh * d.kw * d.cg;
+    DvSplit sp(splits);
+    int g = sp.z, m_total = d.n * d.oh * d.ow, k_total = d.kh * d.kw * d.cg, k_lo, k_hi;
+    sp.range(k_total, TILE_K, k_lo, k_hi);
+    if (sp.splits > 1)
+        y = sp.part_out(ws, m_total * d.cout), bias = residual = nullptr, y_stride = d.cout, y_off = 0, act = DV_ACT_NONE;
     // this thread's A rows: output pixels -> image row offset and the window's top-left corner
     int img_h[MICRO], y0[MICRO], x0[MICRO];
     for (int i = 0; i < MICRO; ++i) {
@@ -134,8 +140,7 @@ extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const
         img_h[i] = m < m_total ? t / d.oh * d.h : -1;
         y0[i] = oy * d.sh - d.pt, x0[i] = ox * d.sw - d.pl;
     }
-    DvIdx3 kp;  // A's reduction index as (ci, kx, ky)
-    kp.step(A_COL, d.cg, d.kw);
+    DvIdx3 kp = dv_idx3_at(k_lo + A_COL, d.cg, d.kw);  // A's reduction index as (ci, kx, ky)
     auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
         bool kin = k0 + A_COL < k_total;
         for (int i = 0; i < MICRO; ++i) {
@@ -150,15 +155,19 @@ extern "C" __global__ void conv2d_fwd_f32(const float* x, const float* wp, const
     auto store = [&](int m, int o, float v) {
         dv_conv_store(y, bias, residual, m, g * d.og + o, d.cout, y_stride, y_off, v, act);
     };
-    dv_gemm_tile(m_total, d.og, k_total, stage, row, store);
+    dv_gemm_tile(m_total, d.og, k_lo, k_hi, stage, row, store);
 }
 
-// gy [n, oh, ow, cout], wp KKIO, gx [n, h, w, c]. Grid (ceil(n*h*w/TILE_M), ceil(cg/TILE_N), groups).
-// K = kh*kw*og as (co, kx, ky); the stride divisibility test divides by DvDiv magic numbers.
+// gy [n, oh, ow, cout], wp KKIO, gx [n, h, w, c]. Grid (ceil(n*h*w/TILE_M), ceil(cg/TILE_N),
+// groups * splits). K = kh*kw*og as (co, kx, ky); the stride divisibility test divides by DvDiv
+// magic numbers. With splits > 1, part p goes raw (unmasked) into ws[p] (gx's shape; DvSplit).
 extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
-                                                const float* mask, int act) {
+                                                const float* mask, int act, float* ws, int splits) {
     DV_CONV_INIT;
-    int g = blockIdx.z, m_total = d.n * d.h * d.w, k_total = d.kh * d.kw * d.og;
+    DvSplit sp(splits);
+    int g = sp.z, m_total = d.n * d.h * d.w, k_total = d.kh * d.kw * d.og, k_lo, k_hi;
+    sp.range(k_total, TILE_K, k_lo, k_hi);
+    if (sp.splits > 1) gx = sp.part_out(ws, m_total * d.c), mask = nullptr;
     DvDiv div_sh(d.sh), div_sw(d.sw);
     int img_oh[MICRO], ty0[MICRO], tx0[MICRO];
     for (int i = 0; i < MICRO; ++i) {
@@ -167,8 +176,7 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
         img_oh[i] = m < m_total ? t / d.h * d.oh : -1;
         ty0[i] = iy + d.pt, tx0[i] = ix + d.pl;
     }
-    DvIdx3 ka;  // the reduction index of A's column and B's row, k0 + A_COL, as (co, kx, ky)
-    ka.step(A_COL, d.og, d.kw);
+    DvIdx3 ka = dv_idx3_at(k_lo + A_COL, d.og, d.kw);  // A's column and B's row, k0 + A_COL, as (co, kx, ky)
     auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
         bool kin = k0 + A_COL < k_total;
         for (int i = 0; i < MICRO; ++i) {
@@ -186,21 +194,24 @@ extern "C" __global__ void conv2d_bwd_data_f32(const float* gy, const float* wp,
     };
     auto row = [](int m) { return m; };
     auto store = [&](int m, int ci, float v) { dv_grad_store(gx, mask, act, m * d.c + g * d.cg + ci, v); };
-    dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
+    dv_gemm_tile(m_total, d.cg, k_lo, k_hi, stage, row, store);
 }
 
 // v2. gy, wp, gx as v1. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TILE_M), ceil(cg/TILE_N),
-// groups*sh*sw); dilation 1. One DvPhase per grid.z (conv.cuh): a dense GEMM over the phase's
-// pixels and taps, reading gy[oy = by + qy - jy], so nothing in the loops divides. A phase
-// without taps stores zeros.
+// groups*sh*sw * splits); dilation 1. One DvPhase per grid.z / splits (conv.cuh): a dense GEMM
+// over the phase's pixels and taps, reading gy[oy = by + qy - jy], so nothing in the loops
+// divides. A phase without taps stores zeros. Split-K as v1, each phase's taps split alike.
 extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,
-                                                       const float* mask, int act) {
+                                                       const float* mask, int act, float* ws, int splits) {
     DV_CONV_INIT;
-    int phases = d.sh * d.sw, g = blockIdx.z / phases;
-    DvPhase ph(d, blockIdx.z % phases);
+    DvSplit sp(splits);
+    int phases = d.sh * d.sw, g = sp.z / phases;
+    DvPhase ph(d, sp.z % phases);
     int ry = ph.ry, rx = ph.rx, hy = ph.hy, wx = ph.wx, ky0 = ph.ky0, kx0 = ph.kx0, tkx = ph.tkx, by = ph.by, bx = ph.bx;
-    int m_total = d.n * hy * wx, k_total = ph.tky * tkx * d.og;
+    int m_total = d.n * hy * wx, k_total = ph.tky * tkx * d.og, k_lo, k_hi;
     if (m_total == 0) return;  // uniform: an empty phase (more phases than input rows)
+    sp.range(k_total, TILE_K, k_lo, k_hi);
+    if (sp.splits > 1) gx = sp.part_out(ws, d.n * d.h * d.w * d.c), mask = nullptr;
     int img_oh[MICRO], oy0[MICRO], ox0[MICRO];
     for (int i = 0; i < MICRO; ++i) {
         int m = blockIdx.x * TILE_M + A_ROW + 16 * i;
@@ -208,8 +219,7 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
         img_oh[i] = m < m_total ? t / hy * d.oh : -1;
         oy0[i] = by + qy, ox0[i] = bx + qx;
     }
-    DvIdx3 ka;  // A's column and B's row, k0 + A_COL, as (co, jx, jy)
-    ka.step(A_COL, d.og, tkx);
+    DvIdx3 ka = dv_idx3_at(k_lo + A_COL, d.og, tkx);  // A's column and B's row, k0 + A_COL, as (co, jx, jy)
     auto stage = [&](int k0, DvSmemA sa, DvSmemB sb) {
         bool kin = k0 + A_COL < k_total;
         for (int i = 0; i < MICRO; ++i) {
@@ -225,7 +235,7 @@ extern "C" __global__ void conv2d_bwd_data_phased_f32(const float* gy, const flo
         return ((img * d.h + ry + d.sh * qy) * d.w + rx + d.sw * qx) * d.c + g * d.cg;
     };
     auto store = [&](int off, int ci, float v) { dv_grad_store(gx, mask, act, off + ci, v); };
-    dv_gemm_tile(m_total, d.cg, k_total, stage, row, store);
+    dv_gemm_tile(m_total, d.cg, k_lo, k_hi, stage, row, store);
 }
 
 // v3. gy, wp, gx as v1; cg <= DIRECT_CG. One warp per (input pixel, group), grid-stride over
@@ -372,7 +382,7 @@ extern "C" __global__ void conv2d_bwd_filter_f32(const float* x, const float* gy
     };
     auto row = [](int r) { return r; };
     auto store = [&](int r, int o, float v) { gwp[r * d.cout + g * d.og + o] = v; };
-    dv_gemm_tile(m_total, d.og, k_total, stage, row, store);
+    dv_gemm_tile(m_total, d.og, 0, k_total, stage, row, store);
 }
 
 // ---- depthwise: one input channel per group (c == groups), oc = ci * og + multiplier --------
@@ -488,6 +498,29 @@ extern "C" __global__ void conv2d_col2im_f32(const float* col, float* gx, DV_CON
     }
 }
 
+// Split-K's second half (DvSplit in conv.cuh): the parts' raw sums added in part order, then
+// the forward's fused epilogue (bias, residual, activation, the channel slice of y's rows) for
+// element i = m * cout + oc of the [m_total, cout] output. Grid-stride over the output.
+extern "C" __global__ void conv2d_splitk_fwd_f32(const float* ws, int splits, const float* bias, const float* residual,
+                                                 float* y, int m_total, int cout, int y_stride, int y_off, int act) {
+    int total = m_total * cout;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int p = 0; p < splits; ++p) v += ws[(long long)p * total + i];
+        int m = i / cout;
+        dv_conv_store(y, bias, residual, m, i - m * cout, cout, y_stride, y_off, v, act);
+    }
+}
+
+// ... and backward data's: gx[i] the parts' sum, masked as dv_grad_store does.
+extern "C" __global__ void conv2d_splitk_bwd_data_f32(const float* ws, int splits, float* gx, int total, const float* mask, int act) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int p = 0; p < splits; ++p) v += ws[(long long)p * total + i];
+        dv_grad_store(gx, mask, act, i, v);
+    }
+}
+
 // KKIO [K, cout] (K = kh*kw*cg) -> OHWI rows [cout, K]: the tensor-core forward's B [n][k]
 // (conv2d_fwd_*_tap_f32); i runs over the destination.
 extern "C" __global__ void conv2d_rows_weight_f32(const float* wp, float* rows, int k_total, int cout) {
@@ -512,4 +545,5 @@ extern "C" __global__ void conv2d_unpack_weight_f32(const float* wp, float* w, i
 DV_REGISTER_KERNELS(conv2d_fwd_f32, conv2d_bwd_data_f32, conv2d_bwd_data_phased_f32,
                     conv2d_bwd_data_direct_f32, conv2d_bwd_data_direct4_f32, conv2d_bwd_filter_f32,
                     dwconv2d_fwd_f32, dwconv2d_bwd_data_f32, dwconv2d_bwd_filter_f32,
-                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32, conv2d_rows_weight_f32, conv2d_col2im_f32)
+                    conv2d_repack_weight_f32, conv2d_unpack_weight_f32, conv2d_rows_weight_f32, conv2d_col2im_f32,
+                    conv2d_splitk_fwd_f32, conv2d_splitk_bwd_data_f32)

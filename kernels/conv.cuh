@@ -37,6 +37,39 @@ struct DvIdx3 {
     }
 };
 
+// A counter at index k (dividing once, outside any loop: a split-K range's start). db = 0 (a
+// stride phase without taps, whose reduction is empty, so the counter is never read) divides
+// by nothing.
+__device__ __forceinline__ DvIdx3 dv_idx3_at(int k, int da, int db) {
+    DvIdx3 r;
+    if (db > 0) {
+        int t = k / da;
+        r.a = k - t * da, r.b = t % db, r.c = t / db;
+    }
+    return r;
+}
+
+// Split-K (src/backend/cuda/conv.rs, `SplitK`): a GEMM whose grid is under a wave of the card
+// runs its reduction in `splits` parts, grid.z = z * splits + part. Each part multiplies its
+// share of the reduction's tiles and stores the raw sums into its own copy of the output in the
+// workspace `ws` (parts x the output's elements, in the output's own layout, no epilogue); the
+// conv2d_splitk_* kernels then add the parts in order and apply the epilogue. A part with no
+// tiles (a stride phase with fewer than the others) stores zeros.
+struct DvSplit {
+    int z, part, splits;
+    __device__ __forceinline__ DvSplit(int splits_) : splits(splits_ > 1 ? splits_ : 1) {
+        z = blockIdx.z / splits, part = blockIdx.z % splits;
+    }
+    // [k_lo, k_hi): this part's tiles of `tile` elements of a reduction of k_total
+    __device__ __forceinline__ void range(int k_total, int tile, int& k_lo, int& k_hi) const {
+        int tiles = (k_total + tile - 1) / tile, per = (tiles + splits - 1) / splits;
+        int lo = min(part * per, tiles), hi = min(lo + per, tiles);
+        k_lo = lo * tile, k_hi = min(hi * tile, k_total);
+    }
+    // this part's copy of an output of `len` elements
+    __device__ __forceinline__ float* part_out(float* ws, int len) const { return ws + (long long)part * len; }
+};
+
 // Stride phase p (of sh*sw) of the backward data (conv2d_bwd_data_phased_f32, conv_tc.cu): the
 // input pixels iy = ry + sh*qy, ix = rx + sw*qx (hy x wx of them per image) receive gradient only
 // through the taps ky = ky0 + sh*jy, kx = kx0 + sw*jx (tky x tkx), ky0 = (ry + pt) mod sh; with

@@ -160,22 +160,25 @@ __device__ __forceinline__ void dv_tc_slice_tf32(float (&acc)[2][4][4], const fl
     }
 }
 
-// The cp.async pipeline both stagings run: TC_STAGES - 1 slices in flight ahead of the one
-// being multiplied. `stage(buffer, kt)` issues slice kt's copies into a stage buffer, in slice
-// order; `compute(buffer)` multiplies one. Slice kt is group kt of every thread; after
-// wait_group<TC_STAGES - 2> this thread's group kt has landed, and the barrier makes everyone's
-// visible and frees the buffer of slice kt - 1. The buffers read and written are counted round.
+// The cp.async pipeline both stagings run over slices [kt_lo, kt_hi) (all of them, or a
+// split-K part's): TC_STAGES - 1 slices in flight ahead of the one being multiplied.
+// `stage(buffer, kt)` issues slice kt's copies into a stage buffer, in slice order;
+// `compute(buffer)` multiplies one. Slice kt is group kt - kt_lo of every thread; after
+// wait_group<TC_STAGES - 2> this thread's group for kt has landed, and the barrier makes
+// everyone's visible and frees the buffer of slice kt - 1. The buffers read and written are
+// counted round.
 template <class Stage, class Compute>
-__device__ __forceinline__ void dv_tc_pipeline(int slices, Stage&& stage, Compute&& compute) {
+__device__ __forceinline__ void dv_tc_pipeline(int kt_lo, int kt_hi, Stage&& stage, Compute&& compute) {
+    int slices = kt_hi - kt_lo;
     for (int s = 0; s < TC_STAGES - 1; ++s) {
-        if (s < slices) stage(s, s);
+        if (s < slices) stage(s, kt_lo + s);
         dv_cp_async_commit();
     }
     int rs = 0, ws = TC_STAGES - 1;
     for (int kt = 0; kt < slices; ++kt) {
         dv_cp_async_wait_group<TC_STAGES - 2>();
         __syncthreads();
-        if (kt + TC_STAGES - 1 < slices) stage(ws, kt + TC_STAGES - 1);
+        if (kt + TC_STAGES - 1 < slices) stage(ws, kt_lo + kt + TC_STAGES - 1);
         dv_cp_async_commit();  // possibly empty: keeps the group count in step
         compute(rs);
         rs = rs == TC_STAGES - 1 ? 0 : rs + 1, ws = ws == TC_STAGES - 1 ? 0 : ws + 1;
@@ -217,7 +220,7 @@ __device__ __forceinline__ void dv_tc_epilogue(const float (&acc)[2][4][4], cons
 
 template <int PREC, bool BWD>
 __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, const DvConv& d, int g, int m_total,
-                                           int n_total, int k_total, int ky0, int kx0, const float* bias,
+                                           int n_total, int k_total, int k_lo, int k_hi, int ky0, int kx0, const float* bias,
                                            const float* residual, float* out, int y_stride, int y_off, int act,
                                            int ry, int rx, int hy, int wx) {
     DV_DYNAMIC_SHARED(float, smem);
@@ -237,8 +240,7 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
     }
     bool vec_a = a.k_c % 4 == 0 && a.src_c % 4 == 0 && a.ch_off % 4 == 0 && dv_aligned16(a.src);
     bool vec_b = d.og % 4 == 0 && d.cout % 4 == 0 && dv_aligned16(wp);
-    DvIdx3 kp;  // the reduction index of this thread's chunk, k0 + 4*CH_K, as (ch, tx, ty)
-    kp.step(4 * CH_K, a.k_c, a.k_w);
+    DvIdx3 kp = dv_idx3_at(k_lo + 4 * CH_K, a.k_c, a.k_w);  // this thread's chunk, k0 + 4*CH_K, as (ch, tx, ty)
 
     // Stage the slice at k0 into buffer s: cp.async for whole aligned chunks, else element by
     // element (zeros outside). Advances kp by one slice.
@@ -335,7 +337,7 @@ __device__ __forceinline__ void dv_conv_tc(const DvGather& a, const float* wp, c
         }
     };
 
-    dv_tc_pipeline((k_total + TC_K - 1) / TC_K, stage, compute);
+    dv_tc_pipeline(k_lo / TC_K, (k_hi + TC_K - 1) / TC_K, stage, compute);
     dv_tc_epilogue<BWD>(acc, d, g, m_total, n_total, m0, n0, bias, residual, out, y_stride, y_off, act, ry, rx, hy, wx);
 }
 
@@ -377,7 +379,7 @@ struct DvSwizzled {  // (B is [n][k] both ways here)
 
 template <int PREC, bool BWD>
 __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* wp, const DvConv& d, int g, int m_total,
-                                               int n_total, int k_total, int ky0, int kx0, const float* bias,
+                                               int n_total, int k_total, int k_lo, int k_hi, int ky0, int kx0, const float* bias,
                                                const float* residual, float* out, int y_stride, int y_off, int act,
                                                int ry, int rx, int hy, int wx) {
     DV_DYNAMIC_SHARED(float, smem);
@@ -409,7 +411,7 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
     for (int i = 0; i < 2; ++i) {
         int n = n0 + CH_ROW + 32 * i;
         b_rows |= (unsigned)(n < n_total) << i;
-        b_off[i] = !BWD && n < n_total ? (g * d.og + n) * k_total + 4 * CH_K : 0;
+        b_off[i] = !BWD && n < n_total ? (g * d.og + n) * k_total + k_lo + 4 * CH_K : 0;
     }
     // backward: row n0 + CH_ROW's chunk in a tap's W^T (the second row is 32 * cout further)
     const int b_row0 = (n0 + CH_ROW) * d.cout + g * d.og + 4 * CH_K;
@@ -417,10 +419,11 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
     // constant steps, A then B
     const int s_at = dv_ts_rk(CH_ROW, 4 * CH_K);
 
-    // The next slice to stage: channel c0 of tap (tx, ty). Per tap: which A rows' windows hold
-    // it, and each row's chunk offset there (0 where not: with c0 added it stays inside the
-    // tensor, and src-size 0 reads nothing); backward, each B row's offset at the tap.
-    int c0 = 0, tx = 0, ty = 0, a_cur[4], b_cur[2];
+    // The next slice to stage: channel c0 of tap (tx, ty), from k_lo on. Per tap: which A rows'
+    // windows hold it, and each row's chunk offset there (0 where not: with c0 added it stays
+    // inside the tensor, and src-size 0 reads nothing); backward, each B row's offset at the tap.
+    DvIdx3 at = dv_idx3_at(k_lo, a.k_c, a.k_w);  // (k_lo = 0 where a phase has no taps)
+    int c0 = at.a, tx = at.b, ty = at.c, a_cur[4], b_cur[2];
     unsigned a_ok = 0;
     auto new_tap = [&]() {
         int dy = ty * a.dy, dx = tx * a.dx, a_tap = (dy * a.src_w + dx) * a.src_c;
@@ -487,42 +490,50 @@ __device__ __forceinline__ void dv_conv_tc_tap(const DvGather& a, const float* w
         }
     };
 
-    dv_tc_pipeline(k_total / TC_K, stage, compute);  // k_total a multiple of TC_K here
+    dv_tc_pipeline(k_lo / TC_K, k_hi / TC_K, stage, compute);  // k_total (so k_hi) a multiple of TC_K here
     dv_tc_epilogue<BWD>(acc, d, g, m_total, n_total, m0, n0, bias, residual, out, y_stride, y_off, act, ry, rx, hy, wx);
 }
 
 // Arguments as conv2d_fwd_f32 (the tap version takes the OHWI rows in wp's place). Grid
-// (ceil(n*oh*ow/TC_M), ceil(og/TC_N), groups), TC_THREADS threads, TC_SMEM_BYTES (TS_SMEM_BYTES)
-// of dynamic shared memory.
+// (ceil(n*oh*ow/TC_M), ceil(og/TC_N), groups * splits), TC_THREADS threads, TC_SMEM_BYTES
+// (TS_SMEM_BYTES) of dynamic shared memory. Split-K as conv2d_fwd_f32 (DvSplit).
 template <int PREC, bool TAP>
 __device__ __forceinline__ void dv_conv_fwd_tc(const float* x, const float* wp, const float* bias, const float* residual,
-                                               float* y, const DvConv& d, int y_stride, int y_off, int act) {
-    int g = blockIdx.z;
+                                               float* y, const DvConv& d, int y_stride, int y_off, int act, float* ws, int splits) {
+    DvSplit sp(splits);
+    int g = sp.z, m_total = d.n * d.oh * d.ow, k_total = d.kh * d.kw * d.cg, k_lo, k_hi;
+    sp.range(k_total, TC_K, k_lo, k_hi);
+    if (sp.splits > 1)
+        y = sp.part_out(ws, m_total * d.cout), bias = residual = nullptr, y_stride = d.cout, y_off = 0, act = DV_ACT_NONE;
     DvGather a = {x, d.h, d.w, d.c, g * d.cg, d.ow, d.oh, d.sh, -d.pt, d.sw, -d.pl, d.cg, d.kw, d.dh, d.dw};
     if (TAP)
-        dv_conv_tc_tap<PREC, false>(a, wp, d, g, d.n * d.oh * d.ow, d.og, d.kh * d.kw * d.cg, 0, 0, bias, residual, y,
-                                    y_stride, y_off, act, 0, 0, 0, 0);
+        dv_conv_tc_tap<PREC, false>(a, wp, d, g, m_total, d.og, k_total, k_lo, k_hi, 0, 0, bias, residual, y, y_stride,
+                                    y_off, act, 0, 0, 0, 0);
     else
-        dv_conv_tc<PREC, false>(a, wp, d, g, d.n * d.oh * d.ow, d.og, d.kh * d.kw * d.cg, 0, 0, bias, residual, y, y_stride,
-                                y_off, act, 0, 0, 0, 0);
+        dv_conv_tc<PREC, false>(a, wp, d, g, m_total, d.og, k_total, k_lo, k_hi, 0, 0, bias, residual, y, y_stride, y_off,
+                                act, 0, 0, 0, 0);
 }
 
 // Arguments as conv2d_bwd_data_f32. Grid (ceil(n*ceil(h/sh)*ceil(w/sw)/TC_M), ceil(cg/TC_N),
-// groups*sh*sw); stride 1 or dilation 1 (checked by the launch code). Phase (ry, rx) as in
-// conv2d_bwd_data_phased_f32: input pixel (ry + sh*qy, rx + sw*qx) reads gy at
-// oy = by + qy - jy*dh through tap ky = ky0 + sh*jy.
+// groups*sh*sw * splits); stride 1 or dilation 1 (checked by the launch code). Phase (ry, rx)
+// as in conv2d_bwd_data_phased_f32: input pixel (ry + sh*qy, rx + sw*qx) reads gy at
+// oy = by + qy - jy*dh through tap ky = ky0 + sh*jy. Split-K as conv2d_bwd_data_f32 (DvSplit).
 template <int PREC, bool TAP>
 __device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float* wp, float* gx, const DvConv& d,
-                                                    const float* mask, int act) {
-    int phases = d.sh * d.sw, g = blockIdx.z / phases;
-    DvPhase p(d, blockIdx.z % phases);  // with stride 1: the whole input, every tap, by = pt
+                                                    const float* mask, int act, float* ws, int splits) {
+    DvSplit sp(splits);
+    int phases = d.sh * d.sw, g = sp.z / phases;
+    DvPhase p(d, sp.z % phases);  // with stride 1: the whole input, every tap, by = pt
     if (p.hy == 0 || p.wx == 0) return;  // uniform: an empty phase
+    int k_total = p.tky * p.tkx * d.og, k_lo, k_hi;
+    sp.range(k_total, TC_K, k_lo, k_hi);
+    if (sp.splits > 1) gx = sp.part_out(ws, d.n * d.h * d.w * d.c), mask = nullptr;
     DvGather a = {gy, d.oh, d.ow, d.cout, g * d.og, p.wx, p.hy, 1, p.by, 1, p.bx, d.og, p.tkx, -d.dh, -d.dw};
     if (TAP)
-        dv_conv_tc_tap<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, mask,
+        dv_conv_tc_tap<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, k_total, k_lo, k_hi, p.ky0, p.kx0, nullptr, mask,
                                    gx, 0, 0, act, p.ry, p.rx, p.hy, p.wx);
     else
-        dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, p.tky * p.tkx * d.og, p.ky0, p.kx0, nullptr, mask, gx,
+        dv_conv_tc<PREC, true>(a, wp, d, g, d.n * p.hy * p.wx, d.cg, k_total, k_lo, k_hi, p.ky0, p.kx0, nullptr, mask, gx,
                                0, 0, act, p.ry, p.rx, p.hy, p.wx);
 }
 
@@ -535,15 +546,16 @@ __device__ __forceinline__ void dv_conv_bwd_data_tc(const float* gy, const float
 #define DV_TC_TAP_BOUNDS __launch_bounds__(TC_THREADS, 2)
 #define DV_TC_FWD(name, PREC, TAP, BOUNDS)                                                                        \
     extern "C" __global__ void BOUNDS name(const float* x, const float* wp, const float* bias, const float* residual, \
-                                           float* y, DV_CONV_PARAMS, int y_stride, int y_off, int act) {          \
+                                           float* y, DV_CONV_PARAMS, int y_stride, int y_off, int act,            \
+                                           float* ws, int splits) {                                              \
         DV_CONV_INIT;                                                                                          \
-        dv_conv_fwd_tc<PREC, TAP>(x, wp, bias, residual, y, d, y_stride, y_off, act);                          \
+        dv_conv_fwd_tc<PREC, TAP>(x, wp, bias, residual, y, d, y_stride, y_off, act, ws, splits);             \
     }
 #define DV_TC_BWD(name, PREC, TAP, BOUNDS)                                                                        \
     extern "C" __global__ void BOUNDS name(const float* gy, const float* wp, float* gx, DV_CONV_PARAMS,          \
-                                           const float* mask, int act) {                                         \
+                                           const float* mask, int act, float* ws, int splits) {                 \
         DV_CONV_INIT;                                                                                          \
-        dv_conv_bwd_data_tc<PREC, TAP>(gy, wp, gx, d, mask, act);                                              \
+        dv_conv_bwd_data_tc<PREC, TAP>(gy, wp, gx, d, mask, act, ws, splits);                                  \
     }
 DV_TC_FWD(conv2d_fwd_tf32_f32, DV_TF32, false, DV_TC_GATHER_BOUNDS)
 DV_TC_FWD(conv2d_fwd_bf16_f32, DV_BF16, false, DV_TC_GATHER_BOUNDS)

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_close, assert_close_each, rel_rms, seeded};
-use deepviz::backend::cuda::conv::{BackwardData, TcStaging};
+use deepviz::backend::cuda::conv::{BackwardData, SplitK, TcStaging};
 use deepviz::backend::cuda::{self, conv::ConvShape, pool::Nhwc};
 use deepviz::backend::{Act, Conv2dGeom, LrnGeom, Pool2dGeom, Precision};
 use deepviz::device::{Device, DevicePtr};
@@ -457,7 +457,7 @@ fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk
     let col = scratch(d, v, s, g);
     for a in [Act::Relu, Act::Relu6] {
         let fresh = out(d, plain.len());
-        cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a)), col).unwrap();
+        cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, s, g, Some((mp, a)), col, SplitK::NONE).unwrap();
         let got = get(d, fresh, plain.len());
         let want: Vec<f32> = plain.iter().zip(&mask).map(|(&p, &m)| p * if a == Act::Relu { !(m <= 0.0) as u8 as f32 } else { !(m <= 0.0 || m >= 6.0) as u8 as f32 }).collect();
         let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
@@ -465,7 +465,7 @@ fn check_masked(d: &dyn Device, what: &str, v: BackwardData, gyp: DevicePtr, wpk
         d.free(fresh);
     }
     // only ReLU / ReLU6 masks exist
-    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, mp, s, g, Some((mp, Act::Silu)), col).is_err());
+    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, mp, s, g, Some((mp, Act::Silu)), col, SplitK::NONE).is_err());
     d.free(mp);
     col.into_iter().for_each(|c| d.free(c));
 }
@@ -528,7 +528,7 @@ fn conv_forward_backward_all_paths() {
             // loop runs both)
             let engine = cuda::conv::backward_data_version(&s, &g, Precision::F32);
             let col = scratch(d, engine, &s, &g);
-            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, col).unwrap();
+            cuda::conv::backward_data(d, Precision::F32, gyp, wpk, gxp, &s, &g, None, col, SplitK::NONE).unwrap();
             col.into_iter().for_each(|c| d.free(c));
             let plain = get(d, gxp, x.len());
             let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
@@ -544,12 +544,12 @@ fn conv_forward_backward_all_paths() {
                 assert_eq!(applies, v.applies(&s, &g), "{what}: {v:?}");
                 let col = scratch(d, v, &s, &g);
                 if !applies {
-                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, col).is_err(), "{what}: {v:?} accepted");
+                    assert!(cuda::conv::backward_data_as(d, v, gyp, wpk, gxp, &s, &g, None, col, SplitK::NONE).is_err(), "{what}: {v:?} accepted");
                     col.into_iter().for_each(|c| d.free(c));
                     continue;
                 }
                 let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
-                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, col).unwrap();
+                cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, col, SplitK::NONE).unwrap();
                 col.into_iter().for_each(|c| d.free(c));
                 let plain = get(d, fresh, x.len());
                 let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
@@ -598,23 +598,23 @@ fn conv_fused_residual_activation_and_concat_slices() {
             cuda::conv::repack_weight(d, wo2, wk2, s.cout, cg, s.kh, s.kw).unwrap();
 
             let y = out(d, pix * s.cout);
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), Some(rp), y, s.cout, 0, &s, &g, Some(act), SplitK::NONE).unwrap();
             let got = to_nchw(&get(d, y, pix * s.cout), s.n, s.cout, oh * ow);
             assert_close(&format!("{what}.residual"), &got, &f32s(&want), 1e-5, 1e-4);
 
             // separately: A = conv(w1) + bias, B = act(conv(w2) + residual)
             let (ya, yb) = (out(d, pix * s.cout), out(d, pix * s.cout));
             cuda::conv::forward(d, Precision::F32, xp, wk1, None, Some(bp), ya, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), yb, s.cout, 0, &s, &g, Some(act), SplitK::NONE).unwrap();
             let (ya, yb) = (get(d, ya, pix * s.cout), get(d, yb, pix * s.cout));
             // into adjacent slices of one tensor
             let cat = put(d, &vec![SENTINEL; pix * stride]);
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), None, cat, stride, 0, &s, &g, None).unwrap();
-            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act)).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, Some(bp), None, cat, stride, 0, &s, &g, None, SplitK::NONE).unwrap();
+            cuda::conv::forward_fused(d, Precision::F32, xp, wk2, None, None, Some(rp), cat, stride, s.cout, &s, &g, Some(act), SplitK::NONE).unwrap();
             let want_cat: Vec<f32> = (0..pix).flat_map(|p| ya[p * s.cout..(p + 1) * s.cout].iter().chain(&yb[p * s.cout..(p + 1) * s.cout]).copied().chain([SENTINEL])).collect();
             assert_close(&format!("{what}.concat"), &get(d, cat, pix * stride), &want_cat, 0.0, 0.0);
 
-            let err = cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, None, None, cat, stride, s.cout + 2, &s, &g, None);
+            let err = cuda::conv::forward_fused(d, Precision::F32, xp, wk1, None, None, None, cat, stride, s.cout + 2, &s, &g, None, SplitK::NONE);
             assert!(err.is_err(), "{what}: a slice past the row must be refused");
         }
     }
@@ -754,7 +754,7 @@ fn conv_tensor_cores_within_format_tolerance() {
                     }
                     let what = format!("{}.conv_tc_{what}.{prec}.{staging:?}", d.name());
                     let y = put(d, &vec![SENTINEL; pix * stride]);
-                    let fwd = cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act));
+                    let fwd = cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(act), SplitK::NONE);
                     if staging == TcStaging::Tap && TcStaging::forward(&s, &g) == TcStaging::Gather {
                         let e = fwd.unwrap_err().to_string();
                         assert!(e.contains("tap-slice") && e.contains("multiple of 32"), "{what}.fwd: {e}");
@@ -781,12 +781,12 @@ fn conv_tensor_cores_within_format_tolerance() {
                     let fresh = out(d, x.len()); // NaN-filled on the emulator: every element must be written
                     if !v.applies(&s, &g) {
                         assert_eq!((staging, TcStaging::backward(&s, &g)), (TcStaging::Tap, TcStaging::Gather), "{what}");
-                        let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
+                        let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None, SplitK::NONE).unwrap_err().to_string();
                         assert!(e.contains("tap slices"), "{what}.bwd_data: {e}");
                         d.free(fresh);
                         continue;
                     }
-                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap();
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None, SplitK::NONE).unwrap();
                     let plain = get(d, fresh, x.len());
                     check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
                     let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
@@ -813,13 +813,13 @@ fn conv_tensor_cores_within_format_tolerance() {
                 let fresh = out(d, x.len());
                 if !v.applies(&s, &g) {
                     assert!(g.groups > 1 || s.cout % 32 != 0, "{what}: refused");
-                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
+                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None, SplitK::NONE).unwrap_err().to_string();
                     assert!(e.contains("column-matrix"), "{what}: {e}");
                 } else {
                     let col = out(d, cuda::conv::col2im_len(&s, &g).unwrap());
-                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None).unwrap_err().to_string();
+                    let e = cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, None, SplitK::NONE).unwrap_err().to_string();
                     assert!(e.contains("none was given"), "{what}: {e}");
-                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, Some(col)).unwrap();
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, fresh, &s, &g, None, Some(col), SplitK::NONE).unwrap();
                     let plain = get(d, fresh, x.len());
                     check_masked(d, &what, v, gyp, wpk, &s, &g, &plain);
                     let got = to_nchw(&plain, s.n, s.c, s.h * s.w);
@@ -832,11 +832,118 @@ fn conv_tensor_cores_within_format_tolerance() {
                 }
                 d.free(fresh);
             }
-            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None, None).is_err());
+            assert!(cuda::conv::backward_data_as(d, BackwardData::TensorCore(Precision::F32, TcStaging::Gather), gyp, wpk, xp, &s, &g, None, None, SplitK::NONE).is_err());
             for p in [xp, wo, wpk, rows, bp, rp, gyp] {
                 d.free(p);
             }
         }
+    }
+}
+
+/// Split-K (`SplitK`, `DvSplit`): every GEMM kernel run in 2, 3 and 7 parts gives its one-part
+/// result up to the summation order (2^-20 relative of the terms' size), with the whole fused
+/// epilogue (bias, residual, activation, a channel slice of wider rows, the rest untouched)
+/// and, going back, the ReLU6 mask; every gx element written (NaN-filled outputs on the
+/// emulator), parts of the stride phases with fewer taps than the others included (they hold
+/// zeros), and phases with none. Misuse is refused: no workspace, too many parts, a version that does not split.
+/// And the engine splits resnet50's stage-4 layers at batch 1, and not at batch 64.
+#[test]
+fn conv_split_k_equals_one_part() {
+    let geom = |stride, pad, dilation, groups| Conv2dGeom { stride, pad, dilation, groups };
+    let cases = [
+        ("3x3_s1", ConvShape { n: 1, h: 5, w: 6, c: 96, cout: 72, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], [1, 1], 1)),
+        ("3x3_s2_phases", ConvShape { n: 2, h: 7, w: 6, c: 64, cout: 64, kh: 3, kw: 3 }, geom([2, 2], [1, 1, 1, 1], [1, 1], 1)),
+        ("3x3_dil2_grouped", ConvShape { n: 1, h: 6, w: 7, c: 72, cout: 96, kh: 3, kw: 3 }, geom([1, 1], [2, 1, 2, 2], [2, 2], 2)),
+        ("1x1_odd", ConvShape { n: 1, h: 3, w: 5, c: 200, cout: 33, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], [1, 1], 1)),
+        // three of its four stride phases have no taps at all
+        ("1x1_s2", ConvShape { n: 1, h: 7, w: 9, c: 160, cout: 64, kh: 1, kw: 1 }, geom([2, 2], [0, 0, 0, 0], [1, 1], 1)),
+    ];
+    for (what, s, g) in cases {
+        let (oh, ow) = s.out_hw(&g).unwrap();
+        let (cg, pix) = (s.c / g.groups, s.n * oh * ow);
+        let x = seeded(80, s.n * s.h * s.w * s.c);
+        let w = seeded(81, s.cout * cg * s.kh * s.kw);
+        let (b, res, gy) = (seeded(82, s.cout), seeded(83, pix * s.cout), seeded(84, pix * s.cout));
+        let mask: Vec<f32> = seeded(85, x.len()).iter().map(|&m| m * 9.0 + 2.0).collect();
+        let stride = s.cout + 3;
+        for dev in devices() {
+            let d = dev.as_ref();
+            let (xp, wo, wpk, rows, bp, rp, gyp, mp) = (put(d, &x), put(d, &w), out(d, w.len()), out(d, w.len()), put(d, &b), put(d, &res), put(d, &gy), put(d, &mask));
+            cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
+            cuda::conv::rows_weight(d, wpk, rows, s.cout, cg, s.kh, s.kw).unwrap();
+            let ws = out(d, 7 * (pix * s.cout).max(x.len()));
+            let close = |what: &str, got: &[f32], want: &[f32]| {
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert_close(what, got, want, scale * 2f32.powi(-20), 2f32.powi(-20));
+            };
+            let mut fwd: Vec<(Precision, TcStaging)> = vec![(Precision::F32, TcStaging::Gather), (Precision::F32, TcStaging::Tap)];
+            fwd.extend([Precision::Tf32, Precision::Bf16].into_iter().flat_map(|p| [(p, TcStaging::Gather), (p, TcStaging::Tap)]));
+            for (prec, staging) in fwd {
+                if staging == TcStaging::Tap && TcStaging::forward(&s, &g) != staging {
+                    continue;
+                }
+                let what = format!("{}.splitk_{what}.fwd.{prec}.{staging:?}", d.name());
+                let run = |split: SplitK| {
+                    let y = put(d, &vec![-3.5; pix * stride]);
+                    cuda::conv::forward_fused_as(d, prec, staging, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
+                    let v = get(d, y, pix * stride);
+                    d.free(y);
+                    v
+                };
+                let one = run(SplitK::NONE);
+                for parts in [2, 3, 7] {
+                    let got = run(SplitK { parts, ws });
+                    assert!(got.iter().all(|v| v.is_finite()), "{what}: {parts} parts left an element unwritten");
+                    close(&format!("{what}.parts{parts}"), &got, &one);
+                    let spare = |v: &[f32]| (0..pix).flat_map(|p| [v[p * stride], v[p * stride + stride - 2], v[p * stride + stride - 1]]).collect::<Vec<_>>();
+                    assert_eq!(spare(&got), vec![-3.5; 3 * pix], "{what}: channels outside the slice");
+                }
+            }
+            let mut bwd = vec![BackwardData::Gemm, BackwardData::Phased, BackwardData::TensorCore(Precision::F32, TcStaging::Tap)];
+            bwd.extend([Precision::Tf32, Precision::Bf16].into_iter().flat_map(|p| [BackwardData::TensorCore(p, TcStaging::Gather), BackwardData::TensorCore(p, TcStaging::Tap)]));
+            for v in bwd {
+                if !v.applies(&s, &g) {
+                    continue;
+                }
+                let what = format!("{}.splitk_{what}.bwd_data.{v:?}", d.name());
+                let run = |split: SplitK| {
+                    let gx = out(d, x.len()); // NaN-filled on the emulator
+                    cuda::conv::backward_data_as(d, v, gyp, wpk, gx, &s, &g, Some((mp, Act::Relu6)), None, split).unwrap();
+                    let r = get(d, gx, x.len());
+                    d.free(gx);
+                    r
+                };
+                let one = run(SplitK::NONE);
+                for parts in [2, 3, 7] {
+                    let got = run(SplitK { parts, ws });
+                    assert!(got.iter().all(|v| v.is_finite()), "{what}: {parts} parts left an element unwritten");
+                    close(&format!("{what}.parts{parts}"), &got, &one);
+                }
+            }
+            // misuse
+            let y = out(d, pix * s.cout);
+            let e = cuda::conv::forward_fused_as(d, Precision::F32, TcStaging::Gather, xp, wpk, None, None, None, y, s.cout, 0, &s, &g, None, SplitK { parts: 2, ws: DevicePtr(0) }).unwrap_err().to_string();
+            assert!(e.contains("workspace"), "{e}");
+            let e = cuda::conv::forward_fused_as(d, Precision::F32, TcStaging::Gather, xp, wpk, None, None, None, y, s.cout, 0, &s, &g, None, SplitK { parts: 17, ws }).unwrap_err().to_string();
+            assert!(e.contains("parts"), "{e}");
+            let gx = out(d, x.len());
+            let e = cuda::conv::backward_data_as(d, BackwardData::Direct, gyp, wpk, gx, &s, &g, None, None, SplitK { parts: 2, ws }).unwrap_err().to_string();
+            assert!(e.contains("does not split"), "{e}");
+            for p in [xp, wo, wpk, rows, bp, rp, gyp, mp, ws, y, gx] {
+                d.free(p);
+            }
+        }
+    }
+    // the engine's choice on a card of 132 SMs (what the emulator answers)
+    let dev = deepviz::device::emu::EmuDevice::new();
+    let g3 = geom([1, 1], [1, 1, 1, 1], [1, 1], 1);
+    for prec in Precision::ALL {
+        let stage4 = |n| ConvShape { n, h: 7, w: 7, c: 512, cout: 512, kh: 3, kw: 3 };
+        let parts = cuda::conv::forward_parts(&dev, prec, true, &stage4(1), &g3);
+        assert!((8..=16).contains(&parts), "{prec}: resnet50's stage-4 3x3 at batch 1 in {parts} parts");
+        assert_eq!(cuda::conv::forward_parts(&dev, prec, true, &stage4(64), &g3), 1, "{prec}: batch 64 fills the card");
+        let v = cuda::conv::backward_data_version(&stage4(1), &g3, prec);
+        assert!(cuda::conv::backward_data_parts(&dev, v, &stage4(1), &g3) >= 8, "{prec}: {v:?} at batch 1");
     }
 }
 
@@ -859,7 +966,7 @@ fn conv_refuses_tensors_past_int32() {
         for prec in Precision::ALL {
             let e = cuda::conv::forward(d, prec, p, p, Some(p), None, p, &big, &g, None).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
-            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None, None).unwrap_err();
+            let e = cuda::conv::backward_data(d, prec, p, p, p, &big, &g, None, None, SplitK::NONE).unwrap_err();
             assert!(e.to_string().contains("32 bits"), "{e}");
         }
     }

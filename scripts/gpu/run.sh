@@ -194,7 +194,7 @@ if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then
     && record "torch baseline batch 1" ok || record "torch baseline batch 1" "FAILED or cut short (see log)"
   cp "$tb/baseline.jsonl" "$OUT/torch_baseline.jsonl" 2>/dev/null
   step "deepviz vs PyTorch ($dev)"
-  if set -o pipefail; timeout 170 "$here/bin/compare_torch" "$tb" --device "$dev" --batches 1,8,64 --ungraphed-batches 1,8 --iters 5 --precisions fp32,tf32,bf16 --json "$OUT/deepviz.jsonl" 2>&1 | tee -a "$log"; then
+  if set -o pipefail; timeout 170 "$here/bin/compare_torch" "$tb" --device "$dev" --batches 1,8,64 --ungraphed-batches 1,8 --unsplit-batches 1 --iters 5 --precisions fp32,tf32,bf16 --json "$OUT/deepviz.jsonl" 2>&1 | tee -a "$log"; then
     record "compare vs torch" "ok (<= 1e-3 rel RMS; saliency: or 3x its self-sensitivity)"
   else
     record "compare vs torch" "some above 1e-3 rel RMS, or cut short (see log)"
@@ -221,11 +221,18 @@ def best(o, mode="eager"):
 ratio = lambda t, m: f"{t / m:.2f}x" if t else "-"
 print("speed = PyTorch's time / deepviz's (above 1: deepviz faster); graph: PyTorch captured in a CUDA graph")
 print(f"{'model':<20}{'job':<12}{'dtype':>6}{'batch':>6}{'deepviz ms':>12}{'torch ms':>10}{'speed':>8}{'vs graph':>10}")
-graphed = [o for o in ours if o.get("graphs", True)]
+graphed = [o for o in ours if o.get("graphs", True) and o.get("split_k", True)]
 for o in graphed:
     t, g = best(o), best(o, "graph")
     print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{o['median_ms']:>12.2f}{(t or float('nan')):>10.2f}{ratio(t, o['median_ms']):>8}{ratio(g, o['median_ms']):>10}")
 plain = {(o["model"], o["job"], o.get("dtype"), o["batch"]): o["median_ms"] for o in ours if not o.get("graphs", True)}
+unsplit = {(o["model"], o["job"], o.get("dtype"), o["batch"]): o["median_ms"] for o in ours if not o.get("split_k", True)}
+if unsplit:
+    print("deepviz with split-K against the same without (ms; speed-up; below 1: split-K costs)")
+    for o in graphed:
+        u = unsplit.get((o["model"], o["job"], o.get("dtype"), o["batch"]))
+        if u:
+            print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{u:>10.2f} -> {o['median_ms']:>8.2f}{u / o['median_ms']:>7.2f}x")
 if plain:
     print("deepviz with CUDA graphs against the same kernels launched one by one (ms; speed-up)")
     for o in graphed:

@@ -65,6 +65,8 @@ pub struct CudaDevice {
     stream: sys::CUstream,
     /// during a capture: kernels recorded so far, and the last one's name
     capturing: Mutex<Option<(usize, String)>>,
+    /// streaming multiprocessors
+    sms: usize,
 }
 
 /// A CUDA graph captured from the device's stream, instantiated and ready to launch.
@@ -180,6 +182,7 @@ impl CudaDevice {
             attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
         );
+        let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         // SAFETY: `dev` came from cuDeviceGet; released in Drop (or below on failure).
         let ctx = guarded("cuDevicePrimaryCtxRetain", || unsafe { cu::primary_ctx::retain(dev) })?;
         let mut device = CudaDevice {
@@ -191,6 +194,7 @@ impl CudaDevice {
             last_kernel: Mutex::new(None),
             stream: std::ptr::null_mut(),
             capturing: Mutex::new(None),
+            sms,
             name: format!("{gpu} (CUDA device {ordinal}, sm_{major}{minor}, driver {})", version_string(version)),
         };
         device.bind()?;
@@ -368,6 +372,10 @@ impl Device for CudaDevice {
 
     fn memory(&self) -> Option<(usize, usize)> {
         self.mem_info().ok()
+    }
+
+    fn multiprocessors(&self) -> usize {
+        self.sms
     }
 
     fn free(&self, ptr: DevicePtr) {

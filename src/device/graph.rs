@@ -326,6 +326,9 @@ impl<D: Capture> Device for Graphed<D> {
     fn memory(&self) -> Option<(usize, usize)> {
         self.inner.memory()
     }
+    fn multiprocessors(&self) -> usize {
+        self.inner.multiprocessors()
+    }
     fn free(&self, ptr: DevicePtr) {
         let mut q = self.q();
         // a free that cannot flush first would free under queued work: keep the buffer then

@@ -119,4 +119,10 @@ pub trait Device: Send + Sync {
     /// fresh memory (the emulator's NaN fill) poisons them again, so an unwritten output still
     /// shows.
     fn reused(&self, _ptr: DevicePtr, _bytes: usize) {}
+    /// Streaming multiprocessors: what a grid must cover to fill the card (the launch code's
+    /// split-K choice reads it). Devices that run no card (the emulator, the recorder) answer
+    /// as an H200 does ([`record::SMS`]), so that they launch what the lent card would.
+    fn multiprocessors(&self) -> usize {
+        record::SMS as usize
+    }
 }

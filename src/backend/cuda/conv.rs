@@ -34,6 +34,8 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("conv2d", "unpack_weight"),
     ("conv2d", "rows_weight"),
     ("conv2d", "col2im"),
+    ("conv2d", "splitk_fwd"),
+    ("conv2d", "splitk_bwd_data"),
     ("conv2d", "fwd_tf32"),
     ("conv2d", "fwd_bf16"),
     ("conv2d", "bwd_data_tf32"),
@@ -66,6 +68,115 @@ const DIRECT_CG: usize = 4;
 /// Channels per block and rows of threads of `dwconv2d_bwd_filter_f32` (`DW_*` in conv.cu).
 const DW_CHANNELS: u32 = 32;
 const DW_ROWS: u32 = 8;
+
+/// Least reduction a split-K part multiplies (elements of K): 8 of the plain kernels' TILE_K
+/// steps, 4 of the tensor cores' TC_K slices (with their 2 slices of pipeline fill).
+const SPLIT_MIN_K: usize = 128;
+/// Most parts a reduction is split into.
+const SPLIT_MAX: usize = 16;
+/// Most floats of split-K workspace one launch takes (64 MiB): parts x the output.
+const SPLIT_MAX_FLOATS: usize = 16 << 20;
+
+/// Split-K for one GEMM launch (`DvSplit` in kernels/conv.cuh): the reduction runs in `parts`
+/// parts, each block multiplying its part's share of the K tiles into its own copy of the
+/// output in `ws` (`parts` x the output's elements, f32), and `conv2d_splitk_*` adds the
+/// parts in order and applies the epilogue (bias, residual, activation, channel slice; going
+/// back, the mask). The sum is deterministic but in a different order than one part's, so the
+/// last bits differ from the unsplit launch.
+///
+/// What it is for: a layer whose grid is under a wave of the card. resnet50 at batch 1 gives its
+/// stage-4 3x3 convolutions 8 blocks of 128 x 64 (7 x 7 pixels, 512 channels) on a card of 132
+/// SMs; split 16 ways they take 128. [`forward_parts`] and [`backward_data_parts`] choose:
+/// as many parts as fill the card once at one block an SM (`SMs / blocks`, rounded down, so a
+/// grid of more than half a wave is left alone), each at least 128 of K, at most 16, and at most
+/// 64 MiB of workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitK {
+    /// parts of the reduction (1: no split, `ws` unused)
+    pub parts: usize,
+    /// the workspace, `parts * output elements` floats (see [`SplitK::ws_len`])
+    pub ws: DevicePtr,
+}
+
+impl SplitK {
+    /// No split: one part writes the output through its epilogue.
+    pub const NONE: SplitK = SplitK { parts: 1, ws: DevicePtr(0) };
+
+    /// Floats of workspace `parts` parts of an output of `out_len` elements need (0 for one).
+    pub fn ws_len(parts: usize, out_len: usize) -> usize {
+        if parts > 1 {
+            parts * out_len
+        } else {
+            0
+        }
+    }
+
+    /// Parts for a grid of `blocks` over a reduction of `k` elements in tiles of `tile`, on a
+    /// device of `sms` multiprocessors, with an output of `out_len` elements; normalised so
+    /// that every part has tiles (`ceil(tiles / ceil(tiles / parts))`).
+    fn choose(sms: usize, blocks: usize, k: usize, tile: usize, out_len: usize) -> usize {
+        let tiles = k.div_ceil(tile);
+        let by_k = k / SPLIT_MIN_K;
+        let by_ws = SPLIT_MAX_FLOATS / out_len.max(1);
+        let parts = (sms / blocks.max(1)).min(by_k).min(by_ws).min(SPLIT_MAX).max(1);
+        if parts == 1 || tiles == 0 {
+            return 1;
+        }
+        tiles.div_ceil(tiles.div_ceil(parts))
+    }
+
+    fn args(self) -> [Arg; 2] {
+        [ptr(self.ws), Arg::I32(self.parts as i32)]
+    }
+
+    /// Whether `ws` may hold this many parts of `out_len` (the launch code's check).
+    fn check(self, out_len: usize) -> Result<()> {
+        if self.parts == 0 || self.parts > SPLIT_MAX {
+            return Err(Error::InvalidArgument(format!("conv2d: split-K into {} parts (1 to {SPLIT_MAX})", self.parts)));
+        }
+        if self.parts > 1 && self.ws.0 == 0 {
+            return Err(Error::InvalidArgument(format!("conv2d: split-K into {} parts needs its workspace of {} floats; none was given", self.parts, self.parts * out_len)));
+        }
+        Ok(())
+    }
+}
+
+/// The engine's split-K parts for the forward convolution [`forward_fused`] would launch with
+/// these weights (`rows`: whether the OHWI rows are there for the tap slices) on `dev`: 1
+/// where its grid fills the card or the convolution is depthwise.
+pub fn forward_parts(dev: &dyn Device, prec: Precision, rows: bool, s: &ConvShape, g: &Conv2dGeom) -> usize {
+    let Ok((oh, ow)) = s.out_hw(g) else { return 1 };
+    if s.depthwise(g) {
+        return 1;
+    }
+    let (m, og, k) = (s.n * oh * ow, s.cout / g.groups.max(1), s.kh * s.kw * (s.c / g.groups.max(1)));
+    let staging = if rows { TcStaging::forward(s, g) } else { TcStaging::Gather };
+    let tc = prec != Precision::F32 || staging == TcStaging::Tap;
+    let (cfg, tile) = if tc { (tc_cfg(m, og, g.groups, staging), TC_K) } else { (gemm_cfg(m, og, g.groups), TILE_K) };
+    let blocks = cfg.grid.iter().map(|&d| d as usize).product();
+    SplitK::choose(dev.multiprocessors(), blocks, k, tile, m * s.cout)
+}
+
+/// The engine's split-K parts for backward data by version `v` (the GEMM versions: v1, v2 and
+/// the tensor cores'; 1 for the others), as [`forward_parts`]. The stride phases' reductions
+/// differ: the largest decides, and a part of a smaller phase may be empty (it stores zeros).
+pub fn backward_data_parts(dev: &dyn Device, v: BackwardData, s: &ConvShape, g: &Conv2dGeom) -> usize {
+    let (cg, og) = (s.c / g.groups.max(1), s.cout / g.groups.max(1));
+    let [sh, sw] = g.stride;
+    let taps = phases(s, g).iter().map(|&(_, t)| t).max().unwrap_or(0);
+    let (cfg, k, tile) = match v {
+        BackwardData::Gemm => (gemm_cfg(s.n * s.h * s.w, cg, g.groups), s.kh * s.kw * og, TILE_K),
+        BackwardData::Phased => {
+            let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
+            cfg.grid[2] *= (sh * sw) as u32;
+            (cfg, taps * og, TILE_K)
+        }
+        BackwardData::TensorCore(_, st) => (tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw, st), taps * og, TC_K),
+        _ => return 1,
+    };
+    let blocks = cfg.grid.iter().map(|&d| d as usize).product();
+    SplitK::choose(dev.multiprocessors(), blocks, k, tile, s.n * s.h * s.w * s.c)
+}
 
 /// The shapes of one convolution: input NHWC `[n, h, w, c]`, weight `cout x (c/groups) x kh x kw`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,7 +368,7 @@ fn tc_macs(m: usize, n: usize, k: usize, groups: usize) -> u64 {
 /// tensor-core forward staged by tap slices reads (without them it gathers).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, rows: Option<DevicePtr>, bias: Option<DevicePtr>, y: DevicePtr, s: &ConvShape, g: &Conv2dGeom, act: Option<Act>) -> Result<()> {
-    forward_fused(dev, prec, x, wp, rows, bias, None, y, s.cout, 0, s, g, act)
+    forward_fused(dev, prec, x, wp, rows, bias, None, y, s.cout, 0, s, g, act, SplitK::NONE)
 }
 
 /// The forward conv with its whole epilogue fused: act(conv(x, w) + bias + residual), written
@@ -271,7 +382,8 @@ pub fn forward(dev: &dyn Device, prec: Precision, x: DevicePtr, wp: DevicePtr, r
 ///
 /// `prec` other than f32 runs the tensor-core kernel, and f32 with weight rows and tap slices
 /// does too as 3xTF32 (depthwise convolutions stay on the direct f32 kernel: they have no GEMM to
-/// speak of).
+/// speak of). `split`: [`SplitK::NONE`], or the parts [`forward_parts`] gives with their
+/// workspace.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_fused(
     dev: &dyn Device,
@@ -287,9 +399,10 @@ pub fn forward_fused(
     s: &ConvShape,
     g: &Conv2dGeom,
     act: Option<Act>,
+    split: SplitK,
 ) -> Result<()> {
     let staging = if rows.is_some() { TcStaging::forward(s, g) } else { TcStaging::Gather };
-    forward_fused_as(dev, prec, staging, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act)
+    forward_fused_as(dev, prec, staging, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
@@ -311,6 +424,7 @@ pub fn forward_fused_as(
     s: &ConvShape,
     g: &Conv2dGeom,
     act: Option<Act>,
+    split: SplitK,
 ) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     if y_off + s.cout > y_stride {
@@ -323,12 +437,17 @@ pub fn forward_fused_as(
     let mut args = vec![ptr(x), ptr(wp), opt_ptr(bias), opt_ptr(residual), ptr(y)];
     args.extend(conv_args(s, g, oh, ow));
     args.extend([int(y_stride), int(y_off), Arg::I32(act_code(act))]);
+    let m = s.n * oh * ow;
+    split.check(m * s.cout)?;
+    if split.parts > 1 && s.depthwise(g) {
+        return Err(Error::InvalidArgument("conv2d: the depthwise kernels do not split K".into()));
+    }
     let useful = conv_macs(s, g, oh, ow);
     if s.depthwise(g) {
         dev.account("dwconv2d_fwd", useful, useful);
         // SAFETY: `dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
         // const float* residual, float* y, DV_CONV_PARAMS, long long y_stride, long long y_off,
-        // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
+        // int act)` (the split arguments after them unread); the grid-stride loop writes channels [y_off, y_off + cout) of every one of
         // the n*oh*ow rows of y (checked above to fit its y_stride).
         launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
     } else if prec != Precision::F32 || staging == TcStaging::Tap {
@@ -343,21 +462,57 @@ pub fn forward_fused_as(
         }
         staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
+        let mut cfg = tc_cfg(m, og, g.groups, staging);
+        cfg.grid[2] *= split.parts as u32;
+        args.extend(split.args());
         // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32` / `conv2d_fwd_tf32x3_tap_f32` (same
         // signature as conv2d_fwd_f32); the
         // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
         // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
         // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
         // version's conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte
-        // aligned x and rows) were checked just above.
-        launch(dev, "conv2d", &staging.variant("fwd", prec), tc_cfg(m, og, g.groups, staging), &args)
+        // aligned x and rows) were checked just above. Split: see below.
+        launch(dev, "conv2d", &staging.variant("fwd", prec), cfg, &args)?;
+        splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
     } else {
-        dev.account("conv2d_fwd", gemm_macs(s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
-        // SAFETY: `conv2d_fwd_f32(same signature)`; the grid covers M = n*oh*ow by
-        // og = cout/groups per group (grid.z), and every in-range (m, o) is stored once, at
-        // y[m * y_stride + y_off + g * og + o].
-        launch(dev, "conv2d", "fwd", gemm_cfg(s.n * oh * ow, s.cout / g.groups, g.groups), &args)
+        dev.account("conv2d_fwd", gemm_macs(m, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
+        let mut cfg = gemm_cfg(m, s.cout / g.groups, g.groups);
+        cfg.grid[2] *= split.parts as u32;
+        args.extend(split.args());
+        // SAFETY: `conv2d_fwd_f32(same signature, then float* ws, int splits)`; the grid
+        // covers M = n*oh*ow by og = cout/groups per group (grid.z / parts), and every in-range
+        // (m, o) is stored once, at y[m * y_stride + y_off + g * og + o] — or, split, by each
+        // part at ws[part][m * cout + g * og + o] (`check`: ws given; its length the caller's
+        // parts x m x cout, as forward_parts / SplitK::ws_len say).
+        launch(dev, "conv2d", "fwd", cfg, &args)?;
+        splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
     }
+}
+
+/// Split-K's sum into y with the forward epilogue (nothing to do with one part).
+#[allow(clippy::too_many_arguments)]
+fn splitk_forward(dev: &dyn Device, split: SplitK, bias: Option<DevicePtr>, residual: Option<DevicePtr>, y: DevicePtr, m: usize, cout: usize, y_stride: usize, y_off: usize, act: Option<Act>) -> Result<()> {
+    if split.parts <= 1 {
+        return Ok(());
+    }
+    let args = [ptr(split.ws), Arg::I32(split.parts as i32), opt_ptr(bias), opt_ptr(residual), ptr(y), int(m), int(cout), int(y_stride), int(y_off), Arg::I32(act_code(act))];
+    // SAFETY: `conv2d_splitk_fwd_f32(const float* ws, int splits, const float* bias, const
+    // float* residual, float* y, int m_total, int cout, int y_stride, int y_off, int act)`; ws
+    // holds the parts' m x cout sums just written, the grid-stride loop stores each (m, oc)
+    // once into y's slice (checked by the caller to fit y_stride, under 2^31 elements).
+    launch(dev, "conv2d", "splitk_fwd", grid_stride(m * cout), &args)
+}
+
+/// Split-K's sum into gx, masked (nothing to do with one part).
+fn splitk_backward(dev: &dyn Device, split: SplitK, gx: DevicePtr, len: usize, mask: Option<(DevicePtr, Act)>) -> Result<()> {
+    if split.parts <= 1 {
+        return Ok(());
+    }
+    let args = [ptr(split.ws), Arg::I32(split.parts as i32), ptr(gx), int(len), opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))];
+    // SAFETY: `conv2d_splitk_bwd_data_f32(const float* ws, int splits, float* gx, int total,
+    // const float* mask, int act)`; ws holds the parts' sums over gx's len elements, each stored
+    // once into gx (and the mask, gx's shape, read at the same index).
+    launch(dev, "conv2d", "splitk_bwd_data", grid_stride(len), &args)
 }
 
 /// The versions of the backward-data convolution (see kernels/conv.cu).
@@ -461,12 +616,12 @@ fn gathered_taps(input: usize, output: usize, k: usize, stride: usize, pad: usiz
 /// convolution), gx is the gradient at that activation's input instead: each element times the
 /// activation's gradient at the mask, in the kernel's store (the executor's backward fusion).
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>) -> Result<()> {
+pub fn backward_data(dev: &dyn Device, prec: Precision, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>, split: SplitK) -> Result<()> {
     let v = match (backward_data_version(s, g, prec), col) {
         (BackwardData::Col2im(_), None) => BackwardData::Direct, // no scratch: the gather needs none
         (v, _) => v,
     };
-    backward_data_as(dev, v, gy, wp, gx, s, g, mask, col)
+    backward_data_as(dev, v, gy, wp, gx, s, g, mask, col, split)
 }
 
 /// The stride phases of the backward data: for each (ry, rx), the phase's (pixels per image,
@@ -485,9 +640,11 @@ fn phases(s: &ConvShape, g: &Conv2dGeom) -> Vec<(usize, usize)> {
     v
 }
 
-/// [`backward_data`] by a chosen version (the tests and benchmarks run each).
+/// [`backward_data`] by a chosen version (the tests and benchmarks run each). `split` as
+/// [`backward_data_parts`] gives it, for the GEMM versions (v1, v2, the tensor cores');
+/// [`SplitK::NONE`] for the others.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>) -> Result<()> {
+pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: DevicePtr, gx: DevicePtr, s: &ConvShape, g: &Conv2dGeom, mask: Option<(DevicePtr, Act)>, col: Option<DevicePtr>, split: SplitK) -> Result<()> {
     let (oh, ow) = s.out_hw(g)?;
     check_i32(s, g, oh, ow, s.cout)?;
     let mut args = vec![ptr(gy), ptr(wp), ptr(gx)];
@@ -498,6 +655,13 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
         }
     }
     args.extend([opt_ptr(mask.map(|m| m.0)), Arg::I32(act_code(mask.map(|m| m.1)))]);
+    let gx_len = s.n * s.h * s.w * s.c;
+    split.check(gx_len)?;
+    if split.parts > 1 && !matches!(v, BackwardData::Gemm | BackwardData::Phased | BackwardData::TensorCore(..)) {
+        return Err(Error::InvalidArgument(format!("conv2d: backward data {v:?} does not split K (only the GEMM versions do)")));
+    }
+    // the GEMM versions' arguments: the same, then the split's
+    let split_args = || args.iter().cloned().chain(split.args()).collect::<Vec<_>>();
     if !v.applies(s, g) {
         return Err(Error::InvalidArgument(match v {
             BackwardData::Depthwise => "conv2d: the depthwise backward-data kernel needs one input channel per group".into(),
@@ -530,21 +694,26 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
         }
         BackwardData::Gemm => {
             dev.account("conv2d_bwd_data", gemm_macs(s.n * s.h * s.w, cg, s.kh * s.kw * og, g.groups), useful);
-            // SAFETY: `conv2d_bwd_data_f32(same signature)`; the grid covers M = n*h*w by
-            // cg = c/groups per group, every in-range (m, ci) stored once.
-            launch(dev, "conv2d", "bwd_data", gemm_cfg(s.n * s.h * s.w, cg, g.groups), &args)
+            let mut cfg = gemm_cfg(s.n * s.h * s.w, cg, g.groups);
+            cfg.grid[2] *= split.parts as u32;
+            // SAFETY: `conv2d_bwd_data_f32(same signature, then float* ws, int splits)`; the
+            // grid covers M = n*h*w by cg = c/groups per group (grid.z / parts), every in-range
+            // (m, ci) stored once — split, by each part into its copy of gx in ws (`check`).
+            launch(dev, "conv2d", "bwd_data", cfg, &split_args())?;
+            splitk_backward(dev, split, gx, gx_len, mask)
         }
         BackwardData::Phased => {
             let [sh, sw] = g.stride;
             let executed = phases(s, g).iter().map(|&(pix, taps)| gemm_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_phased", executed, useful);
             let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
-            cfg.grid[2] *= (sh * sw) as u32;
+            cfg.grid[2] *= (sh * sw * split.parts) as u32;
             // SAFETY: `conv2d_bwd_data_phased_f32(same signature)`; grid.z runs over groups x
-            // stride phases, the phases partition the input pixels, and each phase's grid covers
-            // its pixels by cg, every in-range (pixel, ci) stored once (zeros where no tap
-            // reaches).
-            launch(dev, "conv2d", "bwd_data_phased", cfg, &args)
+            // stride phases x parts, the phases partition the input pixels, and each phase's grid
+            // covers its pixels by cg, every in-range (pixel, ci) stored once (zeros where no tap
+            // reaches) — split, by each part into its copy of gx in ws.
+            launch(dev, "conv2d", "bwd_data_phased", cfg, &split_args())?;
+            splitk_backward(dev, split, gx, gx_len, mask)
         }
         BackwardData::Direct => {
             dev.account("conv2d_bwd_data_direct", gathered(), useful);
@@ -576,10 +745,10 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
                 // its KKIO [cout][kc] is the conv's KKIO [kc][cout] transposed: the OHWI rows
                 let w1 = DevicePtr(col.0 + 4 * (s.n * oh * ow * kc) as u64);
                 rows_weight(dev, wp, w1, s.cout, s.c, s.kh, s.kw)?;
-                forward_fused_as(dev, prec, TcStaging::Gather, gy, w1, None, None, None, col, kc, 0, &gemm, &one, None)?;
+                forward_fused_as(dev, prec, TcStaging::Gather, gy, w1, None, None, None, col, kc, 0, &gemm, &one, None, SplitK::NONE)?;
             } else {
                 // the tap slices read [kc][cout] as OHWI rows of the 1x1 product: the KKIO itself
-                forward_fused_as(dev, prec, TcStaging::Tap, gy, wp, Some(wp), None, None, col, kc, 0, &gemm, &one, None)?;
+                forward_fused_as(dev, prec, TcStaging::Tap, gy, wp, Some(wp), None, None, col, kc, 0, &gemm, &one, None, SplitK::NONE)?;
             }
             let mut args = vec![ptr(col), ptr(gx)];
             args.extend(conv_args(s, g, oh, ow));
@@ -596,14 +765,16 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             let executed = phases(s, g).iter().map(|&(pix, taps)| tc_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_tc", executed, useful);
             let [sh, sw] = g.stride;
-            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw, staging);
+            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw * split.parts, staging);
             // SAFETY: `conv2d_bwd_data_{tf32,bf16}[_tap]_f32(same signature as
             // conv2d_bwd_data_f32)`; grid.z runs over groups x stride phases, which partition the
             // input pixels; each phase's grid covers its pixels by cg in TC_M x TC_N tiles (the
             // staging's dynamic shared memory, tc_cfg), every in-range (pixel, ci) stored once
             // (zeros where no tap reaches). The tap version's conditions (og % 32: `applies`;
-            // 16-byte aligned gy and weights: `takes`) were checked above.
-            launch(dev, "conv2d", &staging.variant("bwd_data", prec), cfg, &args)
+            // 16-byte aligned gy and weights: `takes`) were checked above. Split: grid.z also runs
+            // over the parts, each storing into its copy of gx in ws.
+            launch(dev, "conv2d", &staging.variant("bwd_data", prec), cfg, &split_args())?;
+            splitk_backward(dev, split, gx, gx_len, mask)
         }
     }
 }

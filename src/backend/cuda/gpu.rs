@@ -146,13 +146,22 @@ pub struct Gpu {
     dev: Arc<dyn Device>,
     pool: Arc<MemoryPool>,
     precision: Precision,
+    split_k: bool,
 }
 
 impl Gpu {
     /// The CUDA engine on `dev`, convolutions in fp32.
     pub fn new(dev: Arc<dyn Device>) -> Self {
         let pool = Arc::new(MemoryPool { dev: dev.clone(), free: Mutex::new(HashMap::new()) });
-        Gpu { dev, pool, precision: Precision::F32 }
+        Gpu { dev, pool, precision: Precision::F32, split_k: split_k_default() }
+    }
+
+    /// The same engine with split-K on or off (`conv::SplitK`: layers whose grid is under a
+    /// wave of the card split their reduction). On unless `DEEPVIZ_SPLIT_K=0`; the benchmarks
+    /// turn it off to measure what it gives.
+    pub fn with_split_k(mut self, on: bool) -> Self {
+        self.split_k = on;
+        self
     }
 
     /// The same engine computing its convolutions (forward and backward data) in `p`: f32 (the
@@ -202,6 +211,29 @@ impl Gpu {
             Ok(col) => Ok(Some(col)),
             Err(Error::OutOfMemory { .. }) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The split-K plan for `parts` parts of an output of `out_len` elements, with its workspace
+    /// from the pool (kept alive by the returned tensor until the launches are made; the pool
+    /// hands memory out in stream order). One part, or no room for the workspace: no split.
+    fn split_k(&self, parts: usize, out_len: usize) -> Result<(conv::SplitK, Option<DTensor>)> {
+        if parts <= 1 || !self.split_k {
+            return Ok((conv::SplitK::NONE, None));
+        }
+        match self.new_tensor(&[conv::SplitK::ws_len(parts, out_len)]) {
+            Ok(ws) => Ok((conv::SplitK { parts, ws: ws.ptr() }, Some(ws))),
+            Err(Error::OutOfMemory { .. }) => Ok((conv::SplitK::NONE, None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The split-K parts of the engine's backward data for this convolution (`col`: whether the
+    /// column matrix's scratch is there, which decides v5 against v3; neither splits).
+    fn backward_data_parts(&self, s: &conv::ConvShape, g: &Conv2dGeom, col: bool) -> usize {
+        match conv::backward_data_version(s, g, self.precision) {
+            conv::BackwardData::Col2im(_) if !col => 1,
+            v => conv::backward_data_parts(self.device(), v, s, g),
         }
     }
 
@@ -339,7 +371,8 @@ impl Backend for Gpu {
                 return Err(Error::shape("conv2d's residual", &y.shape, &r.shape));
             }
         }
-        conv::forward_fused(self.device(), self.precision, x.ptr(), w.ptr(), w.rows_ptr(), b.map(|b| b.ptr()), residual.map(|r| r.ptr()), y.ptr(), s.cout, 0, &s, g, act)?;
+        let (split, _ws) = self.split_k(conv::forward_parts(self.device(), self.precision, w.rows_ptr().is_some(), &s, g), y.numel())?;
+        conv::forward_fused(self.device(), self.precision, x.ptr(), w.ptr(), w.rows_ptr(), b.map(|b| b.ptr()), residual.map(|r| r.ptr()), y.ptr(), s.cout, 0, &s, g, act, split)?;
         Ok(y)
     }
     fn conv2d_backward_data(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom) -> Result<DTensor> {
@@ -347,7 +380,8 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
         let col = self.col_scratch(&s, g)?;
-        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr))?;
+        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g, col.is_some()), gx.numel())?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr), split)?;
         Ok(gx)
     }
     fn conv2d_backward_data_masked(&self, gy: &DTensor, w: &DTensor, x_shape: &[usize], g: &Conv2dGeom, mask: &DTensor, act: Act) -> Result<DTensor> {
@@ -358,7 +392,8 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
         let col = self.col_scratch(&s, g)?;
-        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr))?;
+        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g, col.is_some()), gx.numel())?;
+        conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr), split)?;
         Ok(gx)
     }
     fn linear(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>) -> Result<DTensor> {
@@ -643,6 +678,12 @@ fn layout_strides(s: &[usize]) -> Vec<usize> {
 
 /// The axes of a tensor of this shape in the order its memory runs (the last fastest), padded
 /// in front with `None` to four; axes of length 1 go first (their order does not matter).
+/// Split-K's default: on unless `DEEPVIZ_SPLIT_K=0` (read once per process).
+fn split_k_default() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| !std::env::var("DEEPVIZ_SPLIT_K").is_ok_and(|v| v.trim() == "0"))
+}
+
 fn memory_order(s: &[usize]) -> [Option<usize>; 4] {
     let st = layout_strides(s);
     let mut axes: Vec<usize> = (0..s.len()).collect();
