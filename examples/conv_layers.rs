@@ -11,7 +11,9 @@
 //! bf16 each layer the engine stages by tap slices is also timed staged by gathering (passes
 //! `fwd_gather` / `bwd_data_gather`: the A/B of kernels/conv_tc.cu's two loaders); in fp32
 //! those layers are also timed as 3xTF32 on the tensor cores (passes `fwd_x3` / `bwd_data_x3`:
-//! the A/B of `cuda::conv::f32_tensor_cores`).
+//! the A/B of `cuda::conv::f32_tensor_cores`). Where the engine splits a layer's reduction
+//! (`cuda::conv::SplitK`: grids under a wave, so at small batches) it is also timed unsplit
+//! (passes `fwd_unsplit` / `bwd_data_unsplit`), and a last line sums the A/B.
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
 //! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choices
@@ -25,7 +27,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_version, col2im_len, forward_fused_as, rows_weight, BackwardData, ConvShape, SplitK, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_parts, backward_data_version, col2im_len, forward_fused_as, forward_parts, rows_weight, BackwardData, ConvShape, SplitK, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -123,6 +125,10 @@ fn main() -> deepviz::Result<()> {
     }
     let mut lines = vec![];
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    // split-K's A/B: (ms split, ms unsplit) over the layers the engine splits, weighted by use;
+    // and each (precision, pass)'s last time
+    let mut split_ab: std::collections::BTreeMap<(&str, &str), (f64, f64)> = std::collections::BTreeMap::new();
+    let mut split_last: std::collections::HashMap<(&str, &str), f64> = std::collections::HashMap::new();
     println!("{:<28}{:>6}{:>16}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
     for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
         if only_layer.is_some_and(|l| l != i) {
@@ -142,6 +148,7 @@ fn main() -> deepviz::Result<()> {
                 continue;
             }
             let be = Gpu::new(dev.clone()).with_precision(prec);
+            let unsplit = be.clone().with_split_k(false);
             let (xd, gyd) = (be.upload(&x)?, be.upload(&gy)?);
             let (wd, bd) = (be.weight(&w, Role::ConvWeight)?, be.weight(&b, Role::Vector)?);
             // The engine's passes, and in tf32 / bf16, where the engine stages by tap slices, the
@@ -166,11 +173,20 @@ fn main() -> deepviz::Result<()> {
             if prec == Precision::F32 && BackwardData::TensorCore(prec, TcStaging::Tap).applies(&shape, &g) {
                 passes.push("bwd_data_x3");
             }
+            // where the engine splits K (small batches), the same without (the A/B of split-K)
+            if forward_parts(dev.as_ref(), prec, wd.rows_ptr().is_some(), &shape, &g) > 1 {
+                passes.push("fwd_unsplit");
+            }
+            if backward_data_parts(dev.as_ref(), backward_data_version(&shape, &g, prec), &shape, &g) > 1 {
+                passes.push("bwd_data_unsplit");
+            }
             for pass in passes {
                 let call = || -> deepviz::Result<()> {
                     match pass {
                         "fwd" => drop(be.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data" => drop(be.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
+                        "fwd_unsplit" => drop(unsplit.conv2d(&xd, &wd, Some(&bd), &g)?),
+                        "bwd_data_unsplit" => drop(unsplit.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
                         "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
                         "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
                         "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,
@@ -182,6 +198,15 @@ fn main() -> deepviz::Result<()> {
                 let tflops = flop / ms / 1e9;
                 println!("{name:<28}{:>6}{pass:>16}{ms:>11.3}{tflops:>10.1}", prec.name());
                 *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
+                if let Some(base) = pass.strip_suffix("_unsplit") {
+                    // the engine's (split) pass of the same layer, timed just before this one
+                    if let Some(&sm) = split_last.get(&(prec.name(), base)) {
+                        let a = split_ab.entry((prec.name(), base)).or_insert((0.0, 0.0));
+                        a.0 += sm * count as f64;
+                        a.1 += ms * count as f64;
+                    }
+                }
+                split_last.insert((prec.name(), pass), ms);
                 *total_flop.entry((prec.name(), pass)).or_insert(0.0) += flop * count as f64;
                 lines.push(format!(
                     r#"{{"kind":"conv","engine":"deepviz","layer":"{name}","index":{i},"count":{count},"precision":"{}","pass":"{pass}","batch":{batch},"ms":{ms},"tflops":{tflops}}}"#,
@@ -196,6 +221,9 @@ fn main() -> deepviz::Result<()> {
     for ((prec, pass), ms) in &total_ms {
         let f = total_flop[&(*prec, *pass)];
         println!("resnet50 convs, all {count} weighted by use: {prec} {pass}: {ms:.2} ms, {:.1} TFLOP/s", f / ms / 1e9, count = RESNET50.len());
+    }
+    for ((prec, pass), (sm, um)) in &split_ab {
+        println!("split-K, {prec} {pass}, the layers it splits weighted by use: {sm:.3} ms split against {um:.3} ms not, {:.2}x", um / sm);
     }
     if let Some(p) = json {
         let mut f = std::fs::File::create(&p).expect("--json FILE");

@@ -42,10 +42,9 @@ struct DvIdx3 {
 // by nothing.
 __device__ __forceinline__ DvIdx3 dv_idx3_at(int k, int da, int db) {
     DvIdx3 r;
-    if (db > 0) {
-        int t = k / da;
-        r.a = k - t * da, r.b = t % db, r.c = t / db;
-    }
+    int t = k / da;
+    db = max(db, 1);
+    r.a = k - t * da, r.b = t % db, r.c = t / db;
     return r;
 }
 

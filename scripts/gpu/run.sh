@@ -113,6 +113,9 @@ timeout 90 "$here/bin/conv_layers" 64 "$dev" 20 --json /tmp/conv_deepviz.jsonl >
 if [ $have_torch = 1 ]; then
   PYTHONUNBUFFERED=1 timeout 90 python3 "$here/conv_layers_torch.py" --batch 64 --reps 20 --json /tmp/conv_torch.jsonl >>"$log" 2>&1 && record "conv layers torch" ok || record "conv layers torch" "FAILED (see log)"
 fi
+echo "-- batch 1: each layer split-K (the engine's) and not (conv_layers 1; its last lines sum the A/B)" >>"$log"
+timeout 60 "$here/bin/conv_layers" 1 "$dev" 50 >/tmp/conv_b1.txt 2>&1 && record "conv layers batch 1" "ok (log)" || record "conv layers batch 1" "FAILED (see log)"
+cat /tmp/conv_b1.txt >>"$log"; grep "^split-K" /tmp/conv_b1.txt | tee -a "$OUT/conv_ratios_b1.txt"
 echo "-- the first layer's backward data by version (conv_layers --stem)" >>"$log"
 timeout 60 "$here/bin/conv_layers" 64 "$dev" 10 --stem >>"$log" 2>&1 && record "conv stem versions" "ok (log)" || record "conv stem versions" "FAILED (see log)"
 # ncu (hardware counters; clocks left alone) on the kernels RESULTS.md's "Owed" 1 and 2 ask about:
