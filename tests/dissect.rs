@@ -223,8 +223,14 @@ fn check_report(dir: &Path) {
 }
 
 /// The headless browser, installed with apt when missing and we are root (as CI is); `None`
-/// with the reason printed when it cannot be had.
+/// with the reason printed when it cannot be had. Once per process: the tests run in parallel,
+/// and two apt-gets at once fail on dpkg's lock.
 fn chromium() -> Option<PathBuf> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_or_install_chromium).clone()
+}
+
+fn find_or_install_chromium() -> Option<PathBuf> {
     use std::process::Command;
     let find = || ["chromium", "chromium-browser"].iter().find_map(|b| Command::new("sh").arg("-c").arg(format!("command -v {b}")).output().ok().filter(|o| o.status.success()).map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())));
     if let Some(b) = find() {

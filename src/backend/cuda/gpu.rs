@@ -354,12 +354,9 @@ impl Backend for Gpu {
     }
 
     fn conv2d(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>, g: &Conv2dGeom) -> Result<DTensor> {
-        let (n, c, h, wd) = nchw(&x.shape);
-        let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
-        let (oh, ow) = s.out_hw(g)?;
-        let y = self.new_tensor(&[n, s.cout, oh, ow])?;
-        conv::forward(self.device(), self.precision, x.ptr(), w.ptr(), w.rows_ptr(), b.map(|b| b.ptr()), y.ptr(), &s, g, None)?;
-        Ok(y)
+        // the same launches (split-K included) as a fused chain without its epilogue: fused and
+        // unfused passes agree to the bit
+        self.conv2d_fused(x, w, b, g, None, None)
     }
     fn conv2d_fused(&self, x: &DTensor, w: &DTensor, b: Option<&DTensor>, g: &Conv2dGeom, residual: Option<&DTensor>, act: Option<Act>) -> Result<DTensor> {
         let (n, c, h, wd) = nchw(&x.shape);
