@@ -644,26 +644,28 @@ pub mod avx512 {
     }
 
     /// `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`; `ap` is `kc` steps of MR floats,
-    /// `bp` `kc` steps of NR floats.
+    /// `bp` `kc` steps of NR floats, of which the first `V` vectors are multiplied (`V` = NV,
+    /// or 1 for a panel's last `nr <= 16` columns: a 14 x 14 map's 196 columns are 6 panels
+    /// and 4 columns, which the whole tile would compute 32 wide).
     ///
     /// SAFETY: AVX-512F present; `ap`/`bp` hold `kc * MR` / `kc * NR` floats; rows `0..mr`
-    /// (mr <= MR) of C, columns `0..nr` (nr <= NR), rows `ldc` apart, are writable; a bias
+    /// (mr <= MR) of C, columns `0..nr` (nr <= 16 V), rows `ldc` apart, are writable; a bias
     /// pointer has `mr` floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
+    unsafe fn kernel<const V: usize>(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
         // C's lines are wanted only at the end: fetch them while the products run
         for i in 0..MR {
             if i < mr {
-                for j in 0..NV {
+                for j in 0..V {
                     _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16 * j) as *const i8);
                 }
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
         let (mut a, mut b) = (ap, bp);
         for _ in 0..kc {
-            let mut bv = [_mm512_setzero_ps(); NV];
+            let mut bv = [_mm512_setzero_ps(); V];
             for (j, v) in bv.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(b.add(16 * j));
             }
@@ -676,7 +678,7 @@ pub mod avx512 {
             a = a.add(MR);
             b = b.add(NR);
         }
-        let mut masks = [0u16; NV];
+        let mut masks = [0u16; V];
         for (j, m) in masks.iter_mut().enumerate() {
             let cols = nr.saturating_sub(16 * j).min(16);
             *m = ((1u32 << cols) - 1) as u16;
@@ -742,7 +744,12 @@ pub mod avx512 {
                     for jr in (0..nc).step_by(NR) {
                         let bp = bbuf.as_ptr().add(jr * kc);
                         let off = ir * ldc + jc + jr;
-                        kernel(kc, ap, bp, c.add(off), ldc, mr, NR.min(nc - jr), first, last.then(|| epi.add(off)));
+                        let nr = NR.min(nc - jr);
+                        if nr <= 16 {
+                            kernel::<1>(kc, ap, bp, c.add(off), ldc, mr, nr, first, last.then(|| epi.add(off)));
+                        } else {
+                            kernel::<NV>(kc, ap, bp, c.add(off), ldc, mr, nr, first, last.then(|| epi.add(off)));
+                        }
                     }
                 }
             }
