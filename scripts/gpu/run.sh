@@ -115,7 +115,7 @@ if [ $have_torch = 1 ]; then
 fi
 echo "-- batch 1: each layer split-K (the engine's) and not (conv_layers 1; its last lines sum the A/B)" >>"$log"
 timeout 60 "$here/bin/conv_layers" 1 "$dev" 50 >/tmp/conv_b1.txt 2>&1 && record "conv layers batch 1" "ok (log)" || record "conv layers batch 1" "FAILED (see log)"
-cat /tmp/conv_b1.txt >>"$log"; grep "^split-K" /tmp/conv_b1.txt | tee -a "$OUT/conv_ratios_b1.txt"
+cat /tmp/conv_b1.txt >>"$log"  # (its split-K lines go to the end of conv_ratios.txt: 8 files come back)
 echo "-- the first layer's backward data by version (conv_layers --stem)" >>"$log"
 timeout 60 "$here/bin/conv_layers" 64 "$dev" 10 --stem >>"$log" 2>&1 && record "conv stem versions" "ok (log)" || record "conv stem versions" "FAILED (see log)"
 # ncu (hardware counters; clocks left alone) on the kernels RESULTS.md's "Owed" 1 and 2 ask about:
@@ -178,6 +178,7 @@ for (i, p, s), o in sorted(ours.items()):
 for s, (tm, em) in sorted(x3.items()):
     print(f"fp32 {s}, layers 3xTF32 takes, weighted by use: 3xTF32 {tm:.2f} ms against exact {em:.2f} ms, {em / tm:.2f}x (above 1: set DEEPVIZ_FP32_TENSOR_CORES=1 as the default)")
 PY
+echo "-- batch 1, split-K against unsplit (conv_layers 1)" >>"$OUT/conv_ratios.txt"; grep "^split-K" /tmp/conv_b1.txt >>"$OUT/conv_ratios.txt" 2>/dev/null
 
 if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then
   step "PyTorch baseline + export"
