@@ -6,6 +6,10 @@
 //   linear_fwd         y = x·wᵀ (+ b)
 //   linear_bwd_data    gx = gy·w
 //   linear_bwd_weight  gw = gyᵀ·x
+//   linear_fwd_rows / linear_bwd_data_rows   the first two for at most ROWS_MAX rows (a batch
+//                      of 1 to 8 at a classifier head), where a 16x16 tile would be 15/16 padding
+//                      and its grid a few dozen blocks each waiting on one load per K step:
+//                      the weights read once, coalesced, by many warps.
 #include "common.cuh"
 
 #define LIN_TILE 16  // 16x16 outputs per block, one per thread; K staged 16 at a time
@@ -47,4 +51,64 @@ extern "C" __global__ void linear_bwd_weight_f32(const float* x, const float* gy
     dv_linear_gemm(gy, 1, out, x, in, 1, nullptr, gw, out, in, n);
 }
 
-DV_REGISTER_KERNELS(linear_fwd_f32, linear_bwd_data_f32, linear_bwd_weight_f32)
+#define ROWS_MAX 8     // rows (batch items) the _rows kernels take: linear.rs ROWS_MAX
+#define ROWS_WARPS 8   // warps per block of linear_bwd_data_rows, splitting the outputs
+
+// y = x·wᵀ (+ b) for n <= ROWS_MAX: one warp per output o (whole warps: blockDim a multiple of
+// 32, the grid rounded up), the lanes striding along the row w[o, :] (coalesced) with n partial
+// sums each, then a butterfly sum; lane 0 stores the n values.
+extern "C" __global__ void linear_fwd_rows_f32(const float* x, const float* w, const float* b, float* y, long long n,
+                                               long long in, long long out, int has_bias) {
+    idx_t o = dv_tid() / 32;
+    int lane = threadIdx.x % 32;
+    if (o >= out) return;  // uniform per warp
+    float acc[ROWS_MAX] = {};
+    const float* wr = w + o * in;
+    #pragma unroll 4
+    for (idx_t k = lane; k < in; k += 32) {
+        float wv = wr[k];
+        #pragma unroll
+        for (int r = 0; r < ROWS_MAX; ++r)
+            if (r < n) acc[r] += x[r * in + k] * wv;
+    }
+    #pragma unroll
+    for (int r = 0; r < ROWS_MAX; ++r) {
+        float v = acc[r];
+        for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
+        if (lane == 0 && r < n) y[r * out + o] = v + (has_bias ? b[o] : 0.0f);
+    }
+}
+
+// gx = gy·w for n <= ROWS_MAX: a block per 32 consecutive inputs k (its lanes), its ROWS_WARPS
+// warps splitting the outputs o (warp j takes o = j, j + ROWS_WARPS, ...: each reads rows of w
+// 32 floats wide, coalesced); the warps' partial sums are added in warp order in shared memory
+// (the same order every run).
+extern "C" __global__ void linear_bwd_data_rows_f32(const float* gy, const float* w, float* gx, long long n, long long in,
+                                                    long long out) {
+    __shared__ float part[ROWS_WARPS][ROWS_MAX][32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    idx_t k = (idx_t)blockIdx.x * 32 + lane;
+    float acc[ROWS_MAX] = {};
+    if (k < in) {
+        for (idx_t o = warp; o < out; o += ROWS_WARPS) {
+            float wv = w[o * in + k];
+            #pragma unroll
+            for (int r = 0; r < ROWS_MAX; ++r)
+                if (r < n) acc[r] += gy[r * out + o] * wv;
+        }
+    }
+    #pragma unroll
+    for (int r = 0; r < ROWS_MAX; ++r) part[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (warp == 0 && k < in) {
+        #pragma unroll
+        for (int r = 0; r < ROWS_MAX; ++r) {
+            if (r >= n) break;
+            float v = 0.0f;
+            for (int j = 0; j < ROWS_WARPS; ++j) v += part[j][r][lane];
+            gx[r * in + k] = v;
+        }
+    }
+}
+
+DV_REGISTER_KERNELS(linear_fwd_f32, linear_bwd_data_f32, linear_bwd_weight_f32, linear_fwd_rows_f32, linear_bwd_data_rows_f32)

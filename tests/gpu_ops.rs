@@ -401,7 +401,14 @@ fn topk_descending_ties_to_lower_index() {
 
 #[test]
 fn linear_forward_and_backward() {
-    let (n, fin, fout) = (3, 37, 33);
+    // 1, 3 and 8 rows take the few-rows kernels (linear::ROWS_MAX), 11 the tiled GEMM
+    for (n, fin, fout) in [(1, 37, 33), (3, 37, 33), (8, 70, 41), (11, 37, 33)] {
+        linear_case(n, fin, fout);
+    }
+    assert_eq!(cuda::linear::ROWS_MAX, 8);
+}
+
+fn linear_case(n: usize, fin: usize, fout: usize) {
     let (x, w, b, gy) = (seeded(18, n * fin), seeded(19, fout * fin), seeded(20, fout), seeded(21, n * fout));
     let mut want_y = vec![0f64; n * fout];
     let mut want_gx = vec![0f64; n * fin];
@@ -422,9 +429,9 @@ fn linear_forward_and_backward() {
         let (xp, wp, bp, gyp) = (put(d, &x), put(d, &w), put(d, &b), put(d, &gy));
         let (y, gx, gw) = (out(d, n * fout), out(d, n * fin), out(d, fout * fin));
         cuda::linear::forward(d, xp, wp, Some(bp), y, n, fin, fout).unwrap();
-        assert_close(&format!("{name}.linear"), &get(d, y, n * fout), &f32s(&want_y), 1e-5, 1e-5);
+        assert_close(&format!("{name}.linear.n{n}"), &get(d, y, n * fout), &f32s(&want_y), 1e-5, 1e-5);
         cuda::linear::backward_data(d, gyp, wp, gx, n, fin, fout).unwrap();
-        assert_close(&format!("{name}.linear_bwd_data"), &get(d, gx, n * fin), &f32s(&want_gx), 1e-5, 1e-5);
+        assert_close(&format!("{name}.linear_bwd_data.n{n}"), &get(d, gx, n * fin), &f32s(&want_gx), 1e-5, 1e-5);
         cuda::linear::backward_weight(d, xp, gyp, gw, n, fin, fout).unwrap();
         assert_close(&format!("{name}.linear_bwd_weight"), &get(d, gw, fout * fin), &f32s(&want_gw), 1e-5, 1e-5);
     }
