@@ -125,10 +125,8 @@ fn main() -> deepviz::Result<()> {
     }
     let mut lines = vec![];
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
-    // split-K's A/B: (ms split, ms unsplit) over the layers the engine splits, weighted by use;
-    // and each (precision, pass)'s last time
+    // split-K's A/B: (ms split, ms unsplit) over the layers the engine splits, weighted by use
     let mut split_ab: std::collections::BTreeMap<(&str, &str), (f64, f64)> = std::collections::BTreeMap::new();
-    let mut split_last: std::collections::HashMap<(&str, &str), f64> = std::collections::HashMap::new();
     println!("{:<28}{:>6}{:>16}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
     for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
         if only_layer.is_some_and(|l| l != i) {
@@ -180,6 +178,7 @@ fn main() -> deepviz::Result<()> {
             if backward_data_parts(dev.as_ref(), backward_data_version(&shape, &g, prec), &shape, &g) > 1 {
                 passes.push("bwd_data_unsplit");
             }
+            let mut layer_ms = std::collections::HashMap::new(); // this layer's times, by pass
             for pass in passes {
                 let call = || -> deepviz::Result<()> {
                     match pass {
@@ -199,14 +198,14 @@ fn main() -> deepviz::Result<()> {
                 println!("{name:<28}{:>6}{pass:>16}{ms:>11.3}{tflops:>10.1}", prec.name());
                 *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
                 if let Some(base) = pass.strip_suffix("_unsplit") {
-                    // the engine's (split) pass of the same layer, timed just before this one
-                    if let Some(&sm) = split_last.get(&(prec.name(), base)) {
+                    // against the engine's (split) pass of the same layer, timed before this one
+                    if let Some(&sm) = layer_ms.get(base) {
                         let a = split_ab.entry((prec.name(), base)).or_insert((0.0, 0.0));
                         a.0 += sm * count as f64;
                         a.1 += ms * count as f64;
                     }
                 }
-                split_last.insert((prec.name(), pass), ms);
+                layer_ms.insert(pass, ms);
                 *total_flop.entry((prec.name(), pass)).or_insert(0.0) += flop * count as f64;
                 lines.push(format!(
                     r#"{{"kind":"conv","engine":"deepviz","layer":"{name}","index":{i},"count":{count},"precision":"{}","pass":"{pass}","batch":{batch},"ms":{ms},"tflops":{tflops}}}"#,

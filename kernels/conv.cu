@@ -498,26 +498,29 @@ extern "C" __global__ void conv2d_col2im_f32(const float* col, float* gx, DV_CON
     }
 }
 
-// Split-K's second half (DvSplit in conv.cuh): the parts' raw sums added in part order, then
-// the forward's fused epilogue (bias, residual, activation, the channel slice of y's rows) for
-// element i = m * cout + oc of the [m_total, cout] output. Grid-stride over the output.
+// Split-K's second half (DvSplit in conv.cuh): element i's sum over the parts, in part order.
+__device__ __forceinline__ float dv_split_sum(const float* ws, int splits, int total, int i) {
+    float v = 0.0f;
+    for (int p = 0; p < splits; ++p) v += ws[(long long)p * total + i];
+    return v;
+}
+
+// The parts' sums, then the forward's fused epilogue (bias, residual, activation, the channel
+// slice of y's rows) for element i = m * cout + oc of the [m_total, cout] output. Grid-stride
+// over the output.
 extern "C" __global__ void conv2d_splitk_fwd_f32(const float* ws, int splits, const float* bias, const float* residual,
                                                  float* y, int m_total, int cout, int y_stride, int y_off, int act) {
     int total = m_total * cout;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-        float v = 0.0f;
-        for (int p = 0; p < splits; ++p) v += ws[(long long)p * total + i];
         int m = i / cout;
-        dv_conv_store(y, bias, residual, m, i - m * cout, cout, y_stride, y_off, v, act);
+        dv_conv_store(y, bias, residual, m, i - m * cout, cout, y_stride, y_off, dv_split_sum(ws, splits, total, i), act);
     }
 }
 
 // ... and backward data's: gx[i] the parts' sum, masked as dv_grad_store does.
 extern "C" __global__ void conv2d_splitk_bwd_data_f32(const float* ws, int splits, float* gx, int total, const float* mask, int act) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-        float v = 0.0f;
-        for (int p = 0; p < splits; ++p) v += ws[(long long)p * total + i];
-        dv_grad_store(gx, mask, act, i, v);
+        dv_grad_store(gx, mask, act, i, dv_split_sum(ws, splits, total, i));
     }
 }
 

@@ -879,9 +879,19 @@ fn conv_split_k_equals_one_part() {
             cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
             cuda::conv::rows_weight(d, wpk, rows, s.cout, cg, s.kh, s.kw).unwrap();
             let ws = out(d, 7 * (pix * s.cout).max(x.len()));
-            let close = |what: &str, got: &[f32], want: &[f32]| {
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                assert_close(what, got, want, scale * 2f32.powi(-20), 2f32.powi(-20));
+            // `run` in 2, 3 and 7 parts against one: every element written, equal up to the
+            // summation order; the split results, for the caller's own checks
+            let parts_agree = |what: &str, run: &dyn Fn(SplitK) -> Vec<f32>| -> Vec<Vec<f32>> {
+                let one = run(SplitK::NONE);
+                let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
+                [2, 3, 7]
+                    .map(|parts| {
+                        let got = run(SplitK { parts, ws });
+                        assert!(got.iter().all(|v| v.is_finite()), "{what}: {parts} parts left an element unwritten");
+                        assert_close(&format!("{what}.parts{parts}"), &got, &one, scale * 2f32.powi(-20), 2f32.powi(-20));
+                        got
+                    })
+                    .to_vec()
             };
             let mut fwd: Vec<(Precision, TcStaging)> = vec![(Precision::F32, TcStaging::Gather), (Precision::F32, TcStaging::Tap)];
             fwd.extend([Precision::Tf32, Precision::Bf16].into_iter().flat_map(|p| [(p, TcStaging::Gather), (p, TcStaging::Tap)]));
@@ -897,12 +907,8 @@ fn conv_split_k_equals_one_part() {
                     d.free(y);
                     v
                 };
-                let one = run(SplitK::NONE);
-                for parts in [2, 3, 7] {
-                    let got = run(SplitK { parts, ws });
-                    assert!(got.iter().all(|v| v.is_finite()), "{what}: {parts} parts left an element unwritten");
-                    close(&format!("{what}.parts{parts}"), &got, &one);
-                    let spare = |v: &[f32]| (0..pix).flat_map(|p| [v[p * stride], v[p * stride + stride - 2], v[p * stride + stride - 1]]).collect::<Vec<_>>();
+                let spare = |v: &[f32]| (0..pix).flat_map(|p| [v[p * stride], v[p * stride + stride - 2], v[p * stride + stride - 1]]).collect::<Vec<_>>();
+                for got in parts_agree(&what, &run) {
                     assert_eq!(spare(&got), vec![-3.5; 3 * pix], "{what}: channels outside the slice");
                 }
             }
@@ -920,12 +926,7 @@ fn conv_split_k_equals_one_part() {
                     d.free(gx);
                     r
                 };
-                let one = run(SplitK::NONE);
-                for parts in [2, 3, 7] {
-                    let got = run(SplitK { parts, ws });
-                    assert!(got.iter().all(|v| v.is_finite()), "{what}: {parts} parts left an element unwritten");
-                    close(&format!("{what}.parts{parts}"), &got, &one);
-                }
+                parts_agree(&what, &run);
             }
             // misuse
             let y = out(d, pix * s.cout);

@@ -229,20 +229,17 @@ graphed = [o for o in ours if o.get("graphs", True) and o.get("split_k", True)]
 for o in graphed:
     t, g = best(o), best(o, "graph")
     print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{o['median_ms']:>12.2f}{(t or float('nan')):>10.2f}{ratio(t, o['median_ms']):>8}{ratio(g, o['median_ms']):>10}")
-plain = {(o["model"], o["job"], o.get("dtype"), o["batch"]): o["median_ms"] for o in ours if not o.get("graphs", True)}
-unsplit = {(o["model"], o["job"], o.get("dtype"), o["batch"]): o["median_ms"] for o in ours if not o.get("split_k", True)}
-if unsplit:
-    print("deepviz with split-K against the same without (ms; speed-up; below 1: split-K costs)")
+key = lambda o: (o["model"], o["job"], o.get("dtype"), o["batch"])
+def ab(title, flag):  # the product's rows against the same with `flag` off
+    other = {key(o): o["median_ms"] for o in ours if not o.get(flag, True)}
+    if other:
+        print(title)
     for o in graphed:
-        u = unsplit.get((o["model"], o["job"], o.get("dtype"), o["batch"]))
-        if u:
-            print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{u:>10.2f} -> {o['median_ms']:>8.2f}{u / o['median_ms']:>7.2f}x")
-if plain:
-    print("deepviz with CUDA graphs against the same kernels launched one by one (ms; speed-up)")
-    for o in graphed:
-        p = plain.get((o["model"], o["job"], o.get("dtype"), o["batch"]))
+        p = other.get(key(o))
         if p:
             print(f"{o['model']:<20}{o['job']:<12}{o.get('dtype', 'fp32'):>6}{o['batch']:>6}{p:>10.2f} -> {o['median_ms']:>8.2f}{p / o['median_ms']:>7.2f}x")
+ab("deepviz with split-K against the same without (ms; speed-up; below 1: split-K costs)", "split_k")
+ab("deepviz with CUDA graphs against the same kernels launched one by one (ms; speed-up)", "graphs")
 PY
 fi
 

@@ -118,7 +118,7 @@ impl SplitK {
         let tiles = k.div_ceil(tile);
         let by_k = k / SPLIT_MIN_K;
         let by_ws = SPLIT_MAX_FLOATS / out_len.max(1);
-        let parts = (sms / blocks.max(1)).min(by_k).min(by_ws).min(SPLIT_MAX).max(1);
+        let parts = (sms / blocks.max(1)).min(by_k).min(by_ws).clamp(1, SPLIT_MAX);
         if parts == 1 || tiles == 0 {
             return 1;
         }
@@ -149,33 +149,58 @@ pub fn forward_parts(dev: &dyn Device, prec: Precision, rows: bool, s: &ConvShap
     if s.depthwise(g) {
         return 1;
     }
-    let (m, og, k) = (s.n * oh * ow, s.cout / g.groups.max(1), s.kh * s.kw * (s.c / g.groups.max(1)));
-    let staging = if rows { TcStaging::forward(s, g) } else { TcStaging::Gather };
-    let tc = prec != Precision::F32 || staging == TcStaging::Tap;
-    let (cfg, tile) = if tc { (tc_cfg(m, og, g.groups, staging), TC_K) } else { (gemm_cfg(m, og, g.groups), TILE_K) };
-    let blocks = cfg.grid.iter().map(|&d| d as usize).product();
-    SplitK::choose(dev.multiprocessors(), blocks, k, tile, m * s.cout)
+    let (m, k) = (s.n * oh * ow, s.kh * s.kw * (s.c / g.groups.max(1)));
+    let (cfg, tile) = forward_grid(prec, TcStaging::engine(rows, s, g), m, s.cout / g.groups.max(1), g.groups);
+    SplitK::choose(dev.multiprocessors(), blocks(&cfg), k, tile, m * s.cout)
 }
 
 /// The engine's split-K parts for backward data by version `v` (the GEMM versions: v1, v2 and
 /// the tensor cores'; 1 for the others), as [`forward_parts`]. The stride phases' reductions
 /// differ: the largest decides, and a part of a smaller phase may be empty (it stores zeros).
 pub fn backward_data_parts(dev: &dyn Device, v: BackwardData, s: &ConvShape, g: &Conv2dGeom) -> usize {
-    let (cg, og) = (s.c / g.groups.max(1), s.cout / g.groups.max(1));
-    let [sh, sw] = g.stride;
-    let taps = phases(s, g).iter().map(|&(_, t)| t).max().unwrap_or(0);
-    let (cfg, k, tile) = match v {
-        BackwardData::Gemm => (gemm_cfg(s.n * s.h * s.w, cg, g.groups), s.kh * s.kw * og, TILE_K),
-        BackwardData::Phased => {
-            let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
-            cfg.grid[2] *= (sh * sw) as u32;
-            (cfg, taps * og, TILE_K)
-        }
-        BackwardData::TensorCore(_, st) => (tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw, st), taps * og, TC_K),
-        _ => return 1,
+    let Some((cfg, tile)) = backward_grid(v, s, g) else { return 1 };
+    let og = s.cout / g.groups.max(1);
+    let k = match v {
+        BackwardData::Gemm => s.kh * s.kw * og,
+        _ => phases(s, g).iter().map(|&(_, t)| t).max().unwrap_or(0) * og,
     };
-    let blocks = cfg.grid.iter().map(|&d| d as usize).product();
-    SplitK::choose(dev.multiprocessors(), blocks, k, tile, s.n * s.h * s.w * s.c)
+    SplitK::choose(dev.multiprocessors(), blocks(&cfg), k, tile, s.n * s.h * s.w * s.c)
+}
+
+fn blocks(cfg: &LaunchConfig) -> usize {
+    cfg.grid.iter().map(|&d| d as usize).product()
+}
+
+/// Whether the forward runs on the tensor cores: tf32 / bf16, or f32 by tap slices (3xTF32).
+fn forward_on_tensor_cores(prec: Precision, staging: TcStaging) -> bool {
+    prec != Precision::F32 || staging == TcStaging::Tap
+}
+
+/// The forward GEMM's grid over `[m, og]` per group before any split, and its K tile.
+fn forward_grid(prec: Precision, staging: TcStaging, m: usize, og: usize, groups: usize) -> (LaunchConfig, usize) {
+    if forward_on_tensor_cores(prec, staging) {
+        (tc_cfg(m, og, groups, staging), TC_K)
+    } else {
+        (gemm_cfg(m, og, groups), TILE_K)
+    }
+}
+
+/// A GEMM version of backward data's grid before any split (grid.z: groups, times the stride
+/// phases for v2 and the tensor cores'), and its K tile; None for the other versions.
+fn backward_grid(v: BackwardData, s: &ConvShape, g: &Conv2dGeom) -> Option<(LaunchConfig, usize)> {
+    let cg = s.c / g.groups.max(1);
+    let [sh, sw] = g.stride;
+    let phase_pixels = s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw);
+    match v {
+        BackwardData::Gemm => Some((gemm_cfg(s.n * s.h * s.w, cg, g.groups), TILE_K)),
+        BackwardData::Phased => {
+            let mut cfg = gemm_cfg(phase_pixels, cg, g.groups);
+            cfg.grid[2] *= (sh * sw) as u32;
+            Some((cfg, TILE_K))
+        }
+        BackwardData::TensorCore(_, st) => Some((tc_cfg(phase_pixels, cg, g.groups * sh * sw, st), TC_K)),
+        _ => None,
+    }
 }
 
 /// The shapes of one convolution: input NHWC `[n, h, w, c]`, weight `cout x (c/groups) x kh x kw`.
@@ -314,6 +339,16 @@ pub enum TcStaging {
 }
 
 impl TcStaging {
+    /// The staging [`forward_fused`] runs with these weights: by tap slices where they apply and
+    /// the OHWI `rows` are there, else gathering.
+    fn engine(rows: bool, s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
+        if rows {
+            TcStaging::forward(s, g)
+        } else {
+            TcStaging::Gather
+        }
+    }
+
     /// The engine's staging for a forward convolution: [`TcStaging::Tap`] wherever it
     /// applies (the reduction's cg a multiple of 32; the weights as OHWI rows, which the
     /// caller gives).
@@ -401,8 +436,7 @@ pub fn forward_fused(
     act: Option<Act>,
     split: SplitK,
 ) -> Result<()> {
-    let staging = if rows.is_some() { TcStaging::forward(s, g) } else { TcStaging::Gather };
-    forward_fused_as(dev, prec, staging, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
+    forward_fused_as(dev, prec, TcStaging::engine(rows.is_some(), s, g), x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
@@ -447,11 +481,12 @@ pub fn forward_fused_as(
         dev.account("dwconv2d_fwd", useful, useful);
         // SAFETY: `dwconv2d_fwd_f32(const float* x, const float* wp, const float* bias,
         // const float* residual, float* y, DV_CONV_PARAMS, long long y_stride, long long y_off,
-        // int act)` (the split arguments after them unread); the grid-stride loop writes channels [y_off, y_off + cout) of every one of
+        // int act)`; the grid-stride loop writes channels [y_off, y_off + cout) of every one of
         // the n*oh*ow rows of y (checked above to fit its y_stride).
-        launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args)
-    } else if prec != Precision::F32 || staging == TcStaging::Tap {
-        let (m, og, k) = (s.n * oh * ow, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
+        return launch(dev, "dwconv2d", "fwd", grid_stride(s.n * oh * ow * s.cout), &args);
+    }
+    let (og, k) = (s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
+    let kernel = if forward_on_tensor_cores(prec, staging) {
         let mut b = wp; // B as the kernel reads it
         if staging == TcStaging::Tap {
             if staging != TcStaging::forward(s, g) {
@@ -462,31 +497,25 @@ pub fn forward_fused_as(
         }
         staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
-        let mut cfg = tc_cfg(m, og, g.groups, staging);
-        cfg.grid[2] *= split.parts as u32;
-        args.extend(split.args());
-        // SAFETY: `conv2d_fwd_{tf32,bf16}[_tap]_f32` / `conv2d_fwd_tf32x3_tap_f32` (same
-        // signature as conv2d_fwd_f32); the
-        // grid covers M = n*oh*ow by og per group (grid.z) in TC_M x TC_N tiles, with the
-        // staging's dynamic shared memory (tc_cfg); every in-range (m, o) is stored once, by the
-        // lane holding it in the C fragment, at y[m * y_stride + y_off + g * og + o]. The tap
-        // version's conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte
-        // aligned x and rows) were checked just above. Split: see below.
-        launch(dev, "conv2d", &staging.variant("fwd", prec), cfg, &args)?;
-        splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
+        staging.variant("fwd", prec)
     } else {
-        dev.account("conv2d_fwd", gemm_macs(m, s.cout / g.groups, s.kh * s.kw * (s.c / g.groups), g.groups), useful);
-        let mut cfg = gemm_cfg(m, s.cout / g.groups, g.groups);
-        cfg.grid[2] *= split.parts as u32;
-        args.extend(split.args());
-        // SAFETY: `conv2d_fwd_f32(same signature, then float* ws, int splits)`; the grid
-        // covers M = n*oh*ow by og = cout/groups per group (grid.z / parts), and every in-range
-        // (m, o) is stored once, at y[m * y_stride + y_off + g * og + o] — or, split, by each
-        // part at ws[part][m * cout + g * og + o] (`check`: ws given; its length the caller's
-        // parts x m x cout, as forward_parts / SplitK::ws_len say).
-        launch(dev, "conv2d", "fwd", cfg, &args)?;
-        splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
-    }
+        dev.account("conv2d_fwd", gemm_macs(m, og, k, g.groups), useful);
+        "fwd".to_string()
+    };
+    let (mut cfg, _) = forward_grid(prec, staging, m, og, g.groups);
+    cfg.grid[2] *= split.parts as u32;
+    args.extend(split.args());
+    // SAFETY: `conv2d_fwd_f32` or on the tensor cores `conv2d_fwd_{tf32,bf16}[_tap]_f32` /
+    // `conv2d_fwd_tf32x3_tap_f32` (the same signature: the dwconv's arguments, then float* ws,
+    // int splits); the grid covers M = n*oh*ow by og = cout/groups per group (grid.z / parts)
+    // in the kernel's tiles (the tensor cores' with their staging's dynamic shared memory,
+    // tc_cfg), and every in-range (m, o) is stored once, at y[m * y_stride + y_off + g * og + o]
+    // — or, split, by each part at ws[part][m * cout + g * og + o] (`check`: ws given; its length
+    // the caller's parts x m x cout, as forward_parts / SplitK::ws_len say). The tap version's
+    // conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte aligned x and
+    // rows) were checked just above.
+    launch(dev, "conv2d", &kernel, cfg, &args)?;
+    splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
 }
 
 /// Split-K's sum into y with the forward epilogue (nothing to do with one part).
@@ -660,8 +689,14 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
     if split.parts > 1 && !matches!(v, BackwardData::Gemm | BackwardData::Phased | BackwardData::TensorCore(..)) {
         return Err(Error::InvalidArgument(format!("conv2d: backward data {v:?} does not split K (only the GEMM versions do)")));
     }
-    // the GEMM versions' arguments: the same, then the split's
+    // the GEMM versions' arguments (the same, then the split's) and grid (backward_grid's, over
+    // the parts too)
     let split_args = || args.iter().cloned().chain(split.args()).collect::<Vec<_>>();
+    let split_cfg = || {
+        let (mut cfg, _) = backward_grid(v, s, g).expect("a GEMM version of backward data");
+        cfg.grid[2] *= split.parts as u32;
+        cfg
+    };
     if !v.applies(s, g) {
         return Err(Error::InvalidArgument(match v {
             BackwardData::Depthwise => "conv2d: the depthwise backward-data kernel needs one input channel per group".into(),
@@ -694,25 +729,20 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
         }
         BackwardData::Gemm => {
             dev.account("conv2d_bwd_data", gemm_macs(s.n * s.h * s.w, cg, s.kh * s.kw * og, g.groups), useful);
-            let mut cfg = gemm_cfg(s.n * s.h * s.w, cg, g.groups);
-            cfg.grid[2] *= split.parts as u32;
             // SAFETY: `conv2d_bwd_data_f32(same signature, then float* ws, int splits)`; the
             // grid covers M = n*h*w by cg = c/groups per group (grid.z / parts), every in-range
             // (m, ci) stored once — split, by each part into its copy of gx in ws (`check`).
-            launch(dev, "conv2d", "bwd_data", cfg, &split_args())?;
+            launch(dev, "conv2d", "bwd_data", split_cfg(), &split_args())?;
             splitk_backward(dev, split, gx, gx_len, mask)
         }
         BackwardData::Phased => {
-            let [sh, sw] = g.stride;
             let executed = phases(s, g).iter().map(|&(pix, taps)| gemm_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_phased", executed, useful);
-            let mut cfg = gemm_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups);
-            cfg.grid[2] *= (sh * sw * split.parts) as u32;
             // SAFETY: `conv2d_bwd_data_phased_f32(same signature)`; grid.z runs over groups x
             // stride phases x parts, the phases partition the input pixels, and each phase's grid
             // covers its pixels by cg, every in-range (pixel, ci) stored once (zeros where no tap
             // reaches) — split, by each part into its copy of gx in ws.
-            launch(dev, "conv2d", "bwd_data_phased", cfg, &split_args())?;
+            launch(dev, "conv2d", "bwd_data_phased", split_cfg(), &split_args())?;
             splitk_backward(dev, split, gx, gx_len, mask)
         }
         BackwardData::Direct => {
@@ -764,8 +794,6 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             staging.takes([gy, wp])?;
             let executed = phases(s, g).iter().map(|&(pix, taps)| tc_macs(s.n * pix, cg, taps * og, g.groups)).sum();
             dev.account("conv2d_bwd_data_tc", executed, useful);
-            let [sh, sw] = g.stride;
-            let cfg = tc_cfg(s.n * s.h.div_ceil(sh) * s.w.div_ceil(sw), cg, g.groups * sh * sw * split.parts, staging);
             // SAFETY: `conv2d_bwd_data_{tf32,bf16}[_tap]_f32(same signature as
             // conv2d_bwd_data_f32)`; grid.z runs over groups x stride phases, which partition the
             // input pixels; each phase's grid covers its pixels by cg in TC_M x TC_N tiles (the
@@ -773,7 +801,7 @@ pub fn backward_data_as(dev: &dyn Device, v: BackwardData, gy: DevicePtr, wp: De
             // (zeros where no tap reaches). The tap version's conditions (og % 32: `applies`;
             // 16-byte aligned gy and weights: `takes`) were checked above. Split: grid.z also runs
             // over the parts, each storing into its copy of gx in ws.
-            launch(dev, "conv2d", &staging.variant("bwd_data", prec), cfg, &split_args())?;
+            launch(dev, "conv2d", &staging.variant("bwd_data", prec), split_cfg(), &split_args())?;
             splitk_backward(dev, split, gx, gx_len, mask)
         }
     }

@@ -228,13 +228,10 @@ impl Gpu {
         }
     }
 
-    /// The split-K parts of the engine's backward data for this convolution (`col`: whether the
-    /// column matrix's scratch is there, which decides v5 against v3; neither splits).
-    fn backward_data_parts(&self, s: &conv::ConvShape, g: &Conv2dGeom, col: bool) -> usize {
-        match conv::backward_data_version(s, g, self.precision) {
-            conv::BackwardData::Col2im(_) if !col => 1,
-            v => conv::backward_data_parts(self.device(), v, s, g),
-        }
+    /// The split-K parts of the engine's backward data for this convolution (v5 and its v3
+    /// fallback without scratch take none either way).
+    fn backward_data_parts(&self, s: &conv::ConvShape, g: &Conv2dGeom) -> usize {
+        conv::backward_data_parts(self.device(), conv::backward_data_version(s, g, self.precision), s, g)
     }
 
     fn new_tensor(&self, shape: &[usize]) -> Result<DTensor> {
@@ -377,7 +374,7 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
         let col = self.col_scratch(&s, g)?;
-        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g, col.is_some()), gx.numel())?;
+        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g), gx.numel())?;
         conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, None, col.as_ref().map(DTensor::ptr), split)?;
         Ok(gx)
     }
@@ -389,7 +386,7 @@ impl Backend for Gpu {
         let s = conv::ConvShape { n, h, w: wd, c, cout: w.shape[0], kh: w.shape[2], kw: w.shape[3] };
         let gx = self.new_tensor(x_shape)?;
         let col = self.col_scratch(&s, g)?;
-        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g, col.is_some()), gx.numel())?;
+        let (split, _ws) = self.split_k(self.backward_data_parts(&s, g), gx.numel())?;
         conv::backward_data(self.device(), self.precision, gy.ptr(), w.ptr(), gx.ptr(), &s, g, Some((mask.ptr(), act)), col.as_ref().map(DTensor::ptr), split)?;
         Ok(gx)
     }
@@ -673,14 +670,14 @@ fn layout_strides(s: &[usize]) -> Vec<usize> {
     st
 }
 
-/// The axes of a tensor of this shape in the order its memory runs (the last fastest), padded
-/// in front with `None` to four; axes of length 1 go first (their order does not matter).
 /// Split-K's default: on unless `DEEPVIZ_SPLIT_K=0` (read once per process).
 fn split_k_default() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| !std::env::var("DEEPVIZ_SPLIT_K").is_ok_and(|v| v.trim() == "0"))
 }
 
+/// The axes of a tensor of this shape in the order its memory runs (the last fastest), padded
+/// in front with `None` to four; axes of length 1 go first (their order does not matter).
 fn memory_order(s: &[usize]) -> [Option<usize>; 4] {
     let st = layout_strides(s);
     let mut axes: Vec<usize> = (0..s.len()).collect();
