@@ -172,7 +172,7 @@ fn fused_epilogue_matches_the_separate_ops_bit_for_bit() {
         }
         v
     };
-    for (m, k, n) in [(37, 300, 70), (130, 9, 1000), (5, 1, 3)] {
+    for (m, k, n) in [(37, 300, 70), (130, 9, 1000), (5, 1, 3), (13, 300, 49), (4, 20, 196), (9, 3, 20)] {
         let ldc = n + 5;
         let a = seeded(1, m * k);
         let b = seeded(2, k * n);

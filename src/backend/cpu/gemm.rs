@@ -480,7 +480,7 @@ pub mod avx512 {
     /// columns of the register tile
     pub const NR: usize = NV * 16;
     /// depth of a packed B block
-    const KC: usize = 256;
+    pub(super) const KC: usize = 256;
     /// width of a packed B block (KC x NC floats = 1 MiB, half of a core's L2)
     pub const NC: usize = 1024;
 
@@ -644,25 +644,37 @@ pub mod avx512 {
     }
 
     /// `C[0..mr, 0..nr] (+)= Apanel · Bpanel` over `kc`; `ap` is `kc` steps of MR floats,
-    /// `bp` `kc` steps of NR floats, of which the first `V` vectors are multiplied (`V` = NV,
-    /// or 1 for a panel's last `nr <= 16` columns: a 14 x 14 map's 196 columns are 6 panels
-    /// and 4 columns, which the whole tile would compute 32 wide).
+    /// `bp` `kc` steps of NR floats. The register tile is the panel's first `R` rows (`R` >=
+    /// `mr`; a panel's padding rows are zero) by `V` vectors of 16 columns plus `E` single
+    /// columns after them (`nr` = 16 V + E exactly when E > 0; with E = 0, `nr <= 16 V` and the
+    /// last vector is masked). The single columns are kept as column vectors over the rows (one
+    /// masked load of the panel's k-th row of A, E broadcasts of B), so that a ragged edge costs
+    /// what it computes: resnet50's 7 x 7 maps are 49 = 32 + 16 + 1 columns, which a 32-wide
+    /// tile computed as 64, and its 64-channel layers are 5 panels of 12 rows and one of 4.
+    ///
+    /// Every element of C is the same chain of fused multiply-adds over k, in order, whatever
+    /// the tile: a product's bits do not depend on which tile computed an element.
     ///
     /// SAFETY: AVX-512F present; `ap`/`bp` hold `kc * MR` / `kc * NR` floats; rows `0..mr`
-    /// (mr <= MR) of C, columns `0..nr` (nr <= 16 V), rows `ldc` apart, are writable; a bias
-    /// pointer has `mr` floats.
+    /// (mr <= R <= MR) of C, columns `0..nr` (nr <= 16 V + E <= NR), rows `ldc` apart, are
+    /// writable; a bias pointer has `mr` floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel<const V: usize>(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
+    unsafe fn kernel<const R: usize, const V: usize, const E: usize>(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
+        debug_assert!(mr <= R && R <= MR && 16 * V + E <= NR && nr <= 16 * V + E && (E == 0 || nr == 16 * V + E));
         // C's lines are wanted only at the end: fetch them while the products run
-        for i in 0..MR {
+        let lines = V + (E > 0) as usize;
+        for i in 0..R {
             if i < mr {
-                for j in 0..V {
+                for j in 0..lines {
                     _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16 * j) as *const i8);
                 }
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        // extra column e, rows in lanes
+        let mut ext = [_mm512_setzero_ps(); E];
+        let rows = ((1u32 << R) - 1) as u16;
         let (mut a, mut b) = (ap, bp);
         for _ in 0..kc {
             let mut bv = [_mm512_setzero_ps(); V];
@@ -673,6 +685,12 @@ pub mod avx512 {
                 let av = _mm512_set1_ps(*a.add(i));
                 for (j, r) in row.iter_mut().enumerate() {
                     *r = _mm512_fmadd_ps(av, bv[j], *r);
+                }
+            }
+            if E > 0 {
+                let col = _mm512_maskz_loadu_ps(rows, a);
+                for (e, x) in ext.iter_mut().enumerate() {
+                    *x = _mm512_fmadd_ps(col, _mm512_set1_ps(*b.add(16 * V + e)), *x);
                 }
             }
             a = a.add(MR);
@@ -717,6 +735,61 @@ pub mod avx512 {
                 }
             }
         }
+        for (e, &x) in ext.iter().enumerate() {
+            let mut lanes = [0.0f32; 16];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), x);
+            for (i, &t) in lanes.iter().enumerate().take(mr) {
+                let (off, tv) = (i * ldc + 16 * V + e, _mm512_set1_ps(t));
+                let p = c.add(off);
+                // one lane through the vector path's arithmetic, so the bits are the same
+                let mut v = match first {
+                    First::Add => _mm512_add_ps(_mm512_set1_ps(*p), tv),
+                    First::Bias(bias) => _mm512_add_ps(_mm512_set1_ps(*bias.add(i)), tv),
+                    First::Overwrite => tv,
+                };
+                if let Some(ep) = &epi {
+                    v = ep.apply(v, off, 1);
+                }
+                *p = _mm512_cvtss_f32(v);
+            }
+        }
+    }
+
+    /// [`kernel`] for a tile of `mr` rows and `nr` columns: the narrowest register tile that
+    /// covers it (rows 4, 8 or 12; 16-column vectors, then up to 4 single columns).
+    ///
+    /// SAFETY: as [`kernel`], with `mr <= MR`, `nr <= NR`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
+        match mr {
+            0..=4 => tile_cols::<4>(kc, ap, bp, c, ldc, mr, nr, first, epi),
+            5..=8 => tile_cols::<8>(kc, ap, bp, c, ldc, mr, nr, first, epi),
+            _ => tile_cols::<MR>(kc, ap, bp, c, ldc, mr, nr, first, epi),
+        }
+    }
+
+    /// [`tile`]'s choice of columns for `R` rows.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_cols<const R: usize>(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, first: First, epi: Option<EpiPtr>) {
+        macro_rules! go {
+            ($v:expr, $e:expr) => {
+                kernel::<R, $v, $e>(kc, ap, bp, c, ldc, mr, nr, first, epi)
+            };
+        }
+        match nr {
+            1 => go!(0, 1),
+            2 => go!(0, 2),
+            3 => go!(0, 3),
+            4 => go!(0, 4),
+            5..=16 => go!(1, 0),
+            17 => go!(1, 1),
+            18 => go!(1, 2),
+            19 => go!(1, 3),
+            20 => go!(1, 4),
+            _ => go!(NV, 0),
+        }
     }
 
     /// One thread's product: `C[m x n] (+)= A·B[:, j_lo..j_lo+n]`, A packed (all of k), C at `c`.
@@ -744,12 +817,7 @@ pub mod avx512 {
                     for jr in (0..nc).step_by(NR) {
                         let bp = bbuf.as_ptr().add(jr * kc);
                         let off = ir * ldc + jc + jr;
-                        let nr = NR.min(nc - jr);
-                        if nr <= 16 {
-                            kernel::<1>(kc, ap, bp, c.add(off), ldc, mr, nr, first, last.then(|| epi.add(off)));
-                        } else {
-                            kernel::<NV>(kc, ap, bp, c.add(off), ldc, mr, nr, first, last.then(|| epi.add(off)));
-                        }
+                        tile(kc, ap, bp, c.add(off), ldc, mr, NR.min(nc - jr), first, last.then(|| epi.add(off)));
                     }
                 }
             }
@@ -821,6 +889,52 @@ mod tests {
                 assert!((c[i * ldc + j] - want).abs() < 1e-3, "({i},{j}) {} vs {want}", c[i * ldc + j]);
             }
             assert_eq!(c[i * ldc + n], 1.0, "padding column written");
+        }
+    }
+
+    /// Every register tile (rows 4 / 8 / 12; 0, 1 or 2 vectors and 0–4 single columns) computes
+    /// each element as the same chain of fused multiply-adds over k, block by `KC` block, as a
+    /// scalar `mul_add` loop does: the product's bits do not depend on the tile that computed an
+    /// element. Every tile row and column count is some shape's edge here (n up to 53: a last
+    /// panel of 1–32 columns; 1030: past one `NC` block), k past one `KC` block, each `Out`.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_tile_is_the_same_fma_chain_to_the_bit() {
+        if !uses_avx512() {
+            return;
+        }
+        let val = |i: usize, s: usize| ((i * s % 97) as f32 - 48.0) / 37.0 + (i % 7) as f32 * 1e-3;
+        for k in [1, 7, 300] {
+            for m in [1, 3, 4, 5, 8, 9, 12, 13, 20, 25] {
+                for n in (1..=53).chain([196, 1030]) {
+                    let a: Vec<f32> = (0..m * k).map(|i| val(i, 31)).collect();
+                    let b: Vec<f32> = (0..k * n).map(|i| val(i, 17)).collect();
+                    let bias: Vec<f32> = (0..m).map(|i| val(i, 5)).collect();
+                    let ldc = n + 2;
+                    for mode in 0..3 {
+                        let out = [Out::Overwrite, Out::Accumulate, Out::RowBias(&bias)][mode];
+                        let c0: Vec<f32> = (0..m * ldc).map(|i| val(i, 3)).collect();
+                        let mut want = c0.clone();
+                        for i in 0..m {
+                            for j in 0..n {
+                                let c = &mut want[i * ldc + j];
+                                for p0 in (0..k).step_by(avx512::KC) {
+                                    let t = (p0..k.min(p0 + avx512::KC)).fold(0.0f32, |t, p| a[i * k + p].mul_add(b[p * n + j], t));
+                                    *c = match (p0, out) {
+                                        (0, Out::Overwrite) => t,
+                                        (0, Out::RowBias(bias)) => bias[i] + t,
+                                        _ => *c + t,
+                                    };
+                                }
+                            }
+                        }
+                        let mut got = c0.clone();
+                        sgemm_packed(Mat::rows(&a, m, k), None, Mat::rows(&b, k, n), &mut got, ldc, out);
+                        let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+                        assert!(bad.is_none(), "m{m} n{n} k{k} mode{mode}: element {:?}", bad.map(|e| (e / ldc, e % ldc, got[e], want[e])));
+                    }
+                }
+            }
         }
     }
 }
