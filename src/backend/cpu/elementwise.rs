@@ -79,15 +79,37 @@ fn par_vec<I: Iterator<Item = f32>>(n: usize, f: impl Fn(usize, usize) -> I + Sy
     v
 }
 
+/// `$body!(act)` with `$a` matched outside it: ReLU and ReLU6 get a loop of their own with the
+/// activation a constant, which vectorises (with the match inside, each element went through a
+/// jump table: ~4% of resnet50's saliency on the CPU).
+macro_rules! per_act {
+    ($a:expr, $body:ident) => {
+        match $a {
+            Act::Relu => $body!(Act::Relu),
+            Act::Relu6 => $body!(Act::Relu6),
+            a => $body!(a),
+        }
+    };
+}
+pub(crate) use per_act;
+
 pub fn act(x: &Tensor, a: Act) -> Tensor {
-    let data = par_vec(x.numel(), |s, l| x.data[s..s + l].iter().map(move |&v| act_value(v, a)));
-    Tensor { shape: x.shape.clone(), data }
+    macro_rules! go {
+        ($a:expr) => {
+            par_vec(x.numel(), |s, l| x.data[s..s + l].iter().map(move |&v| act_value(v, $a)))
+        };
+    }
+    Tensor { shape: x.shape.clone(), data: per_act!(a, go) }
 }
 
 pub fn act_backward(x: &Tensor, gy: &Tensor, a: Act) -> Tensor {
     debug_assert_eq!(x.shape, gy.shape);
-    let data = par_vec(gy.numel(), |s, l| gy.data[s..s + l].iter().zip(&x.data[s..s + l]).map(move |(&g, &xv)| g * act_grad(xv, a)));
-    Tensor { shape: gy.shape.clone(), data }
+    macro_rules! go {
+        ($a:expr) => {
+            par_vec(gy.numel(), |s, l| gy.data[s..s + l].iter().zip(&x.data[s..s + l]).map(move |(&g, &xv)| g * act_grad(xv, $a)))
+        };
+    }
+    Tensor { shape: gy.shape.clone(), data: per_act!(a, go) }
 }
 
 /// a + b (equal shapes)

@@ -389,11 +389,22 @@ pub fn epilogue_scalar(c: &mut [f32], residual: Option<&[f32]>, act: Option<Act>
     if let Some(r) = residual {
         c.iter_mut().zip(r).for_each(|(v, r)| *v += r);
     }
+    use super::elementwise::{act_grad, act_value, per_act};
     if let Some(a) = act {
-        c.iter_mut().for_each(|v| *v = super::elementwise::act_value(*v, a));
+        macro_rules! apply {
+            ($a:expr) => {
+                c.iter_mut().for_each(|v| *v = act_value(*v, $a))
+            };
+        }
+        per_act!(a, apply);
     }
     if let Some((m, a)) = mask {
-        c.iter_mut().zip(m).for_each(|(v, &m)| *v *= super::elementwise::act_grad(m, a));
+        macro_rules! apply {
+            ($a:expr) => {
+                c.iter_mut().zip(m).for_each(|(v, &m)| *v *= act_grad(m, $a))
+            };
+        }
+        per_act!(a, apply);
     }
 }
 
