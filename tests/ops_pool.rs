@@ -112,6 +112,11 @@ fn cases() -> Vec<(&'static str, [usize; 4], Pool2dGeom)> {
         ("k3_s2_p1_ceil_h8", [3, 5, 8, 13], geom([3, 3], [2, 2], [1, 1], true, true)),
         ("k3_s3_ceil", [3, 5, 7, 13], geom([3, 3], [3, 3], [0, 0], true, true)),
         ("k2_s2_ceil_odd", [3, 5, 7, 13], geom([2, 2], [2, 2], [0, 0], true, true)),
+        // rows wide enough for the AVX-512 max pool (16 output columns a vector, stride 1 or
+        // 2), with scalar columns on both sides of the vectors
+        ("k3_s2_p1_wide", [2, 3, 6, 75], geom([3, 3], [2, 2], [1, 1], false, true)),
+        ("k3_s1_p1_wide", [2, 3, 5, 50], geom([3, 3], [1, 1], [1, 1], true, true)),
+        ("k2_s2_ceil_wide", [1, 2, 5, 67], geom([2, 2], [2, 2], [0, 0], true, false)),
     ]
 }
 
@@ -167,6 +172,41 @@ fn max_pool_nan_wins() {
     let (y, arg) = cpu.max_pool2d(&x, &geom([3, 3], [2, 2], [0, 0], false, true));
     assert!(y.data.iter().all(|v| v.is_nan()), "{:?}", y.data);
     assert!(arg.iter().all(|&a| a == 12));
+    // wide planes (the vector path): NaNs, -inf and ties at scattered places, against
+    // PyTorch's rule written out
+    for (name, s, g) in cases() {
+        let mut x = seeded_tensor(14, &s);
+        for (i, v) in x.data.iter_mut().enumerate() {
+            *v = match i * 7919 % 23 {
+                0 => f32::NAN,
+                1 | 2 => f32::NEG_INFINITY,
+                3 | 4 => 0.25,
+                _ => *v,
+            };
+        }
+        let (h, w) = (s[2], s[3]);
+        let (oh, ow) = g.out_hw(h, w).unwrap();
+        let (y, arg) = cpu.max_pool2d(&x, &g);
+        for p in 0..s[0] * s[1] {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<(f32, usize)> = None;
+                    for iy in taps(oy, &g, 0).filter(|&iy| iy >= 0 && iy < h as isize) {
+                        for ix in taps(ox, &g, 1).filter(|&ix| ix >= 0 && ix < w as isize) {
+                            let i = iy as usize * w + ix as usize;
+                            let v = x.data[p * h * w + i];
+                            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
+                                best = Some((v, i));
+                            }
+                        }
+                    }
+                    let (v, i) = best.unwrap();
+                    let o = (p * oh + oy) * ow + ox;
+                    assert!(y.data[o].to_bits() == v.to_bits() && arg[o] as usize == i, "{name}: output {o}: {} at {} for {v} at {i}", y.data[o], arg[o]);
+                }
+            }
+        }
+    }
 }
 
 #[test]

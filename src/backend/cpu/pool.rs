@@ -37,13 +37,26 @@ pub fn max_forward(x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>) {
     if y.numel() == 0 {
         return (y, arg);
     }
+    // output columns whose window lies whole inside the input's columns: the vector path's
+    let (k, s, p) = (g.kernel[1], g.stride[1], g.pad[1]);
+    let inner_lo = p.div_ceil(s).min(ow);
+    let inner_hi = if w + p >= k { ((w + p - k) / s + 1).clamp(inner_lo, ow) } else { inner_lo };
     let planes = y.data.par_chunks_mut(oh * ow).zip(arg.par_chunks_mut(oh * ow));
     planes.enumerate().for_each(|(i, (yp, ap))| {
         let xp = &x.data[i * h * w..(i + 1) * h * w];
         for oy in 0..oh {
             let (y0, y1, _) = window(oy, g.kernel[0], g.stride[0], g.pad[0], h);
-            for ox in 0..ow {
-                let (x0, x1, _) = window(ox, g.kernel[1], g.stride[1], g.pad[1], w);
+            let (yr, ar) = (&mut yp[oy * ow..(oy + 1) * ow], &mut ap[oy * ow..(oy + 1) * ow]);
+            #[allow(unused_mut)]
+            let mut vec_to = inner_lo;
+            #[cfg(target_arch = "x86_64")]
+            if (s == 1 || s == 2) && crate::backend::cpu::gemm::uses_avx512() {
+                // SAFETY: AVX-512F was detected; the columns inner_lo..inner_hi read inside
+                // the input (their windows lie within 0..w, checked above)
+                vec_to = unsafe { max_row_avx512(xp, w, y0..y1, k, s, p, inner_lo..inner_hi, yr, ar) };
+            }
+            for ox in (0..inner_lo).chain(vec_to..ow) {
+                let (x0, x1, _) = window(ox, k, s, p, w);
                 let mut best = (f32::NEG_INFINITY, y0 * w + x0);
                 for iy in y0..y1 {
                     for ix in x0..x1 {
@@ -53,12 +66,58 @@ pub fn max_forward(x: &Tensor, g: &Pool2dGeom) -> (Tensor, Vec<u32>) {
                         }
                     }
                 }
-                yp[oy * ow + ox] = best.0;
-                ap[oy * ow + ox] = best.1 as u32;
+                yr[ox] = best.0;
+                ar[ox] = best.1 as u32;
             }
         }
     });
     (y, arg)
+}
+
+/// Max pooling of one output row over the columns `cols` (whose windows lie inside the input's
+/// columns), 16 at a time, with [`max_forward`]'s rule (window in row-major order, `v > best ||
+/// v is NaN` takes over): stride 1 reads each tap's 16 inputs as one load, stride 2 as two
+/// loads and a permute of their even lanes. Returns where it stopped (the rest of `cols` is
+/// fewer than 16 columns, for the caller's scalar loop).
+///
+/// SAFETY: AVX-512F present; `s` is 1 or 2; for every ox in `cols`, `ox * s - p + k <= w` and
+/// `ox * s >= p`; rows `rows` lie inside the plane `xp` (`[_, w]`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn max_row_avx512(xp: &[f32], w: usize, rows: std::ops::Range<usize>, k: usize, s: usize, p: usize, cols: std::ops::Range<usize>, yr: &mut [f32], ar: &mut [u32]) -> usize {
+    use std::arch::x86_64::*;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let step = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(s as i32));
+    let mut ox = cols.start;
+    while ox + 16 <= cols.end {
+        let x0 = ox * s - p;
+        let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut arg = _mm512_add_epi32(_mm512_set1_epi32((rows.start * w + x0) as i32), step);
+        for iy in rows.clone() {
+            let row = xp[iy * w..(iy + 1) * w].as_ptr();
+            for kx in 0..k {
+                let ix = x0 + kx;
+                // the 16 windows' inputs at this tap: ix + s·lane, inside the row (the last
+                // lane's is ox·s - p + 15·s + kx < w); stride 2's second load stops at lane 15's
+                let v = if s == 1 {
+                    _mm512_loadu_ps(row.add(ix))
+                } else {
+                    let a = _mm512_loadu_ps(row.add(ix));
+                    let b = _mm512_maskz_loadu_ps(0x7fff, row.add(ix + 16));
+                    _mm512_permutex2var_ps(a, evens, b)
+                };
+                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                best = _mm512_mask_mov_ps(best, take, v);
+                arg = _mm512_mask_mov_epi32(arg, take, _mm512_add_epi32(_mm512_set1_epi32((iy * w + ix) as i32), step));
+            }
+        }
+        _mm512_storeu_ps(yr[ox..ox + 16].as_mut_ptr(), best);
+        _mm512_storeu_si512(ar[ox..ox + 16].as_mut_ptr().cast(), arg);
+        ox += 16;
+    }
+    ox
 }
 
 /// Scatters each output gradient to its argmax, adding where windows overlap.
