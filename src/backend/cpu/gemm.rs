@@ -165,6 +165,12 @@ impl PackB for Mat<'_> {
     fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         const NR: usize = PACK_NR;
         let b = self;
+        #[cfg(target_arch = "x86_64")]
+        if b.cs == 1 && uses_avx512() {
+            // SAFETY: AVX-512F was detected
+            unsafe { avx512::pack_rows(b, p0, kc, j0, nc, dst) };
+            return;
+        }
         if b.cs == 1 {
             // a few rows at a time across all panels: the reads stream through a few rows, the
             // writes fill a few consecutive rows of each panel
@@ -519,6 +525,42 @@ pub mod avx512 {
                 *slot = v;
             }
         });
+    }
+
+    /// [`PackB::pack`] of a matrix with contiguous rows (`cs == 1`): a few rows at a time across
+    /// all panels (the reads stream through a few rows, the writes fill a few consecutive rows
+    /// of each panel), each panel row as two loads and two stores; a ragged last panel's loads
+    /// are masked, which zero its padding lanes (no memset a row, no element loop).
+    ///
+    /// SAFETY: AVX-512F present.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_rows(b: &Mat, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        const ROWS: usize = 8;
+        const { assert!(NR == 32) };
+        let panels = nc.div_ceil(NR);
+        if kc == 0 || nc == 0 {
+            return;
+        }
+        assert!(b.cs == 1 && dst.len() >= panels * NR * kc && (p0 + kc - 1) * b.rs + j0 + nc <= b.data.len(), "pack_rows: out of bounds");
+        let (src, out) = (b.data.as_ptr(), dst.as_mut_ptr());
+        for k0 in (0..kc).step_by(ROWS) {
+            for jp in 0..panels {
+                let c0 = jp * NR;
+                let cols = NR.min(nc - c0);
+                let lanes = |n: usize| if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as u16 };
+                let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
+                for kk in k0..kc.min(k0 + ROWS) {
+                    // reads: row p0 + kk, columns j0 + c0 .. + cols (in bounds: asserted above);
+                    // writes: panel jp's row kk, NR floats inside dst
+                    // (a masked-off lane is not read: `wrapping_add`, as the second half may lie
+                    // past the data when the panel has 16 columns or fewer)
+                    let s = src.add((p0 + kk) * b.rs + j0 + c0);
+                    let d = out.add((jp * kc + kk) * NR);
+                    _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, s));
+                    _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.wrapping_add(16)));
+                }
+            }
+        }
     }
 
     /// The length of [`pack_a`]'s output for an `m x k` matrix.
