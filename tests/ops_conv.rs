@@ -180,6 +180,16 @@ fn conv_1x1_stride2_shortcut() {
 }
 
 #[test]
+fn conv_stride2_wide_rows() {
+    // output rows of 38 and 35 columns: runs that fill a 32-lane panel, cross its halves and
+    // wrap to the next output row, at stride 2 (the AVX-512 im2col's two loads and a permute
+    // per half); the stem's 7x7 with padding 3, and a dilated 3x3 whose tap offsets are even
+    check(&Case { name: "s2_wide", x: [2, 3, 9, 75], o: 5, k: [3, 3], g: geom([2, 2], [1, 1, 1, 1], [1, 1], 1), fd: 24 });
+    check(&Case { name: "s2_wide_stem", x: [1, 3, 11, 69], o: 4, k: [7, 7], g: geom([2, 2], [3, 3, 3, 3], [1, 1], 1), fd: 24 });
+    check(&Case { name: "s2_wide_dilated", x: [1, 2, 7, 77], o: 3, k: [3, 3], g: geom([2, 2], [2, 2, 2, 1], [2, 2], 1), fd: 24 });
+}
+
+#[test]
 fn conv_large_image_is_banded() {
     // K*P = 64*9*(50*50) > 2^20 floats, so im2col runs in several bands of output rows
     check(&Case { name: "banded", x: [1, 64, 50, 50], o: 4, k: [3, 3], g: geom([1, 1], [1, 1, 1, 1], [1, 1], 1), fd: 6 });

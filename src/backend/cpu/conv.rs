@@ -184,23 +184,29 @@ impl PackB for Im2col<'_> {
                 let plane = &self.x[ci * d.h * d.w..(ci + 1) * d.h * d.w];
                 let (lo, hi, first) = self.spans[kx];
                 #[cfg(target_arch = "x86_64")]
-                if sw == 1 && avx512 {
-                    // each run's lanes inside the image, as one masked load: lane `l` of the
-                    // run reads `base + l`
+                if sw <= 2 && avx512 {
+                    // each run's lanes inside the image, as masked loads: lane `l` of the run
+                    // reads `base + sw·l`
                     let mut nl = 0;
                     for &(oy, ox0, len, l0) in &runs[..nruns] {
                         let Some(iy) = d.in_row(oy, ky) else { continue };
                         let (a, b) = (lo.clamp(ox0, ox0 + len), hi.clamp(ox0, ox0 + len));
                         if a < b {
                             let lane = l0 + a - ox0;
-                            let base = plane[iy * d.w + first + (a - lo)..][..b - a].as_ptr().wrapping_sub(lane);
+                            let base = plane[iy * d.w + first + (a - lo) * sw..][..(b - a - 1) * sw + 1].as_ptr().wrapping_sub(lane * sw);
                             loads[nl] = (base, (((1u64 << (b - a)) - 1) << lane) as u32);
                             nl += 1;
                         }
                     }
                     // SAFETY: AVX-512F is present (`avx512`); `row` holds NR = 32 floats; each
                     // load reads only the lanes of its mask, which the slice above bounds-checked
-                    unsafe { put_row_masked(row.as_mut_ptr(), &loads[..nl]) };
+                    unsafe {
+                        if sw == 1 {
+                            put_row_masked(row.as_mut_ptr(), &loads[..nl])
+                        } else {
+                            put_row_masked_s2(row.as_mut_ptr(), &loads[..nl])
+                        }
+                    };
                     (kx, ky, ci) = next_tap(kx, ky, ci, d);
                     continue;
                 }
@@ -241,6 +247,43 @@ unsafe fn put_row_masked(row: *mut f32, loads: &[(*const f32, u32)]) {
     }
     _mm512_storeu_ps(row, v0);
     _mm512_storeu_ps(row.add(16), v1);
+}
+
+/// [`put_row_masked`] at stride 2: lane `l` of a load's mask reads `base + 2l`. Each half of the
+/// row is two masked loads (lanes 0–7 of the half from the even floats of its first 16, lanes
+/// 8–15 from the next 16; only the floats of set lanes are read) and a permute of their even
+/// lanes, merged under the mask.
+///
+/// SAFETY: AVX-512F present; `row` is writable for 32 floats; for each load, `base + 2l` is
+/// readable for every set bit `l` of its mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn put_row_masked_s2(row: *mut f32, loads: &[(*const f32, u32)]) {
+    use std::arch::x86_64::*;
+    const { assert!(PACK_NR == 32) };
+    // bits 0..8 of m to the even bits 0, 2, .., 14
+    let spread = |m: u32| {
+        let mut x = m & 0xff;
+        x = (x | (x << 4)) & 0x0f0f;
+        x = (x | (x << 2)) & 0x3333;
+        ((x | (x << 1)) & 0x5555) as u16
+    };
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut v = [_mm512_setzero_ps(); 2];
+    for &(base, mask) in loads {
+        for (h, vh) in v.iter_mut().enumerate() {
+            let m = (mask >> (16 * h)) & 0xffff;
+            if m == 0 {
+                continue;
+            }
+            let p = base.wrapping_add(32 * h);
+            let a = _mm512_maskz_loadu_ps(spread(m), p);
+            let b = _mm512_maskz_loadu_ps(spread(m >> 8), p.wrapping_add(16));
+            *vh = _mm512_mask_mov_ps(*vh, m as u16, _mm512_permutex2var_ps(a, evens, b));
+        }
+    }
+    _mm512_storeu_ps(row, v[0]);
+    _mm512_storeu_ps(row.add(16), v[1]);
 }
 
 /// The adjoint of [`im2col`]: add each column entry into the input position it was read from.
