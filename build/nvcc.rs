@@ -4,7 +4,7 @@
 //! - finds nvcc: `$NVCC`, `$CUDA_HOME/bin/nvcc`, `nvcc` on `PATH`, then the project-local
 //!   toolchain `.toolchain/cuda/bin/nvcc` that `scripts/install_nvcc.sh` installs from PyPI;
 //! - compiles each `kernels/X.cu` to `$OUT_DIR/X.fatbin`: SASS for sm_80/86/89/90 and PTX for
-//!   compute_80 (so newer GPUs JIT it), `-O3`;
+//!   compute_80 (so newer GPUs JIT it), `-O3`; a `kernels/X_sm90a.cu` for sm_90a alone;
 //! - writes ptxas's `-v` report (registers, stack frame, spills per kernel and arch) to
 //!   `$OUT_DIR/ptxas-report.txt` and `target/<profile>/ptxas-report.txt`;
 //! - writes `$OUT_DIR/kernels.rs`: `pub static FATBINS: &[(&str, &[u8])]`, one entry per file,
@@ -22,6 +22,11 @@ const GENCODE: &[&str] = &[
     "arch=compute_90,code=sm_90",
     "arch=compute_80,code=compute_80",
 ];
+
+/// Files whose stem ends in `_sm90a` use Hopper's architecture-specific instructions (wgmma):
+/// SASS for sm_90a only (no PTX: sm_90a code runs on CC 9.0 alone, and src/device/cuda.rs loads
+/// such a module only there).
+const GENCODE_SM90A: &[&str] = &["arch=compute_90a,code=sm_90a"];
 
 pub fn build() {
     for v in ["NVCC", "CUDA_HOME", "CARGO_FEATURE_CUDA"] {
@@ -103,7 +108,7 @@ fn compile(nvcc: &Path, src: &Path, out: &Path) -> Result<(PathBuf, String), Str
     let mut cmd = Command::new(nvcc);
     cmd.arg("--fatbin").arg("-O3").arg("-std=c++17").arg("-Xptxas").arg("-v");
     cmd.arg("-I").arg(src.parent().unwrap());
-    for g in GENCODE {
+    for g in if stem.ends_with("_sm90a") { GENCODE_SM90A } else { GENCODE } {
         cmd.arg("-gencode").arg(g);
     }
     cmd.arg(src).arg("-o").arg(&fatbin);

@@ -1,5 +1,6 @@
 //! The SASS the build made, read without a GPU: the build's fatbinaries
-//! (`device::cuda::fatbins`) disassembled for sm_90 by cuobjdump + nvdisasm (PyPI wheels that
+//! (`device::cuda::fatbins`) disassembled for sm_90 (sm_90a for `kernels/*_sm90a.cu`) by
+//! cuobjdump + nvdisasm (PyPI wheels that
 //! `scripts/install_nvcc.sh` installs into `.toolchain/cuda/bin`). Held to
 //! `benches/sass/expected.json`: no kernel touches local memory (a spill or a stack array), the
 //! kernels listed as tensor-core kernels issue HMMA, and those listed as call-free make no CALL
@@ -38,7 +39,9 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
     for (stem, image) in deepviz::device::cuda::fatbins() {
         let f = dir.join(format!("{stem}.fatbin"));
         std::fs::write(&f, image).unwrap();
-        let o = std::process::Command::new(&tool).env("PATH", &path).args(["-sass", "-arch", "sm_90"]).arg(&f).output().unwrap();
+        // a `_sm90a` file is SASS for sm_90a alone (wgmma)
+        let arch = if stem.ends_with("_sm90a") { "sm_90a" } else { "sm_90" };
+        let o = std::process::Command::new(&tool).env("PATH", &path).args(["-sass", "-arch", arch]).arg(&f).output().unwrap();
         assert!(o.status.success(), "cuobjdump {stem}: {}", String::from_utf8_lossy(&o.stderr));
         let text = String::from_utf8_lossy(&o.stdout);
         let mut cur: Option<String> = None;
@@ -58,7 +61,8 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
             e.0 += 1;
             e.1 += op.starts_with("CALL") as usize;
             e.2 += (op.starts_with("LDL") || op.starts_with("STL")) as usize;
-            e.3 += op.starts_with("HMMA") as usize;
+            // HMMA: mma.sync; HGMMA: Hopper's wgmma
+            e.3 += (op.starts_with("HMMA") || op.starts_with("HGMMA")) as usize;
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -101,3 +101,57 @@ fn mma_bf16_probe_matches_host_product() {
         }
     }
 }
+
+/// Hopper's wgmma (kernels/wgmma_sm90a.cu, `wgmma_probe_bf16`): D [64, 64] = A [64, K] · B^T
+/// through four m64n64k16 a 64-wide K tile, the operands staged by plain stores in the 128-byte
+/// swizzle layout and read through shared-memory descriptors. On the emulator everywhere; on a
+/// card only at CC 9.0 (the module is sm_90a SASS alone; elsewhere the kernel is absent). A
+/// match on the card proves the descriptor, swizzle and accumulator layouts wgmma.cuh's
+/// emulation assumes. bf16 products are exact in f32: only the accumulation order of K = 192
+/// terms separates device and host.
+#[test]
+fn wgmma_bf16_probe_matches_host_product() {
+    let k = 192;
+    let a: Vec<u16> = seeded(111, 64 * k).iter().map(|&x| bf16(x)).collect();
+    let b: Vec<u16> = seeded(112, 64 * k).iter().map(|&x| bf16(x)).collect();
+    let af: Vec<f32> = a.iter().map(|&h| bf16_to_f32(h)).collect();
+    // B^T as the reference's [k, n]
+    let mut bkn = vec![0f32; k * 64];
+    for n in 0..64 {
+        for p in 0..k {
+            bkn[p * 64 + n] = bf16_to_f32(b[n * k + p]);
+        }
+    }
+    let (want, _) = gemm_ref(&af, &bkn, &vec![0.0; 64 * 64], 64, 64, k);
+    let smem = 1024 + 2 * 64 * 128;
+    let mut ran = 0;
+    for dev in devices() {
+        let d = dev.as_ref();
+        if !d.has_kernel("wgmma_probe_bf16") {
+            eprintln!("{}: no wgmma_probe_bf16 (sm_90a only): skipped", d.name());
+            continue;
+        }
+        let emulated = d.name().contains("emu");
+        let (pa, pb) = (put(d, &a), put(d, &b));
+        for misuse in if emulated { vec![0, 1, 2, 3] } else { vec![0] } {
+            let pd = put(d, &vec![f32::NAN; 64 * 64]);
+            let cfg = LaunchConfig { grid: [1, 1, 1], block: [128, 1, 1], shared_bytes: smem };
+            let r = d.launch("wgmma_probe_bf16", cfg, &[Arg::Ptr(pa), Arg::Ptr(pb), Arg::I32(k as i32), Arg::Ptr(pd), Arg::I32(misuse)]).and_then(|_| d.synchronize());
+            match misuse {
+                0 => {
+                    r.unwrap();
+                    assert_close(&format!("{}.wgmma_probe_bf16", d.name()), &get(d, pd, 64 * 64), &want, 1e-5, 1e-5);
+                }
+                1 => assert!(r.is_err_and(|e| e.to_string().contains("without a wgmma.fence")), "{}: a wgmma with no fence ran", d.name()),
+                2 => assert!(r.is_err_and(|e| e.to_string().contains("written before a wgmma.wait_group")), "{}: A overwritten under the wgmma went unseen", d.name()),
+                _ => assert!(r.is_err_and(|e| e.to_string().contains("no wgmma.wait_group covered")), "{}: a wgmma never waited for went unseen", d.name()),
+            }
+            d.free(pd);
+        }
+        for p in [pa, pb] {
+            d.free(p);
+        }
+        ran += 1;
+    }
+    assert!(ran > 0, "the emulator has every kernel");
+}

@@ -200,6 +200,11 @@ impl CudaDevice {
         device.bind()?;
         device.stream = guarded("cuStreamCreate", || cu::stream::create(cu::stream::StreamKind::NonBlocking))?;
         for &(stem, image) in fatbins::FATBINS {
+            // sm_90a code (wgmma) exists for CC 9.0 alone: elsewhere its kernels are absent
+            // (`has_kernel` says so) and the engine takes the portable ones
+            if stem.ends_with("_sm90a") && (major, minor) != (9, 0) {
+                continue;
+            }
             // cuModuleLoadData reads the fatbinary header in place: give it an 8-byte-aligned,
             // zero-terminated copy (include_bytes! data is only byte-aligned).
             let mut aligned = vec![0u64; image.len() / 8 + 2];
