@@ -13,7 +13,9 @@
 //! those layers are also timed as 3xTF32 on the tensor cores (passes `fwd_x3` / `bwd_data_x3`:
 //! the A/B of `cuda::conv::f32_tensor_cores`). Where the engine splits a layer's reduction
 //! (`cuda::conv::SplitK`: grids under a wave, so at small batches) it is also timed unsplit
-//! (passes `fwd_unsplit` / `bwd_data_unsplit`), and a last line sums the A/B.
+//! (passes `fwd_unsplit` / `bwd_data_unsplit`), and a last line sums the A/B. In bf16, where
+//! Hopper's wgmma kernel runs (a CC 9.0 card; 64-channel slices), the forward is also timed on
+//! it (pass `fwd_wgmma`, same split as `fwd`: the A/B of `cuda::conv::wgmma_forward`).
 //! `--stem` times instead the first layer's backward data (3 input channels, 7x7 stride 2 at
 //! 224², the gradient saliency needs) by every version of `cuda::conv::backward_data_as`, for 32,
 //! 64 and 128 output channels (`--cout N`: only N), with and without the fused ReLU mask: what the engine's choices
@@ -27,7 +29,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_parts, backward_data_version, col2im_len, forward_fused_as, forward_parts, rows_weight, BackwardData, ConvShape, SplitK, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_parts, backward_data_version, col2im_len, forward_fused_as, forward_fused_wgmma, forward_parts, rows_weight, wgmma_applies, BackwardData, ConvShape, SplitK, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -127,6 +129,8 @@ fn main() -> deepviz::Result<()> {
     let (mut total_ms, mut total_flop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
     // split-K's A/B: (ms split, ms unsplit) over the layers the engine splits, weighted by use
     let mut split_ab: std::collections::BTreeMap<(&str, &str), (f64, f64)> = std::collections::BTreeMap::new();
+    // precision -> (wgmma ms, mma.sync ms) over the layers the wgmma forward runs, weighted by use
+    let mut wgmma_ab: std::collections::BTreeMap<&str, (f64, f64)> = std::collections::BTreeMap::new();
     println!("{:<28}{:>6}{:>16}{:>11}{:>10}", "layer", "prec", "pass", "ms/call", "TFLOP/s");
     for (i, &(ci, co, k, s, hw, count)) in RESNET50.iter().enumerate() {
         if only_layer.is_some_and(|l| l != i) {
@@ -171,6 +175,14 @@ fn main() -> deepviz::Result<()> {
             if prec == Precision::F32 && BackwardData::TensorCore(prec, TcStaging::Tap).applies(&shape, &g) {
                 passes.push("bwd_data_x3");
             }
+            // bf16 on Hopper's wgmma (a CC 9.0 card; the engine takes it with DEEPVIZ_WGMMA=1)
+            // against the engine's mma.sync tap kernel (`fwd`), same split
+            let wgmma = prec == Precision::Bf16 && wd.rows_ptr().is_some() && wgmma_applies(dev.as_ref(), &shape, &g);
+            if wgmma {
+                passes.push("fwd_wgmma");
+            }
+            let wgmma_split = if wgmma { forward_parts(dev.as_ref(), prec, true, &shape, &g) } else { 1 };
+            let wgmma_ws = if wgmma_split > 1 { Some(dev.alloc(wgmma_split * batch * oh * oh * co * 4)?) } else { None };
             // where the engine splits K (small batches), the same without (the A/B of split-K)
             if forward_parts(dev.as_ref(), prec, wd.rows_ptr().is_some(), &shape, &g) > 1 {
                 passes.push("fwd_unsplit");
@@ -187,6 +199,10 @@ fn main() -> deepviz::Result<()> {
                         "fwd_unsplit" => drop(unsplit.conv2d(&xd, &wd, Some(&bd), &g)?),
                         "bwd_data_unsplit" => drop(unsplit.conv2d_backward_data(&gyd, &wd, &x.shape, &g)?),
                         "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
+                        "fwd_wgmma" => {
+                            let split = wgmma_ws.map_or(SplitK::NONE, |ws| SplitK { parts: wgmma_split, ws });
+                            forward_fused_wgmma(dev.as_ref(), xd.ptr(), wd.ptr(), wd.rows_ptr(), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, split)?
+                        }
                         "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
                         "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,
                         _ => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Gather), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,
@@ -197,6 +213,14 @@ fn main() -> deepviz::Result<()> {
                 let tflops = flop / ms / 1e9;
                 println!("{name:<28}{:>6}{pass:>16}{ms:>11.3}{tflops:>10.1}", prec.name());
                 *total_ms.entry((prec.name(), pass)).or_insert(0.0) += ms * count as f64;
+                if pass == "fwd_wgmma" {
+                    // against the engine's mma.sync tap kernel (`fwd`), timed before this one
+                    if let Some(&fm) = layer_ms.get("fwd") {
+                        let a = wgmma_ab.entry(prec.name()).or_insert((0.0, 0.0));
+                        a.0 += ms * count as f64;
+                        a.1 += fm * count as f64;
+                    }
+                }
                 if let Some(base) = pass.strip_suffix("_unsplit") {
                     // against the engine's (split) pass of the same layer, timed before this one
                     if let Some(&sm) = layer_ms.get(base) {
@@ -213,6 +237,9 @@ fn main() -> deepviz::Result<()> {
                 ));
             }
             dev.free(yd);
+            if let Some(ws) = wgmma_ws {
+                dev.free(ws);
+            }
             dev.free(gxd);
             dev.free(x3_rows);
         }
@@ -223,6 +250,9 @@ fn main() -> deepviz::Result<()> {
     }
     for ((prec, pass), (sm, um)) in &split_ab {
         println!("split-K, {prec} {pass}, the layers it splits weighted by use: {sm:.3} ms split against {um:.3} ms not, {:.2}x", um / sm);
+    }
+    for (prec, (wm, mm)) in &wgmma_ab {
+        println!("wgmma, {prec} fwd, the layers it runs weighted by use: {wm:.3} ms on wgmma against {mm:.3} ms on mma.sync, {:.2}x", mm / wm);
     }
     if let Some(p) = json {
         let mut f = std::fs::File::create(&p).expect("--json FILE");

@@ -43,6 +43,12 @@
 
 #include "tensorcore.cuh"
 
+// Byte offset of bf16 element (r, k) (k < 64) of a tile in the 128-byte swizzle layout above,
+// the tile 1024-byte aligned: what plain stores into a wgmma operand use.
+__device__ __forceinline__ int dv_sw128_offset(int r, int k) {
+    return (r >> 3) * 1024 + (r & 7) * 128 + (((k >> 3) ^ (r & 7)) << 4) + (k & 7) * 2;
+}
+
 #ifdef DV_EMU
 namespace dv_wgmma_emu {
 

@@ -17,12 +17,6 @@
 
 #define WGMMA_PROBE_SMEM (1024 + 2 * 64 * 128)  // alignment slack, A and B tiles of 64 x 64 bf16
 
-// Byte offset of element (r, k) of a 64 x 64 bf16 tile in the 128-byte swizzle layout (the
-// tile 1024-byte aligned): wgmma.cuh's layout, written out for the stores.
-__device__ __forceinline__ int dv_sw128_offset(int r, int k) {
-    return (r / 8) * 1024 + (r % 8) * 128 + ((((2 * k) >> 4) ^ (r % 8)) << 4) + (2 * k) % 16;
-}
-
 extern "C" __global__ void wgmma_probe_bf16(const unsigned short* a, const unsigned short* b, int k_total, float* d, int misuse) {
     DV_DYNAMIC_SHARED(unsigned char, smem_raw);
     if (blockIdx.x != 0 || threadIdx.x >= 128) return;

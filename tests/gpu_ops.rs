@@ -1262,3 +1262,71 @@ fn no_kernel_spills_or_uses_local_memory() {
     assert!(seen > 0, "{}: no kernels in the report", path.display());
     assert!(bad.is_empty(), "kernels with a stack frame or spills:\n{}", bad.join("\n"));
 }
+
+/// Hopper's wgmma forward (`conv2d_fwd_bf16_wgmma_f32`, kernels/conv_wgmma_sm90a.cu) against
+/// the mma.sync bf16 tap kernel: the same bf16 roundings of the same operands, f32 sums in
+/// another order, so equal to ~2^-20 of the output's scale. Shapes: 3x3 at strides 1 and 2, a
+/// 1x1, two groups, M not a multiple of the 128-row tile, og not a multiple of 64 (a ragged
+/// N block), through the whole epilogue (bias, residual, SiLU, a channel slice of wider rows,
+/// the rest untouched) and split-K in 1 and 3 parts. On the emulator, and on a CC 9.0 card
+/// (elsewhere the kernel is absent and the engine cannot take it: checked). Misuse: channels
+/// per group not a multiple of 64 are refused.
+#[test]
+fn conv_wgmma_forward_matches_the_mma_sync_tap_kernel() {
+    let geom = |stride, pad, groups| Conv2dGeom { stride, pad, dilation: [1, 1], groups };
+    let cases = [
+        ("3x3_s1", ConvShape { n: 2, h: 9, w: 11, c: 128, cout: 96, kh: 3, kw: 3 }, geom([1, 1], [1, 1, 1, 1], 1)),
+        ("3x3_s2", ConvShape { n: 1, h: 13, w: 12, c: 64, cout: 64, kh: 3, kw: 3 }, geom([2, 2], [1, 1, 1, 1], 1)),
+        ("1x1_grouped", ConvShape { n: 1, h: 10, w: 15, c: 256, cout: 160, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], 2)),
+    ];
+    let mut ran = 0;
+    for (what, s, g) in cases {
+        let (oh, ow) = s.out_hw(&g).unwrap();
+        let (cg, pix) = (s.c / g.groups, s.n * oh * ow);
+        let x = seeded(90, s.n * s.h * s.w * s.c);
+        let w = seeded(91, s.cout * cg * s.kh * s.kw);
+        let (b, res) = (seeded(92, s.cout), seeded(93, pix * s.cout));
+        let stride = s.cout + 3;
+        for dev in devices() {
+            let d = dev.as_ref();
+            if !cuda::conv::wgmma_applies(d, &s, &g) {
+                eprintln!("{}: no wgmma kernel (sm_90a only): skipped", d.name());
+                continue;
+            }
+            let (xp, wo, wpk, rows, bp, rp) = (put(d, &x), put(d, &w), out(d, w.len()), out(d, w.len()), put(d, &b), put(d, &res));
+            cuda::conv::repack_weight(d, wo, wpk, s.cout, cg, s.kh, s.kw).unwrap();
+            cuda::conv::rows_weight(d, wpk, rows, s.cout, cg, s.kh, s.kw).unwrap();
+            let ws = out(d, 3 * pix * s.cout);
+            let run = |wgmma: bool, split: SplitK| {
+                let y = put(d, &vec![-3.5; pix * stride]);
+                if wgmma {
+                    cuda::conv::forward_fused_wgmma(d, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
+                } else {
+                    cuda::conv::forward_fused_as(d, Precision::Bf16, TcStaging::Tap, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
+                }
+                let v = get(d, y, pix * stride);
+                d.free(y);
+                v
+            };
+            let want = run(false, SplitK::NONE);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for parts in [1, 3] {
+                let got = run(true, if parts == 1 { SplitK::NONE } else { SplitK { parts, ws } });
+                let name = format!("{}.wgmma_{what}.parts{parts}", d.name());
+                assert_close(&name, &got, &want, scale * 2f32.powi(-18), 2f32.powi(-18));
+                let spare = (0..pix).flat_map(|p| [got[p * stride], got[p * stride + stride - 2], got[p * stride + stride - 1]]);
+                assert!(spare.into_iter().all(|v| v == -3.5), "{name}: channels outside the slice");
+            }
+            for p in [xp, wo, wpk, rows, bp, rp, ws] {
+                d.free(p);
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "the emulator has the wgmma kernel");
+    // misuse: 96 channels are one and a half K slices
+    let dev = deepviz::device::emu::EmuDevice::new();
+    let (s, g) = (ConvShape { n: 1, h: 4, w: 4, c: 96, cout: 64, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], 1));
+    let e = cuda::conv::forward_fused_wgmma(&dev, DevicePtr(0), DevicePtr(0), None, None, None, DevicePtr(0), 64, 0, &s, &g, None, SplitK::NONE).unwrap_err().to_string();
+    assert!(e.contains("multiple of 64"), "{e}");
+}

@@ -177,8 +177,19 @@ for (i, p, s), o in sorted(ours.items()):
         a[0] += t["ms"] * o["count"]; a[1] += o["ms"] * o["count"]
 for s, (tm, em) in sorted(x3.items()):
     print(f"fp32 {s}, layers 3xTF32 takes, weighted by use: 3xTF32 {tm:.2f} ms against exact {em:.2f} ms, {em / tm:.2f}x (above 1: set DEEPVIZ_FP32_TENSOR_CORES=1 as the default)")
+# Hopper's wgmma forward against the engine's mma.sync tap kernel and cuDNN (Owed 12)
+wg = [0.0, 0.0, 0.0]
+for (i, p, s), o in sorted(ours.items()):
+    w = ours.get((i, p, s + "_wgmma"))
+    if w:
+        t = best.get((i, p, s))
+        print(f"{o['layer']:<26}{p:>5}{s:>9}  wgmma {w['tflops']:>6.1f} TF/s, mma.sync {o['tflops']:>6.1f} TF/s" + (f", cuDNN {t['tflops']:>6.1f} TF/s" if t else ""))
+        wg[0] += w["ms"] * o["count"]; wg[1] += o["ms"] * o["count"]; wg[2] += (t["ms"] if t else float("nan")) * o["count"]
+if wg[0]:
+    print(f"bf16 fwd on wgmma, weighted by use: {wg[0]:.2f} ms against mma.sync {wg[1]:.2f} ms ({wg[1] / wg[0]:.2f}x) and cuDNN {wg[2]:.2f} ms (wgmma at {wg[2] / wg[0]:.2f}x cuDNN's speed)")
 PY
 echo "-- batch 1, split-K against unsplit (conv_layers 1)" >>"$OUT/conv_ratios.txt"; grep "^split-K" /tmp/conv_b1.txt >>"$OUT/conv_ratios.txt" 2>/dev/null
+echo "-- batch 1, wgmma against mma.sync, bf16 forward (Owed 12)" >>"$OUT/conv_ratios.txt"; grep "^wgmma" /tmp/conv_b1.txt >>"$OUT/conv_ratios.txt" 2>/dev/null
 
 if [ -f "$here/torch_baseline.py" ] && [ $have_torch = 1 ]; then
   step "PyTorch baseline + export"

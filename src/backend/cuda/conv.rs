@@ -63,6 +63,30 @@ const TC_SMEM_BYTES: u32 = 3 * (128 * 36 + 32 * 72) * 4;
 /// The tap-slice versions' shared memory (`TS_SMEM_BYTES`): 3 stages of an unpadded 128 x 32
 /// A slice and 32 x 64 B slice, f32.
 const TS_SMEM_BYTES: u32 = 3 * (128 * 32 + 32 * 64) * 4;
+/// `conv2d_fwd_bf16_wgmma_f32`'s shared memory (`WG_SMEM_BYTES` in kernels/conv_wgmma_sm90a.cu):
+/// 1024 bytes of alignment slack and 2 stages of a 128 x 64 A and 64 x 64 B slice, bf16.
+const WG_SMEM_BYTES: u32 = 1024 + 2 * (128 + 64) * 64 * 2;
+/// Its K slice: the input channels per group must be a multiple of it.
+const WG_K: usize = 64;
+/// Its kernel: sm_90a SASS alone, so present on CC 9.0 cards and on the emulator only.
+const WGMMA_FWD: &str = "conv2d_fwd_bf16_wgmma_f32";
+
+/// Whether the engine's bf16 forward convolutions run on Hopper's wgmma
+/// (`conv2d_fwd_bf16_wgmma_f32`) where it applies (`DEEPVIZ_WGMMA=1`), instead of the mma.sync
+/// tap kernel. Off until a card shows it correct and faster (benches/RESULTS.md, Owed 12:
+/// `examples/conv_layers` times both, pass `fwd_wgmma`); the tests run it explicitly
+/// ([`forward_fused_wgmma`]). Read once per process.
+pub fn wgmma_forward() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DEEPVIZ_WGMMA").is_ok_and(|v| v.trim() == "1"))
+}
+
+/// Whether [`forward_fused_wgmma`] can run this convolution on `dev`: the kernel is there (a
+/// CC 9.0 card, or the emulator), the convolution is not depthwise and its input channels per
+/// group are whole 64-channel slices.
+pub fn wgmma_applies(dev: &dyn Device, s: &ConvShape, g: &Conv2dGeom) -> bool {
+    !s.depthwise(g) && (s.c / g.groups.max(1)).is_multiple_of(WG_K) && dev.has_kernel(WGMMA_FWD)
+}
 /// Most input channels per group of `conv2d_bwd_data_direct_f32` (`DIRECT_CG` in conv.cu).
 const DIRECT_CG: usize = 4;
 /// Channels per block and rows of threads of `dwconv2d_bwd_filter_f32` (`DW_*` in conv.cu).
@@ -436,7 +460,40 @@ pub fn forward_fused(
     act: Option<Act>,
     split: SplitK,
 ) -> Result<()> {
-    forward_fused_as(dev, prec, TcStaging::engine(rows.is_some(), s, g), x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
+    let staging = TcStaging::engine(rows.is_some(), s, g);
+    let wgmma = prec == Precision::Bf16 && staging == TcStaging::Tap && wgmma_forward() && wgmma_applies(dev, s, g);
+    forward_launch(dev, prec, staging, wgmma, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
+}
+
+/// [`forward_fused`] in bf16 on Hopper's wgmma (`conv2d_fwd_bf16_wgmma_f32`), whatever
+/// [`wgmma_forward`] says: the same tiles, grid, split-K and epilogue as the bf16 tap kernel, so
+/// the same launch otherwise. Errors where it does not apply ([`wgmma_applies`]) or the OHWI
+/// `rows` are missing.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_fused_wgmma(
+    dev: &dyn Device,
+    x: DevicePtr,
+    wp: DevicePtr,
+    rows: Option<DevicePtr>,
+    bias: Option<DevicePtr>,
+    residual: Option<DevicePtr>,
+    y: DevicePtr,
+    y_stride: usize,
+    y_off: usize,
+    s: &ConvShape,
+    g: &Conv2dGeom,
+    act: Option<Act>,
+    split: SplitK,
+) -> Result<()> {
+    if !wgmma_applies(dev, s, g) {
+        return Err(Error::InvalidArgument(format!(
+            "conv2d: the wgmma forward needs {WGMMA_FWD} (a CC 9.0 card or the emulator; {} has {}) and input channels per group a multiple of {WG_K} (not {})",
+            dev.name(),
+            if dev.has_kernel(WGMMA_FWD) { "it" } else { "none" },
+            s.c / g.groups.max(1)
+        )));
+    }
+    forward_launch(dev, Precision::Bf16, TcStaging::Tap, true, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
@@ -460,6 +517,31 @@ pub fn forward_fused_as(
     act: Option<Act>,
     split: SplitK,
 ) -> Result<()> {
+    forward_launch(dev, prec, staging, false, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
+}
+
+/// The forward launch behind [`forward_fused_as`] and [`forward_fused_wgmma`] (`wgmma`: the bf16
+/// tap staging's GEMM on `conv2d_fwd_bf16_wgmma_f32`, which the caller checked applies).
+#[allow(clippy::too_many_arguments)]
+fn forward_launch(
+    dev: &dyn Device,
+    prec: Precision,
+    staging: TcStaging,
+    wgmma: bool,
+    x: DevicePtr,
+    wp: DevicePtr,
+    rows: Option<DevicePtr>,
+    bias: Option<DevicePtr>,
+    residual: Option<DevicePtr>,
+    y: DevicePtr,
+    y_stride: usize,
+    y_off: usize,
+    s: &ConvShape,
+    g: &Conv2dGeom,
+    act: Option<Act>,
+    split: SplitK,
+) -> Result<()> {
+    debug_assert!(!wgmma || (prec == Precision::Bf16 && staging == TcStaging::Tap));
     let (oh, ow) = s.out_hw(g)?;
     if y_off + s.cout > y_stride {
         return Err(Error::InvalidArgument(format!(
@@ -497,12 +579,15 @@ pub fn forward_fused_as(
         }
         staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
-        staging.variant("fwd", prec)
+        if wgmma { "fwd_bf16_wgmma".to_string() } else { staging.variant("fwd", prec) }
     } else {
         dev.account("conv2d_fwd", gemm_macs(m, og, k, g.groups), useful);
         "fwd".to_string()
     };
     let (mut cfg, _) = forward_grid(prec, staging, m, og, g.groups);
+    if wgmma {
+        cfg.shared_bytes = WG_SMEM_BYTES;
+    }
     cfg.grid[2] *= split.parts as u32;
     args.extend(split.args());
     // SAFETY: `conv2d_fwd_f32` or on the tensor cores `conv2d_fwd_{tf32,bf16}[_tap]_f32` /
@@ -513,7 +598,9 @@ pub fn forward_fused_as(
     // — or, split, by each part at ws[part][m * cout + g * og + o] (`check`: ws given; its length
     // the caller's parts x m x cout, as forward_parts / SplitK::ws_len say). The tap version's
     // conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte aligned x and
-    // rows) were checked just above.
+    // rows) were checked just above. The wgmma version (`conv2d_fwd_bf16_wgmma_f32`, the same
+    // signature, grid, block and stores; cg a multiple of 64, checked by its caller through
+    // `wgmma_applies`) takes WG_SMEM_BYTES of dynamic shared memory.
     launch(dev, "conv2d", &kernel, cfg, &args)?;
     splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
 }
