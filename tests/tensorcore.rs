@@ -140,7 +140,9 @@ fn wgmma_bf16_probe_matches_host_product() {
             match misuse {
                 0 => {
                     r.unwrap();
-                    assert_close(&format!("{}.wgmma_probe_bf16", d.name()), &get(d, pd, 64 * 64), &want, 1e-5, 1e-5);
+                    let got = get(d, pd, 64 * 64);
+                    layout_hint(&got, &want);
+                    assert_close(&format!("{}.wgmma_probe_bf16", d.name()), &got, &want, 1e-5, 1e-5);
                 }
                 1 => assert!(r.is_err_and(|e| e.to_string().contains("without a wgmma.fence")), "{}: a wgmma with no fence ran", d.name()),
                 2 => assert!(r.is_err_and(|e| e.to_string().contains("written before a wgmma.wait_group")), "{}: A overwritten under the wgmma went unseen", d.name()),
@@ -154,4 +156,22 @@ fn wgmma_bf16_probe_matches_host_product() {
         ran += 1;
     }
     assert!(ran > 0, "the emulator has every kernel");
+}
+
+/// Where a wrong layout put things (printed before the assertion fails, for the card's log):
+/// each output is a sum of 192 random products, so its value is all but unique, and a value
+/// found at another place of the reference names the permutation (a wrong D layout moves whole
+/// values; a wrong descriptor or swizzle makes values found nowhere).
+fn layout_hint(got: &[f32], want: &[f32]) {
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| (got[i] - want[i]).abs() > 1e-4 * (1.0 + want[i].abs())).collect();
+    if bad.is_empty() {
+        return;
+    }
+    let at = |v: f32| want.iter().position(|&w| (w - v).abs() <= 1e-5 * (1.0 + v.abs()));
+    let moved: Vec<String> = bad.iter().take(16).map(|&i| match at(got[i]) {
+        Some(j) => format!("D[{}][{}] holds D[{}][{}]", i / 64, i % 64, j / 64, j % 64),
+        None => format!("D[{}][{}] holds a value found nowhere", i / 64, i % 64),
+    }).collect();
+    let found = bad.iter().filter(|&&i| at(got[i]).is_some()).count();
+    eprintln!("wgmma probe: {} of 4096 outputs wrong, {found} of them values from elsewhere in D; first: {}", bad.len(), moved.join("; "));
 }
