@@ -112,10 +112,10 @@ fn sass_has_no_local_memory_and_keeps_its_tensor_cores() {
 }
 
 /// The smallest loop of a kernel's listing (a branch back to an earlier address) that holds all
-/// of its HMMAs: (its instructions, its HMMAs).
+/// of its HMMAs (or Hopper's HGMMAs): (its instructions, its HMMAs).
 #[cfg(feature = "cuda")]
 fn mma_loop(ins: &[(u64, String)]) -> Option<(usize, usize)> {
-    let hmma: Vec<usize> = ins.iter().enumerate().filter(|(_, (_, t))| t.contains("HMMA")).map(|(i, _)| i).collect();
+    let hmma: Vec<usize> = ins.iter().enumerate().filter(|(_, (_, t))| t.contains("HMMA") || t.contains("HGMMA")).map(|(i, _)| i).collect();
     let (&first, &last) = (hmma.first()?, hmma.last()?);
     let index = |a: u64| ins.iter().position(|(x, _)| *x == a);
     ins.iter()
