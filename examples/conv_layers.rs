@@ -29,7 +29,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepviz::backend::cuda::conv::{backward_data_as, backward_data_parts, backward_data_version, col2im_len, forward_fused_as, forward_fused_wgmma, forward_parts, rows_weight, wgmma_applies, BackwardData, ConvShape, SplitK, TcStaging};
+use deepviz::backend::cuda::conv::{backward_data_as, backward_data_parts, backward_data_version, col2im_len, forward_fused_as, forward_parts, rows_weight, wgmma_applies, BackwardData, ConvShape, SplitK, TcStaging};
 use deepviz::backend::cuda::Gpu;
 use deepviz::backend::Act;
 use deepviz::backend::{Backend, Conv2dGeom, Precision, Role};
@@ -201,7 +201,7 @@ fn main() -> deepviz::Result<()> {
                         "fwd_gather" => forward_fused_as(dev.as_ref(), prec, TcStaging::Gather, xd.ptr(), wd.ptr(), None, Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
                         "fwd_wgmma" => {
                             let split = wgmma_ws.map_or(SplitK::NONE, |ws| SplitK { parts: wgmma_split, ws });
-                            forward_fused_wgmma(dev.as_ref(), xd.ptr(), wd.ptr(), wd.rows_ptr(), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, split)?
+                            forward_fused_as(dev.as_ref(), prec, TcStaging::Wgmma, xd.ptr(), wd.ptr(), wd.rows_ptr(), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, split)?
                         }
                         "fwd_x3" => forward_fused_as(dev.as_ref(), prec, TcStaging::Tap, xd.ptr(), wd.ptr(), Some(x3_rows), Some(bd.ptr()), None, yd, co, 0, &shape, &g, None, SplitK::NONE)?,
                         "bwd_data_x3" => backward_data_as(dev.as_ref(), BackwardData::TensorCore(prec, TcStaging::Tap), gyd.ptr(), wd.ptr(), gxd, &shape, &g, None, None, SplitK::NONE)?,

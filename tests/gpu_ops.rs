@@ -1299,11 +1299,8 @@ fn conv_wgmma_forward_matches_the_mma_sync_tap_kernel() {
             let ws = out(d, 3 * pix * s.cout);
             let run = |wgmma: bool, split: SplitK| {
                 let y = put(d, &vec![-3.5; pix * stride]);
-                if wgmma {
-                    cuda::conv::forward_fused_wgmma(d, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
-                } else {
-                    cuda::conv::forward_fused_as(d, Precision::Bf16, TcStaging::Tap, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
-                }
+                let staging = if wgmma { TcStaging::Wgmma } else { TcStaging::Tap };
+                cuda::conv::forward_fused_as(d, Precision::Bf16, staging, xp, wpk, Some(rows), Some(bp), Some(rp), y, stride, 1, &s, &g, Some(Act::Silu), split).unwrap();
                 let v = get(d, y, pix * stride);
                 d.free(y);
                 v
@@ -1327,6 +1324,6 @@ fn conv_wgmma_forward_matches_the_mma_sync_tap_kernel() {
     // misuse: 96 channels are one and a half K slices
     let dev = deepviz::device::emu::EmuDevice::new();
     let (s, g) = (ConvShape { n: 1, h: 4, w: 4, c: 96, cout: 64, kh: 1, kw: 1 }, geom([1, 1], [0, 0, 0, 0], 1));
-    let e = cuda::conv::forward_fused_wgmma(&dev, DevicePtr(0), DevicePtr(0), None, None, None, DevicePtr(0), 64, 0, &s, &g, None, SplitK::NONE).unwrap_err().to_string();
+    let e = cuda::conv::forward_fused_as(&dev, Precision::Bf16, TcStaging::Wgmma, DevicePtr(0), DevicePtr(0), None, None, None, DevicePtr(0), 64, 0, &s, &g, None, SplitK::NONE).unwrap_err().to_string();
     assert!(e.contains("multiple of 64"), "{e}");
 }

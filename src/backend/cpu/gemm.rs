@@ -143,18 +143,6 @@ pub const PACK_NC: usize = avx512::NC;
 #[cfg(not(target_arch = "x86_64"))]
 pub const PACK_NC: usize = 1024;
 
-/// Copy `src` (at most [`PACK_NR`] floats) into one packed row `dst` (`PACK_NR` floats),
-/// zero-filling the rest.
-#[inline(always)]
-pub fn put_panel_row(dst: &mut [f32], src: &[f32]) {
-    if let (Ok(d), Ok(s)) = (<&mut [f32; PACK_NR]>::try_from(&mut dst[..]), <&[f32; PACK_NR]>::try_from(src)) {
-        *d = *s;
-    } else {
-        dst[..src.len()].copy_from_slice(src);
-        dst[src.len()..].fill(0.0);
-    }
-}
-
 impl PackB for Mat<'_> {
     fn rows(&self) -> usize {
         self.rows
@@ -165,26 +153,11 @@ impl PackB for Mat<'_> {
     fn pack(&self, p0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
         const NR: usize = PACK_NR;
         let b = self;
+        // (only the AVX-512 GEMM packs: contiguous rows by vectors, anything else below)
         #[cfg(target_arch = "x86_64")]
         if b.cs == 1 && uses_avx512() {
             // SAFETY: AVX-512F was detected
             unsafe { avx512::pack_rows(b, p0, kc, j0, nc, dst) };
-            return;
-        }
-        if b.cs == 1 {
-            // a few rows at a time across all panels: the reads stream through a few rows, the
-            // writes fill a few consecutive rows of each panel
-            const ROWS: usize = 8;
-            for k0 in (0..kc).step_by(ROWS) {
-                let rows = ROWS.min(kc - k0);
-                for jp in 0..nc.div_ceil(NR) {
-                    let c0 = jp * NR;
-                    let cols = NR.min(nc - c0);
-                    for kk in k0..k0 + rows {
-                        put_panel_row(&mut dst[(jp * kc + kk) * NR..][..NR], &b.data[(p0 + kk) * b.rs + j0 + c0..][..cols]);
-                    }
-                }
-            }
             return;
         }
         for (jp, d) in dst[..nc.div_ceil(NR) * NR * kc].chunks_exact_mut(NR * kc).enumerate() {
@@ -527,6 +500,16 @@ pub mod avx512 {
         });
     }
 
+    /// The mask of a vector's first `n` lanes (all 16 for n >= 16).
+    #[inline(always)]
+    fn lanes(n: usize) -> u16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
+    }
+
     /// [`PackB::pack`] of a matrix with contiguous rows (`cs == 1`): a few rows at a time across
     /// all panels (the reads stream through a few rows, the writes fill a few consecutive rows
     /// of each panel), each panel row as two loads and two stores; a ragged last panel's loads
@@ -547,7 +530,6 @@ pub mod avx512 {
             for jp in 0..panels {
                 let c0 = jp * NR;
                 let cols = NR.min(nc - c0);
-                let lanes = |n: usize| if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as u16 };
                 let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(16)));
                 for kk in k0..kc.min(k0 + ROWS) {
                     // reads: row p0 + kk, columns j0 + c0 .. + cols (in bounds: asserted above);
@@ -749,11 +731,7 @@ pub mod avx512 {
             a = a.add(MR);
             b = b.add(NR);
         }
-        let mut masks = [0u16; V];
-        for (j, m) in masks.iter_mut().enumerate() {
-            let cols = nr.saturating_sub(16 * j).min(16);
-            *m = ((1u32 << cols) - 1) as u16;
-        }
+        let masks: [u16; V] = std::array::from_fn(|j| lanes(nr.saturating_sub(16 * j)));
         for (i, row) in acc.iter().enumerate() {
             if i < mr {
                 let cr = c.add(i * ldc);

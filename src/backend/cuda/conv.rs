@@ -75,13 +75,13 @@ const WGMMA_FWD: &str = "conv2d_fwd_bf16_wgmma_f32";
 /// (`conv2d_fwd_bf16_wgmma_f32`) where it applies (`DEEPVIZ_WGMMA=1`), instead of the mma.sync
 /// tap kernel. Off until a card shows it correct and faster (benches/RESULTS.md, Owed 12:
 /// `examples/conv_layers` times both, pass `fwd_wgmma`); the tests run it explicitly
-/// ([`forward_fused_wgmma`]). Read once per process.
+/// ([`TcStaging::Wgmma`]). Read once per process.
 pub fn wgmma_forward() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("DEEPVIZ_WGMMA").is_ok_and(|v| v.trim() == "1"))
 }
 
-/// Whether [`forward_fused_wgmma`] can run this convolution on `dev`: the kernel is there (a
+/// Whether [`TcStaging::Wgmma`] can run this convolution on `dev`: the kernel is there (a
 /// CC 9.0 card, or the emulator), the convolution is not depthwise and its input channels per
 /// group are whole 64-channel slices.
 pub fn wgmma_applies(dev: &dyn Device, s: &ConvShape, g: &Conv2dGeom) -> bool {
@@ -195,9 +195,10 @@ fn blocks(cfg: &LaunchConfig) -> usize {
     cfg.grid.iter().map(|&d| d as usize).product()
 }
 
-/// Whether the forward runs on the tensor cores: tf32 / bf16, or f32 by tap slices (3xTF32).
+/// Whether the forward runs on the tensor cores: tf32 / bf16, or f32 by tap slices (3xTF32; f32
+/// asked of wgmma goes there too, to be refused).
 fn forward_on_tensor_cores(prec: Precision, staging: TcStaging) -> bool {
-    prec != Precision::F32 || staging == TcStaging::Tap
+    prec != Precision::F32 || staging != TcStaging::Gather
 }
 
 /// The forward GEMM's grid over `[m, og]` per group before any split, and its K tile.
@@ -326,6 +327,7 @@ fn tc_cfg(m: usize, n: usize, z: usize, staging: TcStaging) -> LaunchConfig {
     let shared_bytes = match staging {
         TcStaging::Gather => TC_SMEM_BYTES,
         TcStaging::Tap => TS_SMEM_BYTES,
+        TcStaging::Wgmma => WG_SMEM_BYTES,
     };
     LaunchConfig { grid: [m.div_ceil(TC_M).max(1) as u32, n.div_ceil(TC_N).max(1) as u32, z.max(1) as u32], block: [TC_THREADS, 1, 1], shared_bytes }
 }
@@ -360,6 +362,10 @@ pub enum TcStaging {
     /// and forward the weights as OHWI rows ([`rows_weight`]); swizzled shared memory. The only
     /// tensor-core staging of f32 (as 3xTF32)
     Tap,
+    /// forward only, bf16 only, on Hopper's wgmma (`conv2d_fwd_bf16_wgmma_f32`, a CC 9.0 card
+    /// or the emulator: [`wgmma_applies`]): the tap slices' GEMM and conditions in 64-channel
+    /// slices, rounded to bf16 on their way into 128-byte-swizzled shared memory
+    Wgmma,
 }
 
 impl TcStaging {
@@ -370,6 +376,15 @@ impl TcStaging {
             TcStaging::forward(s, g)
         } else {
             TcStaging::Gather
+        }
+    }
+
+    /// [`TcStaging::engine`] on `dev` in `prec`: [`TcStaging::Wgmma`] in place of the bf16 tap
+    /// slices where it applies and [`wgmma_forward`] asks for it.
+    fn engine_on(dev: &dyn Device, prec: Precision, rows: bool, s: &ConvShape, g: &Conv2dGeom) -> TcStaging {
+        match TcStaging::engine(rows, s, g) {
+            TcStaging::Tap if prec == Precision::Bf16 && wgmma_forward() && wgmma_applies(dev, s, g) => TcStaging::Wgmma,
+            st => st,
         }
     }
 
@@ -402,8 +417,8 @@ impl TcStaging {
     /// Whether a launch of this staging may read these operand tensors: the tap slices copy
     /// 16-byte chunks straight from them (pool allocations always are; an offset view may not be).
     fn takes(self, operands: [DevicePtr; 2]) -> Result<()> {
-        if self == TcStaging::Tap && operands.iter().any(|p| !p.0.is_multiple_of(16)) {
-            return Err(Error::InvalidArgument("conv2d: the tap-slice tensor-core kernels need 16-byte aligned input and weight tensors".into()));
+        if self != TcStaging::Gather && operands.iter().any(|p| !p.0.is_multiple_of(16)) {
+            return Err(Error::InvalidArgument("conv2d: the tap-slice and wgmma tensor-core kernels need 16-byte aligned input and weight tensors".into()));
         }
         Ok(())
     }
@@ -413,6 +428,7 @@ impl TcStaging {
         match self {
             TcStaging::Gather => format!("{base}_{}", p.name()),
             TcStaging::Tap => format!("{base}_{}_tap", tc_format(p)),
+            TcStaging::Wgmma => format!("{base}_{}_wgmma", p.name()),
         }
     }
 }
@@ -460,40 +476,7 @@ pub fn forward_fused(
     act: Option<Act>,
     split: SplitK,
 ) -> Result<()> {
-    let staging = TcStaging::engine(rows.is_some(), s, g);
-    let wgmma = prec == Precision::Bf16 && staging == TcStaging::Tap && wgmma_forward() && wgmma_applies(dev, s, g);
-    forward_launch(dev, prec, staging, wgmma, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
-}
-
-/// [`forward_fused`] in bf16 on Hopper's wgmma (`conv2d_fwd_bf16_wgmma_f32`), whatever
-/// [`wgmma_forward`] says: the same tiles, grid, split-K and epilogue as the bf16 tap kernel, so
-/// the same launch otherwise. Errors where it does not apply ([`wgmma_applies`]) or the OHWI
-/// `rows` are missing.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_fused_wgmma(
-    dev: &dyn Device,
-    x: DevicePtr,
-    wp: DevicePtr,
-    rows: Option<DevicePtr>,
-    bias: Option<DevicePtr>,
-    residual: Option<DevicePtr>,
-    y: DevicePtr,
-    y_stride: usize,
-    y_off: usize,
-    s: &ConvShape,
-    g: &Conv2dGeom,
-    act: Option<Act>,
-    split: SplitK,
-) -> Result<()> {
-    if !wgmma_applies(dev, s, g) {
-        return Err(Error::InvalidArgument(format!(
-            "conv2d: the wgmma forward needs {WGMMA_FWD} (a CC 9.0 card or the emulator; {} has {}) and input channels per group a multiple of {WG_K} (not {})",
-            dev.name(),
-            if dev.has_kernel(WGMMA_FWD) { "it" } else { "none" },
-            s.c / g.groups.max(1)
-        )));
-    }
-    forward_launch(dev, Precision::Bf16, TcStaging::Tap, true, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
+    forward_fused_as(dev, prec, TcStaging::engine_on(dev, prec, rows.is_some(), s, g), x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
 }
 
 /// [`forward_fused`] with the tensor cores' staging chosen by the caller (the tests and
@@ -517,31 +500,6 @@ pub fn forward_fused_as(
     act: Option<Act>,
     split: SplitK,
 ) -> Result<()> {
-    forward_launch(dev, prec, staging, false, x, wp, rows, bias, residual, y, y_stride, y_off, s, g, act, split)
-}
-
-/// The forward launch behind [`forward_fused_as`] and [`forward_fused_wgmma`] (`wgmma`: the bf16
-/// tap staging's GEMM on `conv2d_fwd_bf16_wgmma_f32`, which the caller checked applies).
-#[allow(clippy::too_many_arguments)]
-fn forward_launch(
-    dev: &dyn Device,
-    prec: Precision,
-    staging: TcStaging,
-    wgmma: bool,
-    x: DevicePtr,
-    wp: DevicePtr,
-    rows: Option<DevicePtr>,
-    bias: Option<DevicePtr>,
-    residual: Option<DevicePtr>,
-    y: DevicePtr,
-    y_stride: usize,
-    y_off: usize,
-    s: &ConvShape,
-    g: &Conv2dGeom,
-    act: Option<Act>,
-    split: SplitK,
-) -> Result<()> {
-    debug_assert!(!wgmma || (prec == Precision::Bf16 && staging == TcStaging::Tap));
     let (oh, ow) = s.out_hw(g)?;
     if y_off + s.cout > y_stride {
         return Err(Error::InvalidArgument(format!(
@@ -570,24 +528,29 @@ fn forward_launch(
     let (og, k) = (s.cout / g.groups, s.kh * s.kw * (s.c / g.groups));
     let kernel = if forward_on_tensor_cores(prec, staging) {
         let mut b = wp; // B as the kernel reads it
-        if staging == TcStaging::Tap {
-            if staging != TcStaging::forward(s, g) {
+        if staging == TcStaging::Wgmma && (prec != Precision::Bf16 || !wgmma_applies(dev, s, g)) {
+            return Err(Error::InvalidArgument(format!(
+                "conv2d: the wgmma forward needs bf16 (not {prec}), {WGMMA_FWD} (a CC 9.0 card or the emulator; {} has {}) and input channels per group a multiple of {WG_K} (not {})",
+                dev.name(),
+                if dev.has_kernel(WGMMA_FWD) { "it" } else { "none" },
+                s.c / g.groups
+            )));
+        }
+        if staging != TcStaging::Gather {
+            if staging == TcStaging::Tap && staging != TcStaging::forward(s, g) {
                 return Err(Error::InvalidArgument(format!("conv2d: the tap-slice tensor-core forward needs input channels per group a multiple of {TC_K} (not {})", s.c / g.groups)));
             }
-            b = rows.ok_or_else(|| Error::InvalidArgument("conv2d: the tap-slice tensor-core forward reads the weight's OHWI rows (rows_weight); none were given".into()))?;
+            b = rows.ok_or_else(|| Error::InvalidArgument("conv2d: the tap-slice and wgmma tensor-core forwards read the weight's OHWI rows (rows_weight); none were given".into()))?;
             args[1] = ptr(b);
         }
         staging.takes([x, b])?;
         dev.account("conv2d_fwd_tc", tc_macs(m, og, k, g.groups), useful);
-        if wgmma { "fwd_bf16_wgmma".to_string() } else { staging.variant("fwd", prec) }
+        staging.variant("fwd", prec)
     } else {
         dev.account("conv2d_fwd", gemm_macs(m, og, k, g.groups), useful);
         "fwd".to_string()
     };
     let (mut cfg, _) = forward_grid(prec, staging, m, og, g.groups);
-    if wgmma {
-        cfg.shared_bytes = WG_SMEM_BYTES;
-    }
     cfg.grid[2] *= split.parts as u32;
     args.extend(split.args());
     // SAFETY: `conv2d_fwd_f32` or on the tensor cores `conv2d_fwd_{tf32,bf16}[_tap]_f32` /
@@ -598,9 +561,8 @@ fn forward_launch(
     // — or, split, by each part at ws[part][m * cout + g * og + o] (`check`: ws given; its length
     // the caller's parts x m x cout, as forward_parts / SplitK::ws_len say). The tap version's
     // conditions (cg % 32, the OHWI rows given in the weight's place, 16-byte aligned x and
-    // rows) were checked just above. The wgmma version (`conv2d_fwd_bf16_wgmma_f32`, the same
-    // signature, grid, block and stores; cg a multiple of 64, checked by its caller through
-    // `wgmma_applies`) takes WG_SMEM_BYTES of dynamic shared memory.
+    // rows) were checked just above; the wgmma version's (`conv2d_fwd_bf16_wgmma_f32`, the same
+    // signature, grid, block and stores: bf16, the kernel present, cg % 64) too.
     launch(dev, "conv2d", &kernel, cfg, &args)?;
     splitk_forward(dev, split, bias, residual, y, m, s.cout, y_stride, y_off, act)
 }
